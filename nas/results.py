@@ -1,0 +1,126 @@
+"""The run's ledger: one row per architecture, saved atomically with the controller state after every result.
+
+`state.json` holds rows, the controller's `state_dict` and the in-flight candidates in one file written
+atomically, so a run killed at any moment resumes with nothing lost and nothing evaluated twice.
+`results.csv` is the same rows as a table, rewritten alongside.
+
+Statuses: ``ok`` (evaluated, feasible), ``infeasible`` (evaluated, breaks a latency limit), ``failed`` (crashed
+or non-finite), ``rejected`` (broke a FLOPs/params limit: no trial was spent).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from nas.io import atomic_write, atomic_write_json
+from nas.objectives import latency_column
+
+EVALUATED = ("ok", "infeasible", "failed")
+BASE_COLUMNS = ["index", "arch", "status", "accuracy", "flops", "params"]
+TAIL_COLUMNS = ["feasible", "reason", "error", "eval_seconds", "train_seconds", "trial_id", "finished_at"]
+
+
+def score_of(row: dict[str, Any]) -> float | None:
+    """The value controllers maximise: accuracy of a feasible, successful candidate; None otherwise."""
+    acc = row.get("accuracy")
+    if row.get("status") != "ok" or acc is None or not math.isfinite(float(acc)):
+        return None
+    return float(acc)
+
+
+class RunLog:
+    """Rows of one run plus the controller state, persisted in `run_dir/state.json`.
+
+    Args:
+        run_dir: the run's output folder.
+        profiles: hardware profile names, one latency column each.
+    """
+
+    def __init__(self, run_dir: Path, profiles: list[str]):
+        self.run_dir = Path(run_dir)
+        self.profiles = list(profiles)
+        self.rows: list[dict[str, Any]] = []
+        self._by_arch: dict[str, dict[str, Any]] = {}
+        self.controller_state: dict[str, Any] | None = None
+        self.pending: list[str] = []
+        self.listeners: list = []   # called with each completed trial's row (progress, tracking)
+
+    @property
+    def state_path(self) -> Path:
+        return self.run_dir / "state.json"
+
+    @property
+    def columns(self) -> list[str]:
+        return BASE_COLUMNS + [latency_column(p) for p in self.profiles] + TAIL_COLUMNS
+
+    def add(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Append `row` (index and finish time are filled in) and return it."""
+        row = {"index": len(self.rows), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **row}
+        self.rows.append(row)
+        self._by_arch[row["arch"]] = row
+        return row
+
+    def get(self, arch: str) -> dict[str, Any] | None:
+        """The row of `arch` if it was already seen."""
+        return self._by_arch.get(arch)
+
+    def n_evaluated(self) -> int:
+        """Rows that cost a trial (everything but cheap rejections)."""
+        return sum(r["status"] in EVALUATED for r in self.rows)
+
+    def best_feasible(self) -> dict[str, Any] | None:
+        """The feasible row with the highest accuracy (ties: lower FLOPs)."""
+        ok = [r for r in self.rows if score_of(r) is not None]
+        return max(ok, key=lambda r: (score_of(r), -r["flops"])) if ok else None
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=self.columns)
+
+    def save(self, controller_state: dict[str, Any] | None = None, pending: list[str] | None = None) -> None:
+        """Persist rows and controller state (atomic), then the CSV view."""
+        if controller_state is not None:
+            self.controller_state = controller_state
+        if pending is not None:
+            self.pending = list(pending)
+        atomic_write_json(self.state_path, {"version": 1, "profiles": self.profiles, "rows": self.rows,
+                                            "controller": self.controller_state, "pending": self.pending})
+        atomic_write(self.run_dir / "results.csv", lambda tmp: self.table().to_csv(tmp, index=False))
+
+    # ---- the adapter's ledger interface (nas.controllers.tune_adapter.Ledger) ------------------------------------
+    def known_score(self, arch: str) -> tuple[bool, float | None]:
+        row = self.get(arch)
+        return (False, None) if row is None else (True, score_of(row))
+
+    def reject(self, arch: str, reason: str, **extra: Any) -> None:
+        self.add({"arch": arch, "status": "rejected", "feasible": False, "reason": reason, **extra})
+
+    def complete(self, arch: str, trial_id: str, result: dict[str, Any] | None, error: bool) -> float | None:
+        if error or not result or "status" not in result:
+            row = {"arch": arch, "status": "failed", "feasible": False,
+                   "error": "trial process crashed (see the Tune trial logs under tune/)"}
+        else:
+            row = {k: v for k, v in result.items() if k in self.columns}
+            row["arch"] = arch
+        row = self.add({**row, "trial_id": trial_id})
+        for listener in self.listeners:
+            listener(row)
+        return score_of(row)
+
+    def checkpoint(self, controller_state: dict[str, Any], pending: list[str]) -> None:
+        self.save(controller_state, pending)
+
+    @classmethod
+    def load(cls, run_dir: Path) -> "RunLog":
+        """The log saved in `run_dir` (`FileNotFoundError` if none)."""
+        data = json.loads((Path(run_dir) / "state.json").read_text())
+        log = cls(run_dir, data["profiles"])
+        for row in data["rows"]:
+            log.rows.append(row)
+            log._by_arch[row["arch"]] = row
+        log.controller_state, log.pending = data["controller"], data["pending"]
+        return log

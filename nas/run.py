@@ -1,0 +1,83 @@
+"""Command line: run one whole search from a recipe.
+
+    python -m nas.run RECIPE [--set dotted.key=value ...] [--output DIR] [--resume]
+
+A bad recipe exits with status 2 and one line naming the file, the field and what was expected.
+The run directory receives: `recipe.yaml` (as resolved), `state.json` (ledger + controller state),
+`results.csv`, `pareto.png`, `best.json` and `best/` (weights.safetensors, model.onnx, arch.txt, MODEL_CARD.md).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nas.recipe import Recipe, RecipeError, load_recipe
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m nas.run", description="Hardware-aware NAS from a YAML recipe.")
+    p.add_argument("recipe", help="recipe YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field, e.g. --set search.budget=50 (repeatable)")
+    p.add_argument("--output", help="run directory (default: the recipe's output.dir)")
+    p.add_argument("--resume", action="store_true", help="continue the run in the run directory")
+    return p.parse_args(argv)
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _differences(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def prepare(args: argparse.Namespace) -> tuple[Recipe, Path]:
+    """Validated recipe and run directory; `RecipeError` for anything that cannot run."""
+    recipe = load_recipe(args.recipe, args.overrides)
+    run_dir = Path(args.output) if args.output else recipe.output_dir()
+    saved = run_dir / "recipe.yaml"
+    if args.resume:
+        if not (run_dir / "state.json").is_file():
+            raise RecipeError(f"{run_dir}: no run to resume here (state.json missing); drop --resume to start one")
+        before = yaml.safe_load(saved.read_text())
+        now = recipe.model_dump(mode="json")
+        diff = [d for d in _differences(before, now) if d not in ("search.budget", "output.dir")]
+        if diff:
+            raise RecipeError(f"{args.recipe}: {diff[0]}: differs from the recipe the run in {run_dir} started "
+                              f"with; only search.budget may change on --resume")
+    elif (run_dir / "state.json").is_file():
+        raise RecipeError(f"{run_dir}: already holds a run; add --resume to continue it or pass another --output")
+    return recipe, run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        recipe, run_dir = prepare(args)
+    except RecipeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from nas.pipeline import run_search
+
+    summary = run_search(recipe, run_dir, resume=args.resume)
+    best = summary.get("best")
+    if best is None:
+        print(f"no feasible architecture found; see {run_dir / 'results.csv'}")
+        return 1
+    lat = "  ".join(f"{k}={v:.3f}ms" for k, v in best.items() if k.startswith("latency_") and v is not None)
+    print(f"best feasible: {best['arch']}\n  accuracy={best['accuracy']:.4f}  flops={best['flops'] / 1e6:.2f}M  "
+          f"params={best['params'] / 1e6:.3f}M  {lat}\nrun directory: {run_dir}  "
+          f"({summary['wall_seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

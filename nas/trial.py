@@ -1,0 +1,95 @@
+"""One candidate's evaluation: cheap checks first, then latency, then (if still worth it) proxy training.
+
+`evaluate_candidate` is Ray-free and never raises: any failure becomes a row with status ``failed`` and the error
+text, so a crashing candidate cannot stop the search. `tune_trainable` is the thin Ray Tune wrapper around it.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nas.objectives import latency_column, latency_violation, static_check
+from nas.recipe import Recipe
+
+
+def weights_path(run_dir: Path, arch: str) -> Path:
+    """Where the trained weights of `arch` are kept during a run."""
+    return Path(run_dir) / "weights" / f"{hashlib.sha1(arch.encode()).hexdigest()[:16]}.safetensors"
+
+
+@dataclass
+class TrialContext:
+    """Everything a trial needs, built once per worker process from the recipe."""
+
+    recipe: Recipe
+    run_dir: Path
+    space: Any = field(init=False)
+    profiles: dict[str, Any] = field(init=False)
+    evaluator: Any = field(init=False)
+
+    def __post_init__(self) -> None:
+        from hardware_profiles import get_profile
+        from nas.evaluation.evaluators import make_evaluator
+        from search_spaces import get_space
+
+        r = self.recipe
+        self.evaluator = make_evaluator(r.evaluator.name, r.evaluator.options, seed=r.search.seed)
+        self.space = get_space(r.space.name, r.space.options, num_classes=self.evaluator.num_classes())
+        self.profiles = {lat.profile: get_profile(lat.profile) for lat in r.constraints.latency}
+
+
+def evaluate_candidate(ctx: TrialContext, arch_string: str) -> dict[str, Any]:
+    """Evaluate one architecture; returns its results row (never raises).
+
+    Order: decode -> FLOPs/params (analytic) -> latency on each profile -> proxy training, skipping training when
+    a limit is already broken (unless `search.train_infeasible`).
+    """
+    start = time.perf_counter()
+    row: dict[str, Any] = {"arch": arch_string, "accuracy": None, "feasible": False}
+    try:
+        arch = ctx.space.decode(arch_string)
+        flops, params, violation = static_check(ctx.space, ctx.recipe.constraints, arch)
+        row.update(flops=flops, params=params)
+        latencies = {name: p.latency(ctx.space, arch).median_ms for name, p in ctx.profiles.items()}
+        row.update({latency_column(name): ms for name, ms in latencies.items()})
+        violation = violation or latency_violation(ctx.recipe.constraints, latencies)
+        row.update(feasible=violation is None, reason=violation)
+        if violation is None or ctx.recipe.search.train_infeasible:
+            model = ctx.space.build(arch)
+            metrics = ctx.evaluator.evaluate(model, ctx.space.input_shape(arch)[-1])
+            if not math.isfinite(metrics["accuracy"]):
+                raise FloatingPointError(f"non-finite accuracy {metrics['accuracy']}")
+            row.update(accuracy=float(metrics["accuracy"]), train_seconds=metrics.get("train_seconds"))
+            _save_weights(model, weights_path(ctx.run_dir, arch_string), arch_string)
+        row["status"] = "ok" if violation is None else "infeasible"
+    except Exception as err:  # noqa: BLE001 - a candidate's failure is data, not a crash of the search
+        row.update(status="failed", feasible=False, accuracy=None, error=f"{type(err).__name__}: {err}"[:500])
+    row["eval_seconds"] = time.perf_counter() - start
+    return row
+
+
+def _save_weights(model: Any, path: Path, arch: str) -> None:
+    from safetensors.torch import save_file
+
+    from nas.io import atomic_write
+
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"arch": arch}))
+
+
+_CONTEXTS: dict[int, TrialContext] = {}
+
+
+def tune_trainable(config: dict[str, Any], recipe: Recipe, run_dir: str) -> None:
+    """Ray Tune function trainable: evaluates `config["arch"]` and reports its row once."""
+    from ray import tune
+
+    key = hash((recipe.model_dump_json(), run_dir))
+    if key not in _CONTEXTS:   # workers are reused across trials: build datasets/profiles once
+        _CONTEXTS.clear()
+        _CONTEXTS[key] = TrialContext(recipe, Path(run_dir))
+    tune.report(evaluate_candidate(_CONTEXTS[key], config["arch"]))

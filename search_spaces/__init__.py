@@ -1,0 +1,8 @@
+"""Search spaces: architectures as data, with analytic cost and a separate build step.
+
+Importing this package registers every built-in space; use `get_space(name, options)` or `SPACES.names()`.
+"""
+from search_spaces.base import SPACES, SearchSpace, SpaceOptions, get_space, register_space
+from search_spaces import mobilenet  # noqa: F401  (registers "mobilenet")
+
+__all__ = ["SPACES", "SearchSpace", "SpaceOptions", "get_space", "register_space"]

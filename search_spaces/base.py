@@ -1,0 +1,108 @@
+"""The search-space interface and its registry.
+
+A search space is a small class over frozen genotypes ("archs"): it samples, mutates, crosses over, encodes and
+decodes them, counts their cost analytically, yields per-layer cost keys, and builds the `nn.Module` as a separate
+step. Each space declares its recipe options as a pydantic model (`Options`), so `space.options` in a recipe is
+validated by the space it configures.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Hashable, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from nas.registry import Registry
+from search_spaces.blocks import LayerCost
+
+SPACES: Registry[type["SearchSpace"]] = Registry("search space")
+register_space = SPACES.register
+
+
+class SpaceOptions(BaseModel):
+    """Base for a space's options: unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SearchSpace(ABC):
+    """Interface of every search space.
+
+    Args:
+        options: the space's validated options (an instance of `Options`).
+        num_classes: classifier outputs of the networks it builds (set from the evaluation dataset).
+    """
+
+    Options: ClassVar[type[SpaceOptions]] = SpaceOptions
+    name: ClassVar[str] = ""
+
+    def __init__(self, options: SpaceOptions | None = None, num_classes: int = 1000):
+        self.options = options if options is not None else self.Options()
+        self.num_classes = num_classes
+
+    @abstractmethod
+    def sample(self, rng: np.random.Generator) -> Hashable:
+        """A uniformly random architecture."""
+
+    @abstractmethod
+    def mutate(self, arch: Hashable, rng: np.random.Generator) -> Hashable:
+        """A copy of `arch` with one decision changed."""
+
+    @abstractmethod
+    def crossover(self, a: Hashable, b: Hashable, rng: np.random.Generator) -> Hashable:
+        """A child taking each decision from `a` or `b`."""
+
+    @abstractmethod
+    def encode(self, archs: Sequence[Hashable]) -> np.ndarray:
+        """Feature matrix, one row per arch (fixed width for the space)."""
+
+    @abstractmethod
+    def decode(self, string: str) -> Hashable:
+        """Arch from its canonical string; `ValueError` naming the problem when it is not in the space."""
+
+    @abstractmethod
+    def to_string(self, arch: Hashable) -> str:
+        """Canonical string of `arch` (decode(to_string(a)) == a)."""
+
+    @abstractmethod
+    def layer_costs(self, arch: Hashable) -> list[LayerCost]:
+        """Per-layer cost keys with MACs and params, computed without building the model."""
+
+    @abstractmethod
+    def build(self, arch: Hashable) -> Any:
+        """The `nn.Module` for `arch` (randomly initialised)."""
+
+    @abstractmethod
+    def input_shape(self, arch: Hashable) -> tuple[int, int, int, int]:
+        """Input tensor shape at batch 1 (N, C, H, W)."""
+
+    @abstractmethod
+    def smallest(self) -> Hashable:
+        """The arch with the fewest MACs and params (used to reject impossible constraints up front)."""
+
+    def cost_keys(self, arch: Hashable) -> list[str]:
+        """Canonical per-layer cost key strings of `arch`."""
+        return [str(layer.key) for layer in self.layer_costs(arch)]
+
+    def flops(self, arch: Hashable) -> int:
+        """Multiply-accumulates at batch 1 (the literature's "FLOPs")."""
+        return sum(layer.macs for layer in self.layer_costs(arch))
+
+    def params(self, arch: Hashable) -> int:
+        """Trainable parameters."""
+        return sum(layer.params for layer in self.layer_costs(arch))
+
+
+def get_space(name: str, options: dict[str, Any] | SpaceOptions | None = None, num_classes: int = 1000) -> SearchSpace:
+    """Instantiate a registered space by name.
+
+    Args:
+        name: registered name (see `SPACES.names()`).
+        options: a dict (validated by the space's `Options`) or an `Options` instance.
+        num_classes: classifier outputs.
+    """
+    cls = SPACES.get(name)
+    if not isinstance(options, SpaceOptions):
+        options = cls.Options(**(options or {}))
+    return cls(options, num_classes=num_classes)

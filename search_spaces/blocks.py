@@ -1,0 +1,256 @@
+"""Networks described by timm block strings: costing without building, and building with timm's builder.
+
+A `NetworkDef` is the plain-data description every MobileNet-style architecture lowers to: a timm `arch_def`
+(stages of block strings such as ``ir_r2_k5_s2_e6_c40_se0.25``) plus the few model-level settings timm's
+`EfficientNet` / `MobileNetV3` classes take. From it this module derives, without building any module:
+
+- per-layer `LayerCost`s: the canonical cost key shared by lookup tables and predictors, multiply-accumulates
+  and parameters;
+- whole-network MACs and parameters (their sums).
+
+`build_network` makes the real `nn.Module` with timm. The two must agree exactly; `tests/test_mobilenet_space.py`
+checks MACs against `torch.utils.flop_counter` and parameters against `nn.Module.parameters()`.
+
+FLOPs convention: the project reports multiply-accumulates ("FLOPs" as the NAS literature quotes them:
+MobileNetV2-1.0 = 300M). `torch.utils.flop_counter` counts 2 per MAC.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from timm.layers import make_divisible
+
+FAMILIES = ("mobilenetv3", "efficientnet")
+_ACT_NAMES = {"relu": "relu", "relu6": "relu6", "hardswish": "hard_swish", "silu": "swish", "swish": "swish",
+              "mish": "mish", "gelu": "gelu", "hardsigmoid": "hard_sigmoid", "sigmoid": "sigmoid"}
+
+
+@dataclass(frozen=True)
+class NetworkDef:
+    """A whole network as timm block strings plus model-level settings.
+
+    Args:
+        arch_def: stages of timm block strings (repeats `_rN` allowed), as timm's `decode_arch_def` takes.
+        family: "mobilenetv3" (timm `MobileNetV3`: 1x1 head conv after pooling, hard-sigmoid SE sized from the
+            expanded channels) or "efficientnet" (timm `EfficientNet`, e.g. MobileNetV2: 1x1 head conv + BN
+            before pooling, sigmoid SE sized from the block input).
+        stem_size: stem convolution output channels (3x3, stride 2).
+        num_features: head convolution channels (0 = no head conv, efficientnet family only).
+        act: default activation name for blocks without their own (timm names: relu, relu6, hard_swish, swish).
+        resolution: square input resolution.
+        num_classes: classifier outputs.
+        in_chans: input channels.
+    """
+
+    arch_def: tuple[tuple[str, ...], ...]
+    family: str = "mobilenetv3"
+    stem_size: int = 16
+    num_features: int = 1280
+    act: str = "hard_swish"
+    resolution: int = 224
+    num_classes: int = 1000
+    in_chans: int = 3
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown network family {self.family!r}; expected one of: {', '.join(FAMILIES)}")
+        object.__setattr__(self, "arch_def", tuple(tuple(stage) for stage in self.arch_def))
+
+
+@dataclass(frozen=True)
+class CostKey:
+    """Canonical description of one layer, enough to build and time it in isolation.
+
+    Shared by lookup tables, simulators and predictors; `str(key)` is its canonical string.
+    """
+
+    op: str                   # stem, ds, ir, cn, head, classifier
+    in_shape: tuple[int, int, int]   # (C, H, W)
+    out_shape: tuple[int, int, int]
+    kernel: int = 1
+    stride: int = 1
+    expansion: float = 1.0
+    se: int = 0               # SE reduced channels (0 = no SE)
+    act: str = "relu"
+    skip: bool = False
+    family: str = "mobilenetv3"
+
+    def __str__(self) -> str:
+        c, h, w = self.in_shape
+        oc, oh, ow = self.out_shape
+        se = f"_se{self.se}" if self.se else ""
+        skip = "_skip" if self.skip else ""
+        return (f"{self.op}_k{self.kernel}_s{self.stride}_e{self.expansion:g}{se}_{self.act}{skip}"
+                f"_i{c}x{h}x{w}_o{oc}x{oh}x{ow}_{self.family}")
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One layer's cost key with its multiply-accumulates and parameters."""
+
+    key: CostKey
+    macs: int
+    params: int
+
+
+@dataclass
+class _Walk:
+    """Running channel/spatial state while walking a network's layers."""
+
+    chs: int
+    hw: int
+    layers: list[LayerCost] = field(default_factory=list)
+
+
+def _conv_out(hw: int, kernel: int, stride: int) -> int:
+    # timm's default padding ('' -> symmetric ((s - 1) + (k - 1)) // 2)
+    pad = ((stride - 1) + (kernel - 1)) // 2
+    return (hw + 2 * pad - kernel) // stride + 1
+
+
+def _conv(cin: int, cout: int, k: int, hw_out: int, groups: int = 1, bias: bool = False) -> tuple[int, int]:
+    """(MACs, params) of one 2-D convolution."""
+    weights = cout * (cin // groups) * k * k
+    return weights * hw_out * hw_out, weights + (cout if bias else 0)
+
+
+def act_name(act: Any, default: str) -> str:
+    """Canonical activation name for a timm act layer (class, name or None = model default)."""
+    if act is None:
+        return default
+    name = act if isinstance(act, str) else getattr(act, "__name__", str(act))
+    return _ACT_NAMES.get(name.lower().replace("_", ""), name.lower())
+
+
+def _se_channels(net: NetworkDef, chs: int, se_ratio: float, exp_ratio: float) -> int:
+    """SE reduced channels exactly as timm sizes them for each family."""
+    if not se_ratio:
+        return 0
+    if net.family == "mobilenetv3":   # se_from_exp=True, rd_round_fn=round_channels
+        return make_divisible(chs * se_ratio)
+    return round(chs * se_ratio / exp_ratio)   # se_from_exp=False, rd_round_fn=round
+
+
+def _block_cost(net: NetworkDef, ba: dict[str, Any], walk: _Walk) -> LayerCost:
+    """Cost of one decoded timm block; advances `walk`."""
+    bt, cin, hw = ba["block_type"], walk.chs, walk.hw
+    cout, stride = make_divisible(ba["out_chs"]), ba["stride"]
+    act = act_name(ba.get("act_layer"), net.act)
+    se_ratio = ba.get("se_ratio") or 0.0
+    if ba.get("s2d") or ba.get("num_experts") or ba.get("group_size") or bt not in ("ds", "ir", "cn"):
+        raise ValueError(f"block type {bt!r} with these options is not supported by the cost model: {ba}")
+    macs = params = se = 0
+    exp = 1.0
+    if bt == "ir":
+        exp = float(ba["exp_ratio"])
+        mid = make_divisible(cin * exp)
+        k = ba["dw_kernel_size"]
+        hw_out = _conv_out(hw, k, stride)
+        parts = [_conv(cin, mid, ba.get("exp_kernel_size", 1), hw), _conv(mid, mid, k, hw_out, groups=mid),
+                 _conv(mid, cout, ba.get("pw_kernel_size", 1), hw_out)]
+        bn = 2 * (mid + mid + cout)
+        se_in = mid
+        skip = cin == cout and stride == 1 and not ba.get("noskip")
+    elif bt == "ds":
+        k = ba["dw_kernel_size"]
+        hw_out = _conv_out(hw, k, stride)
+        parts = [_conv(cin, cin, k, hw_out, groups=cin), _conv(cin, cout, ba.get("pw_kernel_size", 1), hw_out)]
+        bn = 2 * (cin + cout)
+        se_in = cin
+        skip = cin == cout and stride == 1 and not ba.get("noskip")
+    else:  # cn
+        k = ba["kernel_size"]
+        hw_out = _conv_out(hw, k, stride)
+        parts = [_conv(cin, cout, k, hw_out)]
+        bn, se_in = 2 * cout, 0
+        skip = bool(ba.get("skip")) and cin == cout and stride == 1
+    if se_ratio and se_in:
+        se = _se_channels(net, se_in, se_ratio, exp)
+        parts += [_conv(se_in, se, 1, 1, bias=True), _conv(se, se_in, 1, 1, bias=True)]
+    macs = sum(m for m, _ in parts)
+    params = sum(p for _, p in parts) + bn
+    key = CostKey(bt, (cin, hw, hw), (cout, hw_out, hw_out), k, stride, exp, se, act, skip, net.family)
+    walk.chs, walk.hw = cout, hw_out
+    return LayerCost(key, macs, params)
+
+
+def decode_blocks(net: NetworkDef) -> list[list[dict[str, Any]]]:
+    """timm block kwargs per stage (repeats expanded), via timm's own decoder."""
+    from timm.models._efficientnet_builder import decode_arch_def
+
+    try:
+        return decode_arch_def([list(s) for s in net.arch_def])
+    except (AssertionError, KeyError, ValueError, IndexError) as err:
+        raise ValueError(f"cannot decode timm block strings {net.arch_def}: {err!r}") from None
+
+
+def layer_costs(net: NetworkDef) -> list[LayerCost]:
+    """Every layer of `net` (stem, blocks, head, classifier) with its cost key, MACs and params."""
+    res, stem = net.resolution, make_divisible(net.stem_size)
+    stem_hw = _conv_out(res, 3, 2)
+    m, p = _conv(net.in_chans, stem, 3, stem_hw)
+    walk = _Walk(stem, stem_hw)
+    walk.layers.append(LayerCost(CostKey("stem", (net.in_chans, res, res), (stem, stem_hw, stem_hw), 3, 2,
+                                         act=net.act, family=net.family), m, p + 2 * stem))
+    for stage in decode_blocks(net):
+        for i, ba in enumerate(stage):
+            # timm's builder applies a stage's stride to its first block only
+            walk.layers.append(_block_cost(net, dict(ba, stride=ba["stride"] if i == 0 else 1), walk))
+    chs, hw = walk.chs, walk.hw
+    if net.family == "mobilenetv3":   # pool -> 1x1 conv with bias -> act -> linear
+        m, p = _conv(chs, net.num_features, 1, 1, bias=True)
+        head = LayerCost(CostKey("head", (chs, hw, hw), (net.num_features, 1, 1), act=net.act, family=net.family),
+                         m, p)
+        feats = net.num_features
+    elif net.num_features > 0:          # 1x1 conv + BN + act at full resolution -> pool -> linear
+        m, p = _conv(chs, net.num_features, 1, hw)
+        head = LayerCost(CostKey("head", (chs, hw, hw), (net.num_features, 1, 1), act=net.act, family=net.family),
+                         m, p + 2 * net.num_features)
+        feats = net.num_features
+    else:
+        head, feats = None, chs
+    if head is not None:
+        walk.layers.append(head)
+    walk.layers.append(LayerCost(CostKey("classifier", (feats, 1, 1), (net.num_classes, 1, 1), act="none",
+                                         family=net.family),
+                                 feats * net.num_classes, feats * net.num_classes + net.num_classes))
+    return walk.layers
+
+
+def count_macs(net: NetworkDef) -> int:
+    """Multiply-accumulates of one forward pass at batch 1 (convolutions and linear layers)."""
+    return sum(layer.macs for layer in layer_costs(net))
+
+
+def count_params(net: NetworkDef) -> int:
+    """Trainable parameters (weights, biases, BN affine)."""
+    return sum(layer.params for layer in layer_costs(net))
+
+
+def build_network(net: NetworkDef, **kwargs: Any):
+    """Build `net` as a timm model (randomly initialised; nothing is downloaded).
+
+    Args:
+        net: the network description.
+        **kwargs: passed to the timm model class (e.g. drop_rate).
+
+    Returns:
+        A `timm.models.MobileNetV3` or `timm.models.EfficientNet` module.
+    """
+    from timm.layers import get_act_layer
+    from timm.models._efficientnet_blocks import SqueezeExcite
+    from timm.models._efficientnet_builder import round_channels
+    from timm.models.efficientnet import EfficientNet
+    from timm.models.mobilenetv3 import MobileNetV3
+    from torch import nn
+
+    common = dict(block_args=decode_blocks(net), num_classes=net.num_classes, in_chans=net.in_chans,
+                  stem_size=net.stem_size, num_features=net.num_features, act_layer=get_act_layer(net.act),
+                  **kwargs)
+    if net.family == "mobilenetv3":
+        se_layer = partial(SqueezeExcite, gate_layer="hard_sigmoid", force_act_layer=nn.ReLU,
+                           rd_round_fn=round_channels)
+        return MobileNetV3(se_layer=se_layer, se_from_exp=True, head_bias=True, **common)
+    return EfficientNet(**common)

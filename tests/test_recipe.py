@@ -1,0 +1,114 @@
+"""Recipes: valid ones load; every kind of bad one exits 2 with one line naming the file and the field."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nas.recipe import RecipeError, load_recipe
+from nas.run import main
+
+from conftest import ASSETS, REPO
+
+
+def write(tmp_path: Path, text: str, name: str = "r.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def tiny(**changes) -> str:
+    data = yaml.safe_load((ASSETS / "tiny.yaml").read_text())
+    for dotted, value in changes.items():
+        node = data
+        *parents, last = dotted.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return yaml.safe_dump(data)
+
+
+def run_bad(capsys, path: Path, *extra: str) -> str:
+    code = main([str(path), "--output", str(path.parent / "out"), *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert str(path.parent) in err or "--set" in err   # the recipe file, or the run folder beside it
+    return err
+
+
+def test_shipped_recipes_are_valid():
+    for path in sorted((REPO / "recipes").glob("*.yaml")):
+        recipe = load_recipe(path)
+        assert recipe.search.budget >= 1
+
+
+def test_overrides_are_typed():
+    r = load_recipe(ASSETS / "tiny.yaml", ["search.budget=9"])
+    assert r.search.budget == 9
+    r = load_recipe(ASSETS / "tiny.yaml", ["tracking=wandb", "evaluator.options.epochs=0.25"])
+    assert r.tracking.backend == "wandb" and r.evaluator.options["epochs"] == 0.25
+
+
+BAD = [
+    # (recipe text, extra CLI args, field named, expected words)
+    ("name: x\nsearch: {budget: 3\n", [], "malformed YAML", "line"),
+    ("- just\n- a list\n", [], "(top level)", "mapping"),
+    (tiny(colour="red"), [], "colour", "Extra inputs are not permitted"),
+    (tiny(search__budget="many"), [], "search.budget", "integer"),
+    (tiny(search__budget=0), [], "search.budget", "greater than 0"),
+    (tiny(space__name="mobilnet"), [], "space.name", "expected one of: mobilenet"),
+    (tiny(controller__name="bayes"), [], "controller.name", "expected one of: evolution, random"),
+    (tiny(constraints__latency=[{"profile": "pixel9", "max_ms": 3}]), [], "constraints.latency[0].profile",
+     "expected one of: local-cpu"),
+    (tiny(constraints__max_flops=10), [], "constraints.max_flops", "below the smallest architecture"),
+    (tiny(space__options={"kernels": [4]}), [], "space.options.kernels[0]", "3, 5 or 7"),
+    (tiny(space__options={"depth": 3}), [], "space.options.depth", "Extra inputs"),
+    (tiny(controller__options={"population_size": 4, "sample_size": 9}), [], "controller.options",
+     "must not exceed"),
+    (tiny(evaluator__options={"dataset": "imagefolder", "path": "/no/such/dir"}), [], "evaluator.options",
+     "not a directory"),
+    (tiny(evaluator__options={"dataset": "cifar"}), [], "evaluator.options.dataset", "mnist5k"),
+    (tiny(search__concurrency=9), [], "search.concurrency", "must not exceed"),
+    (tiny(), ["--set", "search.budget"], "--set", "dotted.key=value"),
+    (tiny(), ["--set", "search.bugdet=3"], "search.bugdet", "Extra inputs"),
+    (tiny(tracking="tensorboard"), [], "tracking.backend", "'wandb' or 'none'"),
+]
+
+
+@pytest.mark.parametrize("text, extra, field, words", BAD, ids=[b[2] for b in BAD])
+def test_bad_recipe_gives_one_line_naming_file_and_field(tmp_path, capsys, text, extra, field, words):
+    err = run_bad(capsys, write(tmp_path, text), *extra)
+    assert field in err and words in err, err
+
+
+def test_missing_recipe_file(tmp_path, capsys):
+    err = run_bad(capsys, tmp_path / "nope.yaml")
+    assert "not found" in err
+
+
+def test_existing_run_needs_resume_and_resume_needs_a_run(tmp_path, capsys):
+    path = write(tmp_path, tiny())
+    (tmp_path / "out").mkdir()
+    err = run_bad(capsys, path, "--resume")
+    assert "no run to resume" in err
+    (tmp_path / "out" / "state.json").write_text("{}")
+    err = run_bad(capsys, path)
+    assert "--resume" in err
+
+
+def test_bad_recipe_from_the_shell_prints_no_traceback(tmp_path):
+    path = write(tmp_path, tiny(space__name="nope"))
+    proc = subprocess.run([sys.executable, "-m", "nas.run", str(path)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("error: ") and "space.name" in proc.stderr
+
+
+def test_load_recipe_raises_recipe_error(tmp_path):
+    with pytest.raises(RecipeError, match=r"search\.budget"):
+        load_recipe(write(tmp_path, tiny(search__budget=-1)))
