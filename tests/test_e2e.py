@@ -1,0 +1,122 @@
+"""End to end through Ray Tune: the tiny recipe runs, reports, exports; a killed run resumes losslessly."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ASSETS, REPO
+
+
+def nas_run(*args: str, timeout: int = 300, **popen) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nas.run", str(ASSETS / "tiny.yaml"), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def test_tiny_recipe_end_to_end_through_ray_tune(tmp_path):
+    out = tmp_path / "run"
+    proc = nas_run("--output", str(out), "--set", "tracking=wandb")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = pd.read_csv(out / "results.csv")
+    evaluated = table[table.status != "rejected"]
+    assert len(evaluated) == 4
+    assert set(table.status) <= {"ok", "infeasible", "failed", "rejected"}
+    assert (table.loc[table.status == "rejected", "flops"] > 1.2e5).all()
+    assert (evaluated.flops <= 1.2e5).all()   # FLOPs checked before any trial was spent
+    ok = table[table.status == "ok"]
+    assert ok.accuracy.between(0, 1).all() and (ok["latency_local-cpu"] > 0).all()
+    summary = json.loads((out / "best.json").read_text())
+    top = ok[ok.accuracy == ok.accuracy.max()]
+    assert summary["best"]["arch"] == top.loc[top.flops.idxmin(), "arch"]   # ties go to fewer FLOPs
+    assert summary["export"]["onnx_max_abs_diff"] < 1e-4
+    for name in ("weights.safetensors", "model.onnx", "arch.txt", "MODEL_CARD.md"):
+        assert (out / "best" / name).stat().st_size > 0
+    assert summary["best"]["arch"] in (out / "best" / "MODEL_CARD.md").read_text()
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list((out / "wandb").glob("offline-run-*/run-*.wandb")), "W&B must log an offline run"
+    assert "best feasible" in proc.stdout
+
+
+def test_exported_onnx_matches_the_saved_weights(tmp_path):
+    """The exported files reload into the same network: safetensors into the space's build, ONNX in onnxruntime."""
+    import onnxruntime as ort
+    import torch
+
+    from nas.export import load_weights
+    from nas.recipe import load_recipe
+    from search_spaces import get_space
+
+    out = tmp_path / "run"
+    proc = nas_run("--output", str(out), "--set", "search.budget=1", "--set", "controller={name: random}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    recipe = load_recipe(ASSETS / "tiny.yaml")
+    space = get_space("mobilenet", recipe.space.options, num_classes=10)
+    arch = space.decode((out / "best" / "arch.txt").read_text().strip())
+    model = load_weights(space.build(arch), out / "best" / "weights.safetensors").eval()
+    x = np.random.default_rng(0).standard_normal(space.input_shape(arch)).astype(np.float32)
+    sess = ort.InferenceSession(str(out / "best" / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def _evaluated(run: Path) -> list[dict]:
+    try:
+        rows = json.loads((run / "state.json").read_text())["rows"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+    return [r for r in rows if r["status"] != "rejected"]
+
+
+def _kill_ray_of(run: Path) -> None:
+    """Kill Ray processes left by a killed driver (found by their session folder under this run)."""
+    marker = str(run.resolve())
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
+        except OSError:
+            continue
+        if "ray" in cmd and marker in cmd:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_killed_run_resumes_without_losing_or_repeating_trials(tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "nas.run", str(ASSETS / "tiny.yaml"), "--output", str(out),
+            "--set", "search.budget=6"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while len(_evaluated(out)) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)   # the driver and everything in its session, mid-search
+    proc.wait()
+    _kill_ray_of(out)
+    before = _evaluated(out)
+    assert 2 <= len(before) < 6, "the run must be killed mid-way for this test to mean anything"
+
+    resumed = nas_run("--output", str(out), "--set", "search.budget=6", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = _evaluated(out)
+    assert len(after) == 6
+    assert after[:len(before)] == before            # finished trials kept as they were, not re-run
+    archs = [r["arch"] for r in after]
+    assert len(set(archs)) == len(archs)            # nothing evaluated twice
+    assert len(pd.read_csv(out / "results.csv").query("status != 'rejected'")) == 6
+
+    again = nas_run("--output", str(out), "--set", "search.budget=6", "--resume")   # nothing left to do
+    assert again.returncode == 0 and _evaluated(out) == after
