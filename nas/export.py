@@ -7,8 +7,6 @@ interrupted export never leaves a half-written file under the final name.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +14,7 @@ import torch
 import torch.nn as nn
 
 from nas.evaluation.latency import export_onnx
-
-
-def _atomic_write_text(path: Path, text: str) -> Path:
-    """Write `text` to `path` via a temporary file in the same directory and `os.replace`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+from nas.io import atomic_write, atomic_write_text
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> Path:
@@ -45,13 +32,7 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> Path
 
     # safetensors refuses shared or non-contiguous storage; independent contiguous copies avoid both.
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     return path
 
 
@@ -150,8 +131,8 @@ def export_network(
     return {
         "weights": save_weights(model, out_dir / "weights.safetensors", {"arch": arch}),
         "onnx": export_onnx(model, input_shape, out_dir / "model.onnx"),
-        "arch": _atomic_write_text(out_dir / "arch.txt", arch + "\n"),
-        "card": _atomic_write_text(
+        "arch": atomic_write_text(out_dir / "arch.txt", arch + "\n"),
+        "card": atomic_write_text(
             out_dir / "MODEL_CARD.md", model_card(arch, figures, input_shape, title=title, extra=extra)
         ),
     }

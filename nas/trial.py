@@ -48,6 +48,8 @@ def evaluate_candidate(ctx: TrialContext, arch_string: str) -> dict[str, Any]:
     Order: decode -> FLOPs/params (analytic) -> latency on each profile -> proxy training, skipping training when
     a limit is already broken (unless `search.train_infeasible`).
     """
+    from nas.export import save_weights
+
     start = time.perf_counter()
     row: dict[str, Any] = {"arch": arch_string, "accuracy": None, "feasible": False}
     try:
@@ -64,21 +66,12 @@ def evaluate_candidate(ctx: TrialContext, arch_string: str) -> dict[str, Any]:
             if not math.isfinite(metrics["accuracy"]):
                 raise FloatingPointError(f"non-finite accuracy {metrics['accuracy']}")
             row.update(accuracy=float(metrics["accuracy"]), train_seconds=metrics.get("train_seconds"))
-            _save_weights(model, weights_path(ctx.run_dir, arch_string), arch_string)
+            save_weights(model, weights_path(ctx.run_dir, arch_string), {"arch": arch_string})
         row["status"] = "ok" if violation is None else "infeasible"
     except Exception as err:  # noqa: BLE001 - a candidate's failure is data, not a crash of the search
         row.update(status="failed", feasible=False, accuracy=None, error=f"{type(err).__name__}: {err}"[:500])
     row["eval_seconds"] = time.perf_counter() - start
     return row
-
-
-def _save_weights(model: Any, path: Path, arch: str) -> None:
-    from safetensors.torch import save_file
-
-    from nas.io import atomic_write
-
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"arch": arch}))
 
 
 _CONTEXTS: dict[int, TrialContext] = {}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import tempfile
 import time
 import warnings
@@ -19,6 +18,8 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn as nn
+
+from nas.io import atomic_write
 
 
 @dataclass(frozen=True)
@@ -91,10 +92,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
     dummy = torch.zeros(input_shape, dtype=torch.float32)
     was_training = model.training
     model.eval()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    def write(tmp: Path) -> None:
         try:
             _export_to(model, dummy, tmp, opset, dynamo=False)
         except Exception as legacy_exc:  # noqa: BLE001 - any failure means: try the other exporter
@@ -104,9 +102,10 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
                 raise RuntimeError(
                     f"ONNX export to {path} failed with both exporters: legacy: {legacy_exc!r}; dynamo: {dynamo_exc!r}"
                 ) from dynamo_exc
-        os.replace(tmp, path)
+
+    try:
+        atomic_write(path, write)
     finally:
-        tmp.unlink(missing_ok=True)
         model.train(was_training)
     return path
 
