@@ -52,6 +52,9 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     return model
 
 
+SPACE_PLACEHOLDER = "space = ...  # the search space the run searched: search_spaces.get_space(name, options)"
+
+
 def format_figure(value: object) -> str:
     """Human-readable cell for the model card: thousands separators for big numbers, 4 significant digits else."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
@@ -68,7 +71,7 @@ def format_figure(value: object) -> str:
 
 def model_card(
     arch: str, figures: dict[str, object], input_shape: tuple[int, ...], *, title: str,
-    extra: dict[str, str] | None = None,
+    extra: dict[str, str] | None = None, space_code: str = SPACE_PLACEHOLDER,
 ) -> str:
     """Markdown model card text.
 
@@ -78,6 +81,7 @@ def model_card(
         input_shape: full input shape including batch.
         title: heading of the card.
         extra: further key/values listed at the end.
+        space_code: the Python line that recreates the search space (`space = get_space(...)`).
 
     Returns:
         The card as a Markdown string.
@@ -90,7 +94,7 @@ def model_card(
     lines += [
         "## Loading", "", "```python",
         "from safetensors.torch import load_file",
-        "space = ...  # the search space instance the run searched (named in the run's recipe)",
+        space_code,
         f"model = space.build(space.decode({arch!r}))",
         'model.load_state_dict(load_file("weights.safetensors"))',
         "model.eval()",
@@ -111,6 +115,7 @@ def export_network(
     figures: dict[str, object],
     title: str = "Searched network",
     extra: dict[str, str] | None = None,
+    space_code: str = SPACE_PLACEHOLDER,
 ) -> dict[str, Path]:
     """Write weights, ONNX graph, architecture string and model card for one network.
 
@@ -122,6 +127,7 @@ def export_network(
         figures: measured figures for the card's table.
         title: card heading.
         extra: further key/values for the card.
+        space_code: the Python line that recreates the search space, shown in the card's loading snippet.
 
     Returns:
         ``{"weights", "onnx", "arch", "card"}`` -> path written.
@@ -133,7 +139,8 @@ def export_network(
         "onnx": export_onnx(model, input_shape, out_dir / "model.onnx"),
         "arch": atomic_write_text(out_dir / "arch.txt", arch + "\n"),
         "card": atomic_write_text(
-            out_dir / "MODEL_CARD.md", model_card(arch, figures, input_shape, title=title, extra=extra)
+            out_dir / "MODEL_CARD.md", model_card(arch, figures, input_shape, title=title, extra=extra,
+                                                    space_code=space_code)
         ),
     }
 

@@ -77,7 +77,9 @@ def run_search(recipe: Recipe, run_dir: Path, resume: bool = False) -> dict[str,
         controller.load_state_dict(log.controller_state)
     requeue = [a for a in log.pending if log.get(a) is None]
     remaining = recipe.search.budget - log.n_evaluated()
+    t_track = time.perf_counter()
     tracker = make_tracker(recipe, run_dir)
+    tracking_seconds = time.perf_counter() - t_track
     progress = Progress(recipe, log)
     log.listeners += [progress.update, tracker.log_trial]
     timings: dict[str, float] = {}
@@ -89,6 +91,8 @@ def run_search(recipe: Recipe, run_dir: Path, resume: bool = False) -> dict[str,
     t_fin = time.perf_counter()
     summary = finish(recipe, run_dir, ctx, log, tracker)
     summary["timings"] = {**timings, "finish_seconds": time.perf_counter() - t_fin,
+                          "tracking_init_seconds": tracking_seconds,
+                          "tracking_finish_seconds": summary.pop("tracking_finish_seconds"),
                           "evaluation_seconds": sum(r.get("eval_seconds") or 0 for r in log.rows)}
     summary["wall_seconds"] = time.perf_counter() - start
     atomic_write_json(run_dir / "best.json", summary)
@@ -111,8 +115,10 @@ def finish(recipe: Recipe, run_dir: Path, ctx: TrialContext, log: RunLog, tracke
     }
     if best is not None and recipe.output.export:
         summary["export"] = export_best(recipe, run_dir, ctx, best)
+    t_track = time.perf_counter()
     tracker.finish(table, plot, {"best_" + k: v for k, v in (summary["best"] or {}).items()
                                  if isinstance(v, (int, float, str))})
+    summary["tracking_finish_seconds"] = time.perf_counter() - t_track
     return summary
 
 
@@ -137,8 +143,10 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: TrialContext, best: dict[str
              "evaluator": f"{recipe.evaluator.name} {recipe.evaluator.options}", "run": recipe.name}
     if net is not None:
         extra["timm block strings"] = str([list(s) for s in net.arch_def])
+    space_code = (f"from search_spaces import get_space; space = get_space({recipe.space.name!r}, "
+                  f"{recipe.space.options!r}, num_classes={ctx.space.num_classes})")
     files = export_network(model, shape, run_dir / "best", arch=best["arch"], figures=figures,
-                           title=f"{recipe.name}: best feasible network", extra=extra)
+                           title=f"{recipe.name}: best feasible network", extra=extra, space_code=space_code)
     diff = onnx_parity(model, files["onnx"], shape)
     return {"files": {k: str(v) for k, v in files.items()}, "onnx_max_abs_diff": diff}
 

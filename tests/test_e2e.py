@@ -66,6 +66,18 @@ def test_exported_onnx_matches_the_saved_weights(tmp_path):
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-4)
+    # the model card's own loading snippet works as written, from inside the export folder
+    card = (out / "best" / "MODEL_CARD.md").read_text()
+    snippet = card.split("```python\n", 1)[1].split("```", 1)[0]
+    cwd = os.getcwd()
+    try:
+        os.chdir(out / "best")
+        scope: dict = {}
+        exec(snippet, scope)   # noqa: S102 - executing our own generated documentation
+    finally:
+        os.chdir(cwd)
+    with torch.no_grad():
+        np.testing.assert_allclose(scope["model"](torch.from_numpy(x)).numpy(), expected, atol=1e-5)
 
 
 def _evaluated(run: Path) -> list[dict]:

@@ -1,0 +1,64 @@
+"""Benchmark: the quickstart's wall time and where it goes.
+
+    python bench/quickstart.py [--recipe recipes/quickstart.yaml] [--set KEY=VALUE ...]
+
+Runs the recipe exactly as a user would (`python -m nas.run`, a fresh process, a fresh output folder) and prints:
+the wall time against the 5-minute goal, and the shares of that wall time spent evaluating candidates (latency
+measurement + proxy training, timed inside the trials), in Ray start-up and Tune's per-trial overhead, in tracking
+(W&B offline), in the final report/export, and in process start-up and imports. All figures come from this run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+GOAL_SECONDS = 300.0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--recipe", default=str(REPO / "recipes" / "quickstart.yaml"))
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-qs-") as tmp:
+        out = Path(tmp) / "run"
+        cmd = [sys.executable, "-m", "nas.run", args.recipe, "--output", str(out)]
+        for o in args.overrides:
+            cmd += ["--set", o]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if proc.returncode not in (0, 1):
+            print(proc.stderr[-4000:], file=sys.stderr)
+            return proc.returncode
+        summary = json.loads((out / "best.json").read_text())
+    t = summary["timings"]
+    evaluation = t["evaluation_seconds"]
+    ray_tune = t["ray_start_seconds"] + t["tune_seconds"] - evaluation
+    tracking = t["tracking_init_seconds"] + t["tracking_finish_seconds"]
+    finish = t["finish_seconds"] - t["tracking_finish_seconds"]   # Pareto plot + export of the best network
+    startup = wall - summary["wall_seconds"]
+    other = wall - evaluation - ray_tune - tracking - finish - startup
+    rows = [("evaluation (latency + training)", evaluation), ("Ray start + Tune overhead", ray_tune),
+            ("tracking (W&B offline)", tracking), ("report + export", finish),
+            ("process start + imports", startup), ("other (setup)", other)]
+    best = summary.get("best") or {}
+    print(f"quickstart: {summary['evaluated']} trials evaluated, {summary['rejected']} rejected before a trial, "
+          f"{summary['failed']} failed; best feasible accuracy {best.get('accuracy')}")
+    print(f"wall time: {wall:.1f} s  ({wall / GOAL_SECONDS:.2f} x the 300 s goal)")
+    for name, seconds in rows:
+        print(f"  {name:<34} {seconds:7.1f} s  {100 * seconds / wall:5.1f} %")
+    overhead = ray_tune + tracking
+    print(f"Ray/tracking overhead vs evaluation: {overhead:.1f} s vs {evaluation:.1f} s "
+          f"(ratio {overhead / max(evaluation, 1e-9):.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
