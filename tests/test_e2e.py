@@ -22,7 +22,9 @@ def nas_run(*args: str, timeout: int = 300, **popen) -> subprocess.CompletedProc
 
 def test_tiny_recipe_end_to_end_through_ray_tune(tmp_path):
     out = tmp_path / "run"
-    proc = nas_run("--output", str(out), "--set", "tracking=wandb")
+    # two trials at a time, one CPU each: the adapter must keep in-flight candidates apart
+    proc = nas_run("--output", str(out), "--set", "tracking=wandb", "--set", "search.concurrency=2",
+                   "--set", "cluster.cpus_per_trial=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = pd.read_csv(out / "results.csv")
     evaluated = table[table.status != "rejected"]
@@ -128,6 +130,7 @@ def test_killed_run_resumes_without_losing_or_repeating_trials(tmp_path):
     archs = [r["arch"] for r in after]
     assert len(set(archs)) == len(archs)            # nothing evaluated twice
     assert len(pd.read_csv(out / "results.csv").query("status != 'rejected'")) == 6
+    assert not (out / "wandb").exists()             # tracking: none writes no W&B run
 
     again = nas_run("--output", str(out), "--set", "search.budget=6", "--resume")   # nothing left to do
     assert again.returncode == 0 and _evaluated(out) == after
