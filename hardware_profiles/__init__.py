@@ -12,11 +12,11 @@ from __future__ import annotations
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Hashable
+from collections.abc import Hashable
 
 from nas.registry import Registry
 
-PROFILES: Registry[type["HardwareProfile"]] = Registry("hardware profile")
+PROFILES: Registry[type[HardwareProfile]] = Registry("hardware profile")
 register_profile = PROFILES.register
 
 

@@ -5,7 +5,7 @@ once the latency of a candidate is known.
 """
 from __future__ import annotations
 
-from typing import Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 

@@ -7,7 +7,8 @@ the valid names, so recipe validation and the CLI can pass the message straight 
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Generic, TypeVar
+from typing import Generic, TypeVar
+from collections.abc import Callable
 
 T = TypeVar("T")
 

@@ -115,7 +115,7 @@ class RunLog:
         self.save(controller_state, pending)
 
     @classmethod
-    def load(cls, run_dir: Path) -> "RunLog":
+    def load(cls, run_dir: Path) -> RunLog:
         """The log saved in `run_dir` (`FileNotFoundError` if none)."""
         data = json.loads((Path(run_dir) / "state.json").read_text())
         log = cls(run_dir, data["profiles"])

@@ -8,7 +8,8 @@ validated by the space it configures.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Hashable, Sequence
+from typing import Any, ClassVar
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from nas.registry import Registry
 from search_spaces.blocks import LayerCost
 
-SPACES: Registry[type["SearchSpace"]] = Registry("search space")
+SPACES: Registry[type[SearchSpace]] = Registry("search space")
 register_space = SPACES.register
 
 

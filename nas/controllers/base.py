@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Hashable
+from typing import Any, ClassVar
+from collections.abc import Hashable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from nas.registry import Registry
 from search_spaces.base import SearchSpace
 
-CONTROLLERS: Registry[type["Controller"]] = Registry("controller")
+CONTROLLERS: Registry[type[Controller]] = Registry("controller")
 register_controller = CONTROLLERS.register
 
 

@@ -4,7 +4,8 @@ Search" (AAAI 2019): tournament selection over a population from which the oldes
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Hashable
+from typing import Any
+from collections.abc import Hashable
 
 from pydantic import Field, model_validator
 
@@ -19,7 +20,7 @@ class EvolutionOptions(ControllerOptions):
     crossover_prob: float = Field(0.0, ge=0, le=1, description="chance a child crosses two parents first")
 
     @model_validator(mode="after")
-    def _sample_fits(self) -> "EvolutionOptions":
+    def _sample_fits(self) -> EvolutionOptions:
         if self.sample_size > self.population_size:
             raise ValueError(f"sample_size ({self.sample_size}) must not exceed population_size "
                              f"({self.population_size})")

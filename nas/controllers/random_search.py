@@ -1,7 +1,7 @@
 """Random search: the baseline every other controller is measured against."""
 from __future__ import annotations
 
-from typing import Hashable
+from collections.abc import Hashable
 
 from nas.controllers.base import Controller, register_controller
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Hashable, Protocol
+from typing import Any, Protocol
+from collections.abc import Callable, Hashable
 
 from ray.tune.search import Searcher
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -129,7 +129,7 @@ def _folder_transform(resolution: int) -> Callable:
     )
 
 
-def _to_rgb(image: "PIL.Image.Image") -> "PIL.Image.Image":  # noqa: F821 - PIL is imported lazily
+def _to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:  # noqa: F821 - PIL is imported lazily
     """The image as 3-channel RGB (grayscale, palette and RGBA inputs are converted)."""
     return image if image.mode == "RGB" else image.convert("RGB")
 

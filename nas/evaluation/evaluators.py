@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, m
 
 from nas.registry import Registry
 
-EVALUATORS: Registry[type["Evaluator"]] = Registry("evaluator")
+EVALUATORS: Registry[type[Evaluator]] = Registry("evaluator")
 register_evaluator = EVALUATORS.register
 
 
@@ -51,7 +51,7 @@ class ProxyOptions(EvaluatorOptions):
     threads: PositiveInt = Field(1, description="torch intra-op threads per trial")
 
     @model_validator(mode="after")
-    def _path_matches_dataset(self) -> "ProxyOptions":
+    def _path_matches_dataset(self) -> ProxyOptions:
         if self.dataset == "imagefolder":
             if not self.path:
                 raise ValueError("dataset 'imagefolder' needs evaluator.options.path")

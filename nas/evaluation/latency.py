@@ -13,7 +13,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -110,7 +110,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
     return path
 
 
-def _session(onnx_path: str | Path, threads: int) -> "onnxruntime.InferenceSession":  # noqa: F821 - lazy import
+def _session(onnx_path: str | Path, threads: int) -> onnxruntime.InferenceSession:  # noqa: F821 - lazy import
     """A CPU onnxruntime session pinned to `threads` intra-op threads, sequential, fully optimised."""
     import onnxruntime as ort
 
