@@ -112,3 +112,17 @@ def test_bad_recipe_from_the_shell_prints_no_traceback(tmp_path):
 def test_load_recipe_raises_recipe_error(tmp_path):
     with pytest.raises(RecipeError, match=r"search\.budget"):
         load_recipe(write(tmp_path, tiny(search__budget=-1)))
+
+
+def test_resume_refuses_a_changed_recipe_but_allows_a_bigger_budget(tmp_path, capsys):
+    path = write(tmp_path, tiny())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "recipe.yaml").write_text(yaml.safe_dump(load_recipe(path).model_dump(mode="json")))
+    (out / "state.json").write_text("{}")
+    err = run_bad(capsys, path, "--resume", "--set", "search.seed=7")
+    assert "search.seed" in err and "only search.budget may change" in err
+    from nas.run import parse_args, prepare
+
+    recipe, run_dir = prepare(parse_args([str(path), "--output", str(out), "--resume", "--set", "search.budget=9"]))
+    assert recipe.search.budget == 9 and run_dir == out
