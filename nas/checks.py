@@ -10,27 +10,33 @@ def check_recipe(source: str, recipe: Recipe) -> None:
     """Raise `RecipeError` for anything in `recipe` that cannot run."""
     from hardware_profiles import PROFILES
     from nas.controllers import CONTROLLERS
-    from nas.evaluation.evaluators import EVALUATORS
+    from nas.evaluation.evaluators import EVALUATORS, make_evaluator
+    from nas.objectives import static_check
     from search_spaces import SPACES, get_space
 
     space_opts = validate_plugin(source, "space", SPACES, recipe.space)
     validate_plugin(source, "controller", CONTROLLERS, recipe.controller)
-    validate_plugin(source, "evaluator", EVALUATORS, recipe.evaluator)
+    eval_opts = validate_plugin(source, "evaluator", EVALUATORS, recipe.evaluator)
     for i, lat in enumerate(recipe.constraints.latency):
         if lat.profile not in PROFILES:
             raise RecipeError(f"{source}: constraints.latency[{i}].profile: unknown hardware profile "
                               f"{lat.profile!r}; expected one of: {', '.join(PROFILES.names())}")
-    names = [lat.profile for lat in recipe.constraints.latency]
+    names = recipe.profiles
     if len(set(names)) != len(names):
         raise RecipeError(f"{source}: constraints.latency: each profile may appear once, got {names}")
     if recipe.search.concurrency > recipe.search.budget:
         raise RecipeError(f"{source}: search.concurrency: must not exceed search.budget "
                           f"({recipe.search.concurrency} > {recipe.search.budget})")
-    space = get_space(recipe.space.name, space_opts)
+    cl = recipe.cluster
+    if cl.address is None and cl.num_cpus is not None and cl.cpus_per_trial > cl.num_cpus:
+        raise RecipeError(f"{source}: cluster.cpus_per_trial: {cl.cpus_per_trial:g} exceeds cluster.num_cpus "
+                          f"({cl.num_cpus}); no trial could ever start")
+    num_classes = make_evaluator(recipe.evaluator.name, eval_opts).num_classes()
+    space = get_space(recipe.space.name, space_opts, num_classes=num_classes)
     smallest = space.smallest()
+    flops, params, _ = static_check(space, recipe.constraints, smallest)
     c = recipe.constraints
-    for field, limit, value in (("max_flops", c.max_flops, space.flops(smallest)),
-                                ("max_params", c.max_params, space.params(smallest))):
+    for field, limit, value in (("max_flops", c.max_flops, flops), ("max_params", c.max_params, params)):
         if limit is not None and value > limit:
             raise RecipeError(f"{source}: constraints.{field}: {limit:g} is below the smallest architecture of "
                               f"the space ({value:,} for {space.to_string(smallest)}); no candidate can be feasible")

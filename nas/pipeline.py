@@ -14,7 +14,7 @@ from nas.objectives import latency_column
 from nas.recipe import Recipe
 from nas.results import RunLog
 from nas.tracking import make_tracker
-from nas.trial import TrialContext, weights_path
+from nas.trial import TrialContext, build_seeded, weights_path
 
 
 class Progress:
@@ -47,11 +47,13 @@ class Progress:
 
 
 def _open_log(recipe: Recipe, run_dir: Path, resume: bool) -> RunLog:
-    if resume:
-        return RunLog.load(run_dir)
+    """The run's ledger (loaded on resume), with the recipe saved beside it; a budget raised with --set on resume
+    is saved too, so the next resume keeps it."""
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
-    log = RunLog(run_dir, [lat.profile for lat in recipe.constraints.latency])
+    if resume:
+        return RunLog.load(run_dir)
+    log = RunLog(run_dir, recipe.profiles)
     log.save()
     return log
 
@@ -69,8 +71,6 @@ def run_search(recipe: Recipe, run_dir: Path, resume: bool = False) -> dict[str,
     start = time.perf_counter()
     run_dir = Path(run_dir)
     log = _open_log(recipe, run_dir, resume)
-    if resume:   # a budget raised with --set on resume is kept for the next resume too
-        atomic_write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     ctx = TrialContext(recipe, run_dir)
     controller = make_controller(recipe.controller.name, ctx.space, recipe.controller.options, recipe.search.seed)
     if log.controller_state:
@@ -81,17 +81,28 @@ def run_search(recipe: Recipe, run_dir: Path, resume: bool = False) -> dict[str,
     tracker = make_tracker(recipe, run_dir)
     tracking_seconds = time.perf_counter() - t_track
     progress = Progress(recipe, log)
-    log.listeners += [progress.update, tracker.log_trial]
+    tracking_log_seconds = [0.0]
+
+    def track(row: dict[str, Any]) -> None:
+        t = time.perf_counter()
+        tracker.log_trial(row)
+        tracking_log_seconds[0] += time.perf_counter() - t
+
+    log.listeners += [progress.update, track]
     timings: dict[str, float] = {}
     try:
         if remaining > 0:
             timings = run_trials(recipe, run_dir, ctx.space, controller, log, requeue, remaining)
+    except BaseException:
+        tracker.abort()   # the ledger already holds every finished trial: --resume continues from it
+        raise
     finally:
         progress.close()
     t_fin = time.perf_counter()
     summary = finish(recipe, run_dir, ctx, log, tracker)
     summary["timings"] = {**timings, "finish_seconds": time.perf_counter() - t_fin,
                           "tracking_init_seconds": tracking_seconds,
+                          "tracking_log_seconds": tracking_log_seconds[0],
                           "tracking_finish_seconds": summary.pop("tracking_finish_seconds"),
                           "evaluation_seconds": sum(r.get("eval_seconds") or 0 for r in log.rows)}
     summary["wall_seconds"] = time.perf_counter() - start
@@ -108,7 +119,8 @@ def finish(recipe: Recipe, run_dir: Path, ctx: TrialContext, log: RunLog, tracke
     plot = pareto_plot(recipe, table, run_dir / "pareto.png")
     best = log.best_feasible()
     summary: dict[str, Any] = {
-        "recipe": recipe.name, "budget": recipe.search.budget, "evaluated": log.n_evaluated(),
+        "recipe": recipe.name, "budget": recipe.search.budget, "concurrency": recipe.search.concurrency,
+        "evaluated": log.n_evaluated(),
         "rejected": sum(r["status"] == "rejected" for r in log.rows),
         "failed": sum(r["status"] == "failed" for r in log.rows),
         "best": None if best is None else {k: best.get(k) for k in log.columns if k not in ("reason", "error")},
@@ -127,7 +139,7 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: TrialContext, best: dict[str
     from nas.export import export_network, load_weights, onnx_parity
 
     arch = ctx.space.decode(best["arch"])
-    model = ctx.space.build(arch)
+    model = build_seeded(ctx.space, arch, recipe.search.seed)
     wpath = weights_path(run_dir, best["arch"])
     if wpath.is_file():
         load_weights(model, wpath)
@@ -137,7 +149,7 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: TrialContext, best: dict[str
     shape = ctx.space.input_shape(arch)
     figures: dict[str, object] = {"accuracy": best["accuracy"], "FLOPs (MACs)": best["flops"],
                                   "params": best["params"]}
-    figures.update({f"latency {p} (ms, measured)": best.get(latency_column(p)) for p in log_profiles(recipe)})
+    figures.update({f"latency {p} (ms, measured)": best.get(latency_column(p)) for p in recipe.profiles})
     net = ctx.space.to_network(arch) if hasattr(ctx.space, "to_network") else None
     extra = {"search space": recipe.space.name, "controller": recipe.controller.name,
              "evaluator": f"{recipe.evaluator.name} {recipe.evaluator.options}", "run": recipe.name}
@@ -149,7 +161,3 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: TrialContext, best: dict[str
                            title=f"{recipe.name}: best feasible network", extra=extra, space_code=space_code)
     diff = onnx_parity(model, files["onnx"], shape)
     return {"files": {k: str(v) for k, v in files.items()}, "onnx_max_abs_diff": diff}
-
-
-def log_profiles(recipe: Recipe) -> list[str]:
-    return [lat.profile for lat in recipe.constraints.latency]

@@ -70,8 +70,17 @@ class SearchConfig(_Strict):
 
 
 class OutputConfig(_Strict):
-    dir: str = "runs/{name}"
+    dir: str = Field("runs/{name}", description="run directory; {name} is replaced by the recipe's name")
     export: bool = True
+
+    @field_validator("dir")
+    @classmethod
+    def _only_name_placeholder(cls, v: str) -> str:
+        try:
+            v.format(name="x")
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(f"the only placeholder allowed is {{name}} ({type(err).__name__}: {err})") from None
+        return v
 
 
 class TrackingConfig(_Strict):
@@ -109,6 +118,11 @@ class Recipe(_Strict):
 
     def output_dir(self) -> Path:
         return Path(self.output.dir.format(name=self.name))
+
+    @property
+    def profiles(self) -> list[str]:
+        """Hardware profiles named by the latency constraints, in recipe order."""
+        return [lat.profile for lat in self.constraints.latency]
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -159,7 +173,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise RecipeError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -7,10 +7,19 @@ the valid names, so recipe validation and the CLI can pass the message straight 
 from __future__ import annotations
 
 import warnings
-from typing import Generic, TypeVar
 from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
 
 T = TypeVar("T")
+
+
+class PluginOptions(BaseModel):
+    """Base of every plug-in's recipe options (`space.options`, `controller.options`, ...): typed, frozen, and
+    unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Registry(Generic[T]):

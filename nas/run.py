@@ -43,11 +43,20 @@ def prepare(args: argparse.Namespace) -> tuple[Recipe, Path]:
     """Validated recipe and run directory; `RecipeError` for anything that cannot run."""
     recipe = load_recipe(args.recipe, args.overrides)
     run_dir = Path(args.output) if args.output else recipe.output_dir()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RecipeError(f"{run_dir}: the run directory is a file; pass another --output")
     saved = run_dir / "recipe.yaml"
     if args.resume:
         if not (run_dir / "state.json").is_file():
             raise RecipeError(f"{run_dir}: no run to resume here (state.json missing); drop --resume to start one")
-        before = yaml.safe_load(saved.read_text())
+        try:
+            before = yaml.safe_load(saved.read_text())
+            from nas.results import RunLog
+
+            RunLog.load(run_dir)
+        except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as err:
+            raise RecipeError(f"{run_dir}: cannot resume, the saved run is unreadable "
+                              f"({type(err).__name__}: {err})") from None
         now = recipe.model_dump(mode="json")
         diff = [d for d in _differences(before, now) if d not in ("search.budget", "output.dir")]
         if diff:

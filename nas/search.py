@@ -23,6 +23,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Trials keep the driver's working directory, so relative paths in a recipe mean the same thing inside a trial.
+os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
 
 
 def ray_temp_dir(run_dir: Path) -> Path:
@@ -94,10 +96,12 @@ def run_trials(recipe: Recipe, run_dir: Path, space, controller: Controller, log
                                   verbose=0, failure_config=tune.FailureConfig(max_failures=0)),
     )
     t1 = time.perf_counter()
-    tuner.fit()
+    try:
+        tuner.fit()
+    finally:
+        if not recipe.cluster.address:
+            ray.shutdown()
     t_tune = time.perf_counter() - t1
     if searcher.exhausted:
         print(f"search ended early: {searcher.exhausted}")
-    if not recipe.cluster.address:
-        ray.shutdown()
     return {"ray_start_seconds": t_ray, "tune_seconds": t_tune}

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from nas.io import atomic_write_text
 from nas.recipe import Recipe
 
 NUMERIC = ("accuracy", "flops", "params", "eval_seconds", "train_seconds")
@@ -24,6 +25,9 @@ class NoTracker:
     def finish(self, table: Any, plot: Path | None, summary: dict[str, Any]) -> None:
         pass
 
+    def abort(self) -> None:
+        """Close after a search that stopped with an error (what was logged so far is kept)."""
+
 
 class WandbTracker(NoTracker):
     """One offline W&B run: a point per trial, then the trials table, the Pareto plot and the summary."""
@@ -36,7 +40,7 @@ class WandbTracker(NoTracker):
 
         id_file = run_dir / "wandb_id.txt"
         run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
-        id_file.write_text(run_id + "\n")
+        atomic_write_text(id_file, run_id + "\n")
         self.wandb = wandb
         self.run = wandb.init(project=recipe.tracking.project, name=recipe.name, id=run_id, resume="allow",
                               dir=str(run_dir), mode=recipe.tracking.mode, config=recipe.model_dump(mode="json"),
@@ -54,6 +58,9 @@ class WandbTracker(NoTracker):
         self.run.log(logged)
         self.run.summary.update({k: v for k, v in summary.items() if v is not None})
         self.run.finish()
+
+    def abort(self) -> None:
+        self.run.finish(exit_code=1)
 
 
 def make_tracker(recipe: Recipe, run_dir: Path) -> NoTracker:

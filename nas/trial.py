@@ -21,6 +21,20 @@ def weights_path(run_dir: Path, arch: str) -> Path:
     return Path(run_dir) / "weights" / f"{hashlib.sha1(arch.encode()).hexdigest()[:16]}.safetensors"
 
 
+def init_seed(seed: int, arch: str) -> int:
+    """Seed of `arch`'s initial weights: fixed by the run's seed and the arch, whatever ran before it."""
+    return (seed * 1_000_003 + int(hashlib.sha1(arch.encode()).hexdigest()[:8], 16)) % 2**31
+
+
+def build_seeded(space: Any, arch: Any, seed: int) -> Any:
+    """`space.build(arch)` with initial weights that depend only on (seed, arch), not on the global RNG."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed(seed, space.to_string(arch)))
+        return space.build(arch)
+
+
 @dataclass
 class TrialContext:
     """Everything a trial needs, built once per worker process from the recipe."""
@@ -61,7 +75,7 @@ def evaluate_candidate(ctx: TrialContext, arch_string: str) -> dict[str, Any]:
         violation = violation or latency_violation(ctx.recipe.constraints, latencies)
         row.update(feasible=violation is None, reason=violation)
         if violation is None or ctx.recipe.search.train_infeasible:
-            model = ctx.space.build(arch)
+            model = build_seeded(ctx.space, arch, ctx.recipe.search.seed)
             metrics = ctx.evaluator.evaluate(model, ctx.space.input_shape(arch)[-1])
             if not math.isfinite(metrics["accuracy"]):
                 raise FloatingPointError(f"non-finite accuracy {metrics['accuracy']}")

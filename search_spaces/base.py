@@ -12,19 +12,15 @@ from typing import Any, ClassVar
 from collections.abc import Hashable, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
-
-from nas.registry import Registry
+from nas.registry import PluginOptions, Registry
 from search_spaces.blocks import LayerCost
 
 SPACES: Registry[type[SearchSpace]] = Registry("search space")
 register_space = SPACES.register
 
 
-class SpaceOptions(BaseModel):
-    """Base for a space's options: unknown keys are rejected."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class SpaceOptions(PluginOptions):
+    """Base for a space's recipe options."""
 
 
 class SearchSpace(ABC):

@@ -137,11 +137,9 @@ class MobileNetSpace(SearchSpace):
             stages[s] = stages[s][:depth] + tuple(self._layer(rng) for _ in range(depth - len(stages[s])))
         else:
             layer = stages[s][i]
-            field = {"kernel": "kernel", "expansion": "expansion", "se": "se"}[kind]
-            choices = {"kernel": o.kernels, "expansion": o.expansions, "se": o.se}[kind]
-            new = pick(choices, getattr(layer, field))
-            new = {"kernel": int, "expansion": float, "se": bool}[kind](new)
-            stages[s] = stages[s][:i] + (replace(layer, **{field: new}),) + stages[s][i + 1:]
+            choices, cast = {"kernel": (o.kernels, int), "expansion": (o.expansions, float), "se": (o.se, bool)}[kind]
+            new = cast(pick(choices, getattr(layer, kind)))
+            stages[s] = stages[s][:i] + (replace(layer, **{kind: new}),) + stages[s][i + 1:]
         return replace(arch, stages=tuple(stages))
 
     def crossover(self, a: MobileNetArch, b: MobileNetArch, rng: np.random.Generator) -> MobileNetArch:
@@ -227,6 +225,5 @@ class MobileNetSpace(SearchSpace):
 
 def _check(string: str, what: str, value, choices) -> None:
     if value not in choices:
-        raise ValueError(f"arch {string!r}: {what} {value:g} is not in the space's choices {list(choices)}"
-                         if isinstance(value, (int, float)) and not isinstance(value, bool)
-                         else f"arch {string!r}: {what} {value} is not in the space's choices {list(choices)}")
+        shown = value if isinstance(value, bool) else f"{value:g}"
+        raise ValueError(f"arch {string!r}: {what} {shown} is not in the space's choices {list(choices)}")

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from nas.recipe import RecipeError, load_recipe
+from nas.results import RunLog
 from nas.run import main
 
 from conftest import ASSETS, REPO
@@ -76,6 +77,9 @@ BAD = [
     (tiny(), ["--set", "search.budget"], "--set", "dotted.key=value"),
     (tiny(), ["--set", "search.bugdet=3"], "search.bugdet", "Extra inputs"),
     (tiny(tracking="tensorboard"), [], "tracking.backend", "'wandb' or 'none'"),
+    (tiny(output={"dir": "runs/{nme}"}), [], "output.dir", "only placeholder allowed is {name}"),
+    (tiny(cluster={"num_cpus": 2, "cpus_per_trial": 4}), [], "cluster.cpus_per_trial", "no trial could ever start"),
+    (tiny(evaluator__options={"limit": 1}), [], "evaluator.options", "leaves no training or validation"),
 ]
 
 
@@ -83,6 +87,34 @@ BAD = [
 def test_bad_recipe_gives_one_line_naming_file_and_field(tmp_path, capsys, text, extra, field, words):
     err = run_bad(capsys, write(tmp_path, text), *extra)
     assert field in err and words in err, err
+
+
+def test_flops_floor_uses_the_datasets_class_count():
+    # the tiny space's smallest network has ~52k MACs with MNIST's 10 classes (~115k with 1000)
+    recipe = load_recipe(ASSETS / "tiny.yaml", ["constraints.max_flops=6e4"])
+    assert recipe.constraints.max_flops == 6e4
+
+
+def test_relative_imagefolder_path_is_made_absolute(tmp_path, monkeypatch):
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    from nas.evaluation.evaluators import ProxyOptions
+
+    opts = ProxyOptions(dataset="imagefolder", path="imgs")
+    assert opts.path == str(tmp_path / "imgs")
+
+
+def test_unreadable_inputs_are_one_line_errors(tmp_path, capsys):
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"\xff\xfe\x00name")
+    assert "UTF-8" in run_bad(capsys, binary)
+    path = write(tmp_path, tiny())
+    (tmp_path / "out").write_text("a file, not a folder")
+    assert "is a file" in run_bad(capsys, path)
+    (tmp_path / "out").unlink()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "state.json").write_text('{"rows": [')
+    assert "unreadable" in run_bad(capsys, path, "--resume")
 
 
 def test_missing_recipe_file(tmp_path, capsys):
@@ -119,7 +151,7 @@ def test_resume_refuses_a_changed_recipe_but_allows_a_bigger_budget(tmp_path, ca
     out = tmp_path / "out"
     out.mkdir()
     (out / "recipe.yaml").write_text(yaml.safe_dump(load_recipe(path).model_dump(mode="json")))
-    (out / "state.json").write_text("{}")
+    RunLog(out, ["local-cpu"]).save()
     err = run_bad(capsys, path, "--resume", "--set", "search.seed=7")
     assert "search.seed" in err and "only search.budget may change" in err
     from nas.run import parse_args, prepare

@@ -114,3 +114,14 @@ def test_registry_lists_names_and_warns_on_overwrite():
         warnings.simplefilter("always")
         reg.register("a")(3)
     assert caught and reg.get("a") == 3
+
+
+def test_same_arch_gets_the_same_accuracy_whatever_ran_before(ctx):
+    import torch
+
+    first = evaluate_candidate(ctx, SMALL)
+    evaluate_candidate(ctx, "r16_w0.5|k5e3|k3e6")   # another trial in the same worker moves the global RNG
+    torch.rand(100)
+    again = evaluate_candidate(ctx, SMALL)
+    assert first["status"] == again["status"] == "ok"
+    assert again["accuracy"] == first["accuracy"]

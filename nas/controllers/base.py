@@ -13,19 +13,15 @@ from typing import Any, ClassVar
 from collections.abc import Hashable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
-
-from nas.registry import Registry
+from nas.registry import PluginOptions, Registry
 from search_spaces.base import SearchSpace
 
 CONTROLLERS: Registry[type[Controller]] = Registry("controller")
 register_controller = CONTROLLERS.register
 
 
-class ControllerOptions(BaseModel):
-    """Base for a controller's recipe options: unknown keys are rejected."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ControllerOptions(PluginOptions):
+    """Base for a controller's recipe options."""
 
 
 def clean_score(score: Any) -> float | None:

@@ -30,8 +30,9 @@ class EvolutionOptions(ControllerOptions):
 @register_controller("evolution")
 class RegularizedEvolution(Controller):
     """Aging evolution: the first `population_size` proposals are random; after that each child is a mutation
-    of the best of `sample_size` random members. Failed or infeasible members (score None) stay in the population
-    (they age out like any other) but lose every tournament.
+    of the best of `sample_size` random members. Failed or infeasible candidates (score None) never join the
+    population, so they neither become parents nor push out a working member; while the population is empty the
+    controller keeps sampling at random.
     """
 
     Options = EvolutionOptions
@@ -53,10 +54,11 @@ class RegularizedEvolution(Controller):
         idx = self.rng.choice(len(self.population), size=min(self.options.sample_size, len(self.population)),
                               replace=False)
         members = [self.population[int(i)] for i in idx]
-        return max(members, key=lambda m: float("-inf") if m[1] is None else m[1])[0]
+        return max(members, key=lambda m: m[1])[0]
 
     def _observe(self, arch: Hashable, score: float | None) -> None:
-        self.population.append((arch, score))
+        if score is not None:
+            self.population.append((arch, score))
 
     def _extra_state(self) -> dict[str, Any]:
         return {"population": [[self.space.to_string(a), s] for a, s in self.population]}

@@ -15,6 +15,7 @@ from collections.abc import Callable, Hashable
 from ray.tune.search import Searcher
 
 from nas.controllers.base import Controller
+from nas.io import atomic_write_text
 
 
 class Ledger(Protocol):
@@ -56,9 +57,9 @@ class ControllerSearcher(Searcher):
         for _ in range(self.max_rejections):
             arch = self.controller.ask()
             string = space.to_string(arch)
+            if string in self.pending.values() or string in self.requeue:
+                continue   # already in flight: its real result will reach the controller when it finishes
             known, score = self.ledger.known_score(string)
-            if not known and string in self.pending.values():
-                known, score = True, None   # already in flight: don't evaluate it twice at once
             if known:
                 self.controller.tell(arch, score)
                 continue
@@ -105,7 +106,7 @@ class ControllerSearcher(Searcher):
         self.requeue, self.pending = list(state["requeue"]), {}
 
     def save(self, checkpoint_path: str) -> None:
-        Path(checkpoint_path).write_text(json.dumps(self.get_state()))
+        atomic_write_text(checkpoint_path, json.dumps(self.get_state()))
 
     def restore(self, checkpoint_path: str) -> None:
         self.set_state(json.loads(Path(checkpoint_path).read_text()))

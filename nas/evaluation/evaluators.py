@@ -9,16 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from nas.registry import Registry
+from nas.registry import PluginOptions, Registry
 
 EVALUATORS: Registry[type[Evaluator]] = Registry("evaluator")
 register_evaluator = EVALUATORS.register
 
 
-class EvaluatorOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class EvaluatorOptions(PluginOptions):
+    """Base for an evaluator's recipe options."""
 
 
 class Evaluator:
@@ -50,8 +50,17 @@ class ProxyOptions(EvaluatorOptions):
     limit: PositiveInt | None = Field(None, description="use at most this many images (quick runs)")
     threads: PositiveInt = Field(1, description="torch intra-op threads per trial")
 
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        # trials may run in another working directory (Ray Tune's trial folders, other cluster nodes)
+        return None if v is None else str(Path(v).expanduser().resolve())
+
     @model_validator(mode="after")
     def _path_matches_dataset(self) -> ProxyOptions:
+        if self.limit is not None and (self.limit * self.val_fraction < 1 or self.limit * (1 - self.val_fraction) < 2):
+            raise ValueError(f"limit {self.limit} leaves no training or validation images at val_fraction "
+                             f"{self.val_fraction:g}")
         if self.dataset == "imagefolder":
             if not self.path:
                 raise ValueError("dataset 'imagefolder' needs evaluator.options.path")
