@@ -76,23 +76,63 @@ class CostKey:
     act: str = "relu"
     skip: bool = False
     family: str = "mobilenetv3"
+    groups: int = 1           # groups of the 1x1 convolutions (channel shuffle when > 1)
 
     def __str__(self) -> str:
         c, h, w = self.in_shape
         oc, oh, ow = self.out_shape
         se = f"_se{self.se}" if self.se else ""
+        groups = f"_g{self.groups}" if self.groups > 1 else ""
         skip = "_skip" if self.skip else ""
-        return (f"{self.op}_k{self.kernel}_s{self.stride}_e{self.expansion:g}{se}_{self.act}{skip}"
+        return (f"{self.op}_k{self.kernel}_s{self.stride}_e{self.expansion:g}{groups}{se}_{self.act}{skip}"
                 f"_i{c}x{h}x{w}_o{oc}x{oh}x{ow}_{self.family}")
 
 
 @dataclass(frozen=True)
+class ConvSpec:
+    """One primitive 2-D convolution (a linear layer is a 1x1 conv at 1x1), square feature maps.
+
+    What analytic models (the FPGA simulator, roofline estimates) need to cost a layer.
+    """
+
+    cin: int
+    cout: int
+    kernel: int
+    stride: int
+    hw_in: int
+    hw_out: int
+    groups: int = 1
+    bias: bool = False
+
+    @property
+    def weights(self) -> int:
+        return self.cout * (self.cin // self.groups) * self.kernel * self.kernel
+
+    @property
+    def macs(self) -> int:
+        return self.weights * self.hw_out * self.hw_out
+
+    @property
+    def params(self) -> int:
+        return self.weights + (self.cout if self.bias else 0)
+
+
+@dataclass(frozen=True)
 class LayerCost:
-    """One layer's cost key with its multiply-accumulates and parameters."""
+    """One layer's cost key with its multiply-accumulates, parameters and primitive convolutions.
+
+    `params` also counts BatchNorm's affine parameters, which `convs` do not hold.
+    """
 
     key: CostKey
     macs: int
     params: int
+    convs: tuple[ConvSpec, ...] = ()
+
+    @classmethod
+    def of(cls, key: CostKey, convs: list[ConvSpec], norm_params: int = 0) -> LayerCost:
+        """A layer made of `convs` (plus `norm_params` BatchNorm parameters)."""
+        return cls(key, sum(c.macs for c in convs), sum(c.params for c in convs) + norm_params, tuple(convs))
 
 
 @dataclass
@@ -110,10 +150,9 @@ def _conv_out(hw: int, kernel: int, stride: int) -> int:
     return (hw + 2 * pad - kernel) // stride + 1
 
 
-def _conv(cin: int, cout: int, k: int, hw_out: int, groups: int = 1, bias: bool = False) -> tuple[int, int]:
-    """(MACs, params) of one 2-D convolution."""
-    weights = cout * (cin // groups) * k * k
-    return weights * hw_out * hw_out, weights + (cout if bias else 0)
+def _conv(cin: int, cout: int, k: int, hw_in: int, stride: int = 1, groups: int = 1, bias: bool = False) -> ConvSpec:
+    """A convolution with timm's default padding."""
+    return ConvSpec(cin, cout, k, stride, hw_in, _conv_out(hw_in, k, stride), groups, bias)
 
 
 def act_name(act: Any, default: str) -> str:
@@ -141,39 +180,34 @@ def _block_cost(net: NetworkDef, ba: dict[str, Any], walk: _Walk) -> LayerCost:
     se_ratio = ba.get("se_ratio") or 0.0
     if ba.get("s2d") or ba.get("num_experts") or ba.get("group_size") or bt not in ("ds", "ir", "cn"):
         raise ValueError(f"block type {bt!r} with these options is not supported by the cost model: {ba}")
-    macs = params = se = 0
-    exp = 1.0
+    se, exp = 0, 1.0
     if bt == "ir":
         exp = float(ba["exp_ratio"])
         mid = make_divisible(cin * exp)
         k = ba["dw_kernel_size"]
-        hw_out = _conv_out(hw, k, stride)
-        parts = [_conv(cin, mid, ba.get("exp_kernel_size", 1), hw), _conv(mid, mid, k, hw_out, groups=mid),
-                 _conv(mid, cout, ba.get("pw_kernel_size", 1), hw_out)]
-        bn = 2 * (mid + mid + cout)
-        se_in = mid
+        dw = _conv(mid, mid, k, hw, stride, groups=mid)
+        parts = [_conv(cin, mid, ba.get("exp_kernel_size", 1), hw), dw,
+                 _conv(mid, cout, ba.get("pw_kernel_size", 1), dw.hw_out)]
+        bn, se_in = 2 * (mid + mid + cout), mid
         skip = cin == cout and stride == 1 and not ba.get("noskip")
     elif bt == "ds":
         k = ba["dw_kernel_size"]
-        hw_out = _conv_out(hw, k, stride)
-        parts = [_conv(cin, cin, k, hw_out, groups=cin), _conv(cin, cout, ba.get("pw_kernel_size", 1), hw_out)]
-        bn = 2 * (cin + cout)
-        se_in = cin
+        dw = _conv(cin, cin, k, hw, stride, groups=cin)
+        parts = [dw, _conv(cin, cout, ba.get("pw_kernel_size", 1), dw.hw_out)]
+        bn, se_in = 2 * (cin + cout), cin
         skip = cin == cout and stride == 1 and not ba.get("noskip")
     else:  # cn
         k = ba["kernel_size"]
-        hw_out = _conv_out(hw, k, stride)
-        parts = [_conv(cin, cout, k, hw_out)]
+        parts = [_conv(cin, cout, k, hw, stride)]
         bn, se_in = 2 * cout, 0
         skip = bool(ba.get("skip")) and cin == cout and stride == 1
+    hw_out = parts[-1].hw_out
     if se_ratio and se_in:
         se = _se_channels(net, se_in, se_ratio, exp)
         parts += [_conv(se_in, se, 1, 1, bias=True), _conv(se, se_in, 1, 1, bias=True)]
-    macs = sum(m for m, _ in parts)
-    params = sum(p for _, p in parts) + bn
     key = CostKey(bt, (cin, hw, hw), (cout, hw_out, hw_out), k, stride, exp, se, act, skip, net.family)
     walk.chs, walk.hw = cout, hw_out
-    return LayerCost(key, macs, params)
+    return LayerCost.of(key, parts, bn)
 
 
 def decode_blocks(net: NetworkDef) -> list[list[dict[str, Any]]]:
@@ -189,33 +223,25 @@ def decode_blocks(net: NetworkDef) -> list[list[dict[str, Any]]]:
 def layer_costs(net: NetworkDef) -> list[LayerCost]:
     """Every layer of `net` (stem, blocks, head, classifier) with its cost key, MACs and params."""
     res, stem = net.resolution, make_divisible(net.stem_size)
-    stem_hw = _conv_out(res, 3, 2)
-    m, p = _conv(net.in_chans, stem, 3, stem_hw)
-    walk = _Walk(stem, stem_hw)
-    walk.layers.append(LayerCost(CostKey("stem", (net.in_chans, res, res), (stem, stem_hw, stem_hw), 3, 2,
-                                         act=net.act, family=net.family), m, p + 2 * stem))
+    conv = _conv(net.in_chans, stem, 3, res, 2)
+    walk = _Walk(stem, conv.hw_out)
+    walk.layers.append(LayerCost.of(CostKey("stem", (net.in_chans, res, res), (stem, conv.hw_out, conv.hw_out), 3, 2,
+                                            act=net.act, family=net.family), [conv], 2 * stem))
     for stage in decode_blocks(net):
         for i, ba in enumerate(stage):
             # timm's builder applies a stage's stride to its first block only
             walk.layers.append(_block_cost(net, dict(ba, stride=ba["stride"] if i == 0 else 1), walk))
     chs, hw = walk.chs, walk.hw
+    head_key = CostKey("head", (chs, hw, hw), (net.num_features, 1, 1), act=net.act, family=net.family)
+    feats = net.num_features
     if net.family == "mobilenetv3":   # pool -> 1x1 conv with bias -> act -> linear
-        m, p = _conv(chs, net.num_features, 1, 1, bias=True)
-        head = LayerCost(CostKey("head", (chs, hw, hw), (net.num_features, 1, 1), act=net.act, family=net.family),
-                         m, p)
-        feats = net.num_features
+        walk.layers.append(LayerCost.of(head_key, [_conv(chs, net.num_features, 1, 1, bias=True)]))
     elif net.num_features > 0:          # 1x1 conv + BN + act at full resolution -> pool -> linear
-        m, p = _conv(chs, net.num_features, 1, hw)
-        head = LayerCost(CostKey("head", (chs, hw, hw), (net.num_features, 1, 1), act=net.act, family=net.family),
-                         m, p + 2 * net.num_features)
-        feats = net.num_features
+        walk.layers.append(LayerCost.of(head_key, [_conv(chs, net.num_features, 1, hw)], 2 * net.num_features))
     else:
-        head, feats = None, chs
-    if head is not None:
-        walk.layers.append(head)
-    walk.layers.append(LayerCost(CostKey("classifier", (feats, 1, 1), (net.num_classes, 1, 1), act="none",
-                                         family=net.family),
-                                 feats * net.num_classes, feats * net.num_classes + net.num_classes))
+        feats = chs
+    walk.layers.append(LayerCost.of(CostKey("classifier", (feats, 1, 1), (net.num_classes, 1, 1), act="none",
+                                            family=net.family), [_conv(feats, net.num_classes, 1, 1, bias=True)]))
     return walk.layers
 
 
