@@ -1,23 +1,35 @@
 """Hardware profiles: where latency figures come from, loaded by name.
 
-Every profile answers one question through one interface, `profile.latency(space, arch) -> LatencyStats`, so a
-search does not care whether the figure was measured live, looked up in a measured table, simulated or predicted.
-This package registers the live profiles of the machine the search runs on:
+Every profile answers one question through one interface, `profile.latency(space, arch)` returning an object with
+`median_ms` (and `energy_mj` where the profile models energy), so a search does not care whether the figure was
+measured live, looked up in a measured table, simulated or predicted.
 
-- ``local-cpu``: onnxruntime's CPU provider, 1 intra-op thread, measured live for each candidate.
-- ``local-cpu-2t``: the same with 2 threads.
+- Live profiles (registered classes): ``local-cpu`` (onnxruntime CPU, 1 thread) and ``local-cpu-2t`` (2 threads),
+  measured for each candidate on the machine running the search.
+- Versioned profiles (manifests, see `hardware_profiles.manifest`): measured or imported lookup tables, and
+  simulators. ``name`` loads the newest version, ``name@version`` a given one.
 """
 from __future__ import annotations
 
 import tempfile
 from abc import ABC, abstractmethod
-from pathlib import Path
 from collections.abc import Hashable
+from dataclasses import dataclass
+from pathlib import Path
 
 from nas.registry import Registry
 
 PROFILES: Registry[type[HardwareProfile]] = Registry("hardware profile")
 register_profile = PROFILES.register
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A latency figure that was not timed directly (table sum, simulation)."""
+
+    median_ms: float
+    energy_mj: float | None = None
+    spread: float = 0.0
 
 
 class HardwareProfile(ABC):
@@ -28,7 +40,7 @@ class HardwareProfile(ABC):
 
     @abstractmethod
     def latency(self, space, arch: Hashable):
-        """`LatencyStats` of `arch` (a genotype of `space`) on this profile's device."""
+        """Latency of `arch` (a genotype of `space`) on this profile's device: an object with `median_ms`."""
 
 
 class LiveOnnxCpuProfile(HardwareProfile):
@@ -66,6 +78,38 @@ class LocalCpu2T(LiveOnnxCpuProfile):
     threads = 2
 
 
-def get_profile(name: str) -> HardwareProfile:
-    """Instantiate a registered profile by name (`ValueError` listing valid names if unknown)."""
-    return PROFILES.get(name)()
+def profile_names() -> list[str]:
+    """Live profiles and every profile with a manifest (newest versions)."""
+    from hardware_profiles.manifest import discover
+
+    return sorted(set(PROFILES.names()) | set(discover()))
+
+
+def has_profile(ref: str) -> bool:
+    """Whether `ref` (a name or name@version) can be loaded."""
+    from hardware_profiles.manifest import resolve
+
+    return ref in PROFILES or resolve(ref) is not None
+
+
+def get_profile(ref: str) -> HardwareProfile:
+    """Load a profile by name (newest version) or name@version.
+
+    Raises:
+        ValueError: unknown profile; the message lists the valid names.
+    """
+    from hardware_profiles.manifest import read_manifest, resolve
+
+    if ref in PROFILES:
+        return PROFILES.get(ref)()
+    folder = resolve(ref)
+    if folder is None:
+        raise ValueError(f"unknown hardware profile {ref!r}; expected one of: {', '.join(profile_names())}")
+    manifest = read_manifest(folder / "manifest.yaml")
+    if manifest.kind == "simulated":
+        from hardware_profiles.simulated import SimulatedProfile
+
+        return SimulatedProfile(manifest, folder)
+    from hardware_profiles.lookup import TableProfile
+
+    return TableProfile(manifest, folder)

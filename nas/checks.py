@@ -8,7 +8,7 @@ from nas.recipe import Recipe, RecipeError, validate_plugin
 
 def check_recipe(source: str, recipe: Recipe) -> None:
     """Raise `RecipeError` for anything in `recipe` that cannot run."""
-    from hardware_profiles import PROFILES
+    from hardware_profiles import has_profile, profile_names
     from nas.controllers import CONTROLLERS
     from nas.evaluation.evaluators import EVALUATORS, make_evaluator
     from nas.objectives import static_check
@@ -18,9 +18,9 @@ def check_recipe(source: str, recipe: Recipe) -> None:
     validate_plugin(source, "controller", CONTROLLERS, recipe.controller)
     eval_opts = validate_plugin(source, "evaluator", EVALUATORS, recipe.evaluator)
     for i, lat in enumerate(recipe.constraints.latency):
-        if lat.profile not in PROFILES:
+        if not has_profile(lat.profile):
             raise RecipeError(f"{source}: constraints.latency[{i}].profile: unknown hardware profile "
-                              f"{lat.profile!r}; expected one of: {', '.join(PROFILES.names())}")
+                              f"{lat.profile!r}; expected one of: {', '.join(profile_names())}")
     names = recipe.profiles
     if len(set(names)) != len(names):
         raise RecipeError(f"{source}: constraints.latency: each profile may appear once, got {names}")

@@ -78,6 +78,29 @@ class SearchSpace(ABC):
     def smallest(self) -> Hashable:
         """The arch with the fewest MACs and params (used to reject impossible constraints up front)."""
 
+    def build_layer(self, key: Any) -> Any:
+        """A standalone module for one cost key (input shape (1, *key.in_shape)), to time a layer alone."""
+        raise NotImplementedError(f"search space {self.name!r} cannot build single layers")
+
+    def enumerate_layers(self, max_samples: int = 20_000, patience: int = 2_000) -> tuple[list[Any], bool]:
+        """Every distinct layer (LayerCost) the space can produce, and whether the list is known to be complete.
+
+        This default samples at random until `patience` samples in a row add nothing new (a sample, reported as
+        such); spaces that can enumerate their layers exactly override it.
+        """
+        rng = np.random.default_rng(0)
+        layers: dict[str, Any] = {}
+        quiet = 0
+        for _ in range(max_samples):
+            new = 0
+            for layer in self.layer_costs(self.sample(rng)):
+                new += str(layer.key) not in layers
+                layers.setdefault(str(layer.key), layer)
+            quiet = 0 if new else quiet + 1
+            if quiet >= patience:
+                break
+        return list(layers.values()), False
+
     def cost_keys(self, arch: Hashable) -> list[str]:
         """Canonical per-layer cost key strings of `arch`."""
         return [str(layer.key) for layer in self.layer_costs(arch)]

@@ -280,3 +280,41 @@ def build_network(net: NetworkDef, **kwargs: Any):
                            rd_round_fn=round_channels)
         return MobileNetV3(se_layer=se_layer, se_from_exp=True, head_bias=True, **common)
     return EfficientNet(**common)
+
+
+def build_layer(key: CostKey):
+    """A standalone module computing exactly the layer `key` describes (for timing it alone).
+
+    Input shape is (1, *key.in_shape). Built from the same timm blocks `build_network` uses, with the SE width
+    and gate of the key's family.
+    """
+    from timm.layers import get_act_layer
+    from timm.models._efficientnet_blocks import (ConvBnAct, DepthwiseSeparableConv, InvertedResidual,
+                                                  SqueezeExcite)
+    from torch import nn
+
+    cin, cout = key.in_shape[0], key.out_shape[0]
+    act = get_act_layer(key.act) if key.act != "none" else None
+    mnv3 = key.family == "mobilenetv3"
+    se_layer = None
+    if key.se:
+        se_layer = (partial(SqueezeExcite, rd_channels=key.se, gate_layer="hard_sigmoid", force_act_layer=nn.ReLU)
+                    if mnv3 else partial(SqueezeExcite, rd_channels=key.se))
+    if key.op == "stem":
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), act())
+    if key.op == "ir":
+        return InvertedResidual(cin, cout, dw_kernel_size=key.kernel, stride=key.stride, exp_ratio=key.expansion,
+                                act_layer=act, se_layer=se_layer, noskip=not key.skip)
+    if key.op == "ds":
+        return DepthwiseSeparableConv(cin, cout, dw_kernel_size=key.kernel, stride=key.stride, act_layer=act,
+                                      se_layer=se_layer, noskip=not key.skip)
+    if key.op == "cn":
+        return ConvBnAct(cin, cout, key.kernel, stride=key.stride, act_layer=act, skip=key.skip)
+    if key.op == "head":
+        conv = nn.Conv2d(cin, cout, 1, bias=mnv3)
+        if mnv3:
+            return nn.Sequential(nn.AdaptiveAvgPool2d(1), conv, act())
+        return nn.Sequential(conv, nn.BatchNorm2d(cout), act(), nn.AdaptiveAvgPool2d(1))
+    if key.op == "classifier":
+        return nn.Sequential(nn.Flatten(), nn.Linear(cin, cout))
+    raise ValueError(f"cannot build a layer for cost key op {key.op!r}")

@@ -11,6 +11,7 @@ builder; FLOPs and params come from those strings without building the model.
 """
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -21,7 +22,7 @@ from pydantic import Field, PositiveInt, field_validator
 from timm.layers import make_divisible
 
 from search_spaces.base import SearchSpace, SpaceOptions, register_space
-from search_spaces.blocks import LayerCost, NetworkDef, build_network, layer_costs
+from search_spaces.blocks import LayerCost, NetworkDef, build_layer, build_network, layer_costs
 
 
 class StageOptions(SpaceOptions):
@@ -212,6 +213,21 @@ class MobileNetSpace(SearchSpace):
 
     def build(self, arch: MobileNetArch):
         return build_network(self.to_network(arch))
+
+    def build_layer(self, key):
+        return build_layer(key)
+
+    def enumerate_layers(self, max_samples: int = 0, patience: int = 0) -> tuple[list[LayerCost], bool]:
+        """Exact: a layer's key depends on its stage, whether it is the stage's first layer, its own choices, the
+        width and the resolution, never on other layers; so max-depth networks with one (kernel, expansion, SE)
+        choice everywhere, for every width and resolution, contain every key."""
+        o = self.options
+        layers: dict[str, LayerCost] = {}
+        for res, width, k, e, se in itertools.product(o.resolutions, o.widths, o.kernels, o.expansions, o.se):
+            stages = tuple((Layer(k, e, se),) * max(s.depths) for s in o.stages)
+            for layer in self.layer_costs(MobileNetArch(res, width, stages)):
+                layers.setdefault(str(layer.key), layer)
+        return list(layers.values()), True
 
     def input_shape(self, arch: MobileNetArch) -> tuple[int, int, int, int]:
         return (1, 3, arch.resolution, arch.resolution)
