@@ -1,0 +1,68 @@
+"""GPU timing with PyTorch: the forward pass captured once as a CUDA graph and replayed.
+
+Eager timing on a GPU measures kernel-launch overhead, not the network (mobilenetv3_large at batch 1 on an H100:
+about 3.5 ms eager against 0.57 ms as a CUDA graph), and deployment runtimes (TensorRT, torch.compile with
+CUDA graphs) launch the whole graph at once; so every measurement here replays a captured graph, timed with CUDA
+events, in the requested precision and memory format.
+"""
+from __future__ import annotations
+
+from nas.evaluation.latency import summarise
+
+
+class TorchCudaBackend:
+    """Time modules on the current CUDA device with CUDA graphs.
+
+    Args:
+        precision: "fp32" or "fp16" (weights and inputs).
+        batch: batch size of the timed input.
+        channels_last: NHWC memory format (what cuDNN's fastest convolutions use).
+        warmup: graph replays before timing.
+        repeats: timed replays; the median is reported.
+    """
+
+    runtime = "pytorch-cuda-graphs"
+
+    def __init__(self, precision: str = "fp16", batch: int = 1, channels_last: bool = True, warmup: int = 20,
+                 repeats: int = 100):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("error: --backend torch-cuda: no CUDA device is available here")
+        self.torch = torch
+        self.dtype = {"fp32": torch.float32, "fp16": torch.float16}[precision]
+        self.batch, self.channels_last, self.warmup, self.repeats = batch, channels_last, warmup, repeats
+        torch.backends.cudnn.benchmark = True
+
+    def version(self) -> str:
+        return f"torch {self.torch.__version__}, CUDA {self.torch.version.cuda}"
+
+    def measure(self, module, input_shape: tuple[int, ...]):
+        """Latency statistics (ms per batch) of `module` on an input of `input_shape` with the batch replaced."""
+        torch = self.torch
+        fmt = torch.channels_last if self.channels_last and len(input_shape) == 4 else torch.contiguous_format
+        model = module.eval().to("cuda", self.dtype).to(memory_format=fmt)
+        x = torch.randn((self.batch, *input_shape[1:]), device="cuda", dtype=self.dtype).to(memory_format=fmt)
+        with torch.no_grad():
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):   # let cuDNN pick algorithms before capture
+                for _ in range(3):
+                    model(x)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                model(x)
+            for _ in range(self.warmup):
+                graph.replay()
+            torch.cuda.synchronize()
+            times = []
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            for _ in range(self.repeats):
+                start.record()
+                graph.replay()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end) / 1e3)
+        del graph, model, x
+        return summarise(times, threads=0)
