@@ -51,6 +51,7 @@ class Manifest(BaseModel):
     threads: int = Field(0, ge=0, description="CPU threads (0 = not a CPU runtime)")
     space: str | None = Field(None, description="search space the tables were built for")
     space_options: dict[str, Any] = Field(default_factory=dict)
+    num_classes: PositiveInt | None = Field(None, description="classifier outputs of the networks measured")
     tables: Tables = Field(default_factory=Tables)
     how_measured: str = ""
     noise: dict[str, float] = Field(default_factory=dict, description="e.g. median relative spread (p90-p10)/p50")

@@ -181,7 +181,7 @@ def measure_profile(args: argparse.Namespace) -> dict[str, Any]:
     space, space_options = _space(args)
     manifest, folder = _open_profile(args, backend)
     folder.mkdir(parents=True, exist_ok=True)
-    manifest.space, manifest.space_options = args.space, space_options
+    manifest.space, manifest.space_options, manifest.num_classes = args.space, space_options, args.num_classes
     manifest.machine = machine_info(args.backend)
     write_manifest(manifest, folder)
     start = time.perf_counter()
