@@ -170,9 +170,35 @@ class FBNetSpace(SearchSpace):
             hw = costs[0].key.out_shape[1]
         return FBNetArch(tuple(choices))
 
+    def enumerate_layers(self, max_samples: int = 0, patience: int = 0) -> tuple[list[LayerCost], bool]:
+        """Exact: every choice at every position, plus the fixed stem, head and classifier."""
+        layers = {str(lc.key): lc for lc in self.layer_costs(FBNetArch((SKIP,) * NUM_LAYERS))}
+        hw = _out(self.options.resolution, 3, 1)
+        for cin, cout, stride in _PLAN:
+            for choice in range(NUM_CHOICES):
+                lc = _searchable_cost(choice, cin, cout, stride, hw)
+                layers.setdefault(str(lc.key), lc)
+            hw = _out(hw, 1, stride)
+        return list(layers.values()), True
+
     # ---- build ------------------------------------------------------------------------------------------------
     def build(self, arch: FBNetArch):
         return FBNet(arch.choices, self.num_classes)
+
+    def build_layer(self, key: CostKey) -> nn.Module:
+        """One layer alone, from its cost key (input (1, *key.in_shape))."""
+        cin, cout = key.in_shape[0], key.out_shape[0]
+        if key.op == "stem":
+            return nn.Sequential(*_conv_bn(cin, cout, key.kernel, key.stride))
+        if key.op == "skip":
+            return _layer(SKIP, cin, cout, key.stride)
+        if key.op == "fbnet":
+            return ConvBlock(cin, cout, key.kernel, int(key.expansion), key.groups, key.stride)
+        if key.op == "head":
+            return nn.Sequential(*_conv_bn(cin, cout, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        if key.op == "classifier":
+            return nn.Sequential(nn.Flatten(1), nn.Linear(cin, cout))
+        raise ValueError(f"cannot build a layer for cost key op {key.op!r}")
 
     def input_shape(self, arch: FBNetArch) -> tuple[int, int, int, int]:
         res = self.options.resolution

@@ -185,3 +185,17 @@ def test_encoding_lines_up_with_the_data_layer_order(space, data):
                 assert gap < 1e-4, (i, j, gap)
             else:
                 assert gap > 1e-3, (i, j, gap)
+
+
+def test_every_layer_is_enumerated_and_builds_alone_with_its_cost():
+    space = get_space("fbnet", num_classes=100)
+    layers, exact = space.enumerate_layers()
+    keys = {str(lc.key) for lc in layers}
+    rng = np.random.default_rng(7)
+    assert exact and all(k in keys for _ in range(100) for k in space.cost_keys(space.sample(rng)))
+    for lc in layers[::7]:
+        module = space.build_layer(lc.key).eval()
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            out = module(torch.randn(1, *lc.key.in_shape))
+        assert fc.get_total_flops() // 2 == lc.macs and sum(p.numel() for p in module.parameters()) == lc.params
+        assert out.shape[1] == lc.key.out_shape[0]
