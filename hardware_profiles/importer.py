@@ -33,6 +33,11 @@ class AdditiveFit:
     cost_ms: np.ndarray
     overhead_ms: float
 
+    def covers(self, keys: list[str]) -> bool:
+        """Whether every key of a network was seen in the fit."""
+        known = set(self.keys)
+        return all(k in known for k in keys)
+
     def predict(self, key_lists: list[list[str]]) -> np.ndarray:
         """Summed latency of networks given as lists of cost keys (unknown keys raise KeyError)."""
         index = {k: i for i, k in enumerate(self.keys)}
@@ -86,8 +91,11 @@ def import_profile(args: argparse.Namespace) -> dict[str, object]:
     fit = fit_additive([k for k, h in zip(keys, held) if not h], y[~held])
     report = {"profile": f"{args.profile}@{args.version}", "train_rows": int((~held).sum()),
               "train": error_report(fit.predict([k for k, h in zip(keys, held) if not h]), y[~held])}
-    if held.any():
-        report["holdout"] = error_report(fit.predict([k for k, h in zip(keys, held) if h]), y[held])
+    # held-out networks with a layer never seen in training cannot be costed by the table: reported, not scored
+    scored_rows = np.array([h and fit.covers(k) for k, h in zip(keys, held)])
+    report["holdout_uncovered"] = int(held.sum() - scored_rows.sum())
+    if scored_rows.any():
+        report["holdout"] = error_report(fit.predict([k for k, s in zip(keys, scored_rows) if s]), y[scored_rows])
     folder = Path(args.root) / args.profile / str(args.version)
     blocks = pd.DataFrame({"key": fit.keys, "median_ms": fit.cost_ms + fit.overhead_ms, "fitted_cost_ms": fit.cost_ms})
     write_table(blocks, folder / "blocks.csv")
@@ -96,7 +104,8 @@ def import_profile(args: argparse.Namespace) -> dict[str, object]:
     manifest = Manifest(
         name=args.profile, version=args.version, kind="imported", device=args.device or args.profile,
         runtime=args.runtime, backend="none", precision=args.precision, batch=1, space=args.space,
-        space_options=options, num_classes=args.num_classes, tables={"blocks": "blocks.csv", "networks": "networks.csv"},
+        space_options=options, num_classes=args.num_classes,
+        resolution=space.input_shape(space.smallest())[-1], tables={"blocks": "blocks.csv", "networks": "networks.csv"},
         options={"overhead_ms": fit.overhead_ms, "target_column": args.target, "source_table": Path(args.table).name},
         how_measured=(f"imported: per-block costs fitted by non-negative least squares to {report['train_rows']} "
                       f"whole-network latencies ({args.target} of {Path(args.table).name}); judged on "

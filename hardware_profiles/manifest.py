@@ -52,6 +52,7 @@ class Manifest(BaseModel):
     space: str | None = Field(None, description="search space the tables were built for")
     space_options: dict[str, Any] = Field(default_factory=dict)
     num_classes: PositiveInt | None = Field(None, description="classifier outputs of the networks measured")
+    resolution: PositiveInt | None = Field(None, description="input resolution (None: several, see the space)")
     tables: Tables = Field(default_factory=Tables)
     how_measured: str = ""
     noise: dict[str, float] = Field(default_factory=dict, description="e.g. median relative spread (p90-p10)/p50")

@@ -186,6 +186,8 @@ def measure_profile(args: argparse.Namespace) -> dict[str, Any]:
     write_manifest(manifest, folder)
     start = time.perf_counter()
     layers, exact = space.enumerate_layers()
+    resolutions = {lc.key.in_shape[1] for lc in layers if lc.key.op == "stem"}
+    manifest.resolution = resolutions.pop() if len(resolutions) == 1 else None
     if args.sample and args.sample < len(layers):
         idx = np.random.default_rng(args.seed).choice(len(layers), args.sample, replace=False)
         layers, exact = [layers[i] for i in sorted(idx)], False

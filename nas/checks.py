@@ -34,9 +34,28 @@ def check_recipe(source: str, recipe: Recipe) -> None:
     num_classes = make_evaluator(recipe.evaluator.name, eval_opts).num_classes()
     space = get_space(recipe.space.name, space_opts, num_classes=num_classes)
     smallest = space.smallest()
+    for i, lat in enumerate(recipe.constraints.latency):
+        _check_coverage(source, i, lat.profile, space)
     flops, params, _ = static_check(space, recipe.constraints, smallest)
     c = recipe.constraints
     for field, limit, value in (("max_flops", c.max_flops, flops), ("max_params", c.max_params, params)):
         if limit is not None and value > limit:
             raise RecipeError(f"{source}: constraints.{field}: {limit:g} is below the smallest architecture of "
                               f"the space ({value:,} for {space.to_string(smallest)}); no candidate can be feasible")
+
+
+def _check_coverage(source: str, index: int, ref: str, space) -> None:
+    """A lookup-table profile must hold every layer the space can produce (when the space can list them)."""
+    from hardware_profiles import get_profile
+    from hardware_profiles.lookup import TableProfile
+
+    profile = get_profile(ref)
+    if not isinstance(profile, TableProfile):
+        return
+    layers, exact = space.enumerate_layers()
+    missing = profile.missing(str(lc.key) for lc in layers) if exact else []
+    if missing:
+        raise RecipeError(f"{source}: constraints.latency[{index}].profile: {ref} has no measurement for "
+                          f"{len(missing)} of the {len(layers)} layers this space can produce (e.g. {missing[0]}); "
+                          f"measure them: python -m hardware_profiles.measure --profile {profile.manifest.name} "
+                          f"--space {space.name} --space-options FILE")

@@ -110,5 +110,29 @@ def test_missing_layers_name_the_measure_command(root):
 
 def test_recipe_accepts_a_manifest_profile(root):
     measure(root)
-    recipe = load_recipe(ASSETS / "tiny.yaml", ["constraints.latency=[{profile: tiny-cpu, max_ms: 1}]"])
+    recipe = load_recipe(ASSETS / "tiny.yaml", ["constraints.latency=[{profile: tiny-cpu, max_ms: 1}]",
+                                                f"space.options={TINY_SPACE}", "constraints.max_flops=null"])
     assert recipe.profiles == ["tiny-cpu"]
+
+
+def test_recipe_refuses_a_table_that_does_not_cover_the_space(root):
+    measure(root)
+    from nas.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match=r"constraints\.latency\[0\]\.profile: tiny-cpu has no measurement for"):
+        load_recipe(ASSETS / "tiny.yaml", ["constraints.latency=[{profile: tiny-cpu, max_ms: 1}]",
+                                           "space.options.kernels=[3, 7]"])
+
+
+def test_unmeasured_class_count_is_scaled_from_a_measured_classifier(root):
+    measure(root)   # measured with 1000 classes
+    profile = get_profile("tiny-cpu")
+    ten = get_space("mobilenet", TINY_SPACE, num_classes=10)
+    arch = ten.decode("r32_w0.5|k5e3s,k3e3")
+    keys = ten.cost_keys(arch)
+    thousand_key = space().cost_keys(arch)[-1]
+    o = profile.overhead_ms
+    scaled = o + max(profile.block_ms[thousand_key] - o, 0) * 10 / 1000
+    body = profile.latency_of_keys(keys[:-1])
+    assert profile.latency(ten, arch).median_ms == pytest.approx(body + scaled - o)
+    assert profile.missing(keys) == []
