@@ -16,6 +16,7 @@ MobileNetV2-1.0 = 300M). `torch.utils.flop_counter` counts 2 per MAC.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -318,3 +319,18 @@ def build_layer(key: CostKey):
     if key.op == "classifier":
         return nn.Sequential(nn.Flatten(), nn.Linear(cin, cout))
     raise ValueError(f"cannot build a layer for cost key op {key.op!r}")
+
+
+_KEY_RE = re.compile(r"^(?P<op>[a-z]+)_k(?P<k>\d+)_s(?P<s>\d+)_e(?P<e>[\d.]+)(?:_g(?P<g>\d+))?(?:_se(?P<se>\d+))?"
+                     r"_(?P<act>[a-z_]+?)(?P<skip>_skip)?_i(?P<c>\d+)x(?P<h>\d+)x(?P<w>\d+)"
+                     r"_o(?P<oc>\d+)x(?P<oh>\d+)x(?P<ow>\d+)_(?P<family>[a-z0-9]+)$")
+
+
+def parse_cost_key(text: str) -> CostKey:
+    """The `CostKey` whose canonical string is `text` (inverse of `str(key)`); ValueError if malformed."""
+    m = _KEY_RE.match(text)
+    if m is None:
+        raise ValueError(f"not a cost key: {text!r}")
+    shape = lambda *names: tuple(int(m[n]) for n in names)  # noqa: E731
+    return CostKey(m["op"], shape("c", "h", "w"), shape("oc", "oh", "ow"), int(m["k"]), int(m["s"]), float(m["e"]),
+                   int(m["se"] or 0), m["act"], bool(m["skip"]), m["family"], int(m["g"] or 1))

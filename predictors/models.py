@@ -1,0 +1,179 @@
+"""Latency predictors as scikit-learn-style estimators over architecture strings.
+
+`X` is a sequence of canonical arch strings of one search space, `y` latencies in ms. Every estimator's
+hyper-parameters are explicit `__init__` keywords, `fit` returns `self`, `predict` returns ms and `score` the
+coefficient of determination (as scikit-learn regressors do).
+
+- `FlopsLinear`: latency = a * FLOPs + b (baseline).
+- `LookupSum`: latency = overhead + sum of per-block costs, from a measured block table or, for devices timed
+  only end to end, fitted to whole networks by non-negative least squares (baseline).
+- `LGBMLatencyPredictor`: per-block costs (measured or fitted; a LightGBM block model trained on them costs
+  blocks never seen), summed, then multiplied by exp(a network-level LightGBM correction) learned from
+  whole-network measurements, which captures what block sums miss (fusion, overheads). The correction is trained
+  on out-of-fold block sums (cross-fitting) so it learns the errors the sum makes on unseen networks.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from predictors.features import block_matrix, network_matrix
+
+
+def _space(name: str, options: dict[str, Any] | None, num_classes: int):
+    from search_spaces import get_space
+
+    return get_space(name, options or {}, num_classes=num_classes)
+
+
+class _Base:
+    """Shared plumbing: the space, decoding, and `score`."""
+
+    def __init__(self, space: str = "mobilenet", space_options: dict[str, Any] | None = None,
+                 num_classes: int = 1000):
+        self.space, self.space_options, self.num_classes = space, space_options, num_classes
+
+    @property
+    def space_(self):
+        if getattr(self, "_space_obj", None) is None:
+            self._space_obj = _space(self.space, self.space_options, self.num_classes)
+        return self._space_obj
+
+    def _keys(self, X: Sequence[str]) -> list[list[str]]:
+        return [self.space_.cost_keys(self.space_.decode(a)) for a in X]
+
+    def score(self, X: Sequence[str], y: Sequence[float]) -> float:
+        """R^2 of the predictions."""
+        y = np.asarray(y, float)
+        resid = y - self.predict(X)
+        return float(1 - (resid @ resid) / ((y - y.mean()) @ (y - y.mean())))
+
+    def predict(self, X: Sequence[str]) -> np.ndarray:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class FlopsLinear(_Base):
+    """Latency proportional to FLOPs plus a constant, fitted by least squares."""
+
+    def fit(self, X: Sequence[str], y: Sequence[float]) -> FlopsLinear:
+        flops = np.array([self.space_.flops(self.space_.decode(a)) for a in X], float)
+        self.coef_ = np.polyfit(flops, np.asarray(y, float), 1)
+        return self
+
+    def predict(self, X: Sequence[str]) -> np.ndarray:
+        flops = np.array([self.space_.flops(self.space_.decode(a)) for a in X], float)
+        return np.polyval(self.coef_, flops)
+
+
+class LookupSum(_Base):
+    """Overhead plus the sum of per-block costs.
+
+    Args:
+        block_table: {cost key: ms} measured per block (with `overhead_ms` the runtime's fixed cost, counted
+            once); when None, the costs are fitted to whole networks in `fit`.
+    """
+
+    def __init__(self, space: str = "mobilenet", space_options: dict[str, Any] | None = None,
+                 num_classes: int = 1000, block_table: dict[str, float] | None = None, overhead_ms: float = 0.0):
+        super().__init__(space, space_options, num_classes)
+        self.block_table, self.overhead_ms = block_table, overhead_ms
+
+    def fit(self, X: Sequence[str], y: Sequence[float]) -> LookupSum:
+        if self.block_table is not None:
+            o = self.overhead_ms
+            self.costs_ = {k: max(v - o, 0.0) for k, v in self.block_table.items()}
+            self.overhead_ = o
+            return self
+        from hardware_profiles.importer import fit_additive
+
+        fit = fit_additive(self._keys(X), np.asarray(y, float))
+        self.costs_, self.overhead_ = dict(zip(fit.keys, fit.cost_ms)), fit.overhead_ms
+        return self
+
+    def sums(self, key_lists: list[list[str]], fallback=None) -> np.ndarray:
+        """Summed latency of networks given as key lists; unknown keys are costed by `fallback(keys)`."""
+        unknown = sorted({k for ks in key_lists for k in ks if k not in self.costs_})
+        if unknown and fallback is None:
+            raise KeyError(f"{len(unknown)} block(s) without a cost, e.g. {unknown[0]}")
+        extra = dict(zip(unknown, fallback(unknown))) if unknown else {}
+        return np.array([self.overhead_ + sum(self.costs_.get(k, extra.get(k, 0.0)) for k in ks)
+                         for ks in key_lists])
+
+    def predict(self, X: Sequence[str]) -> np.ndarray:
+        return self.sums(self._keys(X))
+
+
+class LGBMLatencyPredictor(_Base):
+    """Block costs summed, times a learned network-level correction.
+
+    Args:
+        space, space_options, num_classes: the search space the archs belong to.
+        block_table, overhead_ms: measured per-block costs (a profile's table); None to fit them to networks.
+        n_estimators, learning_rate, num_leaves, min_child_samples: the network correction's LightGBM settings.
+        block_estimators: trees of the block model (costs blocks missing from the table).
+        n_folds: folds of the cross-fitting that produces the correction's training sums.
+        correction: learn the network-level correction (False = block sum only).
+        seed: random seed of LightGBM and the folds.
+    """
+
+    def __init__(self, space: str = "mobilenet", space_options: dict[str, Any] | None = None,
+                 num_classes: int = 1000, block_table: dict[str, float] | None = None, overhead_ms: float = 0.0,
+                 n_estimators: int = 100, learning_rate: float = 0.05, num_leaves: int = 4,
+                 min_child_samples: int = 40, block_estimators: int = 200, n_folds: int = 5,
+                 correction: bool = True, seed: int = 0):
+        super().__init__(space, space_options, num_classes)
+        self.block_table, self.overhead_ms = block_table, overhead_ms
+        self.n_estimators, self.learning_rate = n_estimators, learning_rate
+        self.num_leaves, self.min_child_samples = num_leaves, min_child_samples
+        self.block_estimators, self.n_folds, self.correction, self.seed = block_estimators, n_folds, correction, seed
+
+    def _lookup(self) -> LookupSum:
+        return LookupSum(self.space, self.space_options, self.num_classes, self.block_table, self.overhead_ms)
+
+    def _lgbm(self, n_estimators: int, min_child_samples: int):
+        import lightgbm as lgb
+
+        return lgb.LGBMRegressor(n_estimators=n_estimators, learning_rate=self.learning_rate,
+                                 num_leaves=self.num_leaves, min_child_samples=min_child_samples,
+                                 subsample=0.8, subsample_freq=1, colsample_bytree=0.8, random_state=self.seed,
+                                 verbose=-1, n_jobs=1)
+
+    def _fallback(self, keys: list[str]) -> np.ndarray:
+        return np.exp(self.block_model_.predict(block_matrix(keys))) if keys else np.zeros(0)
+
+    def _sums(self, lookup: LookupSum, key_lists: list[list[str]]) -> np.ndarray:
+        return lookup.sums(key_lists, self._fallback)
+
+    def fit(self, X: Sequence[str], y: Sequence[float]) -> LGBMLatencyPredictor:
+        y = np.asarray(y, float)
+        keys = self._keys(X)
+        self.lookup_ = self._lookup().fit(X, y)
+        known = [k for k, v in self.lookup_.costs_.items() if v > 0]
+        self.block_model_ = self._lgbm(self.block_estimators, 3)
+        self.block_model_.fit(block_matrix(known), np.log([self.lookup_.costs_[k] for k in known]))
+        if not self.correction:
+            return self
+        if self.block_table is not None:
+            sums = self._sums(self.lookup_, keys)
+        else:   # out-of-fold sums: the correction must learn the sum's errors on networks it was not fit on
+            sums = np.empty(len(y))
+            folds = np.random.default_rng(self.seed).permutation(len(y)) % self.n_folds
+            for f in range(self.n_folds):
+                part = self._lookup().fit([a for a, g in zip(X, folds) if g != f], y[folds != f])
+                sums[folds == f] = self._sums(part, [k for k, g in zip(keys, folds) if g == f])
+        flops = [self.space_.flops(self.space_.decode(a)) for a in X]
+        feats = network_matrix(self.space_, [self.space_.decode(a) for a in X], sums, flops)
+        self.network_model_ = self._lgbm(self.n_estimators, self.min_child_samples)
+        self.network_model_.fit(feats, np.log(y / np.maximum(sums, 1e-9)))
+        return self
+
+    def predict(self, X: Sequence[str]) -> np.ndarray:
+        archs = [self.space_.decode(a) for a in X]
+        keys = [self.space_.cost_keys(a) for a in archs]
+        sums = self._sums(self.lookup_, keys)
+        if not self.correction:
+            return sums
+        flops = [self.space_.flops(a) for a in archs]
+        return sums * np.exp(self.network_model_.predict(network_matrix(self.space_, archs, sums, flops)))

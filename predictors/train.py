@@ -1,0 +1,90 @@
+"""Train a latency predictor.
+
+    python -m predictors.train --profile NAME --out DIR
+    python -m predictors.train --space SPACE --table FILE.csv --target COLUMN --out DIR
+        [--space-options FILE.yaml] [--num-classes N] [--max-rows N] [--seed S]
+
+From a profile, the block table gives the per-block costs and the profile's network table the whole-network
+measurements the correction learns from. From your own CSV (an `arch` column in the space's canonical string and
+a latency column), per-block costs are fitted to the networks first. The model folder is LightGBM text + JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from predictors.io import save
+from predictors.models import FlopsLinear, LGBMLatencyPredictor
+
+
+def _profile_data(ref: str):
+    from hardware_profiles import get_profile
+    from hardware_profiles.lookup import TableProfile
+    from hardware_profiles.tables import read_table
+
+    try:
+        profile = get_profile(ref)
+    except ValueError as err:
+        raise SystemExit(f"error: --profile: {err}") from None
+    if not isinstance(profile, TableProfile) or not profile.manifest.tables.networks:
+        raise SystemExit(f"error: --profile: {ref} has no block and network tables to train on")
+    m = profile.manifest
+    nets = read_table(profile.folder / m.tables.networks)
+    return m, profile, nets["arch"].astype(str).tolist(), nets["median_ms"].to_numpy(float)
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Fit and save; returns a summary."""
+    if args.profile:
+        m, profile, archs, y = _profile_data(args.profile)
+        space, options, classes = m.space, m.space_options, m.num_classes or 1000
+        table, overhead, target = profile.block_ms, profile.overhead_ms, "median_ms"
+        prof = {"name": m.name, "version": m.version}
+    else:
+        if not (args.space and args.table and args.target):
+            raise SystemExit("error: give --profile, or --space, --table and --target")
+        df = pd.read_csv(args.table)
+        for col in ("arch", args.target):
+            if col not in df.columns:
+                raise SystemExit(f"error: {args.table}: no column {col!r} (columns: {', '.join(df.columns)})")
+        df = df[["arch", args.target]].dropna()
+        if args.max_rows and len(df) > args.max_rows:
+            df = df.sample(args.max_rows, random_state=args.seed)
+        archs, y = df["arch"].astype(str).tolist(), df[args.target].to_numpy(float)
+        space, classes, target = args.space, args.num_classes, args.target
+        options = yaml.safe_load(Path(args.space_options).read_text()) if args.space_options else {}
+        table, overhead, prof = None, 0.0, None
+    model = LGBMLatencyPredictor(space, options, classes, block_table=table, overhead_ms=overhead, seed=args.seed)
+    model.fit(archs, y)
+    flops = FlopsLinear(space, options, classes).fit(archs, y)
+    save(model, Path(args.out), archs=archs, y=y, profile=prof, target=target, flops_coef=list(flops.coef_))
+    return {"out": args.out, "rows": len(archs), "space": space, "profile": prof, "target": target,
+            "blocks": len(model.lookup_.costs_), "train_r2": model.score(archs, y)}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m predictors.train", description=__doc__.splitlines()[0])
+    p.add_argument("--profile")
+    p.add_argument("--space")
+    p.add_argument("--space-options")
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--table")
+    p.add_argument("--target")
+    p.add_argument("--max-rows", type=int, default=0, help="train on at most this many rows (random)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    print(yaml.safe_dump(train(parse_args(argv)), sort_keys=False).strip())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Recovering NetworkDefs from timm models: exact cost, same build, clear errors for what is unsupported.
+
+Costs are checked against timm models on the meta device (shapes only), so every model runs at 224 cheaply.
+"""
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from search_spaces.blocks import build_network, count_macs, count_params, decode_blocks, layer_costs
+from search_spaces.timm_defs import REFERENCE_NETWORKS
+from search_spaces.timm_import import network_def_from_timm
+
+SUPPORTED = [
+    "mobilenetv2_035", "mobilenetv2_100", "mobilenetv2_140", "mobilenetv3_large_075", "mobilenetv3_large_100",
+    "mobilenetv3_small_050", "mobilenetv3_small_100", "tf_mobilenetv3_large_minimal_100", "mnasnet_100",
+    "semnasnet_100", "mnasnet_small", "spnasnet_100", "fbnetc_100", "efficientnet_lite0", "tf_efficientnet_lite0",
+    "efficientnet_b0", "hardcorenas_a",
+]
+UNSUPPORTED = {
+    "lcnet_100": "pointwise activation",          # 'dsa' blocks
+    "mobilenetv3_rw": "SE width 18 of 72",         # SE rounded with round(), not make_divisible
+    "efficientnet_es": "EdgeResidual",
+    "efficientnet_cc_b0_4e": "CondConvResidual",
+    "mixnet_s": "MixedConv2d",
+    "mobilenetv4_conv_small": "UniversalInvertedResidual",
+}
+
+
+def meta_model(name: str, **kwargs) -> torch.nn.Module:
+    with torch.device("meta"):
+        return timm.create_model(name, pretrained=False, **kwargs).eval()
+
+
+def counted(model: torch.nn.Module, resolution: int = 224, in_chans: int = 3) -> tuple[int, int]:
+    """(MACs by torch's flop counter, parameters), run on the model's device (meta: shapes only)."""
+    device = next(model.parameters()).device
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model.eval()(torch.randn(1, in_chans, resolution, resolution, device=device))
+    return fc.get_total_flops() // 2, sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", SUPPORTED)
+def test_imported_def_costs_and_builds_like_the_timm_model(name):
+    net = network_def_from_timm(name)
+    ref_macs, ref_params = counted(meta_model(name))
+    assert count_params(net) == ref_params
+    assert count_macs(net) == ref_macs
+    with torch.device("meta"):
+        built = build_network(net)
+    assert counted(built) == (ref_macs, ref_params)
+    assert network_def_from_timm(built) == net   # importing what we built gives the same def back
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3_large_100", "semnasnet_100", "mobilenetv2_035", "efficientnet_b0"])
+def test_built_def_loads_timm_weights_and_gives_the_same_output(name):
+    torch.manual_seed(0)
+    reference = timm.create_model(name, pretrained=False).eval()
+    for module in reference.modules():   # non-trivial BN statistics, so BN placement matters
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    ours = build_network(network_def_from_timm(reference)).eval()
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), reference(x))
+
+
+def test_tf_port_loads_strictly_but_padding_is_not_recorded():
+    # tf_ models use dynamic 'same' padding and BN eps 1e-3: same shapes and cost, different outputs
+    net = network_def_from_timm("tf_mobilenetv3_large_minimal_100")
+    with torch.device("meta"):
+        ours, reference = build_network(net), meta_model("tf_mobilenetv3_large_minimal_100")
+    assert ours.state_dict().keys() == reference.state_dict().keys()
+    assert all(ours.state_dict()[k].shape == v.shape for k, v in reference.state_dict().items())
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_NETWORKS))
+def test_hand_written_reference_networks_are_recovered(name):
+    def canonical(net):
+        # a stage's stride applies to its first block only; repeats are expanded by decoding
+        return [[dict(ba, stride=ba["stride"] if i == 0 else 1) for i, ba in enumerate(stage)]
+                for stage in decode_blocks(net)]
+
+    ours, theirs = network_def_from_timm(name), REFERENCE_NETWORKS[name]
+    assert canonical(ours) == canonical(theirs)
+    assert [str(layer.key) for layer in layer_costs(ours)] == [str(layer.key) for layer in layer_costs(theirs)]
+    assert ours.arch_def == tuple(tuple(s.replace("_e1_", "_") if s.startswith("ds") else s for s in stage)
+                                  for stage in theirs.arch_def)
+    assert (ours.family, ours.stem_size, ours.num_features, ours.act) == \
+        (theirs.family, theirs.stem_size, theirs.num_features, theirs.act)
+
+
+def test_expansion_ratios_are_short_and_exact():
+    net = network_def_from_timm("mobilenetv3_large_075")
+    assert "ir_r2_k3_s1_e2.25_c64" in net.arch_def[3]   # 144 / 64: two decimals reproduce 144 exactly
+
+
+@pytest.mark.parametrize("name, what", sorted(UNSUPPORTED.items()))
+def test_unsupported_models_raise_one_clear_error(name, what):
+    with pytest.raises(ValueError, match=rf"^timm model {name}: .*{what}.* is not supported by the cost model$"):
+        network_def_from_timm(name)
+
+
+def test_model_settings_and_head_variants():
+    from timm.models._efficientnet_blocks import SqueezeExcite
+    from timm.models.efficientnet import EfficientNet
+    from timm.models.mobilenetv3 import MobileNetV3
+
+    net = network_def_from_timm("mobilenetv2_100", num_classes=10, resolution=160)
+    assert (net.num_classes, net.resolution, net.in_chans) == (10, 160, 3)
+    base = network_def_from_timm("mnasnet_small")
+    with torch.device("meta"):
+        no_head = EfficientNet(decode_blocks(base), num_features=0, stem_size=8, in_chans=1, num_classes=7)
+        plain = network_def_from_timm("tf_mobilenetv3_large_minimal_100")   # no SE: MobileNetV3's default is fine
+        normed = MobileNetV3(decode_blocks(plain), head_norm=True)
+        no_bias = MobileNetV3(decode_blocks(plain), head_bias=False)
+        sigmoid_se = build_network(network_def_from_timm("mobilenetv3_small_100"))
+    imported = network_def_from_timm(no_head)
+    assert (imported.num_features, imported.in_chans, imported.num_classes) == (0, 1, 7)
+    assert counted(no_head, 224, in_chans=1) == (count_macs(imported), count_params(imported))
+    with pytest.raises(ValueError, match="head_norm"):
+        network_def_from_timm(normed)
+    with pytest.raises(ValueError, match="head conv"):
+        network_def_from_timm(no_bias)
+    for module in sigmoid_se.modules():   # an SE gate the mobilenetv3 family does not build
+        if isinstance(module, SqueezeExcite):
+            module.gate = torch.nn.Sigmoid()
+    with pytest.raises(ValueError, match="SE with sigmoid gate"):
+        network_def_from_timm(sigmoid_se)
