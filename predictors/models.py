@@ -42,7 +42,14 @@ class _Base:
         return self._space_obj
 
     def _keys(self, X: Sequence[str]) -> list[list[str]]:
-        return [self.space_.cost_keys(self.space_.decode(a)) for a in X]
+        return self._costed(X)[1]
+
+    def _costed(self, X: Sequence[str]) -> tuple[list, list[list[str]], np.ndarray]:
+        """(genotypes, cost-key lists, FLOPs) of arch strings, from one `layer_costs` walk per arch."""
+        archs = [self.space_.decode(a) for a in X]
+        layers = [self.space_.layer_costs(a) for a in archs]
+        return archs, [[str(lc.key) for lc in ls] for ls in layers], np.array([sum(lc.macs for lc in ls)
+                                                                              for ls in layers], float)
 
     def score(self, X: Sequence[str], y: Sequence[float]) -> float:
         """R^2 of the predictions."""
@@ -81,6 +88,10 @@ class LookupSum(_Base):
         self.block_table, self.overhead_ms = block_table, overhead_ms
 
     def fit(self, X: Sequence[str], y: Sequence[float]) -> LookupSum:
+        return self.fit_keys(None if self.block_table is not None else self._keys(X), y)
+
+    def fit_keys(self, key_lists: list[list[str]] | None, y: Sequence[float]) -> LookupSum:
+        """`fit` from networks already lowered to cost-key lists (unused when a block table is given)."""
         if self.block_table is not None:
             o = self.overhead_ms
             self.costs_ = {k: max(v - o, 0.0) for k, v in self.block_table.items()}
@@ -88,7 +99,7 @@ class LookupSum(_Base):
             return self
         from hardware_profiles.importer import fit_additive
 
-        fit = fit_additive(self._keys(X), np.asarray(y, float))
+        fit = fit_additive(key_lists, np.asarray(y, float))
         self.costs_, self.overhead_ = dict(zip(fit.keys, fit.cost_ms)), fit.overhead_ms
         return self
 
@@ -148,8 +159,8 @@ class LGBMLatencyPredictor(_Base):
 
     def fit(self, X: Sequence[str], y: Sequence[float]) -> LGBMLatencyPredictor:
         y = np.asarray(y, float)
-        keys = self._keys(X)
-        self.lookup_ = self._lookup().fit(X, y)
+        archs, keys, flops = self._costed(X)
+        self.lookup_ = self._lookup().fit_keys(keys, y)
         known = [k for k, v in self.lookup_.costs_.items() if v > 0]
         self.block_model_ = self._lgbm(self.block_estimators, 3)
         self.block_model_.fit(block_matrix(known), np.log([self.lookup_.costs_[k] for k in known]))
@@ -161,19 +172,16 @@ class LGBMLatencyPredictor(_Base):
             sums = np.empty(len(y))
             folds = np.random.default_rng(self.seed).permutation(len(y)) % self.n_folds
             for f in range(self.n_folds):
-                part = self._lookup().fit([a for a, g in zip(X, folds) if g != f], y[folds != f])
+                part = self._lookup().fit_keys([k for k, g in zip(keys, folds) if g != f], y[folds != f])
                 sums[folds == f] = self._sums(part, [k for k, g in zip(keys, folds) if g == f])
-        flops = [self.space_.flops(self.space_.decode(a)) for a in X]
-        feats = network_matrix(self.space_, [self.space_.decode(a) for a in X], sums, flops)
+        feats = network_matrix(self.space_, archs, sums, flops)
         self.network_model_ = self._lgbm(self.n_estimators, self.min_child_samples)
         self.network_model_.fit(feats, np.log(y / np.maximum(sums, 1e-9)))
         return self
 
     def predict(self, X: Sequence[str]) -> np.ndarray:
-        archs = [self.space_.decode(a) for a in X]
-        keys = [self.space_.cost_keys(a) for a in archs]
+        archs, keys, flops = self._costed(X)
         sums = self._sums(self.lookup_, keys)
         if not self.correction:
             return sums
-        flops = [self.space_.flops(a) for a in archs]
         return sums * np.exp(self.network_model_.predict(network_matrix(self.space_, archs, sums, flops)))
