@@ -47,9 +47,12 @@ class _Base:
     def _costed(self, X: Sequence[str]) -> tuple[list, list[list[str]], np.ndarray]:
         """(genotypes, cost-key lists, FLOPs) of arch strings, from one `layer_costs` walk per arch."""
         archs = [self.space_.decode(a) for a in X]
-        layers = [self.space_.layer_costs(a) for a in archs]
-        return archs, [[str(lc.key) for lc in ls] for ls in layers], np.array([sum(lc.macs for lc in ls)
-                                                                              for ls in layers], float)
+        keys, flops = [], np.empty(len(archs))
+        for i, arch in enumerate(archs):   # one arch at a time: keeping every LayerCost alive slows the GC
+            layers = self.space_.layer_costs(arch)
+            keys.append([str(lc.key) for lc in layers])
+            flops[i] = sum(lc.macs for lc in layers)
+        return archs, keys, flops
 
     def score(self, X: Sequence[str], y: Sequence[float]) -> float:
         """R^2 of the predictions."""
