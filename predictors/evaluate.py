@@ -32,11 +32,8 @@ def report(model_dir: Path, table: pd.DataFrame, target: str) -> dict:
     if df.empty:
         raise SystemExit(f"error: every row of the table was used to train {model_dir}")
     archs, y = df["arch"].astype(str).tolist(), df[target].to_numpy(float)
-    decoded = [model.space_.decode(a) for a in archs]
-    keys = [model.space_.cost_keys(a) for a in decoded]
-    pred = model.predict(archs)
-    lookup = model.lookup_.sums(keys, model._fallback)
-    flops = np.polyval(meta["flops_linear"], [model.space_.flops(a) for a in decoded])
+    lookup, pred, macs = model.predict_parts(archs)
+    flops = np.polyval(meta["flops_linear"], macs)
     out = {"model": str(model_dir), "rows": len(y), "training_rows_skipped": overlap,
            "predictor": _metrics(pred, y), "lookup_table": _metrics(lookup, y), "flops_linear": _metrics(flops, y)}
     err = np.abs(pred - y) / y

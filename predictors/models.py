@@ -183,8 +183,13 @@ class LGBMLatencyPredictor(_Base):
         return self
 
     def predict(self, X: Sequence[str]) -> np.ndarray:
+        return self.predict_parts(X)[1]
+
+    def predict_parts(self, X: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(block sums, predictions, FLOPs) of arch strings, from one lowering per arch."""
         archs, keys, flops = self._costed(X)
         sums = self._sums(self.lookup_, keys)
         if not self.correction:
-            return sums
-        return sums * np.exp(self.network_model_.predict(network_matrix(self.space_, archs, sums, flops)))
+            return sums, sums, flops
+        corr = self.network_model_.predict(network_matrix(self.space_, archs, sums, flops))
+        return sums, sums * np.exp(corr), flops

@@ -234,7 +234,7 @@ class MobileNetSpace(SearchSpace):
 
     def smallest(self) -> MobileNetArch:
         o = self.options
-        layer = Layer(min(o.kernels), min(o.expansions), False if False in o.se else True)
+        layer = Layer(min(o.kernels), min(o.expansions), False not in o.se)
         stages = tuple((layer,) * min(s.depths) for s in o.stages)
         return MobileNetArch(min(o.resolutions), min(o.widths), stages)
 
