@@ -59,11 +59,14 @@ def block_matrix(keys: Sequence[CostKey | str]) -> np.ndarray:
     return np.asarray([block_row(k) for k in keys], dtype=np.float64).reshape(len(keys), len(BLOCK_FEATURES))
 
 
-def network_matrix(space, archs: Sequence, sums_ms: np.ndarray, flops: np.ndarray) -> np.ndarray:
-    """Network features: the space's encoding, then log block-sum latency and log FLOPs."""
-    enc = np.asarray(space.encode(list(archs)), dtype=np.float64)
-    extra = np.column_stack([np.log(np.maximum(sums_ms, 1e-9)), np.log1p(np.asarray(flops, float))])
-    return np.hstack([enc, extra])
+def network_matrix(encoded: np.ndarray, sums_ms: np.ndarray, flops: np.ndarray) -> np.ndarray:
+    """Network features: the space's encoding of the archs (`space.encode`), then log block-sum latency and
+    log FLOPs."""
+    out = np.empty((len(encoded), encoded.shape[1] + 2), dtype=np.float64)
+    out[:, :-2] = encoded
+    out[:, -2] = np.log(np.maximum(sums_ms, 1e-9))
+    out[:, -1] = np.log1p(np.asarray(flops, float))
+    return out
 
 
 def network_feature_names(space) -> list[str]:

@@ -34,8 +34,9 @@ def data_hash(archs: list[str], y: np.ndarray) -> str:
 
 
 def save(model: LGBMLatencyPredictor, folder: Path, *, archs: list[str], y: np.ndarray,
-         profile: dict[str, Any] | None = None, target: str = "median_ms", flops_coef: list[float] | None = None) -> Path:
-    """Write `model` into `folder` (atomic per file)."""
+         profile: dict[str, Any] | None = None, target: str = "median_ms", flops_coef: list[float] | None = None,
+         extra: dict[str, Any] | None = None) -> Path:
+    """Write `model` into `folder` (atomic per file); `extra` entries are added to meta.json."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / "block_model.txt", lambda t: model.block_model_.booster_.save_model(str(t)))
@@ -47,7 +48,7 @@ def save(model: LGBMLatencyPredictor, folder: Path, *, archs: list[str], y: np.n
         "params": {k: getattr(model, k) for k in PARAMS}, "profile": profile, "target": target,
         "block_feature_schema": list(BLOCK_FEATURES), "network_feature_schema": network_feature_names(model.space_),
         "training_data_sha256": data_hash(archs, y), "n_train": len(archs), "flops_linear": flops_coef,
-        "train_archs": list(archs)})
+        "train_archs": list(archs), **(extra or {})})
     return folder
 
 

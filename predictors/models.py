@@ -15,6 +15,7 @@ coefficient of determination (as scikit-learn regressors do).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -177,7 +178,7 @@ class LGBMLatencyPredictor(_Base):
             for f in range(self.n_folds):
                 part = self._lookup().fit_keys([k for k, g in zip(keys, folds) if g != f], y[folds != f])
                 sums[folds == f] = self._sums(part, [k for k, g in zip(keys, folds) if g == f])
-        feats = network_matrix(self.space_, archs, sums, flops)
+        feats = network_matrix(self.space_.encode(archs), sums, flops)
         self.network_model_ = self._lgbm(self.n_estimators, self.min_child_samples)
         self.network_model_.fit(feats, np.log(y / np.maximum(sums, 1e-9)))
         return self
@@ -186,10 +187,59 @@ class LGBMLatencyPredictor(_Base):
         return self.predict_parts(X)[1]
 
     def predict_parts(self, X: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(block sums, predictions, FLOPs) of arch strings, from one lowering per arch."""
-        archs, keys, flops = self._costed(X)
-        sums = self._sums(self.lookup_, keys)
+        """(block sums, predictions, FLOPs) of arch strings, from one lowering per arch, or, in spaces whose
+        layers cost independently (`positional_layers`), from a choice matrix and per-(position, choice) tables:
+        no per-arch Python at all, which is what makes batch prediction fast."""
+        if len(X) == 0:
+            return np.zeros(0), np.zeros(0), np.zeros(0)
+        tables = self._batch_tables()
+        if tables is None:
+            archs, keys, flops = self._costed(X)
+            sums = self._sums(self.lookup_, keys)
+            encoded = self.space_.encode(archs) if self.correction else None
+        else:
+            choices = self.space_.choice_matrix(X)
+            at = (np.arange(choices.shape[1]), choices)
+            sums = tables.fixed_ms + tables.ms[at].sum(axis=1)
+            flops = tables.fixed_macs + tables.macs[at].sum(axis=1)
+            if not self.correction:
+                return sums, sums, flops
+            corr = np.concatenate([   # in chunks: one (n, features) float matrix costs more in page faults
+                self.network_model_.predict(network_matrix(self.space_.encode_choices(choices[i:i + _CHUNK]),
+                                                           sums[i:i + _CHUNK], flops[i:i + _CHUNK]))
+                for i in range(0, len(choices), _CHUNK)])
+            return sums, sums * np.exp(corr), flops
         if not self.correction:
             return sums, sums, flops
-        corr = self.network_model_.predict(network_matrix(self.space_, archs, sums, flops))
+        corr = self.network_model_.predict(network_matrix(encoded, sums, flops))
         return sums, sums * np.exp(corr), flops
+
+    def _batch_tables(self) -> _BatchTables | None:
+        """Block cost (ms) and MACs per (position, choice), cached per fitted block table; None when the space
+        has no positional layers."""
+        cached = getattr(self, "_batch_", None)
+        if cached is not None and cached[0] is self.lookup_:
+            return cached[1]
+        pos = self.space_.positional_layers()
+        tables = None
+        if pos is not None:
+            layers = [lc for row in pos.table for lc in row] + list(pos.fixed)
+            cost = self._sums(self.lookup_, [[str(lc.key)] for lc in layers]) - self.lookup_.overhead_
+            shape = (len(pos.table), len(pos.table[0]))
+            n = shape[0] * shape[1]
+            macs = np.array([lc.macs for lc in layers], float)
+            tables = _BatchTables(cost[:n].reshape(shape), self.lookup_.overhead_ + cost[n:].sum(),
+                                  macs[:n].reshape(shape), macs[n:].sum())
+        self._batch_ = (self.lookup_, tables)
+        return tables
+
+
+_CHUNK = 16384   # rows per network-correction call in the batch path
+
+
+@dataclass(frozen=True)
+class _BatchTables:
+    ms: np.ndarray          # (positions, choices) block cost
+    fixed_ms: float         # overhead plus the fixed layers' cost
+    macs: np.ndarray        # (positions, choices) block MACs
+    fixed_macs: float

@@ -3,10 +3,14 @@
     python -m predictors.train --profile NAME --out DIR
     python -m predictors.train --space SPACE --table FILE.csv --target COLUMN --out DIR
         [--space-options FILE.yaml] [--num-classes N] [--max-rows N] [--seed S]
+    python -m predictors.train --init-from DIR[,DIR...] --samples N --table FILE.csv --target COLUMN --out DIR
 
 From a profile, the block table gives the per-block costs and the profile's network table the whole-network
 measurements the correction learns from. From your own CSV (an `arch` column in the space's canonical string and
-a latency column), per-block costs are fitted to the networks first. The model folder is LightGBM text + JSON.
+a latency column), per-block costs are fitted to the networks first. With `--init-from`, predictors trained on
+other devices (same space) are adapted to the target from `--samples` random rows of the table (few-shot transfer,
+see `predictors/transfer.py`); the other rows stay unseen, for `predictors.evaluate`. The model folder is LightGBM
+text + JSON.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -37,8 +42,61 @@ def _profile_data(ref: str):
     return m, profile, nets["arch"].astype(str).tolist(), nets["median_ms"].to_numpy(float)
 
 
+def _target_rows(args: argparse.Namespace, limit: int) -> tuple[list[str], np.ndarray]:
+    """(archs, latencies) from `--table`/`--target`, at most `limit` random rows (0 = all)."""
+    try:
+        df = pd.read_csv(args.table)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"error: --table: cannot read {args.table} ({err})") from None
+    for col in ("arch", args.target):
+        if col not in df.columns:
+            raise SystemExit(f"error: {args.table}: no column {col!r} (columns: {', '.join(df.columns)})")
+    df = df[["arch", args.target]].dropna()
+    if (df[args.target] <= 0).any():
+        raise SystemExit(f"error: {args.table}: column {args.target!r} has non-positive latencies")
+    if limit and len(df) > limit:
+        df = df.sample(limit, random_state=args.seed)
+    return df["arch"].astype(str).tolist(), df[args.target].to_numpy(float)
+
+
+def transfer(args: argparse.Namespace) -> dict:
+    """Few-shot: adapt the `--init-from` predictors to the table's device from `--samples` rows."""
+    from predictors.io import PredictorFileError, load
+    from predictors.transfer import few_shot
+
+    if not (args.table and args.target and args.samples):
+        raise SystemExit("error: --init-from needs --table, --target and --samples (the target's measurements)")
+    dirs = [d for d in args.init_from.split(",") if d]
+    sources, metas = [], []
+    for d in dirs:
+        try:
+            model, meta = load(Path(d))
+        except PredictorFileError as err:
+            raise SystemExit(f"error: --init-from: {err}") from None
+        sources.append(model)
+        metas.append(meta)
+    if args.space and args.space != sources[0].space:
+        raise SystemExit(f"error: --space: {args.space} but the --init-from predictors are for {sources[0].space}")
+    archs, y = _target_rows(args, args.samples)
+    if len(archs) < args.samples:
+        raise SystemExit(f"error: --samples: {args.table} has only {len(archs)} rows of {args.target!r}")
+    names = [(m.get("profile") or {}).get("name") or Path(d).name for d, m in zip(dirs, metas)]
+    try:
+        model, fit = few_shot(sources, archs, y, source_names=names, seed=args.seed)
+    except ValueError as err:
+        raise SystemExit(f"error: --init-from: {err}") from None
+    flops = FlopsLinear(model.space, model.space_options, model.num_classes).fit(archs, y)
+    save(model, Path(args.out), archs=archs, y=y, profile=None, target=args.target, flops_coef=list(flops.coef_),
+         extra={"transfer": {**fit.as_dict(), "init_from": dirs, "samples": len(archs)}})
+    return {"out": args.out, "samples": len(archs), "space": model.space, "target": args.target,
+            "basis": dict(zip(fit.basis, fit.weights)), "constant_ms": fit.constant_ms,
+            "loo_log_rmse": fit.loo_log_rmse}
+
+
 def train(args: argparse.Namespace) -> dict:
     """Fit and save; returns a summary."""
+    if args.init_from:
+        return transfer(args)
     if args.profile:
         m, profile, archs, y = _profile_data(args.profile)
         space, options, classes = m.space, m.space_options, m.num_classes or 1000
@@ -47,14 +105,7 @@ def train(args: argparse.Namespace) -> dict:
     else:
         if not (args.space and args.table and args.target):
             raise SystemExit("error: give --profile, or --space, --table and --target")
-        df = pd.read_csv(args.table)
-        for col in ("arch", args.target):
-            if col not in df.columns:
-                raise SystemExit(f"error: {args.table}: no column {col!r} (columns: {', '.join(df.columns)})")
-        df = df[["arch", args.target]].dropna()
-        if args.max_rows and len(df) > args.max_rows:
-            df = df.sample(args.max_rows, random_state=args.seed)
-        archs, y = df["arch"].astype(str).tolist(), df[args.target].to_numpy(float)
+        archs, y = _target_rows(args, args.max_rows)
         space, classes, target = args.space, args.num_classes, args.target
         options = yaml.safe_load(Path(args.space_options).read_text()) if args.space_options else {}
         table, overhead, prof = None, 0.0, None
@@ -75,6 +126,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--table")
     p.add_argument("--target")
     p.add_argument("--max-rows", type=int, default=0, help="train on at most this many rows (random)")
+    p.add_argument("--init-from", help="comma-separated predictor folders of source devices (few-shot transfer)")
+    p.add_argument("--samples", type=int, default=0, help="with --init-from: target rows to adapt on (random)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     return p.parse_args(argv)

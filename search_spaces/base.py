@@ -8,10 +8,12 @@ validated by the space it configures.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
+
 from nas.registry import PluginOptions, Registry
 from search_spaces.blocks import LayerCost
 
@@ -21,6 +23,20 @@ register_space = SPACES.register
 
 class SpaceOptions(PluginOptions):
     """Base for a space's recipe options."""
+
+
+@dataclass(frozen=True)
+class PositionalLayers:
+    """The layers of a space whose every layer costs independently of the other layers' choices.
+
+    `fixed` are the layers every network has (stem, head, ...); `table[p][c]` is the layer that choice `c` puts
+    at searchable position `p`. A network's layers are `fixed` plus `table[p][choice_p]` for each position, so
+    a batch given as a choice matrix (`SearchSpace.choice_matrix`) is costed by fancy indexing instead of one
+    `layer_costs` walk per network (the predictors' batch path).
+    """
+
+    fixed: tuple[LayerCost, ...]
+    table: tuple[tuple[LayerCost, ...], ...]
 
 
 class SearchSpace(ABC):
@@ -100,6 +116,20 @@ class SearchSpace(ABC):
             if quiet >= patience:
                 break
         return list(layers.values()), False
+
+    # ---- optional batch path (spaces whose layers cost independently) ------------------------------------------
+    def positional_layers(self) -> PositionalLayers | None:
+        """The space's layers by (position, choice), or None when a layer's cost depends on other choices."""
+        return None
+
+    def choice_matrix(self, strings: Sequence[str]) -> np.ndarray:
+        """(n, positions) choice indices of many arch strings at once, validated like `decode`; only for
+        spaces with `positional_layers`."""
+        raise NotImplementedError(f"search space {self.name!r} has no choice-matrix batch path")
+
+    def encode_choices(self, choices: np.ndarray) -> np.ndarray:
+        """`encode` of the archs given as a choice matrix (spaces with `positional_layers`)."""
+        raise NotImplementedError(f"search space {self.name!r} has no choice-matrix batch path")
 
     def cost_keys(self, arch: Hashable) -> list[str]:
         """Canonical per-layer cost key strings of `arch`."""

@@ -36,7 +36,12 @@ import torch
 from pydantic import PositiveInt
 from torch import nn
 
-from search_spaces.base import SearchSpace, SpaceOptions, register_space
+from search_spaces.base import (
+    PositionalLayers,
+    SearchSpace,
+    SpaceOptions,
+    register_space,
+)
 from search_spaces.blocks import ConvSpec, CostKey, LayerCost
 
 # (kernel, expansion, groups) per choice index; None = skip. Order is the data's.
@@ -135,10 +140,33 @@ class FBNetSpace(SearchSpace):
         """One-hot (layer, choice) features: column ``9 * layer + choice``, 22 x 9 = 198 float32 columns."""
         n = len(archs)
         idx = np.fromiter((c for a in archs for c in a.choices), dtype=np.intp, count=n * NUM_LAYERS)
-        idx = idx.reshape(n, NUM_LAYERS) + np.arange(NUM_LAYERS) * NUM_CHOICES
+        return self.encode_choices(idx.reshape(n, NUM_LAYERS))
+
+    def encode_choices(self, choices: np.ndarray) -> np.ndarray:
+        n = len(choices)
         out = np.zeros((n, NUM_LAYERS * NUM_CHOICES), dtype=np.float32)
-        out[np.arange(n)[:, None], idx] = 1.0
+        out[np.arange(n)[:, None], choices + np.arange(NUM_LAYERS) * NUM_CHOICES] = 1.0
         return out
+
+    def choice_matrix(self, strings: Sequence[str]) -> np.ndarray:
+        """Choice indices of many arch strings. The canonical form (single digits, single spaces) is read
+        straight from the bytes; anything else goes through `decode`, which names the first bad string."""
+        n = len(strings)
+        width = 2 * NUM_LAYERS - 1
+        if n and all(len(s) == width for s in strings):
+            raw = np.frombuffer("".join(strings).encode("ascii", "replace"), dtype=np.uint8).reshape(n, width)
+            digits = raw[:, ::2].astype(np.intp) - ord("0")
+            if (raw[:, 1::2] == ord(" ")).all() and ((digits >= 0) & (digits < NUM_CHOICES)).all():
+                return digits
+        return np.array([self.decode(s).choices for s in strings], dtype=np.intp).reshape(n, NUM_LAYERS)
+
+    def positional_layers(self) -> PositionalLayers:
+        fixed = self.layer_costs(FBNetArch((SKIP,) * NUM_LAYERS))
+        table, hw = [], fixed[0].key.out_shape[1]
+        for cin, cout, stride in _PLAN:
+            table.append(tuple(_searchable_cost(c, cin, cout, stride, hw) for c in range(NUM_CHOICES)))
+            hw = table[-1][0].key.out_shape[1]
+        return PositionalLayers((fixed[0], *fixed[-2:]), tuple(table))
 
     # ---- cost -------------------------------------------------------------------------------------------------
     def layer_costs(self, arch: FBNetArch) -> list[LayerCost]:

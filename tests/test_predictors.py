@@ -109,3 +109,70 @@ def test_real_cpu_latency_from_1000_networks():
     model = LGBMLatencyPredictor("fbnet", num_classes=100).fit(tr.arch.tolist(), tr.gold_6240_ms.to_numpy())
     r = error_report(model.predict(te.arch.tolist()), te.gold_6240_ms.to_numpy())
     assert r["within_10pct"] > 0.97 and r["spearman"] > 0.9   # bench/predictors.py prints the exact figures
+
+
+@pytest.mark.parametrize("correction", [True, False])
+def test_batch_path_matches_one_lowering_per_arch(data, correction):
+    tr, te = data.iloc[:600], data.iloc[600:]
+    model = LGBMLatencyPredictor("fbnet", num_classes=100, correction=correction).fit(
+        tr.arch.tolist(), tr.device_ms.to_numpy())
+    fast = model.predict_parts(te.arch.tolist())
+    assert model._batch_[1] is not None                      # fbnet takes the choice-matrix path
+    model._batch_ = (model.lookup_, None)                    # force the per-arch path
+    slow = model.predict_parts(te.arch.tolist())
+    for a, b in zip(fast, slow):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    assert model.predict([]).shape == (0,)
+
+
+def test_choice_matrix_reads_canonical_and_loose_strings_and_names_bad_ones():
+    space = get_space("fbnet", num_classes=100)
+    canonical = " ".join(["3"] * 21 + ["8"])
+    loose = "  ".join(["03"] * 21 + ["8"])               # zero-padded, double spaces: decode's slow path
+    m = space.choice_matrix([canonical, loose])
+    assert m.shape == (2, 22) and (m[:, :21] == 3).all() and (m[:, 21] == 8).all()
+    for bad, message in ((" ".join(["9"] * 22), "out of range"), (" ".join(["1"] * 21), "21 layer choices"),
+                         (" ".join(["x"] + ["1"] * 21), "not a non-negative integer")):
+        with pytest.raises(ValueError, match=message):
+            space.choice_matrix([canonical, bad])
+
+
+def test_predict_command_for_archs_files_and_timm_models(tmp_path, data, capsys):
+    from predictors.predict import main as predict_main
+
+    data.iloc[:600].to_csv(tmp_path / "dev.csv", index=False)
+    train_main(["--space", "fbnet", "--num-classes", "100", "--table", str(tmp_path / "dev.csv"),
+                "--target", "device_ms", "--out", str(tmp_path / "m")])
+    model, _ = load(tmp_path / "m")
+    archs = data.arch[600:603].tolist()
+    capsys.readouterr()
+    assert predict_main(["--model", str(tmp_path / "m"), "--arch", archs[0], "--arch", archs[1], "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    got = [r["predicted_ms"] for r in res["predictions"]]
+    np.testing.assert_allclose(got, model.predict(archs[:2]), rtol=1e-9)
+    (tmp_path / "archs.txt").write_text("\n".join(archs) + "\n")
+    assert predict_main(["--model", str(tmp_path / "m"), "--archs", str(tmp_path / "archs.txt"),
+                         "--out", str(tmp_path / "pred.csv")]) == 0
+    out = pd.read_csv(tmp_path / "pred.csv", dtype={"arch": str})
+    assert out.arch.tolist() == archs and (out.predicted_ms > 0).all() and (out.flops > 0).all()
+    with pytest.raises(SystemExit, match="--arch: arch '1 2': has 2 layer choices"):
+        predict_main(["--model", str(tmp_path / "m"), "--arch", "1 2"])
+    with pytest.raises(SystemExit, match="--model: .*not a predictor folder"):
+        predict_main(["--model", str(tmp_path / "nope"), "--arch", archs[0]])
+
+
+def test_predict_prices_a_timm_network_from_its_blocks(tmp_path, capsys):
+    """A mobilenet-space predictor (trained on the shipped H100 profile) costs timm's MobileNetV3-Large."""
+    from predictors.predict import main as predict_main
+    from search_spaces.blocks import count_macs
+    from search_spaces.timm_import import network_def_from_timm
+
+    assert train_main(["--profile", "gpu-h100-fp32-b1", "--out", str(tmp_path / "gpu")]) == 0
+    capsys.readouterr()
+    assert predict_main(["--model", str(tmp_path / "gpu"), "--timm-model", "mobilenetv3_large_100", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["profile"] == "gpu-h100-fp32-b1@1" and res["blocks"] == 19
+    assert res["flops"] == count_macs(network_def_from_timm("mobilenetv3_large_100"))
+    assert 0 <= res["blocks_from_block_model"] < res["blocks"] and 0.1 < res["predicted_ms"] < 5
+    with pytest.raises(SystemExit, match="--timm-model: timm model resnet18: model class ResNet"):
+        predict_main(["--model", str(tmp_path / "gpu"), "--timm-model", "resnet18"])

@@ -1,0 +1,108 @@
+"""Predict latency with a trained predictor.
+
+    python -m predictors.predict --model DIR --arch STRING [--arch STRING ...] [--json]
+    python -m predictors.predict --model DIR --timm-model NAME [--resolution 224] [--num-classes N] [--json]
+    python -m predictors.predict --model DIR --archs FILE --out FILE.csv
+
+`--arch` takes canonical arch strings of the model's space; the prediction is the block sum times the network
+correction, as in a search. `--timm-model` costs an existing timm MobileNet / MnasNet / FBNet / EfficientNet(-lite)
+network from its block definition (`search_spaces.timm_import`, nothing downloaded): the sum of its blocks'
+costs, where blocks missing from the model's table are costed by its block model and counted in
+`blocks_from_block_model` (the network correction needs a point of the space, so it is not applied; a block far
+outside the table, e.g. at another resolution, is an extrapolation and should be read as such). `--archs` costs
+a file of arch strings (one per line, or a CSV with an `arch` column) in one batch.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from predictors.io import PredictorFileError, load
+
+
+def _header(meta: dict, model_dir: str) -> dict:
+    prof = meta.get("profile") or {}
+    return {"model": model_dir, "profile": f"{prof['name']}@{prof['version']}" if prof else None,
+            "target": meta.get("target"), "space": meta["params"]["space"]}
+
+
+def predict_archs(model, archs: list[str]) -> list[dict]:
+    """One result per arch string of the model's space."""
+    space = model.space_
+    for a in archs:
+        try:
+            space.decode(a)
+        except ValueError as err:
+            raise SystemExit(f"error: --arch: {err}") from None
+    sums, pred, macs = model.predict_parts(archs)
+    return [{"arch": a, "predicted_ms": float(p), "block_sum_ms": float(s), "flops": int(m),
+             "params": int(space.params(space.decode(a)))} for a, s, p, m in zip(archs, sums, pred, macs)]
+
+
+def predict_timm(model, name: str, resolution: int, num_classes: int | None) -> dict:
+    """Block-sum latency of a timm model on the predictor's device."""
+    from search_spaces.blocks import count_params, layer_costs
+    from search_spaces.timm_import import network_def_from_timm
+
+    try:
+        net = network_def_from_timm(name, num_classes=num_classes, resolution=resolution)
+    except (ValueError, RuntimeError) as err:   # timm raises RuntimeError for an unknown model name
+        raise SystemExit(f"error: --timm-model: {err}") from None
+    layers = layer_costs(net)
+    keys = [str(lc.key) for lc in layers]
+    unknown = sorted({k for k in keys if k not in model.lookup_.costs_})
+    total = float(model.lookup_.sums([keys], model._fallback)[0])
+    return {"timm_model": name, "resolution": resolution, "predicted_ms": total, "block_sum_ms": total,
+            "network_correction": "not applied (not a point of the space)", "flops": sum(lc.macs for lc in layers),
+            "params": count_params(net), "blocks": len(keys), "blocks_from_block_model": len(unknown)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m predictors.predict", description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="predictor folder (predictors.train --out)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--arch", action="append", help="canonical arch string of the model's space (repeatable)")
+    what.add_argument("--timm-model", help="timm model name, e.g. mobilenetv3_large_100")
+    what.add_argument("--archs", type=Path, help="file of arch strings (one per line, or CSV with `arch`)")
+    p.add_argument("--resolution", type=int, default=224, help="input resolution for --timm-model")
+    p.add_argument("--num-classes", type=int, help="classifier outputs for --timm-model (default: timm's)")
+    p.add_argument("--out", type=Path, help="with --archs: CSV to write (default: print)")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        model, meta = load(Path(args.model))
+    except PredictorFileError as err:
+        raise SystemExit(f"error: --model: {err}") from None
+    out = _header(meta, args.model)
+    if args.timm_model:
+        out.update(predict_timm(model, args.timm_model, args.resolution, args.num_classes))
+    else:
+        if args.archs:
+            from hardware_profiles.cost import read_archs
+
+            archs = read_archs(args.archs)
+        else:
+            archs = args.arch
+        rows = predict_archs(model, archs)
+        if args.out:
+            from nas.io import atomic_write
+
+            atomic_write(args.out, lambda t: pd.DataFrame(rows).to_csv(t, index=False))
+            print(f"wrote {len(rows)} predictions to {args.out}")
+            return 0
+        out["predictions"] = rows
+    if args.json:
+        print(json.dumps(out, indent=2, default=lambda v: v.item() if isinstance(v, np.generic) else str(v)))
+    else:
+        print(yaml.safe_dump(out, sort_keys=False).strip())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Few-shot transfer: a latency predictor for a new device from a handful of its measurements.
+
+    python -m predictors.train --init-from DIR[,DIR...] --samples N --table FILE.csv --target COLUMN --out DIR
+
+The target's per-block cost is modelled as a non-negative mix of a few basis costs every block has:
+
+- analytic terms of the block itself: dense (1x1 and full) MACs, depthwise MACs, activation elements read and
+  written, parameters, and a per-convolution constant (a roofline-style device prior that needs no source);
+- the block costs of the source predictors (`--init-from`), i.e. what each source device charges for the block.
+
+A network's latency is a constant plus the sum of its blocks, so every basis term sums to a network-level feature
+and the mix is a non-negative least-squares fit on the N target networks. The analytic terms are always in; source
+devices join greedily (at most `max_sources`) while they lower the leave-one-out error of log latency by 5 % or
+more, so a source that does not resemble the target is left out rather than trusted. The result is an ordinary
+`LGBMLatencyPredictor` without the network correction (N networks are too few to learn one): per-block costs for
+every block the space can produce plus a LightGBM block model, fitted to those costs, for blocks outside that list.
+It saves, loads, predicts and evaluates like any other model.
+
+Source block costs are the sources' block tables (measured or fitted), not their network-corrected predictions:
+the mix must stay additive over blocks to become a table.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import nnls
+
+from predictors.features import block_matrix
+from predictors.models import LGBMLatencyPredictor, LookupSum
+
+ANALYTIC = ("dense_macs", "depthwise_macs", "act_elems", "params", "convs")
+
+
+def analytic_terms(layer) -> np.ndarray:
+    """The analytic basis of one `LayerCost` (order: `ANALYTIC`)."""
+    out = np.zeros(len(ANALYTIC))
+    for c in layer.convs:
+        out[1 if c.groups == c.cin and c.groups > 1 else 0] += c.macs
+        out[2] += c.cout * c.hw_out ** 2 + c.cin * c.hw_in ** 2
+        out[3] += c.params
+        out[4] += 1
+    return out
+
+
+@dataclass
+class TransferFit:
+    """What the few-shot fit chose: basis names, their weights (in ms per basis unit), the constant and the
+    leave-one-out RMSE of log latency on the target samples."""
+
+    basis: list[str]
+    weights: list[float]
+    constant_ms: float
+    loo_log_rmse: float
+    sources: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"basis": self.basis, "weights": self.weights, "constant_ms": self.constant_ms,
+                "loo_log_rmse": self.loo_log_rmse, "sources": self.sources}
+
+
+def _nnls(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return nnls(np.column_stack([X, np.ones(len(X))]), y)[0]
+
+
+def _loo(X: np.ndarray, y: np.ndarray) -> float:
+    """Leave-one-out mean squared error of log latency of the NNLS fit."""
+    err = 0.0
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        w = _nnls(X[keep], y[keep])
+        err += (np.log(max(float(X[i] @ w[:-1] + w[-1]), 1e-9)) - np.log(y[i])) ** 2
+    return err / len(y)
+
+
+def select(X: np.ndarray, y: np.ndarray, base: Sequence[int], pool: Sequence[int], max_add: int,
+           min_gain: float = 0.05) -> tuple[list[int], float]:
+    """Columns `base` plus up to `max_add` of `pool`, added greedily while each lowers the LOO error by
+    at least `min_gain` (relative), then columns removed while a removal lowers it; returns the columns and
+    their LOO error."""
+    chosen = list(base)
+    best = _loo(X[:, chosen], y)
+    for _ in range(max_add):
+        trials = [(_loo(X[:, chosen + [j]], y), j) for j in pool if j not in chosen]
+        if not trials:
+            break
+        err, j = min(trials)
+        if err > best * (1 - min_gain):
+            break
+        chosen.append(j)
+        best = err
+    while len(chosen) > 1:   # then drop any term whose removal lowers the error (an analytic term can overfit)
+        err, j = min((_loo(X[:, [c for c in chosen if c != j]], y), j) for j in chosen)
+        if err >= best:
+            break
+        chosen.remove(j)
+        best = err
+    return chosen, best
+
+
+def few_shot(sources: Sequence[LGBMLatencyPredictor], archs: Sequence[str], y: Sequence[float], *,
+             source_names: Sequence[str] | None = None, max_sources: int = 2, seed: int = 0
+             ) -> tuple[LGBMLatencyPredictor, TransferFit]:
+    """A predictor for the device that measured `y` on `archs`, from `sources` on other devices.
+
+    Raises:
+        ValueError: fewer than 3 samples, no sources, or sources of different spaces.
+    """
+    y = np.asarray(y, float)
+    if len(y) < 3:
+        raise ValueError(f"few-shot transfer needs at least 3 target measurements, got {len(y)}")
+    if not sources:
+        raise ValueError("few-shot transfer needs at least one source predictor")
+    ref = sources[0]
+    for s in sources[1:]:
+        if (s.space, s.space_options or {}, s.num_classes) != (ref.space, ref.space_options or {}, ref.num_classes):
+            raise ValueError(f"source predictors belong to different spaces: {ref.space} and {s.space} "
+                             "(or other space options / class counts)")
+    names = list(source_names or [f"source{i}" for i in range(len(sources))])
+    model = LGBMLatencyPredictor(ref.space, ref.space_options, ref.num_classes, correction=False, seed=seed)
+    space = model.space_
+
+    # the basis, per block: every block the space can produce (exactly where the space can enumerate them)
+    layers = {str(lc.key): lc for lc in space.enumerate_layers()[0]}
+    rows = np.empty((len(y), len(ANALYTIC) + len(sources)))
+    for i, a in enumerate(archs):
+        lcs = space.layer_costs(space.decode(a))
+        for lc in lcs:
+            layers.setdefault(str(lc.key), lc)
+        keys = [str(lc.key) for lc in lcs]
+        rows[i, :len(ANALYTIC)] = sum(analytic_terms(lc) for lc in lcs)
+        rows[i, len(ANALYTIC):] = [s.lookup_.sums([keys], s._fallback)[0] for s in sources]
+    scale = np.maximum(np.abs(rows).max(0), 1e-12)
+    cols, loo = select(rows / scale, y, range(len(ANALYTIC)), range(len(ANALYTIC), rows.shape[1]), max_sources)
+    w = _nnls(rows[:, cols] / scale[cols], y)
+    weights, const = w[:-1] / scale[cols], float(w[-1])
+
+    keys = list(layers)
+    basis = np.column_stack([np.array([analytic_terms(layers[k]) for k in keys])] +
+                            [s.lookup_.sums([[k] for k in keys], s._fallback) - s.lookup_.overhead_
+                             for s in sources])
+    costs = basis[:, cols] @ weights
+    overhead = const + sum(wt * sources[c - len(ANALYTIC)].lookup_.overhead_
+                           for c, wt in zip(cols, weights) if c >= len(ANALYTIC))
+    model.lookup_ = LookupSum(model.space, model.space_options, model.num_classes)
+    model.lookup_.costs_ = {k: max(float(c), 0.0) for k, c in zip(keys, costs)}
+    model.lookup_.overhead_ = float(overhead)
+    known = [k for k in keys if model.lookup_.costs_[k] > 0]
+    model.block_model_ = model._lgbm(model.block_estimators, 3)
+    model.block_model_.fit(block_matrix(known), np.log([model.lookup_.costs_[k] for k in known]))
+    basis_names = list(ANALYTIC) + [f"source:{n}" for n in names]
+    fit = TransferFit([basis_names[c] for c in cols], [float(v) for v in weights], const,
+                      float(np.sqrt(loo)), [basis_names[c][7:] for c in cols if c >= len(ANALYTIC)])
+    return model, fit

@@ -1,0 +1,132 @@
+"""Few-shot transfer of latency predictors to a new device (`--init-from ... --samples N`)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import spearmanr
+
+from predictors.evaluate import main as evaluate_main
+from predictors.io import load
+from predictors.models import LGBMLatencyPredictor
+from predictors.train import main as train_main
+from predictors.transfer import ANALYTIC, analytic_terms, few_shot
+from search_spaces import get_space
+
+SPACE = get_space("fbnet", num_classes=100)
+
+
+def devices(n: int, seed: int = 0) -> pd.DataFrame:
+    """Networks timed on three synthetic additive devices: `src` (a random cost per block), `noise` (unrelated
+    random costs) and `tgt` (1.7x `src`'s block costs plus another offset: a faster/slower sibling of `src`)."""
+    rng = np.random.default_rng(seed)
+    blocks = [str(lc.key) for lc in SPACE.enumerate_layers()[0]]
+    src, noise = (dict(zip(blocks, rng.uniform(0.05, 1.0, len(blocks)))) for _ in range(2))
+    archs = [SPACE.sample(rng) for _ in range(n)]
+    sums = {name: np.array([sum(cost[k] for k in SPACE.cost_keys(a)) for a in archs])
+            for name, cost in (("src", src), ("noise", noise))}
+    return pd.DataFrame({"arch": [SPACE.to_string(a) for a in archs], "src_ms": 0.4 + sums["src"],
+                         "noise_ms": 0.4 + sums["noise"], "tgt_ms": 0.9 + 1.7 * sums["src"]})
+
+
+@pytest.fixture(scope="module")
+def table():
+    return devices(700)
+
+
+@pytest.fixture(scope="module")
+def sources(table):
+    tr = table.iloc[:400]
+    return [LGBMLatencyPredictor("fbnet", num_classes=100, correction=False).fit(tr.arch.tolist(), tr[c])
+            for c in ("noise_ms", "src_ms")]
+
+
+def test_ten_samples_recover_a_sibling_device_and_ignore_an_unrelated_one(table, sources):
+    few, rest = table.iloc[400:410], table.iloc[410:]
+    model, fit = few_shot(sources, few.arch.tolist(), few.tgt_ms, source_names=["noise", "src"])
+    assert fit.sources == ["src"]
+    pred = model.predict(rest.arch.tolist())
+    assert spearmanr(pred, rest.tgt_ms)[0] > 0.99
+    assert np.median(np.abs(pred / rest.tgt_ms - 1)) < 0.02
+
+
+def test_analytic_prior_alone_fits_a_macs_bound_device(sources):
+    rng = np.random.default_rng(3)
+    archs = [SPACE.to_string(SPACE.sample(rng)) for _ in range(300)]
+    y = np.array([0.2 + 3e-7 * SPACE.flops(SPACE.decode(a)) for a in archs])
+    model, fit = few_shot(sources, archs[:10], y[:10])
+    assert fit.sources == []                       # the random source devices explain nothing here
+    assert spearmanr(model.predict(archs[10:]), y[10:])[0] > 0.99
+
+
+def test_analytic_terms_count_depthwise_and_dense_macs_apart():
+    layers = SPACE.layer_costs(SPACE.decode(" ".join(["3"] * 22)))
+    terms = sum(analytic_terms(lc) for lc in layers)
+    assert terms[0] + terms[1] == sum(lc.macs for lc in layers)
+    assert terms[1] > 0 and terms[ANALYTIC.index("convs")] == sum(len(lc.convs) for lc in layers)
+
+
+def test_few_shot_refuses_bad_input(sources):
+    archs = [SPACE.to_string(SPACE.sample(np.random.default_rng(i))) for i in range(5)]
+    with pytest.raises(ValueError, match="at least 3"):
+        few_shot(sources, archs[:2], [1.0, 2.0])
+    with pytest.raises(ValueError, match="at least one source"):
+        few_shot([], archs, np.ones(5))
+    mobile = LGBMLatencyPredictor("mobilenet")
+    with pytest.raises(ValueError, match="different spaces"):
+        few_shot([sources[0], mobile], archs, np.ones(5))
+
+
+def test_train_transfer_and_evaluate_commands(tmp_path, table, capsys):
+    src_csv, tgt_csv = tmp_path / "src.csv", tmp_path / "tgt.csv"
+    table.iloc[:400].to_csv(src_csv, index=False)
+    table.iloc[400:].to_csv(tgt_csv, index=False)
+    for col in ("noise_ms", "src_ms"):
+        assert train_main(["--space", "fbnet", "--num-classes", "100", "--table", str(src_csv), "--target", col,
+                           "--out", str(tmp_path / col)]) == 0
+    out = tmp_path / "few"
+    assert train_main(["--init-from", f"{tmp_path / 'noise_ms'},{tmp_path / 'src_ms'}", "--samples", "12",
+                       "--table", str(tgt_csv), "--target", "tgt_ms", "--out", str(out)]) == 0
+    model, meta = load(out)
+    assert meta["transfer"]["samples"] == 12 and meta["transfer"]["sources"] == ["src_ms"]
+    assert len(meta["train_archs"]) == 12 and not model.correction
+    capsys.readouterr()
+    assert evaluate_main(["--model", str(out), "--table", str(tgt_csv), "--target", "tgt_ms", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["training_rows_skipped"] == 12 and rep["rows"] == 300 - 12
+    assert rep["predictor"]["within_5pct"] > 0.95
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--samples", "10"], "needs --table, --target and --samples"),
+    (["--samples", "5000", "--table", "{tgt}", "--target", "tgt_ms"], "has only"),
+    (["--samples", "10", "--table", "{tgt}", "--target", "nope_ms"], "no column 'nope_ms'"),
+])
+def test_transfer_errors_are_one_line(tmp_path, table, argv, message):
+    tgt = tmp_path / "tgt.csv"
+    table.to_csv(tgt, index=False)
+    src = tmp_path / "src"
+    train_main(["--space", "fbnet", "--num-classes", "100", "--table", str(tgt), "--target", "src_ms",
+                "--max-rows", "200", "--out", str(src)])
+    argv = [a.format(tgt=tgt) for a in argv]
+    with pytest.raises(SystemExit, match=message):
+        train_main(["--init-from", str(src), *argv, "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match="not a predictor folder"):
+        train_main(["--init-from", str(tmp_path / "missing"), "--samples", "10", "--table", str(tgt),
+                    "--target", "tgt_ms", "--out", str(tmp_path / "o")])
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "fbnet-latency" / "fbnet_latency.csv"
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="shared FBNet latency data not beside the checkout")
+def test_real_gpu_from_ten_samples_and_another_gpu():
+    df = pd.read_csv(SHARED)
+    src = LGBMLatencyPredictor("fbnet", num_classes=100, correction=False).fit(
+        df.arch[:500].tolist(), df["2080ti_1_ms"][:500])
+    model, _ = few_shot([src], df.arch[500:510].tolist(), df.titan_rtx_1_ms[500:510])
+    rest = df.iloc[510:1500]
+    assert spearmanr(model.predict(rest.arch.tolist()), rest.titan_rtx_1_ms)[0] > 0.95
