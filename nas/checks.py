@@ -36,6 +36,8 @@ def check_recipe(source: str, recipe: Recipe) -> None:
     smallest = space.smallest()
     for i, lat in enumerate(recipe.constraints.latency):
         _check_coverage(source, i, lat.profile, space)
+        if lat.predictor:
+            _check_predictor(source, i, lat.predictor, lat.profile, space)
     flops, params, _ = static_check(space, recipe.constraints, smallest)
     c = recipe.constraints
     for field, limit, value in (("max_flops", c.max_flops, flops), ("max_params", c.max_params, params)):
@@ -59,3 +61,22 @@ def _check_coverage(source: str, index: int, ref: str, space) -> None:
                           f"{len(missing)} of the {len(layers)} layers this space can produce (e.g. {missing[0]}); "
                           f"measure them: python -m hardware_profiles.measure --profile {profile.manifest.name} "
                           f"--space {space.name} --space-options FILE")
+
+
+def _check_predictor(source: str, index: int, folder: str, profile: str, space) -> None:
+    """A given predictor folder must load, be for the recipe's space and, if it names one, for the profile."""
+    from pathlib import Path
+
+    from predictors.io import PredictorFileError, load
+
+    field = f"{source}: constraints.latency[{index}].predictor"
+    try:
+        model, meta = load(Path(folder))
+    except PredictorFileError as err:
+        raise RecipeError(f"{field}: {err}") from None
+    trained_for = (meta.get("profile") or {}).get("name")
+    if trained_for and trained_for != profile.partition("@")[0]:
+        raise RecipeError(f"{field}: {folder} was trained for profile {trained_for}, not {profile}")
+    if model.space != space.name:
+        raise RecipeError(f"{field}: {folder} is a predictor for space {model.space!r}, the recipe searches "
+                          f"{space.name!r}")

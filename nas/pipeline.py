@@ -92,7 +92,7 @@ def run_search(recipe: Recipe, run_dir: Path, resume: bool = False) -> dict[str,
     timings: dict[str, float] = {}
     try:
         if remaining > 0:
-            timings = run_trials(recipe, run_dir, ctx.space, controller, log, requeue, remaining)
+            timings = run_trials(recipe, run_dir, ctx, controller, log, requeue, remaining)
     except BaseException:
         tracker.abort()   # the ledger already holds every finished trial: --resume continues from it
         raise
@@ -149,10 +149,17 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: TrialContext, best: dict[str
     shape = ctx.space.input_shape(arch)
     figures: dict[str, object] = {"accuracy": best["accuracy"], "FLOPs (MACs)": best["flops"],
                                   "params": best["params"]}
-    figures.update({f"latency {p} (ms, measured)": best.get(latency_column(p)) for p in recipe.profiles})
-    net = ctx.space.to_network(arch) if hasattr(ctx.space, "to_network") else None
     extra = {"search space": recipe.space.name, "controller": recipe.controller.name,
              "evaluator": f"{recipe.evaluator.name} {recipe.evaluator.options}", "run": recipe.name}
+    latency = exported_latency(ctx, arch, best)
+    for p, lat in latency.items():
+        kind = "predicted" if lat["source"] == "predictor" else "search figure"
+        figures[f"latency {p} (ms, {kind})"] = lat["search_ms"]
+        figures[f"latency {p} (ms, measured)"] = lat["measured_ms"] if lat["measured_ms"] is not None else "-"
+        if lat["error"] is not None:
+            figures[f"latency {p}: {kind} vs measured"] = f"{lat['error']:+.1%}"
+        extra[f"latency {p}"] = f"search: {lat['search_how']}; exported network: {lat['measured_how']}"
+    net = ctx.space.to_network(arch) if hasattr(ctx.space, "to_network") else None
     if net is not None:
         extra["timm block strings"] = str([list(s) for s in net.arch_def])
     space_code = (f"from search_spaces import get_space; space = get_space({recipe.space.name!r}, "
@@ -160,4 +167,19 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: TrialContext, best: dict[str
     files = export_network(model, shape, run_dir / "best", arch=best["arch"], figures=figures,
                            title=f"{recipe.name}: best feasible network", extra=extra, space_code=space_code)
     diff = onnx_parity(model, files["onnx"], shape)
-    return {"files": {k: str(v) for k, v in files.items()}, "onnx_max_abs_diff": diff}
+    return {"files": {k: str(v) for k, v in files.items()}, "onnx_max_abs_diff": diff, "latency": latency}
+
+
+def exported_latency(ctx: TrialContext, arch: Any, best: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per profile: the figure the search used for the best network and that network measured on the profile
+    (wherever this machine can; `nas.latency_sources.measure_exported`)."""
+    from nas.latency_sources import measure_exported
+
+    out = {}
+    for name, src in ctx.latency.items():
+        searched = best.get(latency_column(name))
+        measured, how = measure_exported(src, ctx.space, arch)
+        error = None if measured is None or searched is None else searched / measured - 1
+        out[name] = {"source": src.constraint.source, "search_ms": searched, "search_how": src.how,
+                     "measured_ms": measured, "measured_how": how, "error": error}
+    return out

@@ -47,10 +47,21 @@ class EvaluatorConfig(PluginConfig):
 
 
 class LatencyConstraint(_Strict):
-    """Latency on one hardware profile; without `max_ms` it is reported but not constrained."""
+    """Latency on one hardware profile; without `max_ms` it is reported but not constrained.
+
+    `source` says where each candidate's figure comes from (see `nas.latency_sources`): ``predictor`` (default)
+    asks a LightGBM latency predictor, so the limit is checked before a trial is spent; ``profile`` asks the
+    profile itself for every candidate (live measurement, table sum or simulation). The exported best network is
+    measured either way.
+    """
 
     profile: str
     max_ms: PositiveFloat | None = None
+    source: Literal["predictor", "profile"] = "predictor"
+    predictor: str | None = Field(None, description="predictor folder (predictors.train --out) for this profile; "
+                                  "default: trained from the profile's tables, or calibrated on it")
+    calibration: PositiveInt | None = Field(None, description="networks timed to calibrate a predictor for a "
+                                            "profile without tables (default 24 live, 200 simulated)")
 
 
 class Constraints(_Strict):

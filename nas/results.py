@@ -5,7 +5,8 @@ atomically, so a run killed at any moment resumes with nothing lost and nothing 
 `results.csv` is the same rows as a table, rewritten alongside.
 
 Statuses: ``ok`` (evaluated, feasible), ``infeasible`` (evaluated, breaks a latency limit), ``failed`` (crashed
-or non-finite), ``rejected`` (broke a FLOPs/params limit: no trial was spent).
+or non-finite), ``rejected`` (broke a FLOPs/params limit, or a latency limit on a predicted or looked-up figure:
+no trial was spent).
 """
 from __future__ import annotations
 

@@ -74,9 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     except RecipeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from nas.latency_sources import LatencySetupError
     from nas.pipeline import run_search
 
-    summary = run_search(recipe, run_dir, resume=args.resume)
+    try:
+        summary = run_search(recipe, run_dir, resume=args.resume)
+    except LatencySetupError as err:
+        print(f"error: {args.recipe}: {err}", file=sys.stderr)
+        return 2
     best = summary.get("best")
     if best is None:
         print(f"no feasible architecture found; see {run_dir / 'results.csv'}")
@@ -85,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"best feasible: {best['arch']}\n  accuracy={best['accuracy']:.4f}  flops={best['flops'] / 1e6:.2f}M  "
           f"params={best['params'] / 1e6:.3f}M  {lat}\nrun directory: {run_dir}  "
           f"({summary['wall_seconds']:.0f} s)")
+    for name, lat in (summary.get("export") or {}).get("latency", {}).items():
+        measured = "not measured" if lat["measured_ms"] is None else f"measured {lat['measured_ms']:.3f}ms"
+        print(f"  exported on {name}: search figure {lat['search_ms']:.3f}ms ({lat['source']}), {measured}")
     return 0
 
 

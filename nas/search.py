@@ -13,7 +13,6 @@ from pathlib import Path
 
 from nas.controllers.base import Controller
 from nas.controllers.tune_adapter import ControllerSearcher
-from nas.objectives import static_check
 from nas.recipe import Recipe
 from nas.results import RunLog
 
@@ -56,14 +55,14 @@ def start_ray(recipe: Recipe, run_dir: Path) -> None:
         ray.init(num_cpus=recipe.cluster.num_cpus, _temp_dir=str(ray_temp_dir(run_dir)), **kwargs)
 
 
-def run_trials(recipe: Recipe, run_dir: Path, space, controller: Controller, log: RunLog,
+def run_trials(recipe: Recipe, run_dir: Path, ctx, controller: Controller, log: RunLog,
                requeue: list[str], remaining: int) -> dict[str, float]:
     """Run `remaining` trials through Ray Tune; returns timing figures (seconds).
 
     Args:
         recipe: the validated recipe.
         run_dir: the run's output folder.
-        space: the search space.
+        ctx: the driver's `TrialContext` (space, latency sources, `precheck`).
         controller: the controller (state already restored on resume).
         log: the run's ledger; updated and saved after every trial.
         requeue: candidates in flight when the previous session stopped.
@@ -78,11 +77,7 @@ def run_trials(recipe: Recipe, run_dir: Path, space, controller: Controller, log
     start_ray(recipe, run_dir)
     t_ray = time.perf_counter() - t0
 
-    def precheck(arch):
-        flops, params, violation = static_check(space, recipe.constraints, arch)
-        return violation, {"flops": flops, "params": params}
-
-    searcher = ControllerSearcher(controller, log, precheck, requeue=requeue,
+    searcher = ControllerSearcher(controller, log, ctx.precheck, requeue=requeue,
                                   max_rejections=recipe.search.max_rejections)
     trainable = tune.with_resources(
         tune.with_parameters(tune_trainable, recipe=recipe, run_dir=str(run_dir.resolve())),

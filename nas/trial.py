@@ -42,18 +42,29 @@ class TrialContext:
     recipe: Recipe
     run_dir: Path
     space: Any = field(init=False)
-    profiles: dict[str, Any] = field(init=False)
+    latency: dict[str, Any] = field(init=False)
     evaluator: Any = field(init=False)
 
     def __post_init__(self) -> None:
-        from hardware_profiles import get_profile
         from nas.evaluation.evaluators import make_evaluator
+        from nas.latency_sources import make_sources
         from search_spaces import get_space
 
         r = self.recipe
         self.evaluator = make_evaluator(r.evaluator.name, r.evaluator.options, seed=r.search.seed)
         self.space = get_space(r.space.name, r.space.options, num_classes=self.evaluator.num_classes())
-        self.profiles = {lat.profile: get_profile(lat.profile) for lat in r.constraints.latency}
+        self.latency = make_sources(r.constraints, self.space, self.run_dir, seed=r.search.seed)
+
+    def precheck(self, arch: Any) -> tuple[str | None, dict[str, Any]]:
+        """(violation or None, row fields) from what costs nothing: FLOPs, params and the latency figures of
+        cheap sources (predictors, tables, simulators); run before a trial is spent on `arch`."""
+        flops, params, violation = static_check(self.space, self.recipe.constraints, arch)
+        extra: dict[str, Any] = {"flops": flops, "params": params}
+        if violation is None:
+            lat = {name: src.latency(self.space, arch) for name, src in self.latency.items() if src.cheap}
+            extra.update({latency_column(name): ms for name, ms in lat.items()})
+            violation = latency_violation(self.recipe.constraints, lat)
+        return violation, extra
 
 
 def evaluate_candidate(ctx: TrialContext, arch_string: str) -> dict[str, Any]:
@@ -70,7 +81,7 @@ def evaluate_candidate(ctx: TrialContext, arch_string: str) -> dict[str, Any]:
         arch = ctx.space.decode(arch_string)
         flops, params, violation = static_check(ctx.space, ctx.recipe.constraints, arch)
         row.update(flops=flops, params=params)
-        latencies = {name: p.latency(ctx.space, arch).median_ms for name, p in ctx.profiles.items()}
+        latencies = {name: src.latency(ctx.space, arch) for name, src in ctx.latency.items()}
         row.update({latency_column(name): ms for name, ms in latencies.items()})
         violation = violation or latency_violation(ctx.recipe.constraints, latencies)
         row.update(feasible=violation is None, reason=violation)

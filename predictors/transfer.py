@@ -100,32 +100,41 @@ def select(X: np.ndarray, y: np.ndarray, base: Sequence[int], pool: Sequence[int
 
 
 def few_shot(sources: Sequence[LGBMLatencyPredictor], archs: Sequence[str], y: Sequence[float], *,
-             source_names: Sequence[str] | None = None, max_sources: int = 2, seed: int = 0
-             ) -> tuple[LGBMLatencyPredictor, TransferFit]:
+             source_names: Sequence[str] | None = None, space: tuple[str, dict | None, int] | None = None,
+             max_sources: int = 2, seed: int = 0) -> tuple[LGBMLatencyPredictor, TransferFit]:
     """A predictor for the device that measured `y` on `archs`, from `sources` on other devices.
 
+    Args:
+        sources: predictors of other devices, all of one space; may be empty when `space` is given (then the
+            analytic prior alone is fitted: a calibration from a few measurements).
+        archs, y: the target device's measured networks (canonical strings) and latencies (ms).
+        source_names: names of the sources for the report (default source0, source1, ...).
+        space: (name, options, num_classes) of the space, when there are no sources to take it from.
+        max_sources: most source devices mixed in.
+        seed: seed of the block model.
+
     Raises:
-        ValueError: fewer than 3 samples, no sources, or sources of different spaces.
+        ValueError: fewer than 3 samples, neither sources nor a space, or sources of different spaces.
     """
     y = np.asarray(y, float)
     if len(y) < 3:
         raise ValueError(f"few-shot transfer needs at least 3 target measurements, got {len(y)}")
-    if not sources:
-        raise ValueError("few-shot transfer needs at least one source predictor")
-    ref = sources[0]
-    for s in sources[1:]:
-        if (s.space, s.space_options or {}, s.num_classes) != (ref.space, ref.space_options or {}, ref.num_classes):
-            raise ValueError(f"source predictors belong to different spaces: {ref.space} and {s.space} "
+    if not sources and space is None:
+        raise ValueError("few-shot transfer needs at least one source predictor or the space")
+    spec = (sources[0].space, sources[0].space_options, sources[0].num_classes) if sources else space
+    for s in sources:
+        if (s.space, s.space_options or {}, s.num_classes) != (spec[0], spec[1] or {}, spec[2]):
+            raise ValueError(f"source predictors belong to different spaces: {spec[0]} and {s.space} "
                              "(or other space options / class counts)")
     names = list(source_names or [f"source{i}" for i in range(len(sources))])
-    model = LGBMLatencyPredictor(ref.space, ref.space_options, ref.num_classes, correction=False, seed=seed)
-    space = model.space_
+    model = LGBMLatencyPredictor(*spec, correction=False, seed=seed)
+    space_obj = model.space_
 
     # the basis, per block: every block the space can produce (exactly where the space can enumerate them)
-    layers = {str(lc.key): lc for lc in space.enumerate_layers()[0]}
+    layers = {str(lc.key): lc for lc in space_obj.enumerate_layers()[0]}
     rows = np.empty((len(y), len(ANALYTIC) + len(sources)))
     for i, a in enumerate(archs):
-        lcs = space.layer_costs(space.decode(a))
+        lcs = space_obj.layer_costs(space_obj.decode(a))
         for lc in lcs:
             layers.setdefault(str(lc.key), lc)
         keys = [str(lc.key) for lc in lcs]

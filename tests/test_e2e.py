@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from conftest import ASSETS, REPO
 
@@ -40,7 +41,14 @@ def test_tiny_recipe_end_to_end_through_ray_tune(tmp_path):
     assert summary["export"]["onnx_max_abs_diff"] < 1e-4
     for name in ("weights.safetensors", "model.onnx", "arch.txt", "MODEL_CARD.md"):
         assert (out / "best" / name).stat().st_size > 0
-    assert summary["best"]["arch"] in (out / "best" / "MODEL_CARD.md").read_text()
+    card = (out / "best" / "MODEL_CARD.md").read_text()
+    assert summary["best"]["arch"] in card
+    # latency came from the calibrated predictor; the exported network was measured, both in the card
+    lat = summary["export"]["latency"]["local-cpu"]
+    assert lat["source"] == "predictor" and lat["measured_ms"] > 0
+    assert lat["search_ms"] == pytest.approx(summary["best"]["latency_local-cpu"])
+    assert "latency local-cpu (ms, predicted)" in card and "latency local-cpu (ms, measured)" in card
+    assert (out / "predictors" / "local-cpu" / "calibration.csv").is_file()
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list((out / "wandb").glob("offline-run-*/run-*.wandb")), "W&B must log an offline run"
     assert "best feasible" in proc.stdout
