@@ -89,13 +89,12 @@ def test_interrupted_calibration_resumes_with_the_timings_it_has(tmp_path):
 
 
 def test_precheck_rejects_on_predicted_latency_before_a_trial(tmp_path):
-    recipe = load_recipe(ASSETS / "tiny.yaml", ["constraints.latency=[{profile: local-cpu, max_ms: 1.0e-6, "
-                                                "calibration: 4}]"])
+    tight = "constraints.latency=[{profile: local-cpu, max_ms: 1.0e-6, calibration: 4}]"
+    recipe = load_recipe(ASSETS / "tiny.yaml", [tight])
     ctx = TrialContext(recipe, tmp_path)
     violation, extra = ctx.precheck(ctx.space.smallest())
     assert violation is not None and "latency on local-cpu" in violation and extra["latency_local-cpu"] > 0
-    relaxed = load_recipe(ASSETS / "tiny.yaml", ["constraints.latency=[{profile: local-cpu, max_ms: 1000, "
-                                                 "calibration: 4}]"])
+    relaxed = load_recipe(ASSETS / "tiny.yaml", [tight.replace("1.0e-6", "1000")])
     assert TrialContext(relaxed, tmp_path / "b").precheck(ctx.space.smallest())[0] is None
 
 
