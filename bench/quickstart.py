@@ -45,10 +45,12 @@ def main() -> int:
     tracking = t["tracking_init_seconds"] + t["tracking_log_seconds"] + t["tracking_finish_seconds"]
     finish = t["finish_seconds"] - t["tracking_finish_seconds"]   # Pareto plot + export of the best network
     startup = wall - summary["wall_seconds"]
-    other = wall - evaluation - ray_tune - tracking - finish - startup
-    rows = [("evaluation (latency + training)", evaluation), ("Ray start + Tune overhead", ray_tune),
+    setup = t.get("setup_seconds", 0.0)   # datasets, latency predictors (calibration on a live profile)
+    other = wall - evaluation - ray_tune - tracking - finish - startup - setup
+    rows = [("evaluation (latency + training)", evaluation), ("setup (incl. latency calibration)", setup),
+            ("Ray start + Tune overhead", ray_tune),
             ("tracking (W&B offline)", tracking), ("report + export", finish),
-            ("process start + imports", startup), ("other (setup)", other)]
+            ("process start + imports", startup), ("other", other)]
     if summary.get("concurrency", 1) != 1:
         print("note: with concurrent trials, evaluation time overlaps and the shares below do not add up")
     best = summary.get("best") or {}
@@ -57,6 +59,11 @@ def main() -> int:
     print(f"wall time: {wall:.1f} s  ({wall / GOAL_SECONDS:.2f} x the 300 s goal)")
     for name, seconds in rows:
         print(f"  {name:<34} {seconds:7.1f} s  {100 * seconds / wall:5.1f} %")
+    for name, lat in (summary.get("export") or {}).get("latency", {}).items():
+        measured = lat["measured_ms"]
+        error = "" if lat["error"] is None else f" ({lat['error']:+.1%})"
+        print(f"exported best on {name}: {lat['source']} {lat['search_ms']:.4f} ms, measured "
+              f"{'-' if measured is None else f'{measured:.4f} ms'}{error}")
     overhead = ray_tune + tracking
     print(f"Ray/tracking overhead vs evaluation: {overhead:.1f} s vs {evaluation:.1f} s "
           f"(ratio {overhead / max(evaluation, 1e-9):.2f})")

@@ -71,7 +71,9 @@ def run_search(recipe: Recipe, run_dir: Path, resume: bool = False) -> dict[str,
     start = time.perf_counter()
     run_dir = Path(run_dir)
     log = _open_log(recipe, run_dir, resume)
-    ctx = TrialContext(recipe, run_dir)
+    t_ctx = time.perf_counter()
+    ctx = TrialContext(recipe, run_dir)   # builds the latency predictors (calibration) before any trial
+    setup_seconds = time.perf_counter() - t_ctx
     controller = make_controller(recipe.controller.name, ctx.space, recipe.controller.options, recipe.search.seed)
     if log.controller_state:
         controller.load_state_dict(log.controller_state)
@@ -100,7 +102,7 @@ def run_search(recipe: Recipe, run_dir: Path, resume: bool = False) -> dict[str,
         progress.close()
     t_fin = time.perf_counter()
     summary = finish(recipe, run_dir, ctx, log, tracker)
-    summary["timings"] = {**timings, "finish_seconds": time.perf_counter() - t_fin,
+    summary["timings"] = {**timings, "finish_seconds": time.perf_counter() - t_fin, "setup_seconds": setup_seconds,
                           "tracking_init_seconds": tracking_seconds,
                           "tracking_log_seconds": tracking_log_seconds[0],
                           "tracking_finish_seconds": summary.pop("tracking_finish_seconds"),
