@@ -137,7 +137,7 @@ def _checked(field: str, model, space):
 def _from_tables(profile, folder: Path, log):
     from hardware_profiles.tables import read_table
     from predictors.io import save
-    from predictors.models import FlopsLinear, LGBMLatencyPredictor
+    from predictors.models import LGBMLatencyPredictor
 
     m = profile.manifest
     nets = read_table(profile.folder / m.tables.networks)
@@ -145,9 +145,7 @@ def _from_tables(profile, folder: Path, log):
     log(f"training a latency predictor from {m.ref}'s tables ({len(profile.block_ms)} blocks, {len(y)} networks)")
     model = LGBMLatencyPredictor(m.space, m.space_options, m.num_classes or 1000, block_table=profile.block_ms,
                                  overhead_ms=profile.overhead_ms).fit(archs, y)
-    flops = FlopsLinear(m.space, m.space_options, m.num_classes or 1000).fit(archs, y)
-    save(model, folder, archs=archs, y=y, profile={"name": m.name, "version": m.version},
-         flops_coef=list(flops.coef_))
+    save(model, folder, archs=archs, y=y, profile={"name": m.name, "version": m.version})
     return model
 
 
@@ -180,7 +178,6 @@ def _calibrated(lat: LatencyConstraint, profile, space, folder: Path, constraint
     from hardware_profiles.simulated import SimulatedProfile
     from nas.io import atomic_write
     from predictors.io import save
-    from predictors.models import FlopsLinear
     from predictors.transfer import few_shot
 
     simulated = isinstance(profile, SimulatedProfile)
@@ -201,8 +198,7 @@ def _calibrated(lat: LatencyConstraint, profile, space, folder: Path, constraint
     y = best.loc[archs].to_numpy(float)
     spec = (space.name, space.options.model_dump(mode="json"), space.num_classes)
     model, fit = few_shot([], archs, y, space=spec, seed=seed)
-    flops = FlopsLinear(*spec).fit(archs, y)
-    save(model, folder, archs=archs, y=y, profile=None, flops_coef=list(flops.coef_),
+    save(model, folder, archs=archs, y=y, profile=None,
          extra={"calibration": {"profile": lat.profile, "networks": len(archs), "rounds": rounds, **fit.as_dict()}})
     log(f"calibrated {lat.profile}: leave-one-out error of log latency {fit.loo_log_rmse:.3f}")
     return model

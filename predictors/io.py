@@ -16,7 +16,7 @@ import numpy as np
 
 from nas.io import atomic_write, atomic_write_json
 from predictors.features import BLOCK_FEATURES, network_feature_names
-from predictors.models import LGBMLatencyPredictor
+from predictors.models import FlopsLinear, LGBMLatencyPredictor
 
 FORMAT = "hwnas-latency-predictor"
 PARAMS = ("space", "space_options", "num_classes", "n_estimators", "learning_rate", "num_leaves",
@@ -34,9 +34,11 @@ def data_hash(archs: list[str], y: np.ndarray) -> str:
 
 
 def save(model: LGBMLatencyPredictor, folder: Path, *, archs: list[str], y: np.ndarray,
-         profile: dict[str, Any] | None = None, target: str = "median_ms", flops_coef: list[float] | None = None,
+         profile: dict[str, Any] | None = None, target: str = "median_ms",
          extra: dict[str, Any] | None = None) -> Path:
-    """Write `model` into `folder` (atomic per file); `extra` entries are added to meta.json."""
+    """Write `model` into `folder` (atomic per file), with the FLOPs-linear baseline fitted on the same training
+    rows (`predictors.evaluate` reports it); `extra` entries are added to meta.json."""
+    flops_coef = list(FlopsLinear(model.space, model.space_options, model.num_classes).fit(archs, y).coef_)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / "block_model.txt", lambda t: model.block_model_.booster_.save_model(str(t)))

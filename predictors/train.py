@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 
 from predictors.io import save
-from predictors.models import FlopsLinear, LGBMLatencyPredictor
+from predictors.models import LGBMLatencyPredictor
 
 
 def _profile_data(ref: str):
@@ -85,8 +85,7 @@ def transfer(args: argparse.Namespace) -> dict:
         model, fit = few_shot(sources, archs, y, source_names=names, seed=args.seed)
     except ValueError as err:
         raise SystemExit(f"error: --init-from: {err}") from None
-    flops = FlopsLinear(model.space, model.space_options, model.num_classes).fit(archs, y)
-    save(model, Path(args.out), archs=archs, y=y, profile=None, target=args.target, flops_coef=list(flops.coef_),
+    save(model, Path(args.out), archs=archs, y=y, profile=None, target=args.target,
          extra={"transfer": {**fit.as_dict(), "init_from": dirs, "samples": len(archs)}})
     return {"out": args.out, "samples": len(archs), "space": model.space, "target": args.target,
             "basis": dict(zip(fit.basis, fit.weights)), "constant_ms": fit.constant_ms,
@@ -111,8 +110,7 @@ def train(args: argparse.Namespace) -> dict:
         table, overhead, prof = None, 0.0, None
     model = LGBMLatencyPredictor(space, options, classes, block_table=table, overhead_ms=overhead, seed=args.seed)
     model.fit(archs, y)
-    flops = FlopsLinear(space, options, classes).fit(archs, y)
-    save(model, Path(args.out), archs=archs, y=y, profile=prof, target=target, flops_coef=list(flops.coef_))
+    save(model, Path(args.out), archs=archs, y=y, profile=prof, target=target)
     return {"out": args.out, "rows": len(archs), "space": space, "profile": prof, "target": target,
             "blocks": len(model.lookup_.costs_), "train_r2": model.score(archs, y)}
 
