@@ -135,16 +135,12 @@ def _checked(field: str, model, space):
 
 
 def _from_tables(profile, folder: Path, log):
-    from hardware_profiles.tables import read_table
     from predictors.io import save
-    from predictors.models import LGBMLatencyPredictor
+    from predictors.train import profile_predictor
 
     m = profile.manifest
-    nets = read_table(profile.folder / m.tables.networks)
-    archs, y = nets["arch"].astype(str).tolist(), nets["median_ms"].to_numpy(float)
-    log(f"training a latency predictor from {m.ref}'s tables ({len(profile.block_ms)} blocks, {len(y)} networks)")
-    model = LGBMLatencyPredictor(m.space, m.space_options, m.num_classes or 1000, block_table=profile.block_ms,
-                                 overhead_ms=profile.overhead_ms).fit(archs, y)
+    log(f"training a latency predictor from {m.ref}'s tables ({len(profile.block_ms)} blocks)")
+    model, archs, y = profile_predictor(profile)
     save(model, folder, archs=archs, y=y, profile={"name": m.name, "version": m.version})
     return model
 

@@ -26,10 +26,10 @@ from predictors.io import save
 from predictors.models import LGBMLatencyPredictor
 
 
-def _profile_data(ref: str):
+def _table_profile(ref: str):
+    """The `--profile` to train on: a profile with block and network tables."""
     from hardware_profiles import get_profile
     from hardware_profiles.lookup import TableProfile
-    from hardware_profiles.tables import read_table
 
     try:
         profile = get_profile(ref)
@@ -37,9 +37,21 @@ def _profile_data(ref: str):
         raise SystemExit(f"error: --profile: {err}") from None
     if not isinstance(profile, TableProfile) or not profile.manifest.tables.networks:
         raise SystemExit(f"error: --profile: {ref} has no block and network tables to train on")
+    return profile
+
+
+def profile_predictor(profile, seed: int = 0) -> tuple[LGBMLatencyPredictor, list[str], np.ndarray]:
+    """(predictor, archs, ms) fitted to a table profile: its block table is the block costs, its measured
+    networks what the network correction learns from. Used by `--profile` and by recipes
+    (`nas.latency_sources`)."""
+    from hardware_profiles.tables import read_table
+
     m = profile.manifest
     nets = read_table(profile.folder / m.tables.networks)
-    return m, profile, nets["arch"].astype(str).tolist(), nets["median_ms"].to_numpy(float)
+    archs, y = nets["arch"].astype(str).tolist(), nets["median_ms"].to_numpy(float)
+    model = LGBMLatencyPredictor(m.space, m.space_options, m.num_classes or 1000, block_table=profile.block_ms,
+                                 overhead_ms=profile.overhead_ms, seed=seed).fit(archs, y)
+    return model, archs, y
 
 
 def _target_rows(args: argparse.Namespace, limit: int) -> tuple[list[str], np.ndarray]:
@@ -97,21 +109,18 @@ def train(args: argparse.Namespace) -> dict:
     if args.init_from:
         return transfer(args)
     if args.profile:
-        m, profile, archs, y = _profile_data(args.profile)
-        space, options, classes = m.space, m.space_options, m.num_classes or 1000
-        table, overhead, target = profile.block_ms, profile.overhead_ms, "median_ms"
-        prof = {"name": m.name, "version": m.version}
+        profile = _table_profile(args.profile)
+        model, archs, y = profile_predictor(profile, args.seed)
+        prof, target = {"name": profile.manifest.name, "version": profile.manifest.version}, "median_ms"
     else:
         if not (args.space and args.table and args.target):
             raise SystemExit("error: give --profile, or --space, --table and --target")
         archs, y = _target_rows(args, args.max_rows)
-        space, classes, target = args.space, args.num_classes, args.target
         options = yaml.safe_load(Path(args.space_options).read_text()) if args.space_options else {}
-        table, overhead, prof = None, 0.0, None
-    model = LGBMLatencyPredictor(space, options, classes, block_table=table, overhead_ms=overhead, seed=args.seed)
-    model.fit(archs, y)
+        model = LGBMLatencyPredictor(args.space, options, args.num_classes, seed=args.seed).fit(archs, y)
+        prof, target = None, args.target
     save(model, Path(args.out), archs=archs, y=y, profile=prof, target=target)
-    return {"out": args.out, "rows": len(archs), "space": space, "profile": prof, "target": target,
+    return {"out": args.out, "rows": len(archs), "space": model.space, "profile": prof, "target": target,
             "blocks": len(model.lookup_.costs_), "train_r2": model.score(archs, y)}
 
 
