@@ -64,19 +64,21 @@ def _check_coverage(source: str, index: int, ref: str, space) -> None:
 
 
 def _check_predictor(source: str, index: int, folder: str, profile: str, space) -> None:
-    """A given predictor folder must load, be for the recipe's space and, if it names one, for the profile."""
+    """A given predictor folder must load, be for the profile if it names one, and cost the recipe's space."""
     from pathlib import Path
 
+    from nas.latency_sources import LatencySetupError, checked_predictor
     from predictors.io import PredictorFileError, load
 
-    field = f"{source}: constraints.latency[{index}].predictor"
+    field = f"constraints.latency[{index}].predictor"
     try:
         model, meta = load(Path(folder))
     except PredictorFileError as err:
-        raise RecipeError(f"{field}: {err}") from None
+        raise RecipeError(f"{source}: {field}: {err}") from None
     trained_for = (meta.get("profile") or {}).get("name")
     if trained_for and trained_for != profile.partition("@")[0]:
-        raise RecipeError(f"{field}: {folder} was trained for profile {trained_for}, not {profile}")
-    if model.space != space.name:
-        raise RecipeError(f"{field}: {folder} is a predictor for space {model.space!r}, the recipe searches "
-                          f"{space.name!r}")
+        raise RecipeError(f"{source}: {field}: {folder} was trained for profile {trained_for}, not {profile}")
+    try:
+        checked_predictor(field, model, space)
+    except LatencySetupError as err:
+        raise RecipeError(f"{source}: {err}") from None

@@ -90,6 +90,7 @@ def make_sources(constraints: Constraints, space, run_dir: Path, *, seed: int = 
 
 def _predictor(index: int, lat: LatencyConstraint, profile, space, run_dir: Path, constraints: Constraints,
                seed: int, log) -> tuple[Any, str]:
+    from hardware_profiles.lookup import TableProfile
     from predictors.io import PredictorFileError, load
 
     field = f"constraints.latency[{index}]"
@@ -98,19 +99,15 @@ def _predictor(index: int, lat: LatencyConstraint, profile, space, run_dir: Path
             model, _ = load(Path(lat.predictor))
         except PredictorFileError as err:
             raise LatencySetupError(f"{field}.predictor: {err}") from None
-        return _checked(field, model, space), f"predictor {lat.predictor}"
+        return checked_predictor(field, model, space), f"predictor {lat.predictor}"
     folder = run_dir / "predictors" / _folder_name(lat.profile)
-    if (folder / "meta.json").is_file():
-        model, meta = load(folder)
-        return _checked(field, model, space), _how(meta, folder)
-    from hardware_profiles.lookup import TableProfile
-
-    if isinstance(profile, TableProfile) and profile.manifest.tables.networks:
-        model = _from_tables(profile, folder, log)
-    else:
-        model = _calibrated(lat, profile, space, folder, constraints, seed, log)
-    _, meta = load(folder)
-    return _checked(field, model, space), _how(meta, folder)
+    if not (folder / "meta.json").is_file():
+        if isinstance(profile, TableProfile) and profile.manifest.tables.networks:
+            _from_tables(profile, folder, log)
+        else:
+            _calibrated(lat, profile, space, folder, constraints, seed, log)
+    model, meta = load(folder)
+    return checked_predictor(field, model, space), _how(meta, folder)
 
 
 def _how(meta: dict, folder: Path) -> str:
@@ -121,10 +118,10 @@ def _how(meta: dict, folder: Path) -> str:
     return f"predictor trained on {prof.get('name')}@{prof.get('version')} tables ({folder})"
 
 
-def _checked(field: str, model, space):
-    """The predictor, if it can cost this space's arch strings."""
+def checked_predictor(field: str, model, space):
+    """The predictor, if it can cost this space's arch strings (`LatencySetupError` naming `field` if not)."""
     if model.space != space.name:
-        raise LatencySetupError(f"{field}: the predictor is for space {model.space!r}, the recipe searches "
+        raise LatencySetupError(f"{field}: a predictor for space {model.space!r}, the recipe searches "
                                 f"{space.name!r}")
     try:
         model.predict([space.to_string(space.smallest())])
@@ -134,7 +131,7 @@ def _checked(field: str, model, space):
     return model
 
 
-def _from_tables(profile, folder: Path, log):
+def _from_tables(profile, folder: Path, log) -> None:
     from predictors.io import save
     from predictors.train import profile_predictor
 
@@ -142,7 +139,6 @@ def _from_tables(profile, folder: Path, log):
     log(f"training a latency predictor from {m.ref}'s tables ({len(profile.block_ms)} blocks)")
     model, archs, y = profile_predictor(profile)
     save(model, folder, archs=archs, y=y, profile={"name": m.name, "version": m.version})
-    return model
 
 
 def _calibration_archs(space, constraints: Constraints, n: int, seed: int) -> list[str]:
@@ -162,7 +158,8 @@ def _calibration_archs(space, constraints: Constraints, n: int, seed: int) -> li
     return (ok + other)[:n]
 
 
-def _calibrated(lat: LatencyConstraint, profile, space, folder: Path, constraints: Constraints, seed: int, log):
+def _calibrated(lat: LatencyConstraint, profile, space, folder: Path, constraints: Constraints, seed: int,
+                log) -> None:
     """Time `calibration` networks on the profile and fit the analytic prior to them.
 
     Live timings are taken in two interleaved rounds and the smaller median kept: on a shared or virtual machine a
@@ -197,11 +194,9 @@ def _calibrated(lat: LatencyConstraint, profile, space, folder: Path, constraint
     save(model, folder, archs=archs, y=y, profile=None,
          extra={"calibration": {"profile": lat.profile, "networks": len(archs), "rounds": rounds, **fit.as_dict()}})
     log(f"calibrated {lat.profile}: leave-one-out error of log latency {fit.loo_log_rmse:.3f}")
-    return model
 
 
-def measure_exported(source: LatencySource, space, arch: Hashable, onnx_path: Path | None = None
-                     ) -> tuple[float | None, str]:
+def measure_exported(source: LatencySource, space, arch: Hashable) -> tuple[float | None, str]:
     """(measured ms or None, how) of the exported network on the constraint's profile, on this machine."""
     from hardware_profiles import LiveOnnxCpuProfile
     from hardware_profiles.lookup import TableProfile
@@ -218,14 +213,10 @@ def measure_exported(source: LatencySource, space, arch: Hashable, onnx_path: Pa
     m = profile.manifest
     shape = space.input_shape(arch)
     if m.backend == "onnxruntime-cpu":
-        from nas.evaluation.latency import export_onnx, measure_latency
+        from hardware_profiles.measure import OnnxCpuBackend
 
-        if onnx_path is None:
-            import tempfile
-
-            onnx_path = export_onnx(space.build(arch), shape, Path(tempfile.mkdtemp(prefix="hwnas-")) / "m.onnx")
-        ms = min(measure_latency(onnx_path, shape, threads=m.threads or 1, warmup=10, repeats=50).median_ms
-                 for _ in range(2))
+        backend = OnnxCpuBackend(m.threads or 1, warmup=10, repeats=50)
+        ms = min(backend.measure(space.build(arch), shape).median_ms for _ in range(2))
         return float(ms), (f"measured on this machine with onnxruntime, {m.threads or 1} thread(s), smaller median "
                            f"of 2 rounds (the table was measured on: {m.device})")
     if m.backend == "torch-cuda":

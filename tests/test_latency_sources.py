@@ -13,6 +13,7 @@ from hardware_profiles import get_profile
 from nas.latency_sources import _calibrated, make_sources, measure_exported
 from nas.recipe import Constraints, LatencyConstraint, RecipeError, load_recipe
 from nas.trial import TrialContext
+from predictors.io import load
 from search_spaces import get_space
 
 ASSETS = Path(__file__).parent / "assets"
@@ -82,8 +83,9 @@ def test_interrupted_calibration_resumes_with_the_timings_it_has(tmp_path):
     table = pd.read_csv(folder / "calibration.csv")
     table.iloc[:10].to_csv(folder / "calibration.csv", index=False)   # as if killed after 10 timings
     second = CountingProfile()
-    model = _calibrated(lat, second, space, folder, Constraints(), seed=0, log=lambda _: None)
+    _calibrated(lat, second, space, folder, Constraints(), seed=0, log=lambda _: None)
     assert second.calls == 6
+    model, _ = load(folder)
     arch = space.sample(np.random.default_rng(2))
     assert model.predict([space.to_string(arch)])[0] == pytest.approx(1e-6 * space.flops(arch) + 0.05, rel=0.05)
 
