@@ -196,22 +196,22 @@ class LGBMLatencyPredictor(_Base):
         if tables is None:
             archs, keys, flops = self._costed(X)
             sums = self._sums(self.lookup_, keys)
-            encoded = self.space_.encode(archs) if self.correction else None
+
+            def encode(rows: slice) -> np.ndarray:
+                return self.space_.encode(archs[rows])
         else:
             choices = self.space_.choice_matrix(X)
             at = (np.arange(choices.shape[1]), choices)
             sums = tables.fixed_ms + tables.ms[at].sum(axis=1)
             flops = tables.fixed_macs + tables.macs[at].sum(axis=1)
-            if not self.correction:
-                return sums, sums, flops
-            corr = np.concatenate([   # in chunks: one (n, features) float matrix costs more in page faults
-                self.network_model_.predict(network_matrix(self.space_.encode_choices(choices[i:i + _CHUNK]),
-                                                           sums[i:i + _CHUNK], flops[i:i + _CHUNK]))
-                for i in range(0, len(choices), _CHUNK)])
-            return sums, sums * np.exp(corr), flops
+
+            def encode(rows: slice) -> np.ndarray:
+                return self.space_.encode_choices(choices[rows])
         if not self.correction:
             return sums, sums, flops
-        corr = self.network_model_.predict(network_matrix(encoded, sums, flops))
+        corr = np.concatenate([   # in chunks: one (n, features) float matrix costs more in page faults
+            self.network_model_.predict(network_matrix(encode(rows), sums[rows], flops[rows]))
+            for rows in (slice(i, i + _CHUNK) for i in range(0, len(sums), _CHUNK))])
         return sums, sums * np.exp(corr), flops
 
     def _batch_tables(self) -> _BatchTables | None:

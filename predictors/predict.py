@@ -35,14 +35,13 @@ def _header(meta: dict, model_dir: str) -> dict:
 def predict_archs(model, archs: list[str]) -> list[dict]:
     """One result per arch string of the model's space."""
     space = model.space_
-    for a in archs:
-        try:
-            space.decode(a)
-        except ValueError as err:
-            raise SystemExit(f"error: --arch: {err}") from None
+    try:
+        decoded = [space.decode(a) for a in archs]
+    except ValueError as err:
+        raise SystemExit(f"error: --arch: {err}") from None
     sums, pred, macs = model.predict_parts(archs)
     return [{"arch": a, "predicted_ms": float(p), "block_sum_ms": float(s), "flops": int(m),
-             "params": int(space.params(space.decode(a)))} for a, s, p, m in zip(archs, sums, pred, macs)]
+             "params": int(space.params(d))} for a, d, s, p, m in zip(archs, decoded, sums, pred, macs)]
 
 
 def predict_timm(model, name: str, resolution: int, num_classes: int | None) -> dict:

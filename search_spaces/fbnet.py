@@ -199,14 +199,9 @@ class FBNetSpace(SearchSpace):
         return FBNetArch(tuple(choices))
 
     def enumerate_layers(self, max_samples: int = 0, patience: int = 0) -> tuple[list[LayerCost], bool]:
-        """Exact: every choice at every position, plus the fixed stem, head and classifier."""
-        layers = {str(lc.key): lc for lc in self.layer_costs(FBNetArch((SKIP,) * NUM_LAYERS))}
-        hw = _out(self.options.resolution, 3, 1)
-        for cin, cout, stride in _PLAN:
-            for choice in range(NUM_CHOICES):
-                lc = _searchable_cost(choice, cin, cout, stride, hw)
-                layers.setdefault(str(lc.key), lc)
-            hw = _out(hw, 1, stride)
+        """Exact: the fixed stem, head and classifier plus every choice at every position."""
+        pos = self.positional_layers()
+        layers = {str(lc.key): lc for lc in (*pos.fixed, *(lc for row in pos.table for lc in row))}
         return list(layers.values()), True
 
     # ---- build ------------------------------------------------------------------------------------------------
