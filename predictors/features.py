@@ -15,8 +15,8 @@ import numpy as np
 
 from search_spaces.blocks import CostKey, parse_cost_key
 
-OPS = ("stem", "ds", "ir", "cn", "head", "classifier", "fbnet", "skip")
-FAMILIES = ("mobilenetv3", "efficientnet", "fbnet")
+OPS = ("stem", "ds", "ir", "cn", "head", "classifier", "fbnet", "skip", "reluconv", "avgpool", "zero", "resblock")
+FAMILIES = ("mobilenetv3", "efficientnet", "fbnet", "nb201")
 ACTS = ("relu", "relu6", "hard_swish", "swish", "none")
 NUMERIC = ("kernel", "stride", "expansion", "groups", "se", "skip", "cin", "hw_in", "cout", "hw_out",
            "log_in_elems", "log_out_elems", "log_mid_elems", "log_macs_est")
@@ -36,8 +36,14 @@ def _macs_estimate(k: CostKey) -> float:
         return cin * k.kernel ** 2 * hw_out ** 2 + cin * cout * hw_out ** 2
     if k.op == "head" and k.family == "mobilenetv3":
         return cin * cout
-    if k.op == "skip" and cin == cout and k.stride == 1:
+    if k.op == "zero" or (k.op == "skip" and cin == cout and k.stride == 1):
         return 0.0
+    if k.op == "avgpool":   # additions over the window, no multiplies
+        return cin * k.kernel ** 2 * hw_out ** 2
+    if k.op == "head" and k.family == "nb201":   # BN, ReLU and global pool; no convolution
+        return cin * hw_in ** 2
+    if k.op == "resblock":   # kxk conv_a (strided), kxk conv_b, 1x1 shortcut conv
+        return (cin + cout) * cout * k.kernel ** 2 * hw_out ** 2 + cin * cout * hw_out ** 2
     return cin * cout * k.kernel ** 2 * max(hw_out, 1) ** 2 if k.op != "head" else cin * cout * hw_in ** 2
 
 

@@ -5,5 +5,6 @@ Importing this package registers every built-in space; use `get_space(name, opti
 from search_spaces.base import SPACES, SearchSpace, SpaceOptions, get_space, register_space
 from search_spaces import mobilenet  # noqa: F401  (registers "mobilenet")
 from search_spaces import fbnet  # noqa: F401  (registers "fbnet")
+from search_spaces import nb201  # noqa: F401  (registers "nb201")
 
 __all__ = ["SPACES", "SearchSpace", "SpaceOptions", "get_space", "register_space"]
