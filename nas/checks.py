@@ -18,7 +18,9 @@ def check_recipe(source: str, recipe: Recipe) -> None:
     validate_plugin(source, "controller", CONTROLLERS, recipe.controller)
     eval_opts = validate_plugin(source, "evaluator", EVALUATORS, recipe.evaluator)
     for i, lat in enumerate(recipe.constraints.latency):
-        if not has_profile(lat.profile):
+        if lat.source == "table":
+            _check_table_column(source, i, recipe)
+        elif not has_profile(lat.profile):
             raise RecipeError(f"{source}: constraints.latency[{i}].profile: unknown hardware profile "
                               f"{lat.profile!r}; expected one of: {', '.join(profile_names())}")
     names = recipe.profiles
@@ -35,6 +37,8 @@ def check_recipe(source: str, recipe: Recipe) -> None:
     space = get_space(recipe.space.name, space_opts, num_classes=num_classes)
     smallest = space.smallest()
     for i, lat in enumerate(recipe.constraints.latency):
+        if lat.source == "table":
+            continue
         _check_coverage(source, i, lat.profile, space)
         if lat.predictor:
             _check_predictor(source, i, lat.predictor, lat.profile, space)
@@ -44,6 +48,21 @@ def check_recipe(source: str, recipe: Recipe) -> None:
         if limit is not None and value > limit:
             raise RecipeError(f"{source}: constraints.{field}: {limit:g} is below the smallest architecture of "
                               f"the space ({value:,} for {space.to_string(smallest)}); no candidate can be feasible")
+
+
+def _check_table_column(source: str, index: int, recipe: Recipe) -> None:
+    """A ``source: table`` constraint needs a readable metric table holding its latency column."""
+    from nas.evaluation.tabular import TableError, constraint_table, metric_column, read_metric_table
+
+    field = f"constraints.latency[{index}]"
+    path = constraint_table(recipe, recipe.constraints.latency[index])
+    if path is None:
+        raise RecipeError(f"{source}: {field}.table: source 'table' needs a metric table: set table, or use the "
+                          "tabular evaluator")
+    try:
+        metric_column(read_metric_table(path), path, recipe.constraints.latency[index].column, f"{field}.column")
+    except TableError as err:
+        raise RecipeError(f"{source}: {err}") from None
 
 
 def _check_coverage(source: str, index: int, ref: str, space) -> None:

@@ -12,6 +12,8 @@ Each latency constraint names a profile and a `source` (`nas.recipe.LatencyConst
   A built predictor (and the calibration timings, written as they come) is kept in
   ``<run>/predictors/<profile>/`` and reused by ``--resume`` and by the trial workers.
 - ``profile``: the profile's own figure for every candidate (live measurement, table sum, simulation).
+- ``table``: a column of a metric table (`nas.evaluation.tabular`), looked up like an accuracy; nothing to
+  measure the exported network on.
 
 `measure_exported` times the exported best network on the profile wherever this machine can: live profiles and
 onnxruntime-CPU tables are measured here (with the table's threads and repetitions), CUDA tables when a GPU is
@@ -44,6 +46,7 @@ class LatencySource:
     profile: Any
     predictor: Any = None
     how: str = ""
+    column: Any = None      # source table: the metric table's latency column (pandas Series by arch string)
 
     @property
     def cheap(self) -> bool:
@@ -51,9 +54,14 @@ class LatencySource:
         from hardware_profiles.lookup import TableProfile
         from hardware_profiles.simulated import SimulatedProfile
 
-        return self.predictor is not None or isinstance(self.profile, (TableProfile, SimulatedProfile))
+        return (self.predictor is not None or self.column is not None
+                or isinstance(self.profile, (TableProfile, SimulatedProfile)))
 
     def latency(self, space, arch: Hashable) -> float:
+        if self.column is not None:
+            from nas.evaluation.tabular import lookup
+
+            return lookup(self.column, self.how, space.to_string(arch))
         if self.predictor is not None:
             return float(self.predictor.predict([space.to_string(arch)])[0])
         return float(self.profile.latency(space, arch).median_ms)
@@ -63,8 +71,8 @@ def _folder_name(profile: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", profile)
 
 
-def make_sources(constraints: Constraints, space, run_dir: Path, *, seed: int = 0,
-                 log=print) -> dict[str, LatencySource]:
+def make_sources(constraints: Constraints, space, run_dir: Path, *, seed: int = 0, log=print,
+                 tables: dict[str, str | None] | None = None) -> dict[str, LatencySource]:
     """The latency source of every constraint, loading the predictors built earlier or building them (the
     driver builds them before any trial starts, so trial workers load them).
 
@@ -74,11 +82,20 @@ def make_sources(constraints: Constraints, space, run_dir: Path, *, seed: int = 
         run_dir: the run directory; built predictors live in ``predictors/<profile>/``.
         seed: seed of the calibration sample.
         log: where progress lines go.
+        tables: metric table path per profile, for ``source: table`` constraints.
     """
     from hardware_profiles import get_profile
+    from nas.evaluation.tabular import metric_column, read_metric_table
 
     out = {}
     for i, lat in enumerate(constraints.latency):
+        if lat.source == "table":
+            path = (tables or {}).get(lat.profile)
+            if path is None:
+                raise LatencySetupError(f"constraints.latency[{i}].table: source 'table' needs a metric table")
+            column = metric_column(read_metric_table(path), path, lat.column, f"constraints.latency[{i}].column")
+            out[lat.profile] = LatencySource(lat, None, column=column, how=f"metric table {path}, column {lat.column}")
+            continue
         profile = get_profile(lat.profile)
         if lat.source == "profile":
             out[lat.profile] = LatencySource(lat, profile, how=f"{lat.profile} ({type(profile).__name__})")
@@ -203,6 +220,8 @@ def measure_exported(source: LatencySource, space, arch: Hashable) -> tuple[floa
     from hardware_profiles.simulated import SimulatedProfile
 
     profile = source.profile
+    if source.column is not None:
+        return None, "not measured: the figure comes from a metric table, not a hardware profile"
     if isinstance(profile, LiveOnnxCpuProfile):   # the smaller of two medians, as in calibration
         ms = min(profile.latency(space, arch).median_ms for _ in range(2))
         return float(ms), f"measured live ({profile.description}; smaller median of 2 rounds)"

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from nas.controllers import make_controller
+from nas.controllers.base import SearchObjectives
 from nas.io import atomic_write_json, atomic_write_text
 from nas.objectives import latency_column
 from nas.recipe import Recipe
@@ -74,7 +75,8 @@ def run_search(recipe: Recipe, run_dir: Path, resume: bool = False) -> dict[str,
     t_ctx = time.perf_counter()
     ctx = TrialContext(recipe, run_dir)   # builds the latency predictors (calibration) before any trial
     setup_seconds = time.perf_counter() - t_ctx
-    controller = make_controller(recipe.controller.name, ctx.space, recipe.controller.options, recipe.search.seed)
+    controller = make_controller(recipe.controller.name, ctx.space, recipe.controller.options, recipe.search.seed,
+                                 SearchObjectives.from_constraints(recipe.constraints))
     if log.controller_state:
         controller.load_state_dict(log.controller_state)
     requeue = [a for a in log.pending if log.get(a) is None]
@@ -145,7 +147,7 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: TrialContext, best: dict[str
     wpath = weights_path(run_dir, best["arch"])
     if wpath.is_file():
         load_weights(model, wpath)
-    else:   # e.g. trained on another node of a cluster without a shared file system
+    elif ctx.evaluator.trains:   # e.g. trained on another node of a cluster without a shared file system
         ctx.evaluator.evaluate(model, ctx.space.input_shape(arch)[-1])
     model.eval()
     shape = ctx.space.input_shape(arch)
@@ -153,6 +155,8 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: TrialContext, best: dict[str
                                   "params": best["params"]}
     extra = {"search space": recipe.space.name, "controller": recipe.controller.name,
              "evaluator": f"{recipe.evaluator.name} {recipe.evaluator.options}", "run": recipe.name}
+    if not ctx.evaluator.trains:
+        extra["weights"] = "untrained (initial weights): the accuracy was read from a metric table; train it first"
     latency = exported_latency(ctx, arch, best)
     for p, lat in latency.items():
         kind = "predicted" if lat["source"] == "predictor" else "search figure"

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator,
+                      model_validator)
 
 from nas.registry import Registry
 
@@ -51,17 +52,29 @@ class LatencyConstraint(_Strict):
 
     `source` says where each candidate's figure comes from (see `nas.latency_sources`): ``predictor`` (default)
     asks a LightGBM latency predictor, so the limit is checked before a trial is spent; ``profile`` asks the
-    profile itself for every candidate (live measurement, table sum or simulation). The exported best network is
-    measured either way.
+    profile itself for every candidate (live measurement, table sum or simulation); ``table`` reads `column` of a
+    metric table (`table`, default: the ``tabular`` evaluator's), and `profile` is then just the figure's name.
+    The exported best network is measured wherever the profile can be timed.
     """
 
     profile: str
     max_ms: PositiveFloat | None = None
-    source: Literal["predictor", "profile"] = "predictor"
+    source: Literal["predictor", "profile", "table"] = "predictor"
     predictor: str | None = Field(None, description="predictor folder (predictors.train --out) for this profile; "
                                   "default: trained from the profile's tables, or calibrated on it")
     calibration: PositiveInt | None = Field(None, description="networks timed to calibrate a predictor for a "
                                             "profile without tables (default 24 live, 200 simulated)")
+    column: str | None = Field(None, description="source: table: the metric table's latency column (ms)")
+    table: str | None = Field(None, description="source: table: metric table file (default: the tabular "
+                              "evaluator's path)")
+
+    @model_validator(mode="after")
+    def _column_with_table(self) -> LatencyConstraint:
+        if self.source == "table" and not self.column:
+            raise ValueError("source 'table' needs column: the metric table's latency column")
+        if self.source != "table" and (self.column or self.table):
+            raise ValueError(f"column/table apply to source 'table', not {self.source!r}")
+        return self
 
 
 class Constraints(_Strict):
@@ -167,15 +180,26 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set each `dotted.key=value` in `data` (creating mappings on the way)."""
+    """Set each `dotted.key=value` in `data` (creating mappings on the way); a numeric key indexes a list, as in
+    ``constraints.latency.0.max_ms=5``."""
     for text in overrides:
         keys, value = parse_override(text)
-        node = data
-        for k in keys[:-1]:
-            if not isinstance(node.get(k, {}), dict):
-                raise RecipeError(f"--set {text!r}: {k} is not a mapping")
-            node = node.setdefault(k, {})
-        node[keys[-1]] = value
+        node: Any = data
+        for depth, k in enumerate(keys):
+            last = depth == len(keys) - 1
+            if isinstance(node, list):
+                if not k.isdigit() or int(k) >= len(node):
+                    raise RecipeError(f"--set {text!r}: {'.'.join(keys[:depth]) or '(top level)'} is a list of "
+                                      f"{len(node)}; expected an index 0..{len(node) - 1}, got {k!r}")
+                k = int(k)
+            elif not isinstance(node, dict):
+                raise RecipeError(f"--set {text!r}: {'.'.join(keys[:depth])} is not a mapping or a list")
+            if last:
+                node[k] = value
+            elif isinstance(node, dict):
+                node = node.setdefault(k, {})
+            else:
+                node = node[k]
     return data
 
 

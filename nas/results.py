@@ -92,15 +92,11 @@ class RunLog:
                                             "controller": self.controller_state, "pending": self.pending})
         atomic_write(self.run_dir / "results.csv", lambda tmp: self.table().to_csv(tmp, index=False))
 
-    # ---- the adapter's ledger interface (nas.controllers.tune_adapter.Ledger) ------------------------------------
-    def known_score(self, arch: str) -> tuple[bool, float | None]:
-        row = self.get(arch)
-        return (False, None) if row is None else (True, score_of(row))
+    # ---- the search loops' ledger interface (nas.controllers.proposer.Ledger) ---------------------------------
+    def reject(self, arch: str, reason: str, **extra: Any) -> dict[str, Any]:
+        return self.add({"arch": arch, "status": "rejected", "feasible": False, "reason": reason, **extra})
 
-    def reject(self, arch: str, reason: str, **extra: Any) -> None:
-        self.add({"arch": arch, "status": "rejected", "feasible": False, "reason": reason, **extra})
-
-    def complete(self, arch: str, trial_id: str, result: dict[str, Any] | None, error: bool) -> float | None:
+    def complete(self, arch: str, trial_id: str, result: dict[str, Any] | None, error: bool) -> dict[str, Any]:
         if error or not result or "status" not in result:
             row = {"arch": arch, "status": "failed", "feasible": False,
                    "error": "trial process crashed (see the Tune trial logs under tune/)"}
@@ -110,7 +106,7 @@ class RunLog:
         row = self.add({**row, "trial_id": trial_id})
         for listener in self.listeners:
             listener(row)
-        return score_of(row)
+        return row
 
     def checkpoint(self, controller_state: dict[str, Any], pending: list[str]) -> None:
         self.save(controller_state, pending)

@@ -47,13 +47,15 @@ class TrialContext:
 
     def __post_init__(self) -> None:
         from nas.evaluation.evaluators import make_evaluator
+        from nas.evaluation.tabular import constraint_table
         from nas.latency_sources import make_sources
         from search_spaces import get_space
 
         r = self.recipe
         self.evaluator = make_evaluator(r.evaluator.name, r.evaluator.options, seed=r.search.seed)
         self.space = get_space(r.space.name, r.space.options, num_classes=self.evaluator.num_classes())
-        self.latency = make_sources(r.constraints, self.space, self.run_dir, seed=r.search.seed)
+        self.latency = make_sources(r.constraints, self.space, self.run_dir, seed=r.search.seed,
+                                    tables={c.profile: constraint_table(r, c) for c in r.constraints.latency})
 
     def precheck(self, arch: Any) -> tuple[str | None, dict[str, Any]]:
         """(violation or None, row fields) from what costs nothing: FLOPs, params and the latency figures of
@@ -86,12 +88,16 @@ def evaluate_candidate(ctx: TrialContext, arch_string: str) -> dict[str, Any]:
         violation = violation or latency_violation(ctx.recipe.constraints, latencies)
         row.update(feasible=violation is None, reason=violation)
         if violation is None or ctx.recipe.search.train_infeasible:
-            model = build_seeded(ctx.space, arch, ctx.recipe.search.seed)
-            metrics = ctx.evaluator.evaluate(model, ctx.space.input_shape(arch)[-1])
+            if ctx.evaluator.trains:
+                model = build_seeded(ctx.space, arch, ctx.recipe.search.seed)
+                metrics = ctx.evaluator.evaluate(model, ctx.space.input_shape(arch)[-1])
+            else:
+                metrics = ctx.evaluator.estimate(arch_string)
             if not math.isfinite(metrics["accuracy"]):
                 raise FloatingPointError(f"non-finite accuracy {metrics['accuracy']}")
             row.update(accuracy=float(metrics["accuracy"]), train_seconds=metrics.get("train_seconds"))
-            save_weights(model, weights_path(ctx.run_dir, arch_string), {"arch": arch_string})
+            if ctx.evaluator.trains:
+                save_weights(model, weights_path(ctx.run_dir, arch_string), {"arch": arch_string})
         row["status"] = "ok" if violation is None else "infeasible"
     except Exception as err:  # noqa: BLE001 - a candidate's failure is data, not a crash of the search
         row.update(status="failed", feasible=False, accuracy=None, error=f"{type(err).__name__}: {err}"[:500])

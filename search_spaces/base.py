@@ -117,6 +117,20 @@ class SearchSpace(ABC):
                 break
         return list(layers.values()), False
 
+    # ---- decision view (policy-gradient controllers) ----------------------------------------------------------
+    def decision_sizes(self) -> tuple[int, ...]:
+        """Number of choices of each of the space's categorical decisions, in a fixed order."""
+        raise NotImplementedError(f"search space {self.name!r} has no decision view")
+
+    def to_decisions(self, arch: Hashable) -> tuple[int | None, ...]:
+        """Choice index of each decision for `arch`; None for a decision `arch` does not use (e.g. the layers
+        beyond a stage's depth)."""
+        raise NotImplementedError(f"search space {self.name!r} has no decision view")
+
+    def from_decisions(self, decisions: Sequence[int]) -> Hashable:
+        """The arch one choice index per decision describes (decisions it does not use are ignored)."""
+        raise NotImplementedError(f"search space {self.name!r} has no decision view")
+
     # ---- optional batch path (spaces whose layers cost independently) ------------------------------------------
     def positional_layers(self) -> PositionalLayers | None:
         """The space's layers by (position, choice), or None when a layer's cost depends on other choices."""

@@ -119,6 +119,16 @@ class FBNetSpace(SearchSpace):
         take_a = rng.random(NUM_LAYERS) < 0.5
         return FBNetArch(tuple(x if t else y for x, y, t in zip(a.choices, b.choices, take_a)))
 
+    # ---- decision view: one decision of 9 choices per layer ----------------------------------------------------
+    def decision_sizes(self) -> tuple[int, ...]:
+        return (NUM_CHOICES,) * NUM_LAYERS
+
+    def to_decisions(self, arch: FBNetArch) -> tuple[int, ...]:
+        return arch.choices
+
+    def from_decisions(self, decisions: Sequence[int]) -> FBNetArch:
+        return FBNetArch(tuple(int(d) for d in decisions))
+
     # ---- strings and features ---------------------------------------------------------------------------------
     def to_string(self, arch: FBNetArch) -> str:
         return str(arch)

@@ -148,6 +148,37 @@ class MobileNetSpace(SearchSpace):
         stages = tuple(take(sa, sb) for sa, sb in zip(a.stages, b.stages))
         return MobileNetArch(take(a.resolution, b.resolution), take(a.width, b.width), stages)
 
+    # ---- decision view: resolution, width, then per stage its depth and per layer slot kernel/expansion/SE -----
+    def decision_sizes(self) -> tuple[int, ...]:
+        o = self.options
+        sizes = [len(o.resolutions), len(o.widths)]
+        for so in o.stages:
+            sizes += [len(so.depths)] + [len(o.kernels), len(o.expansions), len(o.se)] * max(so.depths)
+        return tuple(sizes)
+
+    def to_decisions(self, arch: MobileNetArch) -> tuple[int | None, ...]:
+        o = self.options
+        out: list[int | None] = [o.resolutions.index(arch.resolution), o.widths.index(arch.width)]
+        for stage, so in zip(arch.stages, o.stages):
+            out.append(so.depths.index(len(stage)))
+            for i in range(max(so.depths)):
+                layer = stage[i] if i < len(stage) else None
+                out += ([None] * 3 if layer is None else
+                        [o.kernels.index(layer.kernel), o.expansions.index(layer.expansion), o.se.index(layer.se)])
+        return tuple(out)
+
+    def from_decisions(self, decisions: Sequence[int]) -> MobileNetArch:
+        o = self.options
+        it = iter(int(d) for d in decisions)
+        res, width = o.resolutions[next(it)], o.widths[next(it)]
+        stages = []
+        for so in o.stages:
+            depth = so.depths[next(it)]
+            slots = [Layer(o.kernels[next(it)], o.expansions[next(it)], o.se[next(it)])
+                     for _ in range(max(so.depths))]
+            stages.append(tuple(slots[:depth]))
+        return MobileNetArch(res, width, tuple(stages))
+
     # ---- strings and features ---------------------------------------------------------------------------------
     def to_string(self, arch: MobileNetArch) -> str:
         return str(arch)

@@ -9,6 +9,7 @@ import pytest
 
 from nas.controllers import CONTROLLERS, make_controller
 from nas.controllers.base import clean_score
+from nas.controllers.proposer import MemoryLedger
 from nas.controllers.tune_adapter import ControllerSearcher
 from search_spaces import get_space
 
@@ -109,22 +110,19 @@ def test_clean_score(value, expected):
     assert clean_score(value) == expected
 
 
-class FakeLedger:
-    """In-memory ledger: records what the adapter tells it."""
+class FakeLedger(MemoryLedger):
+    """In-memory ledger that also records what the adapter checkpoints."""
 
     def __init__(self):
-        self.rows, self.rejected, self.checkpoints = {}, [], []
+        super().__init__()
+        self.checkpoints = []
 
-    def known_score(self, arch):
-        return (arch in self.rows, self.rows.get(arch))
+    @property
+    def rejected(self):
+        return [r["arch"] for r in self.rows if r["status"] == "rejected"]
 
-    def reject(self, arch, reason, **extra):
-        self.rejected.append((arch, reason))
-
-    def complete(self, arch, trial_id, result, error):
-        score = None if error or result is None else clean_score(result.get("accuracy"))
-        self.rows[arch] = score
-        return score
+    def scores(self):
+        return [clean_score(r["accuracy"]) for r in self.rows if r["status"] != "rejected"]
 
     def checkpoint(self, controller_state, pending):
         self.checkpoints.append((controller_state, list(pending)))
@@ -139,11 +137,11 @@ def test_adapter_rejects_before_a_trial_and_records_crashes():
     configs = [searcher.suggest(f"t{i}") for i in range(6)]
     assert all(sp.flops(sp.decode(c["arch"])) <= limit for c in configs)
     assert ledger.rejected, "about half the proposals break the limit; they must be rejected without a trial"
-    assert not ledger.rows
+    assert not ledger.scores()
     searcher.on_trial_complete("t0", error=True)
     searcher.on_trial_complete("t1", result={"accuracy": float("nan")})
     searcher.on_trial_complete("t2", result={"accuracy": 0.7})
-    assert list(ledger.rows.values()) == [None, None, 0.7]
+    assert ledger.scores() == [None, None, 0.7]
     state, pending = ledger.checkpoints[-1]
     assert sorted(pending) == sorted(c["arch"] for c in configs[3:])
     assert state["n_told"] == len(ledger.rejected) + 3

@@ -136,5 +136,5 @@ def test_recipe_refuses_a_predictor_folder_that_cannot_serve(tmp_path):
     with pytest.raises(RecipeError, match="predictor for space 'fbnet', the recipe searches 'mobilenet'"):
         load_recipe(ASSETS / "tiny.yaml",
                     [f"constraints.latency=[{{profile: local-cpu, predictor: {tmp_path / 'own'}}}]"])
-    with pytest.raises(RecipeError, match=r"constraints.latency\[0\].source: Input should be .predictor. or .profile."):
+    with pytest.raises(RecipeError, match=r"constraints.latency\[0\].source: Input should be .predictor., .profile. or .table."):
         load_recipe(ASSETS / "tiny.yaml", ["constraints.latency=[{profile: local-cpu, source: guess}]"])

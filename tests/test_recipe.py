@@ -62,7 +62,7 @@ BAD = [
     (tiny(search__budget="many"), [], "search.budget", "integer"),
     (tiny(search__budget=0), [], "search.budget", "greater than 0"),
     (tiny(space__name="mobilnet"), [], "space.name", "unknown search space 'mobilnet'; expected one of: fbnet, mobilenet"),
-    (tiny(controller__name="bayes"), [], "controller.name", "expected one of: evolution, random"),
+    (tiny(controller__name="bayes"), [], "controller.name", "expected one of: evolution, nsga2, random, rl"),
     (tiny(constraints__latency=[{"profile": "pixel9", "max_ms": 3}]), [], "constraints.latency[0].profile",
      "unknown hardware profile 'pixel9'; expected one of: arm-pixel3, "),
     (tiny(constraints__max_flops=10), [], "constraints.max_flops", "below the smallest architecture"),

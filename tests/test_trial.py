@@ -79,8 +79,7 @@ def test_run_log_round_trip_and_scores(tmp_path):
     back = RunLog.load(tmp_path)
     assert back.rows == log.rows and back.pending == ["e"] and back.controller_state == {"rng": 1}
     assert back.n_evaluated() == 3 and back.best_feasible()["arch"] == "b"   # tie -> fewer FLOPs
-    assert back.known_score("a") == (True, 0.8) and back.known_score("c") == (True, None)
-    assert back.known_score("zz") == (False, None)
+    assert score_of(back.get("a")) == 0.8 and score_of(back.get("c")) is None and back.get("zz") is None
     csv = (tmp_path / "results.csv").read_text().splitlines()
     assert csv[0].startswith("index,arch,status,accuracy,flops,params,latency_local-cpu,feasible")
     assert len(csv) == 5
@@ -92,8 +91,9 @@ def test_ledger_records_a_crashed_trial(tmp_path):
     log = RunLog(tmp_path, [])
     seen = []
     log.listeners.append(seen.append)
-    assert log.complete("x", "t1", None, error=True) is None
-    assert log.rows[0]["status"] == "failed" and "crashed" in log.rows[0]["error"] and seen == log.rows
+    row = log.complete("x", "t1", None, error=True)
+    assert row is log.rows[0] and score_of(row) is None
+    assert row["status"] == "failed" and "crashed" in row["error"] and seen == log.rows
 
 
 def test_pareto_mask():

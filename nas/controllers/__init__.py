@@ -3,6 +3,6 @@
 Importing this package registers the built-in controllers (`CONTROLLERS.names()`).
 """
 from nas.controllers.base import CONTROLLERS, Controller, ControllerOptions, make_controller, register_controller
-from nas.controllers import evolution, random_search  # noqa: F401  (register "evolution", "random")
+from nas.controllers import evolution, nsga2, random_search, reinforce  # noqa: F401  (register the built-ins)
 
 __all__ = ["CONTROLLERS", "Controller", "ControllerOptions", "make_controller", "register_controller"]

@@ -1,16 +1,23 @@
 """The controller interface: a Ray-free ask/tell core with a JSON-able state.
 
-A controller proposes architectures (`ask`) and learns from their scores (`tell`). A score is the value to
-maximise (accuracy for the built-in controllers) or `None` when the candidate failed, crashed, returned a
-non-finite value or broke a constraint: such candidates are remembered but never preferred. `state_dict()`
-returns plain JSON data (RNG state included) so a search resumes exactly where it stopped.
+A controller proposes architectures (`ask`) and learns from their outcomes (`tell`). An outcome
+(`Outcome.of`) is built from whatever the caller has: a results row (accuracy, status, ``latency_<profile>``
+columns), a bare accuracy, or `None` for a candidate that failed. NaN, inf, missing and non-numeric figures are
+treated as missing, so a misbehaving trial can never put a non-finite number into a controller's state.
+Single-objective controllers maximise `Outcome.score`: the accuracy of a feasible candidate, `None` otherwise
+(failed, crashed, non-finite, or over a hard limit); such candidates are remembered but never preferred.
+`state_dict()` returns plain JSON data (RNG state included) so a search resumes exactly where it stopped.
+
+What a controller needs beyond the space (the profiles and latency limits of the search) is injected through
+its constructor as a `SearchObjectives`, as OFA's evolution finder takes its predictors.
 """
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
-from collections.abc import Hashable
 
 import numpy as np
 from nas.registry import PluginOptions, Registry
@@ -33,6 +40,65 @@ def clean_score(score: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What a controller learns about one candidate.
+
+    Attributes:
+        accuracy: the accuracy estimate, None when the candidate failed or was never evaluated.
+        feasible: it met every hard limit (and was evaluated successfully).
+        latency: ms per hardware profile, finite figures only (also known for candidates rejected before a trial).
+        flops: multiply-accumulates, when known.
+    """
+
+    accuracy: float | None
+    feasible: bool
+    latency: Mapping[str, float] = field(default_factory=dict)
+    flops: float | None = None
+
+    @property
+    def score(self) -> float | None:
+        """The value single-objective controllers maximise: accuracy when feasible, else None."""
+        return self.accuracy if self.feasible else None
+
+    @classmethod
+    def of(cls, result: Any) -> Outcome:
+        """The outcome of a results row (dict), a bare accuracy (feasible when finite) or None (failed).
+
+        A row's ``status`` decides feasibility (``ok``; a row without one counts as ok); ``failed`` rows have no
+        accuracy whatever they report.
+        """
+        if isinstance(result, Outcome):
+            return result
+        if not isinstance(result, Mapping):
+            acc = clean_score(result)
+            return cls(acc, acc is not None)
+        status = result.get("status", "ok")
+        acc = None if status == "failed" else clean_score(result.get("accuracy"))
+        latency = {k.removeprefix("latency_"): v for k, v in
+                   ((k, clean_score(v)) for k, v in result.items() if k.startswith("latency_")) if v is not None}
+        return cls(acc, status == "ok" and acc is not None, latency, clean_score(result.get("flops")))
+
+
+@dataclass(frozen=True)
+class SearchObjectives:
+    """The search's objectives as controllers see them (injected by the pipeline from the recipe).
+
+    Attributes:
+        profiles: hardware profiles whose latency is known for each candidate, in recipe order.
+        limits: hard latency limits (ms) per profile (those with `max_ms`).
+    """
+
+    profiles: tuple[str, ...] = ()
+    limits: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_constraints(cls, constraints: Any) -> SearchObjectives:
+        """From a recipe's `Constraints`."""
+        return cls(tuple(c.profile for c in constraints.latency),
+                   {c.profile: c.max_ms for c in constraints.latency if c.max_ms is not None})
+
+
 class Controller(ABC):
     """Base class of every controller.
 
@@ -40,13 +106,17 @@ class Controller(ABC):
         space: the search space it proposes from.
         options: validated options (an instance of the subclass's `Options`).
         seed: seed of its random generator.
+        objectives: the search's profiles and latency limits (controllers that trade accuracy against latency
+            use them; the others ignore them).
     """
 
     Options: ClassVar[type[ControllerOptions]] = ControllerOptions
 
-    def __init__(self, space: SearchSpace, options: ControllerOptions | None = None, seed: int = 0):
+    def __init__(self, space: SearchSpace, options: ControllerOptions | None = None, seed: int = 0,
+                 objectives: SearchObjectives | None = None):
         self.space = space
         self.options = options if options is not None else self.Options()
+        self.objectives = objectives if objectives is not None else SearchObjectives()
         self.rng = np.random.default_rng(seed)
         self.n_asked = 0
         self.n_told = 0
@@ -56,15 +126,15 @@ class Controller(ABC):
         self.n_asked += 1
         return self._propose()
 
-    def tell(self, arch: Hashable, score: Any) -> None:
-        """Record the outcome of `arch`; a non-finite or missing score counts as a failure."""
+    def tell(self, arch: Hashable, result: Any) -> None:
+        """Record the outcome of `arch`: a results row, a bare accuracy or None (see `Outcome.of`)."""
         self.n_told += 1
-        self._observe(arch, clean_score(score))
+        self._observe(arch, Outcome.of(result))
 
     @abstractmethod
     def _propose(self) -> Hashable: ...
 
-    def _observe(self, arch: Hashable, score: float | None) -> None:
+    def _observe(self, arch: Hashable, outcome: Outcome) -> None:
         """Learn from one outcome (random search learns nothing)."""
 
     def state_dict(self) -> dict[str, Any]:
@@ -85,7 +155,8 @@ class Controller(ABC):
         pass
 
 
-def make_controller(name: str, space: SearchSpace, options: dict[str, Any] | None = None, seed: int = 0) -> Controller:
+def make_controller(name: str, space: SearchSpace, options: dict[str, Any] | None = None, seed: int = 0,
+                    objectives: SearchObjectives | None = None) -> Controller:
     """Instantiate a registered controller by name."""
     cls = CONTROLLERS.get(name)
-    return cls(space, cls.Options(**(options or {})), seed=seed)
+    return cls(space, cls.Options(**(options or {})), seed=seed, objectives=objectives)

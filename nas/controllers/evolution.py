@@ -9,7 +9,7 @@ from collections.abc import Hashable
 
 from pydantic import Field, model_validator
 
-from nas.controllers.base import Controller, ControllerOptions, register_controller
+from nas.controllers.base import Controller, ControllerOptions, Outcome, register_controller
 
 
 class EvolutionOptions(ControllerOptions):
@@ -56,9 +56,9 @@ class RegularizedEvolution(Controller):
         members = [self.population[int(i)] for i in idx]
         return max(members, key=lambda m: m[1])[0]
 
-    def _observe(self, arch: Hashable, score: float | None) -> None:
-        if score is not None:
-            self.population.append((arch, score))
+    def _observe(self, arch: Hashable, outcome: Outcome) -> None:
+        if outcome.score is not None:
+            self.population.append((arch, outcome.score))
 
     def _extra_state(self) -> dict[str, Any]:
         return {"population": [[self.space.to_string(a), s] for a, s in self.population]}

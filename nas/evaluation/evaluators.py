@@ -2,7 +2,8 @@
 
 An evaluator turns a built network into an accuracy estimate. ``proxy`` trains it briefly on a small dataset
 (the embedded MNIST-5k by default, or an ImageFolder tree) with a fixed seed, so the same architecture always
-gets the same figure on the same machine.
+gets the same figure on the same machine. ``tabular`` (`nas.evaluation.tabular`) reads it from a metric table:
+evaluators whose `trains` is False answer `estimate(arch_string)` without building a model.
 """
 from __future__ import annotations
 
@@ -22,9 +23,11 @@ class EvaluatorOptions(PluginOptions):
 
 
 class Evaluator:
-    """Base: `num_classes()` before any data is loaded, `evaluate(model, resolution)` -> metrics dict."""
+    """Base: `num_classes()` before any data is loaded, `evaluate(model, resolution)` -> metrics dict, or, for
+    evaluators that need no model (`trains` False), `estimate(arch_string)` -> metrics dict."""
 
     Options: ClassVar[type[EvaluatorOptions]] = EvaluatorOptions
+    trains: ClassVar[bool] = True
 
     def __init__(self, options: EvaluatorOptions, seed: int = 0):
         self.options, self.seed = options, seed
@@ -34,6 +37,9 @@ class Evaluator:
 
     def evaluate(self, model: Any, resolution: int) -> dict[str, float]:
         raise NotImplementedError
+
+    def estimate(self, arch: str) -> dict[str, float]:
+        raise NotImplementedError(f"{type(self).__name__} needs a built model (trains is True)")
 
 
 class ProxyOptions(EvaluatorOptions):
@@ -111,3 +117,6 @@ def make_evaluator(name: str, options: dict[str, Any] | EvaluatorOptions | None,
     if not isinstance(options, EvaluatorOptions):
         options = cls.Options(**(options or {}))
     return cls(options, seed=seed)
+
+
+from nas.evaluation import tabular  # noqa: E402,F401  (registers "tabular"; it subclasses Evaluator)
