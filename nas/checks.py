@@ -17,6 +17,19 @@ def check_recipe(source: str, recipe: Recipe) -> None:
     space_opts = validate_plugin(source, "space", SPACES, recipe.space)
     validate_plugin(source, "controller", CONTROLLERS, recipe.controller)
     eval_opts = validate_plugin(source, "evaluator", EVALUATORS, recipe.evaluator)
+    pre = recipe.search.prescreen
+    if pre is not None:
+        validate_plugin(source, "search.prescreen.estimator", EVALUATORS, pre.estimator)
+        if EVALUATORS.get(pre.estimator.name).trains:
+            raise RecipeError(f"{source}: search.prescreen.estimator.name: {pre.estimator.name!r} trains networks; "
+                              "prescreening needs an estimate without training (e.g. tabular)")
+        if (pre.top_k or 0) > recipe.search.budget:
+            raise RecipeError(f"{source}: search.prescreen.top_k: must not exceed search.budget "
+                              f"({pre.top_k} > {recipe.search.budget})")
+        for i, lat in enumerate(recipe.constraints.latency):
+            if lat.source == "profile":
+                raise RecipeError(f"{source}: constraints.latency[{i}].source: prescreening needs latency without "
+                                  "a measurement per candidate; use source: predictor or table")
     for i, lat in enumerate(recipe.constraints.latency):
         if lat.source == "table":
             _check_table_column(source, i, recipe)

@@ -80,6 +80,9 @@ def run_search(recipe: Recipe, run_dir: Path, resume: bool = False) -> dict[str,
     if log.controller_state:
         controller.load_state_dict(log.controller_state)
     requeue = [a for a in log.pending if log.get(a) is None]
+    prescreen = _prescreen(recipe, run_dir, ctx, controller, log)
+    if prescreen is not None:   # the best estimates go first (those already evaluated or in flight excepted)
+        requeue += [a for a in prescreen["top_k"] if log.get(a) is None and a not in requeue]
     remaining = recipe.search.budget - log.n_evaluated()
     t_track = time.perf_counter()
     tracker = make_tracker(recipe, run_dir)
@@ -109,8 +112,28 @@ def run_search(recipe: Recipe, run_dir: Path, resume: bool = False) -> dict[str,
                           "tracking_log_seconds": tracking_log_seconds[0],
                           "tracking_finish_seconds": summary.pop("tracking_finish_seconds"),
                           "evaluation_seconds": sum(r.get("eval_seconds") or 0 for r in log.rows)}
+    if prescreen is not None:
+        summary["prescreen"] = {k: v for k, v in prescreen.items() if k != "top_k"}
     summary["wall_seconds"] = time.perf_counter() - start
     atomic_write_json(run_dir / "best.json", summary)
+    return summary
+
+
+def _prescreen(recipe: Recipe, run_dir: Path, ctx: TrialContext, controller, log: RunLog) -> dict[str, Any] | None:
+    """Run the in-process prescreen once per run (`nas.prescreen`); a resumed run reuses its result."""
+    if recipe.search.prescreen is None:
+        return None
+    from nas.prescreen import load_prescreen, run_prescreen
+
+    done = load_prescreen(run_dir)
+    if done is not None:
+        return done
+    summary = run_prescreen(recipe, run_dir, ctx, controller)
+    rate = summary["candidates_per_second"] or 0
+    print(f"prescreen: {summary['candidates']} candidates estimated in {summary['seconds']:.1f} s "
+          f"({rate:,.0f}/s, {summary['rejected']} proposals rejected free); best {len(summary['top_k'])} go to "
+          "full evaluation")
+    log.save(controller.state_dict(), summary["top_k"])
     return summary
 
 

@@ -85,8 +85,23 @@ class Constraints(_Strict):
     latency: list[LatencyConstraint] = Field(default_factory=list)
 
 
+class PrescreenConfig(_Strict):
+    """In-process search on cheap estimates before any Tune trial (`nas.prescreen`).
+
+    The controller evaluates `candidates` architectures in this process with an accuracy `estimator` that needs
+    no training (an evaluator whose `trains` is False, e.g. ``tabular``) and the latency predictors; the best
+    `top_k` feasible ones then go through Ray Tune with the recipe's evaluator.
+    """
+
+    candidates: PositiveInt = Field(10_000, description="architectures estimated in-process")
+    top_k: PositiveInt | None = Field(None, description="best estimates sent to full evaluation (default: budget)")
+    estimator: EvaluatorConfig = Field(description="accuracy estimate that needs no training, e.g. tabular")
+
+
 class SearchConfig(_Strict):
     budget: PositiveInt = Field(description="architectures evaluated (trials); rejected candidates are free")
+    prescreen: PrescreenConfig | None = Field(None, description="estimate many candidates in-process first; only "
+                                              "the top_k go through Tune")
     concurrency: PositiveInt = 1
     seed: int = 0
     train_infeasible: bool = Field(False, description="also train candidates whose measured latency is too high")

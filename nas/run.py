@@ -76,10 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from nas.latency_sources import LatencySetupError
     from nas.pipeline import run_search
+    from nas.prescreen import PrescreenError
 
     try:
         summary = run_search(recipe, run_dir, resume=args.resume)
-    except LatencySetupError as err:
+    except (LatencySetupError, PrescreenError) as err:
         print(f"error: {args.recipe}: {err}", file=sys.stderr)
         return 2
     best = summary.get("best")

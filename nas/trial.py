@@ -54,6 +54,7 @@ class TrialContext:
         r = self.recipe
         self.evaluator = make_evaluator(r.evaluator.name, r.evaluator.options, seed=r.search.seed)
         self.space = get_space(r.space.name, r.space.options, num_classes=self.evaluator.num_classes())
+        self.evaluator.bind(self.space)
         self.latency = make_sources(r.constraints, self.space, self.run_dir, seed=r.search.seed,
                                     tables={c.profile: constraint_table(r, c) for c in r.constraints.latency})
 

@@ -41,6 +41,10 @@ class Evaluator:
     def estimate(self, arch: str) -> dict[str, float]:
         raise NotImplementedError(f"{type(self).__name__} needs a built model (trains is True)")
 
+    def bind(self, space: Any) -> Evaluator:
+        """Attach the search space (evaluators that read arch strings need it); returns self."""
+        return self
+
 
 class ProxyOptions(EvaluatorOptions):
     """Short proxy training."""

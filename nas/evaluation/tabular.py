@@ -127,6 +127,45 @@ class TabularEvaluator(Evaluator):
         return {"accuracy": lookup(self.values, where, arch)}
 
 
+class SurrogateOptions(TabularOptions):
+    """An accuracy predictor fitted to a metric table (e.g. an earlier run's results.csv)."""
+
+    n_estimators: PositiveInt = 300
+    num_leaves: PositiveInt = 15
+
+
+@register_evaluator("surrogate")
+class SurrogateEvaluator(TabularEvaluator):
+    """Accuracy predicted by a LightGBM regressor on the space's `encode` features, fitted to every row of a
+    metric table whose arch decodes in the recipe's space (OFA's accuracy predictor, on your own data): the
+    estimate for any architecture of the space, not only those in the table, without training a network."""
+
+    Options = SurrogateOptions
+    options: SurrogateOptions
+
+    def bind(self, space: Any) -> SurrogateEvaluator:
+        import lightgbm as lgb
+
+        archs, y = [], []
+        for string, acc in self.values.dropna().items():
+            try:
+                archs.append(space.decode(string))
+            except ValueError:
+                continue
+            y.append(acc)
+        if len(archs) < 10:
+            raise TableError(f"{self.options.path}: evaluator.options.path: {len(archs)} rows decode in space "
+                             f"{space.name!r}; the surrogate needs at least 10")
+        self.space = space
+        self.model = lgb.LGBMRegressor(n_estimators=self.options.n_estimators, num_leaves=self.options.num_leaves,
+                                       learning_rate=0.05, min_child_samples=5, n_jobs=1, verbose=-1,
+                                       random_state=self.seed).fit(space.encode(archs), np.asarray(y, float))
+        return self
+
+    def estimate(self, arch: str) -> dict[str, float]:
+        return {"accuracy": float(self.model.predict(self.space.encode([self.space.decode(arch)]))[0])}
+
+
 # ---- the synthetic NAS-Bench-201-structured table ----------------------------------------------------------
 def _parse_synthetic(spec: str) -> tuple[str, int]:
     name, _, seed = spec.removeprefix(SYNTHETIC_PREFIX).partition(":")
