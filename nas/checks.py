@@ -46,8 +46,14 @@ def check_recipe(source: str, recipe: Recipe) -> None:
     if cl.address is None and cl.num_cpus is not None and cl.cpus_per_trial > cl.num_cpus:
         raise RecipeError(f"{source}: cluster.cpus_per_trial: {cl.cpus_per_trial:g} exceeds cluster.num_cpus "
                           f"({cl.num_cpus}); no trial could ever start")
-    num_classes = make_evaluator(recipe.evaluator.name, eval_opts).num_classes()
+    from nas.evaluation.tabular import TableError
+
+    try:
+        num_classes = make_evaluator(recipe.evaluator.name, eval_opts).num_classes()
+    except TableError as err:
+        raise RecipeError(f"{source}: {err}") from None
     space = get_space(recipe.space.name, space_opts, num_classes=num_classes)
+    _check_controller(source, recipe, space)
     smallest = space.smallest()
     for i, lat in enumerate(recipe.constraints.latency):
         if lat.source == "table":
@@ -61,6 +67,19 @@ def check_recipe(source: str, recipe: Recipe) -> None:
         if limit is not None and value > limit:
             raise RecipeError(f"{source}: constraints.{field}: {limit:g} is below the smallest architecture of "
                               f"the space ({value:,} for {space.to_string(smallest)}); no candidate can be feasible")
+
+
+def _check_controller(source: str, recipe: Recipe, space) -> None:
+    """A controller that cannot start with this space and these objectives (e.g. the MnasNet reward without a
+    latency target) is a recipe error, before the run directory is written."""
+    from nas.controllers import make_controller
+    from nas.controllers.base import SearchObjectives
+
+    try:
+        make_controller(recipe.controller.name, space, recipe.controller.options, recipe.search.seed,
+                        SearchObjectives.from_constraints(recipe.constraints))
+    except (ValueError, NotImplementedError) as err:
+        raise RecipeError(f"{source}: controller.options: {err}") from None
 
 
 def _check_table_column(source: str, index: int, recipe: Recipe) -> None:

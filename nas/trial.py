@@ -64,7 +64,13 @@ class TrialContext:
         flops, params, violation = static_check(self.space, self.recipe.constraints, arch)
         extra: dict[str, Any] = {"flops": flops, "params": params}
         if violation is None:
-            lat = {name: src.latency(self.space, arch) for name, src in self.latency.items() if src.cheap}
+            lat = {}
+            for name, src in self.latency.items():
+                if src.cheap:
+                    try:
+                        lat[name] = src.latency(self.space, arch)
+                    except KeyError:   # not in a metric table: the trial records it as failed, the search goes on
+                        continue
             extra.update({latency_column(name): ms for name, ms in lat.items()})
             violation = latency_violation(self.recipe.constraints, lat)
         return violation, extra

@@ -158,3 +158,49 @@ def test_resume_refuses_a_changed_recipe_but_allows_a_bigger_budget(tmp_path, ca
 
     recipe, run_dir = prepare(parse_args([str(path), "--output", str(out), "--resume", "--set", "search.budget=9"]))
     assert recipe.search.budget == 9 and run_dir == out
+
+
+# ---- --set into lists ----------------------------------------------------------------------------------------------
+NB201 = REPO / "recipes" / "nb201_tabular.yaml"
+
+
+def test_set_indexes_a_list():
+    from nas.recipe import apply_overrides
+
+    data = {"constraints": {"latency": [{"profile": "a", "max_ms": 1}, {"profile": "b"}]}}
+    apply_overrides(data, ["constraints.latency.0.max_ms=5", "constraints.latency.1.max_ms=2.5"])
+    assert data["constraints"]["latency"] == [{"profile": "a", "max_ms": 5}, {"profile": "b", "max_ms": 2.5}]
+    apply_overrides(data, ["constraints.latency.1={profile: c}"])            # a whole element
+    assert data["constraints"]["latency"][1] == {"profile": "c"}
+    recipe = load_recipe(NB201, ["constraints.latency.0.max_ms=5", "constraints.latency.0.column=flops"])
+    assert recipe.constraints.latency[0].max_ms == 5 and recipe.constraints.latency[0].column == "flops"
+
+
+@pytest.mark.parametrize("key, words", [
+    ("constraints.latency.1.max_ms", ["constraints.latency is a list of 1", "0..0", "'1'"]),
+    ("constraints.latency.-1.max_ms", ["constraints.latency is a list of 1", "'-1'"]),
+    ("constraints.latency.first.max_ms", ["constraints.latency is a list of 1", "'first'"]),
+    ("search.budget.0", ["search.budget is not a mapping or a list"]),
+], ids=["out-of-range", "negative", "not-a-number", "into-a-scalar"])
+def test_set_with_a_bad_list_index_is_a_recipe_error(key, words):
+    from nas.recipe import apply_overrides
+
+    data = yaml.safe_load(NB201.read_text())
+    with pytest.raises(RecipeError) as err:
+        apply_overrides(data, [f"{key}=5"])
+    assert all(w in str(err.value) for w in words), err.value
+    assert f"--set '{key}=5'" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bad_list_index_from_the_command_line_is_one_line(tmp_path, capsys):
+    path = write(tmp_path, NB201.read_text())
+    err = run_bad(capsys, path, "--set", "constraints.latency.2.max_ms=5")
+    assert "constraints.latency is a list of 1" in err
+
+
+def test_mnasnet_reward_without_a_target_is_a_recipe_error(tmp_path, capsys):
+    path = write(tmp_path, NB201.read_text())
+    err = run_bad(capsys, path, "--set", "controller={name: rl, options: {reward: mnasnet}}",
+                  "--set", "constraints.latency.0.max_ms=null")
+    assert "controller.options" in err and "targets" in err
+    assert not (tmp_path / "out" / "state.json").exists()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -136,6 +136,14 @@ class Controller(ABC):
 
     def _observe(self, arch: Hashable, outcome: Outcome) -> None:
         """Learn from one outcome (random search learns nothing)."""
+
+    def _breed(self, select: Callable[[], Hashable], crossover_prob: float) -> Hashable:
+        """A child of the evolutionary controllers: a selected parent, crossed with a second one with probability
+        `crossover_prob`, then mutated once."""
+        parent = select()
+        if self.rng.random() < crossover_prob:
+            parent = self.space.crossover(parent, select(), self.rng)
+        return self.space.mutate(parent, self.rng)
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-able state; `load_state_dict` of it restores the controller exactly."""

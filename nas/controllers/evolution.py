@@ -45,10 +45,7 @@ class RegularizedEvolution(Controller):
     def _propose(self) -> Hashable:
         if self.n_asked <= self.options.population_size or not self.population:
             return self.space.sample(self.rng)
-        parent = self._tournament()
-        if self.rng.random() < self.options.crossover_prob:
-            parent = self.space.crossover(parent, self._tournament(), self.rng)
-        return self.space.mutate(parent, self.rng)
+        return self._breed(self._tournament, self.options.crossover_prob)
 
     def _tournament(self) -> Hashable:
         idx = self.rng.choice(len(self.population), size=min(self.options.sample_size, len(self.population)),

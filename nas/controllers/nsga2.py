@@ -90,10 +90,7 @@ class NSGA2(Controller):
     def _propose(self) -> Hashable:
         if len(self.parents) < 2:
             return self.space.sample(self.rng)
-        parent = self._tournament()
-        if self.rng.random() < self.options.crossover_prob:
-            parent = self.space.crossover(parent, self._tournament(), self.rng)
-        return self.space.mutate(parent, self.rng)
+        return self._breed(self._tournament, self.options.crossover_prob)
 
     def _tournament(self) -> Hashable:
         """The better of two random parents by (rank, -crowding)."""

@@ -101,8 +101,10 @@ class TabularOptions(EvaluatorOptions):
         if v.startswith(SYNTHETIC_PREFIX):
             _parse_synthetic(v)
             return v
-        # trials may run in another working directory: keep the path absolute
-        return str(Path(v).expanduser().resolve())
+        path = Path(v).expanduser().resolve()   # trials may run in another working directory: keep it absolute
+        if not path.is_file():
+            raise ValueError(f"metric table {v!r} not found")
+        return str(path)
 
 
 @register_evaluator("tabular")
