@@ -55,7 +55,8 @@ def run_prescreen(recipe: Recipe, run_dir: Path, ctx: Any, controller: Controlle
 
     def precheck(arch):
         violation, extra = ctx.precheck(arch)
-        checked[ctx.space.to_string(arch)] = extra
+        if violation is None:   # kept for the estimate that follows
+            checked[ctx.space.to_string(arch)] = extra
         return violation, extra
 
     def evaluate(string: str) -> dict[str, Any]:
