@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"in-process: {out['candidates']:,} candidates in {out['prescreen_seconds']:.1f} s "
               f"({out['candidates_per_second']:,.0f}/s; {out['rejected_free']:,} more proposals rejected free); "
               f"goal < 60 s: {out['seconds_vs_goal']:.2f}x of the limit")
-        print(f"Ray Tune, one trial per candidate (same estimator; start-up amortised): {per_trial * 1e3:.0f} ms per trial over "
+        print(f"Ray Tune, one trial per candidate (same estimator; start-up amortised): {per_trial * 1e3:.0f} ms "
+              "per trial over "
               f"{out['tune_trials']} trials -> {out['tune_for_all_candidates_estimated_seconds']:,.0f} s for "
               f"{out['candidates']:,}; in-process is {out['in_process_speedup_per_candidate']:,.0f}x faster per "
               "candidate")

@@ -87,11 +87,11 @@ def _check_table_column(source: str, index: int, recipe: Recipe) -> None:
     from nas.evaluation.tabular import TableError, constraint_table, metric_column, read_metric_table
 
     field = f"constraints.latency[{index}]"
-    path = constraint_table(recipe, recipe.constraints.latency[index])
-    if path is None:
-        raise RecipeError(f"{source}: {field}.table: source 'table' needs a metric table: set table, or use the "
-                          "tabular evaluator")
     try:
+        path = constraint_table(recipe, recipe.constraints.latency[index])
+        if path is None:
+            raise RecipeError(f"{source}: {field}.table: source 'table' needs a metric table: set table, or use "
+                              "the tabular evaluator")
         metric_column(read_metric_table(path), path, recipe.constraints.latency[index].column, f"{field}.column")
     except TableError as err:
         raise RecipeError(f"{source}: {err}") from None

@@ -84,9 +84,8 @@ def top_candidates(table: pd.DataFrame, k: int) -> list[str]:
     if ok.empty:
         return []
     ok["accuracy"] = pd.to_numeric(ok["accuracy"], errors="coerce")
-    ok = ok.dropna(subset=["accuracy"])
-    by = ["accuracy", "flops"] if "flops" in ok else ["accuracy"]
-    return ok.sort_values(by, ascending=[False, True][: len(by)], kind="stable")["arch"].head(k).tolist()
+    ok = ok.dropna(subset=["accuracy"])   # every row has FLOPs: the precheck computes them before the estimate
+    return ok.sort_values(["accuracy", "flops"], ascending=[False, True], kind="stable")["arch"].head(k).tolist()
 
 
 def load_prescreen(run_dir: Path) -> dict[str, Any] | None:

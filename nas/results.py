@@ -18,10 +18,10 @@ from typing import Any
 
 import pandas as pd
 
+from nas.controllers.proposer import MemoryLedger
 from nas.io import atomic_write, atomic_write_json
 from nas.objectives import latency_column
 
-EVALUATED = ("ok", "infeasible", "failed")
 BASE_COLUMNS = ["index", "arch", "status", "accuracy", "flops", "params"]
 TAIL_COLUMNS = ["feasible", "reason", "error", "eval_seconds", "train_seconds", "trial_id", "finished_at"]
 
@@ -34,8 +34,11 @@ def score_of(row: dict[str, Any]) -> float | None:
     return float(acc)
 
 
-class RunLog:
+class RunLog(MemoryLedger):
     """Rows of one run plus the controller state, persisted in `run_dir/state.json`.
+
+    The in-memory ledger (`get`, `reject`, `n_evaluated`) is `MemoryLedger`'s; this adds finish times, the
+    results columns, the listeners and the atomic saves.
 
     Args:
         run_dir: the run's output folder.
@@ -43,10 +46,9 @@ class RunLog:
     """
 
     def __init__(self, run_dir: Path, profiles: list[str]):
+        super().__init__()
         self.run_dir = Path(run_dir)
         self.profiles = list(profiles)
-        self.rows: list[dict[str, Any]] = []
-        self._by_arch: dict[str, dict[str, Any]] = {}
         self.controller_state: dict[str, Any] | None = None
         self.pending: list[str] = []
         self.listeners: list = []   # called with each completed trial's row (progress, tracking)
@@ -61,18 +63,7 @@ class RunLog:
 
     def add(self, row: dict[str, Any]) -> dict[str, Any]:
         """Append `row` (index and finish time are filled in) and return it."""
-        row = {"index": len(self.rows), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **row}
-        self.rows.append(row)
-        self._by_arch[row["arch"]] = row
-        return row
-
-    def get(self, arch: str) -> dict[str, Any] | None:
-        """The row of `arch` if it was already seen."""
-        return self._by_arch.get(arch)
-
-    def n_evaluated(self) -> int:
-        """Rows that cost a trial (everything but cheap rejections)."""
-        return sum(r["status"] in EVALUATED for r in self.rows)
+        return super().add({"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **row})
 
     def best_feasible(self) -> dict[str, Any] | None:
         """The feasible row with the highest accuracy (ties: lower FLOPs)."""
@@ -92,10 +83,7 @@ class RunLog:
                                             "controller": self.controller_state, "pending": self.pending})
         atomic_write(self.run_dir / "results.csv", lambda tmp: self.table().to_csv(tmp, index=False))
 
-    # ---- the search loops' ledger interface (nas.controllers.proposer.Ledger) ---------------------------------
-    def reject(self, arch: str, reason: str, **extra: Any) -> dict[str, Any]:
-        return self.add({"arch": arch, "status": "rejected", "feasible": False, "reason": reason, **extra})
-
+    # ---- the search loops' ledger interface (nas.controllers.proposer.Ledger; `reject` is MemoryLedger's) --------
     def complete(self, arch: str, trial_id: str, result: dict[str, Any] | None, error: bool) -> dict[str, Any]:
         if error or not result or "status" not in result:
             row = {"arch": arch, "status": "failed", "feasible": False,

@@ -38,6 +38,13 @@ class PositionalLayers:
     fixed: tuple[LayerCost, ...]
     table: tuple[tuple[LayerCost, ...], ...]
 
+    def totals(self, attr: str, choices: np.ndarray) -> np.ndarray:
+        """Per network (row of a choice matrix): the sum of a layer figure (``"macs"``, ``"params"``) over all
+        its layers, by indexing instead of a `layer_costs` walk per network."""
+        per_choice = np.array([[getattr(lc, attr) for lc in row] for row in self.table])
+        fixed = sum(getattr(lc, attr) for lc in self.fixed)
+        return fixed + per_choice[np.arange(len(self.table)), choices].sum(axis=1)
+
 
 class SearchSpace(ABC):
     """Interface of every search space.

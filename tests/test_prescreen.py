@@ -18,8 +18,8 @@ RECIPE = "recipes/nb201_prescreen.yaml"
 
 
 def test_prescreen_estimates_in_process_and_queues_the_best_feasible(tmp_path):
-    recipe = load_recipe(RECIPE, ["constraints.latency=[{profile: device, source: table, column: latency_ms, "
-                                  "max_ms: 0.9}]", "search.prescreen.candidates=300", "search.budget=5"])
+    table_limit = "constraints.latency=[{profile: device, source: table, column: latency_ms, max_ms: 0.9}]"
+    recipe = load_recipe(RECIPE, [table_limit, "search.prescreen.candidates=300", "search.budget=5"])
     ctx = TrialContext(recipe, tmp_path)
     controller = make_controller("evolution", ctx.space, seed=0,
                                  objectives=SearchObjectives.from_constraints(recipe.constraints))
@@ -28,7 +28,8 @@ def test_prescreen_estimates_in_process_and_queues_the_best_feasible(tmp_path):
     table = synthetic_nb201(0).set_index("arch")
     ok = rows[rows["status"] == "ok"]
     assert summary["candidates"] == len(ok) == 300 and summary["rejected"] == (rows["status"] == "rejected").sum()
-    assert (ok["latency_device"] <= 0.9).all() and (rows.loc[rows["status"] == "rejected", "latency_device"] > 0.9).all()
+    rejected = rows[rows["status"] == "rejected"]
+    assert (ok["latency_device"] <= 0.9).all() and (rejected["latency_device"] > 0.9).all()
     assert np.allclose(ok["accuracy"], table.loc[ok["arch"], "accuracy"])   # the estimator's figures, row by row
     best = ok.sort_values("accuracy", ascending=False)["arch"].head(5).tolist()
     assert summary["top_k"] == best and load_prescreen(tmp_path)["top_k"] == best

@@ -88,6 +88,11 @@ def test_missing_table_file_of_the_evaluator_alone(tmp_path, capsys):
     assert str(missing) in err and "not found" in err and "evaluator.options.path" in err
 
 
+def test_unknown_synthetic_table_of_a_constraint(tmp_path, capsys):
+    err = run_bad(capsys, tmp_path, "--set", "constraints.latency.0.table=synthetic:nb999")
+    assert "unknown synthetic table 'synthetic:nb999'" in err
+
+
 def test_missing_accuracy_column(tmp_path, capsys, table_file):
     err = run_bad(capsys, tmp_path, *overrides(table_file, accuracy="top5"))
     assert str(table_file) in err and "evaluator.options.accuracy" in err and "'top5'" in err

@@ -76,9 +76,11 @@ class MemoryLedger:
         self._by_arch: dict[str, dict[str, Any]] = {}
 
     def get(self, arch: str) -> dict[str, Any] | None:
+        """The row of `arch` if it was already seen."""
         return self._by_arch.get(arch)
 
     def add(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Append `row` (its index is filled in) and return it."""
         row = {"index": len(self.rows), **row}
         self.rows.append(row)
         self._by_arch[row["arch"]] = row
@@ -96,6 +98,7 @@ class MemoryLedger:
         pass
 
     def n_evaluated(self) -> int:
+        """Rows that cost an evaluation (everything but cheap rejections)."""
         return sum(r["status"] != "rejected" for r in self.rows)
 
 

@@ -11,8 +11,9 @@ at 10 % accuracy would otherwise drown the differences that matter at the top). 
 seeds, 100 queries) the raw-reward form with a moving baseline had 1.43 regret, this form 0.89 with the batch
 mean and 1.17 with a moving average at 0.5. Each decision is sampled from the policy mixed with a uniform share
 (`explore`): a policy that has converged would otherwise only re-propose candidates already evaluated, which are
-free, so the search would stall (it did on fbnet: 669 new candidates where 10,000 were asked for). Updating in batches is what lets several trials
-run at once: outcomes arrive in any order and the policy changes only between batches.
+free, so the search would stall (it did on fbnet: 669 new candidates where 10,000 were asked for). Updating in
+batches is what lets several trials run at once: outcomes arrive in any order and the policy changes only between
+batches.
 
 Rewards:
 - ``hard`` (default): the accuracy of a feasible candidate. Failed, rejected and over-limit candidates get the
@@ -60,7 +61,7 @@ _ADAM = (0.9, 0.999, 1e-8)
 
 @register_controller("rl")
 class Reinforce(Controller):
-    """REINFORCE with a moving-average baseline over a factorised categorical policy."""
+    """REINFORCE over a factorised categorical policy, on rank utilities with a baseline (see the module)."""
 
     Options = ReinforceOptions
     options: ReinforceOptions

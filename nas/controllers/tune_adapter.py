@@ -2,8 +2,9 @@
 
 It also applies the cheap checks before a trial is spent (`nas.controllers.proposer.Proposer`): a proposal that
 breaks a FLOPs, params or predicted-latency limit, or that was already evaluated, is answered at once (the
-controller is told, the ledger records it) and the next proposal is asked for, without a Tune trial. After every completed trial the ledger saves the rows, the controller state and
-the in-flight candidates in one atomic write, which is what `--resume` restores from.
+controller is told, the ledger records it) and the next proposal is asked for, without a Tune trial. After every
+completed trial the ledger saves the rows, the controller state and the in-flight candidates in one atomic write,
+which is what `--resume` restores from.
 """
 from __future__ import annotations
 

@@ -77,11 +77,20 @@ def lookup(values: pd.Series, where: str, arch: str) -> float:
         raise KeyError(f"{arch!r} has no row in {where}") from None
 
 
+def table_path(path: str) -> str:
+    """`path` as the table loaders take it: a synthetic spec (checked) as is, a file as an absolute path (trials
+    may run in another working directory)."""
+    if path.startswith(SYNTHETIC_PREFIX):
+        _parse_synthetic(path)
+        return path
+    return str(Path(path).expanduser().resolve())
+
+
 def constraint_table(recipe: Any, lat: Any) -> str | None:
     """The metric table a ``source: table`` latency constraint reads: its own `table`, else the tabular
     evaluator's `path`, else None."""
     if lat.table:
-        return lat.table if lat.table.startswith(SYNTHETIC_PREFIX) else str(Path(lat.table).expanduser().resolve())
+        return table_path(lat.table)
     if recipe.evaluator.name == "tabular":
         return TabularOptions(**recipe.evaluator.options).path
     return None
@@ -98,13 +107,10 @@ class TabularOptions(EvaluatorOptions):
     @field_validator("path")
     @classmethod
     def _readable(cls, v: str) -> str:
-        if v.startswith(SYNTHETIC_PREFIX):
-            _parse_synthetic(v)
-            return v
-        path = Path(v).expanduser().resolve()   # trials may run in another working directory: keep it absolute
-        if not path.is_file():
+        path = table_path(v)
+        if not path.startswith(SYNTHETIC_PREFIX) and not Path(path).is_file():
             raise ValueError(f"metric table {v!r} not found")
-        return str(path)
+        return path
 
 
 @register_evaluator("tabular")
@@ -172,7 +178,7 @@ class SurrogateEvaluator(TabularEvaluator):
 def _parse_synthetic(spec: str) -> tuple[str, int]:
     name, _, seed = spec.removeprefix(SYNTHETIC_PREFIX).partition(":")
     if name != "nb201" or (seed and not seed.isdigit()):
-        raise ValueError(f"unknown synthetic table {spec!r}; expected 'synthetic:nb201' or 'synthetic:nb201:SEED'")
+        raise TableError(f"unknown synthetic table {spec!r}; expected 'synthetic:nb201' or 'synthetic:nb201:SEED'")
     return name, int(seed or 0)
 
 
@@ -196,7 +202,7 @@ def synthetic_nb201(seed: int = 0) -> pd.DataFrame:
       latency trade against each other as on real hardware.
     """
     from search_spaces import get_space
-    from search_spaces.nb201 import EDGES, NUM_EDGES, NUM_OPS, OP_NAMES, arch_string
+    from search_spaces.nb201 import EDGES, NUM_CELLS, NUM_EDGES, NUM_OPS, OP_NAMES, arch_string
 
     rng = np.random.default_rng(seed)
     ops = np.array(list(itertools.product(range(NUM_OPS), repeat=NUM_EDGES)))
@@ -213,13 +219,9 @@ def synthetic_nb201(seed: int = 0) -> pd.DataFrame:
     acc = (94.4 - 12.0 * np.exp(-0.45 * capacity) - 1.5 * np.maximum(0.0, 2.0 - depth) + 0.6 * residual
            - 0.4 * pools + pair + rng.normal(0, 0.15, len(ops)))
     acc = np.where(connected, acc, 10.0 + rng.normal(0, 0.3, len(ops)))
-    space = get_space("nb201", num_classes=10)
-    pos = space.positional_layers()
-    macs = sum(lc.macs for lc in pos.fixed) + np.array(
-        [[lc.macs for lc in row] for row in pos.table])[np.arange(len(pos.table)), np.tile(ops, 15)].sum(1)
-    params = sum(lc.params for lc in pos.fixed) + np.array(
-        [[lc.params for lc in row] for row in pos.table])[np.arange(len(pos.table)), np.tile(ops, 15)].sum(1)
-    overhead = np.array([0.0, 0.002, 0.006, 0.006, 0.008])[ops].sum(1) * 15
+    pos, choices = get_space("nb201", num_classes=10).positional_layers(), np.tile(ops, NUM_CELLS)
+    macs, params = pos.totals("macs", choices), pos.totals("params", choices)
+    overhead = np.array([0.0, 0.002, 0.006, 0.006, 0.008])[ops].sum(1) * NUM_CELLS
     latency = (0.35 + macs / 25e6 * 0.1 + overhead) * rng.lognormal(0, 0.02, len(ops))
     return pd.DataFrame({"arch": [arch_string(o) for o in ops], "accuracy": np.round(acc, 3),
                          "latency_ms": np.round(latency, 5), "flops": macs, "params": params})
