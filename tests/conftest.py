@@ -17,3 +17,15 @@ os.environ.setdefault("WANDB_MODE", "offline")
 @pytest.fixture
 def assets() -> Path:
     return ASSETS
+
+
+def assert_batch_path_matches_per_arch(model, archs: list[str]) -> None:
+    """A fitted latency predictor's choice-matrix batch path gives what one lowering per arch gives (to 1e-12)."""
+    import numpy as np
+
+    fast = model.predict_parts(archs)
+    assert model._batch_[1] is not None                      # the space takes the choice-matrix path
+    model._batch_ = (model.lookup_, None)                    # force the per-arch path
+    slow = model.predict_parts(archs)
+    for a, b in zip(fast, slow):
+        np.testing.assert_allclose(a, b, rtol=1e-12)

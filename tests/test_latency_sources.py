@@ -2,11 +2,10 @@
 the exported network measured."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ASSETS
 from scipy.stats import spearmanr
 
 from hardware_profiles import get_profile
@@ -15,8 +14,6 @@ from nas.recipe import Constraints, LatencyConstraint, RecipeError, load_recipe
 from nas.trial import TrialContext
 from predictors.io import load
 from search_spaces import get_space
-
-ASSETS = Path(__file__).parent / "assets"
 
 
 def constraints(**lat) -> Constraints:

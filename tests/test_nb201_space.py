@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import assert_batch_path_matches_per_arch
 from torch.utils.flop_counter import FlopCounterMode
 
 from predictors.models import LGBMLatencyPredictor
@@ -184,9 +185,4 @@ def test_batch_path_matches_one_lowering_per_arch(space, correction):
     tr, te = data.iloc[:300], data.iloc[300:]
     model = LGBMLatencyPredictor("nb201", num_classes=10, correction=correction, n_estimators=30,
                                  block_estimators=30).fit(tr.arch.tolist(), tr.device_ms.to_numpy())
-    fast = model.predict_parts(te.arch.tolist())
-    assert model._batch_[1] is not None                      # nb201 takes the choice-matrix path
-    model._batch_ = (model.lookup_, None)                    # force the per-arch path
-    slow = model.predict_parts(te.arch.tolist())
-    for a, b in zip(fast, slow):
-        np.testing.assert_allclose(a, b, rtol=1e-12)
+    assert_batch_path_matches_per_arch(model, te.arch.tolist())

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_batch_path_matches_per_arch
 
 from hardware_profiles.importer import error_report
 from predictors.evaluate import main as evaluate_main
@@ -116,12 +117,7 @@ def test_batch_path_matches_one_lowering_per_arch(data, correction):
     tr, te = data.iloc[:600], data.iloc[600:]
     model = LGBMLatencyPredictor("fbnet", num_classes=100, correction=correction).fit(
         tr.arch.tolist(), tr.device_ms.to_numpy())
-    fast = model.predict_parts(te.arch.tolist())
-    assert model._batch_[1] is not None                      # fbnet takes the choice-matrix path
-    model._batch_ = (model.lookup_, None)                    # force the per-arch path
-    slow = model.predict_parts(te.arch.tolist())
-    for a, b in zip(fast, slow):
-        np.testing.assert_allclose(a, b, rtol=1e-12)
+    assert_batch_path_matches_per_arch(model, te.arch.tolist())
     assert model.predict([]).shape == (0,)
 
 
