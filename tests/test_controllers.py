@@ -405,10 +405,33 @@ def test_rl_learns_nothing_until_a_reward_exists_then_penalises_failures():
     for _ in range(4):
         c.tell(c.ask(), None)                      # no reward yet: nothing to compare with, no step, no NaN
     assert not c.logits.any() and c.steps == 0
-    good = sp.decode(sp.to_string(sp.sample(np.random.default_rng(1))))
+    rng = np.random.default_rng(1)
+    good, bad = (sp.decode(sp.to_string(sp.sample(rng))) for _ in range(2))
     c.tell(good, {"status": "ok", "accuracy": 0.9})
-    c.tell(good, {"status": "failed", "accuracy": 0.99})   # gets the penalty (lowest reward), not its 0.99
-    assert c.steps == 1 and np.isfinite(c.logits).all()
+    c.tell(bad, {"status": "failed", "accuracy": 0.99})   # gets the penalty (lowest reward), not its 0.99
+    assert c.steps == c.options.epochs and np.isfinite(c.logits).all()
+    assert not c.logits.any()   # the failure got the lowest reward (0.9, the good one's): no preference learned
+
+
+def test_rl_learns_from_each_candidate_once():
+    sp = make_space("nb201")
+    c = make_controller("rl", sp, {"batch_size": 2}, seed=0)
+    arch = c.ask()
+    for _ in range(5):
+        c.tell(arch, {"status": "ok", "accuracy": 0.5})   # repeats of a known candidate: free answers, no data
+    assert len(c.batch) == 1 and c.steps == 0
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "reinforce"])
+def test_rl_steps_per_update(algorithm):
+    sp = make_space("nb201")
+    c = make_controller("rl", sp, {"algorithm": algorithm, "batch_size": 2, "epochs": 3}, seed=0)
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        arch = sp.sample(rng)
+        c.tell(arch, {"status": "ok", "accuracy": decision_score(sp, arch) + 1e-3 * i})
+    assert c.steps == (9 if algorithm == "ppo" else 3)
+    assert len(c.buffer) == (6 if algorithm == "ppo" else 2)   # ppo keeps the last `memory` (4) batches
 
 
 def mnasnet(objectives=None, **options):
