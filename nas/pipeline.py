@@ -54,7 +54,9 @@ def _open_log(recipe: Recipe, run_dir: Path, resume: bool) -> RunLog:
     atomic_write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     if resume:
         return RunLog.load(run_dir)
-    log = RunLog(run_dir, recipe.profiles)
+    from nas.evaluation.evaluators import EVALUATORS
+
+    log = RunLog(run_dir, recipe.profiles, EVALUATORS.get(recipe.evaluator.name).metrics)
     log.save()
     return log
 
@@ -174,10 +176,15 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: TrialContext, best: dict[str
         ctx.evaluator.evaluate(model, ctx.space.input_shape(arch)[-1])
     model.eval()
     shape = ctx.space.input_shape(arch)
-    figures: dict[str, object] = {"accuracy": best["accuracy"], "FLOPs (MACs)": best["flops"],
-                                  "params": best["params"]}
+    figures: dict[str, object] = {"accuracy": best["accuracy"]}
+    figures.update({m: best[m] for m in ctx.evaluator.metrics if best.get(m) is not None})
+    figures.update({"FLOPs (MACs)": best["flops"], "params": best["params"]})
     extra = {"search space": recipe.space.name, "controller": recipe.controller.name,
              "evaluator": f"{recipe.evaluator.name} {recipe.evaluator.options}", "run": recipe.name}
+    if hasattr(model, "anchors"):
+        extra["outputs"] = ("class logits (N, A, classes + 1; index 0 background) and SSD box deltas (N, A, 4) "
+                            "for the A anchors in anchors.json; decoding and NMS are not in the graph: "
+                            "nas.detection.postprocess(logits, deltas, anchors) does them")
     if not ctx.evaluator.trains:
         extra["weights"] = "untrained (initial weights): the accuracy was read from a metric table; train it first"
     latency = exported_latency(ctx, arch, best)
@@ -195,6 +202,11 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: TrialContext, best: dict[str
                   f"{recipe.space.options!r}, num_classes={ctx.space.num_classes})")
     files = export_network(model, shape, run_dir / "best", arch=best["arch"], figures=figures,
                            title=f"{recipe.name}: best feasible network", extra=extra, space_code=space_code)
+    anchors = getattr(model, "anchors", None)
+    if anchors is not None:   # a detector: the graph ends at raw predictions, decoded with these anchors
+        files["anchors"] = atomic_write_json(run_dir / "best" / "anchors.json", {
+            "format": "cx, cy, w, h normalised to the image; SSD variances 0.1, 0.2", "variances": [0.1, 0.2],
+            "anchors": [[round(v, 6) for v in a] for a in anchors.tolist()]})
     diff = onnx_parity(model, files["onnx"], shape)
     return {"files": {k: str(v) for k, v in files.items()}, "onnx_max_abs_diff": diff, "latency": latency}
 

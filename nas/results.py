@@ -43,12 +43,14 @@ class RunLog(MemoryLedger):
     Args:
         run_dir: the run's output folder.
         profiles: hardware profile names, one latency column each.
+        metrics: the evaluator's figures beside accuracy (`Evaluator.metrics`, e.g. mAP), one column each.
     """
 
-    def __init__(self, run_dir: Path, profiles: list[str]):
+    def __init__(self, run_dir: Path, profiles: list[str], metrics: tuple[str, ...] = ()):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.profiles = list(profiles)
+        self.metrics = list(metrics)
         self.controller_state: dict[str, Any] | None = None
         self.pending: list[str] = []
         self.listeners: list = []   # called with each completed trial's row (progress, tracking)
@@ -59,7 +61,7 @@ class RunLog(MemoryLedger):
 
     @property
     def columns(self) -> list[str]:
-        return BASE_COLUMNS + [latency_column(p) for p in self.profiles] + TAIL_COLUMNS
+        return BASE_COLUMNS + self.metrics + [latency_column(p) for p in self.profiles] + TAIL_COLUMNS
 
     def add(self, row: dict[str, Any]) -> dict[str, Any]:
         """Append `row` (index and finish time are filled in) and return it."""
@@ -79,8 +81,9 @@ class RunLog(MemoryLedger):
             self.controller_state = controller_state
         if pending is not None:
             self.pending = list(pending)
-        atomic_write_json(self.state_path, {"version": 1, "profiles": self.profiles, "rows": self.rows,
-                                            "controller": self.controller_state, "pending": self.pending})
+        atomic_write_json(self.state_path, {"version": 1, "profiles": self.profiles, "metrics": self.metrics,
+                                            "rows": self.rows, "controller": self.controller_state,
+                                            "pending": self.pending})
         atomic_write(self.run_dir / "results.csv", lambda tmp: self.table().to_csv(tmp, index=False))
 
     # ---- the search loops' ledger interface (nas.controllers.proposer.Ledger; `reject` is MemoryLedger's) --------
@@ -103,7 +106,7 @@ class RunLog(MemoryLedger):
     def load(cls, run_dir: Path) -> RunLog:
         """The log saved in `run_dir` (`FileNotFoundError` if none)."""
         data = json.loads((Path(run_dir) / "state.json").read_text())
-        log = cls(run_dir, data["profiles"])
+        log = cls(run_dir, data["profiles"], tuple(data.get("metrics", ())))
         for row in data["rows"]:
             log.rows.append(row)
             log._by_arch[row["arch"]] = row

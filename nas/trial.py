@@ -103,6 +103,7 @@ def evaluate_candidate(ctx: TrialContext, arch_string: str) -> dict[str, Any]:
             if not math.isfinite(metrics["accuracy"]):
                 raise FloatingPointError(f"non-finite accuracy {metrics['accuracy']}")
             row.update(accuracy=float(metrics["accuracy"]), train_seconds=metrics.get("train_seconds"))
+            row.update({k: float(metrics[k]) for k in ctx.evaluator.metrics if k in metrics})
             if ctx.evaluator.trains:
                 save_weights(model, weights_path(ctx.run_dir, arch_string), {"arch": arch_string})
         row["status"] = "ok" if violation is None else "infeasible"

@@ -15,8 +15,9 @@ import numpy as np
 
 from search_spaces.blocks import CostKey, parse_cost_key
 
-OPS = ("stem", "ds", "ir", "cn", "head", "classifier", "fbnet", "skip", "reluconv", "avgpool", "zero", "resblock")
-FAMILIES = ("mobilenetv3", "efficientnet", "fbnet", "nb201")
+OPS = ("stem", "ds", "ir", "cn", "head", "classifier", "fbnet", "skip", "reluconv", "avgpool", "zero", "resblock",
+       "shuffle", "maxpool", "add", "lateral", "extra", "fuseadd", "fusecat", "predict")
+FAMILIES = ("mobilenetv3", "efficientnet", "fbnet", "nb201", "muffnet", "lrssd")
 ACTS = ("relu", "relu6", "hard_swish", "swish", "none")
 NUMERIC = ("kernel", "stride", "expansion", "groups", "se", "skip", "cin", "hw_in", "cout", "hw_out",
            "log_in_elems", "log_out_elems", "log_mid_elems", "log_macs_est")
@@ -36,9 +37,18 @@ def _macs_estimate(k: CostKey) -> float:
         return cin * k.kernel ** 2 * hw_out ** 2 + cin * cout * hw_out ** 2
     if k.op == "head" and k.family == "mobilenetv3":
         return cin * cout
-    if k.op == "zero" or (k.op == "skip" and cin == cout and k.stride == 1):
+    if k.op == "shuffle":   # ShuffleNetV2 unit: grouped 1x1 convs and depthwise convs on half the channels
+        half = cout / 2
+        if k.stride == 1:
+            return 2 * half * half / k.groups * hw_in ** 2 + half * k.kernel ** 2 * hw_out ** 2
+        g_in = math.gcd(k.groups, cin)   # down-sampling unit: two branches read all `cin` channels
+        return (cin * k.kernel ** 2 * hw_out ** 2 + cin * half / g_in * (hw_in ** 2 + hw_out ** 2)
+                + half * k.kernel ** 2 * hw_out ** 2 + half * half / k.groups * hw_out ** 2)
+    if k.op in ("extra", "predict"):   # LRSSD depthwise-separable layers: depthwise kxk, then pointwise
+        return cin * k.kernel ** 2 * hw_out ** 2 + cin * cout * hw_out ** 2
+    if k.op in ("zero", "add", "fuseadd") or (k.op == "skip" and cin == cout and k.stride == 1):
         return 0.0
-    if k.op == "avgpool":   # additions over the window, no multiplies
+    if k.op in ("avgpool", "maxpool"):   # additions or comparisons over the window, no multiplies
         return cin * k.kernel ** 2 * hw_out ** 2
     if k.op == "head" and k.family == "nb201":   # BN, ReLU and global pool; no convolution
         return cin * hw_in ** 2

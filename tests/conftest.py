@@ -5,6 +5,8 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 ASSETS = Path(__file__).parent / "assets"
 REPO = Path(__file__).parent.parent
@@ -29,3 +31,13 @@ def assert_batch_path_matches_per_arch(model, archs: list[str]) -> None:
     slow = model.predict_parts(archs)
     for a, b in zip(fast, slow):
         np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def counted_on_meta(build, shape: tuple[int, ...]) -> tuple[int, int]:
+    """(MACs by torch's flop counter, parameters) of the module `build()` makes, built and run on the meta device
+    (the counter needs shapes only)."""
+    with torch.device("meta"):
+        module = build().eval()
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            module(torch.randn(shape))
+    return fc.get_total_flops() // 2, sum(p.numel() for p in module.parameters())

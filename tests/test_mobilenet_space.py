@@ -29,7 +29,10 @@ def test_every_registered_space_round_trips_and_builds(name):
     arch = space.sample(rng)
     assert space.decode(space.to_string(arch)) == arch
     out = space.build(arch).eval()(torch.randn(space.input_shape(arch)))
-    assert out.shape == (1, 10)
+    if isinstance(out, tuple):   # a detector: class logits (1, A, classes + 1) and box deltas (1, A, 4)
+        assert out[0].shape[::2] == (1, 11) and out[1].shape[::2] == (1, 4) and out[0].shape[1] == out[1].shape[1]
+    else:
+        assert out.shape == (1, 10)
 
 
 def test_flops_and_params_match_built_models_on_random_samples():

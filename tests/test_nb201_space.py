@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import assert_batch_path_matches_per_arch
-from torch.utils.flop_counter import FlopCounterMode
+from conftest import assert_batch_path_matches_per_arch, counted_on_meta as counted
 
 from predictors.models import LGBMLatencyPredictor
 from search_spaces import SPACES, get_space
@@ -25,14 +24,6 @@ def space():
     return get_space("nb201", num_classes=10)
 
 
-def counted(build, shape: tuple[int, ...]) -> tuple[int, int]:
-    """(MACs by torch's flop counter, parameters) of the module `build()` makes, built and run on the meta device
-    (the counter needs shapes only)."""
-    with torch.device("meta"):
-        module = build().eval()
-        with FlopCounterMode(display=False) as fc, torch.no_grad():
-            module(torch.randn(shape))
-    return fc.get_total_flops() // 2, sum(p.numel() for p in module.parameters())
 
 
 def test_registered_with_the_benchmark_op_order():

@@ -61,7 +61,7 @@ BAD = [
     (tiny(colour="red"), [], "colour", "Extra inputs are not permitted"),
     (tiny(search__budget="many"), [], "search.budget", "integer"),
     (tiny(search__budget=0), [], "search.budget", "greater than 0"),
-    (tiny(space__name="mobilnet"), [], "space.name", "unknown search space 'mobilnet'; expected one of: fbnet, mobilenet"),
+    (tiny(space__name="mobilnet"), [], "space.name", "unknown search space 'mobilnet'; expected one of: fbnet, lrssd, mobilenet"),
     (tiny(controller__name="bayes"), [], "controller.name", "expected one of: evolution, nsga2, random, rl"),
     (tiny(constraints__latency=[{"profile": "pixel9", "max_ms": 3}]), [], "constraints.latency[0].profile",
      "unknown hardware profile 'pixel9'; expected one of: arm-pixel3, "),

@@ -28,6 +28,7 @@ class Evaluator:
 
     Options: ClassVar[type[EvaluatorOptions]] = EvaluatorOptions
     trains: ClassVar[bool] = True
+    metrics: ClassVar[tuple[str, ...]] = ()   # figures reported beside accuracy, each a results column
 
     def __init__(self, options: EvaluatorOptions, seed: int = 0):
         self.options, self.seed = options, seed
@@ -124,3 +125,4 @@ def make_evaluator(name: str, options: dict[str, Any] | EvaluatorOptions | None,
 
 
 from nas.evaluation import tabular  # noqa: E402,F401  (registers "tabular"; it subclasses Evaluator)
+from nas.evaluation import detection  # noqa: E402,F401  (registers "detection")

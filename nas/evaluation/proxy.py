@@ -85,7 +85,7 @@ def iterate_batches(
     yield from loader
 
 
-def _lr_at(step: int, total: int, base_lr: float) -> float:
+def lr_at(step: int, total: int, base_lr: float) -> float:
     """Learning rate for `step` (0-based) of `total`: linear warmup then cosine decay to zero."""
     warmup = max(1, int(total * WARMUP_FRACTION))
     if step < warmup:
@@ -104,7 +104,7 @@ def _train_steps(
     while len(losses) < total:
         for images, labels in iterate_batches(train, batch_size, shuffle=True, generator=generator):
             for group in optimizer.param_groups:
-                group["lr"] = _lr_at(len(losses), total, lr)
+                group["lr"] = lr_at(len(losses), total, lr)
             loss = F.cross_entropy(model(images), labels, label_smoothing=label_smoothing)
             value = loss.item()
             if not math.isfinite(value):

@@ -1,0 +1,142 @@
+"""Detection benchmark: the searched detector against a fixed SSDLite-style baseline, same training budget.
+
+    python bench/detection.py [--run DIR | --arch STRING] [--epochs 10] [--resolution 128] [--threads 2] [--json]
+
+The searched detector is the best of an `lrssd` run (``--run``, default the output folder of
+``recipes/lrssd_detection.yaml``; its recipe gives the space options) or an arch string (``--arch``, with the
+recipe's space options). The baseline is SSDLite-style: a MobileNetV2 (width 1.0) backbone built by timm (random
+init, as every network here: nothing is downloaded) with the standard SSDLite head, i.e. 6 levels (3 extra
+layers), no fusion, one depthwise-separable prediction layer per level, 6 anchors per location, expressed as the
+head ``l6_none_sep_k3_w128_a6``. Both are trained from the same seed with the same epochs, batch size and
+learning rate on the embedded synthetic dataset and evaluated on its validation split (COCO mAP@0.5 and
+mAP@[.5:.95], pycocotools), and both are timed on this CPU as ONNX graphs in onnxruntime (batch 1, median).
+Ratios are searched / baseline.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nas.evaluation.evaluators import make_evaluator  # noqa: E402
+from nas.evaluation.latency import measure_module_latency  # noqa: E402
+from search_spaces import get_space  # noqa: E402
+from search_spaces.heads.detector import Detector  # noqa: E402
+from search_spaces.heads.lrssd import HeadArch, LRSSDHead, level_sizes  # noqa: E402
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "lrssd_detection.yaml"
+BASELINE_HEAD = HeadArch(6, "none", False, 3, 128, 6)
+
+
+class TimmFeatures(torch.nn.Module):
+    """A timm ``features_only`` model returning its last three maps (strides 8, 16, 32) as a list."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        import timm
+
+        self.net = timm.create_model(name, pretrained=False, features_only=True, out_indices=(2, 3, 4))
+        self.channels = list(self.net.feature_info.channels())
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.net(x))
+
+
+def baseline(num_classes: int, resolution: int, min_scale: float, max_scale: float) -> Detector:
+    """MobileNetV2 + SSDLite head (see the module)."""
+    from nas.detection.boxes import make_anchors
+
+    backbone = TimmFeatures("mobilenetv2_100")
+    head = LRSSDHead(BASELINE_HEAD, backbone.channels, num_classes)
+    sizes = level_sizes(resolution, BASELINE_HEAD.levels)
+    return Detector(backbone, head, make_anchors([(s, s) for s in sizes], BASELINE_HEAD.anchors, min_scale, max_scale))
+
+
+def searched(args: argparse.Namespace, num_classes: int):
+    """(space, arch string) of the searched detector."""
+    from nas.recipe import load_recipe
+
+    run = Path(args.run) if args.run else None
+    recipe_path = run / "recipe.yaml" if run is not None and (run / "recipe.yaml").is_file() else RECIPE
+    recipe = load_recipe(recipe_path)
+    if args.arch:
+        arch = args.arch
+    else:
+        run = run or recipe.output_dir()
+        best = run / "best" / "arch.txt"
+        if not best.is_file():
+            sys.exit(f"{best}: no searched detector; run `python -m nas.run {RECIPE.relative_to(Path.cwd())}` "
+                     "first, or pass --run DIR / --arch STRING")
+        arch = best.read_text().strip()
+    options = dict(recipe.space.options)
+    options["resolution"] = args.resolution
+    return get_space(recipe.space.name, options, num_classes=num_classes), arch
+
+
+def train_and_measure(name: str, model: Detector, evaluator, resolution: int, threads: int) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    shape = (1, 3, resolution, resolution)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(torch.zeros(shape))
+    t0 = time.perf_counter()
+    scores = evaluator.evaluate(model, resolution)
+    train_s = time.perf_counter() - t0
+    lat = measure_module_latency(model.eval(), shape, threads=threads, repeats=50, min_seconds=1.0)
+    out = {"model": name, "map50": scores["map50"], "map": scores["map"], "latency_ms": lat.median_ms,
+           "flops": counter.get_total_flops() // 2, "params": sum(p.numel() for p in model.parameters()),
+           "train_seconds": train_s}
+    print(f"  {name}: mAP@0.5 {out['map50']:.3f}, latency {out['latency_ms']:.2f} ms ({train_s:.0f} s)", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", help="run folder of an lrssd search (default: the lrssd_detection recipe's)")
+    ap.add_argument("--arch", help="detector arch string instead of a run's best")
+    ap.add_argument("--epochs", type=float, default=10.0)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--resolution", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2, help="torch training threads and onnxruntime threads")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    evaluator = make_evaluator("detection", {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                                             "threads": args.threads}, seed=args.seed)
+    num_classes = evaluator.num_classes()
+    space, arch = searched(args, num_classes)
+    print(f"searched: {arch}\nbaseline: MobileNetV2 + SSDLite head ({BASELINE_HEAD})\n"
+          f"training each for {args.epochs:g} epochs on the synthetic dataset at {args.resolution}px", flush=True)
+    torch.manual_seed(args.seed)
+    rows = [train_and_measure("searched", space.build(space.decode(arch)), evaluator, args.resolution, args.threads)]
+    torch.manual_seed(args.seed)
+    rows.append(train_and_measure("ssdlite-mbv2", baseline(num_classes, args.resolution,
+                                                           space.options.anchor_min_scale,
+                                                           space.options.anchor_max_scale),
+                                  evaluator, args.resolution, args.threads))
+    s, b = rows
+    ratio = {k: (s[k] / b[k] if b[k] else None) for k in ("map50", "map", "latency_ms", "flops", "params")}
+    out = {"arch": arch, "epochs": args.epochs, "resolution": args.resolution, "rows": rows, "ratio": ratio}
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"\n{'model':<14}{'mAP@0.5':>9}{'mAP':>8}{'latency ms':>12}{'MFLOPs':>9}{'params M':>10}")
+        for r in rows:
+            print(f"{r['model']:<14}{r['map50']:>9.3f}{r['map']:>8.3f}{r['latency_ms']:>12.2f}"
+                  f"{r['flops'] / 1e6:>9.1f}{r['params'] / 1e6:>10.2f}")
+        cells = "".join(f"{(ratio[k] if ratio[k] is not None else float('nan')):>{w}.2f}"
+                        for k, w in (("map50", 9), ("map", 8), ("latency_ms", 12), ("flops", 9), ("params", 10)))
+        print(f"{'ratio':<14}{cells}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The ``detection`` evaluator: a short, seeded detector training run scored by COCO mAP.
+
+It trains the built detector (`search_spaces.heads.detector.Detector`; any module with the
+`nas.detection` contract and its SSD anchors in ``model.anchors``) on a COCO-format dataset and reports mAP@0.5
+and COCO mAP@[.5:.95] on the validation split; ``accuracy``, the figure the controllers maximise, is the one
+`metric` names. By default the data is the embedded synthetic dataset (`nas.detection.synthetic`, generated once
+on disk, offline); ``dataset: coco`` reads real data: an image folder and an ``instances_*.json`` file per split,
+given one by one or as a `path` holding ``train/``, ``val/`` and ``annotations/instances_{train,val}.json``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
+
+from nas.evaluation.evaluators import Evaluator, EvaluatorOptions, register_evaluator
+
+SPLITS = ("train_images", "train_annotations", "val_images", "val_annotations")
+LAYOUT = {"train_images": "train", "val_images": "val", "train_annotations": "annotations/instances_train.json",
+          "val_annotations": "annotations/instances_val.json"}
+
+
+class DetectionOptions(EvaluatorOptions):
+    """Detector training and evaluation."""
+
+    dataset: Literal["synthetic", "coco"] = "synthetic"
+    path: str | None = Field(None, description="coco: root with train/, val/ and annotations/instances_*.json")
+    train_images: str | None = None
+    train_annotations: str | None = None
+    val_images: str | None = None
+    val_annotations: str | None = None
+    synthetic_train: PositiveInt = Field(600, description="synthetic: training images")
+    synthetic_val: PositiveInt = Field(150, description="synthetic: validation images")
+    synthetic_size: PositiveInt = Field(128, description="synthetic: image side in pixels")
+    data_dir: str | None = Field(None, description="synthetic: cache folder (default $HWNAS_DATA or ~/.cache/hwnas)")
+    epochs: PositiveFloat = 10.0
+    batch_size: PositiveInt = 32
+    lr: PositiveFloat = 3e-3
+    weight_decay: float = Field(1e-4, ge=0)
+    loss: Literal["ssd", "focal"] = "ssd"
+    metric: Literal["map50", "map"] = Field("map50", description="the figure reported as accuracy")
+    limit: PositiveInt | None = Field(None, description="train on at most this many images (quick runs)")
+    threads: PositiveInt = Field(1, description="torch intra-op threads per trial")
+
+    @field_validator("path", "data_dir", *SPLITS)
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        # trials may run in another working directory (Ray Tune's trial folders, other cluster nodes)
+        return None if v is None else str(Path(v).expanduser().resolve())
+
+    @model_validator(mode="after")
+    def _coco_files(self) -> DetectionOptions:
+        if self.dataset != "coco":
+            return self
+        for split in SPLITS:
+            if getattr(self, split) is None:
+                if self.path is None:
+                    raise ValueError(f"dataset 'coco' needs evaluator.options.path or evaluator.options.{split}")
+                object.__setattr__(self, split, str(Path(self.path) / LAYOUT[split]))
+            must = Path(getattr(self, split))
+            if not (must.is_dir() if split.endswith("images") else must.is_file()):
+                raise ValueError(f"{split} {str(must)!r} does not exist")
+        return self
+
+
+@register_evaluator("detection")
+class DetectionEvaluator(Evaluator):
+    """mAP after a short, seeded detector training run (see the module)."""
+
+    Options = DetectionOptions
+    options: DetectionOptions
+    metrics: ClassVar[tuple[str, ...]] = ("map50", "map")
+    _cache: ClassVar[dict[tuple, Any]] = {}   # datasets per (options, resolution), reused across trials
+
+    def files(self) -> dict[str, Path]:
+        """Image folders and annotation files of both splits (the synthetic set is generated on first use)."""
+        o = self.options
+        if o.dataset == "coco":
+            return {s: Path(getattr(o, s)) for s in SPLITS}
+        from nas.detection.synthetic import default_dataset
+
+        data = default_dataset(o.data_dir, n_train=o.synthetic_train, n_val=o.synthetic_val,
+                               image_size=o.synthetic_size, seed=self.seed)
+        return {s: getattr(data, s) for s in SPLITS}
+
+    def num_classes(self) -> int:
+        from nas.detection.data import read_annotations
+
+        return len(read_annotations(self.files()["train_annotations"])["categories"])
+
+    def _data(self, resolution: int):
+        from torch.utils.data import Subset
+
+        from nas.detection.data import CocoDetection
+
+        key = (self.options.model_dump_json(), resolution, self.seed)
+        if key not in self._cache:
+            self._cache.clear()   # one dataset in memory per worker
+            f = self.files()
+            train = CocoDetection(f["train_images"], f["train_annotations"], resolution, train=True)
+            if self.options.limit is not None and self.options.limit < len(train):
+                train = Subset(train, range(self.options.limit))
+            self._cache[key] = (train, CocoDetection(f["val_images"], f["val_annotations"], resolution))
+        return self._cache[key]
+
+    def evaluate(self, model: Any, resolution: int) -> dict[str, float]:
+        import time
+
+        from nas.detection.train import evaluate_detector, train_detector
+
+        o = self.options
+        anchors = getattr(model, "anchors", None)
+        if anchors is None:
+            raise TypeError("the detection evaluator needs a detector with its SSD anchors in model.anchors "
+                            "(search space lrssd)")
+        train, val = self._data(resolution)
+        start = time.perf_counter()
+        train_detector(model, anchors, train, epochs=o.epochs, batch_size=o.batch_size, lr=o.lr,
+                       weight_decay=o.weight_decay, loss=o.loss, seed=self.seed, threads=o.threads, progress=False)
+        scores = evaluate_detector(model, anchors, val, batch_size=o.batch_size)
+        return {"accuracy": scores[o.metric], "map50": scores["map50"], "map": scores["map"],
+                "train_seconds": time.perf_counter() - start}

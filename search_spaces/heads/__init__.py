@@ -1,0 +1,1 @@
+"""LRSSD detection heads and the joint backbone + head space (``lrssd``)."""
