@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--arch", help="detector arch string instead of a run's best")
     ap.add_argument("--epochs", type=float, default=10.0)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--lr", type=float, default=0.02)
     ap.add_argument("--resolution", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2, help="torch training threads and onnxruntime threads")
     ap.add_argument("--seed", type=int, default=0)
