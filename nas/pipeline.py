@@ -181,7 +181,8 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: TrialContext, best: dict[str
     figures.update({"FLOPs (MACs)": best["flops"], "params": best["params"]})
     extra = {"search space": recipe.space.name, "controller": recipe.controller.name,
              "evaluator": f"{recipe.evaluator.name} {recipe.evaluator.options}", "run": recipe.name}
-    if hasattr(model, "anchors"):
+    anchors = getattr(model, "anchors", None)   # a detector: the graph ends at raw predictions for these anchors
+    if anchors is not None:
         extra["outputs"] = ("class logits (N, A, classes + 1; index 0 background) and SSD box deltas (N, A, 4) "
                             "for the A anchors in anchors.json; decoding and NMS are not in the graph: "
                             "nas.detection.postprocess(logits, deltas, anchors) does them")
@@ -202,11 +203,12 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: TrialContext, best: dict[str
                   f"{recipe.space.options!r}, num_classes={ctx.space.num_classes})")
     files = export_network(model, shape, run_dir / "best", arch=best["arch"], figures=figures,
                            title=f"{recipe.name}: best feasible network", extra=extra, space_code=space_code)
-    anchors = getattr(model, "anchors", None)
-    if anchors is not None:   # a detector: the graph ends at raw predictions, decoded with these anchors
+    if anchors is not None:
+        from nas.detection.boxes import VARIANCES
+
         files["anchors"] = atomic_write_json(run_dir / "best" / "anchors.json", {
-            "format": "cx, cy, w, h normalised to the image; SSD variances 0.1, 0.2", "variances": [0.1, 0.2],
-            "anchors": [[round(v, 6) for v in a] for a in anchors.tolist()]})
+            "format": "cx, cy, w, h normalised to the image; box deltas scaled by the SSD variances",
+            "variances": list(VARIANCES), "anchors": [[round(v, 6) for v in a] for a in anchors.tolist()]})
     diff = onnx_parity(model, files["onnx"], shape)
     return {"files": {k: str(v) for k, v in files.items()}, "onnx_max_abs_diff": diff, "latency": latency}
 

@@ -33,7 +33,7 @@ def _macs_estimate(k: CostKey) -> float:
         mid = cin * k.expansion
         return (cin * mid / k.groups * hw_in ** 2 + mid * k.kernel ** 2 * hw_out ** 2
                 + mid * cout / k.groups * hw_out ** 2)
-    if k.op == "ds":
+    if k.op in ("ds", "extra", "predict"):   # depthwise kxk, then pointwise (LRSSD's extra and predict layers too)
         return cin * k.kernel ** 2 * hw_out ** 2 + cin * cout * hw_out ** 2
     if k.op == "head" and k.family == "mobilenetv3":
         return cin * cout
@@ -44,8 +44,6 @@ def _macs_estimate(k: CostKey) -> float:
         g_in = math.gcd(k.groups, cin)   # down-sampling unit: two branches read all `cin` channels
         return (cin * k.kernel ** 2 * hw_out ** 2 + cin * half / g_in * (hw_in ** 2 + hw_out ** 2)
                 + half * k.kernel ** 2 * hw_out ** 2 + half * half / k.groups * hw_out ** 2)
-    if k.op in ("extra", "predict"):   # LRSSD depthwise-separable layers: depthwise kxk, then pointwise
-        return cin * k.kernel ** 2 * hw_out ** 2 + cin * cout * hw_out ** 2
     if k.op in ("zero", "add", "fuseadd") or (k.op == "skip" and cin == cout and k.stride == 1):
         return 0.0
     if k.op in ("avgpool", "maxpool"):   # additions or comparisons over the window, no multiplies

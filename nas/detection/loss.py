@@ -47,6 +47,16 @@ def _box_loss(box_deltas: torch.Tensor, target_deltas: torch.Tensor, positive: t
     return F.smooth_l1_loss(box_deltas[positive], target_deltas[positive], reduction="sum", beta=1.0)
 
 
+def _per_positive(cls_sum: torch.Tensor, box_deltas: torch.Tensor, target_deltas: torch.Tensor,
+                  positive: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``{"loss", "cls", "box", "num_pos"}``: the summed classification term and the box term, each divided by
+    the number of positive anchors (at least 1)."""
+    num_pos = positive.sum()
+    denom = num_pos.clamp(min=1).to(cls_sum.dtype)
+    cls, box = cls_sum / denom, _box_loss(box_deltas, target_deltas, positive) / denom
+    return {"loss": cls + box, "cls": cls, "box": box, "num_pos": num_pos}
+
+
 def hard_negative_mask(ce: torch.Tensor, positive: torch.Tensor, neg_pos_ratio: float = 3.0) -> torch.Tensor:
     """The negatives SSD keeps: per image, the ``neg_pos_ratio * num_positives`` highest-loss background anchors.
 
@@ -94,11 +104,7 @@ def ssd_loss(
     positive = labels > 0
     ce = F.cross_entropy(cls_logits.flatten(0, 1), labels.flatten(), reduction="none").view_as(labels)
     negative = hard_negative_mask(ce, positive, neg_pos_ratio)
-    num_pos = positive.sum()
-    denom = num_pos.clamp(min=1).to(cls_logits.dtype)
-    cls = (ce * (positive | negative)).sum() / denom
-    box = _box_loss(box_deltas, target_deltas, positive) / denom
-    return {"loss": cls + box, "cls": cls, "box": box, "num_pos": num_pos}
+    return _per_positive((ce * (positive | negative)).sum(), box_deltas, target_deltas, positive)
 
 
 def focal_loss(
@@ -134,11 +140,7 @@ def focal_loss(
     positive = labels > 0
     log_p = F.log_softmax(cls_logits, dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
     weight = torch.where(positive, alpha, 1.0 - alpha) * (1.0 - log_p.exp()).pow(gamma)
-    num_pos = positive.sum()
-    denom = num_pos.clamp(min=1).to(cls_logits.dtype)
-    cls = -(weight * log_p).sum() / denom
-    box = _box_loss(box_deltas, target_deltas, positive) / denom
-    return {"loss": cls + box, "cls": cls, "box": box, "num_pos": num_pos}
+    return _per_positive(-(weight * log_p).sum(), box_deltas, target_deltas, positive)
 
 
 def detection_loss(

@@ -147,11 +147,6 @@ class DetectorSpace(SearchSpace):
         return self.backbone.feature_layer_costs(arch.backbone) + head_layer_costs(
             arch.head, self.feature_channels(arch), self.options.resolution, self.num_classes)
 
-    def head_flops(self, arch: DetectorArch) -> int:
-        """Multiply-accumulates of the head alone."""
-        return sum(lc.macs for lc in head_layer_costs(arch.head, self.feature_channels(arch),
-                                                       self.options.resolution, self.num_classes))
-
     def smallest(self) -> DetectorArch:
         """The backbone's smallest with the head of fewest (MACs, params) on it."""
         backbone = self.backbone.smallest()

@@ -74,7 +74,7 @@ _HEAD_RE = re.compile(r"^l(\d+)_(none|add|concat)_(shared|sep)_k(\d+)_w(\d+)_a(\
 class HeadOptions(PluginOptions):
     """The head's choices (each a non-empty list)."""
 
-    levels: list[Literal[3, 4, 5, 6]] = Field(default_factory=lambda: [3, 4, 5, 6])
+    levels: list[Literal[3, 4, 5, 6]] = Field(default_factory=lambda: [3, 4, 5, 6], min_length=1)
     fusions: list[Literal["none", "add", "concat"]] = Field(default_factory=lambda: list(FUSIONS), min_length=1)
     shared: list[bool] = Field(default_factory=lambda: [True, False], min_length=1)
     kernels: list[Literal[3, 5]] = Field(default_factory=lambda: [3, 5], min_length=1)
@@ -91,9 +91,6 @@ class HeadChoices:
     """Sampling, mutation, crossover, encoding and parsing of heads within `HeadOptions`."""
 
     def __init__(self, options: HeadOptions):
-        if not options.levels:
-            raise ValueError("head option levels must not be empty")
-        self.options = options
         self.choices = options.choices()
 
     def sample(self, rng: np.random.Generator) -> HeadArch:
