@@ -47,6 +47,10 @@ class Progress:
         self.bar.close()
 
 
+class ResumeError(ValueError):
+    """A saved run that this version cannot continue; one line naming the file and field."""
+
+
 def _open_log(recipe: Recipe, run_dir: Path, resume: bool) -> RunLog:
     """The run's ledger (loaded on resume), with the recipe saved beside it; a budget raised with --set on resume
     is saved too, so the next resume keeps it."""
@@ -80,7 +84,12 @@ def run_search(recipe: Recipe, run_dir: Path, resume: bool = False) -> dict[str,
     controller = make_controller(recipe.controller.name, ctx.space, recipe.controller.options, recipe.search.seed,
                                  SearchObjectives.from_constraints(recipe.constraints))
     if log.controller_state:
-        controller.load_state_dict(log.controller_state)
+        try:
+            controller.load_state_dict(log.controller_state)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ResumeError(f"{run_dir / 'state.json'}: controller: the saved {recipe.controller.name!r} state "
+                              f"does not fit this version's controller ({type(err).__name__}: {err}); resume it "
+                              "with the version that started it, or start a new run") from err
     requeue = [a for a in log.pending if log.get(a) is None]
     prescreen = _prescreen(recipe, run_dir, ctx, controller, log)
     if prescreen is not None:   # the best estimates go first (those already evaluated or in flight excepted)

@@ -75,13 +75,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from nas.latency_sources import LatencySetupError
-    from nas.pipeline import run_search
+    from nas.pipeline import ResumeError, run_search
     from nas.prescreen import PrescreenError
 
     try:
         summary = run_search(recipe, run_dir, resume=args.resume)
     except (LatencySetupError, PrescreenError) as err:
         print(f"error: {args.recipe}: {err}", file=sys.stderr)
+        return 2
+    except ResumeError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     best = summary.get("best")
     if best is None:

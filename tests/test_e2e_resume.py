@@ -44,3 +44,19 @@ def test_resumed_search_proposes_what_an_uninterrupted_one_does(tmp_path, contro
     assert [(r["status"], r.get("accuracy")) for r in rows_b] == [(r["status"], r.get("accuracy")) for r in rows_a]
     assert rows_b[:len(first["rows"])] == first["rows"]        # the first session's rows kept as they were
     assert state(b)["controller"] == state(a)["controller"]    # and the controller ends in the same state
+
+
+def test_resume_refuses_a_controller_state_it_cannot_read_in_one_line(tmp_path):
+    out = tmp_path / "run"
+    run(out, "rl", 3)
+    saved = state(out)
+    del saved["controller"]["surrogate"]   # as saved by a version whose controller kept other fields
+    (out / "state.json").write_text(json.dumps(saved))
+    proc = subprocess.run([sys.executable, "-m", "nas.run", str(RECIPE), "--output", str(out), "--resume",
+                           "--set", f"controller={CONTROLLERS['rl']}", "--set", "search.concurrency=1",
+                           "--set", "search.budget=4", "--set", "output.export=false"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {out / 'state.json'}: controller:") and "'surrogate'" in last
+    assert state(out)["rows"] == saved["rows"]   # nothing already computed was lost

@@ -49,12 +49,25 @@ class Outcome:
         feasible: it met every hard limit (and was evaluated successfully).
         latency: ms per hardware profile, finite figures only (also known for candidates rejected before a trial).
         flops: multiply-accumulates, when known.
+        status: the row's status: ``ok``, ``infeasible`` (evaluated, over a limit), ``rejected`` (over a limit by
+            the cheap checks, never evaluated) or ``failed``.
     """
 
     accuracy: float | None
     feasible: bool
     latency: Mapping[str, float] = field(default_factory=dict)
     flops: float | None = None
+    status: str = "ok"
+
+    @property
+    def rejected(self) -> bool:
+        """The cheap checks rejected it before any evaluation (it cost nothing)."""
+        return self.status == "rejected"
+
+    @property
+    def over_limit(self) -> bool:
+        """It broke a hard limit (found by the cheap checks or by its evaluation)."""
+        return self.status in ("rejected", "infeasible")
 
     @property
     def score(self) -> float | None:
@@ -72,12 +85,12 @@ class Outcome:
             return result
         if not isinstance(result, Mapping):
             acc = clean_score(result)
-            return cls(acc, acc is not None)
+            return cls(acc, acc is not None, status="ok" if acc is not None else "failed")
         status = result.get("status", "ok")
         acc = None if status == "failed" else clean_score(result.get("accuracy"))
         latency = {k.removeprefix("latency_"): v for k, v in
                    ((k, clean_score(v)) for k, v in result.items() if k.startswith("latency_")) if v is not None}
-        return cls(acc, status == "ok" and acc is not None, latency, clean_score(result.get("flops")))
+        return cls(acc, status == "ok" and acc is not None, latency, clean_score(result.get("flops")), str(status))
 
 
 @dataclass(frozen=True)
@@ -161,6 +174,21 @@ class Controller(ABC):
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         pass
+
+
+def parse_controller_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """A command line's ``name[:key=value[:key=value...]]`` -> (name, options); values are read as YAML scalars
+    (``evolution:surrogate=none``, ``rl:lr=0.2:batch_size=8``)."""
+    import yaml
+
+    name, *pairs = spec.split(":")
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"controller {spec!r}: options are written key=value after the name")
+        options[key] = yaml.safe_load(value)
+    return name, options
 
 
 def make_controller(name: str, space: SearchSpace, options: dict[str, Any] | None = None, seed: int = 0,

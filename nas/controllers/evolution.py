@@ -1,5 +1,8 @@
 """Regularized (aging) evolution, as in Real et al., "Regularized Evolution for Image Classifier Architecture
 Search" (AAAI 2019): tournament selection over a population from which the oldest member is removed.
+
+By default a surrogate steers it (`nas.controllers.surrogate`): each proposal is the best-predicted of
+`candidates` children, each bred from its own tournament. ``surrogate: none`` is the paper's algorithm.
 """
 from __future__ import annotations
 
@@ -9,10 +12,11 @@ from collections.abc import Hashable
 
 from pydantic import Field, model_validator
 
-from nas.controllers.base import Controller, ControllerOptions, Outcome, register_controller
+from nas.controllers.base import Controller, Outcome, register_controller
+from nas.controllers.surrogate import Surrogate, SurrogateOptions
 
 
-class EvolutionOptions(ControllerOptions):
+class EvolutionOptions(SurrogateOptions):
     """Options of regularized evolution."""
 
     population_size: int = Field(16, ge=2, description="members kept; the oldest dies when a child joins")
@@ -41,11 +45,18 @@ class RegularizedEvolution(Controller):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.population: deque[tuple[Hashable, float | None]] = deque(maxlen=self.options.population_size)
+        self.surrogate = (Surrogate(self.space, self.options.ridge, self.objectives.limits)
+                          if self.options.surrogate == "ridge" else None)
 
     def _propose(self) -> Hashable:
         if self.n_asked <= self.options.population_size or not self.population:
             return self.space.sample(self.rng)
-        return self._breed(self._tournament, self.options.crossover_prob)
+        if self.surrogate is None:
+            return self._children(1)[0]
+        return self.surrogate.steer(self._children, self.options.candidates, self.options.warm)
+
+    def _children(self, n: int) -> list[Hashable]:
+        return [self._breed(self._tournament, self.options.crossover_prob) for _ in range(n)]
 
     def _tournament(self) -> Hashable:
         idx = self.rng.choice(len(self.population), size=min(self.options.sample_size, len(self.population)),
@@ -54,12 +65,17 @@ class RegularizedEvolution(Controller):
         return max(members, key=lambda m: m[1])[0]
 
     def _observe(self, arch: Hashable, outcome: Outcome) -> None:
+        if self.surrogate is not None:
+            self.surrogate.observe(arch, outcome.score, outcome.latency)
         if outcome.score is not None:
             self.population.append((arch, outcome.score))
 
     def _extra_state(self) -> dict[str, Any]:
-        return {"population": [[self.space.to_string(a), s] for a, s in self.population]}
+        return {"population": [[self.space.to_string(a), s] for a, s in self.population],
+                **({"surrogate": self.surrogate.state_dict()} if self.surrogate is not None else {})}
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         self.population.clear()
         self.population.extend((self.space.decode(a), s) for a, s in state["population"])
+        if self.surrogate is not None:
+            self.surrogate.load_state_dict(state["surrogate"])

@@ -1,0 +1,128 @@
+"""Surrogate-steered proposals (`nas.controllers.surrogate`) and what they do to evolution and RL."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from nas.controllers import make_controller
+from nas.controllers.base import SearchObjectives
+from nas.controllers.proposer import MemoryLedger, search_in_process
+from nas.controllers.surrogate import MARGIN, Surrogate
+from nas.evaluation.tabular import synthetic_nb201
+from search_spaces import get_space
+
+SPACE = get_space("nb201")
+WEIGHTS = np.random.default_rng(0).normal(size=(6, 5))   # an additive score: one weight per (edge, op)
+
+
+def additive(arch) -> float:
+    return float(sum(WEIGHTS[e, o] for e, o in enumerate(SPACE.to_decisions(arch))))
+
+
+def latency(arch) -> float:
+    """An additive latency: op o on any edge costs o ms."""
+    return float(sum(SPACE.to_decisions(arch)))
+
+
+def archs(n: int, seed: int = 0) -> list:
+    rng = np.random.default_rng(seed)
+    return [SPACE.sample(rng) for _ in range(n)]
+
+
+def fitted(n: int = 80, limits: dict | None = None) -> Surrogate:
+    s = Surrogate(SPACE, limits=limits)
+    for a in archs(n):
+        s.observe(a, additive(a), {"p": latency(a)})
+    s.fit()
+    return s
+
+
+def spearman(a, b) -> float:
+    ra, rb = (np.argsort(np.argsort(x)) for x in (a, b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def test_score_model_ranks_unseen_candidates_like_the_truth():
+    s = fitted()
+    test = archs(300, seed=1)
+    predicted = s._apply(s.score_model, [s._columns(a) for a in test])
+    assert spearman(predicted, [additive(a) for a in test]) > 0.9
+
+
+def test_latency_model_is_fitted_only_for_limited_profiles_and_learns_an_additive_cost():
+    assert fitted().latency_models == {}                       # no limit on p: nothing to steer away from
+    s = fitted(limits={"p": 10.0})
+    test = archs(100, seed=2)
+    predicted = s._apply(s.latency_models["p"], [s._columns(a) for a in test])
+    assert np.abs(predicted - [latency(a) for a in test]).max() < 0.2
+    assert s.latency_models["p"][2] < 0.05                     # residual sd of an exactly additive cost
+
+
+def test_steer_prefers_unseen_then_within_limit_then_best_predicted():
+    s = fitted(limits={"p": 10.0})
+    seen_best = max((SPACE.decode(k) for k in s.seen), key=additive)
+    rng = np.random.default_rng(3)
+    fresh = [a for a in archs(400, seed=4) if SPACE.to_string(a) not in s.seen]
+    over = [a for a in fresh if latency(a) > 10.0 + MARGIN * 0.05 + 1.0]
+    within = [a for a in fresh if latency(a) <= 10.0 - 1.0]
+    pool = [seen_best, *over[:5], *within[:5]]
+    rng.shuffle(pool)
+    pick = s.steer(lambda n: pool[:n], len(pool), warm=8)
+    assert pick in within[:5]
+    assert additive(pick) == max(additive(a) for a in within[:5])
+    # every draw far over the limit: still a proposal (rejected for free later), never an empty choice
+    assert s.steer(lambda n: over[:n], 5, warm=8) in over[:5]
+    # before `warm` scores there is no steering: the first draw as is
+    assert Surrogate(SPACE).steer(lambda n: pool[:n], len(pool), warm=8) is pool[0]
+
+
+def test_observe_ignores_repeats_and_the_state_round_trips_exactly():
+    s = fitted(40, limits={"p": 10.0})
+    a = next(iter(SPACE.decode(k) for k in s.seen))
+    assert not s.observe(a, 123.0, {"p": 0.0})
+    state = json.loads(json.dumps(s.state_dict(), allow_nan=False))
+    t = Surrogate(SPACE, limits={"p": 10.0})
+    t.load_state_dict(state)
+    assert t.state_dict() == s.state_dict()
+    test = archs(50, seed=5)
+    draws = iter(test)
+    assert t.steer(lambda n: [next(draws) for _ in range(n)], 10, 8) == \
+        s.steer(lambda n: test[:n], 10, 8)
+
+
+def regret_after(name: str, options: dict, seed: int, queries: int = 60) -> float:
+    table = synthetic_nb201(0).set_index("arch")
+    limit = float(table["latency_ms"].median())
+    best_feasible = float(table.loc[table["latency_ms"] <= limit, "accuracy"].max())
+    acc, lat = table["accuracy"].to_dict(), table["latency_ms"].to_dict()
+    c = make_controller(name, SPACE, options, seed=seed, objectives=SearchObjectives(("t",), {"t": limit}))
+    found = [-np.inf]
+
+    def precheck(arch):
+        ms = lat[SPACE.to_string(arch)]
+        return (None if ms <= limit else "over"), {"latency_t": ms}
+
+    def evaluate(string):
+        found[0] = max(found[0], acc[string])
+        return {"status": "ok", "accuracy": acc[string], "latency_t": lat[string]}
+
+    search_in_process(c, MemoryLedger(), precheck, evaluate, queries)
+    return best_feasible - found[0]
+
+
+@pytest.mark.parametrize("name", ["evolution", "rl"])
+def test_steering_finds_better_feasible_networks_than_the_plain_algorithm(name):
+    steered = np.mean([regret_after(name, {}, s) for s in range(6)])
+    plain = np.mean([regret_after(name, {"surrogate": "none"}, s) for s in range(6)])
+    assert steered < plain
+
+
+def test_rl_learns_nothing_from_rejected_candidates_unless_told_to_penalise_them():
+    rejected = {"status": "rejected", "accuracy": None, "latency_p1": 9.0, "reason": "latency"}
+    for mode, batch in (("ignore", 0), ("penalty", 1)):
+        c = make_controller("rl", SPACE, {"rejected": mode, "batch_size": 4}, seed=0)
+        c.tell(c.ask(), rejected)
+        assert len(c.batch) == batch
+        assert len(c.surrogate.seen) == 1   # either way it is remembered and not proposed for learning again
