@@ -39,8 +39,8 @@ session's PPO alone 0.57):
 
 Rewards:
 - ``hard`` (default): the accuracy of a feasible candidate. Failed and over-limit candidates (rejected ones too
-  with ``rejected: penalty``) get the penalty (by default the lowest reward seen so far), so the policy learns to avoid them without NaN or a
-  reward scale of its own.
+  with ``rejected: penalty``) get the penalty (by default the lowest reward seen so far), so the policy learns
+  to avoid them without NaN or a reward scale of its own.
 - ``mnasnet``: MnasNet's soft constraint ``ACC * prod_p (LAT_p / T_p) ** w`` with ``w = alpha`` when
   ``LAT_p <= T_p`` and ``beta`` otherwise (``alpha = beta = -0.07`` is the paper's soft setting; ``alpha = 0,
   beta = -1`` its hard-ish one). Targets ``T_p`` come from `targets`, else from the recipe's latency limits.
