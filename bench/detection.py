@@ -1,6 +1,7 @@
 """Detection benchmark: the searched detector against a fixed SSDLite-style baseline, same training budget.
 
-    python bench/detection.py [--run DIR | --arch STRING] [--epochs 10] [--resolution 128] [--threads 2] [--json]
+    python bench/detection.py [--run DIR | --arch STRING] [--epochs 10] [--seeds 1] [--resolution 128]
+                              [--threads 2] [--json]
 
 The searched detector is the best of an `lrssd` run (``--run``, default the output folder of
 ``recipes/lrssd_detection.yaml``; its recipe gives the space options) or an arch string (``--arch``, with the
@@ -10,7 +11,9 @@ layers), no fusion, one depthwise-separable prediction layer per level, 6 anchor
 head ``l6_none_sep_k3_w128_a6``. Both are trained from the same seed with the same epochs, batch size and
 learning rate on the embedded synthetic dataset and evaluated on its validation split (COCO mAP@0.5 and
 mAP@[.5:.95], pycocotools), and both are timed on this CPU as ONNX graphs in onnxruntime (batch 1, median).
-Ratios are searched / baseline.
+Ratios are searched / baseline. One short training run varies by about +-0.08 mAP@0.5 with its seed, so
+`--seeds N` trains each model N times (seeds 0..N-1: initial weights and data order) and reports the mean and
+standard deviation.
 """
 from __future__ import annotations
 
@@ -79,20 +82,30 @@ def searched(args: argparse.Namespace, num_classes: int):
     return get_space(recipe.space.name, options, num_classes=num_classes), arch
 
 
-def train_and_measure(name: str, model: Detector, evaluator, resolution: int, threads: int) -> dict:
+def train_and_measure(name: str, build, evaluator_options: dict, seeds: int, resolution: int, threads: int) -> dict:
+    """Train `build()` once per seed, then time the last one; mean and sd of its scores."""
+    import numpy as np
     from torch.utils.flop_counter import FlopCounterMode
 
     shape = (1, 3, resolution, resolution)
+    runs = []
+    for seed in range(seeds):
+        torch.manual_seed(seed)
+        model = build()
+        t0 = time.perf_counter()
+        scores = make_evaluator("detection", evaluator_options, seed=seed).evaluate(model, resolution)
+        runs.append({"seed": seed, "map50": scores["map50"], "map": scores["map"],
+                     "train_seconds": time.perf_counter() - t0})
+        print(f"  {name} seed {seed}: mAP@0.5 {scores['map50']:.3f} ({runs[-1]['train_seconds']:.0f} s)", flush=True)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model.eval()(torch.zeros(shape))
-    t0 = time.perf_counter()
-    scores = evaluator.evaluate(model, resolution)
-    train_s = time.perf_counter() - t0
     lat = measure_module_latency(model.eval(), shape, threads=threads, repeats=50, min_seconds=1.0)
-    out = {"model": name, "map50": scores["map50"], "map": scores["map"], "latency_ms": lat.median_ms,
-           "flops": counter.get_total_flops() // 2, "params": sum(p.numel() for p in model.parameters()),
-           "train_seconds": train_s}
-    print(f"  {name}: mAP@0.5 {out['map50']:.3f}, latency {out['latency_ms']:.2f} ms ({train_s:.0f} s)", flush=True)
+    out = {"model": name, "runs": runs, "latency_ms": lat.median_ms, "flops": counter.get_total_flops() // 2,
+           "params": sum(p.numel() for p in model.parameters())}
+    for key in ("map50", "map"):
+        values = np.array([r[key] for r in runs])
+        out[key], out[f"{key}_sd"] = float(values.mean()), float(values.std(ddof=1)) if seeds > 1 else None
+    print(f"  {name}: latency {out['latency_ms']:.2f} ms", flush=True)
     return out
 
 
@@ -105,35 +118,37 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lr", type=float, default=0.02)
     ap.add_argument("--resolution", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2, help="torch training threads and onnxruntime threads")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, default=1, help="training runs per model (seeds 0..N-1)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
-    evaluator = make_evaluator("detection", {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                                             "threads": args.threads}, seed=args.seed)
-    num_classes = evaluator.num_classes()
+    options = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "threads": args.threads}
+    num_classes = make_evaluator("detection", options).num_classes()
     space, arch = searched(args, num_classes)
     print(f"searched: {arch}\nbaseline: MobileNetV2 + SSDLite head ({BASELINE_HEAD})\n"
-          f"training each for {args.epochs:g} epochs on the synthetic dataset at {args.resolution}px", flush=True)
-    torch.manual_seed(args.seed)
-    rows = [train_and_measure("searched", space.build(space.decode(arch)), evaluator, args.resolution, args.threads)]
-    torch.manual_seed(args.seed)
-    rows.append(train_and_measure("ssdlite-mbv2", baseline(num_classes, args.resolution,
-                                                           space.options.anchor_min_scale,
-                                                           space.options.anchor_max_scale),
-                                  evaluator, args.resolution, args.threads))
+          f"training each {args.seeds}x for {args.epochs:g} epochs on the synthetic dataset at {args.resolution}px",
+          flush=True)
+    rows = [train_and_measure("searched", lambda: space.build(space.decode(arch)), options, args.seeds,
+                              args.resolution, args.threads),
+            train_and_measure("ssdlite-mbv2", lambda: baseline(num_classes, args.resolution,
+                                                               space.options.anchor_min_scale,
+                                                               space.options.anchor_max_scale),
+                              options, args.seeds, args.resolution, args.threads)]
     s, b = rows
     ratio = {k: (s[k] / b[k] if b[k] else None) for k in ("map50", "map", "latency_ms", "flops", "params")}
-    out = {"arch": arch, "epochs": args.epochs, "resolution": args.resolution, "rows": rows, "ratio": ratio}
+    out = {"arch": arch, "epochs": args.epochs, "seeds": args.seeds, "resolution": args.resolution, "rows": rows,
+           "ratio": ratio}
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        print(f"\n{'model':<14}{'mAP@0.5':>9}{'mAP':>8}{'latency ms':>12}{'MFLOPs':>9}{'params M':>10}")
+        print(f"\n{'model':<14}{'mAP@0.5':>15}{'mAP':>15}{'latency ms':>12}{'MFLOPs':>9}{'params M':>10}"
+              f"   (mean +- sd over {args.seeds} seed{'s' * (args.seeds > 1)})")
         for r in rows:
-            print(f"{r['model']:<14}{r['map50']:>9.3f}{r['map']:>8.3f}{r['latency_ms']:>12.2f}"
-                  f"{r['flops'] / 1e6:>9.1f}{r['params'] / 1e6:>10.2f}")
+            maps = "".join(f"{r[k]:>9.3f}" + (f" +-{r[k + '_sd']:.3f}" if r[k + "_sd"] is not None else " " * 6)
+                           for k in ("map50", "map"))
+            print(f"{r['model']:<14}{maps}{r['latency_ms']:>12.2f}{r['flops'] / 1e6:>9.1f}{r['params'] / 1e6:>10.2f}")
         cells = "".join(f"{(ratio[k] if ratio[k] is not None else float('nan')):>{w}.2f}"
-                        for k, w in (("map50", 9), ("map", 8), ("latency_ms", 12), ("flops", 9), ("params", 10)))
+                        for k, w in (("map50", 15), ("map", 15), ("latency_ms", 12), ("flops", 9), ("params", 10)))
         print(f"{'ratio':<14}{cells}")
     return out
 

@@ -132,6 +132,8 @@ class ClusterConfig(_Strict):
     address: str | None = Field(None, description="Ray address ('auto' for a running cluster); None = local")
     num_cpus: PositiveInt | None = Field(None, description="CPUs of the local Ray instance (default: all)")
     cpus_per_trial: PositiveFloat = 1.0
+    gpus_per_trial: float = Field(0.0, ge=0, description="GPUs Ray reserves per trial (fractions share one GPU); "
+                                  "evaluators that train use the GPU when they get one")
 
 
 class Recipe(_Strict):

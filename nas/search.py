@@ -81,7 +81,7 @@ def run_trials(recipe: Recipe, run_dir: Path, ctx, controller: Controller, log: 
                                   max_rejections=recipe.search.max_rejections)
     trainable = tune.with_resources(
         tune.with_parameters(tune_trainable, recipe=recipe, run_dir=str(run_dir.resolve())),
-        {"cpu": recipe.cluster.cpus_per_trial})
+        {"cpu": recipe.cluster.cpus_per_trial, "gpu": recipe.cluster.gpus_per_trial})
     session = 1 + sum(1 for p in (run_dir / "tune").glob("session*")) if (run_dir / "tune").is_dir() else 1
     tuner = tune.Tuner(
         trainable,

@@ -35,6 +35,14 @@ def test_evaluator_trains_a_detector_and_reports_map(evaluator):
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))   # it trained
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error a trial without a GPU gets")
+def test_evaluator_asked_for_cuda_without_a_gpu_says_so(tmp_path):
+    ev = make_evaluator("detection", {**TINY_DATA, "data_dir": str(tmp_path), "device": "cuda"})
+    assert make_evaluator("detection", {**TINY_DATA, "data_dir": str(tmp_path)}).device() == "cpu"   # auto
+    with pytest.raises(RuntimeError, match="evaluator.options.device is 'cuda'.*gpus_per_trial"):
+        ev.device()
+
+
 def test_evaluator_refuses_a_model_without_anchors(evaluator):
     with pytest.raises(TypeError, match="model.anchors"):
         evaluator.evaluate(torch.nn.Conv2d(3, 3, 1), 64)

@@ -33,15 +33,21 @@ class DetectionOptions(EvaluatorOptions):
     synthetic_train: PositiveInt = Field(600, description="synthetic: training images")
     synthetic_val: PositiveInt = Field(150, description="synthetic: validation images")
     synthetic_size: PositiveInt = Field(128, description="synthetic: image side in pixels")
+    synthetic_seed: int = Field(0, ge=0, description="synthetic: generation seed (the data stays the same whatever "
+                                "the search's seed)")
     data_dir: str | None = Field(None, description="synthetic: cache folder (default $HWNAS_DATA or ~/.cache/hwnas)")
     epochs: PositiveFloat = 10.0
     batch_size: PositiveInt = 32
-    lr: PositiveFloat = 3e-3
+    lr: PositiveFloat = Field(0.02, description="peak learning rate (AdamW, warm-up then cosine); on the synthetic "
+                              "set a ShuffleNet detector reached mAP@0.5 0.07 after 4 epochs at 0.003, 0.68 after 10 "
+                              "at 0.02")
     weight_decay: float = Field(1e-4, ge=0)
     loss: Literal["ssd", "focal"] = "ssd"
     metric: Literal["map50", "map"] = Field("map50", description="the figure reported as accuracy")
     limit: PositiveInt | None = Field(None, description="train on at most this many images (quick runs)")
     threads: PositiveInt = Field(1, description="torch intra-op threads per trial")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where each trial trains: auto takes the GPU "
+                                                  "when the trial has one (cluster.gpus_per_trial), else the CPU")
 
     @field_validator("path", "data_dir", *SPLITS)
     @classmethod
@@ -81,7 +87,7 @@ class DetectionEvaluator(Evaluator):
         from nas.detection.synthetic import default_dataset
 
         data = default_dataset(o.data_dir, n_train=o.synthetic_train, n_val=o.synthetic_val,
-                               image_size=o.synthetic_size, seed=self.seed)
+                               image_size=o.synthetic_size, seed=o.synthetic_seed)
         return {s: getattr(data, s) for s in SPLITS}
 
     def num_classes(self) -> int:
@@ -94,7 +100,7 @@ class DetectionEvaluator(Evaluator):
 
         from nas.detection.data import CocoDetection
 
-        key = (self.options.model_dump_json(), resolution, self.seed)
+        key = (self.options.model_dump_json(), resolution)
         if key not in self._cache:
             self._cache.clear()   # one dataset in memory per worker
             f = self.files()
@@ -103,6 +109,17 @@ class DetectionEvaluator(Evaluator):
                 train = Subset(train, range(self.options.limit))
             self._cache[key] = (train, CocoDetection(f["val_images"], f["val_annotations"], resolution))
         return self._cache[key]
+
+    def device(self) -> str:
+        """The torch device this trial trains on (`device`; auto: CUDA when this process sees a GPU)."""
+        import torch
+
+        if self.options.device == "cpu" or (self.options.device == "auto" and not torch.cuda.is_available()):
+            return "cpu"
+        if not torch.cuda.is_available():
+            raise RuntimeError("evaluator.options.device is 'cuda' but this trial sees no GPU (set "
+                               "cluster.gpus_per_trial, or device: auto)")
+        return "cuda"
 
     def evaluate(self, model: Any, resolution: int) -> dict[str, float]:
         import time
@@ -114,10 +131,15 @@ class DetectionEvaluator(Evaluator):
         if anchors is None:
             raise TypeError("the detection evaluator needs a detector with its SSD anchors in model.anchors "
                             "(search space lrssd)")
+        device = self.device()
         train, val = self._data(resolution)
         start = time.perf_counter()
-        train_detector(model, anchors, train, epochs=o.epochs, batch_size=o.batch_size, lr=o.lr,
-                       weight_decay=o.weight_decay, loss=o.loss, seed=self.seed, threads=o.threads, progress=False)
-        scores = evaluate_detector(model, anchors, val, batch_size=o.batch_size)
+        try:
+            train_detector(model, anchors, train, epochs=o.epochs, batch_size=o.batch_size, lr=o.lr,
+                           weight_decay=o.weight_decay, loss=o.loss, seed=self.seed, threads=o.threads,
+                           device=device, progress=False)
+            scores = evaluate_detector(model, anchors, val, batch_size=o.batch_size, device=device)
+        finally:
+            model.to("cpu")   # the trial saves and exports from the CPU
         return {"accuracy": scores[o.metric], "map50": scores["map50"], "map": scores["map"],
                 "train_seconds": time.perf_counter() - start}
