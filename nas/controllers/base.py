@@ -65,11 +65,6 @@ class Outcome:
         return self.status == "rejected"
 
     @property
-    def over_limit(self) -> bool:
-        """It broke a hard limit (found by the cheap checks or by its evaluation)."""
-        return self.status in ("rejected", "infeasible")
-
-    @property
     def score(self) -> float | None:
         """The value single-objective controllers maximise: accuracy when feasible, else None."""
         return self.accuracy if self.feasible else None

@@ -106,9 +106,6 @@ class Surrogate:
         """Candidates with a score."""
         return len(self._scored)
 
-    def __contains__(self, string: str) -> bool:
-        return string in self.seen
-
     def observe(self, arch: Hashable, score: float | None, latency: Mapping[str, float] | None = None) -> bool:
         """Record `arch`'s score (None when it has none) and its latency per profile; False when it was already
         seen (nothing changes)."""

@@ -114,12 +114,14 @@ class DetectionEvaluator(Evaluator):
         """The torch device this trial trains on (`device`; auto: CUDA when this process sees a GPU)."""
         import torch
 
-        if self.options.device == "cpu" or (self.options.device == "auto" and not torch.cuda.is_available()):
+        if self.options.device == "cpu":
             return "cpu"
-        if not torch.cuda.is_available():
+        if torch.cuda.is_available():
+            return "cuda"
+        if self.options.device == "cuda":
             raise RuntimeError("evaluator.options.device is 'cuda' but this trial sees no GPU (set "
                                "cluster.gpus_per_trial, or device: auto)")
-        return "cuda"
+        return "cpu"
 
     def evaluate(self, model: Any, resolution: int) -> dict[str, float]:
         import time
