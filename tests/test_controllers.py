@@ -204,12 +204,32 @@ def test_evolution_beats_random_on_a_smooth_objective():
 
 def test_failed_members_never_win_a_tournament():
     c = make_controller("evolution", space(), {"population_size": 4, "sample_size": 4}, seed=0)
-    archs = [c.ask() for _ in range(4)]
+    archs = [c.ask() for _ in range(6)]
     for i, arch in enumerate(archs):
-        c.tell(arch, 0.5 if i == 2 else float("nan"))
+        c.tell(arch, float("nan") if i in (1, 4) else 0.9 if i == 2 else 0.1)
+    assert [a for a, _ in c.population] == [archs[i] for i in (0, 2, 3, 5)], "failed candidates never join"
     child = c.ask()   # every tournament sees all 4 members: the parent must be archs[2]
     assert sum(1 for a, b in zip(archs[2].stages, child.stages) if a != b) + (archs[2].width != child.width) \
         + (archs[2].resolution != child.resolution) == 1
+
+
+def test_evolution_samples_at_random_until_its_population_is_full():
+    # under a tight limit most random draws are rejected for free; they must not end the random start early
+    c = make_controller("evolution", space(), {"population_size": 4, "sample_size": 2}, seed=0)
+    breed = c._breed
+    c._breed = lambda *a: pytest.fail("a child was bred before the population was full")
+    for i in range(20):
+        arch = c.ask()
+        c.tell(arch, {"status": "ok", "accuracy": 0.5} if i % 7 == 6 else {"status": "rejected", "accuracy": None})
+    assert len(c.population) == 2
+    for _ in range(2):
+        c.tell(c.ask(), 0.5)
+    assert len(c.population) == 4
+    c._breed = breed
+    parents = [a for a, _ in c.population]
+    child = c.ask()
+    assert min(sum(x != y for x, y in zip(p.stages, child.stages)) + (p.width != child.width)
+               + (p.resolution != child.resolution) for p in parents) == 1, "evolving once the population is full"
 
 
 @pytest.mark.parametrize("value, expected", [(0.5, 0.5), ("0.25", 0.25), (float("nan"), None),

@@ -33,10 +33,11 @@ class EvolutionOptions(SurrogateOptions):
 
 @register_controller("evolution")
 class RegularizedEvolution(Controller):
-    """Aging evolution: the first `population_size` proposals are random; after that each child is a mutation
-    of the best of `sample_size` random members. Failed or infeasible candidates (score None) never join the
-    population, so they neither become parents nor push out a working member; while the population is empty the
-    controller keeps sampling at random.
+    """Aging evolution: proposals are random until `population_size` candidates have joined the population; after
+    that each child is a mutation of the best of `sample_size` random members. Failed or infeasible candidates
+    (score None) and candidates the cheap checks rejected never join, so they neither become parents nor push out a
+    working member, and they do not shorten the random start: under a tight latency limit most random draws are
+    rejected, and counting them would start evolving from one or two members.
     """
 
     Options = EvolutionOptions
@@ -49,11 +50,13 @@ class RegularizedEvolution(Controller):
                           if self.options.surrogate == "ridge" else None)
 
     def _propose(self) -> Hashable:
-        if self.n_asked <= self.options.population_size or not self.population:
-            return self.space.sample(self.rng)
+        draw = self._randoms if len(self.population) < self.options.population_size else self._children
         if self.surrogate is None:
-            return self._children(1)[0]
-        return self.surrogate.steer(self._children, self.options.candidates, self.options.warm)
+            return draw(1)[0]
+        return self.surrogate.steer(draw, self.options.candidates, self.options.warm)
+
+    def _randoms(self, n: int) -> list[Hashable]:
+        return [self.space.sample(self.rng) for _ in range(n)]
 
     def _children(self, n: int) -> list[Hashable]:
         return [self._breed(self._tournament, self.options.crossover_prob) for _ in range(n)]
