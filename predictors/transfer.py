@@ -5,7 +5,13 @@
 The target's per-block cost is modelled as a non-negative mix of a few basis costs every block has:
 
 - analytic terms of the block itself: dense (1x1 and full) MACs, depthwise MACs, activation elements read and
-  written, parameters, and a per-convolution constant (a roofline-style device prior that needs no source);
+  written, parameters, a per-convolution constant (a roofline-style device prior that needs no source), and the
+  MACs of *ragged* depthwise convolutions, whose channel count is not a multiple of `SIMD_CHANNELS`. Vectorised
+  kernels take channels in blocks; onnxruntime's CPU depthwise convolution is 7-16x slower per MAC when the
+  channels do not fill them (measured: 5x5 on 8x8 maps, 2.2 us at 56, 60 or 64 channels, 36-39 us at 57-59 or
+  61-63). Searched widths make such counts common (a ShuffleNetV2 1.0x branch has 58 channels), and without
+  the term the calibrated lrssd predictor put a third of the networks on the wrong side of a 1 ms limit;
+  where channels do not matter, the fit gives both depthwise terms alike;
 - the block costs of the source predictors (`--init-from`), i.e. what each source device charges for the block.
 
 A network's latency is a constant plus the sum of its blocks, so every basis term sums to a network-level feature
@@ -30,14 +36,16 @@ from scipy.optimize import nnls
 from predictors.features import block_matrix
 from predictors.models import LGBMLatencyPredictor, LookupSum
 
-ANALYTIC = ("dense_macs", "depthwise_macs", "act_elems", "params", "convs")
+ANALYTIC = ("dense_macs", "depthwise_macs", "act_elems", "params", "convs", "ragged_depthwise_macs")
+SIMD_CHANNELS = 4   # depthwise channel counts that are not a multiple of this are "ragged" (see the module)
 
 
 def analytic_terms(layer) -> np.ndarray:
     """The analytic basis of one `LayerCost` (order: `ANALYTIC`)."""
     out = np.zeros(len(ANALYTIC))
     for c in layer.convs:
-        out[1 if c.groups == c.cin and c.groups > 1 else 0] += c.macs
+        depthwise = c.groups == c.cin and c.groups > 1
+        out[(5 if c.cin % SIMD_CHANNELS else 1) if depthwise else 0] += c.macs
         out[2] += c.cout * c.hw_out ** 2 + c.cin * c.hw_in ** 2
         out[3] += c.params
         out[4] += 1
