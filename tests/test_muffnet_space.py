@@ -112,6 +112,22 @@ def test_stage_channels_follow_shufflenet_v2_and_split_into_groups():
             assert all(c % (2 * g) == 0 for c in chans) and chans == sorted(chans)
 
 
+def test_channel_multiple_makes_every_depthwise_conv_a_multiple_of_four_channels():
+    archs = lambda space: [space.sample(np.random.default_rng(i)) for i in range(30)]   # noqa: E731
+    plain, aligned = get_space("muffnet", {"preset": "150m"}), get_space("muffnet", {"preset": "150m",
+                                                                                      "channel_multiple": 8})
+
+    def depthwise_channels(space, arch):
+        return [c.cin for lc in space.layer_costs(arch) for c in lc.convs if c.groups == c.cin > 1]
+    assert any(c % 4 for a in archs(plain) for c in depthwise_channels(plain, a)), "the default has ragged ones"
+    assert all(c % 4 == 0 for a in archs(aligned) for c in depthwise_channels(aligned, a))
+    for a in archs(aligned)[:3]:   # the built network has the channels its costs describe
+        assert [m.in_channels for m in aligned.build(a).modules() if isinstance(m, torch.nn.Conv2d)
+                and m.groups == m.in_channels > 1] == depthwise_channels(aligned, a)
+    assert stage_channels(0, 1.0, 1, 8) == 120 and stage_channels(0, 1.0, 4, 8) == 120
+    assert stage_channels(1, 1.25, 2, 8) == 296 and stage_channels(1, 1.25, 2) == 292
+
+
 # ---- strings and variation ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("options", [{}, {"preset": "40m"}, {"preset": "150m"}, {"widths": [0.3, 2.5]}])
 def test_strings_round_trip(options):
