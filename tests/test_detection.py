@@ -308,6 +308,27 @@ def test_coco_loader_flip_mirrors_boxes(tmp_path):
     assert torch.allclose(data[0][1]["boxes"], torch.tensor([[0.5, 0.1, 0.9, 0.5]]))
 
 
+def test_coco_loader_cache_gives_the_same_items_without_rereading_files(tmp_path):
+    folder, ann = write_coco(tmp_path, {"x.png": (50, 100), "y.png": (40, 40)}, [
+        {"id": 1, "image_id": 1, "category_id": 7, "bbox": [10, 5, 40, 20]}])
+    plain, cached = CocoDetection(folder, ann, image_size=32), CocoDetection(folder, ann, image_size=32, cache=True)
+    flipped = CocoDetection(folder, ann, image_size=32, train=True, flip_prob=1.0, cache=True)
+    expected = [plain[i] for i in range(2)]
+    first = [cached[i] for i in range(2)] + [flipped[0]]
+    for f in folder.iterdir():
+        f.unlink()                                  # a cached dataset must not need its files again
+    for i in range(2):
+        image, target = cached[i]
+        assert torch.equal(image, expected[i][0]) and torch.equal(image, first[i][0])
+        assert torch.equal(target["boxes"], expected[i][1]["boxes"])
+        assert target["orig_size"].tolist() == expected[i][1]["orig_size"].tolist()
+    image, target = flipped[0]                      # the cache holds the unflipped image: each read flips it anew
+    assert torch.equal(image, expected[0][0].flip(-1)) and torch.equal(image, first[2][0])
+    assert torch.allclose(target["boxes"], torch.tensor([[0.5, 0.1, 0.9, 0.5]]))
+    with pytest.raises(DatasetError, match="cannot be read"):
+        plain[0]
+
+
 @pytest.mark.parametrize("content, message", [
     ("{not json", "is not valid JSON"),
     (json.dumps({"images": [], "categories": []}), "the top level has no field 'annotations'"),

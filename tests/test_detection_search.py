@@ -48,6 +48,21 @@ def test_evaluator_refuses_a_model_without_anchors(evaluator):
         evaluator.evaluate(torch.nn.Conv2d(3, 3, 1), 64)
 
 
+@pytest.mark.parametrize("mode, kept", [("auto", True), ("on", True), ("off", False)])
+def test_evaluator_keeps_a_small_dataset_in_memory_unless_told_not_to(tmp_path, mode, kept):
+    ev = make_evaluator("detection", {**TINY_DATA, "data_dir": str(tmp_path), "cache_images": mode, "limit": 16})
+    train, val = ev._data(64)
+    assert len(train) == 16 and train.dataset.in_memory is kept and val.in_memory is kept
+
+
+def test_evaluator_reads_a_dataset_too_big_for_memory_from_disk(tmp_path, monkeypatch):
+    import nas.evaluation.detection as module
+
+    monkeypatch.setattr(module, "CACHE_AUTO_BYTES", 3 * 64 * 64 * 31)   # one image short of both splits
+    train, val = make_evaluator("detection", {**TINY_DATA, "data_dir": str(tmp_path)})._data(64)
+    assert not train.in_memory and not val.in_memory
+
+
 def test_coco_dataset_needs_its_files(tmp_path):
     with pytest.raises(ValueError, match="needs evaluator.options.path"):
         make_evaluator("detection", {"dataset": "coco"})

@@ -16,6 +16,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_v
 
 from nas.evaluation.evaluators import Evaluator, EvaluatorOptions, register_evaluator
 
+CACHE_AUTO_BYTES = 2 << 30   # cache_images: auto keeps images in memory when both splits take at most this
 SPLITS = ("train_images", "train_annotations", "val_images", "val_annotations")
 LAYOUT = {"train_images": "train", "val_images": "val", "train_annotations": "annotations/instances_train.json",
           "val_annotations": "annotations/instances_val.json"}
@@ -46,6 +47,9 @@ class DetectionOptions(EvaluatorOptions):
     metric: Literal["map50", "map"] = Field("map50", description="the figure reported as accuracy")
     limit: PositiveInt | None = Field(None, description="train on at most this many images (quick runs)")
     threads: PositiveInt = Field(1, description="torch intra-op threads per trial")
+    cache_images: Literal["auto", "on", "off"] = Field("auto", description="keep the images decoded and resized "
+                                                       "in memory across epochs and trials; auto: when both splits "
+                                                       f"fit in {CACHE_AUTO_BYTES >> 30} GiB")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where each trial trains: auto takes the GPU "
                                                   "when the trial has one (cluster.gpus_per_trial), else the CPU")
 
@@ -105,9 +109,15 @@ class DetectionEvaluator(Evaluator):
             self._cache.clear()   # one dataset in memory per worker
             f = self.files()
             train = CocoDetection(f["train_images"], f["train_annotations"], resolution, train=True)
-            if self.options.limit is not None and self.options.limit < len(train):
-                train = Subset(train, range(self.options.limit))
-            self._cache[key] = (train, CocoDetection(f["val_images"], f["val_annotations"], resolution))
+            val = CocoDetection(f["val_images"], f["val_annotations"], resolution)
+            o = self.options
+            n = min(len(train), o.limit or len(train)) + len(val)
+            if o.cache_images == "on" or (o.cache_images == "auto" and n * 3 * resolution ** 2 <= CACHE_AUTO_BYTES):
+                train.keep_in_memory()
+                val.keep_in_memory()
+            if o.limit is not None and o.limit < len(train):
+                train = Subset(train, range(o.limit))
+            self._cache[key] = (train, val)
         return self._cache[key]
 
     def device(self) -> str:
