@@ -167,8 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"interleaved rounds): " + ", ".join(f"{r['model']} {r['latency_ms']:.2f} ms" for r in rows), flush=True)
     s, b = rows
     ratio = {k: (s[k] / b[k] if b[k] else None) for k in ("map50", "map", "latency_ms", "flops", "params")}
-    out = {"arch": arch, "search": found, "epochs": args.epochs, "seeds": args.seeds, "resolution": args.resolution, "rows": rows,
-           "ratio": ratio}
+    out = {"arch": arch, "search": found, "epochs": args.epochs, "seeds": args.seeds, "resolution": args.resolution,
+           "latency_threads": args.latency_threads, "rows": rows, "ratio": ratio}
     if args.json:
         print(json.dumps(out, indent=2))
     else:

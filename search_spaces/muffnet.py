@@ -26,9 +26,11 @@ Searchable per stage: depth, width, kernel {3, 5, 7}, groups of the 1x1 convs, f
 ShuffleNetV2's multipliers: 0.5, 1.0, 1.5 and 2.0 give its published stage channels (``SHUFFLENET_V2_CHANNELS``),
 other values interpolate linearly between them (below 0.5x and above 2.0x they scale the nearest), rounded to an
 even count and then up to a multiple of 2g so both halves split into g groups (as ShuffleNetV1 sizes its stages
-by group count), and up to a multiple of ``channel_multiple`` (default 2; 8 for hardware-friendly branches). So ``shufflenet_v2(0.5)`` and ``shufflenet_v2(1.0)`` are points of the space: 40.5M and 144.9M
-multiply-accumulates at 224x224 (published: 41M and 146M), torchvision's networks to the MAC and parameter. Options ``preset: 40m | 150m`` narrow the choices around the
-matching ShuffleNetV2 point so the space is centred on that budget; explicit choice lists override the preset's.
+by group count), and up to a multiple of ``channel_multiple`` (default 2; 8 for hardware-friendly branches). So
+``shufflenet_v2(0.5)`` and ``shufflenet_v2(1.0)`` are points of the default space: 40.5M and 144.9M
+multiply-accumulates at 224x224 (published: 41M and 146M), torchvision's networks to the MAC and parameter.
+Options ``preset: 40m | 150m`` narrow the choices around the matching ShuffleNetV2 point so the space is centred on
+that budget; explicit choice lists override the preset's.
 
 Cost keys (`layer_costs`), family ``muffnet``: ``stem`` (3x3 stride-2 conv + BN + ReLU); ``maxpool`` (kernel 3,
 stride 2, 0 MACs); ``shuffle`` for a unit (kernel k, groups g; stride 2 = the down-sampling unit); ``add`` for
