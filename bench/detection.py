@@ -12,9 +12,10 @@ head ``l6_none_sep_k3_w128_a6``. Both are trained from the same seed with the sa
 learning rate on the embedded synthetic dataset and evaluated on its validation split (COCO mAP@0.5 and
 mAP@[.5:.95], pycocotools), and both are timed on this CPU as ONNX graphs in onnxruntime (batch 1, 1 thread as
 the recipe's ``local-cpu`` profile; the smallest median of 3 interleaved rounds).
-Ratios are searched / baseline. One short training run varies by about +-0.08 mAP@0.5 with its seed, so
-`--seeds N` trains each model N times (seeds 0..N-1: initial weights and data order) and reports the mean and
-standard deviation.
+Ratios are searched / baseline. One short training run's mAP@0.5 varies with its seed (sd about 0.03 for the
+recipe's detectors), so `--seeds N` trains each model N times (seeds 0..N-1: initial weights and data order) and
+reports the mean and standard deviation. With ``--run``, the search's own figure for the arch is printed too: one
+run, the best of the search's trials, so it is biased upwards against the mean.
 """
 from __future__ import annotations
 
