@@ -2,7 +2,8 @@
 Search" (AAAI 2019): tournament selection over a population from which the oldest member is removed.
 
 By default a surrogate steers it (`nas.controllers.surrogate`): each proposal is the best-predicted of
-`candidates` children, each bred from its own tournament. ``surrogate: none`` is the paper's algorithm.
+`candidates` draws (random ones while the population fills, then children, each bred from its own tournament).
+``surrogate: none`` is the paper's algorithm.
 """
 from __future__ import annotations
 

@@ -19,11 +19,11 @@ thousands of in-process candidates cost a few dozen small solves. The fitted mod
 so a resumed search proposes exactly what the uninterrupted one would.
 
 Measured with `python bench/controllers.py --seeds 30` (synthetic NB201 table, limit at the median latency;
-mean regret after 100 queries, random search 1.38): evolution 0.50 plain, 0.22 steered; RL 0.59 plain, 0.12
+mean regret after 100 queries, random search 1.38): evolution 0.63 plain, 0.19 steered; RL 0.59 plain, 0.12
 steered. With a uniform policy the steering alone (RL with a learning rate of ~0) reaches 0.35 (60 seeds), so the
 controllers' own algorithms still carry much of the gain. In the prescreen stage (`python bench/prescreen.py`,
-fbnet, 10,000 candidates on cheap estimates) steered evolution finds a best estimate of 68.52 against 68.45
-(1,000 candidates: 68.46 against 67.46) and spends 13 s against 9 s.
+fbnet, 10,000 candidates on cheap estimates) steered evolution finds a best estimate of 68.32 against 68.35 and a
+top-100 mean of 68.28 against 68.10 (1,000 candidates: best 67.86 against 67.59), and spends 13 s against 8 s.
 """
 from __future__ import annotations
 
