@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
+from nas.errors import InputError
 from nas.io import atomic_write_text
 
 BUILTIN_ROOT = Path(__file__).parent / "profiles"
@@ -21,7 +22,7 @@ Kind = Literal["measured", "simulated", "imported"]
 Backend = Literal["onnxruntime-cpu", "torch-cuda", "simulator", "none"]
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError):
     """A manifest that cannot be used; the message names the file and the field."""
 
 

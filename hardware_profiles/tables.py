@@ -1,14 +1,19 @@
 """Latency tables: CSV or Parquet, read and written atomically.
 
 A block table has one row per cost key (``key``, ``median_ms``, ``p10_ms``, ``p90_ms``, ``spread``, ...);
-a network table one row per architecture (``arch``, ``median_ms``, ...).
+a network table one row per architecture (``arch``, ``median_ms``, ...). Tables users hand to a command line are
+read by `read_latency_table` / `read_archs`, which check them row by row.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from nas.errors import InputError
 from nas.io import atomic_write
 
 BLOCK_COLUMNS = ["key", "median_ms", "mean_ms", "p10_ms", "p90_ms", "spread", "repeats", "attempts"]
@@ -29,3 +34,148 @@ def write_table(df: pd.DataFrame, path: Path) -> Path:
     if path.suffix == ".parquet":
         return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
     return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+
+
+# --- tables a user hands to a command line ----------------------------------------------------------------------
+# Every entry point that reads an (arch, latency) table or a list of arch strings goes through these, so a bad file
+# gets the same one-line `InputError` everywhere: the file, the line (as an editor numbers it) and the column.
+
+
+@dataclass
+class ArchRows:
+    """Arch strings read from a user's file, each with the line it came from (1-based, as an editor shows it),
+    and, for latency tables, its value."""
+
+    path: Path
+    archs: list[str]
+    lines: list[int]
+    values: np.ndarray | None = None
+
+    def where(self, i: int) -> str:
+        """``FILE: line N`` of row `i`."""
+        return f"{self.path}: line {self.lines[i]}"
+
+    def decode(self, space) -> list:
+        """The genotypes, or an `InputError` naming the file and line of the first string that does not decode."""
+        out = []
+        for i, string in enumerate(self.archs):
+            try:
+                out.append(space.decode(string))
+            except ValueError as err:
+                raise InputError(f"{self.where(i)}: {err}") from None
+        return out
+
+
+def _user_file(path: str | Path, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: {what} not found")
+    if not path.is_file():
+        raise InputError(f"{path}: is a folder; expected a {what} file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file; expected a {what}")
+    return path
+
+
+def read_user_table(path: str | Path, columns: Sequence[str], *, what: str = "table") -> pd.DataFrame:
+    """A user's CSV or Parquet file with the given columns; its index is the line number of each row (CSV: the
+    header is line 1; Parquet: rows count from 1).
+
+    Raises:
+        InputError: missing, empty, unreadable or header-only file, or a column missing (the columns present are
+            listed).
+    """
+    path = _user_file(path, what)
+    try:
+        if path.suffix in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+            df.index = np.arange(1, len(df) + 1)
+        else:
+            df = pd.read_csv(path, skip_blank_lines=False)
+            df.index = np.arange(2, len(df) + 2)
+            df = df.dropna(how="all")
+    except Exception as err:  # noqa: BLE001 - any reader failure is a bad file for the user
+        raise InputError(f"{path}: cannot read the {what} ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise InputError(f"{path}: no column {missing[0]!r} (columns: {', '.join(map(str, df.columns)) or 'none'})")
+    if df.empty:
+        raise InputError(f"{path}: no rows below the header; expected one row per architecture")
+    return df
+
+
+def read_latency_table(path: str | Path, target: str, *, duplicates: str = "error") -> ArchRows:
+    """(arch, latency) rows of a user's table: `arch` strings and the positive numbers of column `target`.
+
+    Rows whose `target` is empty (NaN) are skipped: benchmark tables have gaps. An arch listed twice with the same
+    value is kept once; with different values it is refused (`duplicates="error"`) or averaged (``"mean"``).
+
+    Raises:
+        InputError: any `read_user_table` problem, a value that is not a number, not finite or not positive (with
+            its line), no row with a value, or an arch listed twice with different values.
+    """
+    df = read_user_table(path, ["arch", target], what="latency table")
+    path = Path(path)
+    raw = df[target]
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = values.isna() & raw.notna()
+    if bad.any():
+        line = bad.idxmax()
+        raise InputError(f"{path}: line {line}, column {target!r}: {raw[line]!r} is not a number")
+    values = values.astype(float)
+    wrong = values.notna() & ~(np.isfinite(values) & (values > 0))
+    if wrong.any():
+        line = wrong.idxmax()
+        raise InputError(f"{path}: line {line}, column {target!r}: {float(values[line]):g} is not a positive latency")
+    no_arch = df["arch"].isna() & values.notna()
+    if no_arch.any():
+        raise InputError(f"{path}: line {no_arch.idxmax()}, column 'arch': empty")
+    keep = values.notna()
+    if not keep.any():
+        raise InputError(f"{path}: column {target!r} has no values (every row is empty)")
+    rows = pd.DataFrame({"arch": df["arch"][keep].astype(str).str.strip(), "v": values[keep]})
+    rows["line"] = rows.index
+    rows = _one_row_per_arch(rows, path, target, duplicates)
+    return ArchRows(path, rows["arch"].tolist(), rows["line"].tolist(), rows["v"].to_numpy(float))
+
+
+def _one_row_per_arch(rows: pd.DataFrame, path: Path, target: str, duplicates: str) -> pd.DataFrame:
+    if not rows["arch"].duplicated().any():
+        return rows
+    groups = rows.groupby("arch", sort=False)
+    spread = groups["v"].transform("max") / groups["v"].transform("min") - 1
+    if duplicates == "error" and (spread > 1e-9).any():
+        arch = rows["arch"][spread > 1e-9].iloc[0]
+        lines = rows["line"][rows["arch"] == arch].tolist()
+        vals = rows["v"][rows["arch"] == arch].tolist()
+        n = int(rows.loc[spread > 1e-9, "arch"].nunique())
+        raise InputError(f"{path}: column {target!r}: {n} arch(s) listed more than once with different values, "
+                         f"e.g. lines {', '.join(map(str, lines))} ({', '.join(f'{v:g}' for v in vals)}); keep one "
+                         "row per arch (e.g. the median of the measurements)")
+    first = groups.head(1).index
+    out = rows.loc[first].copy()
+    out["v"] = groups["v"].mean().loc[out["arch"]].to_numpy()
+    return out
+
+
+def read_archs(path: str | Path) -> ArchRows:
+    """Arch strings from a CSV (or Parquet) with an `arch` column, or a text file with one per line (blank lines
+    and lines starting with ``#`` are skipped; line numbers count them)."""
+    path = Path(path)
+    if path.suffix in (".csv", ".parquet", ".pq"):
+        df = read_user_table(path, ["arch"], what="arch file")
+        empty = df["arch"].isna()
+        if empty.any():
+            raise InputError(f"{path}: line {empty.idxmax()}, column 'arch': empty")
+        return ArchRows(path, df["arch"].astype(str).str.strip().tolist(), df.index.tolist())
+    path = _user_file(path, "arch file")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: cannot read the arch file ({err})") from None
+    pairs = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1)
+             if line.strip() and not line.lstrip().startswith("#")]
+    if not pairs:
+        raise InputError(f"{path}: no arch strings (only blank or # lines)")
+    return ArchRows(path, [a for _, a in pairs], [n for n, _ in pairs])

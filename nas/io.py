@@ -1,4 +1,8 @@
-"""Atomic file writes: a crash never leaves half a file behind (temp file in the same folder + `os.replace`)."""
+"""Atomic file writes: a crash never leaves half a file behind (temp file in the same folder + `os.replace`).
+
+A destination that cannot be written (its folder is a file, no permission, the path is a folder) is an
+`OutputError` naming the path, so a command line reports it in one line.
+"""
 from __future__ import annotations
 
 import json
@@ -8,8 +12,14 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
+from nas.errors import InputError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+class OutputError(InputError):
+    """A destination path that cannot be written."""
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -18,10 +28,21 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     Args:
         path: final location (its folder is created).
         write: writes the complete file at the path it is given.
+
+    Raises:
+        OutputError: the folder cannot be made or written, or `path` is a folder.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; expected a file path to write")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise OutputError(f"{path}: cannot write here, {blocking} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise OutputError(f"{path}: cannot write here ({err.strerror or err})") from None
     os.close(fd)
     try:
         write(Path(tmp))

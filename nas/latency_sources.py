@@ -31,10 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from nas.errors import InputError
 from nas.recipe import Constraints, LatencyConstraint
 
 
-class LatencySetupError(ValueError):
+class LatencySetupError(InputError):
     """A latency source that cannot be set up; one line naming the constraint."""
 
 

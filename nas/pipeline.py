@@ -10,6 +10,7 @@ import yaml
 
 from nas.controllers import make_controller
 from nas.controllers.base import SearchObjectives
+from nas.errors import InputError
 from nas.io import atomic_write_json, atomic_write_text
 from nas.objectives import latency_column
 from nas.recipe import Recipe
@@ -47,7 +48,7 @@ class Progress:
         self.bar.close()
 
 
-class ResumeError(ValueError):
+class ResumeError(InputError):
     """A saved run that this version cannot continue; one line naming the file and field."""
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 
 from nas.controllers.base import Controller
 from nas.controllers.proposer import MemoryLedger, search_in_process
+from nas.errors import InputError
 from nas.io import atomic_write, atomic_write_json
 from nas.recipe import Recipe
 
@@ -27,7 +28,7 @@ CSV = "prescreen.csv"
 SUMMARY = "prescreen.json"
 
 
-class PrescreenError(ValueError):
+class PrescreenError(InputError):
     """A prescreen that cannot run (a latency figure that is not cheap); one line naming the constraint."""
 
 

@@ -17,10 +17,11 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator,
                       model_validator)
 
+from nas.errors import InputError
 from nas.registry import Registry
 
 
-class RecipeError(ValueError):
+class RecipeError(InputError):
     """A recipe that cannot run; the message is one line a user can act on."""
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from nas.errors import InputError
 from nas.io import atomic_write, atomic_write_json
 from predictors.features import BLOCK_FEATURES, network_feature_names
 from predictors.models import FlopsLinear, LGBMLatencyPredictor
@@ -23,7 +24,7 @@ PARAMS = ("space", "space_options", "num_classes", "n_estimators", "learning_rat
           "min_child_samples", "block_estimators", "n_folds", "correction", "seed")
 
 
-class PredictorFileError(ValueError):
+class PredictorFileError(InputError):
     """A model folder that cannot be used as asked."""
 
 

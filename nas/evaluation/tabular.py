@@ -21,12 +21,13 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, PositiveInt, field_validator
 
+from nas.errors import InputError
 from nas.evaluation.evaluators import Evaluator, EvaluatorOptions, register_evaluator
 
 SYNTHETIC_PREFIX = "synthetic:"
 
 
-class TableError(ValueError):
+class TableError(InputError):
     """A metric table that cannot be used; one line naming the file and the column."""
 
 

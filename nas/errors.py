@@ -1,0 +1,67 @@
+"""Errors a user can act on, and the one way every command line reports them.
+
+Library code raises `InputError` (or one of its subclasses: `RecipeError`, `PredictorFileError`, `ManifestError`,
+`TableError`, ...) with a one-line message that names the file (and the line, column or field) and what was
+expected, e.g. ``runs/t.csv: line 7, column 'ms': 'fast' is not a number``. Only entry points format them:
+`cli_entry` wraps a command's ``main`` so such an error prints ``error: <message>`` on stderr and exits with
+status 2. Anything else is a bug in this project and keeps its traceback, so it can be reported.
+
+`IntegrityError` is the refusal of a file whose SHA-256 does not match the one recorded when it was written
+(predictor folders, profile tables, a run's ledger): files travel between machines and users, and a damaged
+LightGBM text model can crash the process that parses it, so checksums are verified before anything reads them.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+
+class InputError(ValueError):
+    """Bad user input (a file, a field, a value, a path); the message is one line naming it."""
+
+
+class IntegrityError(InputError):
+    """A file whose content is not what was recorded when it was written (truncated, altered or replaced)."""
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_sha256(path: str | Path, expected: str, *, what: str = "") -> None:
+    """Refuse `path` unless its SHA-256 is `expected`.
+
+    Raises:
+        IntegrityError: the file is missing or its checksum differs (expected and found are both named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise IntegrityError(f"{path}: missing{f' ({what})' if what else ''}; the folder is incomplete")
+    found = sha256_file(path)
+    if found != expected:
+        raise IntegrityError(f"{path}: SHA-256 mismatch{f' ({what})' if what else ''}: expected "
+                             f"{expected[:16]}..., found {found[:16]}...; the file was damaged or changed "
+                             "after it was written")
+
+
+def cli_entry(main: Callable[..., int]) -> Callable[..., int]:
+    """Decorate a command's ``main(argv=None) -> int``: an `InputError` prints one ``error:`` line on stderr and
+    returns 2; everything else passes through (argparse's own usage errors also exit with 2)."""
+
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except InputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+
+    return wrapped
