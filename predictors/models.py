@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from nas.errors import InputError
 from predictors.features import block_matrix, network_matrix
 
 
@@ -155,6 +156,24 @@ class LGBMLatencyPredictor(_Base):
                                  subsample=0.8, subsample_freq=1, colsample_bytree=0.8, random_state=self.seed,
                                  verbose=-1, n_jobs=1)
 
+    def fit_block_model(self) -> None:
+        """Fit the block model (costs blocks missing from the table) to the table's positive costs.
+
+        A cost of zero means the fit gave the block nothing (e.g. a skip connection), not that it was measured at
+        zero, so zeros are left out of the log-cost regression while at least two positive costs remain; with
+        fewer (constant latencies, a device the fit explains by its overhead alone) every block is taken at
+        `MIN_BLOCK_MS` or its cost, so unseen blocks cost (almost) nothing too instead of failing the fit.
+        """
+        costs = self.lookup_.costs_
+        known = [k for k, v in costs.items() if v > 0]
+        if len(known) < 2:
+            known = list(costs)
+        if len(known) < 2:
+            raise InputError(f"{len(costs)} block cost(s) are too few to fit a block model; the networks must "
+                             "hold at least two distinct blocks")
+        self.block_model_ = self._lgbm(self.block_estimators, 3)
+        self.block_model_.fit(block_matrix(known), np.log([max(costs[k], MIN_BLOCK_MS) for k in known]))
+
     def _fallback(self, keys: list[str]) -> np.ndarray:
         return np.exp(self.block_model_.predict(block_matrix(keys))) if keys else np.zeros(0)
 
@@ -165,9 +184,7 @@ class LGBMLatencyPredictor(_Base):
         y = np.asarray(y, float)
         archs, keys, flops = self._costed(X)
         self.lookup_ = self._lookup().fit_keys(keys, y)
-        known = [k for k, v in self.lookup_.costs_.items() if v > 0]
-        self.block_model_ = self._lgbm(self.block_estimators, 3)
-        self.block_model_.fit(block_matrix(known), np.log([self.lookup_.costs_[k] for k in known]))
+        self.fit_block_model()
         if not self.correction:
             return self
         if self.block_table is not None:
@@ -235,6 +252,7 @@ class LGBMLatencyPredictor(_Base):
 
 
 _CHUNK = 16384   # rows per network-correction call in the batch path
+MIN_BLOCK_MS = 1e-6   # the block model's floor: log-costs need a positive figure (see `fit_block_model`)
 
 
 @dataclass(frozen=True)

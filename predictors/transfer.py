@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import nnls
 
-from predictors.features import block_matrix
+from nas.errors import InputError
 from predictors.models import LGBMLatencyPredictor, LookupSum
 
 ANALYTIC = ("dense_macs", "depthwise_macs", "act_elems", "params", "convs", "ragged_depthwise_macs")
 SIMD_CHANNELS = 4   # depthwise channel counts that are not a multiple of this are "ragged" (see the module)
+LOO_FLOOR = 0.005   # LOO RMSE of log latency below which fits count as equal (0.5 %, below timing noise)
 
 
 def analytic_terms(layer) -> np.ndarray:
@@ -83,14 +84,22 @@ def _loo(X: np.ndarray, y: np.ndarray) -> float:
 
 
 def select(X: np.ndarray, y: np.ndarray, base: Sequence[int], pool: Sequence[int], max_add: int,
-           min_gain: float = 0.05) -> tuple[list[int], float]:
+           min_gain: float = 0.05, floor: float = LOO_FLOOR) -> tuple[list[int], float]:
     """Columns `base` plus up to `max_add` of `pool`, added greedily while each lowers the LOO error by
     at least `min_gain` (relative), then columns removed while a removal lowers it; returns the columns and
-    their LOO error."""
+    their LOO error.
+
+    Errors are compared at no less than `floor` (an RMSE of log latency, squared here): below it two fits are
+    equally good, and the simpler one stays. Without the floor, a target the base columns already fit exactly
+    (LOO error ~1e-32) took or dropped a source on floating-point round-off, which differs between BLAS builds.
+    """
+    def loo(cols: list[int]) -> float:
+        return max(_loo(X[:, cols], y), floor ** 2)
+
     chosen = list(base)
-    best = _loo(X[:, chosen], y)
+    best = loo(chosen)
     for _ in range(max_add):
-        trials = [(_loo(X[:, chosen + [j]], y), j) for j in pool if j not in chosen]
+        trials = [(loo(chosen + [j]), j) for j in pool if j not in chosen]
         if not trials:
             break
         err, j = min(trials)
@@ -99,7 +108,7 @@ def select(X: np.ndarray, y: np.ndarray, base: Sequence[int], pool: Sequence[int
         chosen.append(j)
         best = err
     while len(chosen) > 1:   # then drop any term whose removal lowers the error (an analytic term can overfit)
-        err, j = min((_loo(X[:, [c for c in chosen if c != j]], y), j) for j in chosen)
+        err, j = min((loo([c for c in chosen if c != j]), j) for j in chosen)
         if err >= best:
             break
         chosen.remove(j)
@@ -122,17 +131,23 @@ def few_shot(sources: Sequence[LGBMLatencyPredictor], archs: Sequence[str], y: S
         seed: seed of the block model.
 
     Raises:
-        ValueError: fewer than 3 samples, neither sources nor a space, or sources of different spaces.
+        InputError (a ValueError): fewer than 3 samples, as many archs as latencies not given, a latency that is
+            not a positive finite number, neither sources nor a space, or sources of different spaces.
     """
     y = np.asarray(y, float)
+    if len(y) != len(archs):
+        raise InputError(f"few-shot transfer got {len(archs)} archs but {len(y)} latencies")
     if len(y) < 3:
-        raise ValueError(f"few-shot transfer needs at least 3 target measurements, got {len(y)}")
+        raise InputError(f"few-shot transfer needs at least 3 target measurements, got {len(y)}")
+    if not np.all(np.isfinite(y) & (y > 0)):
+        bad = int(np.argmax(~(np.isfinite(y) & (y > 0))))
+        raise InputError(f"few-shot transfer: latency {float(y[bad])} of {archs[bad]} is not a positive number")
     if not sources and space is None:
-        raise ValueError("few-shot transfer needs at least one source predictor or the space")
+        raise InputError("few-shot transfer needs at least one source predictor or the space")
     spec = (sources[0].space, sources[0].space_options, sources[0].num_classes) if sources else space
     for s in sources:
         if (s.space, s.space_options or {}, s.num_classes) != (spec[0], spec[1] or {}, spec[2]):
-            raise ValueError(f"source predictors belong to different spaces: {spec[0]} and {s.space} "
+            raise InputError(f"source predictors belong to different spaces: {spec[0]} and {s.space} "
                              "(or other space options / class counts)")
     names = list(source_names or [f"source{i}" for i in range(len(sources))])
     model = LGBMLatencyPredictor(*spec, correction=False, seed=seed)
@@ -149,7 +164,8 @@ def few_shot(sources: Sequence[LGBMLatencyPredictor], archs: Sequence[str], y: S
         rows[i, :len(ANALYTIC)] = sum(analytic_terms(lc) for lc in lcs)
         rows[i, len(ANALYTIC):] = [s.lookup_.sums([keys], s._fallback)[0] for s in sources]
     scale = np.maximum(np.abs(rows).max(0), 1e-12)
-    cols, loo = select(rows / scale, y, range(len(ANALYTIC)), range(len(ANALYTIC), rows.shape[1]), max_sources)
+    cols, _ = select(rows / scale, y, range(len(ANALYTIC)), range(len(ANALYTIC), rows.shape[1]), max_sources)
+    loo = _loo(rows[:, cols] / scale[cols], y)
     w = _nnls(rows[:, cols] / scale[cols], y)
     weights, const = w[:-1] / scale[cols], float(w[-1])
 
@@ -163,9 +179,7 @@ def few_shot(sources: Sequence[LGBMLatencyPredictor], archs: Sequence[str], y: S
     model.lookup_ = LookupSum(model.space, model.space_options, model.num_classes)
     model.lookup_.costs_ = {k: max(float(c), 0.0) for k, c in zip(keys, costs)}
     model.lookup_.overhead_ = float(overhead)
-    known = [k for k in keys if model.lookup_.costs_[k] > 0]
-    model.block_model_ = model._lgbm(model.block_estimators, 3)
-    model.block_model_.fit(block_matrix(known), np.log([model.lookup_.costs_[k] for k in known]))
+    model.fit_block_model()
     basis_names = list(ANALYTIC) + [f"source:{n}" for n in names]
     fit = TransferFit([basis_names[c] for c in cols], [float(v) for v in weights], const,
                       float(np.sqrt(loo)), [basis_names[c][7:] for c in cols if c >= len(ANALYTIC)])

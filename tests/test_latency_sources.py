@@ -8,7 +8,7 @@ import pytest
 from conftest import ASSETS
 from scipy.stats import spearmanr
 
-from hardware_profiles import get_profile
+from hardware_profiles import PROFILES, Estimate, HardwareProfile, get_profile
 from nas.latency_sources import _calibrated, make_sources, measure_exported
 from nas.recipe import Constraints, LatencyConstraint, RecipeError, load_recipe
 from nas.trial import TrialContext
@@ -87,12 +87,23 @@ def test_interrupted_calibration_resumes_with_the_timings_it_has(tmp_path):
     assert model.predict([space.to_string(arch)])[0] == pytest.approx(1e-6 * space.flops(arch) + 0.05, rel=0.05)
 
 
-def test_precheck_rejects_on_predicted_latency_before_a_trial(tmp_path):
-    tight = "constraints.latency=[{profile: local-cpu, max_ms: 1.0e-6, calibration: 4}]"
+class GivenTimings(HardwareProfile):
+    """A live-kind profile whose timings are given, not measured (0.05 ms + 2 ns per MAC), so a calibration test
+    does not depend on how busy the machine is."""
+
+    def latency(self, space, arch):
+        return Estimate(0.05 + 2e-6 * space.flops(arch))
+
+
+def test_precheck_rejects_on_predicted_latency_before_a_trial(tmp_path, monkeypatch):
+    monkeypatch.setitem(PROFILES._entries, "given-timings", GivenTimings)
+    tight = "constraints.latency=[{profile: given-timings, max_ms: 1.0e-6, calibration: 4}]"
     recipe = load_recipe(ASSETS / "tiny.yaml", [tight])
     ctx = TrialContext(recipe, tmp_path)
     violation, extra = ctx.precheck(ctx.space.smallest())
-    assert violation is not None and "latency on local-cpu" in violation and extra["latency_local-cpu"] > 0
+    assert violation is not None and "latency on given-timings" in violation
+    assert extra["latency_given-timings"] == pytest.approx(GivenTimings().latency(ctx.space, ctx.space.smallest())
+                                                           .median_ms, rel=0.5)
     relaxed = load_recipe(ASSETS / "tiny.yaml", [tight.replace("1.0e-6", "1000")])
     assert TrialContext(relaxed, tmp_path / "b").precheck(ctx.space.smallest())[0] is None
 

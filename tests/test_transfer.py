@@ -62,6 +62,55 @@ def test_analytic_prior_alone_fits_a_macs_bound_device(sources):
     assert spearmanr(model.predict(archs[10:]), y[10:])[0] > 0.99
 
 
+def test_round_off_level_gains_do_not_pick_a_source(monkeypatch):
+    # the base columns fit exactly, so every LOO error is floating-point noise; which column "wins" then depends on
+    # the BLAS build (a source joined on one machine and not on another). Below the floor, the simpler fit stays.
+    import predictors.transfer as transfer
+
+    noise = {(0, 1): 7.9e-32, (0, 1, 2): 3.1e-32, (0, 1, 3): 9.9e-32, (0,): 0.2, (1,): 0.3}
+    monkeypatch.setattr(transfer, "_loo", lambda X, y: noise[tuple(int(c) for c in X[0])])
+    X = np.tile(np.arange(4.0), (5, 1))              # row 0 names the columns for the fake `_loo`
+    chosen, err = transfer.select(X, np.ones(5), [0, 1], [2, 3], max_add=2)
+    assert chosen == [0, 1] and err == pytest.approx(transfer.LOO_FLOOR ** 2)
+
+
+def test_a_real_gain_still_picks_the_source(monkeypatch):
+    import predictors.transfer as transfer
+
+    errs = {(0, 1): 0.04, (0, 1, 2): 0.01, (0, 1, 3): 0.039, (0, 1, 2, 3): 0.0099, (1, 2): 0.02, (0, 2): 0.02}
+    monkeypatch.setattr(transfer, "_loo", lambda X, y: errs[tuple(int(c) for c in X[0])])
+    chosen, err = transfer.select(np.tile(np.arange(4.0), (5, 1)), np.ones(5), [0, 1], [2, 3], max_add=2)
+    assert chosen == [0, 1, 2] and err == 0.01       # 3 adds 1 % (< 5 %): left out
+
+
+def test_few_shot_fits_degenerate_targets():
+    rng = np.random.default_rng(4)
+    archs = list(dict.fromkeys(SPACE.to_string(SPACE.sample(rng)) for _ in range(40)))
+    spec = ("fbnet", None, 100)
+    model, fit = few_shot([], archs[:4], [0.7] * 4, space=spec)   # constant: no block gets a cost
+    assert max(model.lookup_.costs_.values()) < 1e-9
+    assert np.allclose(model.predict(archs[4:]), 0.7, rtol=1e-3)
+    model.lookup_.costs_ = dict.fromkeys(model.lookup_.costs_, 0.0)   # no positive cost at all (crashed LightGBM)
+    model.fit_block_model()
+    assert np.all(model._fallback(list(model.lookup_.costs_)[:3]) < 1e-5)
+    model, fit = few_shot([], archs[:3], [0.5, 0.6, 0.55], space=spec)   # the fewest rows allowed
+    assert np.all(np.isfinite(model.predict(archs[3:]))) and np.all(model.predict(archs[3:]) > 0)
+
+
+@pytest.mark.parametrize("y, message", [
+    ([1.0], "at least 3"),
+    ([1.0, float("nan"), 2.0], "latency nan of .* is not a positive number"),
+    ([1.0, -2.0, 2.0], "latency -2.0 of .* is not a positive number"),
+    ([1.0, 2.0], "3 archs but 2 latencies"),
+])
+def test_few_shot_refuses_degenerate_input(y, message):
+    from nas.errors import InputError
+
+    archs = [SPACE.to_string(SPACE.sample(np.random.default_rng(i))) for i in range(len(y) if len(y) != 2 else 3)]
+    with pytest.raises(InputError, match=message):
+        few_shot([], archs, y, space=("fbnet", None, 100))
+
+
 def test_analytic_terms_count_depthwise_and_dense_macs_apart():
     layers = SPACE.layer_costs(SPACE.decode(" ".join(["3"] * 22)))
     terms = sum(analytic_terms(lc) for lc in layers)
