@@ -53,6 +53,7 @@ def check_recipe(source: str, recipe: Recipe) -> None:
     except TableError as err:
         raise RecipeError(f"{source}: {err}") from None
     space = get_space(recipe.space.name, space_opts, num_classes=num_classes)
+    _check_tables_match_space(source, recipe, space, eval_opts)
     _check_controller(source, recipe, space)
     smallest = space.smallest()
     for i, lat in enumerate(recipe.constraints.latency):
@@ -80,6 +81,37 @@ def _check_controller(source: str, recipe: Recipe, space) -> None:
                         SearchObjectives.from_constraints(recipe.constraints))
     except (ValueError, NotImplementedError) as err:
         raise RecipeError(f"{source}: controller.options: {err}") from None
+
+
+def _check_tables_match_space(source: str, recipe: Recipe, space, eval_opts) -> None:
+    """Every metric table the run reads (the evaluator's, the prescreen estimator's, ``source: table``
+    constraints') must hold architectures of the recipe's space; otherwise every trial would fail its lookup."""
+    from nas.evaluation.tabular import (SurrogateOptions, TableError, TabularOptions, check_space, constraint_table,
+                                        read_metric_table)
+
+    tables = []
+    pre = recipe.search.prescreen
+    for field, cfg, opts in (("evaluator.options.path", recipe.evaluator, eval_opts),
+                             ("search.prescreen.estimator.options.path", pre and pre.estimator, None)):
+        if cfg is None:
+            continue
+        opts = opts or validate_plugin(source, field.rsplit(".options", 1)[0], _evaluators(), cfg)
+        if isinstance(opts, TabularOptions):
+            tables.append((field, opts.path, 10 if isinstance(opts, SurrogateOptions) else None))
+    for i, lat in enumerate(recipe.constraints.latency):
+        if lat.source == "table" and (path := constraint_table(recipe, lat)) is not None:
+            tables.append((f"constraints.latency[{i}].table", path, None))
+    try:
+        for field, path, min_rows in tables:
+            check_space(read_metric_table(path), path, space, field, min_rows=min_rows)
+    except TableError as err:
+        raise RecipeError(f"{source}: {err}") from None
+
+
+def _evaluators():
+    from nas.evaluation.evaluators import EVALUATORS
+
+    return EVALUATORS
 
 
 def _check_table_column(source: str, index: int, recipe: Recipe) -> None:

@@ -61,14 +61,15 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, data: Any) -> Path:
     """Write `data` as indented JSON atomically (NaN is written as null)."""
-    return atomic_write_text(path, json.dumps(_nan_to_none(data), indent=2, sort_keys=False) + "\n")
+    return atomic_write_text(path, json.dumps(nan_to_none(data), indent=2, sort_keys=False) + "\n")
 
 
-def _nan_to_none(data: Any) -> Any:
+def nan_to_none(data: Any) -> Any:
+    """`data` with NaN floats replaced by None, as JSON files hold them."""
     if isinstance(data, float) and data != data:
         return None
     if isinstance(data, dict):
-        return {k: _nan_to_none(v) for k, v in data.items()}
+        return {k: nan_to_none(v) for k, v in data.items()}
     if isinstance(data, (list, tuple)):
-        return [_nan_to_none(v) for v in data]
+        return [nan_to_none(v) for v in data]
     return data

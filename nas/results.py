@@ -1,7 +1,9 @@
 """The run's ledger: one row per architecture, saved atomically with the controller state after every result.
 
 `state.json` holds rows, the controller's `state_dict` and the in-flight candidates in one file written
-atomically, so a run killed at any moment resumes with nothing lost and nothing evaluated twice.
+atomically, so a run killed at any moment resumes with nothing lost and nothing evaluated twice. It carries the
+SHA-256 of its own content: a ledger damaged or edited since (a flipped digit is still valid JSON) is refused on
+resume rather than continued from figures nobody measured.
 `results.csv` is the same rows as a table, rewritten alongside.
 
 Statuses: ``ok`` (evaluated, feasible), ``infeasible`` (evaluated, breaks a latency limit), ``failed`` (crashed
@@ -10,6 +12,7 @@ no trial was spent).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -19,7 +22,8 @@ from typing import Any
 import pandas as pd
 
 from nas.controllers.proposer import MemoryLedger
-from nas.io import atomic_write, atomic_write_json
+from nas.errors import InputError, IntegrityError
+from nas.io import nan_to_none, atomic_write, atomic_write_json
 from nas.objectives import latency_column
 
 BASE_COLUMNS = ["index", "arch", "status", "accuracy", "flops", "params"]
@@ -81,9 +85,9 @@ class RunLog(MemoryLedger):
             self.controller_state = controller_state
         if pending is not None:
             self.pending = list(pending)
-        atomic_write_json(self.state_path, {"version": 1, "profiles": self.profiles, "metrics": self.metrics,
-                                            "rows": self.rows, "controller": self.controller_state,
-                                            "pending": self.pending})
+        state = nan_to_none({"version": 1, "profiles": self.profiles, "metrics": self.metrics, "rows": self.rows,
+                              "controller": self.controller_state, "pending": self.pending})
+        atomic_write_json(self.state_path, {**state, "sha256": _digest(state)})
         atomic_write(self.run_dir / "results.csv", lambda tmp: self.table().to_csv(tmp, index=False))
 
     # ---- the search loops' ledger interface (nas.controllers.proposer.Ledger; `reject` is MemoryLedger's) --------
@@ -104,11 +108,29 @@ class RunLog(MemoryLedger):
 
     @classmethod
     def load(cls, run_dir: Path) -> RunLog:
-        """The log saved in `run_dir` (`FileNotFoundError` if none)."""
-        data = json.loads((Path(run_dir) / "state.json").read_text())
-        log = cls(run_dir, data["profiles"], tuple(data.get("metrics", ())))
-        for row in data["rows"]:
-            log.rows.append(row)
-            log._by_arch[row["arch"]] = row
-        log.controller_state, log.pending = data["controller"], data["pending"]
+        """The log saved in `run_dir`.
+
+        Raises:
+            InputError: no `state.json`, or one that is not a complete ledger (unreadable, not JSON, fields
+                missing); `IntegrityError` when its content does not match the SHA-256 it was saved with.
+        """
+        path = Path(run_dir) / "state.json"
+        try:
+            data = json.loads(path.read_text())
+            digest = data.pop("sha256", None)   # ledgers saved before checksums have none
+            if digest is not None and digest != _digest(data):
+                raise IntegrityError(f"{path}: SHA-256 mismatch: the ledger was damaged or edited after it was "
+                                     "saved; restore it or start a new run")
+            log = cls(run_dir, data["profiles"], tuple(data.get("metrics", ())))
+            for row in data["rows"]:
+                log.rows.append(row)
+                log._by_arch[row["arch"]] = row
+            log.controller_state, log.pending = data["controller"], data["pending"]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+            raise InputError(f"{path}: not a readable run ledger ({type(err).__name__}: {err})") from None
         return log
+
+
+def _digest(state: dict[str, Any]) -> str:
+    """SHA-256 of a ledger's canonical JSON (sorted keys, no whitespace; what `load` recomputes)."""
+    return hashlib.sha256(json.dumps(state, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -2,7 +2,8 @@
 
     python -m nas.run RECIPE [--set dotted.key=value ...] [--output DIR] [--resume]
 
-A bad recipe exits with status 2 and one line naming the file, the field and what was expected.
+A bad recipe, or a damaged run folder on --resume, exits with status 2 and one line naming the file, the field
+and what was expected (`nas.errors`); an unexpected failure inside the project keeps its traceback.
 The run directory receives: `recipe.yaml` (as resolved), `state.json` (ledger + controller state),
 `results.csv`, `pareto.png`, `best.json` and `best/` (weights.safetensors, model.onnx, arch.txt, MODEL_CARD.md).
 """
@@ -15,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from nas.errors import cli_entry
 from nas.recipe import Recipe, RecipeError, load_recipe
 
 
@@ -49,14 +51,16 @@ def prepare(args: argparse.Namespace) -> tuple[Recipe, Path]:
     if args.resume:
         if not (run_dir / "state.json").is_file():
             raise RecipeError(f"{run_dir}: no run to resume here (state.json missing); drop --resume to start one")
+        from nas.results import RunLog
+
+        RunLog.load(run_dir)   # a damaged ledger is refused here, in one line naming it
         try:
             before = yaml.safe_load(saved.read_text())
-            from nas.results import RunLog
-
-            RunLog.load(run_dir)
-        except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as err:
-            raise RecipeError(f"{run_dir}: cannot resume, the saved run is unreadable "
-                              f"({type(err).__name__}: {err})") from None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            raise RecipeError(f"{saved}: cannot resume, the saved recipe is unreadable "
+                              f"({type(err).__name__}: {str(err).splitlines()[0]})") from None
+        if not isinstance(before, dict):
+            raise RecipeError(f"{saved}: cannot resume, the saved recipe is not a mapping")
         now = recipe.model_dump(mode="json")
         diff = [d for d in _differences(before, now) if d not in ("search.budget", "output.dir")]
         if diff:
@@ -67,25 +71,18 @@ def prepare(args: argparse.Namespace) -> tuple[Recipe, Path]:
     return recipe, run_dir
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        recipe, run_dir = prepare(args)
-    except RecipeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    recipe, run_dir = prepare(args)
     from nas.latency_sources import LatencySetupError
-    from nas.pipeline import ResumeError, run_search
+    from nas.pipeline import run_search
     from nas.prescreen import PrescreenError
 
     try:
         summary = run_search(recipe, run_dir, resume=args.resume)
-    except (LatencySetupError, PrescreenError) as err:
-        print(f"error: {args.recipe}: {err}", file=sys.stderr)
-        return 2
-    except ResumeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (LatencySetupError, PrescreenError) as err:   # their messages name the recipe field, not the file
+        raise RecipeError(f"{args.recipe}: {err}") from None
     best = summary.get("best")
     if best is None:
         print(f"no feasible architecture found; see {run_dir / 'results.csv'}")

@@ -144,3 +144,86 @@ def test_killed_run_resumes_without_losing_or_repeating_trials(tmp_path):
 
     again = nas_run("--output", str(out), "--set", "search.budget=6", "--resume")   # nothing left to do
     assert again.returncode == 0 and _evaluated(out) == after
+
+
+TABULAR = ["--set", "controller={name: rl, options: {batch_size: 2}}", "--set", "search.concurrency=1",
+           "--set", "output.export=false", "--set", "search.budget=12"]
+
+
+def _kill_when(out: Path, ready, what: str) -> None:
+    """Start the tabular search (resuming when `out` holds a run), SIGKILL it and its Ray processes as soon as
+    `ready(state)` holds, and leave the run folder as the kill left it."""
+    resume = ["--resume"] if (out / "state.json").is_file() else []
+    proc = subprocess.Popen([sys.executable, "-m", "nas.run", str(REPO / "recipes" / "nb201_tabular.yaml"),
+                             "--output", str(out), *TABULAR, *resume], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline:
+        try:
+            if ready(json.loads((out / "state.json").read_text())):
+                break
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the search ended before the kill point ({what})"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    _kill_ray_of(out)
+
+
+def test_a_search_killed_three_times_ends_as_an_uninterrupted_one(tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    done = subprocess.run([sys.executable, "-m", "nas.run", str(REPO / "recipes" / "nb201_tabular.yaml"),
+                           "--output", str(whole), *TABULAR], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    kept = []
+    for what, ready in (("during setup, before any trial", lambda s: not s["rows"]),
+                        ("mid-search", lambda s: len([r for r in s["rows"] if r["status"] != "rejected"]) >= 3),
+                        ("near the end", lambda s: len([r for r in s["rows"] if r["status"] != "rejected"]) >= 8)):
+        _kill_when(killed, ready, what)
+        rows = json.loads((killed / "state.json").read_text())["rows"]
+        assert rows[:len(kept)] == kept, f"rows finished before the kill {what} changed"
+        kept = rows
+    resumed = subprocess.run([sys.executable, "-m", "nas.run", str(REPO / "recipes" / "nb201_tabular.yaml"),
+                              "--output", str(killed), *TABULAR, "--resume"], cwd=REPO, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = json.loads((killed / "state.json").read_text())["rows"]
+    assert final[:len(kept)] == kept
+    expected = json.loads((whole / "state.json").read_text())["rows"]
+    outcome = lambda rows: [(r["arch"], r["status"], r.get("accuracy")) for r in rows]   # noqa: E731
+    assert outcome(final) == outcome(expected)    # nothing lost, nothing redone, the same search
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("small") / "run"
+    first = subprocess.run([sys.executable, "-m", "nas.run", str(REPO / "recipes" / "nb201_tabular.yaml"),
+                            "--output", str(out), *TABULAR[:-2], "--set", "search.budget=3"], cwd=REPO,
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete"])
+def test_a_damaged_ledger_is_refused_in_one_line_on_resume(tmp_path, small_run, damage):
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("state.json", "recipe.yaml"):   # all a resume reads before it would start Ray
+        (out / name).write_bytes((small_run / name).read_bytes())
+    path = out / "state.json"
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":   # a digit of an accuracy: still valid JSON, only the checksum can tell
+        at = data.index(b'"accuracy": ') + len(b'"accuracy": ')
+        path.write_bytes(data[:at] + bytes([ord("1") if data[at] != ord("1") else ord("2")]) + data[at + 1:])
+    else:
+        path.unlink()
+    again = subprocess.run([sys.executable, "-m", "nas.run", str(REPO / "recipes" / "nb201_tabular.yaml"),
+                            "--output", str(out), *TABULAR[:-2], "--set", "search.budget=4", "--resume"],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    lines = again.stderr.strip().splitlines()
+    assert again.returncode == 2 and len(lines) == 1 and "Traceback" not in again.stderr, again.stderr[-2000:]
+    words = {"truncate": "not a readable run ledger", "flip": "SHA-256 mismatch", "delete": "no run to resume"}
+    assert lines[0].startswith("error: ") and str(out) in lines[0] and words[damage] in lines[0], lines[0]

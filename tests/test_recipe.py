@@ -97,6 +97,7 @@ def test_flops_floor_uses_the_datasets_class_count():
 
 def test_relative_imagefolder_path_is_made_absolute(tmp_path, monkeypatch):
     (tmp_path / "imgs" / "a").mkdir(parents=True)
+    (tmp_path / "imgs" / "a" / "x.png").write_bytes(b"")
     monkeypatch.chdir(tmp_path)
     from nas.evaluation.evaluators import ProxyOptions
 
@@ -204,3 +205,32 @@ def test_mnasnet_reward_without_a_target_is_a_recipe_error(tmp_path, capsys):
                   "--set", "constraints.latency.0.max_ms=null")
     assert "controller.options" in err and "targets" in err
     assert not (tmp_path / "out" / "state.json").exists()
+
+
+@pytest.mark.parametrize("layout, words", [
+    ({}, "has no class sub-folders"),
+    ({"cat": [], "dog": ["a.png"]}, "cat holds no image files"),
+    ({"train/cat": ["a.jpg"], "val/dog": ["b.jpg"]}, "train classes ['cat'] differ from val ['dog']"),
+])
+def test_an_image_folder_no_trial_could_load_is_a_recipe_error(tmp_path, capsys, layout, words):
+    root = tmp_path / "data"
+    root.mkdir()
+    for folder, files in layout.items():
+        (root / folder).mkdir(parents=True)
+        for f in files:
+            (root / folder / f).write_bytes(b"")
+    err = run_bad(capsys, ASSETS / "tiny.yaml", "--set", "evaluator.options.dataset=imagefolder",
+                  "--set", f"evaluator.options.path={root}")
+    assert "evaluator.options" in err and words in err, err
+
+
+def test_a_metric_table_of_another_space_is_a_recipe_error(tmp_path, capsys):
+    table = tmp_path / "mobile.csv"
+    table.write_text("arch,acc,ms\n" + "".join(f"{i} 1 2,{90 + i},{1 + i}\n" for i in range(3)))
+    recipe = write(tmp_path, (REPO / "recipes" / "nb201_tabular.yaml").read_text())
+    err = run_bad(capsys, recipe, "--set", f"evaluator.options.path={table}",
+                  "--set", "evaluator.options.accuracy=acc", "--set", "constraints.latency.0.column=ms")
+    assert f"{table}: evaluator.options.path: line 2: not an architecture of space 'nb201'" in err, err
+    err = run_bad(capsys, recipe, "--set", f"constraints.latency.0.table={table}",
+                  "--set", "constraints.latency.0.column=ms")
+    assert "constraints.latency[0].table: line 2: not an architecture of space 'nb201'" in err, err

@@ -147,6 +147,39 @@ def _image_folder(root: Path, resolution: int) -> Dataset:
         raise DatasetError(f"image folder {root} holds no class sub-folders with images ({exc})") from None
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")   # torchvision's
+
+
+def check_image_folder(path: str | Path) -> int:
+    """The number of classes of an ImageFolder tree (``path/CLASS/...`` or ``path/{train,val}/CLASS/...``),
+    checked before any trial loads it: each class folder must hold at least one image (found without decoding
+    any), and a pre-split tree must have the same classes in train/ and val/.
+
+    Raises:
+        DatasetError: one line naming the folder that breaks the layout.
+    """
+    import os
+
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"image folder {root} does not exist or is not a directory")
+    splits = [root / "train", root / "val"] if (root / "train").is_dir() and (root / "val").is_dir() else [root]
+    classes = []
+    for split in splits:
+        names = sorted(p.name for p in split.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not names:
+            raise DatasetError(f"image folder {split} has no class sub-folders; expected {split}/CLASS/IMAGE files")
+        for name in names:
+            walk = (f for _, _, files in os.walk(split / name, followlinks=True) for f in files)
+            if not any(f.lower().endswith(IMAGE_SUFFIXES) for f in walk):
+                raise DatasetError(f"image folder {split / name} holds no image files "
+                                   f"({', '.join(IMAGE_SUFFIXES)})")
+        classes.append(names)
+    if classes[0] != classes[-1]:
+        raise DatasetError(f"image folder {root}: train classes {classes[0]} differ from val {classes[-1]}")
+    return len(classes[0])
+
+
 def load_image_folder(
     resolution: int, *, path: str | None, seed: int, val_fraction: float, limit: int | None
 ) -> tuple[Dataset, Dataset, int]:

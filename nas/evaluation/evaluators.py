@@ -75,8 +75,9 @@ class ProxyOptions(EvaluatorOptions):
         if self.dataset == "imagefolder":
             if not self.path:
                 raise ValueError("dataset 'imagefolder' needs evaluator.options.path")
-            if not Path(self.path).is_dir():
-                raise ValueError(f"ImageFolder path {self.path!r} is not a directory")
+            from nas.evaluation.data import check_image_folder
+
+            check_image_folder(self.path)   # a layout no trial could load fails the recipe, not every trial
         return self
 
 
@@ -91,9 +92,9 @@ class ProxyTrainingEvaluator(Evaluator):
     def num_classes(self) -> int:
         if self.options.dataset == "mnist5k":
             return 10
-        root = Path(self.options.path)
-        root = root / "train" if (root / "train").is_dir() else root
-        return sum(1 for p in root.iterdir() if p.is_dir())
+        from nas.evaluation.data import check_image_folder
+
+        return check_image_folder(self.options.path)
 
     def _data(self, resolution: int):
         from nas.evaluation.data import load_dataset

@@ -70,6 +70,38 @@ def metric_column(table: pd.DataFrame, path: str, column: str, field: str) -> pd
     return values
 
 
+def check_space(table: pd.DataFrame, path: str, space: Any, field: str, *, min_rows: int | None = None,
+                sample: int = 2000) -> None:
+    """Refuse a metric table whose arch strings are not architectures of `space` (a table of another space, or
+    of other space options), before any trial looks one up.
+
+    Args:
+        table: the table, indexed by arch string in file order.
+        path: where it came from, for the message.
+        space: the recipe's search space.
+        field: the recipe field naming the table.
+        min_rows: None: every checked row must decode (lookups); N: at least N of them (a surrogate skips the rest).
+        sample: rows checked (the first ones); decoding all of a 15,625-row table would take seconds.
+
+    Raises:
+        TableError: naming the table, the line of the first string that does not decode, and why.
+    """
+    first_bad, good = None, 0
+    for i, string in enumerate(table.index[:sample]):
+        try:
+            space.decode(string)
+            good += 1
+        except ValueError as err:
+            first_bad = first_bad or (i, string, err)
+    if first_bad is None or (min_rows is not None and good >= min(min_rows, len(table))):
+        return
+    i, string, err = first_bad
+    line = f"line {i + 2}" if not path.startswith(SYNTHETIC_PREFIX) and not path.endswith((".parquet", ".pq")) \
+        else f"row {i + 1}"
+    raise TableError(f"{path}: {field}: {line}: not an architecture of space {space.name!r} ({err}); is this a "
+                     "table of another space or other space options?")
+
+
 def lookup(values: pd.Series, where: str, arch: str) -> float:
     """The table's figure for `arch` (`KeyError` naming `where` the figure comes from when it has no row)."""
     try:
