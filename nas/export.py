@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from nas.evaluation.latency import export_onnx
-from nas.io import atomic_write, atomic_write_text
+from nas.io import atomic_write, atomic_write_text, verify_sha256sums
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> Path:
@@ -48,6 +48,7 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """
     from safetensors.torch import load_file
 
+    verify_sha256sums(Path(path).parent, [Path(path).name])   # an exported folder carries SHA256SUMS
     model.load_state_dict(load_file(str(path)), strict=True)
     return model
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
-from nas.errors import InputError
+from nas.errors import InputError, IntegrityError, sha256_file
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -73,3 +73,36 @@ def nan_to_none(data: Any) -> Any:
     if isinstance(data, (list, tuple)):
         return [nan_to_none(v) for v in data]
     return data
+
+
+SUMS = "SHA256SUMS"
+
+
+def write_sha256sums(folder: str | Path) -> Path:
+    """Write ``folder/SHA256SUMS`` (the format ``sha256sum -c`` reads) over every other file in `folder`, so a
+    folder handed to another machine or user can be checked there, with this project or with coreutils."""
+    folder = Path(folder)
+    lines = [f"{sha256_file(f)}  {f.name}" for f in sorted(folder.iterdir()) if f.is_file() and f.name != SUMS]
+    return atomic_write_text(folder / SUMS, "\n".join(lines) + "\n")
+
+
+def verify_sha256sums(folder: str | Path, names: list[str] | None = None) -> None:
+    """Check the files of `folder` (all listed, or just `names`) against its SHA256SUMS; a folder without one
+    (written before checksums) passes.
+
+    Raises:
+        IntegrityError: a listed file is missing or differs, naming it, expected and found.
+    """
+    from nas.errors import verify_sha256
+
+    folder = Path(folder)
+    sums = folder / SUMS
+    if not sums.is_file():
+        return
+    try:
+        listed = dict(reversed(line.split(maxsplit=1)) for line in sums.read_text().splitlines() if line.strip())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise IntegrityError(f"{sums}: not a SHA256SUMS file ({err})") from None
+    for name in names if names is not None else listed:
+        if name in listed:
+            verify_sha256(folder / name, listed[name].strip(), what=f"listed in {SUMS}")

@@ -11,7 +11,7 @@ import yaml
 from nas.controllers import make_controller
 from nas.controllers.base import SearchObjectives
 from nas.errors import InputError
-from nas.io import atomic_write_json, atomic_write_text
+from nas.io import atomic_write_json, atomic_write_text, write_sha256sums
 from nas.objectives import latency_column
 from nas.recipe import Recipe
 from nas.results import RunLog
@@ -219,6 +219,7 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: TrialContext, best: dict[str
         files["anchors"] = atomic_write_json(run_dir / "best" / "anchors.json", {
             "format": "cx, cy, w, h normalised to the image; box deltas scaled by the SSD variances",
             "variances": list(VARIANCES), "anchors": [[round(v, 6) for v in a] for a in anchors.tolist()]})
+    files["sha256sums"] = write_sha256sums(run_dir / "best")   # written last: covers every file of best/
     diff = onnx_parity(model, files["onnx"], shape)
     return {"files": {k: str(v) for k, v in files.items()}, "onnx_max_abs_diff": diff, "latency": latency}
 

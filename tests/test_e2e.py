@@ -41,6 +41,7 @@ def test_tiny_recipe_end_to_end_through_ray_tune(tmp_path):
     assert summary["export"]["onnx_max_abs_diff"] < 1e-4
     for name in ("weights.safetensors", "model.onnx", "arch.txt", "MODEL_CARD.md"):
         assert (out / "best" / name).stat().st_size > 0
+        assert f"  {name}\n" in (out / "best" / "SHA256SUMS").read_text()   # written last, covers every file
     card = (out / "best" / "MODEL_CARD.md").read_text()
     assert summary["best"]["arch"] in card
     # latency came from the calibrated predictor; the exported network was measured, both in the card

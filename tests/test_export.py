@@ -100,3 +100,34 @@ def test_export_preserves_training_mode(tmp_path):
 )
 def test_format_figure(value, text):
     assert format_figure(value) == text
+
+
+def test_sha256sums_cover_the_folder_and_refuse_damaged_weights(tmp_path):
+    import hashlib
+    import shutil
+
+    from nas.errors import IntegrityError
+    from nas.io import verify_sha256sums, write_sha256sums
+
+    model = mobilenet(0)
+    out = tmp_path / "best"
+    export_network(model, SHAPE, out, arch=ARCH, figures={"accuracy": 0.5})
+    sums = write_sha256sums(out)
+    listed = dict(line.split("  ")[::-1] for line in sums.read_text().splitlines())
+    assert set(listed) == {"weights.safetensors", "model.onnx", "arch.txt", "MODEL_CARD.md"}
+    assert listed["arch.txt"] == hashlib.sha256((out / "arch.txt").read_bytes()).hexdigest()   # sha256sum -c
+    verify_sha256sums(out)
+    load_weights(mobilenet(1), out / "weights.safetensors")
+    for damage in ("flip", "truncate", "delete"):
+        bad = tmp_path / damage
+        shutil.copytree(out, bad)
+        w = bad / "weights.safetensors"
+        data = w.read_bytes()
+        if damage == "flip":
+            w.write_bytes(data[:-9] + bytes([data[-9] ^ 1]) + data[-8:])
+        elif damage == "truncate":
+            w.write_bytes(data[: len(data) // 2])
+        else:
+            w.unlink()
+        with pytest.raises(IntegrityError, match="weights.safetensors: (SHA-256 mismatch|missing)"):
+            load_weights(mobilenet(1), w)
