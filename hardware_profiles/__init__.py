@@ -8,6 +8,9 @@ measured live, looked up in a measured table, simulated or predicted.
   measured for each candidate on the machine running the search.
 - Versioned profiles (manifests, see `hardware_profiles.manifest`): measured or imported lookup tables, and
   simulators. ``name`` loads the newest version, ``name@version`` a given one.
+
+A profile that cannot be used (unknown name, unreadable manifest, table refused by its checksum) is an `InputError`
+(a `ValueError`) with one line naming the file or the name; a damaged manifest only fails the profile it belongs to.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
+from nas.errors import InputError
 from nas.registry import Registry
 
 PROFILES: Registry[type[HardwareProfile]] = Registry("hardware profile")
@@ -79,14 +83,19 @@ class LocalCpu2T(LiveOnnxCpuProfile):
 
 
 def profile_names() -> list[str]:
-    """Live profiles and every profile with a manifest (newest versions)."""
+    """Live profiles and every profile with a readable manifest (see `hardware_profiles.manifest.broken` for the
+    manifests left out)."""
     from hardware_profiles.manifest import discover
 
     return sorted(set(PROFILES.names()) | set(discover()))
 
 
 def has_profile(ref: str) -> bool:
-    """Whether `ref` (a name or name@version) can be loaded."""
+    """Whether `ref` (a name or name@version) names a profile.
+
+    Raises:
+        ManifestError: it names a profile whose manifest cannot be read (so the user sees why, not "unknown").
+    """
     from hardware_profiles.manifest import resolve
 
     return ref in PROFILES or resolve(ref) is not None
@@ -96,7 +105,8 @@ def get_profile(ref: str) -> HardwareProfile:
     """Load a profile by name (newest version) or name@version.
 
     Raises:
-        ValueError: unknown profile; the message lists the valid names.
+        InputError: unknown profile (the message lists the valid names); `ManifestError` for its unreadable
+            manifest; `IntegrityError` for a table that is not the one its manifest recorded.
     """
     from hardware_profiles.manifest import read_manifest, resolve
 
@@ -104,7 +114,7 @@ def get_profile(ref: str) -> HardwareProfile:
         return PROFILES.get(ref)()
     folder = resolve(ref)
     if folder is None:
-        raise ValueError(f"unknown hardware profile {ref!r}; expected one of: {', '.join(profile_names())}")
+        raise InputError(f"unknown hardware profile {ref!r}; expected one of: {', '.join(profile_names())}")
     manifest = read_manifest(folder / "manifest.yaml")
     if manifest.kind == "simulated":
         from hardware_profiles.simulated import SimulatedProfile

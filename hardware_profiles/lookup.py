@@ -8,6 +8,9 @@ effects) is the job of the learned network term in `predictors`.
 One approximation: a classifier (final linear layer) whose class count was never measured is costed from a
 measured classifier of the same input width and family, scaled by the ratio of outputs. Tables are measured at
 one class count, while searches run at their dataset's; the classifier is a negligible share of a network.
+
+Tables are checked before they are trusted: a table whose SHA-256 the manifest records is verified before it is
+parsed (`TableProfile.table`), and a table that cannot be read or lacks its columns is one `InputError` line.
 """
 from __future__ import annotations
 
@@ -16,11 +19,16 @@ import re
 from collections.abc import Hashable, Iterable
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from hardware_profiles import Estimate, HardwareProfile
-from hardware_profiles.manifest import Manifest
+from hardware_profiles.manifest import Manifest, ManifestError, TableName, verify_tables
 from hardware_profiles.tables import read_table
+from nas.errors import InputError
 
 
+_KEY_COLUMN = {"blocks": "key", "networks": "arch"}
 _CLASSIFIER = re.compile(r"^classifier_.*_i(?P<cin>\d+)x1x1_o(?P<cout>\d+)x1x1_(?P<family>\w+)$")
 
 
@@ -43,8 +51,10 @@ class TableProfile(HardwareProfile):
         self.manifest, self.folder = manifest, Path(folder)
         self.name, self.description = manifest.ref, f"{manifest.device}, {manifest.runtime} ({manifest.kind})"
         if not manifest.tables.blocks:
-            raise ValueError(f"{folder / 'manifest.yaml'}: tables.blocks: profile {manifest.ref} has no block table")
-        table = read_table(self.folder / manifest.tables.blocks)
+            raise ManifestError(f"{self.folder / 'manifest.yaml'}: tables.blocks: profile {manifest.ref} has no "
+                                "block table")
+        verify_tables(manifest, self.folder)   # every recorded table, so damage shows when the profile loads
+        table = self.table("blocks")
         self.block_ms: dict[str, float] = dict(zip(table["key"], table["median_ms"].astype(float)))
         self.overhead_ms = float(manifest.options.get("overhead_ms", 0.0))
         self._classifiers: dict[tuple[str, str], tuple[int, float]] = {}
@@ -52,6 +62,41 @@ class TableProfile(HardwareProfile):
             m = _CLASSIFIER.match(key)
             if m:
                 self._classifiers[(m["cin"], m["family"])] = (int(m["cout"]), ms)
+
+    def table(self, which: TableName) -> pd.DataFrame:
+        """The profile's ``"blocks"`` or ``"networks"`` table, verified against the manifest's SHA-256 (when it
+        records one) before it is parsed; what every reader of a profile's tables should call.
+
+        Raises:
+            ManifestError: the profile has no such table.
+            IntegrityError: the file is missing or not the one recorded.
+            InputError: it cannot be read, lacks its key or ``median_ms`` column, or holds a latency that is not a
+                finite number (the line is named).
+        """
+        path = self.manifest.table_path(self.folder, which)
+        if path is None:
+            raise ManifestError(f"{self.folder / 'manifest.yaml'}: tables.{which}: profile {self.manifest.ref} "
+                                f"has no {which} table")
+        verify_tables(self.manifest, self.folder, (which,))
+        try:
+            df = read_table(path)
+        except Exception as err:  # noqa: BLE001 - any parser failure is a damaged file for the user
+            raise InputError(f"{path}: cannot read the {which} table of profile {self.manifest.ref} "
+                             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+        for column in (_KEY_COLUMN[which], "median_ms"):
+            if column not in df.columns:
+                raise InputError(f"{path}: no column {column!r} (columns: {', '.join(map(str, df.columns))})")
+        bad = ~np.isfinite(pd.to_numeric(df["median_ms"], errors="coerce").to_numpy(float))
+        if bad.any():   # (fitted tables may hold -1e-19 for a zero cost: the sums clip at zero, so sign is not checked)
+            row = int(np.argmax(bad))
+            line = row + 2 if path.suffix == ".csv" else row + 1
+            raise InputError(f"{path}: line {line}, column 'median_ms': {str(df['median_ms'].iloc[row])!r} is not "
+                             "a finite number")
+        return df
+
+    def read_networks(self) -> pd.DataFrame:
+        """The measured networks (``arch``, ``median_ms``, ...), verified; what predictors train on."""
+        return self.table("networks")
 
     def _lookup(self, key: str) -> float | None:
         if key in self.block_ms:

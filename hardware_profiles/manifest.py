@@ -3,23 +3,36 @@
 Layout: ``<root>/<name>/<version>/manifest.yaml`` beside the table files it names. The built-in root is
 `hardware_profiles/profiles/`; more roots can be listed in the ``HWNAS_PROFILE_PATH`` environment variable
 (``os.pathsep``-separated). A profile is loaded by name (newest version) or as ``name@version``.
+
+A finished profile records the SHA-256 of each table (``table_sha256``) so that a table damaged or changed after
+it was written is refused before it is parsed (`verify_tables`); a profile still being measured has none, its
+partial tables belong to the run that continues them. A manifest that cannot be read does not hide the others:
+`discover` skips it and keeps its error (`broken`), which is raised only when that profile is asked for by name.
+
+The command lines that write profiles (`measure`, `importer`) and read them (`cost`) share the checks of their
+inputs at the end of this module: one `InputError` line naming the flag or file, never a traceback.
 """
 from __future__ import annotations
 
+import argparse
 import os
+import re
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
-from nas.errors import InputError
+from nas.errors import InputError, sha256_file, verify_sha256
 from nas.io import atomic_write_text
 
 BUILTIN_ROOT = Path(__file__).parent / "profiles"
 Kind = Literal["measured", "simulated", "imported"]
 Backend = Literal["onnxruntime-cpu", "torch-cuda", "simulator", "none"]
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
+TableName = Literal["blocks", "networks"]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 class ManifestError(InputError):
@@ -40,7 +53,7 @@ class Manifest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    name: str = Field(pattern=NAME_PATTERN)
     version: PositiveInt = 1
     kind: Kind
     device: str
@@ -55,6 +68,8 @@ class Manifest(BaseModel):
     num_classes: PositiveInt | None = Field(None, description="classifier outputs of the networks measured")
     resolution: PositiveInt | None = Field(None, description="input resolution (None: several, see the space)")
     tables: Tables = Field(default_factory=Tables)
+    table_sha256: dict[TableName, Sha256] = Field(
+        default_factory=dict, description="SHA-256 of each final table (none while a measurement is unfinished)")
     how_measured: str = ""
     noise: dict[str, float] = Field(default_factory=dict, description="e.g. median relative spread (p90-p10)/p50")
     options: dict[str, Any] = Field(default_factory=dict, description="backend settings (e.g. channels_last)")
@@ -66,6 +81,11 @@ class Manifest(BaseModel):
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
 
+    def table_path(self, folder: Path, which: TableName) -> Path | None:
+        """Path of table `which` ("blocks" or "networks") beside the manifest in `folder`; None if it has none."""
+        name = getattr(self.tables, which)
+        return Path(folder) / name if name else None
+
 
 def roots() -> list[Path]:
     """Folders searched for manifests: the built-in one, then those in HWNAS_PROFILE_PATH."""
@@ -73,16 +93,36 @@ def roots() -> list[Path]:
     return [BUILTIN_ROOT, *extra]
 
 
+def read_yaml_mapping(path: Path, what: str, error: type[InputError] = InputError) -> dict[str, Any]:
+    """The mapping in a YAML file (empty for an empty file), or one `error` line naming the file and, for
+    malformed YAML, the line and column."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise error(f"{path}: malformed YAML{where}: {getattr(err, 'problem', None) or 'cannot parse'}") from None
+    except OSError as err:
+        raise error(f"{path}: cannot read the {what} ({err.strerror or err})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise error(f"{path}: (top level): expected a mapping ({what}), got {type(data).__name__}")
+    return data
+
+
 def read_manifest(path: Path) -> Manifest:
     """Load and validate one manifest file (`ManifestError` naming the file and field)."""
+    data = read_yaml_mapping(path, "manifest", ManifestError)
     try:
-        data = yaml.safe_load(Path(path).read_text())
-        return Manifest(**(data or {}))
+        return Manifest(**data)
     except ValidationError as err:
         first = err.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ManifestError(f"{path}: {field}: {first['msg']}") from None
-    except (OSError, yaml.YAMLError, TypeError) as err:
+        raise ManifestError(f"{path}: {field}: {first['msg']}".replace("\n", " ")) from None
+    except TypeError as err:   # keys that are not strings
         raise ManifestError(f"{path}: cannot read manifest: {err}") from None
 
 
@@ -92,22 +132,164 @@ def write_manifest(manifest: Manifest, folder: Path) -> Path:
     return atomic_write_text(Path(folder) / "manifest.yaml", text)
 
 
-def discover() -> dict[str, dict[int, Path]]:
-    """name -> version -> manifest folder, over every root (a later root overrides an earlier one)."""
+def table_hashes(manifest: Manifest, folder: Path) -> dict[str, str]:
+    """SHA-256 of each table the manifest names, as found in `folder` now (for a writer whose tables are final)."""
+    paths = {which: manifest.table_path(folder, which) for which in ("blocks", "networks")}
+    return {which: sha256_file(path) for which, path in paths.items() if path is not None}
+
+
+def verify_tables(manifest: Manifest, folder: Path, which: tuple[TableName, ...] = ("blocks", "networks")) -> None:
+    """Refuse a table whose SHA-256 differs from the recorded one (a manifest without hashes passes unchecked).
+
+    Raises:
+        IntegrityError: a table is missing, truncated or altered (the file, expected and found hashes named).
+    """
+    for name in which:
+        path, expected = manifest.table_path(folder, name), manifest.table_sha256.get(name)
+        if path is not None and expected:
+            verify_sha256(path, expected, what=f"{name} table of profile {manifest.ref}")
+
+
+def _scan() -> tuple[dict[str, dict[int, Path]], dict[str, dict[int, ManifestError]]]:
+    """(readable, broken) manifests over every root; a later root overrides an earlier one for the same version.
+
+    A broken manifest is filed under its folders' names (``<name>/<version>/manifest.yaml``): its own name field
+    may be what cannot be read.
+    """
     found: dict[str, dict[int, Path]] = {}
+    broken: dict[str, dict[int, ManifestError]] = {}
     for root in roots():
         for path in sorted(root.glob("*/*/manifest.yaml")) if root.is_dir() else []:
-            m = read_manifest(path)
+            try:
+                m = read_manifest(path)
+            except ManifestError as err:
+                name, folder = path.parent.parent.name, path.parent.name
+                version = int(folder) if folder.isdigit() else 0
+                broken.setdefault(name, {})[version] = err
+                found.get(name, {}).pop(version, None)
+                continue
             found.setdefault(m.name, {})[m.version] = path.parent
-    return found
+            broken.get(m.name, {}).pop(m.version, None)
+    return found, broken
+
+
+def discover() -> dict[str, dict[int, Path]]:
+    """name -> version -> manifest folder, over every root (a later root overrides an earlier one).
+
+    Manifests that cannot be read are left out (see `broken`), so one damaged profile does not hide the others.
+    """
+    return {name: versions for name, versions in _scan()[0].items() if versions}
+
+
+def broken() -> list[ManifestError]:
+    """The errors of the manifests `discover` skipped, one per profile version."""
+    return [err for versions in _scan()[1].values() for err in versions.values()]
 
 
 def resolve(ref: str) -> Path | None:
-    """Folder of profile `name` (newest version) or `name@version`; None when there is none."""
+    """Folder of profile `name` (newest version) or `name@version`; None when there is none.
+
+    Raises:
+        ManifestError: the version asked for (or the newest, for a bare name) has a manifest that cannot be read.
+    """
     name, _, version = ref.partition("@")
-    versions = discover().get(name, {})
-    if not versions:
-        return None
+    found, bad = _scan()
+    versions, errors = found.get(name, {}), bad.get(name, {})
     if version:
-        return versions.get(int(version)) if version.isdigit() else None
-    return versions[max(versions)]
+        if not version.isdigit():
+            return None
+        wanted = int(version)
+    elif versions or errors:
+        wanted = max([*versions, *errors])
+    else:
+        return None
+    if wanted in errors:
+        raise errors[wanted]
+    return versions.get(wanted)
+
+
+# --- command-line inputs shared by measure, importer and cost -----------------------------------------------------
+
+
+class ArgParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are `InputError`s, so `cli_entry` prints them as one ``error:`` line
+    (exit 2) and a caller of ``main([...])`` gets 2 back instead of a `SystemExit`."""
+
+    def error(self, message: str):
+        raise InputError(f"{message} (see {self.prog} --help)")
+
+
+def check_profile_name(name: str, flag: str = "--profile") -> str:
+    """A name a manifest accepts (it becomes a folder name too)."""
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise InputError(f"{flag}: {name!r} is not a profile name; expected lower-case letters, digits, '.', '_' "
+                         "and '-', starting with a letter or digit")
+    return name
+
+
+def check_range(args: argparse.Namespace, **minimum: float) -> None:
+    """Refuse a numeric flag below its minimum: ``check_range(args, repeats=1)`` checks ``--repeats >= 1``."""
+    for dest, low in minimum.items():
+        value = getattr(args, dest)
+        if value is not None and value < low:
+            raise InputError(f"--{dest.replace('_', '-')}: expected a number >= {low:g}, got {value:g}")
+
+
+def check_folder(path: str | Path, flag: str) -> Path:
+    """`path` as a folder to write into: refuse it (and name the culprit) when it, or a folder above it, is a
+    file."""
+    path = Path(path)
+    culprit = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if culprit == path:
+        raise InputError(f"{flag}: {path} is a file; expected a folder")
+    if culprit is not None:
+        raise InputError(f"{flag}: {path}: cannot write here, {culprit} is a file, not a folder")
+    return path
+
+
+def check_output(path: str | Path, flag: str) -> Path:
+    """`path` as a file to write: refuse a folder, or a path below a file, before any work is done."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{flag}: {path} is a folder; expected a file path to write")
+    culprit = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if culprit is not None:
+        raise InputError(f"{flag}: {path}: cannot write here, {culprit} is a file, not a folder")
+    return path
+
+
+def read_space_options(path: str | Path | None) -> dict[str, Any] | None:
+    """The mapping in a ``--space-options`` YAML file (None when no file is given).
+
+    Raises:
+        InputError: the file is missing, not YAML, or not a mapping of option names to values.
+    """
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"--space-options: {path}: {'is a folder' if path.is_dir() else 'not found'}; "
+                         "expected a YAML file of the space's options")
+    return read_yaml_mapping(path, "space options")
+
+
+def make_space(name: str, options: dict[str, Any] | None, num_classes: int, *, source: str | Path = "--space-options"):
+    """The registered space `name` with `options`.
+
+    Raises:
+        InputError: an unknown space (the valid names listed) or options the space rejects (`source` names
+            where they came from, e.g. the YAML file, and the first bad field).
+    """
+    from nas.recipe import format_validation_error
+    from search_spaces import SPACES, get_space
+
+    try:
+        cls = SPACES.get(name)
+    except ValueError as err:
+        raise InputError(f"--space: {err}") from None
+    try:
+        return get_space(name, cls.Options(**(options or {})), num_classes=num_classes)
+    except ValidationError as err:
+        raise InputError(format_validation_error(source, err)) from None
+    except ValueError as err:
+        raise InputError(f"{source}: {err}") from None

@@ -6,8 +6,14 @@
 Each block (cost key) is built alone and timed: warm-up runs, then the median of repeats; a measurement whose
 spread (p90-p10)/median exceeds `--max-spread` is re-measured (up to `--attempts` times) and the least noisy one
 kept. N whole networks sampled from the space (seeded) are timed the same way; they are what predictors train and
-are judged on. Rows are flushed to the tables atomically as they come, so a killed run resumes where it stopped
-(measured keys and networks are skipped). The manifest records the machine, the runtime and the noise.
+are judged on. The manifest records the machine, the runtime, the noise and, once the tables are final, their
+SHA-256.
+
+Killed jobs lose nothing: each row is written to its table atomically as soon as it is measured (``--flush-seconds
+0``, the default), and re-running the same command continues the newest version of the profile in ``--root`` (or,
+without ``--root``, wherever it is found): measured keys and networks are kept byte for byte and never measured
+again. Bad input (flags, the space options file, a folder that is a file, a profile measured with other settings)
+is one ``error:`` line with exit status 2.
 
 Nothing here is x86-specific: on an aarch64 board the same command with ``--backend onnxruntime-cpu`` builds an
 ARM table (install the project there with ``pip install -e .``; onnxruntime publishes aarch64 wheels).
@@ -28,8 +34,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from hardware_profiles.manifest import BUILTIN_ROOT, Manifest, read_manifest, resolve, write_manifest
-from hardware_profiles.tables import BLOCK_COLUMNS, NETWORK_COLUMNS, read_table, write_table
+from hardware_profiles.manifest import (BUILTIN_ROOT, ArgParser, Manifest, check_folder, check_profile_name,
+                                       check_range, discover, make_space, read_manifest, read_space_options,
+                                       resolve, table_hashes, verify_tables, write_manifest)
+from hardware_profiles.tables import BLOCK_COLUMNS, NETWORK_COLUMNS, write_table
+from nas.errors import InputError, cli_entry
 
 
 def machine_info(backend: str) -> dict[str, Any]:
@@ -79,11 +88,16 @@ def make_backend(args: argparse.Namespace):
     if args.backend == "onnxruntime-cpu":
         return OnnxCpuBackend(args.threads, args.warmup, args.repeats)
     if args.backend == "torch-cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError("--backend torch-cuda: no CUDA device is available here; measure on a CUDA machine or "
+                             "use --backend onnxruntime-cpu")
         from hardware_profiles.cuda import TorchCudaBackend
 
         return TorchCudaBackend(precision=args.precision, batch=args.batch, channels_last=args.channels_last,
                                 warmup=args.warmup, repeats=args.repeats)
-    raise SystemExit(f"error: --backend: {args.backend!r} cannot measure; expected onnxruntime-cpu or torch-cuda")
+    raise InputError(f"--backend: {args.backend!r} cannot measure; expected onnxruntime-cpu or torch-cuda")
 
 
 def measure_stable(backend, build: Callable[[], Any], shape: tuple[int, ...], max_spread: float,
@@ -105,16 +119,35 @@ def _row(name: str, value: str, stats, attempts: int) -> dict[str, Any]:
 
 
 class TableWriter:
-    """Rows of one table, flushed atomically every `every_s` seconds and at the end."""
+    """Rows of one table, flushed atomically every `every_s` seconds (0: after every row) and at the end.
+
+    A table left by a killed run is read back with its numbers exactly as written (round-trip float parsing), so
+    rewriting it with new rows appended leaves the finished rows byte-identical.
+    """
 
     def __init__(self, path: Path, columns: list[str], every_s: float):
         self.path, self.columns, self.every_s = path, columns, every_s
-        self.df = read_table(path) if path.is_file() else pd.DataFrame(columns=columns)
+        self.df = self._read() if path.is_file() else pd.DataFrame(columns=columns)
         self.rows: list[dict[str, Any]] = []
         self._last = time.monotonic()
 
+    def _read(self) -> pd.DataFrame:
+        try:
+            if self.path.suffix == ".parquet":
+                df = pd.read_parquet(self.path)
+            else:
+                df = pd.read_csv(self.path, float_precision="round_trip")
+        except Exception as err:  # noqa: BLE001 - any parser failure is a damaged partial table
+            raise InputError(f"{self.path}: cannot read the partial table to continue it ({type(err).__name__}); "
+                             "delete it to measure its rows again") from None
+        missing = [c for c in self.columns if c not in df.columns]
+        if missing:
+            raise InputError(f"{self.path}: no column {missing[0]!r} (columns: {', '.join(map(str, df.columns))}); "
+                             "delete it to measure its rows again")
+        return df
+
     def done(self, column: str) -> set[str]:
-        return set(self.df[column].astype(str))
+        return set(self.df[column].astype(str)) | {str(r[column]) for r in self.rows}
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
@@ -130,36 +163,57 @@ class TableWriter:
         self._last = time.monotonic()
 
 
-def _open_profile(args: argparse.Namespace, backend) -> tuple[Manifest, Path]:
-    """The profile folder to measure into: the existing newest version, or a new one."""
-    existing = resolve(args.profile)
+def _versions(root: Path, name: str) -> dict[int, Path]:
+    """Versions of profile `name` under `root` that have a manifest (a folder without one is a start that was
+    killed before its manifest was written, and is reused)."""
+    folder = root / name
+    return {int(p.parent.name): p.parent for p in folder.glob("*/manifest.yaml") if p.parent.name.isdigit()}
+
+
+def _open_profile(args: argparse.Namespace, backend, space_options: dict) -> tuple[Manifest, Path]:
+    """The profile folder to measure into: the newest version in `--root` (or, without `--root`, the newest one
+    found on the profile path), continued; or a new version when there is none or `--new-version` asks for one."""
+    root = Path(args.root) if args.root else BUILTIN_ROOT
+    versions = _versions(root, args.profile)
+    existing = versions[max(versions)] if versions else (None if args.root else resolve(args.profile))
     if existing is not None and not args.new_version:
-        manifest = read_manifest(existing / "manifest.yaml")
-        if manifest.kind != "measured":
-            raise SystemExit(f"error: --profile: {manifest.ref} is {manifest.kind}, not measured")
-        return manifest, existing
-    version = 1 + max((int(p.name) for p in (Path(args.root) / args.profile).glob("*") if p.name.isdigit()),
-                      default=0)
-    folder = Path(args.root) / args.profile / str(version)
+        return _continued(args, existing, space_options), existing
+    known = set(versions) | (set(discover().get(args.profile, {})) if not args.root else set())
+    version = 1 + max(known, default=0)
     manifest = Manifest(
         name=args.profile, version=version, kind="measured", device=args.device or platform.node() or "unknown",
         runtime=backend.runtime, runtime_version=backend.version(), backend=args.backend,
         precision=args.precision, batch=args.batch, threads=args.threads if args.backend == "onnxruntime-cpu" else 0,
         tables={"blocks": "blocks.csv", "networks": "networks.csv"},
         options={"channels_last": args.channels_last} if args.backend == "torch-cuda" else {})
-    return manifest, folder
+    return manifest, root / args.profile / str(version)
+
+
+def _continued(args: argparse.Namespace, folder: Path, space_options: dict) -> Manifest:
+    """The manifest of a profile to continue, once it is known to be a measured profile of the same setup whose
+    tables (if it was finished) are the ones recorded. Its hashes are dropped: the tables are partial again."""
+    manifest = read_manifest(folder / "manifest.yaml")
+    where = f"{manifest.ref} in {folder}"
+    if manifest.kind != "measured":
+        raise InputError(f"--profile: {where} is {manifest.kind}, not measured; choose another name")
+    threads = args.threads if args.backend == "onnxruntime-cpu" else 0
+    wanted = {"space": args.space, "space_options": space_options, "num_classes": args.num_classes,
+              "backend": args.backend, "precision": args.precision, "batch": args.batch, "threads": threads}
+    for field, value in wanted.items():
+        recorded = getattr(manifest, field)
+        if recorded is not None and recorded != value and not (field == "space_options" and not manifest.space):
+            flag = {"space_options": "space-options", "num_classes": "num-classes"}.get(field, field)
+            raise InputError(f"--{flag}: {where} was measured with {field} {recorded!r}, not {value!r}; measure "
+                             "into another profile name, or start one with --new-version")
+    verify_tables(manifest, folder)
+    manifest.table_sha256 = {}
+    return manifest
 
 
 def _space(args: argparse.Namespace):
-    from search_spaces import get_space
-
-    options = {}
-    if args.space_options:
-        options = yaml.safe_load(Path(args.space_options).read_text()) or {}
-    try:
-        return get_space(args.space, options, num_classes=args.num_classes), options
-    except ValueError as err:
-        raise SystemExit(f"error: --space: {err}") from None
+    """The space to measure and its options (`InputError` for a bad name, file or option)."""
+    options = read_space_options(args.space_options) or {}
+    return make_space(args.space, options, args.num_classes, source=args.space_options or "--space-options"), options
 
 
 def _sample_networks(space, n: int, seed: int) -> list[str]:
@@ -173,87 +227,149 @@ def _sample_networks(space, n: int, seed: int) -> list[str]:
     return list(seen)
 
 
-def measure_profile(args: argparse.Namespace) -> dict[str, Any]:
-    """Measure blocks and networks into the profile; returns figures for the report."""
+def _remove_stale_temp_files(folder: Path) -> None:
+    """Temp files a killed run left half-written beside its tables (the tables themselves are always whole)."""
+    for name in ("blocks.csv", "networks.csv", "manifest.yaml"):
+        for tmp in folder.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+def _measure_rows(writer: TableWriter, column: str, items: list[tuple[str, Callable[[], Any], tuple[int, ...]]],
+                  backend, args: argparse.Namespace, desc: str) -> None:
+    """Measure each (name, build, shape) not yet in the table, writing rows as they come; rows measured before an
+    error or an interrupt are written too."""
     from tqdm import tqdm
 
-    backend = make_backend(args)
-    space, space_options = _space(args)
-    manifest, folder = _open_profile(args, backend)
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest.space, manifest.space_options, manifest.num_classes = args.space, space_options, args.num_classes
-    manifest.machine = machine_info(args.backend)
-    write_manifest(manifest, folder)
-    start = time.perf_counter()
+    done = writer.done(column)
+    todo = [item for item in items if item[0] not in done]
+    try:
+        for name, build, shape in tqdm(todo, desc=desc, unit=column, file=sys.stderr):
+            stats, n = measure_stable(backend, build, shape, args.max_spread, args.attempts)
+            writer.add(_row(column, name, stats, n))
+    finally:
+        writer.flush()
+
+
+def _block_items(args: argparse.Namespace, space) -> tuple[list, bool]:
+    """(items to measure, whether they are every layer of the space) for the block table."""
     layers, exact = space.enumerate_layers()
-    resolutions = {lc.key.in_shape[1] for lc in layers if lc.key.op == "stem"}
-    manifest.resolution = resolutions.pop() if len(resolutions) == 1 else None
     if args.sample and args.sample < len(layers):
         idx = np.random.default_rng(args.seed).choice(len(layers), args.sample, replace=False)
         layers, exact = [layers[i] for i in sorted(idx)], False
+    items = [(str(lc.key), lambda key=lc.key: space.build_layer(key), (1, *lc.key.in_shape)) for lc in layers]
+    return items, exact
+
+
+def _network_items(args: argparse.Namespace, space) -> list:
+    """Items to measure for the network table: the seeded sample, the same list on every run."""
+    items = []
+    for arch in _sample_networks(space, args.networks, args.seed):
+        genotype = space.decode(arch)
+        items.append((arch, lambda g=genotype: space.build(g), space.input_shape(genotype)))
+    return items
+
+
+def measure_profile(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure blocks and networks into the profile; returns figures for the report."""
+    backend = make_backend(args)
+    space, space_options = _space(args)
+    manifest, folder = _open_profile(args, backend, space_options)
+    manifest.space, manifest.space_options, manifest.num_classes = args.space, space_options, args.num_classes
+    manifest.machine = machine_info(args.backend)
+    layers = space.enumerate_layers()[0]
+    resolutions = {lc.key.in_shape[1] for lc in layers if lc.key.op == "stem"}
+    manifest.resolution = resolutions.pop() if len(resolutions) == 1 else None
+    write_manifest(manifest, folder)   # first, so a killed run leaves a profile that the next run continues
+    _remove_stale_temp_files(folder)
+    start = time.perf_counter()
+    items, exact = _block_items(args, space)
     blocks = TableWriter(folder / manifest.tables.blocks, BLOCK_COLUMNS, args.flush_seconds)
-    todo = [lc for lc in layers if str(lc.key) not in blocks.done("key")]
-    for lc in tqdm(todo, desc=f"{manifest.ref} blocks", unit="block", file=sys.stderr):
-        shape = (1, *lc.key.in_shape)
-        stats, n = measure_stable(backend, lambda: space.build_layer(lc.key), shape, args.max_spread,
-                                  args.attempts)
-        blocks.add(_row("key", str(lc.key), stats, n))
-    blocks.flush()
+    _measure_rows(blocks, "key", items, backend, args, f"{manifest.ref} blocks")
     block_seconds = time.perf_counter() - start
     import torch
 
     overhead = backend.measure(torch.nn.ReLU(), (1, 3, 8, 8))
     nets = TableWriter(folder / manifest.tables.networks, NETWORK_COLUMNS, args.flush_seconds)
-    archs = [a for a in _sample_networks(space, args.networks, args.seed) if a not in nets.done("arch")]
-    for arch in tqdm(archs, desc=f"{manifest.ref} networks", unit="net", file=sys.stderr):
-        genotype = space.decode(arch)
-        stats, n = measure_stable(backend, lambda: space.build(genotype), space.input_shape(genotype),
-                                  args.max_spread, args.attempts)
-        nets.add(_row("arch", arch, stats, n))
-    nets.flush()
-    manifest.options = {**manifest.options, "overhead_ms": overhead.median_ms}
-    manifest.noise = {"median_relative_spread_blocks": float(blocks.df["spread"].median()),
-                      "median_relative_spread_networks": float(nets.df["spread"].median()) if len(nets.df) else 0.0,
-                      "remeasured_share": float((blocks.df["attempts"] > 1).mean())}
-    manifest.how_measured = (f"{args.warmup} warm-up runs, median of {args.repeats} timed runs, re-measured up "
-                             f"to {args.attempts} times while (p90-p10)/median > {args.max_spread}; blocks: "
-                             f"{'all' if exact else 'a sample of'} {len(blocks.df)} layers of space {args.space}, "
-                             f"each timed alone; networks: {len(nets.df)} sampled with seed {args.seed}")
+    _measure_rows(nets, "arch", _network_items(args, space), backend, args, f"{manifest.ref} networks")
+    _finish_manifest(args, manifest, blocks.df, nets.df, overhead.median_ms, exact)
+    manifest.table_sha256 = table_hashes(manifest, folder)   # the tables are final: record what they are
     write_manifest(manifest, folder)
     return {"profile": manifest.ref, "folder": str(folder), "blocks": len(blocks.df), "complete": exact,
             "networks": len(nets.df), "block_seconds": block_seconds, "seconds": time.perf_counter() - start,
             **manifest.noise}
 
 
+def _finish_manifest(args: argparse.Namespace, manifest: Manifest, blocks: pd.DataFrame, nets: pd.DataFrame,
+                     overhead_ms: float, exact: bool) -> None:
+    """Record the overhead, the noise and how the tables were measured."""
+    manifest.options = {**manifest.options, "overhead_ms": overhead_ms}
+    manifest.noise = {"median_relative_spread_blocks": float(blocks["spread"].median()) if len(blocks) else 0.0,
+                      "median_relative_spread_networks": float(nets["spread"].median()) if len(nets) else 0.0,
+                      "remeasured_share": float((blocks["attempts"] > 1).mean()) if len(blocks) else 0.0}
+    manifest.how_measured = (f"{args.warmup} warm-up runs, median of {args.repeats} timed runs, re-measured up "
+                             f"to {args.attempts} times while (p90-p10)/median > {args.max_spread}; blocks: "
+                             f"{'all' if exact else 'a sample of'} {len(blocks)} layers of space {args.space}, "
+                             f"each timed alone; networks: {len(nets)} sampled with seed {args.seed}")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m hardware_profiles.measure", description=__doc__.splitlines()[0])
-    p.add_argument("--profile", required=True, help="profile name (continued if it exists)")
-    p.add_argument("--space", required=True, help="registered search space")
-    p.add_argument("--space-options", help="YAML file with the space's options")
-    p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--networks", type=int, default=50, help="whole networks to time (default 50)")
-    p.add_argument("--sample", type=int, default=0, help="time only this many blocks (0 = all)")
-    p.add_argument("--backend", default="onnxruntime-cpu", choices=["onnxruntime-cpu", "torch-cuda"])
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--repeats", type=int, default=50)
-    p.add_argument("--max-spread", type=float, default=0.15)
-    p.add_argument("--attempts", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--flush-seconds", type=float, default=5.0, help="write tables at least this often")
-    p.add_argument("--device", help="device description for the manifest (default: host name)")
-    p.add_argument("--root", default=str(BUILTIN_ROOT), help="folder holding profiles (default: built-in)")
+    """The command line (usage errors are `InputError`s)."""
+    p = ArgParser(prog="python -m hardware_profiles.measure", description=__doc__.splitlines()[0])
+    p.add_argument("--profile", metavar="NAME", required=True,
+                   help="profile name (lower-case letters, digits, '.', '_', '-'); its newest version is continued "
+                        "if it exists")
+    p.add_argument("--space", required=True, help="registered search space whose layers and networks are timed")
+    p.add_argument("--space-options", metavar="FILE",
+                   help="YAML file with the space's options (default: the space's defaults)")
+    p.add_argument("--num-classes", metavar="N", type=int, default=1000,
+                   help="classifier outputs of the networks (default 1000)")
+    p.add_argument("--networks", metavar="N", type=int, default=50, help="whole networks to time (default 50)")
+    p.add_argument("--sample", metavar="N", type=int, default=0,
+                   help="time only this many blocks, sampled with --seed (default 0 = every layer of the space)")
+    p.add_argument("--backend", default="onnxruntime-cpu", choices=["onnxruntime-cpu", "torch-cuda"],
+                   help="what times the modules: onnxruntime on this CPU, or PyTorch CUDA graphs on the GPU")
+    p.add_argument("--threads", metavar="N", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"],
+                   help="numeric precision (torch-cuda; onnxruntime-cpu measures fp32)")
+    p.add_argument("--batch", metavar="N", type=int, default=1,
+                   help="batch size (torch-cuda; onnxruntime-cpu measures batch 1)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (torch-cuda)")
+    p.add_argument("--warmup", metavar="N", type=int, default=10, help="untimed runs before timing (default 10)")
+    p.add_argument("--repeats", metavar="N", type=int, default=50,
+                   help="timed runs; their median is the figure (default 50)")
+    p.add_argument("--max-spread", metavar="RATIO", type=float, default=0.15,
+                   help="re-measure while (p90-p10)/median is above this (default 0.15)")
+    p.add_argument("--attempts", metavar="N", type=int, default=3,
+                   help="measurements at most per block or network; the least noisy is kept (default 3)")
+    p.add_argument("--seed", metavar="N", type=int, default=0,
+                   help="seed of the block sample and the networks (default 0)")
+    p.add_argument("--flush-seconds", metavar="S", type=float, default=0.0,
+                   help="write the tables at least this often (default 0: after every row, so a killed run "
+                        "loses nothing; S > 0 writes less often and may measure up to S seconds of rows again)")
+    p.add_argument("--device", metavar="TEXT", help="device description for the manifest (default: host name)")
+    p.add_argument("--root", metavar="DIR",
+                   help="folder holding profiles: the profile is continued from, or written to, "
+                        "DIR/NAME/VERSION (default: continue it wherever it is found on the profile "
+                        "path, else write to the built-in folder)")
     p.add_argument("--new-version", action="store_true", help="start a new version instead of continuing")
     return p.parse_args(argv)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse bad flags before anything is measured (`InputError` naming the flag)."""
+    check_profile_name(args.profile)
+    check_range(args, num_classes=1, networks=0, sample=0, threads=1, batch=1, warmup=0, repeats=1,
+                max_spread=0, attempts=1, flush_seconds=0)
+    if args.batch != 1 and args.backend == "onnxruntime-cpu":
+        raise InputError("--batch: the onnxruntime-cpu backend measures batch 1")
+    if args.root:
+        check_folder(args.root, "--root")
+
+
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.batch != 1 and args.backend == "onnxruntime-cpu":
-        raise SystemExit("error: --batch: the onnxruntime-cpu backend measures batch 1")
+    check_args(args)
     report = measure_profile(args)
     print(yaml.safe_dump(report, sort_keys=False).strip())
     return 0

@@ -9,7 +9,7 @@ from collections.abc import Hashable
 from pathlib import Path
 
 from hardware_profiles import Estimate, HardwareProfile
-from hardware_profiles.manifest import Manifest
+from hardware_profiles.manifest import Manifest, ManifestError
 
 
 class SimulatedProfile(HardwareProfile):
@@ -23,13 +23,16 @@ class SimulatedProfile(HardwareProfile):
     def __init__(self, manifest: Manifest, folder: Path):
         from hardware_profiles.fpga import get_fpga_config, simulator
 
+        source = Path(folder) / "manifest.yaml"
         model = manifest.options.get("model", "fpga")
         if model != "fpga":
-            raise ValueError(f"{Path(folder) / 'manifest.yaml'}: options.model: unknown simulator {model!r}; "
-                             "expected one of: fpga")
+            raise ManifestError(f"{source}: options.model: unknown simulator {model!r}; expected one of: fpga")
         self.manifest, self.name = manifest, manifest.ref
         self.description = f"{manifest.device} ({manifest.runtime}, simulated)"
-        self.config = get_fpga_config(manifest.options.get("preset", manifest.name))
+        try:
+            self.config = get_fpga_config(manifest.options.get("preset", manifest.name))
+        except ValueError as err:
+            raise ManifestError(f"{source}: options.preset: {err}") from None
         self.simulate = simulator(self.config)
 
     def latency(self, space, arch: Hashable) -> Estimate:

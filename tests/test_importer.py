@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 import yaml
 
 from hardware_profiles import get_profile
 from hardware_profiles.cost import main as cost_main
 from hardware_profiles.importer import error_report, fit_additive, main as import_main
+from nas.errors import sha256_file
 from search_spaces import get_space
 
 SPACE = {"resolutions": [32, 48], "widths": [0.5, 1.0], "kernels": [3, 5, 7], "expansions": [3, 6],
@@ -70,11 +70,26 @@ def test_noisy_device_is_imported_as_a_usable_profile(tmp_path, monkeypatch):
     assert (out.flops > 0).all() and "energy_mj" not in out
 
 
-def test_importer_names_a_missing_column(tmp_path):
+def test_importer_names_a_missing_column(tmp_path, capsys):
     pd.DataFrame({"arch": ["x"], "ms": [1.0]}).to_csv(tmp_path / "t.csv", index=False)
-    with pytest.raises(SystemExit, match="no column 'device_ms'"):
-        import_main(["--profile", "p", "--space", "mobilenet", "--table", str(tmp_path / "t.csv"),
-                     "--target", "device_ms", "--root", str(tmp_path)])
+    assert import_main(["--profile", "p", "--space", "mobilenet", "--table", str(tmp_path / "t.csv"),
+                        "--target", "device_ms", "--root", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 't.csv'}: no column 'device_ms' (columns: arch, ms)\n"
+
+
+def test_imported_profile_records_its_tables_sha256(tmp_path, monkeypatch):
+    table, _, _ = synthetic_device(200, noise=0.0)
+    table.to_csv(tmp_path / "device.csv", index=False)
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    monkeypatch.setenv("HWNAS_PROFILE_PATH", str(tmp_path / "profiles"))
+    assert import_main(["--profile", "phone-y", "--space", "mobilenet", "--space-options", str(tmp_path / "space.yaml"),
+                        "--table", str(tmp_path / "device.csv"), "--target", "device_ms", "--holdout", "0",
+                        "--root", str(tmp_path / "profiles")]) == 0
+    profile = get_profile("phone-y")
+    folder = tmp_path / "profiles" / "phone-y" / "1"
+    assert profile.manifest.table_sha256 == {"blocks": sha256_file(folder / "blocks.csv"),
+                                             "networks": sha256_file(folder / "networks.csv")}
+    assert len(profile.read_networks()) == len(table)   # --holdout 0: every row trains
 
 
 def test_cost_reports_energy_on_a_simulated_profile(tmp_path):

@@ -9,6 +9,7 @@ from hardware_profiles import get_profile, has_profile, profile_names
 from hardware_profiles.lookup import MissingKeys
 from hardware_profiles.manifest import Manifest, ManifestError, read_manifest, resolve, write_manifest
 from hardware_profiles.measure import OnnxCpuBackend, main as measure_main
+from nas.errors import sha256_file
 from nas.recipe import load_recipe
 from search_spaces import get_space
 
@@ -54,6 +55,16 @@ def test_newest_version_by_default_and_pinned_versions(root):
     assert "board" in profile_names() and has_profile("board@1") and not has_profile("board@9")
 
 
+def test_a_broken_newest_version_is_reported_not_skipped(root):
+    write_manifest(Manifest(name="board", version=1, kind="imported", device="d", runtime="r"),
+                   root / "profiles" / "board" / "1")
+    (root / "profiles" / "board" / "2").mkdir(parents=True)
+    (root / "profiles" / "board" / "2" / "manifest.yaml").write_text("name: board\nversion: 2\nkind: [\n")
+    with pytest.raises(ManifestError, match=r"board/2/manifest\.yaml: malformed YAML at line 4"):
+        resolve("board")   # the newest version was asked for: never fall back to an older one silently
+    assert resolve("board@1").name == "1" and "board" in profile_names()
+
+
 def test_measure_builds_complete_tables_and_a_usable_profile(root):
     assert measure(root) == 0
     folder = resolve("tiny-cpu")
@@ -67,6 +78,8 @@ def test_measure_builds_complete_tables_and_a_usable_profile(root):
     assert manifest.machine["cpus"] >= 1 and manifest.runtime == "onnxruntime" and manifest.threads == 1
     assert "median_relative_spread_blocks" in manifest.noise and manifest.options["overhead_ms"] > 0
     assert not list(folder.glob(".*.tmp"))
+    assert manifest.table_sha256 == {"blocks": sha256_file(folder / "blocks.csv"),
+                                     "networks": sha256_file(folder / "networks.csv")}
     profile = get_profile("tiny-cpu")
     arch = space().decode("r32_w0.5|k5e3s,k3e3")
     keys = space().cost_keys(arch)
