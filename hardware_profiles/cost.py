@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from hardware_profiles import get_profile
 from hardware_profiles.lookup import MissingKeys
-from hardware_profiles.manifest import ArgParser, check_output, check_range, make_space, read_space_options
 from hardware_profiles.tables import ArchRows, read_archs, write_table
+from nas.cli import ArgParser, check_output, check_range, make_space, read_space_options
 from nas.errors import InputError, cli_entry
 
 

@@ -8,13 +8,9 @@ A finished profile records the SHA-256 of each table (``table_sha256``) so that 
 it was written is refused before it is parsed (`verify_tables`); a profile still being measured has none, its
 partial tables belong to the run that continues them. A manifest that cannot be read does not hide the others:
 `discover` skips it and keeps its error (`broken`), which is raised only when that profile is asked for by name.
-
-The command lines that write profiles (`measure`, `importer`) and read them (`cost`) share the checks of their
-inputs at the end of this module: one `InputError` line naming the flag or file, never a traceback.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from datetime import date
@@ -24,6 +20,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
+from nas.cli import read_yaml_mapping
 from nas.errors import InputError, sha256_file, verify_sha256
 from nas.io import atomic_write_text
 
@@ -91,26 +88,6 @@ def roots() -> list[Path]:
     """Folders searched for manifests: the built-in one, then those in HWNAS_PROFILE_PATH."""
     extra = [Path(p) for p in os.environ.get("HWNAS_PROFILE_PATH", "").split(os.pathsep) if p]
     return [BUILTIN_ROOT, *extra]
-
-
-def read_yaml_mapping(path: Path, what: str, error: type[InputError] = InputError) -> dict[str, Any]:
-    """The mapping in a YAML file (empty for an empty file), or one `error` line naming the file and, for
-    malformed YAML, the line and column."""
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise error(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise error(f"{path}: malformed YAML{where}: {getattr(err, 'problem', None) or 'cannot parse'}") from None
-    except OSError as err:
-        raise error(f"{path}: cannot read the {what} ({err.strerror or err})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise error(f"{path}: (top level): expected a mapping ({what}), got {type(data).__name__}")
-    return data
 
 
 def read_manifest(path: Path) -> Manifest:
@@ -208,88 +185,9 @@ def resolve(ref: str) -> Path | None:
     return versions.get(wanted)
 
 
-# --- command-line inputs shared by measure, importer and cost -----------------------------------------------------
-
-
-class ArgParser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are `InputError`s, so `cli_entry` prints them as one ``error:`` line
-    (exit 2) and a caller of ``main([...])`` gets 2 back instead of a `SystemExit`."""
-
-    def error(self, message: str):
-        raise InputError(f"{message} (see {self.prog} --help)")
-
-
 def check_profile_name(name: str, flag: str = "--profile") -> str:
-    """A name a manifest accepts (it becomes a folder name too)."""
+    """A name a manifest accepts (it becomes a folder name too), or one `InputError` line naming `flag`."""
     if not re.fullmatch(NAME_PATTERN, name):
         raise InputError(f"{flag}: {name!r} is not a profile name; expected lower-case letters, digits, '.', '_' "
                          "and '-', starting with a letter or digit")
     return name
-
-
-def check_range(args: argparse.Namespace, **minimum: float) -> None:
-    """Refuse a numeric flag below its minimum: ``check_range(args, repeats=1)`` checks ``--repeats >= 1``."""
-    for dest, low in minimum.items():
-        value = getattr(args, dest)
-        if value is not None and value < low:
-            raise InputError(f"--{dest.replace('_', '-')}: expected a number >= {low:g}, got {value:g}")
-
-
-def check_folder(path: str | Path, flag: str) -> Path:
-    """`path` as a folder to write into: refuse it (and name the culprit) when it, or a folder above it, is a
-    file."""
-    path = Path(path)
-    culprit = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
-    if culprit == path:
-        raise InputError(f"{flag}: {path} is a file; expected a folder")
-    if culprit is not None:
-        raise InputError(f"{flag}: {path}: cannot write here, {culprit} is a file, not a folder")
-    return path
-
-
-def check_output(path: str | Path, flag: str) -> Path:
-    """`path` as a file to write: refuse a folder, or a path below a file, before any work is done."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{flag}: {path} is a folder; expected a file path to write")
-    culprit = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if culprit is not None:
-        raise InputError(f"{flag}: {path}: cannot write here, {culprit} is a file, not a folder")
-    return path
-
-
-def read_space_options(path: str | Path | None) -> dict[str, Any] | None:
-    """The mapping in a ``--space-options`` YAML file (None when no file is given).
-
-    Raises:
-        InputError: the file is missing, not YAML, or not a mapping of option names to values.
-    """
-    if path is None:
-        return None
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"--space-options: {path}: {'is a folder' if path.is_dir() else 'not found'}; "
-                         "expected a YAML file of the space's options")
-    return read_yaml_mapping(path, "space options")
-
-
-def make_space(name: str, options: dict[str, Any] | None, num_classes: int, *, source: str | Path = "--space-options"):
-    """The registered space `name` with `options`.
-
-    Raises:
-        InputError: an unknown space (the valid names listed) or options the space rejects (`source` names
-            where they came from, e.g. the YAML file, and the first bad field).
-    """
-    from nas.recipe import format_validation_error
-    from search_spaces import SPACES, get_space
-
-    try:
-        cls = SPACES.get(name)
-    except ValueError as err:
-        raise InputError(f"--space: {err}") from None
-    try:
-        return get_space(name, cls.Options(**(options or {})), num_classes=num_classes)
-    except ValidationError as err:
-        raise InputError(format_validation_error(source, err)) from None
-    except ValueError as err:
-        raise InputError(f"{source}: {err}") from None

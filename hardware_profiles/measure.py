@@ -34,10 +34,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from hardware_profiles.manifest import (BUILTIN_ROOT, ArgParser, Manifest, check_folder, check_profile_name,
-                                       check_range, discover, make_space, read_manifest, read_space_options,
-                                       resolve, table_hashes, verify_tables, write_manifest)
+from hardware_profiles.manifest import (BUILTIN_ROOT, Manifest, check_profile_name, discover, read_manifest, resolve,
+                                        table_hashes, verify_tables, write_manifest)
 from hardware_profiles.tables import BLOCK_COLUMNS, NETWORK_COLUMNS, write_table
+from nas.cli import ArgParser, check_folder, check_range, make_space, read_space_options
 from nas.errors import InputError, cli_entry
 
 

@@ -46,6 +46,12 @@ def check_recipe(source: str, recipe: Recipe) -> None:
     if cl.address is None and cl.num_cpus is not None and cl.cpus_per_trial > cl.num_cpus:
         raise RecipeError(f"{source}: cluster.cpus_per_trial: {cl.cpus_per_trial:g} exceeds cluster.num_cpus "
                           f"({cl.num_cpus}); no trial could ever start")
+    threads = getattr(eval_opts, "threads", None)
+    if threads is not None and threads > cl.cpus_per_trial:
+        # Ray reserves cpus_per_trial cores for a trial; more threads than that spin against other trials or
+        # programs, and a synchronising thread pool then runs many times slower (see bench/quickstart.py --busy)
+        raise RecipeError(f"{source}: evaluator.options.threads: {threads} exceeds cluster.cpus_per_trial "
+                          f"({cl.cpus_per_trial:g}); a trial may use only the CPUs Ray gives it")
     from nas.evaluation.tabular import TableError
 
     try:

@@ -124,7 +124,12 @@ def _predictor(index: int, lat: LatencyConstraint, profile, space, run_dir: Path
             _from_tables(profile, folder, log)
         else:
             _calibrated(lat, profile, space, folder, constraints, seed, log)
-    model, meta = load(folder)
+    try:
+        model, meta = load(folder)
+    except PredictorFileError as err:   # the run's own predictor, damaged (or saved by an older version)
+        raise LatencySetupError(f"{field}: the run's predictor cannot be used ({err}); delete "
+                                f"{folder / 'meta.json'} and resume to build it again (from the calibration "
+                                "timings kept beside it, if any)") from None
     return checked_predictor(field, model, space), _how(meta, folder)
 
 

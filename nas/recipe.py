@@ -17,6 +17,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator,
                       model_validator)
 
+from nas.cli import read_yaml_mapping
 from nas.errors import InputError
 from nas.registry import Registry
 
@@ -225,17 +226,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     """The mapping in a YAML file, or `RecipeError` naming the file and the problem."""
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise RecipeError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise RecipeError(f"{path}: malformed YAML{where}: {getattr(err, 'problem', err)}") from None
-    if not isinstance(data, dict):
-        raise RecipeError(f"{path}: (top level): expected a mapping of recipe sections, got {type(data).__name__}")
-    return data
+    return read_yaml_mapping(path, "recipe sections", RecipeError)
 
 
 def validate_plugin(source: str, field: str, registry: Registry, config: PluginConfig) -> BaseModel:

@@ -16,12 +16,13 @@ from typing import Any
 
 import yaml
 
+from nas.cli import ArgParser
 from nas.errors import cli_entry
 from nas.recipe import Recipe, RecipeError, load_recipe
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m nas.run", description="Hardware-aware NAS from a YAML recipe.")
+    p = ArgParser(prog="python -m nas.run", description="Hardware-aware NAS from a YAML recipe.")
     p.add_argument("recipe", help="recipe YAML file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field, e.g. --set search.budget=50 (repeatable)")

@@ -5,7 +5,8 @@
 Prints RMSE, MAPE, the shares within +-5% and +-10%, Spearman and Kendall for the model, the lookup-table sum
 (its block costs without the network correction) and the FLOPs-linear fit (both from the model's training data),
 lists the worst cases and writes a predicted-vs-measured plot. Rows the model was trained on are left out and
-counted.
+counted. A refused model folder (see `predictors.io.load`) or a bad table exits with status 2 and one line naming
+the file (and line and column).
 """
 from __future__ import annotations
 
@@ -15,26 +16,50 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from hardware_profiles.importer import error_report
+from nas.cli import ArgParser
+from nas.errors import InputError, cli_entry
 from nas.io import atomic_write
-from predictors.io import load
+from predictors.io import PredictorFileError, load
 
 
-def report(model_dir: Path, table: pd.DataFrame, target: str) -> dict:
-    """Metrics of model and baselines on `table` (training rows excluded), plus the worst cases."""
-    model, meta = load(model_dir)
-    seen = set(meta.get("train_archs", []))
-    df = table[["arch", target]].dropna()
-    overlap = int(df["arch"].isin(seen).sum())
-    df = df[~df["arch"].isin(seen)]
-    if df.empty:
-        raise SystemExit(f"error: every row of the table was used to train {model_dir}")
-    archs, y = df["arch"].astype(str).tolist(), df[target].to_numpy(float)
+def load_model(model_dir: Path) -> tuple:
+    """(predictor, meta) of `--model`; a folder `load` refuses is one line naming it."""
+    try:
+        return load(model_dir)
+    except PredictorFileError as err:
+        raise InputError(f"--model: {err}") from None
+
+
+def measured_rows(model, table: Path, target: str):
+    """The table's (arch, latency) rows, checked row by row; every arch must be a string of the model's space
+    (`InputError` naming the file and line of the first that is not)."""
+    from hardware_profiles.tables import read_latency_table
+
+    rows = read_latency_table(table, target)
+    rows.decode(model.space_)
+    return rows
+
+
+def report(model_dir: Path, table: Path, target: str) -> dict:
+    """Metrics of model and baselines on `table`'s `target` column (training rows excluded), plus the worst cases.
+
+    Raises:
+        InputError: the model folder is refused, the table is bad (file, line, column named), or every row of it
+            was used to train the model.
+    """
+    model, meta = load_model(model_dir)
+    rows = measured_rows(model, table, target)
+    seen = set(meta["train_archs"])
+    keep = [i for i, a in enumerate(rows.archs) if a not in seen]
+    if not keep:
+        raise InputError(f"{table}: every row with a value in column {target!r} ({len(rows.archs)}) was used to "
+                         f"train {model_dir}; evaluate on networks it has not seen")
+    archs, y = [rows.archs[i] for i in keep], rows.values[keep]
     lookup, pred, macs = model.predict_parts(archs)
     flops = np.polyval(meta["flops_linear"], macs)
-    out = {"model": str(model_dir), "rows": len(y), "training_rows_skipped": overlap,
+    out = {"model": str(model_dir), "rows": len(y), "training_rows_skipped": len(rows.archs) - len(keep),
            "predictor": _metrics(pred, y), "lookup_table": _metrics(lookup, y), "flops_linear": _metrics(flops, y)}
     err = np.abs(pred - y) / y
     worst = np.argsort(-err)[:10]
@@ -73,18 +98,24 @@ def plot(y: np.ndarray, pred: np.ndarray, lookup: np.ndarray, flops: np.ndarray,
     return path
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = ArgParser(prog="python -m predictors.evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, metavar="DIR", help="predictor folder (predictors.train --out)")
+    p.add_argument("--table", required=True, metavar="FILE.csv", help="measured networks: an `arch` column "
+                   "(canonical strings of the model's space) and the --target column; CSV or Parquet")
+    p.add_argument("--target", required=True, metavar="COLUMN", help="measured latency column of --table, in ms "
+                   "(empty cells are skipped)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON (default: a table)")
+    p.add_argument("--plot", metavar="FILE.png", help="where to write the predicted-vs-measured plot "
+                   "(default: <model>/eval_<target>.png)")
+    return p.parse_args(argv)
+
+
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m predictors.evaluate", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True)
-    p.add_argument("--table", required=True)
-    p.add_argument("--target", required=True)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--plot", help="PNG path (default: <model>/eval_<target>.png)")
-    args = p.parse_args(argv)
-    table = pd.read_csv(args.table)
-    if args.target not in table.columns or "arch" not in table.columns:
-        raise SystemExit(f"error: {args.table}: needs columns 'arch' and {args.target!r}")
-    res = report(Path(args.model), table, args.target)
+    """Print the report (and write the plot); a bad input is one ``error:`` line and status 2."""
+    args = parse_args(argv)
+    res = report(Path(args.model), Path(args.table), args.target)
     arrays = res.pop("_arrays")
     res["plot"] = str(plot(*arrays, Path(args.plot or Path(args.model) / f"eval_{args.target}.png"),
                            f"{args.model} on {Path(args.table).name}:{args.target}"))

@@ -10,7 +10,9 @@ network from its block definition (`search_spaces.timm_import`, nothing download
 costs, where blocks missing from the model's table are costed by its block model and counted in
 `blocks_from_block_model` (the network correction needs a point of the space, so it is not applied; a block far
 outside the table, e.g. at another resolution, is an extrapolation and should be read as such). `--archs` costs
-a file of arch strings (one per line, or a CSV with an `arch` column) in one batch.
+a file of arch strings (one per line, or a CSV with an `arch` column) in one batch. A refused model folder (see
+`predictors.io.load`), an arch string the space cannot read or an unknown timm model exits with status 2 and one
+line naming the flag, or the file and line.
 """
 from __future__ import annotations
 
@@ -23,22 +25,26 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from nas.cli import ArgParser
+from nas.errors import InputError, cli_entry
 from predictors.io import PredictorFileError, load
 
 
 def _header(meta: dict, model_dir: str) -> dict:
     prof = meta.get("profile") or {}
-    return {"model": model_dir, "profile": f"{prof['name']}@{prof['version']}" if prof else None,
+    return {"model": model_dir, "profile": f"{prof.get('name')}@{prof.get('version')}" if prof else None,
             "target": meta.get("target"), "space": meta["params"]["space"]}
 
 
-def predict_archs(model, archs: list[str]) -> list[dict]:
-    """One result per arch string of the model's space."""
+def predict_archs(model, archs: list[str], decoded: list | None = None) -> list[dict]:
+    """One result per arch string of the model's space (`decoded`: their genotypes, if the caller has them;
+    otherwise a string that does not decode is an `InputError` naming ``--arch``)."""
     space = model.space_
-    try:
-        decoded = [space.decode(a) for a in archs]
-    except ValueError as err:
-        raise SystemExit(f"error: --arch: {err}") from None
+    if decoded is None:
+        try:
+            decoded = [space.decode(a) for a in archs]
+        except ValueError as err:
+            raise InputError(f"--arch: {err}") from None
     sums, pred, macs = model.predict_parts(archs)
     return [{"arch": a, "predicted_ms": float(p), "block_sum_ms": float(s), "flops": int(m),
              "params": int(space.params(d))} for a, d, s, p, m in zip(archs, decoded, sums, pred, macs)]
@@ -52,7 +58,7 @@ def predict_timm(model, name: str, resolution: int, num_classes: int | None) -> 
     try:
         net = network_def_from_timm(name, num_classes=num_classes, resolution=resolution)
     except (ValueError, RuntimeError) as err:   # timm raises RuntimeError for an unknown model name
-        raise SystemExit(f"error: --timm-model: {err}") from None
+        raise InputError(f"--timm-model: {err}") from None
     layers = layer_costs(net)
     keys = [str(lc.key) for lc in layers]
     unknown = sorted({k for k in keys if k not in model.lookup_.costs_})
@@ -62,33 +68,45 @@ def predict_timm(model, name: str, resolution: int, num_classes: int | None) -> 
             "params": count_params(net), "blocks": len(keys), "blocks_from_block_model": len(unknown)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m predictors.predict", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="predictor folder (predictors.train --out)")
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = ArgParser(prog="python -m predictors.predict", description=__doc__.splitlines()[0])
+    p.add_argument("--model", required=True, metavar="DIR", help="predictor folder (predictors.train --out)")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--arch", action="append", help="canonical arch string of the model's space (repeatable)")
-    what.add_argument("--timm-model", help="timm model name, e.g. mobilenetv3_large_100")
-    what.add_argument("--archs", type=Path, help="file of arch strings (one per line, or CSV with `arch`)")
-    p.add_argument("--resolution", type=int, default=224, help="input resolution for --timm-model")
-    p.add_argument("--num-classes", type=int, help="classifier outputs for --timm-model (default: timm's)")
-    p.add_argument("--out", type=Path, help="with --archs: CSV to write (default: print)")
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
+    what.add_argument("--timm-model", metavar="NAME", help="timm model name, e.g. mobilenetv3_large_100")
+    what.add_argument("--archs", type=Path, metavar="FILE", help="file of arch strings (one per line, # comments "
+                      "and blank lines skipped; or a CSV with an `arch` column)")
+    p.add_argument("--resolution", type=int, default=224, metavar="PIXELS",
+                   help="input resolution for --timm-model (default: 224)")
+    p.add_argument("--num-classes", type=int, metavar="N", help="classifier outputs for --timm-model (default: "
+                   "timm's)")
+    p.add_argument("--out", type=Path, metavar="FILE.csv", help="with --archs: CSV to write the predictions to "
+                   "(default: print them)")
+    p.add_argument("--json", action="store_true", help="print JSON (default: YAML)")
+    return p.parse_args(argv)
+
+
+def _file_predictions(model, path: Path) -> list[dict]:
+    """Predictions for `--archs`; a line that is not an arch of the model's space is named with file and line."""
+    from hardware_profiles.tables import read_archs
+
+    rows = read_archs(path)
+    return predict_archs(model, rows.archs, rows.decode(model.space_))
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    """Print (or with `--out`, write) the predictions; a bad input is one ``error:`` line and status 2."""
+    args = parse_args(argv)
     try:
         model, meta = load(Path(args.model))
     except PredictorFileError as err:
-        raise SystemExit(f"error: --model: {err}") from None
+        raise InputError(f"--model: {err}") from None
     out = _header(meta, args.model)
     if args.timm_model:
         out.update(predict_timm(model, args.timm_model, args.resolution, args.num_classes))
     else:
-        if args.archs:
-            from hardware_profiles.cost import read_archs
-
-            archs = read_archs(args.archs)
-        else:
-            archs = args.arch
-        rows = predict_archs(model, archs)
+        rows = _file_predictions(model, args.archs) if args.archs else predict_archs(model, args.arch)
         if args.out:
             from nas.io import atomic_write
 

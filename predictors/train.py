@@ -10,7 +10,10 @@ measurements the correction learns from. From your own CSV (an `arch` column in 
 a latency column), per-block costs are fitted to the networks first. With `--init-from`, predictors trained on
 other devices (same space) are adapted to the target from `--samples` random rows of the table (few-shot transfer,
 see `predictors/transfer.py`); the other rows stay unseen, for `predictors.evaluate`. The model folder is LightGBM
-text + JSON.
+text + JSON; training is seeded, so the same command writes the same model.
+
+A bad table, space, option file or folder exits with status 2 and one line naming the file (and line and column)
+or the flag.
 """
 from __future__ import annotations
 
@@ -22,8 +25,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from nas.cli import ArgParser, check_folder, make_space, read_space_options
+from nas.errors import InputError, cli_entry
 from predictors.io import save
 from predictors.models import LGBMLatencyPredictor
+
+MIN_ROWS = 5   # networks needed to fit from a table: block costs, then a correction cross-fitted over 5 folds
 
 
 def _table_profile(ref: str):
@@ -33,10 +40,10 @@ def _table_profile(ref: str):
 
     try:
         profile = get_profile(ref)
-    except ValueError as err:
-        raise SystemExit(f"error: --profile: {err}") from None
+    except ValueError as err:   # an unknown name (the valid ones listed), or a damaged manifest (named)
+        raise InputError(f"--profile: {err}") from None
     if not isinstance(profile, TableProfile) or not profile.manifest.tables.networks:
-        raise SystemExit(f"error: --profile: {ref} has no block and network tables to train on")
+        raise InputError(f"--profile: {ref} has no block and network tables to train on")
     return profile
 
 
@@ -44,59 +51,84 @@ def profile_predictor(profile, seed: int = 0) -> tuple[LGBMLatencyPredictor, lis
     """(predictor, archs, ms) fitted to a table profile: its block table is the block costs, its measured
     networks what the network correction learns from. Used by `--profile` and by recipes
     (`nas.latency_sources`)."""
-    from hardware_profiles.tables import read_table
-
     m = profile.manifest
-    nets = read_table(profile.folder / m.tables.networks)
+    nets = profile.read_networks()   # verified against the manifest's SHA-256 before it is parsed
     archs, y = nets["arch"].astype(str).tolist(), nets["median_ms"].to_numpy(float)
     model = LGBMLatencyPredictor(m.space, m.space_options, m.num_classes or 1000, block_table=profile.block_ms,
                                  overhead_ms=profile.overhead_ms, seed=seed).fit(archs, y)
     return model, archs, y
 
 
-def _target_rows(args: argparse.Namespace, limit: int) -> tuple[list[str], np.ndarray]:
-    """(archs, latencies) from `--table`/`--target`, at most `limit` random rows (0 = all)."""
+def _space(args: argparse.Namespace) -> tuple[object, dict]:
+    """(space, options as given) of `--space`, `--space-options` and `--num-classes`; errors name the flag or the
+    options file."""
+    options = read_space_options(args.space_options) or {}
+    return make_space(args.space, options, args.num_classes, source=args.space_options or "--space"), options
+
+
+def _target_rows(args: argparse.Namespace, space, limit: int) -> tuple[list[str], np.ndarray]:
+    """(archs, latencies) from `--table`/`--target`, checked row by row (every arch must decode in `space`), at
+    most `limit` random rows (0 = all; seeded by `--seed`)."""
+    from hardware_profiles.tables import read_latency_table
+
+    rows = read_latency_table(args.table, args.target)
+    rows.decode(space)
+    archs, y = rows.archs, rows.values
+    if limit and len(archs) > limit:
+        pick = pd.Series(np.arange(len(archs))).sample(limit, random_state=args.seed).to_numpy()
+        archs, y = [archs[i] for i in pick], y[pick]
+    return archs, y
+
+
+def _fit(args: argparse.Namespace, options: dict, archs: list[str], y: np.ndarray) -> LGBMLatencyPredictor:
+    """The predictor fitted to the table's rows; too few rows, or rows the fit cannot use, name the table."""
+    if len(archs) < MIN_ROWS:
+        cut = f" (--max-rows {args.max_rows})" if args.max_rows and args.max_rows < MIN_ROWS else ""
+        raise InputError(f"{args.table}: {len(archs)} network(s) with a value in column {args.target!r}{cut}; "
+                         f"training needs at least {MIN_ROWS}")
+    model = LGBMLatencyPredictor(args.space, options, args.num_classes, seed=args.seed)
     try:
-        df = pd.read_csv(args.table)
-    except (OSError, ValueError) as err:
-        raise SystemExit(f"error: --table: cannot read {args.table} ({err})") from None
-    for col in ("arch", args.target):
-        if col not in df.columns:
-            raise SystemExit(f"error: {args.table}: no column {col!r} (columns: {', '.join(df.columns)})")
-    df = df[["arch", args.target]].dropna()
-    if (df[args.target] <= 0).any():
-        raise SystemExit(f"error: {args.table}: column {args.target!r} has non-positive latencies")
-    if limit and len(df) > limit:
-        df = df.sample(limit, random_state=args.seed)
-    return df["arch"].astype(str).tolist(), df[args.target].to_numpy(float)
+        return model.fit(archs, y)
+    except InputError as err:
+        raise InputError(f"{args.table}: column {args.target!r}: {err}") from None
 
 
-def transfer(args: argparse.Namespace) -> dict:
-    """Few-shot: adapt the `--init-from` predictors to the table's device from `--samples` rows."""
+def _sources(args: argparse.Namespace) -> tuple[list[str], list, list[dict]]:
+    """(folders, predictors, metadata) of `--init-from`; a folder `load` refuses is named in one line."""
     from predictors.io import PredictorFileError, load
-    from predictors.transfer import few_shot
 
-    if not (args.table and args.target and args.samples):
-        raise SystemExit("error: --init-from needs --table, --target and --samples (the target's measurements)")
     dirs = [d for d in args.init_from.split(",") if d]
+    if not dirs:
+        raise InputError("--init-from: expected one or more predictor folders, separated by commas")
     sources, metas = [], []
     for d in dirs:
         try:
             model, meta = load(Path(d))
         except PredictorFileError as err:
-            raise SystemExit(f"error: --init-from: {err}") from None
+            raise InputError(f"--init-from: {err}") from None
         sources.append(model)
         metas.append(meta)
+    return dirs, sources, metas
+
+
+def transfer(args: argparse.Namespace) -> dict:
+    """Few-shot: adapt the `--init-from` predictors to the table's device from `--samples` rows."""
+    from predictors.transfer import few_shot
+
+    if not (args.table and args.target and args.samples):
+        raise InputError("--init-from needs --table, --target and --samples (the target's measurements)")
+    dirs, sources, metas = _sources(args)
     if args.space and args.space != sources[0].space:
-        raise SystemExit(f"error: --space: {args.space} but the --init-from predictors are for {sources[0].space}")
-    archs, y = _target_rows(args, args.samples)
+        raise InputError(f"--space: {args.space} but the --init-from predictors are for {sources[0].space}")
+    archs, y = _target_rows(args, sources[0].space_, args.samples)
     if len(archs) < args.samples:
-        raise SystemExit(f"error: --samples: {args.table} has only {len(archs)} rows of {args.target!r}")
+        raise InputError(f"--samples: {args.table} has only {len(archs)} rows of {args.target!r}, "
+                         f"fewer than --samples {args.samples}")
     names = [(m.get("profile") or {}).get("name") or Path(d).name for d, m in zip(dirs, metas)]
     try:
         model, fit = few_shot(sources, archs, y, source_names=names, seed=args.seed)
     except ValueError as err:
-        raise SystemExit(f"error: --init-from: {err}") from None
+        raise InputError(f"--init-from: {err}") from None
     save(model, Path(args.out), archs=archs, y=y, profile=None, target=args.target,
          extra={"transfer": {**fit.as_dict(), "init_from": dirs, "samples": len(archs)}})
     return {"out": args.out, "samples": len(archs), "space": model.space, "target": args.target,
@@ -105,7 +137,8 @@ def transfer(args: argparse.Namespace) -> dict:
 
 
 def train(args: argparse.Namespace) -> dict:
-    """Fit and save; returns a summary."""
+    """Fit and save; returns a summary. `--out` is checked first, so a long fit never ends unwritable."""
+    check_folder(args.out, "--out")
     if args.init_from:
         return transfer(args)
     if args.profile:
@@ -114,33 +147,61 @@ def train(args: argparse.Namespace) -> dict:
         prof, target = {"name": profile.manifest.name, "version": profile.manifest.version}, "median_ms"
     else:
         if not (args.space and args.table and args.target):
-            raise SystemExit("error: give --profile, or --space, --table and --target")
-        archs, y = _target_rows(args, args.max_rows)
-        options = yaml.safe_load(Path(args.space_options).read_text()) if args.space_options else {}
-        model = LGBMLatencyPredictor(args.space, options, args.num_classes, seed=args.seed).fit(archs, y)
+            raise InputError("give --profile, or --space, --table and --target")
+        space, options = _space(args)
+        archs, y = _target_rows(args, space, args.max_rows)
+        model = _fit(args, options, archs, y)
         prof, target = None, args.target
     save(model, Path(args.out), archs=archs, y=y, profile=prof, target=target)
     return {"out": args.out, "rows": len(archs), "space": model.space, "profile": prof, "target": target,
             "blocks": len(model.lookup_.costs_), "train_r2": model.score(archs, y)}
 
 
+def _count(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text}")
+    return value
+
+
+def _positive(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m predictors.train", description=__doc__.splitlines()[0])
-    p.add_argument("--profile")
-    p.add_argument("--space")
-    p.add_argument("--space-options")
-    p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--table")
-    p.add_argument("--target")
-    p.add_argument("--max-rows", type=int, default=0, help="train on at most this many rows (random)")
-    p.add_argument("--init-from", help="comma-separated predictor folders of source devices (few-shot transfer)")
-    p.add_argument("--samples", type=int, default=0, help="with --init-from: target rows to adapt on (random)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
+    p = ArgParser(prog="python -m predictors.train", description=__doc__.splitlines()[0])
+    p.add_argument("--profile", metavar="NAME", help="train on a hardware profile's block and network tables (a "
+                   "name or name@version, e.g. gpu-h100-fp32-b1); the table flags are then not used")
+    p.add_argument("--space", metavar="SPACE", help="search space of the table's arch strings (fbnet, mobilenet, "
+                   "nb201, muffnet, lrssd)")
+    p.add_argument("--space-options", metavar="FILE.yaml", help="YAML mapping of the space's options (default: the "
+                   "space's defaults)")
+    p.add_argument("--num-classes", type=_positive, default=1000, metavar="N",
+                   help="classifier outputs of the space's networks (default: 1000)")
+    p.add_argument("--table", metavar="FILE.csv", help="measured networks: an `arch` column (canonical strings of "
+                   "the space) and the --target column; CSV or Parquet")
+    p.add_argument("--target", metavar="COLUMN", help="latency column of --table, in ms (empty cells are skipped)")
+    p.add_argument("--max-rows", type=_count, default=0, metavar="N", help="train on at most N rows, picked at "
+                   "random with --seed (default: 0 = all)")
+    p.add_argument("--init-from", metavar="DIR[,DIR...]", help="comma-separated predictor folders of source "
+                   "devices, same space (few-shot transfer; needs --table, --target and --samples)")
+    p.add_argument("--samples", type=_count, default=0, metavar="N", help="with --init-from: target rows to adapt "
+                   "on, at least 3, picked at random with --seed")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the row sampling and of LightGBM "
+                   "(default: 0)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write the predictor into (made if "
+                   "missing; a predictor already there is replaced)")
     return p.parse_args(argv)
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
+    """Train and save a predictor, print a YAML summary; a bad input is one ``error:`` line and status 2."""
     print(yaml.safe_dump(train(parse_args(argv)), sort_keys=False).strip())
     return 0
 

@@ -9,7 +9,7 @@ from conftest import ASSETS
 from scipy.stats import spearmanr
 
 from hardware_profiles import PROFILES, Estimate, HardwareProfile, get_profile
-from nas.latency_sources import _calibrated, make_sources, measure_exported
+from nas.latency_sources import LatencySetupError, _calibrated, make_sources, measure_exported
 from nas.recipe import Constraints, LatencyConstraint, RecipeError, load_recipe
 from nas.trial import TrialContext
 from predictors.io import load
@@ -146,3 +146,22 @@ def test_recipe_refuses_a_predictor_folder_that_cannot_serve(tmp_path):
                     [f"constraints.latency=[{{profile: local-cpu, predictor: {tmp_path / 'own'}}}]"])
     with pytest.raises(RecipeError, match=r"constraints.latency\[0\].source: Input should be .predictor., .profile. or .table."):
         load_recipe(ASSETS / "tiny.yaml", ["constraints.latency=[{profile: local-cpu, source: guess}]"])
+
+
+def test_a_damaged_run_predictor_is_refused_and_rebuilt_from_its_kept_timings(tmp_path, monkeypatch):
+    monkeypatch.setitem(PROFILES._entries, "given-timings", GivenTimings)
+    space = get_space("fbnet", num_classes=100)
+    c = constraints(profile="given-timings", calibration=6)
+    first = make_sources(c, space, tmp_path, log=lambda _: None)["given-timings"]
+    folder = tmp_path / "predictors" / "given-timings"
+    model = folder / "block_model.txt"
+    model.write_bytes(model.read_bytes()[:100])
+    with pytest.raises(LatencySetupError, match=r"constraints.latency\[0\]: the run's predictor cannot be used "
+                                                r"\(.*block_model.txt: SHA-256 mismatch.*delete .*meta.json"):
+        make_sources(c, space, tmp_path, log=lambda _: None)
+    (folder / "meta.json").unlink()
+    lines: list[str] = []
+    again = make_sources(c, space, tmp_path, log=lines.append)["given-timings"]
+    assert not any("timings (" in x for x in lines)          # refitted from calibration.csv, nothing re-timed
+    arch = space.sample(np.random.default_rng(1))
+    assert again.latency(space, arch) == pytest.approx(first.latency(space, arch), rel=1e-9)

@@ -80,6 +80,7 @@ BAD = [
     (tiny(output={"dir": "runs/{nme}"}), [], "output.dir", "only placeholder allowed is {name}"),
     (tiny(cluster={"num_cpus": 2, "cpus_per_trial": 4}), [], "cluster.cpus_per_trial", "no trial could ever start"),
     (tiny(evaluator__options={"limit": 1}), [], "evaluator.options", "leaves no training or validation"),
+    (tiny(evaluator__options={"threads": 3}), [], "evaluator.options.threads", "exceeds cluster.cpus_per_trial (1)"),
 ]
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -185,18 +186,21 @@ def test_train_transfer_and_evaluate_commands(tmp_path, table, capsys):
     (["--samples", "5000", "--table", "{tgt}", "--target", "tgt_ms"], "has only"),
     (["--samples", "10", "--table", "{tgt}", "--target", "nope_ms"], "no column 'nope_ms'"),
 ])
-def test_transfer_errors_are_one_line(tmp_path, table, argv, message):
+def test_transfer_errors_are_one_line(tmp_path, table, capsys, argv, message):
     tgt = tmp_path / "tgt.csv"
     table.to_csv(tgt, index=False)
     src = tmp_path / "src"
     train_main(["--space", "fbnet", "--num-classes", "100", "--table", str(tgt), "--target", "src_ms",
                 "--max-rows", "200", "--out", str(src)])
     argv = [a.format(tgt=tgt) for a in argv]
-    with pytest.raises(SystemExit, match=message):
-        train_main(["--init-from", str(src), *argv, "--out", str(tmp_path / "o")])
-    with pytest.raises(SystemExit, match="not a predictor folder"):
-        train_main(["--init-from", str(tmp_path / "missing"), "--samples", "10", "--table", str(tgt),
-                    "--target", "tgt_ms", "--out", str(tmp_path / "o")])
+    capsys.readouterr()
+    for args, words in (([str(src), *argv], message),
+                        ([str(tmp_path / "missing"), "--samples", "10", "--table", str(tgt), "--target", "tgt_ms"],
+                         "not a predictor folder")):
+        assert train_main(["--init-from", *args, "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("error: ") and re.search(words, err), err
+        assert not (tmp_path / "o").exists()
 
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "fbnet-latency" / "fbnet_latency.csv"

@@ -1,0 +1,123 @@
+"""What every command line of the project shares to check its input: one `InputError` line naming the flag or the
+file (and the line or field), printed by `nas.errors.cli_entry` with exit status 2, never a traceback.
+
+- `ArgParser`: argparse whose usage errors are `InputError`s (so ``main([...])`` returns 2 in-process too).
+- `check_folder` / `check_output`: a folder to write into / a file to write, refused before any work is done.
+- `check_range`: numeric flags below their minimum.
+- `read_yaml_mapping` / `read_space_options`: YAML files of options, with the line of a syntax error.
+- `make_space`: a registered search space from a name, options and a class count, or the line saying why not.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nas.errors import InputError
+
+
+class ArgParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are `InputError`s, so `cli_entry` prints them as one ``error:`` line
+    (exit 2) and a caller of ``main([...])`` gets 2 back instead of a `SystemExit`."""
+
+    def error(self, message: str):
+        raise InputError(f"{message} (see {self.prog} --help)")
+
+
+def check_range(args: argparse.Namespace, **minimum: float) -> None:
+    """Refuse a numeric flag below its minimum: ``check_range(args, repeats=1)`` checks ``--repeats >= 1``."""
+    for dest, low in minimum.items():
+        value = getattr(args, dest)
+        if value is not None and value < low:
+            raise InputError(f"--{dest.replace('_', '-')}: expected a number >= {low:g}, got {value:g}")
+
+
+def check_folder(path: str | Path, flag: str) -> Path:
+    """`path` as a folder to write into (nothing is made): refuse it, naming the culprit, when it or a folder
+    above it is a file."""
+    path = Path(path)
+    culprit = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if culprit == path:
+        raise InputError(f"{flag}: {path} is a file; expected a folder")
+    if culprit is not None:
+        raise InputError(f"{flag}: {path}: cannot write here, {culprit} is a file, not a folder")
+    return path
+
+
+def check_output(path: str | Path, flag: str) -> Path:
+    """`path` as a file to write: refuse a folder, or a path below a file, before any work is done."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{flag}: {path} is a folder; expected a file path to write")
+    culprit = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if culprit is not None:
+        raise InputError(f"{flag}: {path}: cannot write here, {culprit} is a file, not a folder")
+    return path
+
+
+def read_yaml_mapping(path: str | Path, what: str, error: type[InputError] = InputError) -> dict[str, Any]:
+    """The mapping in a YAML file (empty for an empty file), or one `error` line naming the file and, for
+    malformed YAML, the line and column."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise error(f"{path}: malformed YAML{where}: {getattr(err, 'problem', None) or 'cannot parse'}") from None
+    except OSError as err:
+        raise error(f"{path}: cannot read the {what} ({err.strerror or err})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise error(f"{path}: (top level): expected a mapping ({what}), got {type(data).__name__}")
+    return data
+
+def read_space_options(path: str | Path | None) -> dict[str, Any] | None:
+    """The mapping in a ``--space-options`` YAML file (None when no file is given).
+
+    Raises:
+        InputError: the file is missing, not YAML, or not a mapping of option names to values.
+    """
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"--space-options: {path}: {'is a folder' if path.is_dir() else 'not found'}; "
+                         "expected a YAML file of the space's options")
+    return read_yaml_mapping(path, "space options")
+
+
+def make_space(name: Any, options: Any, num_classes: Any, *, source: str | Path = "--space-options",
+               name_field: str = "--space", error: type[InputError] = InputError):
+    """The registered search space `name` with `options` and `num_classes`.
+
+    Args:
+        source: where the options came from (a YAML file, a flag, a metadata file), for the message.
+        name_field: where the name came from.
+        error: the `InputError` subclass to raise (e.g. `PredictorFileError` for a predictor's metadata).
+
+    Raises:
+        `error`: an unknown space (the valid names listed), options that are not a mapping or that the space
+            rejects (the first bad field named), or a class count that is not a positive integer.
+    """
+    from pydantic import ValidationError
+
+    from nas.recipe import format_validation_error
+    from search_spaces import SPACES, get_space
+
+    if not isinstance(name, str) or name not in SPACES:
+        raise error(f"{name_field}: unknown search space {name!r}; expected one of: {', '.join(SPACES.names())}")
+    if options is not None and not isinstance(options, dict):
+        raise error(f"{source}: space options must be a mapping of option: value, got {type(options).__name__}")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise error(f"{source}: num_classes must be a positive integer, got {num_classes!r}")
+    try:
+        return get_space(name, options or {}, num_classes=num_classes)
+    except ValidationError as err:
+        raise error(format_validation_error(str(source), err)) from None
+    except (ValueError, TypeError) as err:
+        raise error(f"{source}: {err}") from None
