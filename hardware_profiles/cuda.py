@@ -7,6 +7,7 @@ events, in the requested precision and memory format.
 """
 from __future__ import annotations
 
+from nas.errors import InputError
 from nas.evaluation.latency import summarise
 
 
@@ -28,7 +29,7 @@ class TorchCudaBackend:
         import torch
 
         if not torch.cuda.is_available():
-            raise SystemExit("error: --backend torch-cuda: no CUDA device is available here")
+            raise InputError("--backend torch-cuda: no CUDA device is available here")
         self.torch = torch
         self.dtype = {"fp32": torch.float32, "fp16": torch.float16}[precision]
         self.batch, self.channels_last, self.warmup, self.repeats = batch, channels_last, warmup, repeats
