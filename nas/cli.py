@@ -2,7 +2,8 @@
 file (and the line or field), printed by `nas.errors.cli_entry` with exit status 2, never a traceback.
 
 - `ArgParser`: argparse whose usage errors are `InputError`s (so ``main([...])`` returns 2 in-process too).
-- `check_folder` / `check_output`: a folder to write into / a file to write, refused before any work is done.
+- `check_folder` / `check_output` (`nas.io`'s): a folder to write into / a file to write, refused before any work
+  is done.
 - `check_range`: numeric flags below their minimum.
 - `read_yaml_mapping` / `read_space_options`: YAML files of options, with the line of a syntax error.
 - `make_space`: a registered search space from a name, options and a class count, or the line saying why not.
@@ -16,6 +17,7 @@ from typing import Any
 import yaml
 
 from nas.errors import InputError
+from nas.io import check_output  # noqa: F401  (a command's file output: one check, atomic_write's)
 
 
 class ArgParser(argparse.ArgumentParser):
@@ -41,17 +43,6 @@ def check_folder(path: str | Path, flag: str) -> Path:
     culprit = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
     if culprit == path:
         raise InputError(f"{flag}: {path} is a file; expected a folder")
-    if culprit is not None:
-        raise InputError(f"{flag}: {path}: cannot write here, {culprit} is a file, not a folder")
-    return path
-
-
-def check_output(path: str | Path, flag: str) -> Path:
-    """`path` as a file to write: refuse a folder, or a path below a file, before any work is done."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{flag}: {path} is a folder; expected a file path to write")
-    culprit = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if culprit is not None:
         raise InputError(f"{flag}: {path}: cannot write here, {culprit} is a file, not a folder")
     return path

@@ -22,6 +22,19 @@ class OutputError(InputError):
     """A destination path that cannot be written."""
 
 
+def check_output(path: str | Path, flag: str = "") -> Path:
+    """`path` as a file to write, checked before any work is done: an `OutputError` (naming `flag`, if given) when
+    it is a folder or a folder above it is a file."""
+    path = Path(path)
+    name = f"{flag}: " if flag else ""
+    if path.is_dir():
+        raise OutputError(f"{name}{path} is a folder; expected a file path to write")
+    culprit = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if culprit is not None:
+        raise OutputError(f"{name}{path}: cannot write here, {culprit} is a file, not a folder")
+    return path
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp_path)` then move the temp file onto `path` in one step.
 
@@ -32,12 +45,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     Raises:
         OutputError: the folder cannot be made or written, or `path` is a folder.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"{path}: is a folder; expected a file path to write")
-    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        raise OutputError(f"{path}: cannot write here, {blocking} is a file, not a folder")
+    path = check_output(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

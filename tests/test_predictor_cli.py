@@ -387,7 +387,6 @@ def _left(folder: Path, probe: list[str], complete: list[np.ndarray]) -> str:
     return "complete"
 
 
-@pytest.mark.slow
 def test_killed_train_leaves_the_old_folder_or_a_refused_one_and_reruns_identically(tmp_path):
     table = tmp_path / "t.csv"
     data = synthetic_fbnet(400, seed=1)

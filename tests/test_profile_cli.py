@@ -427,7 +427,6 @@ def _run_and_kill(cmd: list[str], env: dict, kill_when, timeout: float = 240) ->
             proc.wait()
 
 
-@pytest.mark.slow
 def test_measure_killed_three_times_keeps_every_finished_row(tmp_path):
     """SIGKILL after the first block row, after the third, and once the network table exists; each time the same
     command is run again. Finished rows stay byte-identical, nothing is measured twice, one version only."""
