@@ -53,8 +53,8 @@ class TableProfile(HardwareProfile):
         if not manifest.tables.blocks:
             raise ManifestError(f"{self.folder / 'manifest.yaml'}: tables.blocks: profile {manifest.ref} has no "
                                 "block table")
-        verify_tables(manifest, self.folder)   # every recorded table, so damage shows when the profile loads
-        table = self.table("blocks")
+        verify_tables(manifest, self.folder, ("networks",))   # damage shows when the profile loads, not later
+        table = self.table("blocks")   # (verifies the block table itself)
         self.block_ms: dict[str, float] = dict(zip(table["key"], table["median_ms"].astype(float)))
         self.overhead_ms = float(manifest.options.get("overhead_ms", 0.0))
         self._classifiers: dict[tuple[str, str], tuple[int, float]] = {}

@@ -18,8 +18,9 @@ def check_recipe(source: str, recipe: Recipe) -> None:
     validate_plugin(source, "controller", CONTROLLERS, recipe.controller)
     eval_opts = validate_plugin(source, "evaluator", EVALUATORS, recipe.evaluator)
     pre = recipe.search.prescreen
+    pre_opts = None
     if pre is not None:
-        validate_plugin(source, "search.prescreen.estimator", EVALUATORS, pre.estimator)
+        pre_opts = validate_plugin(source, "search.prescreen.estimator", EVALUATORS, pre.estimator)
         if EVALUATORS.get(pre.estimator.name).trains:
             raise RecipeError(f"{source}: search.prescreen.estimator.name: {pre.estimator.name!r} trains networks; "
                               "prescreening needs an estimate without training (e.g. tabular)")
@@ -59,7 +60,8 @@ def check_recipe(source: str, recipe: Recipe) -> None:
     except TableError as err:
         raise RecipeError(f"{source}: {err}") from None
     space = get_space(recipe.space.name, space_opts, num_classes=num_classes)
-    _check_tables_match_space(source, recipe, space, eval_opts)
+    _check_tables_match_space(source, recipe, space, {"evaluator.options.path": eval_opts,
+                                                      "search.prescreen.estimator.options.path": pre_opts})
     _check_controller(source, recipe, space)
     smallest = space.smallest()
     for i, lat in enumerate(recipe.constraints.latency):
@@ -89,21 +91,18 @@ def _check_controller(source: str, recipe: Recipe, space) -> None:
         raise RecipeError(f"{source}: controller.options: {err}") from None
 
 
-def _check_tables_match_space(source: str, recipe: Recipe, space, eval_opts) -> None:
+def _check_tables_match_space(source: str, recipe: Recipe, space, estimators: dict) -> None:
     """Every metric table the run reads (the evaluator's, the prescreen estimator's, ``source: table``
-    constraints') must hold architectures of the recipe's space; otherwise every trial would fail its lookup."""
+    constraints') must hold architectures of the recipe's space; otherwise every trial would fail its lookup.
+
+    Args:
+        estimators: recipe field of the table path -> the validated options of the evaluator reading it (or None).
+    """
     from nas.evaluation.tabular import (SurrogateOptions, TableError, TabularOptions, check_space, constraint_table,
                                         read_metric_table)
 
-    tables = []
-    pre = recipe.search.prescreen
-    for field, cfg, opts in (("evaluator.options.path", recipe.evaluator, eval_opts),
-                             ("search.prescreen.estimator.options.path", pre and pre.estimator, None)):
-        if cfg is None:
-            continue
-        opts = opts or validate_plugin(source, field.rsplit(".options", 1)[0], _evaluators(), cfg)
-        if isinstance(opts, TabularOptions):
-            tables.append((field, opts.path, 10 if isinstance(opts, SurrogateOptions) else None))
+    tables = [(field, opts.path, 10 if isinstance(opts, SurrogateOptions) else None)
+              for field, opts in estimators.items() if isinstance(opts, TabularOptions)]
     for i, lat in enumerate(recipe.constraints.latency):
         if lat.source == "table" and (path := constraint_table(recipe, lat)) is not None:
             tables.append((f"constraints.latency[{i}].table", path, None))
@@ -112,12 +111,6 @@ def _check_tables_match_space(source: str, recipe: Recipe, space, eval_opts) -> 
             check_space(read_metric_table(path), path, space, field, min_rows=min_rows)
     except TableError as err:
         raise RecipeError(f"{source}: {err}") from None
-
-
-def _evaluators():
-    from nas.evaluation.evaluators import EVALUATORS
-
-    return EVALUATORS
 
 
 def _check_table_column(source: str, index: int, recipe: Recipe) -> None:

@@ -67,6 +67,7 @@ def read_yaml_mapping(path: str | Path, what: str, error: type[InputError] = Inp
         raise error(f"{path}: (top level): expected a mapping ({what}), got {type(data).__name__}")
     return data
 
+
 def read_space_options(path: str | Path | None) -> dict[str, Any] | None:
     """The mapping in a ``--space-options`` YAML file (None when no file is given).
 

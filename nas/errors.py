@@ -36,6 +36,14 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def json_sha256(data: object) -> str:
+    """Hex SHA-256 of `data`'s canonical JSON (keys sorted, no whitespace): the digest a JSON file records of its
+    own content, which survives reformatting the file but not an edited value."""
+    import json
+
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def verify_sha256(path: str | Path, expected: str, *, what: str = "") -> None:
     """Refuse `path` unless its SHA-256 is `expected`.
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
-from nas.errors import InputError, IntegrityError, sha256_file
+from nas.errors import InputError, IntegrityError, sha256_file, verify_sha256
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -101,8 +101,6 @@ def verify_sha256sums(folder: str | Path, names: list[str] | None = None) -> Non
     Raises:
         IntegrityError: a listed file is missing or differs, naming it, expected and found.
     """
-    from nas.errors import verify_sha256
-
     folder = Path(folder)
     sums = folder / SUMS
     if not sums.is_file():

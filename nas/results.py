@@ -12,7 +12,6 @@ no trial was spent).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -22,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from nas.controllers.proposer import MemoryLedger
-from nas.errors import InputError, IntegrityError
+from nas.errors import InputError, IntegrityError, json_sha256
 from nas.io import nan_to_none, atomic_write, atomic_write_json
 from nas.objectives import latency_column
 
@@ -87,7 +86,7 @@ class RunLog(MemoryLedger):
             self.pending = list(pending)
         state = nan_to_none({"version": 1, "profiles": self.profiles, "metrics": self.metrics, "rows": self.rows,
                               "controller": self.controller_state, "pending": self.pending})
-        atomic_write_json(self.state_path, {**state, "sha256": _digest(state)})
+        atomic_write_json(self.state_path, {**state, "sha256": json_sha256(state)})
         atomic_write(self.run_dir / "results.csv", lambda tmp: self.table().to_csv(tmp, index=False))
 
     # ---- the search loops' ledger interface (nas.controllers.proposer.Ledger; `reject` is MemoryLedger's) --------
@@ -118,7 +117,7 @@ class RunLog(MemoryLedger):
         try:
             data = json.loads(path.read_text())
             digest = data.pop("sha256", None)   # ledgers saved before checksums have none
-            if digest is not None and digest != _digest(data):
+            if digest is not None and digest != json_sha256(data):
                 raise IntegrityError(f"{path}: SHA-256 mismatch: the ledger was damaged or edited after it was "
                                      "saved; restore it or start a new run")
             log = cls(run_dir, data["profiles"], tuple(data.get("metrics", ())))
@@ -130,7 +129,3 @@ class RunLog(MemoryLedger):
             raise InputError(f"{path}: not a readable run ledger ({type(err).__name__}: {err})") from None
         return log
 
-
-def _digest(state: dict[str, Any]) -> str:
-    """SHA-256 of a ledger's canonical JSON (sorted keys, no whitespace; what `load` recomputes)."""
-    return hashlib.sha256(json.dumps(state, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

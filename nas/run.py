@@ -14,9 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from nas.cli import ArgParser
+from nas.cli import ArgParser, read_yaml_mapping
 from nas.errors import cli_entry
 from nas.recipe import Recipe, RecipeError, load_recipe
 
@@ -55,13 +53,7 @@ def prepare(args: argparse.Namespace) -> tuple[Recipe, Path]:
         from nas.results import RunLog
 
         RunLog.load(run_dir)   # a damaged ledger is refused here, in one line naming it
-        try:
-            before = yaml.safe_load(saved.read_text())
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-            raise RecipeError(f"{saved}: cannot resume, the saved recipe is unreadable "
-                              f"({type(err).__name__}: {str(err).splitlines()[0]})") from None
-        if not isinstance(before, dict):
-            raise RecipeError(f"{saved}: cannot resume, the saved recipe is not a mapping")
+        before = read_yaml_mapping(saved, "saved recipe", RecipeError)
         now = recipe.model_dump(mode="json")
         diff = [d for d in _differences(before, now) if d not in ("search.budget", "output.dir")]
         if diff:

@@ -21,15 +21,7 @@ from hardware_profiles.importer import error_report
 from nas.cli import ArgParser
 from nas.errors import InputError, cli_entry
 from nas.io import atomic_write
-from predictors.io import PredictorFileError, load
-
-
-def load_model(model_dir: Path) -> tuple:
-    """(predictor, meta) of `--model`; a folder `load` refuses is one line naming it."""
-    try:
-        return load(model_dir)
-    except PredictorFileError as err:
-        raise InputError(f"--model: {err}") from None
+from predictors.io import load_flag
 
 
 def measured_rows(model, table: Path, target: str):
@@ -49,7 +41,7 @@ def report(model_dir: Path, table: Path, target: str) -> dict:
         InputError: the model folder is refused, the table is bad (file, line, column named), or every row of it
             was used to train the model.
     """
-    model, meta = load_model(model_dir)
+    model, meta = load_flag("--model", model_dir)
     rows = measured_rows(model, table, target)
     seen = set(meta["train_archs"])
     keep = [i for i, a in enumerate(rows.archs) if a not in seen]

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from nas.cli import check_folder, make_space
-from nas.errors import InputError, IntegrityError, sha256_file, verify_sha256
+from nas.errors import InputError, IntegrityError, json_sha256, sha256_file, verify_sha256
 from nas.io import OutputError, atomic_write, atomic_write_json, atomic_write_text
 from predictors.features import BLOCK_FEATURES, network_feature_names
 from predictors.models import FlopsLinear, LGBMLatencyPredictor
@@ -108,8 +108,7 @@ def _json_value(data: Any) -> Any:
 def meta_digest(meta: dict[str, Any]) -> str:
     """SHA-256 of meta.json's content (every field but ``meta_sha256``, keys sorted, no whitespace): any edit of
     a value is caught, while reformatting the file is not an edit."""
-    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return json_sha256({k: v for k, v in meta.items() if k != "meta_sha256"})
 
 
 def load(folder: Path, *, profile: str | None = None) -> tuple[LGBMLatencyPredictor, dict[str, Any]]:
@@ -134,6 +133,14 @@ def load(folder: Path, *, profile: str | None = None) -> tuple[LGBMLatencyPredic
         except IntegrityError as err:
             raise PredictorIntegrityError(str(err)) from None
     return _fill(folder, model), meta
+
+
+def load_flag(flag: str, folder: str | Path) -> tuple[LGBMLatencyPredictor, dict[str, Any]]:
+    """`load` for a command line: a refused folder is one `InputError` line that starts with the flag naming it."""
+    try:
+        return load(Path(folder))
+    except PredictorFileError as err:
+        raise InputError(f"{flag}: {err}") from None
 
 
 def _read_meta(folder: Path) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import yaml
 
 from nas.cli import ArgParser
 from nas.errors import InputError, cli_entry
-from predictors.io import PredictorFileError, load
+from predictors.io import load_flag
 
 
 def _header(meta: dict, model_dir: str) -> dict:
@@ -98,10 +98,7 @@ def _file_predictions(model, path: Path) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     """Print (or with `--out`, write) the predictions; a bad input is one ``error:`` line and status 2."""
     args = parse_args(argv)
-    try:
-        model, meta = load(Path(args.model))
-    except PredictorFileError as err:
-        raise InputError(f"--model: {err}") from None
+    model, meta = load_flag("--model", args.model)
     out = _header(meta, args.model)
     if args.timm_model:
         out.update(predict_timm(model, args.timm_model, args.resolution, args.num_classes))

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from nas.cli import ArgParser, check_folder, make_space, read_space_options
+from nas.cli import ArgParser, check_folder, check_range, make_space, read_space_options
 from nas.errors import InputError, cli_entry
 from predictors.io import save
 from predictors.models import LGBMLatencyPredictor
@@ -95,20 +95,13 @@ def _fit(args: argparse.Namespace, options: dict, archs: list[str], y: np.ndarra
 
 def _sources(args: argparse.Namespace) -> tuple[list[str], list, list[dict]]:
     """(folders, predictors, metadata) of `--init-from`; a folder `load` refuses is named in one line."""
-    from predictors.io import PredictorFileError, load
+    from predictors.io import load_flag
 
     dirs = [d for d in args.init_from.split(",") if d]
     if not dirs:
         raise InputError("--init-from: expected one or more predictor folders, separated by commas")
-    sources, metas = [], []
-    for d in dirs:
-        try:
-            model, meta = load(Path(d))
-        except PredictorFileError as err:
-            raise InputError(f"--init-from: {err}") from None
-        sources.append(model)
-        metas.append(meta)
-    return dirs, sources, metas
+    loaded = [load_flag("--init-from", d) for d in dirs]
+    return dirs, [model for model, _ in loaded], [meta for _, meta in loaded]
 
 
 def transfer(args: argparse.Namespace) -> dict:
@@ -138,6 +131,7 @@ def transfer(args: argparse.Namespace) -> dict:
 
 def train(args: argparse.Namespace) -> dict:
     """Fit and save; returns a summary. `--out` is checked first, so a long fit never ends unwritable."""
+    check_range(args, num_classes=1, max_rows=0, samples=0)
     check_folder(args.out, "--out")
     if args.init_from:
         return transfer(args)
@@ -157,22 +151,6 @@ def train(args: argparse.Namespace) -> dict:
             "blocks": len(model.lookup_.costs_), "train_r2": model.score(archs, y)}
 
 
-def _count(text: str) -> int:
-    """argparse type: a whole number >= 0."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text}")
-    return value
-
-
-def _positive(text: str) -> int:
-    """argparse type: a whole number >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text}")
-    return value
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = ArgParser(prog="python -m predictors.train", description=__doc__.splitlines()[0])
     p.add_argument("--profile", metavar="NAME", help="train on a hardware profile's block and network tables (a "
@@ -181,16 +159,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "nb201, muffnet, lrssd)")
     p.add_argument("--space-options", metavar="FILE.yaml", help="YAML mapping of the space's options (default: the "
                    "space's defaults)")
-    p.add_argument("--num-classes", type=_positive, default=1000, metavar="N",
+    p.add_argument("--num-classes", type=int, default=1000, metavar="N",
                    help="classifier outputs of the space's networks (default: 1000)")
     p.add_argument("--table", metavar="FILE.csv", help="measured networks: an `arch` column (canonical strings of "
                    "the space) and the --target column; CSV or Parquet")
     p.add_argument("--target", metavar="COLUMN", help="latency column of --table, in ms (empty cells are skipped)")
-    p.add_argument("--max-rows", type=_count, default=0, metavar="N", help="train on at most N rows, picked at "
+    p.add_argument("--max-rows", type=int, default=0, metavar="N", help="train on at most N rows, picked at "
                    "random with --seed (default: 0 = all)")
     p.add_argument("--init-from", metavar="DIR[,DIR...]", help="comma-separated predictor folders of source "
                    "devices, same space (few-shot transfer; needs --table, --target and --samples)")
-    p.add_argument("--samples", type=_count, default=0, metavar="N", help="with --init-from: target rows to adapt "
+    p.add_argument("--samples", type=int, default=0, metavar="N", help="with --init-from: target rows to adapt "
                    "on, at least 3, picked at random with --seed")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the row sampling and of LightGBM "
                    "(default: 0)")
