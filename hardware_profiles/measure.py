@@ -36,7 +36,7 @@ import yaml
 
 from hardware_profiles.manifest import (BUILTIN_ROOT, Manifest, check_profile_name, discover, read_manifest, resolve,
                                         table_hashes, verify_tables, write_manifest)
-from hardware_profiles.tables import BLOCK_COLUMNS, NETWORK_COLUMNS, write_table
+from hardware_profiles.tables import ARCH_AS_TEXT, BLOCK_COLUMNS, NETWORK_COLUMNS, write_table
 from nas.cli import ArgParser, check_folder, check_range, make_space, read_space_options
 from nas.errors import InputError, cli_entry
 
@@ -136,7 +136,7 @@ class TableWriter:
             if self.path.suffix == ".parquet":
                 df = pd.read_parquet(self.path)
             else:
-                df = pd.read_csv(self.path, float_precision="round_trip")
+                df = pd.read_csv(self.path, float_precision="round_trip", dtype=ARCH_AS_TEXT)
         except Exception as err:  # noqa: BLE001 - any parser failure is a damaged partial table
             raise InputError(f"{self.path}: cannot read the partial table to continue it ({type(err).__name__}); "
                              "delete it to measure its rows again") from None

@@ -18,6 +18,8 @@ from nas.io import atomic_write
 
 BLOCK_COLUMNS = ["key", "median_ms", "mean_ms", "p10_ms", "p90_ms", "spread", "repeats", "attempts"]
 NETWORK_COLUMNS = ["arch", "median_ms", "mean_ms", "p10_ms", "p90_ms", "spread", "repeats", "attempts"]
+# arch strings are read as text: NAS-Bench-Macro's "00000012" would otherwise become the number 12
+ARCH_AS_TEXT = {"arch": str}
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -25,7 +27,7 @@ def read_table(path: Path) -> pd.DataFrame:
     path = Path(path)
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
-    return pd.read_csv(path)
+    return pd.read_csv(path, dtype=ARCH_AS_TEXT)
 
 
 def write_table(df: pd.DataFrame, path: Path) -> Path:
@@ -91,7 +93,7 @@ def read_user_table(path: str | Path, columns: Sequence[str], *, what: str = "ta
             df = pd.read_parquet(path)
             df.index = np.arange(1, len(df) + 1)
         else:
-            df = pd.read_csv(path, skip_blank_lines=False)
+            df = pd.read_csv(path, skip_blank_lines=False, dtype=ARCH_AS_TEXT)
             df.index = np.arange(2, len(df) + 2)
             df = df.dropna(how="all")
     except Exception as err:  # noqa: BLE001 - any reader failure is a bad file for the user

@@ -166,3 +166,15 @@ def test_search_over_a_partial_table_records_unlisted_archs_as_failed(partial):
         else:
             assert r["status"] == "failed" and "no row" in r.get("error", "") and not math.isfinite(
                 r["accuracy"] if r["accuracy"] is not None else math.nan)
+
+
+def test_arch_strings_of_digits_keep_their_leading_zeros(tmp_path):
+    """NAS-Bench-Macro's arch strings are digits: a table reader must not turn "00120201" into 120201."""
+    from hardware_profiles.tables import read_latency_table, read_table
+    from nas.evaluation.tabular import read_metric_table
+
+    path = tmp_path / "macro.csv"
+    path.write_text("arch,accuracy,median_ms\n00120201,91.5,0.5\n00000001,90.0,0.4\n")
+    assert list(read_metric_table(str(path)).index) == ["00120201", "00000001"]
+    assert list(read_table(path)["arch"]) == ["00120201", "00000001"]
+    assert read_latency_table(path, "median_ms").archs == ["00120201", "00000001"]

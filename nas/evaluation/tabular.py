@@ -48,7 +48,9 @@ def read_metric_table(path: str) -> pd.DataFrame:
 @functools.lru_cache(maxsize=4)
 def _read_file(path: str, mtime_ns: int) -> pd.DataFrame:
     try:
-        table = pd.read_parquet(path) if path.endswith((".parquet", ".pq")) else pd.read_csv(path)
+        # arch strings stay strings: NAS-Bench-Macro's "00000000" would otherwise be read as the number 0
+        table = (pd.read_parquet(path) if path.endswith((".parquet", ".pq"))
+                 else pd.read_csv(path, dtype={"arch": str}))
     except Exception as err:  # noqa: BLE001 - any reader error is a bad file for the user
         raise TableError(f"{path}: cannot read the metric table ({type(err).__name__}: {err})") from None
     if "arch" not in table.columns:
