@@ -1,0 +1,304 @@
+"""NAS-Bench-Macro search space on CIFAR-10 (registered as ``macro``).
+
+The network is exactly NAS-Bench-Macro's (Su et al., CVPR 2021; `shared/data/nasbench-macro/README.md`):
+
+- stem: 3x3 conv to 32 channels, stride 1, BN, ReLU;
+- 8 searchable layers in 3 stages of [2, 3, 3]; a stage's first layer has stride 2 and doubles the channels
+  (64, 128, 256), the others keep stride 1 and channels;
+- each layer one of ``[id, ir_3x3_t3, ir_5x5_t6]`` (`CHOICE_NAMES`, the benchmark's digit order): ``id`` is the
+  identity, or a 1x1 conv with the layer's stride + BN (no activation) where the stride or channels change; an
+  inverted residual (k, t) is 1x1 conv to t*C_in + BN + ReLU, kxk depthwise conv with the layer's stride + BN +
+  ReLU, 1x1 conv to C_out + BN, plus a residual add when C_in == C_out and the stride is 1;
+- head: 1x1 conv to 1280 channels, BN, ReLU, global average pool; classifier: linear to `num_classes` (10 for the
+  benchmark's CIFAR-10; pass ``num_classes=10`` to `get_space`).
+
+Conventions, as the benchmark's reference code has them and as its ``params`` / ``flops`` columns confirm: every
+convolution has no bias (each is followed by BN); padding is k // 2; BN is affine and its weight and bias count as
+parameters; the classifier is an `nn.Linear` with bias (counted). Decided here: the ReLUs are not in place (clean
+ONNX export).
+
+Agreement with the file, checked on all 6,561 rows: its ``params`` equals `params(arch)` (convolution weights +
+2 per BN channel + the classifier's weights and bias) and its ``flops`` equals `flops(arch)`, the multiply-
+accumulates of the convolutions and the classifier (the classifier's bias adds are not counted; BN, ReLU, pooling
+and residual adds count nothing). E.g. ``00000000``: 387,882 params, 7,713,280 MACs. The file repeats rows: the
+benchmark trained one network per equivalence class (an ``id`` at a stage's stride-1 positions can sit before or
+after the other op; 3,969 distinct networks) and copied its row to the other orderings, which build the same
+network, so their costs agree too.
+
+Cost keys (`layer_costs`), family ``macro``: ``stem`` (kernel 3, act ``relu``); ``ir`` for an inverted residual
+(kernel, stride, expansion, act ``relu``, ``skip`` = residual add); ``skip`` (kernel 1, act ``none``) for the
+``id`` choice, the identity when the shape is unchanged (0 MACs, kept because devices charge time for it) or the
+1x1 projection with the layer's stride otherwise; ``head`` (1x1 conv + BN + ReLU + pool, output 1280x1x1);
+``classifier`` (act ``none``). Layers cost independently (a layer's input shape never depends on earlier
+choices), so the space has the positional batch path: 8 positions of 3 choices.
+
+Canonical string: the file's ``arch`` column, 8 digits in layer order with leading zeros kept (``"00120201"``;
+read the column as text), so the shared CSV's strings decode directly and `encode` columns line up with its order.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from pydantic import PositiveInt
+from torch import nn
+
+from search_spaces.base import PositionalLayers, SearchSpace, SpaceOptions, register_space
+from search_spaces.blocks import ConvSpec, CostKey, LayerCost
+from search_spaces.fbnet import ConvBlock, _conv_bn, _out
+
+# (kernel, expansion) per choice digit; None = id. Order is the benchmark's.
+CHOICES: tuple[tuple[int, int] | None, ...] = (None, (3, 3), (5, 6))
+CHOICE_NAMES = ("id", "ir_3x3_t3", "ir_5x5_t6")
+IDENTITY = CHOICES.index(None)
+STAGE_DEPTHS = (2, 3, 3)
+STAGE_CHANNELS = (64, 128, 256)
+STEM_CHANNELS = 32
+HEAD_CHANNELS = 1280
+IN_CHANNELS = 3
+NUM_LAYERS = sum(STAGE_DEPTHS)
+NUM_CHOICES = len(CHOICES)
+FAMILY = "macro"
+
+
+def layer_plan() -> list[tuple[int, int, int]]:
+    """(C_in, C_out, stride) of each of the 8 searchable layers, in the benchmark's order."""
+    plan, cin = [], STEM_CHANNELS
+    for depth, cout in zip(STAGE_DEPTHS, STAGE_CHANNELS):
+        for i in range(depth):
+            plan.append((cin, cout, 2 if i == 0 else 1))
+            cin = cout
+    return plan
+
+
+_PLAN = layer_plan()
+_STAGE_STARTS = tuple(int(x) for x in np.cumsum((0,) + STAGE_DEPTHS[:-1]))
+
+
+class MacroOptions(SpaceOptions):
+    """Options of the ``macro`` space (the network is fixed; only the input resolution may change)."""
+
+    resolution: PositiveInt = 32
+
+
+@dataclass(frozen=True)
+class MacroArch:
+    """Genotype of the ``macro`` space: one choice digit (into `CHOICES`) per searchable layer."""
+
+    choices: tuple[int, ...]
+
+    def __str__(self) -> str:
+        return "".join(str(c) for c in self.choices)
+
+
+@register_space("macro")
+class MacroSpace(SearchSpace):
+    """NAS-Bench-Macro's space (CIFAR-10): 8 layers, 3 choices each, 6,561 networks."""
+
+    Options = MacroOptions
+    name = "macro"
+    options: MacroOptions
+
+    def __init__(self, options: MacroOptions | None = None, num_classes: int = 1000):
+        super().__init__(options, num_classes)
+        self._positional = self._positional_layers()
+
+    # ---- sampling and variation -------------------------------------------------------------------------------
+    def sample(self, rng: np.random.Generator) -> MacroArch:
+        return MacroArch(tuple(int(c) for c in rng.integers(NUM_CHOICES, size=NUM_LAYERS)))
+
+    def mutate(self, arch: MacroArch, rng: np.random.Generator) -> MacroArch:
+        """A copy of `arch` with exactly one layer's choice changed to a different one."""
+        layer = int(rng.integers(NUM_LAYERS))
+        new = (arch.choices[layer] + 1 + int(rng.integers(NUM_CHOICES - 1))) % NUM_CHOICES
+        return MacroArch(arch.choices[:layer] + (new,) + arch.choices[layer + 1:])
+
+    def crossover(self, a: MacroArch, b: MacroArch, rng: np.random.Generator) -> MacroArch:
+        """Uniform crossover: each layer's choice from `a` or `b` with equal probability."""
+        take_a = rng.random(NUM_LAYERS) < 0.5
+        return MacroArch(tuple(x if t else y for x, y, t in zip(a.choices, b.choices, take_a)))
+
+    # ---- decision view: one decision of 3 choices per layer ----------------------------------------------------
+    def decision_sizes(self) -> tuple[int, ...]:
+        return (NUM_CHOICES,) * NUM_LAYERS
+
+    def to_decisions(self, arch: MacroArch) -> tuple[int, ...]:
+        return arch.choices
+
+    def from_decisions(self, decisions: Sequence[int]) -> MacroArch:
+        if len(decisions) != NUM_LAYERS or not all(0 <= int(d) < NUM_CHOICES for d in decisions):
+            raise ValueError(f"decisions {tuple(decisions)}: expected {NUM_LAYERS} choices in 0..{NUM_CHOICES - 1}")
+        return MacroArch(tuple(int(d) for d in decisions))
+
+    # ---- strings and features ---------------------------------------------------------------------------------
+    def effective_decisions(self, arch: MacroArch) -> tuple[int, ...]:
+        """The choices with each stage's stride-1 identities moved behind its other stride-1 layers: an identity
+        there is a no-op, so the orderings build one network (the benchmark trained one of them and copied its
+        row to the others)."""
+        out: list[int] = []
+        for start, depth in zip(_STAGE_STARTS, STAGE_DEPTHS):
+            rest = arch.choices[start + 1:start + depth]
+            moved = [c for c in rest if c != IDENTITY]
+            out += [arch.choices[start], *moved, *[IDENTITY] * (len(rest) - len(moved))]
+        return tuple(out)
+
+    def to_string(self, arch: MacroArch) -> str:
+        return str(arch)
+
+    def decode(self, string: str) -> MacroArch:
+        if not isinstance(string, str):
+            raise ValueError(f"arch {string!r}: expected a string of {NUM_LAYERS} digits, got "
+                             f"{type(string).__name__} (read the arch column as text: leading zeros matter)")
+        if len(string) != NUM_LAYERS:
+            hint = " (leading zeros lost? read the arch column as text)" if string.isdigit() else ""
+            raise ValueError(f"arch {string!r}: has {len(string)} layer choices, the macro space has "
+                             f"{NUM_LAYERS}{hint}")
+        for i, char in enumerate(string):
+            if char not in "0123456789":
+                raise ValueError(f"arch {string!r}: layer {i} choice {char!r} is not a digit")
+            if int(char) >= NUM_CHOICES:
+                raise ValueError(f"arch {string!r}: layer {i} choice {char} is out of range 0..{NUM_CHOICES - 1}")
+        return MacroArch(tuple(int(c) for c in string))
+
+    def encode(self, archs: Sequence[MacroArch]) -> np.ndarray:
+        """One-hot (layer, choice) features: column ``3 * layer + choice``, 8 x 3 = 24 float32 columns."""
+        n = len(archs)
+        idx = np.fromiter((c for a in archs for c in a.choices), dtype=np.intp, count=n * NUM_LAYERS)
+        return self.encode_choices(idx.reshape(n, NUM_LAYERS))
+
+    def encode_choices(self, choices: np.ndarray) -> np.ndarray:
+        n = len(choices)
+        out = np.zeros((n, NUM_LAYERS * NUM_CHOICES), dtype=np.float32)
+        out[np.arange(n)[:, None], np.asarray(choices) + np.arange(NUM_LAYERS) * NUM_CHOICES] = 1.0
+        return out
+
+    def choice_matrix(self, strings: Sequence[str]) -> np.ndarray:
+        """Choice indices of many arch strings. Canonical strings (8 digits 0..2) are read straight from the
+        bytes; otherwise every string goes through `decode`, which names the first bad one."""
+        n = len(strings)
+        if n and all(isinstance(s, str) and len(s) == NUM_LAYERS for s in strings):
+            raw = np.frombuffer("".join(strings).encode("ascii", "replace"), dtype=np.uint8)
+            digits = raw.reshape(n, NUM_LAYERS).astype(np.intp) - ord("0")
+            if ((digits >= 0) & (digits < NUM_CHOICES)).all():
+                return digits
+        return np.array([self.decode(s).choices for s in strings], dtype=np.intp).reshape(n, NUM_LAYERS)
+
+    def positional_layers(self) -> PositionalLayers:
+        return self._positional
+
+    def _positional_layers(self) -> PositionalLayers:
+        res = self.options.resolution
+        hw = _out(res, 3, 1)
+        fixed = [LayerCost.of(CostKey("stem", (IN_CHANNELS, res, res), (STEM_CHANNELS, hw, hw), 3, 1, act="relu",
+                                      family=FAMILY), [ConvSpec(IN_CHANNELS, STEM_CHANNELS, 3, 1, res, hw)],
+                              2 * STEM_CHANNELS)]
+        table = []
+        for cin, cout, stride in _PLAN:
+            table.append(tuple(_searchable_cost(c, cin, cout, stride, hw) for c in range(NUM_CHOICES)))
+            hw = table[-1][0].key.out_shape[1]
+        chs = STAGE_CHANNELS[-1]
+        fixed.append(LayerCost.of(CostKey("head", (chs, hw, hw), (HEAD_CHANNELS, 1, 1), act="relu", family=FAMILY),
+                                  [ConvSpec(chs, HEAD_CHANNELS, 1, 1, hw, hw)], 2 * HEAD_CHANNELS))
+        fc = ConvSpec(HEAD_CHANNELS, self.num_classes, 1, 1, 1, 1, bias=True)
+        fixed.append(LayerCost.of(CostKey("classifier", (HEAD_CHANNELS, 1, 1), (self.num_classes, 1, 1),
+                                          act="none", family=FAMILY), [fc]))
+        return PositionalLayers(tuple(fixed), tuple(table))
+
+    # ---- cost -------------------------------------------------------------------------------------------------
+    def layer_costs(self, arch: MacroArch) -> list[LayerCost]:
+        """Stem, the 8 searchable layers, head (1x1 conv to 1280 + pool) and classifier."""
+        pos = self._positional
+        stem, head, classifier = pos.fixed
+        return [stem, *(row[c] for row, c in zip(pos.table, arch.choices)), head, classifier]
+
+    def smallest(self) -> MacroArch:
+        """Per layer the choice with the fewest (MACs, params); layers cost independently, so this is the
+        network with the fewest MACs (``id`` everywhere: ``00000000``)."""
+        return MacroArch(tuple(min(range(NUM_CHOICES), key=lambda c: (row[c].macs, row[c].params))
+                               for row in self._positional.table))
+
+    def enumerate_layers(self, max_samples: int = 0, patience: int = 0) -> tuple[list[LayerCost], bool]:
+        """Exact: the fixed stem, head and classifier plus every choice at every position."""
+        pos = self._positional
+        layers = {str(lc.key): lc for lc in (*pos.fixed, *(lc for row in pos.table for lc in row))}
+        return list(layers.values()), True
+
+    # ---- build ------------------------------------------------------------------------------------------------
+    def build(self, arch: MacroArch) -> nn.Module:
+        return MacroNet(arch.choices, self.num_classes)
+
+    def build_layer(self, key: CostKey) -> nn.Module:
+        """One layer alone, from its cost key (input (1, *key.in_shape))."""
+        cin, cout = key.in_shape[0], key.out_shape[0]
+        if key.op == "stem":
+            return nn.Sequential(*_conv_bn(cin, cout, key.kernel, key.stride))
+        if key.op == "skip":
+            return _layer(IDENTITY, cin, cout, key.stride)
+        if key.op == "ir":
+            return ConvBlock(cin, cout, key.kernel, int(key.expansion), 1, key.stride)
+        if key.op == "head":
+            return nn.Sequential(*_conv_bn(cin, cout, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        if key.op == "classifier":
+            return nn.Sequential(nn.Flatten(1), nn.Linear(cin, cout))
+        raise ValueError(f"cannot build a layer for cost key op {key.op!r}")
+
+    def input_shape(self, arch: MacroArch) -> tuple[int, int, int, int]:
+        res = self.options.resolution
+        return (1, IN_CHANNELS, res, res)
+
+
+def _searchable_cost(choice: int, cin: int, cout: int, stride: int, hw: int) -> LayerCost:
+    """Cost of searchable layer `choice` with input (cin, hw, hw)."""
+    spec = CHOICES[choice]
+    if spec is None:
+        hw_out = _out(hw, 1, stride)
+        key = CostKey("skip", (cin, hw, hw), (cout, hw_out, hw_out), 1, stride, act="none", family=FAMILY)
+        if cin == cout and stride == 1:   # no convolution, but still a key: some devices charge time for it
+            return LayerCost.of(key, [])
+        return LayerCost.of(key, [ConvSpec(cin, cout, 1, stride, hw, hw_out)], 2 * cout)
+    k, e = spec
+    mid = cin * e
+    dw = ConvSpec(mid, mid, k, stride, hw, _out(hw, k, stride), groups=mid)
+    convs = [ConvSpec(cin, mid, 1, 1, hw, hw), dw, ConvSpec(mid, cout, 1, 1, dw.hw_out, dw.hw_out)]
+    key = CostKey("ir", (cin, hw, hw), (cout, dw.hw_out, dw.hw_out), k, stride, float(e), act="relu",
+                  skip=cin == cout and stride == 1, family=FAMILY)
+    return LayerCost.of(key, convs, 2 * (mid + mid + cout))
+
+
+# ---- modules (plain torch) ---------------------------------------------------------------------------------------
+def _layer(choice: int, cin: int, cout: int, stride: int) -> nn.Module:
+    """Searchable layer `choice`; an inverted residual is FBNet's ConvBlock with ungrouped 1x1 convs (the same
+    MobileNetV2 block)."""
+    spec = CHOICES[choice]
+    if spec is None:
+        if cin == cout and stride == 1:
+            return nn.Identity()
+        return nn.Sequential(*_conv_bn(cin, cout, 1, stride, relu=False))
+    k, e = spec
+    return ConvBlock(cin, cout, k, e, 1, stride)
+
+
+class MacroNet(nn.Module):
+    """The NAS-Bench-Macro network of one genotype.
+
+    Args:
+        choices: 8 choice digits into `CHOICES`.
+        num_classes: classifier outputs (10 for the benchmark's CIFAR-10).
+    """
+
+    def __init__(self, choices: Sequence[int], num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(*_conv_bn(IN_CHANNELS, STEM_CHANNELS, 3))
+        self.blocks = nn.Sequential(*(_layer(c, *p) for c, p in zip(choices, _PLAN)))
+        self.head = nn.Sequential(*_conv_bn(STAGE_CHANNELS[-1], HEAD_CHANNELS, 1), nn.AdaptiveAvgPool2d(1),
+                                  nn.Flatten(1))
+        self.classifier = nn.Linear(HEAD_CHANNELS, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature map before the head: (N, 256, H/8, W/8)."""
+        return self.blocks(self.stem(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.head(self.features(x)))
