@@ -138,6 +138,12 @@ class SearchSpace(ABC):
         """The arch one choice index per decision describes (decisions it does not use are ignored)."""
         raise NotImplementedError(f"search space {self.name!r} has no decision view")
 
+    def effective_decisions(self, arch: Hashable) -> tuple[int | None, ...]:
+        """`to_decisions` with choices that cannot change the network read as a canonical one (a space whose
+        genotypes can hold dead parts overrides it), so a surrogate sees two genotypes of one network as one
+        point; by default the decisions themselves."""
+        return self.to_decisions(arch)
+
     # ---- optional batch path (spaces whose layers cost independently) ------------------------------------------
     def positional_layers(self) -> PositionalLayers | None:
         """The space's layers by (position, choice), or None when a layer's cost depends on other choices."""

@@ -265,6 +265,18 @@ class NB201Space(SearchSpace):
     def from_decisions(self, decisions: Sequence[int]) -> NB201Arch:
         return NB201Arch(tuple(int(d) for d in decisions))
 
+    def effective_decisions(self, arch: NB201Arch) -> tuple[int, ...]:
+        """The ops with every dead edge read as ``none``: an edge whose input node no live path reaches from the
+        cell input, or whose node reaches the cell output by no live path, changes nothing the cell computes."""
+        ops = arch.ops
+        reached = [True] + [False] * (NUM_NODES - 1)
+        for e, (node, src) in enumerate(EDGES):          # EDGES is in node order: inputs are settled first
+            reached[node] |= ops[e] != NONE and reached[src]
+        useful = [False] * (NUM_NODES - 1) + [True]
+        for e, (node, src) in reversed(list(enumerate(EDGES))):
+            useful[src] |= ops[e] != NONE and useful[node]
+        return tuple(op if reached[src] and useful[node] else NONE for op, (node, src) in zip(ops, EDGES))
+
     # ---- strings and features ---------------------------------------------------------------------------------
     def to_string(self, arch: NB201Arch) -> str:
         return str(arch)

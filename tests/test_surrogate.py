@@ -1,4 +1,5 @@
-"""Surrogate-steered proposals (`nas.controllers.surrogate`) and what they do to evolution and RL."""
+"""Surrogate-steered proposals (`nas.controllers.surrogate`, `nas.controllers.gp`) and what they do to the
+controllers."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,8 @@ from scipy.stats import spearmanr
 from nas.controllers import make_controller
 from nas.controllers.base import SearchObjectives
 from nas.controllers.proposer import MemoryLedger, search_in_process
+from nas.controllers.gp import CategoricalGP, normal_scores
+from nas.controllers.local_search import neighbours
 from nas.controllers.surrogate import MARGIN, Surrogate
 from nas.evaluation.tabular import synthetic_nb201
 from search_spaces import get_space
@@ -108,7 +111,7 @@ def regret_after(name: str, options: dict, seed: int, queries: int = 60) -> floa
     return best_feasible - found[0]
 
 
-@pytest.mark.parametrize("name", ["evolution", "rl"])
+@pytest.mark.parametrize("name", ["evolution", "rl", "local"])
 def test_steering_finds_better_feasible_networks_than_the_plain_algorithm(name):
     steered = np.mean([regret_after(name, {}, s) for s in range(6)])
     plain = np.mean([regret_after(name, {"surrogate": "none"}, s) for s in range(6)])
@@ -122,3 +125,90 @@ def test_rl_learns_nothing_from_rejected_candidates_unless_told_to_penalise_them
         c.tell(c.ask(), rejected)
         assert len(c.batch) == batch
         assert len(c.surrogate.seen) == 1   # either way it is remembered and not proposed for learning again
+
+
+# ---- the Gaussian-process score model (the default) ----------------------------------------------------------------
+def interacting(arch) -> float:
+    """An additive score plus a large bonus for one pair of choices together (a conv on edge 0 and on edge 5):
+    what a ridge regression on one-hot choices cannot represent."""
+    d = SPACE.to_decisions(arch)
+    return additive(arch) + 6.0 * (d[0] == 3 and d[5] == 3)
+
+
+def test_gp_ranks_an_interacting_score_better_than_the_ridge_model():
+    train, test = archs(150), archs(400, seed=1)
+    truth = [interacting(a) for a in test]
+    X = np.array([SPACE.to_decisions(a) for a in train])
+    gp = CategoricalGP().fit(X, [interacting(a) for a in train])
+    mean, sd = gp.predict(np.array([SPACE.to_decisions(a) for a in test]))
+    ridge = Surrogate(SPACE)
+    for a in train:
+        ridge.observe(a, interacting(a))
+    ridge.fit()
+    linear = ridge._apply(ridge.score_model, [ridge._columns(a) for a in test])
+    bonus = np.array([interacting(a) - additive(a) > 0 for a in test])
+    assert spearmanr(mean, truth)[0] > spearmanr(linear, truth)[0]
+    assert mean[bonus].mean() - mean[~bonus].mean() > linear[bonus].mean() - linear[~bonus].mean()
+    assert np.all(sd > 0) and np.all(np.isfinite(sd))
+    # at a training point the posterior is close to the data and surer than far away
+    m0, s0 = gp.predict(X[:1])
+    assert s0[0] < sd.mean()
+
+
+def test_normal_scores_are_rank_based():
+    z = normal_scores(np.array([3.0, -100.0, 2.0, 1e9]))
+    assert list(np.argsort(z)) == [1, 2, 0, 3]
+    assert z.sum() == pytest.approx(0.0)
+    assert np.allclose(normal_scores(np.array([1.0, 2.0, 3.0, 4.0])), np.sort(z))   # the values do not matter
+
+
+def test_gp_expected_improvement_prefers_a_high_mean_then_uncertainty():
+    X = np.array([[0, 0], [0, 1], [1, 0]])
+    gp = CategoricalGP().fit(X, [0.0, 1.0, 2.0])
+    ei = gp.expected_improvement(np.array([[1, 0], [0, 0], [2, 2]]))
+    assert ei[0] > ei[1]            # the best point seen beats the worst one
+    assert ei[2] > ei[1]            # an unexplored point beats a known bad one
+
+
+def test_gp_surrogate_state_round_trips_and_steers_identically():
+    s = Surrogate(SPACE, limits={"p": 10.0}, model="gp")
+    for a in archs(40):
+        s.observe(a, interacting(a), {"p": latency(a)})
+    s.fit()
+    state = json.loads(json.dumps(s.state_dict(), allow_nan=False))
+    t = Surrogate(SPACE, limits={"p": 10.0}, model="gp")
+    t.load_state_dict(state)
+    assert t.state_dict() == state
+    pool = archs(60, seed=9)
+    assert t.rank(pool) == s.rank(pool)
+
+
+@pytest.mark.parametrize("ops, live", [
+    ((3, 2, 1, 4, 1, 1), (3, 2, 1, 4, 1, 1)),      # every node reached and useful
+    ((0, 2, 3, 0, 0, 1), (0, 2, 0, 0, 0, 1)),      # node 1 has no input: its out-edge (2,1) is dead
+    ((3, 0, 3, 3, 0, 0), (0, 0, 0, 3, 0, 0)),      # nodes 1, 2 reach no output: edges (1,0), (2,1) dead
+    ((0, 0, 0, 0, 0, 0), (0, 0, 0, 0, 0, 0)),
+])
+def test_nb201_effective_decisions_read_dead_edges_as_none(ops, live):
+    arch = SPACE.from_decisions(ops)
+    assert SPACE.effective_decisions(arch) == live
+    assert SPACE.effective_decisions(SPACE.from_decisions(live)) == live   # idempotent
+
+
+def test_plain_local_search_climbs_an_additive_score_to_its_optimum():
+    optimum = sum(WEIGHTS.max(axis=1))
+    c = make_controller("local", SPACE, {"surrogate": "none"}, seed=0)
+    best = -np.inf
+    for _ in range(250):
+        arch = c.ask()
+        best = max(best, additive(arch))
+        c.tell(arch, additive(arch))
+    assert best == pytest.approx(optimum)
+
+
+def test_local_search_neighbours_differ_in_one_decision():
+    arch = archs(1)[0]
+    near = neighbours(SPACE, arch)
+    assert len(near) == 6 * 4 and len({SPACE.to_string(a) for a in near}) == 24
+    base = SPACE.to_decisions(arch)
+    assert all(sum(x != y for x, y in zip(SPACE.to_decisions(a), base)) == 1 for a in near)

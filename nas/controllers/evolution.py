@@ -1,8 +1,9 @@
 """Regularized (aging) evolution, as in Real et al., "Regularized Evolution for Image Classifier Architecture
 Search" (AAAI 2019): tournament selection over a population from which the oldest member is removed.
 
-By default a surrogate steers it (`nas.controllers.surrogate`): each proposal is the best-predicted of
-`candidates` draws (random ones while the population fills, then children, each bred from its own tournament).
+By default a surrogate steers it (`nas.controllers.surrogate`): each proposal is the draw of highest expected
+improvement among `candidates` (50) draws (random ones while the population fills, then children, each bred from its
+own tournament).
 ``surrogate: none`` is the paper's algorithm.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from nas.controllers.surrogate import Surrogate, SurrogateOptions
 class EvolutionOptions(SurrogateOptions):
     """Options of regularized evolution."""
 
+    candidates: int = Field(50, ge=1, description="children the surrogate chooses each proposal from")
     population_size: int = Field(16, ge=2, description="members kept; the oldest dies when a child joins")
     sample_size: int = Field(4, ge=1, description="tournament size")
     crossover_prob: float = Field(0.0, ge=0, le=1, description="chance a child crosses two parents first")
@@ -47,8 +49,8 @@ class RegularizedEvolution(Controller):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.population: deque[tuple[Hashable, float | None]] = deque(maxlen=self.options.population_size)
-        self.surrogate = (Surrogate(self.space, self.options.ridge, self.objectives.limits)
-                          if self.options.surrogate == "ridge" else None)
+        self.surrogate = (Surrogate(self.space, self.options.ridge, self.objectives.limits, self.options.surrogate)
+                          if self.options.surrogate != "none" else None)
 
     def _propose(self) -> Hashable:
         draw = self._randoms if len(self.population) < self.options.population_size else self._children

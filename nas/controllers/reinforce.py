@@ -26,8 +26,9 @@ batch mean 0.94; the same learning each candidate once 0.99 (lr 0.2); PPO (8 epo
 lr 0.1) 0.57. Under concurrency the behaviour probability of a sample is taken when its outcome is told, which is
 the policy it was drawn from unless an update happened while it was in flight; the clip bounds that error.
 
-What makes it sample-efficient enough for costly evaluations (`python bench/controllers.py --seeds 30
---controllers ...`: synthetic NB201 table, mean regret after 100 queries; random search 1.38, the last
+What makes it sample-efficient enough for costly evaluations (measured with the ridge score model, before the
+GP became the default; `python bench/controllers.py --table synthetic:nb201 --seeds 30 --controllers ...`: synthetic
+NB201 table, mean regret after 100 queries; random search 1.38, the last
 session's PPO alone 0.57):
 - a surrogate steers the proposals (`nas.controllers.surrogate`): each is the best-predicted unseen one of
   `candidates` (60) policy samples: 0.12 against 0.59 for ``surrogate: none`` (20 candidates: 0.26);
@@ -110,7 +111,8 @@ class Reinforce(Controller):
         self.history: list[float] = []
         self.lowest: float | None = None
         # the steering model, and the record of the candidates already learnt from
-        self.surrogate = Surrogate(self.space, self.options.ridge, self.objectives.limits)
+        self.surrogate = Surrogate(self.space, self.options.ridge, self.objectives.limits,
+                                   "ridge" if self.options.surrogate == "none" else self.options.surrogate)
         # (decisions, reward, behaviour probability of each decision's choice) awaiting the next update
         self.batch: list[tuple[list[int | None], float | None, list[float]]] = []
         # (decisions, advantage, behaviour probabilities) of the last `memory` batches (ppo)
