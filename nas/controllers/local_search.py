@@ -10,6 +10,8 @@ the GP (`nas.controllers.gp`) among the unseen one-decision neighbours of the `p
 `randoms` random networks (BANANAS, White et al. 2021, proposes from mutations of its best networks the same way).
 The neighbourhoods keep the search where the good networks are; the random share and the GP's uncertainty keep it
 from settling on one local optimum. Until `warm` networks have a score, proposals are random.
+The defaults (10 parents, 300 randoms) were chosen by leave-one-problem-out on the real problems of
+`bench/controllers.py --leave-one-out`.
 
 Candidates the cheap checks rejected (over a latency limit) are never parents; their latency trains the
 surrogate's latency model, which skips candidates clearly over a limit, as in the other steered controllers.
@@ -29,7 +31,7 @@ class LocalSearchOptions(SurrogateOptions):
     """Options of local search."""
 
     parents: int = Field(10, ge=1, description="steered: the best networks whose neighbours are candidates")
-    randoms: int = Field(100, ge=0, description="steered: random networks added to the candidates")
+    randoms: int = Field(300, ge=0, description="steered: random networks added to the candidates")
     warm: int = Field(10, ge=2, description="networks with a score before the surrogate starts steering")
 
 

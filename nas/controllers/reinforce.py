@@ -31,7 +31,8 @@ GP became the default; `python bench/controllers.py --table synthetic:nb201 --se
 NB201 table, mean regret after 100 queries; random search 1.38, the last
 session's PPO alone 0.57):
 - a surrogate steers the proposals (`nas.controllers.surrogate`): each is the best-predicted unseen one of
-  `candidates` (60) policy samples: 0.12 against 0.59 for ``surrogate: none`` (20 candidates: 0.26);
+  `candidates` (then 60; 200 since the GP, chosen by `bench/controllers.py --leave-one-out`) policy samples:
+  0.12 against 0.59 for ``surrogate: none`` (20 candidates: 0.26);
 - candidates the cheap checks rejected are recorded but not learnt from (``rejected: ignore``): they cost
   nothing, and penalising them pushes the policy away from the latency limit, where the best feasible networks
   lie (``rejected: penalty``: 0.20);
@@ -63,7 +64,7 @@ from nas.controllers.surrogate import Surrogate, SurrogateOptions
 class ReinforceOptions(SurrogateOptions):
     """Options of the policy-gradient controller."""
 
-    candidates: int = Field(60, ge=1, description="policy samples the surrogate chooses each proposal from")
+    candidates: int = Field(200, ge=1, description="policy samples the surrogate chooses each proposal from")
     algorithm: Literal["ppo", "reinforce"] = Field("ppo", description="ppo: clipped policy-gradient steps over "
                                                   "the last `memory` batches; reinforce: one plain step per batch")
     batch_size: int = Field(4, ge=1, description="outcomes per policy update")
