@@ -13,7 +13,8 @@ The score model (`model`):
   `effective_decisions`, so two genotypes of one network (an NB201 cell with dead edges, a NAS-Bench-Macro stage
   with its identities in another order) are one point. It models interactions between decisions, which real
   benchmarks have: on NAS-Bench-201 under a latency limit the ridge model steered evolution to worse than random
-  on some problems;
+  on some problems. Past `GP_POINTS` (400) scored candidates, as in a prescreen of thousands of cheap estimates,
+  the ridge model takes over: it is well determined there, and the GP's cubic refits would dominate the search;
 - ``ridge``: ridge regression on one-hot features of the decisions, fitted to the ranks of the scores (an
   additive model; the synthetic NB201 table, nearly additive by construction, is where it shines).
 
@@ -58,6 +59,8 @@ class SurrogateOptions(ControllerOptions):
 
 
 MARGIN = 2.0   # a draw is skipped when its predicted latency exceeds a limit by more than MARGIN residual sd
+GP_POINTS = 400   # scored candidates up to which the GP scores (a prescreen scores thousands on cheap estimates:
+                  # there the additive ridge model is well determined, and a GP refit per score would cost O(n^3))
 LATENCY_RIDGE = 1e-3   # latency is nearly additive and barely noisy: fitted closely, once it has more rows than columns
 
 
@@ -148,7 +151,7 @@ class Surrogate:
         """Fit the score model on the ranks (0..1) of every score so far, and each latency model with data."""
         self.latency_models = {p: r.solve(LATENCY_RIDGE) for p, r in self._latency.items() if r.n > len(r.sums)}
         self.fitted_on = len(self.seen)
-        if self.model == "gp":
+        if self._use_gp():
             self._fit_gp(len(self._scored))
             return
         n = len(self._scored)
@@ -160,8 +163,8 @@ class Surrogate:
         self.score_model = self._scores.solve(self.ridge, xty, float(ranks.sum()))
 
     def _fit_gp(self, n: int, hyper: tuple[float, float] | None = None) -> None:
-        """Fit the GP to the first `n` scored candidates; its length scale and noise are re-chosen when the
-        scored candidates have grown by a tenth since they were last chosen (or set to `hyper`)."""
+        """Fit the GP to the first `n` scored candidates; its length scale and noise are re-chosen when the scored
+        candidates have grown by a tenth since they were last chosen (or set to `hyper`)."""
         X = np.array(self._decisions[:n])
         y = np.array([v for _, v in self._scored[:n]])
         if self.gp is None:
@@ -172,6 +175,10 @@ class Surrogate:
         choose = hyper is None and (self.gp.length_scale is None or n >= chosen_at + max(1, chosen_at // 10))
         self.gp.fit(X, y, choose=choose)
         self.gp_state = [n, self.gp.length_scale, self.gp.noise, n if choose else chosen_at]
+
+    def _use_gp(self) -> bool:
+        """The GP scores candidates while at most `GP_POINTS` have a score; past that the ridge model does."""
+        return self.model == "gp" and len(self._scored) <= GP_POINTS
 
     @staticmethod
     def _apply(model: list, rows: list[np.ndarray]) -> np.ndarray:
@@ -209,7 +216,7 @@ class Surrogate:
         seen."""
         if len(self.seen) >= self.fitted_on + max(1, self.fitted_on // 10):
             return True
-        if self.model == "gp":
+        if self._use_gp():
             return self.gp_state is None or self.gp_state[0] != len(self._scored)
         return self.score_model is None
 
@@ -222,7 +229,7 @@ class Surrogate:
 
     def acquisition(self, pool: list[Hashable], rows: list[np.ndarray] | None = None) -> np.ndarray:
         """How much each of `pool` is worth evaluating: the GP's expected improvement, or the ridge prediction."""
-        if self.model == "gp":
+        if self._use_gp():
             return self.gp.expected_improvement(np.array([self._decision_row(a) for a in pool]))
         rows = rows if rows is not None else [self._columns(a) for a in pool]
         return self._apply(self.score_model, rows)

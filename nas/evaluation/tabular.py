@@ -8,7 +8,9 @@ publish them. The ``tabular`` evaluator reads a candidate's accuracy from one co
 
 ``synthetic:nb201[:SEED]`` in place of a path is a synthetic table over the 15,625 NAS-Bench-201 cells, made in
 memory (`synthetic_nb201`). Its figures are not NAS-Bench-201's: it is a test landscape with the benchmark's
-structure, for tests, the controller benchmark and the quickstart of tabular search, so everything runs offline.
+structure and nearly additive by construction, a fixture for tests and the quickstart of tabular search, so
+everything runs offline; never evidence of how a method does on real data (`bench/controllers.py` keeps it apart
+from the real problems).
 """
 from __future__ import annotations
 
