@@ -345,6 +345,9 @@ def single_table(args: argparse.Namespace, specs: list[str]) -> dict:
     t0 = time.perf_counter()
     traces = run_all([problem], specs, range(args.seeds), args.budget, args.jobs)
     r = figures([problem], traces, specs, checkpoints)[0]
+    if not args.json:
+        print_problem(r, specs, checkpoints)
+        print(f"({time.perf_counter() - t0:.1f} s, {args.seeds} seeds)")
     return {"table": args.table, "rows": r["rows"], "feasible_rows": r["feasible_rows"], "limit_ms": limit,
             "optimum": r["optimum"], "seeds": args.seeds, "budget": args.budget,
             "seconds": time.perf_counter() - t0,
@@ -383,7 +386,8 @@ def main(argv: list[str] | None = None) -> dict:
     checkpoints = [c for c in CHECKPOINTS if c <= args.budget] or [args.budget]
     if args.table is not None:
         out = single_table(args, specs)
-        print(json.dumps(out, indent=2) if args.json else _single_text(out, specs, checkpoints))
+        if args.json:
+            print(json.dumps(out, indent=2))
         return out
     problems = suite()
     if args.problems:
@@ -411,23 +415,6 @@ def main(argv: list[str] | None = None) -> dict:
         print_tuning(out["leave_one_problem_out"])
     print(f"\n({out['seconds']:.0f} s, {args.seeds} seeds, {args.jobs} processes)")
     return out
-
-
-def _single_text(out: dict, specs: list[str], checkpoints: list[int]) -> str:
-    lines = [f"table {out['table']}: {out['rows']} archs, {out['feasible_rows']} within {out['limit_ms']:.4g} ms; "
-             f"best feasible accuracy {out['optimum']:.3f}",
-             f"mean regret over {out['seeds']} seeds ± standard error (ratio = regret / random search's regret)"]
-    width = max(12, *(len(n) + 2 for n in specs))
-    lines.append(f"{'controller':<{width}}" + "".join(f"{'@' + str(c):>16}{'ratio':>7}" for c in checkpoints))
-    for s in specs:
-        cells = ""
-        for c in checkpoints:
-            ratio = out["ratio_vs_random"].get(s, {}).get(str(c))
-            cells += (f"{out['regret'][s][str(c)]:>9.3f} ±{out['se'][s][str(c)]:<5.3f}" +
-                      (f"{ratio:>7.2f}" if ratio is not None else f"{'-':>7}"))
-        lines.append(f"{s:<{width}}{cells}")
-    lines.append(f"({out['seconds']:.1f} s)")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

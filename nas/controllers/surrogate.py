@@ -112,7 +112,7 @@ class Surrogate:
         self._scored: list[tuple[np.ndarray, float]] = []   # (active one-hot columns, score)
         self._decisions: list[tuple[int, ...]] = []           # the scored candidates' decisions (-1: unused)
         self.gp: CategoricalGP | None = None
-        self.gp_state: list | None = None                     # [scored candidates fitted on, length scale, noise]
+        self.gp_state: list | None = None   # [scored fitted on, length scale, noise, scored when they were chosen]
         self._scores = _Regression(width)                     # the scored candidates' features
         self._latency = {p: _Regression(width) for p in self.limits}
         self.fitted_on = 0   # candidates seen when the models were last fitted
