@@ -16,7 +16,7 @@ import numpy as np
 from search_spaces.blocks import CostKey, parse_cost_key
 
 OPS = ("stem", "ds", "ir", "cn", "head", "classifier", "fbnet", "skip", "reluconv", "avgpool", "zero", "resblock",
-       "shuffle", "maxpool", "add", "lateral", "extra", "fuseadd", "fusecat", "predict")
+       "shuffle", "maxpool", "add", "lateral", "extra", "fuseadd", "fusecat", "predict", "dsa", "er")
 FAMILIES = ("mobilenetv3", "efficientnet", "fbnet", "nb201", "muffnet", "lrssd")
 ACTS = ("relu", "relu6", "hard_swish", "swish", "none")
 NUMERIC = ("kernel", "stride", "expansion", "groups", "se", "skip", "cin", "hw_in", "cout", "hw_out",
@@ -33,7 +33,10 @@ def _macs_estimate(k: CostKey) -> float:
         mid = cin * k.expansion
         return (cin * mid / k.groups * hw_in ** 2 + mid * k.kernel ** 2 * hw_out ** 2
                 + mid * cout / k.groups * hw_out ** 2)
-    if k.op in ("ds", "extra", "predict"):   # depthwise kxk, then pointwise (LRSSD's extra and predict layers too)
+    if k.op == "er":   # dense kxk expansion (strided), then pointwise
+        mid = cin * k.expansion
+        return cin * mid * k.kernel ** 2 * hw_out ** 2 + mid * cout * hw_out ** 2
+    if k.op in ("ds", "dsa", "extra", "predict"):   # depthwise kxk, then pointwise (LRSSD's extra, predict too)
         return cin * k.kernel ** 2 * hw_out ** 2 + cin * cout * hw_out ** 2
     if k.op == "head" and k.family == "mobilenetv3":
         return cin * cout

@@ -24,6 +24,7 @@ from typing import Any
 from timm.layers import make_divisible
 
 FAMILIES = ("mobilenetv3", "efficientnet")
+BLOCK_TYPES = ("ds", "dsa", "ir", "er", "cn")   # timm block types the cost model represents (`CostKey.op`)
 _ACT_NAMES = {"relu": "relu", "relu6": "relu6", "hardswish": "hard_swish", "silu": "swish", "swish": "swish",
               "mish": "mish", "gelu": "gelu", "hardsigmoid": "hard_sigmoid", "sigmoid": "sigmoid"}
 
@@ -67,7 +68,7 @@ class CostKey:
     Shared by lookup tables, simulators and predictors; `str(key)` is its canonical string.
     """
 
-    op: str                   # stem, ds, ir, cn, head, classifier
+    op: str                   # stem, head, classifier or a block type (ds, dsa, ir, er, cn)
     in_shape: tuple[int, int, int]   # (C, H, W)
     out_shape: tuple[int, int, int]
     kernel: int = 1
@@ -179,10 +180,19 @@ def _block_cost(net: NetworkDef, ba: dict[str, Any], walk: _Walk) -> LayerCost:
     cout, stride = make_divisible(ba["out_chs"]), ba["stride"]
     act = act_name(ba.get("act_layer"), net.act)
     se_ratio = ba.get("se_ratio") or 0.0
-    if ba.get("s2d") or ba.get("num_experts") or ba.get("group_size") or bt not in ("ds", "ir", "cn"):
+    if ba.get("s2d") or ba.get("num_experts") or ba.get("group_size") or ba.get("force_in_chs") or \
+            bt not in BLOCK_TYPES:
         raise ValueError(f"block type {bt!r} with these options is not supported by the cost model: {ba}")
     se, exp = 0, 1.0
-    if bt == "ir":
+    if bt == "er":   # EdgeResidual: one dense kxk expansion (strided) instead of 1x1 + depthwise, then 1x1
+        exp = float(ba["exp_ratio"])
+        mid = make_divisible(cin * exp)
+        k = ba["exp_kernel_size"]
+        parts = [_conv(cin, mid, k, hw, stride)]
+        parts.append(_conv(mid, cout, ba.get("pw_kernel_size", 1), parts[0].hw_out))
+        bn, se_in = 2 * (mid + cout), mid
+        skip = cin == cout and stride == 1 and not ba.get("noskip")
+    elif bt == "ir":
         exp = float(ba["exp_ratio"])
         mid = make_divisible(cin * exp)
         k = ba["dw_kernel_size"]
@@ -191,7 +201,7 @@ def _block_cost(net: NetworkDef, ba: dict[str, Any], walk: _Walk) -> LayerCost:
                  _conv(mid, cout, ba.get("pw_kernel_size", 1), dw.hw_out)]
         bn, se_in = 2 * (mid + mid + cout), mid
         skip = cin == cout and stride == 1 and not ba.get("noskip")
-    elif bt == "ds":
+    elif bt in ("ds", "dsa"):   # dsa: an activation after the pointwise conv too, never a skip (LCNet, MobileNetV1)
         k = ba["dw_kernel_size"]
         dw = _conv(cin, cin, k, hw, stride, groups=cin)
         parts = [dw, _conv(cin, cout, ba.get("pw_kernel_size", 1), dw.hw_out)]
@@ -290,8 +300,8 @@ def build_layer(key: CostKey):
     and gate of the key's family.
     """
     from timm.layers import get_act_layer
-    from timm.models._efficientnet_blocks import (ConvBnAct, DepthwiseSeparableConv, InvertedResidual,
-                                                  SqueezeExcite)
+    from timm.models._efficientnet_blocks import (ConvBnAct, DepthwiseSeparableConv, EdgeResidual,
+                                                  InvertedResidual, SqueezeExcite)
     from torch import nn
 
     cin, cout = key.in_shape[0], key.out_shape[0]
@@ -306,9 +316,12 @@ def build_layer(key: CostKey):
     if key.op == "ir":
         return InvertedResidual(cin, cout, dw_kernel_size=key.kernel, stride=key.stride, exp_ratio=key.expansion,
                                 act_layer=act, se_layer=se_layer, noskip=not key.skip)
-    if key.op == "ds":
+    if key.op in ("ds", "dsa"):
         return DepthwiseSeparableConv(cin, cout, dw_kernel_size=key.kernel, stride=key.stride, act_layer=act,
-                                      se_layer=se_layer, noskip=not key.skip)
+                                      se_layer=se_layer, noskip=not key.skip, pw_act=key.op == "dsa")
+    if key.op == "er":
+        return EdgeResidual(cin, cout, exp_kernel_size=key.kernel, stride=key.stride, exp_ratio=key.expansion,
+                            act_layer=act, se_layer=se_layer, noskip=not key.skip)
     if key.op == "cn":
         return ConvBnAct(cin, cout, key.kernel, stride=key.stride, act_layer=act, skip=key.skip)
     if key.op == "head":
@@ -322,7 +335,7 @@ def build_layer(key: CostKey):
 
 
 _KEY_RE = re.compile(r"^(?P<op>[a-z]+)_k(?P<k>\d+)_s(?P<s>\d+)_e(?P<e>[\d.]+)(?:_g(?P<g>\d+))?(?:_se(?P<se>\d+))?"
-                     r"_(?P<act>[a-z_]+?)(?P<skip>_skip)?_i(?P<c>\d+)x(?P<h>\d+)x(?P<w>\d+)"
+                     r"_(?P<act>[a-z0-9_]+?)(?P<skip>_skip)?_i(?P<c>\d+)x(?P<h>\d+)x(?P<w>\d+)"
                      r"_o(?P<oc>\d+)x(?P<oh>\d+)x(?P<ow>\d+)_(?P<family>[a-z0-9]+)$")
 
 

@@ -2,9 +2,9 @@
 
 `network_def_from_timm("mobilenetv3_large_100")` (or an already-built model) gives back the timm block strings and
 model-level settings that `search_spaces.blocks` costs and builds, so any timm `EfficientNet` / `MobileNetV3`
-network made of `ds` / `ir` / `cn` blocks can be priced on a profile without hand-writing its definition.
+network made of `ds` / `dsa` / `ir` / `er` / `cn` blocks can be priced on a profile without hand-writing its definition.
 
-Only what the cost model represents is accepted; anything else (EdgeResidual, CondConv, UIR or attention blocks,
+Only what the cost model represents is accepted; anything else (CondConv, UIR or attention blocks,
 mixed or dilated kernels, other SE layouts or gates, a normalised MobileNetV3 head, ...) raises one `ValueError`
 naming the model and the feature. Padding mode ('same' for tf_ ports) and BatchNorm eps/momentum are not
 recorded: they change neither the shapes nor the cost, but a model built from the result will not reproduce a
@@ -174,9 +174,11 @@ class _BlockReader:
 
     def block(self, block: Any) -> tuple[int, tuple[str, ...]]:
         """(stride, string options without repeats and stride: type first, kernel second)."""
-        from timm.models._efficientnet_blocks import ConvBnAct, DepthwiseSeparableConv, InvertedResidual
+        from timm.models._efficientnet_blocks import (ConvBnAct, DepthwiseSeparableConv, EdgeResidual,
+                                                      InvertedResidual)
 
-        readers = {InvertedResidual: self._ir, DepthwiseSeparableConv: self._ds, ConvBnAct: self._cn}
+        readers = {InvertedResidual: self._ir, DepthwiseSeparableConv: self._ds, ConvBnAct: self._cn,
+                   EdgeResidual: self._er}
         if type(block) not in readers:
             raise _Unsupported(f"block {type(block).__name__}")
         if getattr(block, "conv_s2d", None) is not None:
@@ -207,17 +209,31 @@ class _BlockReader:
         return dw["stride"], pwl["out"], tuple(opts + (["noskip"] if skip and not block.has_skip else []))
 
     def _ds(self, block: Any, cin: int) -> tuple[int, int, tuple[str, ...]]:
-        if block.has_pw_act:
-            raise _Unsupported("ds block with pointwise activation ('dsa', as in LCNet)")
-        dw, pw = _conv(block.conv_dw, "ds depthwise conv"), _conv(block.conv_pw, "ds pointwise conv")
+        """`ds`, or `dsa` when the pointwise conv has an activation too (LCNet, MobileNetV1; never a skip)."""
+        bt = "dsa" if block.has_pw_act else "ds"
+        dw, pw = _conv(block.conv_dw, f"{bt} depthwise conv"), _conv(block.conv_pw, f"{bt} pointwise conv")
         _chain(cin, (dw, True), (pw, False))
-        act = _norm_act(block.bn1, "ds")
-        _norm_act(block.bn2, "ds pointwise", apply_act=False)
+        act = _norm_act(block.bn1, bt)
+        if _norm_act(block.bn2, f"{bt} pointwise", apply_act=block.has_pw_act) not in (act, "none"):
+            raise _Unsupported(f"different activations inside one {bt} block")
         kernels = [f"p{pw['kernel']}"] if pw["kernel"] != 1 else []
-        opts = ["ds", f"k{dw['kernel']}", *kernels, f"c{_divisible(pw['out'], 'ds out channels')}"]
+        opts = [bt, f"k{dw['kernel']}", *kernels, f"c{_divisible(pw['out'], f'{bt} out channels')}"]
         opts += self._se(block.se, cin, 1.0, act) + self._act(act)
-        skip = cin == pw["out"] and dw["stride"] == 1
+        skip = bt == "ds" and cin == pw["out"] and dw["stride"] == 1
         return dw["stride"], pw["out"], tuple(opts + (["noskip"] if skip and not block.has_skip else []))
+
+    def _er(self, block: Any, cin: int) -> tuple[int, int, tuple[str, ...]]:
+        """EdgeResidual: a dense kxk expansion conv (carrying the stride), then a 1x1 projection."""
+        exp_conv, pwl = _conv(block.conv_exp, "er expansion conv"), _conv(block.conv_pwl, "er projection conv")
+        mid = _chain(cin, (exp_conv, False), (pwl, False))
+        act = _norm_act(block.bn1, "er")
+        _norm_act(block.bn2, "er projection", apply_act=False)
+        exp = _decimal(mid / cin, lambda e: make_divisible(cin * e) == mid)
+        kernels = [f"p{pwl['kernel']}"] if pwl["kernel"] != 1 else []
+        opts = ["er", f"k{exp_conv['kernel']}", *kernels, f"e{exp}", f"c{_divisible(pwl['out'], 'er out channels')}"]
+        opts += self._se(block.se, mid, float(exp), act) + self._act(act)
+        skip = cin == pwl["out"] and exp_conv["stride"] == 1
+        return exp_conv["stride"], pwl["out"], tuple(opts + (["noskip"] if skip and not block.has_skip else []))
 
     def _cn(self, block: Any, cin: int) -> tuple[int, int, tuple[str, ...]]:
         conv = _conv(block.conv, "cn conv")
