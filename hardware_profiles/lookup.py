@@ -26,9 +26,10 @@ from hardware_profiles import Estimate, HardwareProfile
 from hardware_profiles.manifest import Manifest, ManifestError, TableName, verify_tables
 from hardware_profiles.tables import read_table
 from nas.errors import InputError
+from search_spaces.blocks import NetworkDef, network_def_from_json
 
 
-_KEY_COLUMN = {"blocks": "key", "networks": "arch"}
+_KEY_COLUMN = {"blocks": "key", "networks": "arch", "extra": "network"}
 _CLASSIFIER = re.compile(r"^classifier_.*_i(?P<cin>\d+)x1x1_o(?P<cout>\d+)x1x1_(?P<family>\w+)$")
 
 
@@ -97,6 +98,20 @@ class TableProfile(HardwareProfile):
     def read_networks(self) -> pd.DataFrame:
         """The measured networks (``arch``, ``median_ms``, ...), verified; what predictors train on."""
         return self.table("networks")
+
+    def read_extra(self) -> list[tuple[str, NetworkDef, float]]:
+        """(name, definition, median ms) of the measured networks outside the space (none if the profile has no
+        such table); what a predictor's network model learns networks-in-general from."""
+        if not self.manifest.tables.extra:
+            return []
+        df, path = self.table("extra"), self.manifest.table_path(self.folder, "extra")
+        out = []
+        for i, (name, text, ms) in enumerate(zip(df["network"], df["definition"], df["median_ms"].astype(float))):
+            try:
+                out.append((str(name), network_def_from_json(text), ms))
+            except ValueError as err:
+                raise InputError(f"{path}: line {i + 2}, column 'definition': {err}") from None
+        return out
 
     def _lookup(self, key: str) -> float | None:
         if key in self.block_ms:

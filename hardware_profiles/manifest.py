@@ -28,7 +28,7 @@ BUILTIN_ROOT = Path(__file__).parent / "profiles"
 Kind = Literal["measured", "simulated", "imported"]
 Backend = Literal["onnxruntime-cpu", "torch-cuda", "simulator", "none"]
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
-TableName = Literal["blocks", "networks"]
+TableName = Literal["blocks", "networks", "extra"]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -43,6 +43,8 @@ class Tables(BaseModel):
 
     blocks: str | None = Field(None, description="per-block latency: CSV or Parquet with a `key` column")
     networks: str | None = Field(None, description="whole-network latency: CSV or Parquet with an `arch` column")
+    extra: str | None = Field(None, description="whole networks outside the space (random block definitions, timm "
+                              "models): CSV or Parquet with `network` and `definition` (JSON) columns")
 
 
 class Manifest(BaseModel):
@@ -79,7 +81,8 @@ class Manifest(BaseModel):
         return f"{self.name}@{self.version}"
 
     def table_path(self, folder: Path, which: TableName) -> Path | None:
-        """Path of table `which` ("blocks" or "networks") beside the manifest in `folder`; None if it has none."""
+        """Path of table `which` ("blocks", "networks" or "extra") beside the manifest in `folder`; None if it has
+        none."""
         name = getattr(self.tables, which)
         return Path(folder) / name if name else None
 
@@ -111,11 +114,12 @@ def write_manifest(manifest: Manifest, folder: Path) -> Path:
 
 def table_hashes(manifest: Manifest, folder: Path) -> dict[str, str]:
     """SHA-256 of each table the manifest names, as found in `folder` now (for a writer whose tables are final)."""
-    paths = {which: manifest.table_path(folder, which) for which in ("blocks", "networks")}
+    paths = {which: manifest.table_path(folder, which) for which in ("blocks", "networks", "extra")}
     return {which: sha256_file(path) for which, path in paths.items() if path is not None}
 
 
-def verify_tables(manifest: Manifest, folder: Path, which: tuple[TableName, ...] = ("blocks", "networks")) -> None:
+def verify_tables(manifest: Manifest, folder: Path,
+                  which: tuple[TableName, ...] = ("blocks", "networks", "extra")) -> None:
     """Refuse a table whose SHA-256 differs from the recorded one (a manifest without hashes passes unchecked).
 
     Raises:

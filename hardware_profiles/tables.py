@@ -18,6 +18,8 @@ from nas.io import atomic_write
 
 BLOCK_COLUMNS = ["key", "median_ms", "mean_ms", "p10_ms", "p90_ms", "spread", "repeats", "attempts"]
 NETWORK_COLUMNS = ["arch", "median_ms", "mean_ms", "p10_ms", "p90_ms", "spread", "repeats", "attempts"]
+# networks outside the space: a name (random:SEED:I, timm:NAME@RES) and the NetworkDef as JSON
+EXTRA_COLUMNS = ["network", "definition", *NETWORK_COLUMNS[1:]]
 # arch strings are read as text: NAS-Bench-Macro's "00000012" would otherwise become the number 12
 ARCH_AS_TEXT = {"arch": str}
 

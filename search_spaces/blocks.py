@@ -16,6 +16,8 @@ MobileNetV2-1.0 = 300M). `torch.utils.flop_counter` counts 2 per MAC.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from dataclasses import dataclass, field
 from functools import partial
@@ -59,6 +61,24 @@ class NetworkDef:
         if self.family not in FAMILIES:
             raise ValueError(f"unknown network family {self.family!r}; expected one of: {', '.join(FAMILIES)}")
         object.__setattr__(self, "arch_def", tuple(tuple(stage) for stage in self.arch_def))
+
+
+def network_def_to_json(net: NetworkDef) -> str:
+    """`net` as one line of JSON (what a profile's extra-network table stores; `network_def_from_json` reads it)."""
+    return json.dumps(dataclasses.asdict(net), separators=(",", ":"))
+
+
+def network_def_from_json(text: str) -> NetworkDef:
+    """The `NetworkDef` `network_def_to_json` wrote; ValueError naming what is wrong otherwise."""
+    try:
+        data = json.loads(text)
+    except (TypeError, json.JSONDecodeError) as err:
+        raise ValueError(f"not a network definition (JSON): {err}") from None
+    fields = {f.name for f in dataclasses.fields(NetworkDef)}
+    if not isinstance(data, dict) or not isinstance(data.get("arch_def"), list) or set(data) - fields:
+        raise ValueError(f"not a network definition: expected an object with arch_def and the fields "
+                         f"{', '.join(sorted(fields - {'arch_def'}))}")
+    return NetworkDef(**data)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -178,6 +178,53 @@ def measure_latency(
         times.append(time.perf_counter() - start)
         spent += times[-1]
     return summarise(times, threads)
+
+
+def measure_interleaved(onnx_paths: list[str | Path], input_shapes: list[tuple[int, ...]], *, threads: int = 1,
+                        warmup: int = 10, repeats: int = 30, rounds: int = 5,
+                        progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Median ms of every model in each of `rounds` interleaved rounds: array (models, rounds).
+
+    One session per model stays open; each round times every model in turn (`repeats` runs, after `warmup` runs
+    in the first round). Machine drift (a neighbour's load, frequency changes) then lands on all models alike
+    instead of on whichever was being timed when it happened; the smallest median over rounds is the figure that
+    repeats on a shared or virtual machine, and the spread across rounds is the measurement's noise.
+
+    Args:
+        progress: called with 1 after each model's timing (e.g. a tqdm bar's `update`).
+    """
+    if rounds < 1 or repeats < 1 or warmup < 0 or threads < 1:
+        raise ValueError(f"need rounds, repeats, threads >= 1 and warmup >= 0; got {rounds}, {repeats}, {threads}, "
+                         f"{warmup}")
+    sessions = [_session(p, threads) for p in onnx_paths]
+    rng = np.random.default_rng(0)
+    feeds = [{s.get_inputs()[0].name: rng.standard_normal(shape, dtype=np.float32)}
+             for s, shape in zip(sessions, input_shapes)]
+    out = np.empty((len(sessions), rounds))
+    for r in range(rounds):
+        for i, (session, feed) in enumerate(zip(sessions, feeds)):
+            for _ in range(warmup if r == 0 else 0):
+                session.run(None, feed)
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                session.run(None, feed)
+                times.append(time.perf_counter() - start)
+            out[i, r] = float(np.median(times)) * 1e3
+            if progress is not None:
+                progress(1)
+    return out
+
+
+def rounds_summary(round_medians_ms: np.ndarray, repeats: int, threads: int) -> LatencyStats:
+    """`LatencyStats` of one model timed in several rounds (`measure_interleaved`'s row): the smallest round
+    median is the figure (what repeats on a shared machine), the others say how far it moved: `mean_ms` is the
+    mean of the round medians, `p10_ms`/`p90_ms` the smallest and largest, `spread` their difference over the
+    smallest."""
+    ms = np.asarray(round_medians_ms, dtype=np.float64)
+    low, high = float(ms.min()), float(ms.max())
+    return LatencyStats(median_ms=low, mean_ms=float(ms.mean()), p10_ms=low, p90_ms=high,
+                        spread=(high - low) / low if low > 0 else 0.0, repeats=repeats * len(ms), threads=threads)
 
 
 def measure_module_latency(model: nn.Module, input_shape: tuple[int, ...], **kwargs) -> LatencyStats:

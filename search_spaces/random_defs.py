@@ -1,0 +1,71 @@
+"""Random MobileNet-family networks as timm block strings: training data for predictors of networks outside a space.
+
+A latency predictor learned only from one search space's blocks and networks extrapolates on anything else (a
+timm model, a user's variant of one): its block model has never seen the channel counts, block types or
+resolutions, and its network correction only knows the space's encoding. `random_network_def(rng)` draws
+networks spread over what MobileNet-family models are made of (`ds`, `dsa`, `ir`, `er` and `cn` blocks; kernels
+3-7; expansions 1-8; squeeze-excite; ReLU, ReLU6, hard-swish and swish; width 0.25-1.75x; resolutions 96-288; both
+timm families), so a profile that times them (`python -m hardware_profiles.measure ... --random-networks N`)
+gives the block model neighbours for any such block and the network model examples of whole networks that are
+not points of the space. Every draw costs exactly (`search_spaces.blocks`) and builds with timm.
+"""
+from __future__ import annotations
+
+import numpy as np
+from timm.layers import make_divisible
+
+from search_spaces.blocks import NetworkDef
+
+BASE_CHANNELS = (16, 24, 40, 80, 112, 160, 320)   # MobileNetV2/V3-like stage widths at 1.0x
+STRIDES = (1, 2, 2, 2, 1, 2, 1)
+RESOLUTIONS = (96, 128, 160, 192, 224, 256, 288)
+FAMILY_ACTS = {"mobilenetv3": ("hard_swish", "relu"), "efficientnet": ("relu", "relu6", "swish")}
+ACT_OPTIONS = {"relu": "nre", "hard_swish": "nhs", "swish": "nsw", "relu6": "nr6"}
+
+
+def _block(rng: np.random.Generator, stage: int, repeats: int, stride: int, chs: int, act: str) -> str:
+    """One stage's block string: the block type depends on the depth (dense `er` and `cn` where maps are big)."""
+    if stage == 0:
+        kind = rng.choice(["ds", "dsa", "ir"], p=[0.4, 0.2, 0.4])
+    else:
+        kind = rng.choice(["ir", "er", "dsa", "cn"], p=([0.6, 0.25, 0.1, 0.05] if stage < 3 else [0.85, 0.0, 0.1, 0.05]))
+    k = int(rng.choice([3, 5, 7], p=[0.5, 0.35, 0.15]))
+    opts = [str(kind), f"r{repeats}", f"k{k if kind != 'cn' else 3}", f"s{stride}"]
+    if kind == "ir":
+        opts.append(f"e{rng.choice(['1', '2', '2.5', '3', '4', '4.5', '6', '8'])}")
+    elif kind == "er":
+        opts.append(f"e{rng.choice(['2', '4', '6', '8'])}")
+    opts.append(f"c{chs}")
+    if kind in ("ir", "er", "ds") and rng.random() < 0.4:
+        opts.append("se0.25")
+    if kind != "cn" and rng.random() < 0.25:
+        opts.append(ACT_OPTIONS[str(rng.choice([a for a in ACT_OPTIONS if a != act]))])
+    return "_".join(opts)
+
+
+def random_network_def(rng: np.random.Generator, num_classes: int = 1000) -> NetworkDef:
+    """One random MobileNet-family network (see the module); the same generator state gives the same network."""
+    family = str(rng.choice(list(FAMILY_ACTS)))
+    act = str(rng.choice(FAMILY_ACTS[family]))
+    width = float(rng.uniform(0.25, 1.75))
+    stages = int(rng.integers(5, len(BASE_CHANNELS) + 1))
+    keep = sorted(rng.choice(np.arange(1, len(BASE_CHANNELS)), stages - 1, replace=False))
+    arch_def = []
+    for i, s in enumerate([0, *keep]):
+        chs = make_divisible(BASE_CHANNELS[s] * width)
+        depth = 1 if i == 0 else int(rng.integers(1, 5))
+        stride = STRIDES[s] if i else 1
+        blocks = [_block(rng, s, 1, stride, chs, act)]
+        if depth > 1:   # the stage's other blocks: one more definition, repeated
+            blocks.append(_block(rng, s, depth - 1, 1, chs, act))
+        arch_def.append(tuple(blocks))
+    head = int(rng.choice([0, 960, 1024, 1280])) if family == "efficientnet" else int(rng.choice([960, 1024, 1280]))
+    return NetworkDef(arch_def=tuple(arch_def), family=family, stem_size=make_divisible(rng.choice([16, 24, 32]) *
+                                                                                       min(width, 1.0)),
+                      num_features=head, act=act, resolution=int(rng.choice(RESOLUTIONS)), num_classes=num_classes)
+
+
+def random_network_defs(n: int, seed: int, num_classes: int = 1000) -> list[NetworkDef]:
+    """`n` random networks, the same list for the same seed (so a resumed measurement continues it)."""
+    rng = np.random.default_rng(seed)
+    return [random_network_def(rng, num_classes) for _ in range(n)]
