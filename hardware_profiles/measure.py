@@ -2,11 +2,17 @@
 
     python -m hardware_profiles.measure --profile NAME --space SPACE [--networks N] [--backend onnxruntime-cpu]
         [--threads T] [--sample K] [--space-options FILE.yaml] [--root DIR]
+        [--random-networks N] [--timm-models NAME[@RES],...]
 
 Each block (cost key) is built alone and timed: warm-up runs, then the median of repeats; a measurement whose
 spread (p90-p10)/median exceeds `--max-spread` is re-measured (up to `--attempts` times) and the least noisy one
 kept. N whole networks sampled from the space (seeded) are timed the same way; they are what predictors train and
-are judged on. The manifest records the machine, the runtime, the noise and, once the tables are final, their
+are judged on. Networks outside the space can be timed too, into a third table (`extra.csv`: name, the network's
+definition as JSON, timings), with their blocks added to the block table: `--random-networks N` random
+MobileNet-family networks (`search_spaces.random_defs`) and `--timm-models` named timm models. They are what lets a
+predictor trained from the profile cost networks that are not points of its space (`predictors.predict
+--timm-model`): the block model gets neighbours for their blocks, the generic network model examples of whole
+networks. The manifest records the machine, the runtime, the noise and, once the tables are final, their
 SHA-256.
 
 Killed jobs lose nothing: each row is written to its table atomically as soon as it is measured (``--flush-seconds
@@ -36,7 +42,7 @@ import yaml
 
 from hardware_profiles.manifest import (BUILTIN_ROOT, Manifest, check_profile_name, discover, read_manifest, resolve,
                                         table_hashes, verify_tables, write_manifest)
-from hardware_profiles.tables import ARCH_AS_TEXT, BLOCK_COLUMNS, NETWORK_COLUMNS, write_table
+from hardware_profiles.tables import ARCH_AS_TEXT, BLOCK_COLUMNS, EXTRA_COLUMNS, NETWORK_COLUMNS, write_table
 from nas.cli import ArgParser, check_folder, check_range, make_space, read_space_options
 from nas.errors import InputError, cli_entry
 
@@ -81,6 +87,36 @@ class OnnxCpuBackend:
             path = export_onnx(module, input_shape, Path(tmp) / "m.onnx")
             return measure_latency(path, input_shape, threads=self.threads, warmup=self.warmup,
                                    repeats=self.repeats)
+
+
+    def round_medians(self, items: list[tuple[Callable[[], Any], tuple[int, ...]]], rounds: int) -> np.ndarray:
+        """Median ms of every (build, input shape) in each of `rounds` interleaved rounds, (items, rounds): each
+        module exported once, all sessions open, timed by `nas.evaluation.latency.measure_interleaved`."""
+        from nas.evaluation.latency import export_onnx, measure_interleaved
+
+        with tempfile.TemporaryDirectory(prefix="hwnas-measure-") as tmp:
+            paths = [export_onnx(build(), shape, Path(tmp) / f"{i}.onnx") for i, (build, shape) in enumerate(items)]
+            return measure_interleaved(paths, [shape for _, shape in items], threads=self.threads,
+                                       warmup=self.warmup, repeats=self.repeats, rounds=rounds)
+
+
+def round_medians(backend, items: list[tuple[Callable[[], Any], tuple[int, ...]]], rounds: int) -> np.ndarray:
+    """Median ms of every (build, shape) in each of `rounds` interleaved rounds, (items, rounds): through the
+    backend's own `round_medians` where it has one (builds and exports once), else by building and measuring
+    every item once per round."""
+    if hasattr(backend, "round_medians"):
+        return backend.round_medians(items, rounds)
+    return np.array([[backend.measure(build(), shape).median_ms for build, shape in items]
+                     for _ in range(rounds)]).reshape(rounds, len(items)).T
+
+
+def measure_in_rounds(backend, items: list[tuple[Callable[[], Any], tuple[int, ...]]], rounds: int) -> list:
+    """`LatencyStats` of every (build, shape) from `rounds` interleaved rounds: the smallest round median is the
+    figure (`nas.evaluation.latency.rounds_summary`)."""
+    from nas.evaluation.latency import rounds_summary
+
+    return [rounds_summary(row, backend.repeats, getattr(backend, "threads", 0))
+            for row in round_medians(backend, items, rounds)]
 
 
 def make_backend(args: argparse.Namespace):
@@ -229,23 +265,35 @@ def _sample_networks(space, n: int, seed: int) -> list[str]:
 
 def _remove_stale_temp_files(folder: Path) -> None:
     """Temp files a killed run left half-written beside its tables (the tables themselves are always whole)."""
-    for name in ("blocks.csv", "networks.csv", "manifest.yaml"):
+    for name in ("blocks.csv", "networks.csv", "extra.csv", "manifest.yaml"):
         for tmp in folder.glob(f".{name}.*.tmp"):
             tmp.unlink(missing_ok=True)
 
 
 def _measure_rows(writer: TableWriter, column: str, items: list[tuple[str, Callable[[], Any], tuple[int, ...]]],
-                  backend, args: argparse.Namespace, desc: str) -> None:
-    """Measure each (name, build, shape) not yet in the table, writing rows as they come; rows measured before an
-    error or an interrupt are written too."""
+                  backend, args: argparse.Namespace, desc: str, fields: Callable[[str], dict] | None = None) -> None:
+    """Measure each (name, build, shape) not yet in the table, writing rows as they come (with `--rounds` > 1,
+    a chunk of `--chunk` items at a time, timed in interleaved rounds); rows measured before an error or an
+    interrupt are written too. `fields(name)`: more columns of a row."""
     from tqdm import tqdm
 
     done = writer.done(column)
     todo = [item for item in items if item[0] not in done]
+    more = fields or (lambda name: {})
     try:
-        for name, build, shape in tqdm(todo, desc=desc, unit=column, file=sys.stderr):
-            stats, n = measure_stable(backend, build, shape, args.max_spread, args.attempts)
-            writer.add(_row(column, name, stats, n))
+        with tqdm(total=len(todo), desc=desc, unit=column, file=sys.stderr) as bar:
+            if args.rounds == 1:
+                for name, build, shape in todo:
+                    stats, n = measure_stable(backend, build, shape, args.max_spread, args.attempts)
+                    writer.add({**_row(column, name, stats, n), **more(name)})
+                    bar.update(1)
+                return
+            for start in range(0, len(todo), args.chunk):
+                chunk = todo[start:start + args.chunk]
+                for (name, _, _), stats in zip(chunk, measure_in_rounds(backend, [(b, s) for _, b, s in chunk],
+                                                                         args.rounds)):
+                    writer.add({**_row(column, name, stats, args.rounds), **more(name)})
+                bar.update(len(chunk))
     finally:
         writer.flush()
 
@@ -269,6 +317,50 @@ def _network_items(args: argparse.Namespace, space) -> list:
     return items
 
 
+def _extra_defs(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """(name, NetworkDef) of the networks outside the space to time (`--random-networks`, `--timm-models`)."""
+    from search_spaces.random_defs import random_network_defs
+    from search_spaces.timm_import import network_def_from_timm
+
+    out = [(f"random:{args.seed}:{i}", net)
+           for i, net in enumerate(random_network_defs(args.random_networks, args.seed, args.num_classes))]
+    for spec in args.timm_models:
+        name, _, res = spec.partition("@")
+        try:
+            net = network_def_from_timm(name, num_classes=args.num_classes, resolution=int(res or 224))
+        except (ValueError, RuntimeError) as err:   # timm raises RuntimeError for an unknown name
+            raise InputError(f"--timm-models: {spec}: {err}") from None
+        out.append((f"timm:{name}@{net.resolution}", net))
+    return out
+
+
+def _extra_block_items(extra: list[tuple[str, Any]], seen: set[str]) -> list:
+    """Block items for the layers of the extra networks that the space's items do not cover."""
+    from search_spaces.blocks import build_layer, layer_costs
+
+    items = {}
+    for _, net in extra:
+        for lc in layer_costs(net):
+            key = str(lc.key)
+            if key not in seen and key not in items:
+                items[key] = (key, lambda k=lc.key: build_layer(k), (1, *lc.key.in_shape))
+    return list(items.values())
+
+
+def _measure_extra(args: argparse.Namespace, manifest: Manifest, folder: Path, extra: list, backend) -> pd.DataFrame:
+    """Time the extra networks whole into the `extra` table (name, definition JSON, timing columns)."""
+    from search_spaces.blocks import build_network, network_def_to_json
+
+    manifest.tables.extra = manifest.tables.extra or "extra.csv"
+    writer = TableWriter(folder / manifest.tables.extra, EXTRA_COLUMNS, args.flush_seconds)
+    defs = dict(extra)
+    items = [(name, lambda net=net: build_network(net), (1, net.in_chans, net.resolution, net.resolution))
+             for name, net in extra]
+    _measure_rows(writer, "network", items, backend, args, f"{manifest.ref} extra networks",
+                  lambda name: {"definition": network_def_to_json(defs[name])})
+    return writer.df
+
+
 def measure_profile(args: argparse.Namespace) -> dict[str, Any]:
     """Measure blocks and networks into the profile; returns figures for the report."""
     backend = make_backend(args)
@@ -283,6 +375,8 @@ def measure_profile(args: argparse.Namespace) -> dict[str, Any]:
     _remove_stale_temp_files(folder)
     start = time.perf_counter()
     items, exact = _block_items(args, space)
+    extra = _extra_defs(args)
+    items += _extra_block_items(extra, {name for name, _, _ in items})
     blocks = TableWriter(folder / manifest.tables.blocks, BLOCK_COLUMNS, args.flush_seconds)
     _measure_rows(blocks, "key", items, backend, args, f"{manifest.ref} blocks")
     block_seconds = time.perf_counter() - start
@@ -291,25 +385,40 @@ def measure_profile(args: argparse.Namespace) -> dict[str, Any]:
     overhead = backend.measure(torch.nn.ReLU(), (1, 3, 8, 8))
     nets = TableWriter(folder / manifest.tables.networks, NETWORK_COLUMNS, args.flush_seconds)
     _measure_rows(nets, "arch", _network_items(args, space), backend, args, f"{manifest.ref} networks")
-    _finish_manifest(args, manifest, blocks.df, nets.df, overhead.median_ms, exact)
+    extra_df = _measure_extra(args, manifest, folder, extra, backend) if extra or manifest.tables.extra else None
+    _finish_manifest(args, manifest, blocks.df, nets.df, overhead.median_ms, exact, extra_df)
     manifest.table_sha256 = table_hashes(manifest, folder)   # the tables are final: record what they are
     write_manifest(manifest, folder)
     return {"profile": manifest.ref, "folder": str(folder), "blocks": len(blocks.df), "complete": exact,
-            "networks": len(nets.df), "block_seconds": block_seconds, "seconds": time.perf_counter() - start,
+            "networks": len(nets.df), "extra_networks": 0 if extra_df is None else len(extra_df),
+            "block_seconds": block_seconds, "seconds": time.perf_counter() - start,
             **manifest.noise}
 
 
 def _finish_manifest(args: argparse.Namespace, manifest: Manifest, blocks: pd.DataFrame, nets: pd.DataFrame,
-                     overhead_ms: float, exact: bool) -> None:
+                     overhead_ms: float, exact: bool, extra: pd.DataFrame | None = None) -> None:
     """Record the overhead, the noise and how the tables were measured."""
     manifest.options = {**manifest.options, "overhead_ms": overhead_ms}
     manifest.noise = {"median_relative_spread_blocks": float(blocks["spread"].median()) if len(blocks) else 0.0,
                       "median_relative_spread_networks": float(nets["spread"].median()) if len(nets) else 0.0,
-                      "remeasured_share": float((blocks["attempts"] > 1).mean()) if len(blocks) else 0.0}
-    manifest.how_measured = (f"{args.warmup} warm-up runs, median of {args.repeats} timed runs, re-measured up "
-                             f"to {args.attempts} times while (p90-p10)/median > {args.max_spread}; blocks: "
+                      **({"remeasured_share": float((blocks["attempts"] > 1).mean()) if len(blocks) else 0.0}
+                         if args.rounds == 1 else {})}
+    timing = (f"{args.warmup} warm-up runs, median of {args.repeats} timed runs, re-measured up to "
+              f"{args.attempts} times while (p90-p10)/median > {args.max_spread}" if args.rounds == 1 else
+              f"{args.warmup} warm-up runs, then {args.rounds} interleaved rounds over chunks of {args.chunk} items "
+              f"(each round the median of {args.repeats} timed runs), the smallest round median kept; spread = "
+              "(largest - smallest round median) / smallest")
+    manifest.how_measured = (f"{timing}; blocks: "
                              f"{'all' if exact else 'a sample of'} {len(blocks)} layers of space {args.space}, "
                              f"each timed alone; networks: {len(nets)} sampled with seed {args.seed}")
+    if extra is not None and len(extra):
+        names = extra["network"].astype(str)
+        timm = sorted(n.split(":", 1)[1] for n in names if n.startswith("timm:"))
+        manifest.how_measured += (f"; extra networks outside the space, timed whole and their blocks alone: "
+                                  f"{int(names.str.startswith('random:').sum())} random block definitions "
+                                  f"(search_spaces.random_defs, seed {args.seed})"
+                                  + (f", timm models {', '.join(timm)}" if timm else ""))
+        manifest.noise["median_relative_spread_extra"] = float(extra["spread"].median())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -318,12 +427,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", metavar="NAME", required=True,
                    help="profile name (lower-case letters, digits, '.', '_', '-'); its newest version is continued "
                         "if it exists")
-    p.add_argument("--space", required=True, help="registered search space whose layers and networks are timed")
+    p.add_argument("--space", help="registered search space whose layers and networks are timed (required unless "
+                   "--check)")
+    p.add_argument("--check", metavar="N", type=int, default=0,
+                   help="measure nothing new: re-measure N of the profile's networks here with its settings (in "
+                        "max(--rounds, 3) interleaved rounds) and say whether its table still holds (exit 0) or "
+                        "has drifted (exit 1); --profile may then be NAME@VERSION")
     p.add_argument("--space-options", metavar="FILE",
                    help="YAML file with the space's options (default: the space's defaults)")
     p.add_argument("--num-classes", metavar="N", type=int, default=1000,
                    help="classifier outputs of the networks (default 1000)")
     p.add_argument("--networks", metavar="N", type=int, default=50, help="whole networks to time (default 50)")
+    p.add_argument("--random-networks", metavar="N", type=int, default=0,
+                   help="also time N random MobileNet-family networks outside the space (whole, and their blocks "
+                        "alone; seeded by --seed): what lets a predictor cost networks that are not points of the "
+                        "space, such as timm models (default 0)")
+    p.add_argument("--timm-models", metavar="NAME[@RES]", type=lambda v: [t for t in v.split(",") if t],
+                   default=[], help="comma-separated timm models to time the same way (e.g. "
+                   "mobilenetv2_100@160,mnasnet_100); keep the models you will judge the predictor on out")
     p.add_argument("--sample", metavar="N", type=int, default=0,
                    help="time only this many blocks, sampled with --seed (default 0 = every layer of the space)")
     p.add_argument("--backend", default="onnxruntime-cpu", choices=["onnxruntime-cpu", "torch-cuda"],
@@ -341,6 +462,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="re-measure while (p90-p10)/median is above this (default 0.15)")
     p.add_argument("--attempts", metavar="N", type=int, default=3,
                    help="measurements at most per block or network; the least noisy is kept (default 3)")
+    p.add_argument("--rounds", metavar="R", type=int, default=1,
+                   help="time each chunk of --chunk items in R interleaved rounds and keep each item's smallest "
+                        "round median (default 1: one measurement per item, re-measured while noisy). On a shared "
+                        "or virtual machine a measurement can run 20-40 %% slow for minutes; rounds spread that "
+                        "over all items and the smallest median repeats")
+    p.add_argument("--chunk", metavar="N", type=int, default=32,
+                   help="items timed together with --rounds > 1; a killed run loses at most one chunk (default 32)")
     p.add_argument("--seed", metavar="N", type=int, default=0,
                    help="seed of the block sample and the networks (default 0)")
     p.add_argument("--flush-seconds", metavar="S", type=float, default=0.0,
@@ -357,8 +485,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def check_args(args: argparse.Namespace) -> None:
     """Refuse bad flags before anything is measured (`InputError` naming the flag)."""
+    if args.check:
+        check_range(args, check=1, rounds=1, seed=0)
+        return
+    if not args.space:
+        raise InputError("the following arguments are required: --space")
     check_profile_name(args.profile)
-    check_range(args, num_classes=1, networks=0, sample=0, threads=1, batch=1, warmup=0, repeats=1,
+    check_range(args, num_classes=1, networks=0, random_networks=0, rounds=1, chunk=1, sample=0, threads=1, batch=1, warmup=0, repeats=1,
                 max_spread=0, attempts=1, flush_seconds=0)
     if args.batch != 1 and args.backend == "onnxruntime-cpu":
         raise InputError("--batch: the onnxruntime-cpu backend measures batch 1")
@@ -366,10 +499,53 @@ def check_args(args: argparse.Namespace) -> None:
         check_folder(args.root, "--root")
 
 
+def check_profile(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
+    """`--check N`: re-measure N of the profile's networks with its settings; (report, whether it holds)."""
+    from hardware_profiles import get_profile
+    from hardware_profiles.drift import check_verdict, installed_version
+    from hardware_profiles.lookup import TableProfile
+
+    profile = get_profile(args.profile)
+    m = getattr(profile, "manifest", None)
+    if not isinstance(profile, TableProfile) or not m.tables.networks:
+        raise InputError(f"--check: profile {args.profile} has no network table to check against")
+    if m.kind != "measured" or m.backend not in ("onnxruntime-cpu", "torch-cuda"):
+        raise InputError(f"--check: profile {m.ref} is {m.kind} ({m.backend}); only profiles measured with "
+                         "onnxruntime-cpu or torch-cuda can be re-measured")
+    nets = profile.read_networks()
+    pick = np.sort(np.random.default_rng(args.seed).choice(len(nets), min(args.check, len(nets)), replace=False))
+    archs, table = nets["arch"].astype(str).to_numpy()[pick], nets["median_ms"].to_numpy(float)[pick]
+    space = make_space(m.space, m.space_options, m.num_classes or 1000, source=f"{m.ref} manifest")
+    setup = argparse.Namespace(backend=m.backend, threads=m.threads or 1, warmup=args.warmup, repeats=args.repeats,
+                               precision=m.precision, batch=m.batch,
+                               channels_last=bool(m.options.get("channels_last", False)))
+    backend = make_backend(setup)
+    genotypes = [space.decode(a) for a in archs]
+    stats = measure_in_rounds(backend, [(lambda g=g: space.build(g), space.input_shape(g)) for g in genotypes],
+                              max(args.rounds, 3))
+    measured = np.array([s.median_ms for s in stats])
+    verdict = check_verdict(table, measured, m.noise.get("median_relative_spread_networks", 0.0))
+    here = machine_info(m.backend)
+    report = {"profile": m.ref, "runtime": f"{m.runtime} {m.runtime_version} (recorded); "
+                                           f"{installed_version(m.runtime) or 'not here'} (installed)",
+              "machine": f"{m.machine.get('cpu', '?')} (recorded); {here.get('gpu') or here.get('cpu', '?')} (here)",
+              **verdict, "verdict": ("holds" if verdict["holds"] else "drifted") + f": measured / table median "
+              f"{verdict['median_ratio']:.3f}, tolerance +-{verdict['tolerance']:.3f}",
+              "networks_checked": [{"arch": a, "table_ms": float(t), "measured_ms": float(x)}
+                                   for a, t, x in zip(archs, table, measured)]}
+    return report, verdict["holds"]
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
+    """Measure a profile (or with --check, re-measure some of its networks): 0 done (or the profile holds), 1 the
+    profile has drifted, 2 bad input."""
     args = parse_args(argv)
     check_args(args)
+    if args.check:
+        report, holds = check_profile(args)
+        print(yaml.safe_dump(report, sort_keys=False).strip())
+        return 0 if holds else 1
     report = measure_profile(args)
     print(yaml.safe_dump(report, sort_keys=False).strip())
     return 0

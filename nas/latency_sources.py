@@ -155,13 +155,17 @@ def checked_predictor(field: str, model, space):
 
 
 def _from_tables(profile, folder: Path, log) -> None:
+    from hardware_profiles.drift import profile_record, runtime_drift
     from predictors.io import save
     from predictors.train import profile_predictor
 
     m = profile.manifest
     log(f"training a latency predictor from {m.ref}'s tables ({len(profile.block_ms)} blocks)")
     model, archs, y = profile_predictor(profile)
-    save(model, folder, archs=archs, y=y, profile={"name": m.name, "version": m.version})
+    save(model, folder, archs=archs, y=y, profile=profile_record(m))
+    drift = runtime_drift(profile_record(m))
+    if drift:
+        log(drift)
 
 
 def _calibration_archs(space, constraints: Constraints, n: int, seed: int) -> list[str]:

@@ -4,7 +4,9 @@ Block features describe one layer from its cost key alone (so a table of key str
 operation, family and activation as one-hots, kernel, stride, expansion, groups, SE width, residual flag, input
 and output shapes, and analytic size terms (log elements in and out, an estimate of the layer's MACs). Network
 features are the space's own `encode(arch)` plus a few totals; the feature schema (names, in order) is saved with
-every model and checked when it is loaded.
+every model and checked when it is loaded. Generic network features (`generic_row`) exist for any network, a point
+of a space or not (a timm model): totals over its layers that say how far the block sum will be off (layer count,
+activation traffic, depthwise and squeeze-excite shares, resolution).
 """
 from __future__ import annotations
 
@@ -90,3 +92,43 @@ def network_feature_names(space) -> list[str]:
     """Names of `network_matrix`'s columns for `space`."""
     width = np.asarray(space.encode([space.smallest()])).shape[1]
     return [f"enc_{i}" for i in range(width)] + ["log_block_sum_ms", "log_flops"]
+
+
+GENERIC_FEATURES = ("log_block_sum_ms", "log_macs", "log_params", "layers", "log_act_elems", "log_ms_per_layer",
+                    "depthwise_share", "se_layers", "skips", "log_resolution")
+
+
+def generic_row(layers: Sequence, sum_ms: float) -> list[float]:
+    """Generic features of one network from its `LayerCost`s and its block sum (order: `GENERIC_FEATURES`)."""
+    macs = sum(lc.macs for lc in layers)
+    depthwise = sum(c.macs for lc in layers for c in lc.convs if c.groups == c.cin and c.groups > 1)
+    act = sum(c.cout * c.hw_out ** 2 + c.cin * c.hw_in ** 2 for lc in layers for c in lc.convs)
+    n = max(len(layers), 1)
+    resolution = max((lc.key.in_shape[1] for lc in layers), default=1)
+    return [math.log(max(sum_ms, 1e-9)), math.log1p(macs), math.log1p(sum(lc.params for lc in layers)),
+            float(len(layers)), math.log1p(act), math.log(max(sum_ms, 1e-9) / n), depthwise / max(macs, 1),
+            float(sum(lc.key.se > 0 for lc in layers)), float(sum(lc.key.skip for lc in layers)),
+            math.log(resolution)]
+
+
+def generic_matrix(layer_lists: Sequence[Sequence], sums_ms: Sequence[float]) -> np.ndarray:
+    """Generic features of many networks (one row each)."""
+    return np.asarray([generic_row(layers, s) for layers, s in zip(layer_lists, sums_ms)],
+                      dtype=np.float64).reshape(len(layer_lists), len(GENERIC_FEATURES))
+
+
+def prior_basis(key: CostKey | str) -> list[float]:
+    """Analytic terms of one block from its key alone: estimated MACs, activation elements moved (input, output
+    and, for expanding blocks, the expanded tensor twice) and a constant. A non-negative mix of them is the block
+    model's prior (`LGBMLatencyPredictor.fit_block_model`): it scales with a block's size where trees cannot,
+    so blocks larger or smaller than any measured one are not priced as the nearest measured one."""
+    k = parse_cost_key(key) if isinstance(key, str) else key
+    cin, hw_in = k.in_shape[0], k.in_shape[1]
+    cout, hw_out = k.out_shape[0], k.out_shape[1]
+    mid = cin * k.expansion if k.op in ("ir", "er", "fbnet") else cin
+    return [_macs_estimate(k), cin * hw_in ** 2 + cout * hw_out ** 2 + 2 * mid * hw_out ** 2, 1.0]
+
+
+def prior_matrix(keys: Sequence[CostKey | str]) -> np.ndarray:
+    """`prior_basis` of many keys (one row each)."""
+    return np.asarray([prior_basis(k) for k in keys], dtype=np.float64).reshape(len(keys), 3)

@@ -1,9 +1,10 @@
 """Saving and loading predictors: LightGBM text models plus JSON, never pickle.
 
-A model folder holds `meta.json` (estimator, hyper-parameters, space, profile name and version, feature schemas,
-training-data hash, FLOPs baseline, training archs, the SHA-256 of every other file, and `meta_sha256`, the digest
-of its own content), `blocks.json` (per-block costs and overhead), `block_model.txt` and `network_model.txt`
-(LightGBM text dumps).
+A model folder holds `meta.json` (estimator, hyper-parameters, space, the profile's name, version, runtime and
+machine, feature schemas, training-data hash, FLOPs baseline, training archs, the generic model's residual
+interval, the SHA-256 of every other file, and `meta_sha256`, the digest of its own content), `blocks.json`
+(per-block costs, overhead and the block model's analytic prior), `block_model.txt`, `network_model.txt` and
+`generic_model.txt` (LightGBM text dumps).
 
 Folders travel between machines and a truncated LightGBM text file can crash the process that parses it, so `load`
 checks `meta.json` field by field, then the recorded checksums, and only then parses anything else; every refusal
@@ -27,11 +28,12 @@ from predictors.features import BLOCK_FEATURES, network_feature_names
 from predictors.models import FlopsLinear, LGBMLatencyPredictor
 
 FORMAT = "hwnas-latency-predictor"
-FORMAT_VERSION = 2   # 2: meta.json records the SHA-256 of every other file (version 1 did not)
+FORMAT_VERSION = 3   # 2: meta.json records the SHA-256 of every other file; 3: a generic network model
 PARAMS = ("space", "space_options", "num_classes", "n_estimators", "learning_rate", "num_leaves",
           "min_child_samples", "block_estimators", "n_folds", "correction", "seed")
 FILES = {"block_model.txt": "the block model", "network_model.txt": "the network correction",
-         "blocks.json": "the block costs"}
+         "generic_model.txt": "the generic network correction", "blocks.json": "the block costs"}
+CORRECTION_FILES = {"network_model.txt", "generic_model.txt"}   # present exactly when params.correction is on
 META_FIELDS = {   # field of meta.json -> the type it must have (declarative: `_check_meta` reads it)
     "format": str, "format_version": int, "params": dict, "files": dict, "block_feature_schema": list,
     "network_feature_schema": list, "flops_linear": list, "train_archs": list, "target": str,
@@ -81,19 +83,23 @@ def save(model: LGBMLatencyPredictor, folder: Path, *, archs: list[str], y: np.n
         for stale in folder.glob(f".{name}.*.tmp"):
             stale.unlink(missing_ok=True)
     atomic_write(folder / "block_model.txt", lambda t: model.block_model_.booster_.save_model(str(t)))
-    if model.correction:
-        atomic_write(folder / "network_model.txt", lambda t: model.network_model_.booster_.save_model(str(t)))
-    else:
-        (folder / "network_model.txt").unlink(missing_ok=True)   # a stale one from an earlier save
-    atomic_write_json(folder / "blocks.json",
-                      {"overhead_ms": model.lookup_.overhead_, "costs_ms": model.lookup_.costs_})
+    for name, part in (("network_model.txt", "network_model_"), ("generic_model.txt", "generic_model_")):
+        if model.correction:
+            booster = getattr(model, part).booster_
+            atomic_write(folder / name, lambda t, b=booster: b.save_model(str(t)))
+        else:
+            (folder / name).unlink(missing_ok=True)   # a stale one from an earlier save
+    atomic_write_json(folder / "blocks.json", {"overhead_ms": model.lookup_.overhead_,
+                                               "costs_ms": model.lookup_.costs_, "block_prior": model.block_prior_})
     written = [n for n in FILES if (folder / n).is_file()]
     meta = _json_value({
         "format": FORMAT, "format_version": FORMAT_VERSION, "estimator": type(model).__name__,
         "params": {k: getattr(model, k) for k in PARAMS}, "profile": profile, "target": target,
         "block_feature_schema": list(BLOCK_FEATURES), "network_feature_schema": network_feature_names(model.space_),
         "training_data_sha256": data_hash(archs, y), "n_train": len(archs), "flops_linear": flops_coef,
-        "train_archs": list(archs), "files": {n: sha256_file(folder / n) for n in written}, **(extra or {})})
+        "train_archs": list(archs), "files": {n: sha256_file(folder / n) for n in written},
+        "generic_interval": getattr(model, "generic_interval_", None) if model.correction else None,
+        **(extra or {})})
     meta["meta_sha256"] = meta_digest(meta)
     atomic_write_text(folder / "meta.json", json.dumps(meta, indent=2) + "\n")
     return folder
@@ -132,7 +138,14 @@ def load(folder: Path, *, profile: str | None = None) -> tuple[LGBMLatencyPredic
             verify_sha256(folder / name, digest, what=FILES[name])
         except IntegrityError as err:
             raise PredictorIntegrityError(str(err)) from None
-    return _fill(folder, model), meta
+    model = _fill(folder, model)
+    interval = meta.get("generic_interval")
+    if model.correction:
+        if not (isinstance(interval, list) and len(interval) == 2 and all(isinstance(v, float) for v in interval)):
+            raise PredictorFileError(f"{folder / 'meta.json'}: generic_interval: expected two numbers, got "
+                                     f"{interval!r}; train the predictor again")
+        model.generic_interval_ = interval
+    return model, meta
 
 
 def load_flag(flag: str, folder: str | Path) -> tuple[LGBMLatencyPredictor, dict[str, Any]]:
@@ -200,7 +213,7 @@ def _kind(kind) -> str:
 def _check_files(path: Path, meta: dict[str, Any]) -> None:
     """`files` must name exactly the files this model has (no others: a name is a path inside the folder)."""
     files = meta["files"]
-    expected = {"block_model.txt", "blocks.json"} | ({"network_model.txt"} if meta["params"]["correction"] else set())
+    expected = {"block_model.txt", "blocks.json"} | (CORRECTION_FILES if meta["params"]["correction"] else set())
     unknown = sorted(set(files) - expected)
     if unknown:
         raise PredictorFileError(f"{path}: files: unexpected entry {unknown[0]!r} "
@@ -258,7 +271,9 @@ def _fill(folder: Path, model: LGBMLatencyPredictor) -> LGBMLatencyPredictor:
     blocks = json.loads((folder / "blocks.json").read_text())
     model.lookup_ = LookupSum(model.space, model.space_options, model.num_classes)
     model.lookup_.costs_, model.lookup_.overhead_ = blocks["costs_ms"], blocks["overhead_ms"]
+    model.block_prior_ = blocks["block_prior"]
     model.block_model_ = lgb.Booster(model_file=str(folder / "block_model.txt"))
     if model.correction:
         model.network_model_ = lgb.Booster(model_file=str(folder / "network_model.txt"))
+        model.generic_model_ = lgb.Booster(model_file=str(folder / "generic_model.txt"))
     return model

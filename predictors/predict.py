@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from hardware_profiles.drift import warn_runtime_drift
 from nas.cli import ArgParser
 from nas.errors import InputError, cli_entry
 from predictors.io import load_flag
@@ -51,21 +52,24 @@ def predict_archs(model, archs: list[str], decoded: list | None = None) -> list[
 
 
 def predict_timm(model, name: str, resolution: int, num_classes: int | None) -> dict:
-    """Block-sum latency of a timm model on the predictor's device."""
-    from search_spaces.blocks import count_params, layer_costs
+    """Latency of a timm model on the predictor's device: its block sum (blocks outside the table from the block
+    model, counted), times the generic network correction when the predictor has one."""
+    from search_spaces.blocks import layer_costs
     from search_spaces.timm_import import network_def_from_timm
 
     try:
         net = network_def_from_timm(name, num_classes=num_classes, resolution=resolution)
     except (ValueError, RuntimeError) as err:   # timm raises RuntimeError for an unknown model name
         raise InputError(f"--timm-model: {err}") from None
+    sums, pred, unseen = model.predict_defs([net])
     layers = layer_costs(net)
-    keys = [str(lc.key) for lc in layers]
-    unknown = sorted({k for k in keys if k not in model.lookup_.costs_})
-    total = float(model.lookup_.sums([keys], model._fallback)[0])
-    return {"timm_model": name, "resolution": resolution, "predicted_ms": total, "block_sum_ms": total,
-            "network_correction": "not applied (not a point of the space)", "flops": sum(lc.macs for lc in layers),
-            "params": count_params(net), "blocks": len(keys), "blocks_from_block_model": len(unknown)}
+    low, high = getattr(model, "generic_interval_", None) or (0.0, 0.0)
+    return {"timm_model": name, "resolution": resolution, "predicted_ms": float(pred[0]),
+            "interval_80pct_ms": [float(pred[0] * np.exp(low)), float(pred[0] * np.exp(high))],
+            "block_sum_ms": float(sums[0]),
+            "network_correction": "generic (features any network has)" if model.correction else "none",
+            "flops": sum(lc.macs for lc in layers), "params": sum(lc.params for lc in layers), "blocks": len(layers),
+            "blocks_from_block_model": unseen[0]}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -99,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     """Print (or with `--out`, write) the predictions; a bad input is one ``error:`` line and status 2."""
     args = parse_args(argv)
     model, meta = load_flag("--model", args.model)
+    warn_runtime_drift(meta.get("profile"))
     out = _header(meta, args.model)
     if args.timm_model:
         out.update(predict_timm(model, args.timm_model, args.resolution, args.num_classes))

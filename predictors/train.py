@@ -49,13 +49,15 @@ def _table_profile(ref: str):
 
 def profile_predictor(profile, seed: int = 0) -> tuple[LGBMLatencyPredictor, list[str], np.ndarray]:
     """(predictor, archs, ms) fitted to a table profile: its block table is the block costs, its measured
-    networks what the network correction learns from. Used by `--profile` and by recipes
+    networks what the network correction learns from, and its extra networks (outside the space, if it has
+    them) what the generic network model learns from too. Used by `--profile` and by recipes
     (`nas.latency_sources`)."""
     m = profile.manifest
     nets = profile.read_networks()   # verified against the manifest's SHA-256 before it is parsed
     archs, y = nets["arch"].astype(str).tolist(), nets["median_ms"].to_numpy(float)
+    extra = [(net, ms) for _, net, ms in profile.read_extra()]
     model = LGBMLatencyPredictor(m.space, m.space_options, m.num_classes or 1000, block_table=profile.block_ms,
-                                 overhead_ms=profile.overhead_ms, seed=seed).fit(archs, y)
+                                 overhead_ms=profile.overhead_ms, seed=seed).fit(archs, y, extra=extra)
     return model, archs, y
 
 
@@ -136,9 +138,11 @@ def train(args: argparse.Namespace) -> dict:
     if args.init_from:
         return transfer(args)
     if args.profile:
+        from hardware_profiles.drift import profile_record
+
         profile = _table_profile(args.profile)
         model, archs, y = profile_predictor(profile, args.seed)
-        prof, target = {"name": profile.manifest.name, "version": profile.manifest.version}, "median_ms"
+        prof, target = profile_record(profile.manifest), "median_ms"
     else:
         if not (args.space and args.table and args.target):
             raise InputError("give --profile, or --space, --table and --target")
@@ -147,6 +151,7 @@ def train(args: argparse.Namespace) -> dict:
         model = _fit(args, options, archs, y)
         prof, target = None, args.target
     save(model, Path(args.out), archs=archs, y=y, profile=prof, target=target)
+    prof = prof and {"name": prof["name"], "version": prof["version"]}
     return {"out": args.out, "rows": len(archs), "space": model.space, "profile": prof, "target": target,
             "blocks": len(model.lookup_.costs_), "train_r2": model.score(archs, y)}
 

@@ -23,7 +23,7 @@ from predictors.predict import main as predict_main
 from predictors.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDER_FILES = ("meta.json", "blocks.json", "block_model.txt", "network_model.txt")
+FOLDER_FILES = ("meta.json", "blocks.json", "block_model.txt", "network_model.txt", "generic_model.txt")
 
 
 def refused(capsys, main: Callable[[list[str]], int], argv: list) -> str:

@@ -71,14 +71,14 @@ def test_save_load_round_trip_without_pickle(tmp_path, data, fitted):
     archs, y = data.arch[:800].tolist(), data.device_ms[:800].to_numpy()
     save(fitted, tmp_path / "m", archs=archs, y=y, profile={"name": "dev", "version": 2})
     files = sorted(p.name for p in (tmp_path / "m").iterdir())
-    assert files == ["block_model.txt", "blocks.json", "meta.json", "network_model.txt"]
+    assert files == ["block_model.txt", "blocks.json", "generic_model.txt", "meta.json", "network_model.txt"]
     model, meta = load(tmp_path / "m", profile="dev@2")
     test = data.arch[800:].tolist()
     np.testing.assert_allclose(model.predict(test), fitted.predict(test), rtol=1e-9)
     assert len(meta["training_data_sha256"]) == 64 and meta["n_train"] == 800
     with pytest.raises(PredictorFileError, match="profile: trained for dev@2, not other"):
         load(tmp_path / "m", profile="other")
-    assert set(meta["files"]) == {"block_model.txt", "blocks.json", "network_model.txt"}
+    assert set(meta["files"]) == {"block_model.txt", "blocks.json", "network_model.txt", "generic_model.txt"}
     meta["block_feature_schema"] = meta["block_feature_schema"][:-1]   # as a model from another code version
     meta["meta_sha256"] = meta_digest(meta)
     (tmp_path / "m" / "meta.json").write_text(json.dumps(meta))
@@ -177,3 +177,34 @@ def test_predict_prices_a_timm_network_from_its_blocks(tmp_path, capsys):
     assert 0 <= res["blocks_from_block_model"] < res["blocks"] and 0.1 < res["predicted_ms"] < 5
     assert predict_main(["--model", str(tmp_path / "gpu"), "--timm-model", "resnet18"]) == 2
     assert capsys.readouterr().err.startswith("error: --timm-model: timm model resnet18: model class ResNet")
+
+
+def test_generic_correction_learns_what_block_sums_miss_outside_the_space(tmp_path):
+    """Networks that are not points of the space (random block definitions, timm models) are corrected by the
+    generic network model: here every network runs 25 % slower than its block sum, and a held-out random network
+    and a timm model are predicted so, after a save and a load too."""
+    from search_spaces.blocks import layer_costs
+    from search_spaces.random_defs import random_network_defs
+    from search_spaces.timm_import import network_def_from_timm
+
+    space = get_space("mobilenet")
+    rng = np.random.default_rng(0)
+    archs = list(dict.fromkeys(space.to_string(space.sample(rng)) for _ in range(60)))
+    nets = random_network_defs(41, seed=5)
+    extra, held_out = nets[:40], [nets[40], network_def_from_timm("mnasnet_100")]
+    cost = lambda lc: 0.01 + lc.macs * 1e-8   # noqa: E731
+    table = {str(lc.key): cost(lc) for layers in ([space.layer_costs(space.decode(a)) for a in archs] +
+                                                  [layer_costs(n) for n in extra + held_out]) for lc in layers}
+    block_sum = lambda layers: sum(cost(lc) for lc in layers)   # noqa: E731
+    y = [1.25 * block_sum(space.layer_costs(space.decode(a))) for a in archs]
+    model = LGBMLatencyPredictor("mobilenet", block_table=table).fit(
+        archs, y, extra=[(n, 1.25 * block_sum(layer_costs(n))) for n in extra])
+    sums, pred, unseen = model.predict_defs(held_out)
+    np.testing.assert_allclose(sums, [block_sum(layer_costs(n)) for n in held_out], rtol=1e-9)
+    np.testing.assert_allclose(pred / sums, 1.25, rtol=0.05)
+    assert unseen == [0, 0]
+    save(model, tmp_path / "m", archs=archs, y=np.array(y))
+    loaded, _ = load(tmp_path / "m")
+    np.testing.assert_allclose(loaded.predict_defs(held_out)[1], pred, rtol=1e-9)
+    plain = LGBMLatencyPredictor("mobilenet", block_table=table, correction=False).fit(archs, y)
+    np.testing.assert_allclose(plain.predict_defs(held_out)[1], sums, rtol=1e-9)

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -28,6 +29,7 @@ from search_spaces import get_space
 
 from conftest import REPO
 
+X86_VERSION = str(max(int(p.name) for p in (BUILTIN_ROOT / "x86-ort-t1").iterdir() if p.name.isdigit()))
 MOBILENET_ARCH = "r224_w1|k3e3,k3e3|k3e3,k3e3|k3e3,k3e3|k3e3,k3e3|k3e3,k3e3"
 SMALL_SPACE = {"resolutions": [32], "widths": [0.5], "kernels": [3, 5], "expansions": [3], "se": [False, True],
                "stages": [{"channels": 16, "stride": 2, "depths": [1, 2]}], "last_channels": 0, "num_features": 64}
@@ -86,7 +88,7 @@ COST_CASES = {   # id: (arguments replacing the defaults, what the error line mu
     "option rejected": ({"--space-options": "{t}/rejected.yaml"}, "{t}/rejected.yaml: kernels[0]: Input should"),
     "option unknown": ({"--space-options": "{t}/unknown_key.yaml"}, "{t}/unknown_key.yaml: colour: Extra inputs"),
     "layer not in the table": ({"--space-options": "{t}/res160.yaml", "--archs": "{t}/archs160.txt"},
-                               "{t}/archs160.txt: line 2: profile x86-ort-t1@1 has no measurement for"),
+                               "{t}/archs160.txt: line 2: profile x86-ort-t1@" + X86_VERSION + " has no measurement for"),
     "out below a file": ({"--out": "{t}/a_file/o.csv"}, "--out: {t}/a_file/o.csv: cannot write here, {t}/a_file is"),
     "out a folder": ({"--out": "{t}/a_folder"}, "--out: {t}/a_folder is a folder"),
     "num-classes zero": ({"--num-classes": "0"}, "--num-classes: expected a number >= 1, got 0"),
@@ -281,9 +283,10 @@ def test_measure_refuses_a_damaged_partial_table_or_manifest(files, capsys):
 
 @pytest.fixture
 def copied(tmp_path, monkeypatch) -> Path:
-    """The built-in x86-ort-t1 profile copied onto the profile path (a later root overrides the built-in one)."""
-    folder = tmp_path / "profiles" / "x86-ort-t1" / "1"
-    shutil.copytree(BUILTIN_ROOT / "x86-ort-t1" / "1", folder)
+    """The built-in x86-ort-t1 profile (its newest version) copied onto the profile path (a later root overrides
+    the built-in one)."""
+    folder = tmp_path / "profiles" / "x86-ort-t1" / X86_VERSION
+    shutil.copytree(BUILTIN_ROOT / "x86-ort-t1" / X86_VERSION, folder)
     monkeypatch.setenv("HWNAS_PROFILE_PATH", str(tmp_path / "profiles"))
     (tmp_path / "archs.txt").write_text(MOBILENET_ARCH + "\n")
     return folder
@@ -292,7 +295,7 @@ def copied(tmp_path, monkeypatch) -> Path:
 def test_every_builtin_table_matches_its_recorded_sha256():
     for path in sorted(BUILTIN_ROOT.glob("*/*/manifest.yaml")):
         manifest = read_manifest(path)
-        for which in ("blocks", "networks"):
+        for which in ("blocks", "networks", "extra"):
             table = manifest.table_path(path.parent, which)
             if table is not None:
                 assert manifest.table_sha256[which] == sha256_file(table), table
@@ -320,9 +323,9 @@ def test_a_damaged_table_is_refused_in_one_line(which, damage, copied, capsys):
     line = one_error(cost.main, ["--profile", "x86-ort-t1", "--space", "mobilenet", "--archs",
                                  str(copied.parents[2] / "archs.txt"), "--out", str(copied.parents[2] / "o.csv")],
                      capsys)
-    assert f"{table}: " in line and f"{which} table of profile x86-ort-t1@1" in line
+    assert f"{table}: " in line and f"{which} table of profile x86-ort-t1@{X86_VERSION}" in line
     if table.exists():
-        assert f"SHA-256 mismatch ({which} table of profile x86-ort-t1@1): expected {expected[:16]}..., found " \
+        assert f"SHA-256 mismatch ({which} table of profile x86-ort-t1@{X86_VERSION}): expected {expected[:16]}..., found " \
                f"{sha256_file(table)[:16]}..." in line
     else:
         assert "missing" in line
@@ -449,3 +452,80 @@ def test_measure_killed_three_times_keeps_every_finished_row(tmp_path):
     manifest = read_manifest(folder / "manifest.yaml")
     assert manifest.table_sha256 == {"blocks": sha256_file(blocks), "networks": sha256_file(nets)}
     assert not list(folder.glob(".*.tmp"))
+
+
+def test_measure_times_networks_outside_the_space_and_continues_them(tmp_path, monkeypatch):
+    """`--random-networks` / `--timm-models`: the networks are timed whole into the extra table (name and
+    definition), their blocks alone into the block table; a rerun measures nothing again."""
+    from hardware_profiles.lookup import TableProfile
+    from search_spaces.blocks import layer_costs
+    from search_spaces.random_defs import random_network_defs
+    from search_spaces.timm_import import network_def_from_timm
+
+    argv = ["--profile", "wide", "--root", str(tmp_path), *NB201, "--random-networks", "2",
+            "--timm-models", "mobilenetv3_small_050@64"]
+    assert measure.main(argv) == 0
+    folder = tmp_path / "wide" / "1"
+    manifest = read_manifest(folder / "manifest.yaml")
+    assert manifest.tables.extra == "extra.csv" and manifest.table_sha256["extra"] == sha256_file(folder / "extra.csv")
+    assert "2 random block definitions" in manifest.how_measured and "mobilenetv3_small_050@64" in manifest.how_measured
+    extra = TableProfile(manifest, folder).read_extra()
+    wanted = [*random_network_defs(2, 0), network_def_from_timm("mobilenetv3_small_050", resolution=64)]
+    assert [name for name, _, _ in extra] == ["random:0:0", "random:0:1", "timm:mobilenetv3_small_050@64"]
+    assert [net for _, net, _ in extra] == wanted and all(ms > 0 for _, _, ms in extra)
+    blocks = set(pd.read_csv(folder / "blocks.csv").key)
+    assert all(str(lc.key) in blocks for net in wanted for lc in layer_costs(net))
+
+    real, calls = OnnxCpuBackend.measure, []
+
+    def counted(self, module, shape):
+        calls.append(shape)
+        return real(self, module, shape)
+
+    monkeypatch.setattr(OnnxCpuBackend, "measure", counted)
+    before = (folder / "extra.csv").read_bytes()
+    assert measure.main(argv) == 0
+    assert calls == [(1, 3, 8, 8)]   # the runtime's overhead figure only: no block or network again
+    assert (folder / "extra.csv").read_bytes() == before
+
+
+def test_measure_refuses_an_unknown_timm_model_in_one_line(tmp_path, capsys):
+    line = one_error(measure.main, ["--profile", "bad", "--root", str(tmp_path), *NB201,
+                                    "--timm-models", "resnet18"], capsys)
+    assert line.startswith("error: --timm-models: resnet18: timm model resnet18: model class ResNet")
+
+
+def test_check_says_a_profile_whose_table_no_longer_matches_has_drifted(tmp_path, monkeypatch, capsys):
+    """`--check N` re-measures N of the profile's networks; a table 20 times off this machine is called drifted
+    (exit 1), whatever the machine's load."""
+    monkeypatch.setenv("HWNAS_PROFILE_PATH", str(tmp_path))
+    assert measure.main(["--profile", "tiny-check", "--root", str(tmp_path), *NB201]) == 0
+    folder = tmp_path / "tiny-check" / "1"
+    nets = pd.read_csv(folder / "networks.csv", dtype={"arch": str})
+    nets.assign(median_ms=nets.median_ms * 20).to_csv(folder / "networks.csv", index=False)
+    manifest = read_manifest(folder / "manifest.yaml")
+    manifest.table_sha256 = {}
+    write_manifest(manifest, folder)
+    capsys.readouterr()
+    assert measure.main(["--profile", "tiny-check@1", "--check", "2", "--warmup", "1", "--repeats", "3"]) == 1
+    report = yaml.safe_load(capsys.readouterr().out)
+    assert report["verdict"].startswith("drifted") and report["networks"] == 2 and report["median_ratio"] < 0.2
+    assert len(report["networks_checked"]) == 2 and "onnxruntime" in report["runtime"]
+
+
+def test_check_verdict_and_runtime_warning():
+    from hardware_profiles.drift import check_verdict, runtime_drift
+
+    table = np.array([1.0, 2.0, 4.0, 8.0])
+    assert check_verdict(table, table * [1.2, 0.8, 1.02, 0.99], 0.03)["holds"]       # scatter: the median holds
+    moved = check_verdict(table, table * 1.12, 0.06)
+    assert not moved["holds"] and moved["tolerance"] == 0.06 and moved["within_10pct"] == 0.0
+    assert check_verdict(table, table * 1.12, 0.15)["holds"]                           # within a noisy profile's spread
+    import onnxruntime
+
+    record = {"name": "x", "version": 2, "runtime": "onnxruntime", "runtime_version": "0.0.1"}
+    line = runtime_drift(record)
+    assert line.startswith("warning: profile x@2 was measured with onnxruntime 0.0.1, and "
+                           f"{onnxruntime.__version__} is installed here") and "--check 10" in line
+    assert runtime_drift({**record, "runtime_version": onnxruntime.__version__}) is None
+    assert runtime_drift({**record, "runtime": "tflite"}) is None and runtime_drift(None) is None

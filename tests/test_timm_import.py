@@ -168,3 +168,25 @@ def test_model_settings_and_head_variants():
             module.gate = torch.nn.Sigmoid()
     with pytest.raises(ValueError, match="SE with sigmoid gate"):
         network_def_from_timm(sigmoid_se)
+
+
+def test_random_network_defs_cost_exactly_build_and_round_trip():
+    """The random networks a profile times to learn networks-in-general: exact MACs and params against the
+    built model, readable back from the module and from JSON, the same list for the same seed."""
+    from search_spaces.blocks import network_def_from_json, network_def_to_json
+    from search_spaces.random_defs import random_network_defs
+
+    nets = random_network_defs(12, seed=3)
+    assert nets == random_network_defs(12, seed=3) and nets != random_network_defs(12, seed=4)
+    kinds = {s.split("_")[0] for net in nets for stage in net.arch_def for s in stage}
+    assert {"ir", "er", "dsa"} <= kinds and {n.family for n in nets} == {"mobilenetv3", "efficientnet"}
+    for net in nets:
+        with torch.device("meta"):
+            built = build_network(net)
+        assert counted(built, net.resolution) == (count_macs(net), count_params(net)), net.arch_def
+        back = network_def_from_timm(built, resolution=net.resolution)
+        assert (count_macs(back), count_params(back)) == (count_macs(net), count_params(net))
+        assert network_def_from_json(network_def_to_json(net)) == net
+    for bad in ("{", "[]", '{"arch_def": [], "colour": 1}'):
+        with pytest.raises(ValueError, match="not a network definition"):
+            network_def_from_json(bad)
