@@ -1,0 +1,208 @@
+"""Latency prediction for networks outside any search space: timm's MobileNet-family models, measured here.
+
+    python bench/timm_models.py [--model DIR | --profile x86-ort-t1] [--rounds 5] [--repeats 30] [--threads 1]
+        [--cases tune|held-out|all] [--json] [--out FILE.json] [--measured FILE.json]
+        [--backend torch-cuda --batch B --precision fp32]     # on a GPU, with a GPU profile's predictor
+
+The question a user asks first: "what will mobilenetv3_large_100 (at 160 px, or my width of it) cost on this
+device?". For each case (a timm model name at a resolution; widths come from the names, e.g. mobilenetv2_035 to
+_140) the bench
+
+1. prices it with a predictor (`--model`, or one trained here from `--profile` as `python -m predictors.train
+   --profile NAME` does) through `python -m predictors.predict --timm-model NAME --resolution R`'s code path, and
+   with the FLOPs-linear baseline saved in the same predictor folder (fitted on the profile's networks);
+2. measures the model timm builds (random weights, nothing downloaded) with the project's protocol: exported to
+   ONNX, onnxruntime on CPU with `--threads` threads, `--rounds` interleaved rounds over all cases of
+   `--repeats` timed runs each (10 warm-up runs first), the smallest round median kept;
+3. prints predicted against measured per case, then per split the share within +-5 % and +-10 % and the mean
+   absolute error for the predictor and FLOPs-linear, beside the measurement's own noise: the share of cases
+   whose best median over the first two rounds agrees with the best over the other rounds (no predictor can beat
+   that by much).
+
+Cases are split by family: `tune` families may be looked at while changing the predictor, `held-out` families
+(LCNet and MobileNetV1's `dsa` blocks, EfficientNet-lite and -edge, SemNASNet, TinyNet, HardCoReNAS, the
+TensorFlow-padded minimal MobileNetV3s) only for the reported figure. The shipped profiles time the tune cases
+themselves (`measure --timm-models`, their extra tables), so tune figures are training figures; held-out models
+are in no profile. Each predicted case also carries the predictor's 80 % interval, and the summary says how often
+the measurement fell inside it. `--measured FILE` scores a predictor against an earlier run's timings (the same
+measurements for two predictors, or timings taken on a GPU machine scored where LightGBM is installed).
+Goals (issue 16): >= 90 % of held-out models within +-10 % on this CPU (>= 95 % on the GPU), and never worse
+than FLOPs-linear.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+TUNE = [("mobilenetv2_035", 224), ("mobilenetv2_050", 224), ("mobilenetv2_075", 224), ("mobilenetv2_100", 224),
+        ("mobilenetv2_100", 160), ("mobilenetv2_100", 192), ("mobilenetv2_140", 224), ("mobilenetv2_110d", 224),
+        ("mobilenetv3_large_075", 224), ("mobilenetv3_large_100", 224), ("mobilenetv3_large_100", 160),
+        ("mobilenetv3_small_050", 224), ("mobilenetv3_small_075", 224), ("mobilenetv3_small_100", 224),
+        ("mnasnet_050", 224), ("mnasnet_075", 224), ("mnasnet_100", 224), ("mnasnet_100", 256),
+        ("mnasnet_140", 224), ("mnasnet_small", 224), ("fbnetc_100", 224), ("spnasnet_100", 224),
+        ("efficientnet_b0", 224), ("efficientnet_b0", 192), ("efficientnet_b1", 240)]
+HELD_OUT = [("lcnet_050", 224), ("lcnet_075", 224), ("lcnet_100", 224), ("lcnet_100", 160), ("lcnet_150", 224),
+            ("mobilenetv1_100", 224), ("mobilenetv1_100", 160), ("efficientnet_lite0", 224),
+            ("efficientnet_lite0", 192), ("efficientnet_lite1", 240), ("efficientnet_es", 224),
+            ("semnasnet_050", 224), ("semnasnet_075", 224), ("semnasnet_100", 224), ("semnasnet_100", 192),
+            ("tinynet_a", 192), ("tinynet_b", 188), ("tinynet_c", 184), ("tinynet_d", 152), ("tinynet_e", 106),
+            ("hardcorenas_a", 224), ("hardcorenas_c", 224), ("hardcorenas_f", 224),
+            ("tf_mobilenetv3_large_minimal_100", 224), ("tf_mobilenetv3_small_minimal_100", 224)]
+METHODS = ("predictor", "flops_linear")
+
+
+def cases(which: str) -> list[tuple[str, int, str]]:
+    """(timm name, resolution, split) of the cases asked for."""
+    out = [(n, r, "tune") for n, r in TUNE] if which in ("tune", "all") else []
+    return out + ([(n, r, "held-out") for n, r in HELD_OUT] if which in ("held-out", "all") else [])
+
+
+def predictions(model, meta: dict, todo: list[tuple[str, int, str]]) -> list[dict]:
+    """The predictor's and FLOPs-linear's figure for every case (the `predictors.predict --timm-model` path)."""
+    from predictors.predict import predict_timm
+
+    rows = []
+    for name, res, split in todo:
+        out = predict_timm(model, name, res, None)
+        rows.append({"model": name, "resolution": res, "split": split, "predicted_ms": out["predicted_ms"],
+                     "flops_linear_ms": float(np.polyval(meta["flops_linear"], out["flops"])),
+                     "interval_low_ms": out["interval_80pct_ms"][0], "interval_high_ms": out["interval_80pct_ms"][1],
+                     "flops": out["flops"], "params": out["params"],
+                     "blocks_from_block_model": out["blocks_from_block_model"], "blocks": out["blocks"]})
+    return rows
+
+
+def measure(todo: list[tuple[str, int, str]], args: argparse.Namespace) -> np.ndarray:
+    """Round medians (cases, rounds) of the timm-built models, timed interleaved: exported to ONNX and run by
+    onnxruntime on this CPU, or (`--backend torch-cuda`) replayed as CUDA graphs on the GPU."""
+    import timm
+    import torch
+
+    from hardware_profiles.measure import OnnxCpuBackend, round_medians
+
+    torch.manual_seed(0)
+    if args.backend == "torch-cuda":
+        from hardware_profiles.cuda import TorchCudaBackend
+
+        backend = TorchCudaBackend(precision=args.precision, batch=args.batch, channels_last=args.channels_last,
+                                   warmup=20, repeats=args.repeats)
+    else:
+        backend = OnnxCpuBackend(args.threads, warmup=10, repeats=args.repeats)
+    items = [(lambda n=name: timm.create_model(n, pretrained=False).eval(), (1, 3, r, r)) for name, r, _ in todo]
+    print(f"timing {len(items)} models in {args.rounds} interleaved rounds ...", file=sys.stderr)
+    return round_medians(backend, items, args.rounds)
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Per split and method: share within +-5 % and +-10 %, mean absolute and mean signed error."""
+    rows = []
+    for split, part in [("all", df), *df.groupby("split")]:
+        for m in METHODS:
+            err = part[f"{m}_error"]
+            rows.append({"split": split, "method": m, "cases": len(part),
+                         "within_5pct": float((err.abs() <= 0.05).mean()),
+                         "within_10pct": float((err.abs() <= 0.10).mean()),
+                         "mean_abs_error": float(err.abs().mean()), "mean_error": float(err.mean()),
+                         "in_80pct_interval": float(part["in_interval"].mean()) if m == "predictor" else np.nan})
+        noise = part["repeat_error"].abs()
+        rows.append({"split": split, "method": "noise ceiling", "cases": len(part),
+                     "within_5pct": float((noise <= 0.05).mean()), "within_10pct": float((noise <= 0.10).mean()),
+                     "mean_abs_error": float(noise.mean()), "mean_error": float(part["repeat_error"].mean())})
+    return pd.DataFrame(rows)
+
+
+def _predictor(args: argparse.Namespace, tmp: str):
+    from predictors.io import load_flag
+    from predictors.train import main as train_main
+
+    folder = args.model
+    if folder is None:
+        folder = Path(tmp) / "predictor"
+        train_main(["--profile", args.profile, "--out", str(folder)])
+    return load_flag("--model", folder)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", type=Path, metavar="DIR", help="predictor folder (predictors.train --out)")
+    src.add_argument("--profile", default="x86-ort-t1", help="train the predictor here from this profile "
+                     "(default: x86-ort-t1, what users get first)")
+    p.add_argument("--cases", choices=("tune", "held-out", "all"), default="all")
+    p.add_argument("--backend", choices=("onnxruntime-cpu", "torch-cuda"), default="onnxruntime-cpu",
+                   help="what times the models: onnxruntime on this CPU, or CUDA graphs on the GPU (the predictor "
+                        "should then come from a GPU profile of the same precision and batch)")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="torch-cuda precision")
+    p.add_argument("--batch", type=int, default=1, help="torch-cuda batch size")
+    p.add_argument("--channels-last", action="store_true", help="torch-cuda NHWC memory format")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=30, help="timed runs per case and round")
+    p.add_argument("--measured", type=Path, metavar="FILE.json", help="time nothing: score the predictor against "
+                   "the timings of an earlier run's --out file (same cases), e.g. one taken on a GPU machine")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", type=Path, metavar="FILE.json", help="also write the cases and the summary here")
+    args = p.parse_args(argv)
+    todo = cases(args.cases)
+    with tempfile.TemporaryDirectory(prefix="bench-timm-pred-") as tmp:
+        model, meta = _predictor(args, tmp)
+        df = pd.DataFrame(predictions(model, meta, todo))
+    if args.measured:   # score against an earlier run's timings (e.g. taken on a GPU machine)
+        earlier = {(c["model"], c["resolution"]): c["round_medians_ms"]
+                   for c in json.loads(args.measured.read_text())["cases"]}
+        todo = [c for c in todo if (c[0], c[1]) in earlier]
+        df = df[[(m, r) in earlier for m, r in zip(df.model, df.resolution)]].reset_index(drop=True)
+        rounds = np.array([earlier[(n, r)] for n, r, _ in todo])
+    else:
+        rounds = measure(todo, args)
+    df["round_medians_ms"] = list(rounds.tolist())
+    df["measured_ms"] = rounds.min(axis=1)
+    df["round_spread"] = rounds.max(axis=1) / rounds.min(axis=1) - 1
+    first = rounds[:, :2].min(axis=1)   # a second measurement of the same cases, from other rounds
+    df["repeat_error"] = first / rounds[:, 2:].min(axis=1) - 1 if rounds.shape[1] > 2 else np.nan
+    for m in METHODS:
+        df[f"{m}_error"] = df[f"{m}_ms" if m == "flops_linear" else "predicted_ms"] / df.measured_ms - 1
+    df["in_interval"] = (df.interval_low_ms <= df.measured_ms) & (df.measured_ms <= df.interval_high_ms)
+    summ = summary(df)
+    res = {"backend": args.backend, "threads": args.threads, "batch": args.batch, "precision": args.precision,
+           "rounds": int(rounds.shape[1]), "repeats": args.repeats,
+           "predictor": meta.get("profile") or str(args.model), "cases": df.to_dict("records"),
+           "summary": summ.to_dict("records")}
+    if args.out:
+        from nas.io import atomic_write
+
+        atomic_write(args.out, lambda t: Path(t).write_text(json.dumps(res, indent=2)))
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    cols = ["split", "model", "resolution", "measured_ms", "round_spread", "predicted_ms", "predictor_error",
+            "interval_low_ms", "interval_high_ms",
+            "flops_linear_ms", "flops_linear_error", "blocks_from_block_model", "blocks"]
+    print(f"timm models: predicted vs measured here (onnxruntime, {args.threads} thread(s), smallest median of "
+          f"{args.rounds} interleaved rounds of {args.repeats} runs)")
+    print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("\nshares of cases within +-5 % / +-10 % of the measurement (noise ceiling: the first two rounds' best "
+          "against the other rounds' best); in_80pct_interval: how often the measurement fell in the predictor's "
+          "80 % interval")
+    print(summ.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    held = summ[summ.split == "held-out"].set_index("method")
+    if len(held):
+        ok = held.within_10pct["predictor"] >= 0.90 and held.within_10pct["predictor"] >= \
+            held.within_10pct["flops_linear"]
+        print(f"goal (issue 16): >= 90 % of held-out models within +-10 % and never below FLOPs-linear: "
+              f"{held.within_10pct['predictor']:.0%} against FLOPs-linear's {held.within_10pct['flops_linear']:.0%}"
+              f" -> {'met' if ok else 'not met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
