@@ -2,7 +2,9 @@
 
 Block features describe one layer from its cost key alone (so a table of key strings is enough to train on):
 operation, family and activation as one-hots, kernel, stride, expansion, groups, SE width, residual flag, input
-and output shapes, and analytic size terms (log elements in and out, an estimate of the layer's MACs). Network
+and output shapes, and analytic size terms (log elements in and out, an estimate of the layer's MACs, which also
+carries what the key's later fields say: MixNet's mixed kernels and split 1x1 convs, a `uir` block's start and end
+depthwise convs). Network
 features are the space's own `encode(arch)` plus a few totals; the feature schema (names, in order) is saved with
 every model and checked when it is loaded. Generic network features (`generic_row`) exist for any network, a point
 of a space or not (a timm model): totals over its layers that say how far the block sum will be off (layer count,
@@ -18,7 +20,7 @@ import numpy as np
 from search_spaces.blocks import CostKey, parse_cost_key
 
 OPS = ("stem", "ds", "ir", "cn", "head", "classifier", "fbnet", "skip", "reluconv", "avgpool", "zero", "resblock",
-       "shuffle", "maxpool", "add", "lateral", "extra", "fuseadd", "fusecat", "predict", "dsa", "er")
+       "shuffle", "maxpool", "add", "lateral", "extra", "fuseadd", "fusecat", "predict", "dsa", "er", "uir")
 FAMILIES = ("mobilenetv3", "efficientnet", "fbnet", "nb201", "muffnet", "lrssd")
 ACTS = ("relu", "relu6", "hard_swish", "swish", "none")
 NUMERIC = ("kernel", "stride", "expansion", "groups", "se", "skip", "cin", "hw_in", "cout", "hw_out",
@@ -31,10 +33,17 @@ def _macs_estimate(k: CostKey) -> float:
     """Rough MACs from the key alone (exact cost needs the space; trees only need the scale)."""
     cin, hw_in = k.in_shape[0], k.in_shape[1]
     cout, hw_out = k.out_shape[0], k.out_shape[1]
-    if k.op in ("ir", "fbnet"):
+    if k.op in ("ir", "fbnet"):   # MixNet: depthwise kernels mixed over equal-ish splits, 1x1 convs split
         mid = cin * k.expansion
-        return (cin * mid / k.groups * hw_in ** 2 + mid * k.kernel ** 2 * hw_out ** 2
-                + mid * cout / k.groups * hw_out ** 2)
+        k2 = sum(x * x for x in k.kernels) / len(k.kernels) if k.kernels else k.kernel ** 2
+        return (cin * mid / (k.groups * k.exp_splits) * hw_in ** 2 + mid * k2 * hw_out ** 2
+                + mid * cout / (k.groups * k.proj_splits) * hw_out ** 2)
+    if k.op == "uir":   # [start dw] 1x1 [middle dw] 1x1 [end dw]; the middle dw strides, else the start, else the end
+        mid = cin * k.expansion
+        hw_start = hw_out if k.start and not k.kernel else hw_in   # resolution after the start dw
+        hw_mid = hw_out if k.kernel or k.start else hw_in           # resolution of the projection
+        return (cin * k.start ** 2 * hw_start ** 2 + cin * mid * hw_start ** 2 + mid * k.kernel ** 2 * hw_out ** 2
+                + mid * cout * hw_mid ** 2 + cout * k.end ** 2 * hw_out ** 2)
     if k.op == "er":   # dense kxk expansion (strided), then pointwise
         mid = cin * k.expansion
         return cin * mid * k.kernel ** 2 * hw_out ** 2 + mid * cout * hw_out ** 2
@@ -125,7 +134,7 @@ def prior_basis(key: CostKey | str) -> list[float]:
     k = parse_cost_key(key) if isinstance(key, str) else key
     cin, hw_in = k.in_shape[0], k.in_shape[1]
     cout, hw_out = k.out_shape[0], k.out_shape[1]
-    mid = cin * k.expansion if k.op in ("ir", "er", "fbnet") else cin
+    mid = cin * k.expansion if k.op in ("ir", "er", "fbnet", "uir") else cin
     return [_macs_estimate(k), cin * hw_in ** 2 + cout * hw_out ** 2 + 2 * mid * hw_out ** 2, 1.0]
 
 

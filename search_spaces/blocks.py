@@ -2,7 +2,11 @@
 
 A `NetworkDef` is the plain-data description every MobileNet-style architecture lowers to: a timm `arch_def`
 (stages of block strings such as ``ir_r2_k5_s2_e6_c40_se0.25``) plus the few model-level settings timm's
-`EfficientNet` / `MobileNetV3` classes take. From it this module derives, without building any module:
+`EfficientNet` / `MobileNetV3` classes take. Block types: `ds` / `dsa` (depthwise separable), `ir` (inverted
+residual, also MixNet's: depthwise kernels mixed over channel splits ``k3.5.7``, 1x1 convs split ``a1.1`` /
+``p1.1``), `er` (edge residual), `cn` (conv-BN-act) and `uir` (MobileNetV4's universal inverted residual:
+optional start / middle / end depthwise convs, optional layer scale); MobileNetV4's normalised head too.
+From it this module derives, without building any module:
 
 - per-layer `LayerCost`s: the canonical cost key shared by lookup tables and predictors, multiply-accumulates
   and parameters;
@@ -26,7 +30,9 @@ from typing import Any
 from timm.layers import make_divisible
 
 FAMILIES = ("mobilenetv3", "efficientnet")
-BLOCK_TYPES = ("ds", "dsa", "ir", "er", "cn")   # timm block types the cost model represents (`CostKey.op`)
+BLOCK_TYPES = ("ds", "dsa", "ir", "er", "cn", "uir")   # timm block types the cost model represents (`CostKey.op`)
+_OPTIONAL_FIELDS = ("head_norm", "layer_scale")   # NetworkDef fields JSON leaves out at their default
+_LAYER_SCALE_INIT = 1e-5   # timm MobileNetV4's layer scale init (any value costs the same)
 _ACT_NAMES = {"relu": "relu", "relu6": "relu6", "hardswish": "hard_swish", "silu": "swish", "swish": "swish",
               "mish": "mish", "gelu": "gelu", "hardsigmoid": "hard_sigmoid", "sigmoid": "sigmoid"}
 
@@ -46,6 +52,10 @@ class NetworkDef:
         resolution: square input resolution.
         num_classes: classifier outputs.
         in_chans: input channels.
+        head_norm: mobilenetv3 family only: BatchNorm + activation after the head conv, which has no bias
+            (timm's `head_norm=True`, MobileNetV4).
+        layer_scale: mobilenetv3 family only: a learned per-channel scale at the end of every `uir` block
+            (timm's `layer_scale_init_value`; the value does not change the cost).
     """
 
     arch_def: tuple[tuple[str, ...], ...]
@@ -56,16 +66,28 @@ class NetworkDef:
     resolution: int = 224
     num_classes: int = 1000
     in_chans: int = 3
+    head_norm: bool = False
+    layer_scale: bool = False
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"unknown network family {self.family!r}; expected one of: {', '.join(FAMILIES)}")
+        if (self.head_norm or self.layer_scale) and self.family != "mobilenetv3":
+            raise ValueError("head_norm and layer_scale exist in the mobilenetv3 family only (timm's MobileNetV3)")
         object.__setattr__(self, "arch_def", tuple(tuple(stage) for stage in self.arch_def))
 
 
 def network_def_to_json(net: NetworkDef) -> str:
-    """`net` as one line of JSON (what a profile's extra-network table stores; `network_def_from_json` reads it)."""
-    return json.dumps(dataclasses.asdict(net), separators=(",", ":"))
+    """`net` as one line of JSON (what a profile's extra-network table stores; `network_def_from_json` reads it).
+
+    Fields added later (`head_norm`, `layer_scale`) are left out at their default, so a network that does not
+    use them has the same JSON as before they existed.
+    """
+    data = dataclasses.asdict(net)
+    for name in _OPTIONAL_FIELDS:
+        if data[name] == NetworkDef.__dataclass_fields__[name].default:
+            del data[name]
+    return json.dumps(data, separators=(",", ":"))
 
 
 def network_def_from_json(text: str) -> NetworkDef:
@@ -85,13 +107,15 @@ def network_def_from_json(text: str) -> NetworkDef:
 class CostKey:
     """Canonical description of one layer, enough to build and time it in isolation.
 
-    Shared by lookup tables, simulators and predictors; `str(key)` is its canonical string.
+    Shared by lookup tables, simulators and predictors; `str(key)` is its canonical string. Fields after `groups`
+    were added later: each appears in the string only when it differs from its default, so keys that do not use
+    them keep the strings tables already store.
     """
 
-    op: str                   # stem, head, classifier or a block type (ds, dsa, ir, er, cn)
+    op: str                   # stem, head, classifier or a block type (ds, dsa, ir, er, cn, uir)
     in_shape: tuple[int, int, int]   # (C, H, W)
     out_shape: tuple[int, int, int]
-    kernel: int = 1
+    kernel: int = 1           # uir: the middle depthwise kernel (0 = none); mixed: the largest of `kernels`
     stride: int = 1
     expansion: float = 1.0
     se: int = 0               # SE reduced channels (0 = no SE)
@@ -99,6 +123,20 @@ class CostKey:
     skip: bool = False
     family: str = "mobilenetv3"
     groups: int = 1           # groups of the 1x1 convolutions (channel shuffle when > 1)
+    kernels: tuple[int, ...] = ()   # ir: mixed depthwise kernels, one per channel split (MixNet); () = `kernel`
+    exp_splits: int = 1       # ir: the 1x1 expansion conv split into this many channel splits (MixNet `a1.1`)
+    proj_splits: int = 1      # ir: the 1x1 projection conv split likewise (MixNet `p1.1`)
+    start: int = 0            # uir: depthwise kernel before the expansion (0 = none)
+    end: int = 0              # uir: depthwise kernel after the projection (0 = none)
+    layer_scale: bool = False   # uir: a learned per-channel scale of the output
+    norm: bool = False        # head: BatchNorm + activation after the head conv (MobileNetV4)
+
+    def __post_init__(self) -> None:
+        if self.kernels:
+            object.__setattr__(self, "kernels", tuple(self.kernels))
+            if len(self.kernels) < 2 or self.kernel != max(self.kernels):
+                raise ValueError(f"mixed kernels {self.kernels} need two or more, `kernel` their largest "
+                                 f"(got {self.kernel})")
 
     def __str__(self) -> str:
         c, h, w = self.in_shape
@@ -106,8 +144,13 @@ class CostKey:
         se = f"_se{self.se}" if self.se else ""
         groups = f"_g{self.groups}" if self.groups > 1 else ""
         skip = "_skip" if self.skip else ""
-        return (f"{self.op}_k{self.kernel}_s{self.stride}_e{self.expansion:g}{groups}{se}_{self.act}{skip}"
-                f"_i{c}x{h}x{w}_o{oc}x{oh}x{ow}_{self.family}")
+        new = (f"_a{self.start}" if self.start else "") + (f"_p{self.end}" if self.end else "") + \
+            (f"_mk{'.'.join(map(str, self.kernels))}" if self.kernels else "") + \
+            (f"_ma{self.exp_splits}" if self.exp_splits > 1 else "") + \
+            (f"_mp{self.proj_splits}" if self.proj_splits > 1 else "")
+        flags = ("_ls" if self.layer_scale else "") + ("_bn" if self.norm else "")
+        return (f"{self.op}_k{self.kernel}_s{self.stride}_e{self.expansion:g}{new}{groups}{se}_{self.act}{skip}"
+                f"{flags}_i{c}x{h}x{w}_o{oc}x{oh}x{ow}_{self.family}")
 
 
 @dataclass(frozen=True)
@@ -194,6 +237,46 @@ def _se_channels(net: NetworkDef, chs: int, se_ratio: float, exp_ratio: float) -
     return round(chs * se_ratio / exp_ratio)   # se_from_exp=False, rd_round_fn=round
 
 
+def _splits(kernel: Any, what: str) -> int:
+    """Channel splits of an `ir` block's 1x1 conv: 1 for a plain conv, n for MixNet's ``a1.1`` (`MixedConv2d`)."""
+    if not isinstance(kernel, list):
+        return 1
+    if set(kernel) != {1}:
+        raise ValueError(f"mixed {what} kernels {kernel} (only 1x1 splits are supported by the cost model)")
+    return len(kernel)
+
+
+def _split_convs(cin: int, cout: int, kernels: list[int], hw: int, stride: int = 1, depthwise: bool = False
+                 ) -> list[ConvSpec]:
+    """The convolutions of a timm `MixedConv2d`: channels split with timm's `_split_channels`, one kernel each."""
+    from timm.layers.mixed_conv2d import _split_channels
+
+    ins, outs = _split_channels(cin, len(kernels)), _split_channels(cout, len(kernels))
+    return [_conv(i, o, k, hw, stride, groups=i if depthwise else 1) for k, i, o in zip(kernels, ins, outs)]
+
+
+def _uir_parts(ba: dict[str, Any], cin: int, mid: int, cout: int, hw: int) -> tuple[list[ConvSpec], int]:
+    """UniversalInvertedResidual's convolutions in order and its BatchNorm parameters (one BN per conv).
+
+    timm strides the middle depthwise conv, else the start one, else the end one.
+    """
+    start, k, end, stride = ba["dw_kernel_size_start"], ba["dw_kernel_size_mid"], ba["dw_kernel_size_end"], ba["stride"]
+    if stride > 1 and not (start or k or end):
+        raise ValueError(f"a strided uir block without a depthwise conv cannot be built: {ba}")
+    parts, bn, h = [], 0, hw
+    if start:
+        parts.append(_conv(cin, cin, start, h, 1 if k else stride, groups=cin))
+        bn, h = bn + 2 * cin, parts[-1].hw_out
+    parts.append(_conv(cin, mid, 1, h))
+    if k:
+        parts.append(_conv(mid, mid, k, h, stride, groups=mid))
+        h = parts[-1].hw_out
+    parts.append(_conv(mid, cout, 1, h))
+    if end:
+        parts.append(_conv(cout, cout, end, h, 1 if start or k else stride, groups=cout))
+    return parts, bn + 2 * (mid + (mid if k else 0) + cout + (cout if end else 0))
+
+
 def _block_cost(net: NetworkDef, ba: dict[str, Any], walk: _Walk) -> LayerCost:
     """Cost of one decoded timm block; advances `walk`."""
     bt, cin, hw = ba["block_type"], walk.chs, walk.hw
@@ -203,7 +286,9 @@ def _block_cost(net: NetworkDef, ba: dict[str, Any], walk: _Walk) -> LayerCost:
     if ba.get("s2d") or ba.get("num_experts") or ba.get("group_size") or ba.get("force_in_chs") or \
             bt not in BLOCK_TYPES:
         raise ValueError(f"block type {bt!r} with these options is not supported by the cost model: {ba}")
-    se, exp = 0, 1.0
+    if bt != "ir" and any(isinstance(v, list) for v in ba.values()):
+        raise ValueError(f"mixed kernels in a {bt!r} block are not supported by the cost model: {ba}")
+    se, exp, extra = 0, 1.0, {}
     if bt == "er":   # EdgeResidual: one dense kxk expansion (strided) instead of 1x1 + depthwise, then 1x1
         exp = float(ba["exp_ratio"])
         mid = make_divisible(cin * exp)
@@ -212,14 +297,30 @@ def _block_cost(net: NetworkDef, ba: dict[str, Any], walk: _Walk) -> LayerCost:
         parts.append(_conv(mid, cout, ba.get("pw_kernel_size", 1), parts[0].hw_out))
         bn, se_in = 2 * (mid + cout), mid
         skip = cin == cout and stride == 1 and not ba.get("noskip")
-    elif bt == "ir":
+    elif bt == "ir":   # MixNet: depthwise kernels mixed over channel splits, 1x1 convs split (`MixedConv2d`)
         exp = float(ba["exp_ratio"])
         mid = make_divisible(cin * exp)
-        k = ba["dw_kernel_size"]
-        dw = _conv(mid, mid, k, hw, stride, groups=mid)
-        parts = [_conv(cin, mid, ba.get("exp_kernel_size", 1), hw), dw,
-                 _conv(mid, cout, ba.get("pw_kernel_size", 1), dw.hw_out)]
+        k, exp_k, pw_k = ba["dw_kernel_size"], ba.get("exp_kernel_size", 1), ba.get("pw_kernel_size", 1)
+        extra = dict(exp_splits=_splits(exp_k, "expansion"), proj_splits=_splits(pw_k, "projection"))
+        if isinstance(k, list):
+            dws = _split_convs(mid, mid, k, hw, stride, depthwise=True)
+            k, extra["kernels"] = max(k), tuple(k)
+        else:
+            dws = [_conv(mid, mid, k, hw, stride, groups=mid)]
+        hw_dw = dws[0].hw_out
+        pws = _split_convs(cin, mid, exp_k, hw) if isinstance(exp_k, list) else [_conv(cin, mid, exp_k, hw)]
+        pwls = _split_convs(mid, cout, pw_k, hw_dw) if isinstance(pw_k, list) else [_conv(mid, cout, pw_k, hw_dw)]
+        parts = pws + dws + pwls
         bn, se_in = 2 * (mid + mid + cout), mid
+        skip = cin == cout and stride == 1 and not ba.get("noskip")
+    elif bt == "uir":   # UniversalInvertedResidual (MobileNetV4); `kernel` is the middle depthwise kernel
+        exp = float(ba["exp_ratio"])
+        mid = make_divisible(cin * exp)
+        k = ba["dw_kernel_size_mid"]
+        parts, bn = _uir_parts(ba, cin, mid, cout, hw)
+        se_in = mid
+        extra = dict(start=ba["dw_kernel_size_start"], end=ba["dw_kernel_size_end"], layer_scale=net.layer_scale)
+        bn += cout if net.layer_scale else 0   # the scale's per-channel parameters
         skip = cin == cout and stride == 1 and not ba.get("noskip")
     elif bt in ("ds", "dsa"):   # dsa: an activation after the pointwise conv too, never a skip (LCNet, MobileNetV1)
         k = ba["dw_kernel_size"]
@@ -236,7 +337,7 @@ def _block_cost(net: NetworkDef, ba: dict[str, Any], walk: _Walk) -> LayerCost:
     if se_ratio and se_in:
         se = _se_channels(net, se_in, se_ratio, exp)
         parts += [_conv(se_in, se, 1, 1, bias=True), _conv(se, se_in, 1, 1, bias=True)]
-    key = CostKey(bt, (cin, hw, hw), (cout, hw_out, hw_out), k, stride, exp, se, act, skip, net.family)
+    key = CostKey(bt, (cin, hw, hw), (cout, hw_out, hw_out), k, stride, exp, se, act, skip, net.family, **extra)
     walk.chs, walk.hw = cout, hw_out
     return LayerCost.of(key, parts, bn)
 
@@ -263,9 +364,12 @@ def layer_costs(net: NetworkDef) -> list[LayerCost]:
             # timm's builder applies a stage's stride to its first block only
             walk.layers.append(_block_cost(net, dict(ba, stride=ba["stride"] if i == 0 else 1), walk))
     chs, hw = walk.chs, walk.hw
-    head_key = CostKey("head", (chs, hw, hw), (net.num_features, 1, 1), act=net.act, family=net.family)
+    head_key = CostKey("head", (chs, hw, hw), (net.num_features, 1, 1), act=net.act, family=net.family,
+                       norm=net.head_norm)
     feats = net.num_features
-    if net.family == "mobilenetv3":   # pool -> 1x1 conv with bias -> act -> linear
+    if net.head_norm:                 # MobileNetV4: pool -> 1x1 conv without bias -> BN -> act -> linear
+        walk.layers.append(LayerCost.of(head_key, [_conv(chs, net.num_features, 1, 1)], 2 * net.num_features))
+    elif net.family == "mobilenetv3":   # pool -> 1x1 conv with bias -> act -> linear
         walk.layers.append(LayerCost.of(head_key, [_conv(chs, net.num_features, 1, 1, bias=True)]))
     elif net.num_features > 0:          # 1x1 conv + BN + act at full resolution -> pool -> linear
         walk.layers.append(LayerCost.of(head_key, [_conv(chs, net.num_features, 1, hw)], 2 * net.num_features))
@@ -309,7 +413,8 @@ def build_network(net: NetworkDef, **kwargs: Any):
     if net.family == "mobilenetv3":
         se_layer = partial(SqueezeExcite, gate_layer="hard_sigmoid", force_act_layer=nn.ReLU,
                            rd_round_fn=round_channels)
-        return MobileNetV3(se_layer=se_layer, se_from_exp=True, head_bias=True, **common)
+        return MobileNetV3(se_layer=se_layer, se_from_exp=True, head_bias=True, head_norm=net.head_norm,
+                           layer_scale_init_value=_LAYER_SCALE_INIT if net.layer_scale else None, **common)
     return EfficientNet(**common)
 
 
@@ -321,7 +426,7 @@ def build_layer(key: CostKey):
     """
     from timm.layers import get_act_layer
     from timm.models._efficientnet_blocks import (ConvBnAct, DepthwiseSeparableConv, EdgeResidual,
-                                                  InvertedResidual, SqueezeExcite)
+                                                  InvertedResidual, SqueezeExcite, UniversalInvertedResidual)
     from torch import nn
 
     cin, cout = key.in_shape[0], key.out_shape[0]
@@ -333,9 +438,17 @@ def build_layer(key: CostKey):
                     if mnv3 else partial(SqueezeExcite, rd_channels=key.se))
     if key.op == "stem":
         return nn.Sequential(nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), act())
-    if key.op == "ir":
-        return InvertedResidual(cin, cout, dw_kernel_size=key.kernel, stride=key.stride, exp_ratio=key.expansion,
-                                act_layer=act, se_layer=se_layer, noskip=not key.skip)
+    if key.op == "ir":   # lists make timm's MixedConv2d (MixNet)
+        split = lambda n: [1] * n if n > 1 else 1  # noqa: E731
+        return InvertedResidual(cin, cout, dw_kernel_size=list(key.kernels) if key.kernels else key.kernel,
+                                stride=key.stride, exp_ratio=key.expansion, exp_kernel_size=split(key.exp_splits),
+                                pw_kernel_size=split(key.proj_splits), act_layer=act, se_layer=se_layer,
+                                noskip=not key.skip)
+    if key.op == "uir":
+        return UniversalInvertedResidual(cin, cout, dw_kernel_size_start=key.start, dw_kernel_size_mid=key.kernel,
+                                         dw_kernel_size_end=key.end, stride=key.stride, exp_ratio=key.expansion,
+                                         act_layer=act, se_layer=se_layer, noskip=not key.skip,
+                                         layer_scale_init_value=_LAYER_SCALE_INIT if key.layer_scale else None)
     if key.op in ("ds", "dsa"):
         return DepthwiseSeparableConv(cin, cout, dw_kernel_size=key.kernel, stride=key.stride, act_layer=act,
                                       se_layer=se_layer, noskip=not key.skip, pw_act=key.op == "dsa")
@@ -345,7 +458,9 @@ def build_layer(key: CostKey):
     if key.op == "cn":
         return ConvBnAct(cin, cout, key.kernel, stride=key.stride, act_layer=act, skip=key.skip)
     if key.op == "head":
-        conv = nn.Conv2d(cin, cout, 1, bias=mnv3)
+        conv = nn.Conv2d(cin, cout, 1, bias=mnv3 and not key.norm)
+        if key.norm:
+            return nn.Sequential(nn.AdaptiveAvgPool2d(1), conv, nn.BatchNorm2d(cout), act())
         if mnv3:
             return nn.Sequential(nn.AdaptiveAvgPool2d(1), conv, act())
         return nn.Sequential(conv, nn.BatchNorm2d(cout), act(), nn.AdaptiveAvgPool2d(1))
@@ -354,8 +469,10 @@ def build_layer(key: CostKey):
     raise ValueError(f"cannot build a layer for cost key op {key.op!r}")
 
 
-_KEY_RE = re.compile(r"^(?P<op>[a-z]+)_k(?P<k>\d+)_s(?P<s>\d+)_e(?P<e>[\d.]+)(?:_g(?P<g>\d+))?(?:_se(?P<se>\d+))?"
-                     r"_(?P<act>[a-z0-9_]+?)(?P<skip>_skip)?_i(?P<c>\d+)x(?P<h>\d+)x(?P<w>\d+)"
+_KEY_RE = re.compile(r"^(?P<op>[a-z]+)_k(?P<k>\d+)_s(?P<s>\d+)_e(?P<e>[\d.]+)(?:_a(?P<a>\d+))?(?:_p(?P<p>\d+))?"
+                     r"(?:_mk(?P<mk>\d+(?:\.\d+)+))?(?:_ma(?P<ma>\d+))?(?:_mp(?P<mp>\d+))?"
+                     r"(?:_g(?P<g>\d+))?(?:_se(?P<se>\d+))?"
+                     r"_(?P<act>[a-z0-9_]+?)(?P<skip>_skip)?(?P<ls>_ls)?(?P<bn>_bn)?_i(?P<c>\d+)x(?P<h>\d+)x(?P<w>\d+)"
                      r"_o(?P<oc>\d+)x(?P<oh>\d+)x(?P<ow>\d+)_(?P<family>[a-z0-9]+)$")
 
 
@@ -365,5 +482,8 @@ def parse_cost_key(text: str) -> CostKey:
     if m is None:
         raise ValueError(f"not a cost key: {text!r}")
     shape = lambda *names: tuple(int(m[n]) for n in names)  # noqa: E731
+    kernels = tuple(int(k) for k in m["mk"].split(".")) if m["mk"] else ()
     return CostKey(m["op"], shape("c", "h", "w"), shape("oc", "oh", "ow"), int(m["k"]), int(m["s"]), float(m["e"]),
-                   int(m["se"] or 0), m["act"], bool(m["skip"]), m["family"], int(m["g"] or 1))
+                   int(m["se"] or 0), m["act"], bool(m["skip"]), m["family"], int(m["g"] or 1), kernels,
+                   int(m["ma"] or 1), int(m["mp"] or 1), int(m["a"] or 0), int(m["p"] or 0), bool(m["ls"]),
+                   bool(m["bn"]))

@@ -2,11 +2,12 @@
 
 `network_def_from_timm("mobilenetv3_large_100")` (or an already-built model) gives back the timm block strings and
 model-level settings that `search_spaces.blocks` costs and builds, so any timm `EfficientNet` / `MobileNetV3`
-network made of `ds` / `dsa` / `ir` / `er` / `cn` blocks can be priced on a profile without hand-writing its definition.
+network made of `ds` / `dsa` / `ir` / `er` / `cn` / `uir` blocks (MobileNets V1-V4 without attention, MixNet's
+mixed-kernel `ir` blocks, EfficientNets, ...) can be priced on a profile without hand-writing its definition.
 
-Only what the cost model represents is accepted; anything else (CondConv, UIR or attention blocks,
-mixed or dilated kernels, other SE layouts or gates, a normalised MobileNetV3 head, ...) raises one `ValueError`
-naming the model and the feature. Padding mode ('same' for tf_ ports) and BatchNorm eps/momentum are not
+Only what the cost model represents is accepted; anything else (CondConv or attention blocks, dilated kernels,
+mixed kernels outside an `ir` block's depthwise conv, other SE layouts or gates, anti-aliasing, ...) raises one
+`ValueError` naming the model and the feature. Padding mode ('same' for tf_ ports) and BatchNorm eps/momentum are not
 recorded: they change neither the shapes nor the cost, but a model built from the result will not reproduce a
 tf_ model's outputs.
 """
@@ -87,10 +88,13 @@ def _read_network(model: Any, num_classes: int | None, resolution: int) -> Netwo
     chs = _divisible(stem["out"], "stem channels")
     reader = _BlockReader(family, act, chs)
     arch_def = tuple(reader.stage(stage) for stage in model.blocks)
-    num_features = _read_head(model, family, act, reader.chs)
+    if len(reader.layer_scales) > 1:
+        raise _Unsupported("layer scale on some uir blocks only (timm sets it for the whole model)")
+    num_features, head_norm = _read_head(model, family, act, reader.chs)
     classes = model.num_classes if num_classes is None else num_classes
     return NetworkDef(arch_def=arch_def, family=family, stem_size=chs, num_features=num_features, act=act,
-                      resolution=resolution, num_classes=classes, in_chans=stem["in"])
+                      resolution=resolution, num_classes=classes, in_chans=stem["in"], head_norm=head_norm,
+                      layer_scale=True in reader.layer_scales)
 
 
 def _conv(conv: Any, what: str) -> dict[str, Any]:
@@ -109,6 +113,31 @@ def _conv(conv: Any, what: str) -> dict[str, Any]:
         raise _Unsupported(f"{what} with padding {conv.padding}")
     return {"in": conv.in_channels, "out": conv.out_channels, "kernel": k, "stride": s, "groups": conv.groups,
             "bias": conv.bias is not None}
+
+
+def _mixed(conv: Any, what: str, depthwise: bool) -> dict[str, Any]:
+    """`_conv`'s geometry of a conv that may be a timm `MixedConv2d` (MixNet): then `kernel` lists the kernel of
+    each channel split, after checking the splits are timm's `_split_channels` and each part is depthwise (or
+    dense) as `depthwise` says."""
+    from timm.layers.mixed_conv2d import MixedConv2d, _split_channels
+
+    if not isinstance(conv, MixedConv2d):
+        return _conv(conv, what)
+    parts = [_conv(part, f"{what} split {i}") for i, part in enumerate(conv.values())]
+    ins, outs = [p["in"] for p in parts], [p["out"] for p in parts]
+    if ins != _split_channels(sum(ins), len(parts)) or outs != _split_channels(sum(outs), len(parts)) or \
+            (depthwise and ins != outs) or len({p["stride"] for p in parts}) != 1 or any(p["bias"] for p in parts) \
+            or any(p["groups"] != (p["in"] if depthwise else 1) for p in parts):
+        raise _Unsupported(f"{what} MixedConv2d with splits {ins}->{outs} (expected timm's channel split, "
+                           f"{'depthwise' if depthwise else 'dense'} parts, one stride, no bias)")
+    chs = sum(ins)
+    return {"in": chs, "out": sum(outs), "kernel": [p["kernel"] for p in parts], "stride": parts[0]["stride"],
+            "groups": chs if depthwise else 1, "bias": False}
+
+
+def _ks(kernel: int | list[int]) -> str:
+    """A kernel as timm's block strings write it (mixed kernels joined by dots: ``3.5.7``)."""
+    return ".".join(map(str, kernel)) if isinstance(kernel, list) else str(kernel)
 
 
 def _norm_act(bn: Any, what: str, apply_act: bool = True) -> str:
@@ -158,6 +187,7 @@ class _BlockReader:
     def __init__(self, family: str, act: str, chs: int) -> None:
         self.family, self.act, self.chs = family, act, chs
         self._probe = NetworkDef(arch_def=(), family=family)   # carries the family for `_se_channels`
+        self.layer_scales: set[bool] = set()   # whether each uir block read has a layer scale
 
     def stage(self, stage: Any) -> tuple[str, ...]:
         """One stage's block strings, consecutive identical blocks merged into `_rN` repeats."""
@@ -175,10 +205,10 @@ class _BlockReader:
     def block(self, block: Any) -> tuple[int, tuple[str, ...]]:
         """(stride, string options without repeats and stride: type first, kernel second)."""
         from timm.models._efficientnet_blocks import (ConvBnAct, DepthwiseSeparableConv, EdgeResidual,
-                                                      InvertedResidual)
+                                                      InvertedResidual, UniversalInvertedResidual)
 
         readers = {InvertedResidual: self._ir, DepthwiseSeparableConv: self._ds, ConvBnAct: self._cn,
-                   EdgeResidual: self._er}
+                   EdgeResidual: self._er, UniversalInvertedResidual: self._uir}
         if type(block) not in readers:
             raise _Unsupported(f"block {type(block).__name__}")
         if getattr(block, "conv_s2d", None) is not None:
@@ -193,20 +223,69 @@ class _BlockReader:
         return stride, opts
 
     def _ir(self, block: Any, cin: int) -> tuple[int, int, tuple[str, ...]]:
-        pw, dw, pwl = (_conv(c, f"ir {n} conv") for c, n in
+        """InvertedResidual; MixNet's has `MixedConv2d`s: mixed depthwise kernels, 1x1 convs split in channels."""
+        pw, dw, pwl = (_mixed(c, f"ir {n} conv", n == "depthwise") for c, n in
                        ((block.conv_pw, "expansion"), (block.conv_dw, "depthwise"), (block.conv_pwl, "projection")))
+        for conv, n in ((pw, "expansion"), (pwl, "projection")):
+            if isinstance(conv["kernel"], list) and set(conv["kernel"]) != {1}:
+                raise _Unsupported(f"ir {n} MixedConv2d with kernels {conv['kernel']} (only 1x1 splits)")
         mid = _chain(cin, (pw, False), (dw, True), (pwl, False))
         act = _norm_act(block.bn1, "ir")
         if _norm_act(block.bn2, "ir") != act:
             raise _Unsupported("different activations inside one ir block")
         _norm_act(block.bn3, "ir projection", apply_act=False)
         exp = _decimal(mid / cin, lambda e: make_divisible(cin * e) == mid)
-        kernels = [f"a{pw['kernel']}"] if pw["kernel"] != 1 else []
-        kernels += [f"p{pwl['kernel']}"] if pwl["kernel"] != 1 else []
-        opts = ["ir", f"k{dw['kernel']}", *kernels, f"e{exp}", f"c{_divisible(pwl['out'], 'ir out channels')}"]
+        kernels = [f"a{_ks(pw['kernel'])}"] if pw["kernel"] != 1 else []
+        kernels += [f"p{_ks(pwl['kernel'])}"] if pwl["kernel"] != 1 else []
+        opts = ["ir", f"k{_ks(dw['kernel'])}", *kernels, f"e{exp}", f"c{_divisible(pwl['out'], 'ir out channels')}"]
         opts += self._se(block.se, mid, float(exp), act) + self._act(act)
         skip = (cin == pwl["out"] and dw["stride"] == 1)
         return dw["stride"], pwl["out"], tuple(opts + (["noskip"] if skip and not block.has_skip else []))
+
+    def _uir(self, block: Any, cin: int) -> tuple[int, int, tuple[str, ...]]:
+        """UniversalInvertedResidual (MobileNetV4): [start dw] -> 1x1 expansion -> [middle dw] -> [SE] -> 1x1
+        projection -> [end dw] -> [layer scale]; each conv a ConvNormAct, activations after the expansion and
+        the middle conv only."""
+        from torch import nn
+
+        convs = {}   # name -> (conv geometry, BatchNormAct, is depthwise)
+        for name in ("dw_start", "pw_exp", "dw_mid", "pw_proj", "dw_end"):
+            module = getattr(block, name)
+            if isinstance(module, nn.Identity) and name.startswith("dw"):
+                continue
+            if type(module).__name__ != "ConvNormAct":
+                raise _Unsupported(f"uir {name} of type {type(module).__name__} (expected ConvNormAct)")
+            if type(getattr(module, "aa", None)).__name__ not in ("Identity", "NoneType"):
+                raise _Unsupported("anti-aliased downsampling")
+            convs[name] = (_conv(module.conv, f"uir {name} conv"), module.bn, name.startswith("dw"))
+        _chain(cin, *((conv, dw) for conv, _, dw in convs.values()))
+        if convs["pw_exp"][0]["kernel"] != 1 or convs["pw_proj"][0]["kernel"] != 1:
+            raise _Unsupported("uir expansion or projection conv that is not 1x1")
+        act = _norm_act(convs["pw_exp"][1], "uir expansion")
+        for name, (_, bn, _) in convs.items():
+            if name != "pw_exp" and _norm_act(bn, f"uir {name}", apply_act=name == "dw_mid") not in (act, "none"):
+                raise _Unsupported("different activations inside one uir block")
+        # timm strides the middle depthwise conv, else the start one, else the end one
+        strided = next((n for n in ("dw_mid", "dw_start", "dw_end") if n in convs), None)
+        stride = convs[strided][0]["stride"] if strided else 1
+        if any(conv["stride"] != 1 for name, (conv, _, _) in convs.items() if name != strided):
+            raise _Unsupported(f"uir block strided elsewhere than timm's builder strides it ({strided})")
+        mid, cout = convs["pw_exp"][0]["out"], convs["pw_proj"][0]["out"]
+        exp = _decimal(mid / cin, lambda e: make_divisible(cin * e) == mid)
+        kernel = lambda name: convs[name][0]["kernel"] if name in convs else 0  # noqa: E731
+        opts = ["uir", f"k{kernel('dw_mid')}"] + [f"{letter}{kernel(name)}" for letter, name in
+                                                   (("a", "dw_start"), ("p", "dw_end")) if name in convs]
+        opts += [f"e{exp}", f"c{_divisible(cout, 'uir out channels')}"]
+        opts += self._se(block.se, mid, float(exp), act) + self._act(act)
+        scale = block.layer_scale
+        if type(scale).__name__ == "LayerScale2d" and tuple(scale.gamma.shape) == (cout,):
+            self.layer_scales.add(True)
+        elif isinstance(scale, nn.Identity):
+            self.layer_scales.add(False)
+        else:
+            raise _Unsupported(f"uir layer scale {scale}")
+        skip = cin == cout and stride == 1
+        return stride, cout, tuple(opts + (["noskip"] if skip and not block.has_skip else []))
 
     def _ds(self, block: Any, cin: int) -> tuple[int, int, tuple[str, ...]]:
         """`ds`, or `dsa` when the pointwise conv has an activation too (LCNet, MobileNetV1; never a skip)."""
@@ -282,21 +361,30 @@ class _BlockReader:
                                ) from None
 
 
-def _read_head(model: Any, family: str, act: str, chs: int) -> int:
-    """Head channels (0 = none), after checking the head matches what `blocks` assumes for the family."""
+def _read_head(model: Any, family: str, act: str, chs: int) -> tuple[int, bool]:
+    """(head channels (0 = none), head_norm), after checking the head matches what `blocks` assumes for the family.
+
+    head_norm: a MobileNetV3-class head whose 1x1 conv (no bias) is followed by BatchNorm + activation (MobileNetV4).
+    """
     from torch import nn
 
     if getattr(model.global_pool, "pool_type", None) != "avg":
         raise _Unsupported(f"global pooling {model.global_pool}")
+    head_norm = False
     if family == "mobilenetv3":
-        if not isinstance(model.norm_head, nn.Identity):
-            raise _Unsupported("MobileNetV3 head_norm (BatchNorm after the head conv, as in MobileNetV4)")
         head = _conv(model.conv_head, "head conv")
-        if head["kernel"] != 1 or head["groups"] != 1 or not head["bias"] or head["in"] != chs:
-            raise _Unsupported(f"head conv {model.conv_head} (expected 1x1 with bias after pooling)")
-        head_act = act_name(type(model.act2), "none")
+        head_norm = not isinstance(model.norm_head, nn.Identity)
+        if head["kernel"] != 1 or head["groups"] != 1 or head["bias"] == head_norm or head["in"] != chs:
+            raise _Unsupported(f"head conv {model.conv_head} (expected 1x1 after pooling, with bias unless a "
+                               f"BatchNorm follows)")
+        if head_norm:
+            head_act = _norm_act(model.norm_head, "head")
+            if not isinstance(model.act2, nn.Identity):
+                raise _Unsupported(f"head activation {model.act2} after the head's BatchNorm and activation")
+        else:
+            head_act = act_name(type(model.act2), "none")
     elif isinstance(model.conv_head, nn.Identity):
-        return 0
+        return 0, False
     else:
         head = _conv(model.conv_head, "head conv")
         if head["kernel"] != 1 or head["groups"] != 1 or head["bias"] or head["in"] != chs:
@@ -304,4 +392,4 @@ def _read_head(model: Any, family: str, act: str, chs: int) -> int:
         head_act = _norm_act(model.bn2, "head")
     if head_act != act:
         raise _Unsupported(f"head activation {head_act!r} differing from the model's {act!r}")
-    return head["out"]
+    return head["out"], head_norm

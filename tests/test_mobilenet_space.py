@@ -64,7 +64,7 @@ def test_published_mobilenetv2_cost():
 
 
 def test_unsupported_block_is_a_clear_error():
-    net = NetworkDef(arch_def=(("uir_r1_a3_k5_s1_e4_c24",),))
+    net = NetworkDef(arch_def=(("mqa_r1_k3_h4_s1_d64_c24",),))
     with pytest.raises(ValueError, match="not supported"):
         layer_costs(net)
     with pytest.raises(ValueError, match="cannot decode"):

@@ -21,19 +21,20 @@ SUPPORTED = [
     "mobilenetv3_small_050", "mobilenetv3_small_100", "tf_mobilenetv3_large_minimal_100", "mnasnet_100",
     "semnasnet_100", "mnasnet_small", "spnasnet_100", "fbnetc_100", "efficientnet_lite0", "tf_efficientnet_lite0",
     "efficientnet_b0", "hardcorenas_a", "lcnet_100", "mobilenetv1_100", "efficientnet_es", "tf_efficientnetv2_b0",
+    "mobilenetv4_conv_small", "mixnet_s",
 ]
 # every MobileNet-family name timm lists: each must be costed exactly or refused in one line
 FAMILY_PATTERNS = ("mobilenetv1*", "mobilenetv2*", "mobilenetv3*", "tf_mobilenetv3*", "mobilenetv4*", "mnasnet*",
                    "semnasnet*", "spnasnet*", "fbnet*", "tinynet*", "hardcorenas*", "lcnet*", "mixnet*",
                    "tf_mixnet*", "ghostnet*", "efficientnet_*", "tf_efficientnet*")
 FAMILY_MODELS = sorted({n for p in FAMILY_PATTERNS for n in timm.list_models(p)})
-COSTED_AT_LEAST = 90   # of the 150 names timm 1.0 lists; a timm release that breaks the importer shows here
+COSTED_AT_LEAST = 107   # of the 150 names timm 1.0 lists; a timm release that breaks the importer shows here
 UNSUPPORTED = {
     "mobilenetv3_rw": "SE width 18 of 72",         # SE rounded with round(), not make_divisible
     "efficientnet_cc_b0_4e": "CondConvResidual",
     "ghostnet_100": "model class GhostNet",
-    "mixnet_s": "MixedConv2d",
-    "mobilenetv4_conv_small": "UniversalInvertedResidual",
+    "mobilenetv4_hybrid_medium": "MobileAttention",   # attention blocks
+    "mobilenetv4_conv_blur_medium": "anti-aliased",
 }
 
 
@@ -81,14 +82,47 @@ def test_every_mobilenet_family_model_is_costed_exactly_or_refused_in_one_line()
     assert {"mobilenetv2_100", "efficientnet_lite0", "lcnet_100", "efficientnet_es"} <= set(costed)
 
 
-@pytest.mark.parametrize("name", ["lcnet_100", "efficientnet_es", "mobilenetv2_100"])
-def test_new_block_types_build_alone_as_the_cost_key_describes(name):
-    """`build_layer` of every key of the network (what `measure` times) has the key's MACs and params."""
-    net = network_def_from_timm(name, resolution=96)
-    for lc in layer_costs(net)[1:-2]:   # the blocks
+def _assert_layers_build_alone(net) -> None:
+    """`build_layer` of every key of `net` (what `measure` times) has the key's MACs and params."""
+    for lc in layer_costs(net):
         with torch.device("meta"):
             layer = build_layer(lc.key)
         assert counted(layer.eval(), lc.key.in_shape[1], lc.key.in_shape[0]) == (lc.macs, lc.params), str(lc.key)
+
+
+@pytest.mark.parametrize("name", ["lcnet_100", "efficientnet_es", "mobilenetv2_100", "mobilenetv4_conv_small",
+                                  "mobilenetv4_conv_medium", "mixnet_s"])
+def test_new_block_types_build_alone_as_the_cost_key_describes(name):
+    _assert_layers_build_alone(network_def_from_timm(name, resolution=96))
+
+
+@pytest.mark.parametrize("family", ["mobilenetv3", "efficientnet"])
+def test_uir_and_mixed_kernel_variants_cost_build_and_round_trip(family):
+    """Block variants timm's models do not all use: a uir block strided by its start or end depthwise conv, with
+    all three depthwise convs and SE; MixNet splits that do not divide evenly; layer scale and the normalised head."""
+    from search_spaces.blocks import CostKey, NetworkDef, network_def_from_json, network_def_to_json
+
+    mnv3 = family == "mobilenetv3"
+    net = NetworkDef(arch_def=(("uir_r1_k0_s2_a3_e4_c32", "uir_r1_k0_s1_e2_c32"),   # the importer's option order
+                               ("uir_r1_k0_s2_p3_e4_c40", "uir_r2_k5_s1_a3_p3_e4_c40_se0.25_nsw"),
+                               ("ir_r1_k3.5.7.9.11_s2_a1.1.1_p1.1_e1.8_c48_se0.25", "ir_r1_k3.5_s1_e3_c48_noskip"),
+                               ("uir_r1_k3_s2_a5_e6_c64",)),
+                     family=family, stem_size=24, num_features=640, act="hard_swish" if mnv3 else "relu",
+                     resolution=96, head_norm=mnv3, layer_scale=mnv3)
+    with torch.device("meta"):
+        built = build_network(net)
+    assert counted(built, net.resolution) == (count_macs(net), count_params(net))
+    assert network_def_from_timm(built, resolution=net.resolution) == net
+    assert network_def_from_json(network_def_to_json(net)) == net
+    assert ('"head_norm"' in network_def_to_json(net)) == mnv3   # left out at its default: older JSON unchanged
+    keys = [lc.key for lc in layer_costs(net)]
+    assert all(parse_cost_key(str(k)) == k for k in keys)
+    assert keys[-2].norm == mnv3 and all(k.layer_scale == mnv3 for k in keys if k.op == "uir")
+    assert {(k.start, k.kernel, k.end) for k in keys if k.op == "uir"} >= {(3, 0, 0), (0, 0, 3), (3, 5, 3)}
+    assert any(k.kernels == (3, 5, 7, 9, 11) and (k.exp_splits, k.proj_splits) == (3, 2) for k in keys)
+    _assert_layers_build_alone(net)
+    with pytest.raises(ValueError, match="mixed kernels"):
+        CostKey("ir", (8, 8, 8), (8, 8, 8), 3, kernels=(3, 5))
 
 
 @pytest.mark.parametrize("name", ["mobilenetv3_large_100", "semnasnet_100", "mobilenetv2_035", "efficientnet_b0"])
@@ -159,8 +193,8 @@ def test_model_settings_and_head_variants():
     imported = network_def_from_timm(no_head)
     assert (imported.num_features, imported.in_chans, imported.num_classes) == (0, 1, 7)
     assert counted(no_head, 224, in_chans=1) == (count_macs(imported), count_params(imported))
-    with pytest.raises(ValueError, match="head_norm"):
-        network_def_from_timm(normed)
+    imported = network_def_from_timm(normed)   # MobileNetV4's head: 1x1 conv without bias, BatchNorm, activation
+    assert imported.head_norm and counted(normed) == (count_macs(imported), count_params(imported))
     with pytest.raises(ValueError, match="head conv"):
         network_def_from_timm(no_bias)
     for module in sigmoid_se.modules():   # an SE gate the mobilenetv3 family does not build
