@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     df["in_interval"] = (df.interval_low_ms <= df.measured_ms) & (df.measured_ms <= df.interval_high_ms)
     summ = summary(df)
     res = {"backend": args.backend, "threads": args.threads, "batch": args.batch, "precision": args.precision,
+           "channels_last": args.channels_last,
            "rounds": int(rounds.shape[1]), "repeats": args.repeats,
            "predictor": meta.get("profile") or str(args.model), "cases": df.to_dict("records"),
            "summary": summ.to_dict("records")}
