@@ -7,10 +7,13 @@ coefficient of determination (as scikit-learn regressors do).
 - `FlopsLinear`: latency = a * FLOPs + b (baseline).
 - `LookupSum`: latency = overhead + sum of per-block costs, from a measured block table or, for devices timed
   only end to end, fitted to whole networks by non-negative least squares (baseline).
-- `LGBMLatencyPredictor`: per-block costs (measured or fitted; a LightGBM block model trained on them costs
-  blocks never seen), summed, then multiplied by exp(a network-level LightGBM correction) learned from
-  whole-network measurements, which captures what block sums miss (fusion, overheads). The correction is trained
-  on out-of-fold block sums (cross-fitting) so it learns the errors the sum makes on unseen networks.
+- `LGBMLatencyPredictor`: per-block costs (measured or fitted; a block model, an analytic prior times a
+  LightGBM ratio, costs blocks never seen), summed, then multiplied by exp(a network-level LightGBM correction)
+  learned from whole-network measurements, which captures what block sums miss (fusion, overheads). The
+  correction is trained on out-of-fold block sums (cross-fitting) so it learns the errors the sum makes on unseen
+  networks. A second, generic correction uses only features any network has, so networks that are not points of
+  the space (timm models, `predict_defs`) are corrected too; it learns from the space's networks and a profile's
+  extra networks.
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from nas.errors import InputError
-from predictors.features import block_matrix, generic_matrix, network_matrix, prior_matrix
+from predictors.features import (GENERIC_FEATURES, block_matrix, generic_matrix, generic_row, network_matrix,
+                                 prior_matrix)
 
 
 def _space(name: str, options: dict[str, Any] | None, num_classes: int):
@@ -224,21 +228,24 @@ class LGBMLatencyPredictor(_Base):
         feats = network_matrix(self.space_.encode(archs), sums, flops)
         self.network_model_ = self._lgbm(self.n_estimators, self.min_child_samples)
         self.network_model_.fit(feats, np.log(y / np.maximum(sums, 1e-9)))
-        self._fit_generic([self.space_.layer_costs(a) for a in archs], sums, y, extra)
+        self._fit_generic(archs, sums, y, extra)
         return self
 
-    def _fit_generic(self, layer_lists: list, sums: np.ndarray, y: np.ndarray,
+    def _fit_generic(self, archs: list, sums: np.ndarray, y: np.ndarray,
                      extra: Sequence[tuple[Any, float]]) -> None:
         """The generic network model: log(measured / block sum) from features any network has (`generic_row`),
-        learned from the space's networks and the extra ones; what corrects a network that is not a point of the
-        space (a timm model), whose space encoding does not exist."""
+        learned from the space's networks (genotypes `archs`, block sums `sums`) and the extra ones; what
+        corrects a network that is not a point of the space (a timm model), whose space encoding does not exist.
+        Rows are made one network at a time: keeping every network's `LayerCost`s alive slows the GC."""
         from search_spaces.blocks import layer_costs
 
-        extra_layers = [layer_costs(net) for net, _ in extra]
-        extra_sums = self._sums(self.lookup_, [[str(lc.key) for lc in layers] for layers in extra_layers])
+        extra_keys = [[str(lc.key) for lc in layer_costs(net)] for net, _ in extra]
+        extra_sums = self._sums(self.lookup_, extra_keys)
+        rows = [generic_row(self.space_.layer_costs(a), s) for a, s in zip(archs, sums)]
+        rows += [generic_row(layer_costs(net), s) for (net, _), s in zip(extra, extra_sums)]
         all_sums = np.concatenate([sums, extra_sums])
         target = np.log(np.concatenate([y, [ms for _, ms in extra]]) / np.maximum(all_sums, 1e-9))
-        feats = generic_matrix(layer_lists + extra_layers, all_sums)
+        feats = np.asarray(rows, dtype=np.float64).reshape(len(target), len(GENERIC_FEATURES))
         self.generic_model_ = self._lgbm(self.n_estimators, GENERIC_MIN_CHILD).fit(feats, target)
         # how far off it is on networks it was not fit on: out-of-fold residuals give the prediction interval
         folds = np.random.default_rng(self.seed).permutation(len(target)) % self.n_folds

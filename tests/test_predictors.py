@@ -175,6 +175,8 @@ def test_predict_prices_a_timm_network_from_its_blocks(tmp_path, capsys):
     assert res["profile"] == "gpu-h100-fp32-b1@1" and res["blocks"] == 19
     assert res["flops"] == count_macs(network_def_from_timm("mobilenetv3_large_100"))
     assert 0 <= res["blocks_from_block_model"] < res["blocks"] and 0.1 < res["predicted_ms"] < 5
+    low, high = res["interval_80pct_ms"]
+    assert low <= res["predicted_ms"] <= high and res["network_correction"].startswith("generic")
     assert predict_main(["--model", str(tmp_path / "gpu"), "--timm-model", "resnet18"]) == 2
     assert capsys.readouterr().err.startswith("error: --timm-model: timm model resnet18: model class ResNet")
 
