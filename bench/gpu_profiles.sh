@@ -1,0 +1,26 @@
+#!/bin/bash
+# GPU profiles with extra networks, and timm models timed on the GPU (issue 16), on a machine without LightGBM or
+# pydantic: carry their wheels in .whl/ (see the device notes) with .whl/tune_list.txt holding the bench's tune
+# cases (python -c "import bench.timm_models as t; print(','.join(f'{n}@{r}' for n, r in t.TUNE))"), and a partial
+# profile to continue in .whl/prof/ if an earlier call was cut short (measure resumes it).
+#   BATCHES="1 32" MEASURE_S=330 BENCH_S=150 bash bench/gpu_profiles.sh
+# gpu-h200-fp32-b1@1 and bench/measured/timm_h200_fp32_b1.json came from this script (batch 1; three calls).
+set -o pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HWNAS_PROFILE_PATH=/tmp/prof
+GPU=$(python3 -c "import torch; n=torch.cuda.get_device_name(0).lower(); print('h200' if 'h200' in n else 'h100' if 'h100' in n else 'gpu')")
+echo "gpu: $GPU"; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+TUNE=$(cat .whl/tune_list.txt)
+mkdir -p /tmp/prof && cp -r .whl/prof/. /tmp/prof/
+for B in ${BATCHES:-1 32}; do
+  NAME=gpu-$GPU-fp32-b$B
+  date
+  timeout ${MEASURE_S:-170} python3 -m hardware_profiles.measure --profile $NAME --space mobilenet --backend torch-cuda \
+    --precision fp32 --channels-last --batch $B --repeats ${REPEATS:-50} --networks 60 --random-networks ${RANDOM_NETS:-150} --timm-models "$TUNE" --root /tmp/prof \
+    --device "NVIDIA ${GPU^^} (lent device)" 2>&1 | tr '\r' '\n' | grep -v "it/s\|key/s\|arch/s\|network/s\|^$" | tail -14
+  date
+  python3 -m predictors.train --profile $NAME --out /tmp/pred_b$B 2>&1 | tail -2
+  timeout ${BENCH_S:-100} python3 bench/timm_models.py --backend torch-cuda --channels-last --batch $B --model /tmp/pred_b$B \
+    --rounds ${BENCH_ROUNDS:-3} --out $OUT/timm_gpu_b$B.json 2>&1 | tail -14
+  tar -C /tmp/prof -cf $OUT/profile_b$B.tar $NAME
+done
