@@ -1,7 +1,8 @@
 #!/bin/bash
 # GPU profiles with extra networks, and timm models timed on the GPU (issue 16), on a machine without LightGBM or
 # pydantic: carry their wheels in .whl/ (see the device notes) with .whl/tune_list.txt holding the bench's tune
-# cases (python -c "import bench.timm_models as t; print(','.join(f'{n}@{r}' for n, r in t.TUNE))"), and a partial
+# cases (python -c "import sys; sys.path[:0] = ['bench']; import timm_models as t;
+# print(','.join(f'{n}@{r}' for n, r in t.TUNE))" > .whl/tune_list.txt), and a partial
 # profile to continue in .whl/prof/ if an earlier call was cut short (measure resumes it).
 #   BATCHES="1 32" MEASURE_S=330 BENCH_S=150 bash bench/gpu_profiles.sh
 # gpu-h200-fp32-b1@1 and bench/measured/timm_h200_fp32_b1.json came from this script (batch 1; three calls).
@@ -11,7 +12,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HWNAS_PROFILE_PATH=/tmp/prof
 GPU=$(python3 -c "import torch; n=torch.cuda.get_device_name(0).lower(); print('h200' if 'h200' in n else 'h100' if 'h100' in n else 'gpu')")
 echo "gpu: $GPU"; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 TUNE=$(cat .whl/tune_list.txt)
-mkdir -p /tmp/prof && cp -r .whl/prof/. /tmp/prof/
+mkdir -p /tmp/prof && { [ -d .whl/prof ] && cp -r .whl/prof/. /tmp/prof/; true; }
 for B in ${BATCHES:-1 32}; do
   NAME=gpu-$GPU-fp32-b$B
   date
