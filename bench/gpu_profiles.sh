@@ -5,7 +5,10 @@
 # print(','.join(f'{n}@{r}' for n, r in t.TUNE))" > .whl/tune_list.txt), and a partial
 # profile to continue in .whl/prof/ if an earlier call was cut short (measure resumes it).
 #   BATCHES="1 32" MEASURE_S=330 BENCH_S=150 bash bench/gpu_profiles.sh
-# gpu-h200-fp32-b1@1 and bench/measured/timm_h200_fp32_b1.json came from this script (batch 1; three calls).
+# gpu-h200-fp32-b1@1 and bench/measured/timm_h200_fp32_b1.json came from this script (batch 1; three calls), and
+# gpu-h200-fp32-b32@1 and bench/measured/timm_h200_fp32_b32.json (BATCHES=32; three calls: MEASURE_S=540 BENCH_S=1
+# for the blocks, then MEASURE_S=420 and MEASURE_S=270 with the partial profile in .whl/prof, about 1,450 s of
+# device time in all). `--plain-networks` (MobileNetV1/LCNet-like stacks) came later: the H200 profiles lack them.
 set -o pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HWNAS_PROFILE_PATH=/tmp/prof

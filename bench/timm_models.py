@@ -17,7 +17,11 @@ _140) the bench
 3. prints predicted against measured per case, then per split the share within +-5 % and +-10 % and the mean
    absolute error for the predictor and FLOPs-linear, beside the measurement's own noise: the share of cases
    whose best median over the first two rounds agrees with the best over the other rounds (no predictor can beat
-   that by much).
+   that by much). `rescaled` is the predictor times one factor, the median measured/predicted ratio of the tune
+   cases of the same run: what is left once the speed of this timing is told apart from the profile's (on this
+   VM a 13-minute profile measurement timed the tune models 7 % slower than a one-minute run did, and a run right
+   after 3 busy minutes 6 % slower than one from idle), as a user gets it by moving a profile with a few measured
+   networks (`bench/profile_move.py`).
 
 Cases are split by family: `tune` families may be looked at while changing the predictor, `held-out` families
 (LCNet and MobileNetV1's `dsa` blocks, EfficientNet-lite and -edge, SemNASNet, TinyNet, HardCoReNAS, the
@@ -57,13 +61,25 @@ HELD_OUT = [("lcnet_050", 224), ("lcnet_075", 224), ("lcnet_100", 224), ("lcnet_
             ("tinynet_a", 192), ("tinynet_b", 188), ("tinynet_c", 184), ("tinynet_d", 152), ("tinynet_e", 106),
             ("hardcorenas_a", 224), ("hardcorenas_c", 224), ("hardcorenas_f", 224),
             ("tf_mobilenetv3_large_minimal_100", 224), ("tf_mobilenetv3_small_minimal_100", 224)]
-METHODS = ("predictor", "flops_linear")
+# `fresh`: held-out families added in session 10, after the held-out figure had steered a change (plain
+# depthwise-separable stacks among the random networks): MixNet's mixed kernels, MobileNetV4's `uir` blocks,
+# EfficientNetV2's `er` stages, larger MobileNetV1s and others no profile has timed and no change looked at.
+FRESH = [("mixnet_s", 224), ("mixnet_s", 192), ("mixnet_m", 224), ("tf_mixnet_s", 224),
+         ("mobilenetv4_conv_small", 224), ("mobilenetv4_conv_small", 192), ("mobilenetv4_conv_small_050", 224),
+         ("mobilenetv4_conv_medium", 224), ("mobilenetv1_100h", 224), ("mobilenetv1_125", 224),
+         ("mobilenetv1_125", 192), ("efficientnet_lite2", 260), ("efficientnet_em", 240),
+         ("tf_efficientnetv2_b0", 192), ("tf_efficientnetv2_b0", 224), ("tf_efficientnetv2_b1", 192),
+         ("hardcorenas_b", 224), ("hardcorenas_d", 224), ("hardcorenas_e", 224), ("semnasnet_140", 224),
+         ("mobilenetv2_120d", 224), ("mobilenetv3_large_150d", 224), ("tf_mobilenetv3_large_075", 224),
+         ("tf_mobilenetv3_small_100", 224), ("tf_efficientnet_lite0", 224)]
+METHODS = ("predictor", "flops_linear", "rescaled")
+SETTINGS = ("backend", "threads", "batch", "precision", "channels_last", "repeats", "preheat")   # how the cases were timed
 
 
 def cases(which: str) -> list[tuple[str, int, str]]:
     """(timm name, resolution, split) of the cases asked for."""
-    out = [(n, r, "tune") for n, r in TUNE] if which in ("tune", "all") else []
-    return out + ([(n, r, "held-out") for n, r in HELD_OUT] if which in ("held-out", "all") else [])
+    splits = {"tune": TUNE, "held-out": HELD_OUT, "fresh": FRESH}
+    return [(n, r, split) for split, todo in splits.items() if which in (split, "all") for n, r in todo]
 
 
 def predictions(model, meta: dict, todo: list[tuple[str, int, str]]) -> list[dict]:
@@ -97,6 +113,10 @@ def measure(todo: list[tuple[str, int, str]], args: argparse.Namespace) -> np.nd
                                    warmup=20, repeats=args.repeats)
     else:
         backend = OnnxCpuBackend(args.threads, warmup=10, repeats=args.repeats)
+        from nas.evaluation.latency import preheat
+
+        print(f"preheating for {args.preheat:g} s ...", file=sys.stderr)
+        preheat(args.preheat, args.threads)
     items = [(lambda n=name: timm.create_model(n, pretrained=False).eval(), (1, 3, r, r)) for name, r, _ in todo]
     print(f"timing {len(items)} models in {args.rounds} interleaved rounds ...", file=sys.stderr)
     return round_medians(backend, items, args.rounds)
@@ -107,6 +127,8 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for split, part in [("all", df), *df.groupby("split")]:
         for m in METHODS:
+            if f"{m}_error" not in part:
+                continue
             err = part[f"{m}_error"]
             rows.append({"split": split, "method": m, "cases": len(part),
                          "within_5pct": float((err.abs() <= 0.05).mean()),
@@ -137,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--model", type=Path, metavar="DIR", help="predictor folder (predictors.train --out)")
     src.add_argument("--profile", default="x86-ort-t1", help="train the predictor here from this profile "
                      "(default: x86-ort-t1, what users get first)")
-    p.add_argument("--cases", choices=("tune", "held-out", "all"), default="all")
+    p.add_argument("--cases", choices=("tune", "held-out", "fresh", "all"), default="all")
     p.add_argument("--backend", choices=("onnxruntime-cpu", "torch-cuda"), default="onnxruntime-cpu",
                    help="what times the models: onnxruntime on this CPU, or CUDA graphs on the GPU (the predictor "
                         "should then come from a GPU profile of the same precision and batch)")
@@ -146,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channels-last", action="store_true", help="torch-cuda NHWC memory format")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--preheat", type=float, default=0.0, metavar="SECONDS",
+                   help="onnxruntime: keep the core(s) busy this long before timing (`measure --preheat`; default 0)")
     p.add_argument("--repeats", type=int, default=30, help="timed runs per case and round")
     p.add_argument("--measured", type=Path, metavar="FILE.json", help="time nothing: score the predictor against "
                    "the timings of an earlier run's --out file (same cases), e.g. one taken on a GPU machine")
@@ -156,9 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-timm-pred-") as tmp:
         model, meta = _predictor(args, tmp)
         df = pd.DataFrame(predictions(model, meta, todo))
-    if args.measured:   # score against an earlier run's timings (e.g. taken on a GPU machine)
-        earlier = {(c["model"], c["resolution"]): c["round_medians_ms"]
-                   for c in json.loads(args.measured.read_text())["cases"]}
+    how = {k: getattr(args, k) for k in SETTINGS}
+    if args.measured:   # score against an earlier run's timings (e.g. taken on a GPU machine), on its settings
+        run = json.loads(args.measured.read_text())
+        how.update({k: run[k] for k in SETTINGS if k in run})
+        earlier = {(c["model"], c["resolution"]): c["round_medians_ms"] for c in run["cases"]}
         todo = [c for c in todo if (c[0], c[1]) in earlier]
         df = df[[(m, r) in earlier for m, r in zip(df.model, df.resolution)]].reset_index(drop=True)
         rounds = np.array([earlier[(n, r)] for n, r, _ in todo])
@@ -169,13 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     df["round_spread"] = rounds.max(axis=1) / rounds.min(axis=1) - 1
     first = rounds[:, :2].min(axis=1)   # a second measurement of the same cases, from other rounds
     df["repeat_error"] = first / rounds[:, 2:].min(axis=1) - 1 if rounds.shape[1] > 2 else np.nan
+    tune = df.split == "tune"
+    if tune.any():   # the machine's state today against the profile's: one factor, from the tune cases only
+        df["rescaled_ms"] = df.predicted_ms * float(np.median(df.measured_ms[tune] / df.predicted_ms[tune]))
     for m in METHODS:
-        df[f"{m}_error"] = df[f"{m}_ms" if m == "flops_linear" else "predicted_ms"] / df.measured_ms - 1
+        if f"{m}_ms" in df or m == "predictor":
+            df[f"{m}_error"] = df[f"{m}_ms" if m != "predictor" else "predicted_ms"] / df.measured_ms - 1
     df["in_interval"] = (df.interval_low_ms <= df.measured_ms) & (df.measured_ms <= df.interval_high_ms)
     summ = summary(df)
-    res = {"backend": args.backend, "threads": args.threads, "batch": args.batch, "precision": args.precision,
-           "channels_last": args.channels_last,
-           "rounds": int(rounds.shape[1]), "repeats": args.repeats,
+    res = {**how, "rounds": int(rounds.shape[1]),
            "predictor": meta.get("profile") or str(args.model), "cases": df.to_dict("records"),
            "summary": summ.to_dict("records")}
     if args.out:
@@ -188,20 +216,26 @@ def main(argv: list[str] | None = None) -> int:
     cols = ["split", "model", "resolution", "measured_ms", "round_spread", "predicted_ms", "predictor_error",
             "interval_low_ms", "interval_high_ms",
             "flops_linear_ms", "flops_linear_error", "blocks_from_block_model", "blocks"]
-    print(f"timm models: predicted vs measured here (onnxruntime, {args.threads} thread(s), smallest median of "
-          f"{args.rounds} interleaved rounds of {args.repeats} runs)")
+    engine = (f"CUDA graphs, {how['precision']}, batch {how['batch']}" if how["backend"] == "torch-cuda"
+              else f"onnxruntime, {how['threads']} thread(s)")
+    print(f"timm models: predicted vs measured {'in ' + str(args.measured) if args.measured else 'here'} ({engine}, "
+          f"smallest median of {res['rounds']} interleaved rounds of {how['repeats']} runs)")
     print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("\nshares of cases within +-5 % / +-10 % of the measurement (noise ceiling: the first two rounds' best "
           "against the other rounds' best); in_80pct_interval: how often the measurement fell in the predictor's "
           "80 % interval")
     print(summ.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    held = summ[summ.split == "held-out"].set_index("method")
-    if len(held):
-        ok = held.within_10pct["predictor"] >= 0.90 and held.within_10pct["predictor"] >= \
-            held.within_10pct["flops_linear"]
-        print(f"goal (issue 16): >= 90 % of held-out models within +-10 % and never below FLOPs-linear: "
-              f"{held.within_10pct['predictor']:.0%} against FLOPs-linear's {held.within_10pct['flops_linear']:.0%}"
-              f" -> {'met' if ok else 'not met'}")
+    goal = 0.95 if res["backend"] == "torch-cuda" else 0.90     # the issue asks more of the quieter GPU
+    for split in ("held-out", "fresh"):
+        held = summ[summ.split == split].set_index("method")
+        if len(held):
+            ok = held.within_10pct["predictor"] >= goal and held.within_10pct["predictor"] >= \
+                held.within_10pct["flops_linear"]
+            print(f"goal (issue 16): >= {goal:.0%} of {split} models within +-10 % and never below FLOPs-linear: "
+                  f"{held.within_10pct['predictor']:.0%} against FLOPs-linear's "
+                  f"{held.within_10pct['flops_linear']:.0%} -> {'met' if ok else 'not met'}"
+                  + (f" (rescaled on the tune cases: {held.within_10pct['rescaled']:.0%})"
+                     if "rescaled" in held.index else ""))
     return 0
 
 

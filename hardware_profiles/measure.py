@@ -2,14 +2,15 @@
 
     python -m hardware_profiles.measure --profile NAME --space SPACE [--networks N] [--backend onnxruntime-cpu]
         [--threads T] [--sample K] [--space-options FILE.yaml] [--root DIR]
-        [--random-networks N] [--timm-models NAME[@RES],...]
+        [--random-networks N] [--plain-networks N] [--timm-models NAME[@RES],...]
 
 Each block (cost key) is built alone and timed: warm-up runs, then the median of repeats; a measurement whose
 spread (p90-p10)/median exceeds `--max-spread` is re-measured (up to `--attempts` times) and the least noisy one
 kept. N whole networks sampled from the space (seeded) are timed the same way; they are what predictors train and
 are judged on. Networks outside the space can be timed too, into a third table (`extra.csv`: name, the network's
 definition as JSON, timings), with their blocks added to the block table: `--random-networks N` random
-MobileNet-family networks (`search_spaces.random_defs`) and `--timm-models` named timm models. They are what lets a
+MobileNet-family networks (`search_spaces.random_defs`), `--plain-networks N` random MobileNetV1/LCNet-like plain
+stacks of depthwise-separable blocks, and `--timm-models` named timm models. They are what lets a
 predictor trained from the profile cost networks that are not points of its space (`predictors.predict
 --timm-model`): the block model gets neighbours for their blocks, the generic network model examples of whole
 networks. The manifest records the machine, the runtime, the noise and, once the tables are final, their
@@ -119,6 +120,17 @@ def measure_in_rounds(backend, items: list[tuple[Callable[[], Any], tuple[int, .
             for row in round_medians(backend, items, rounds)]
 
 
+def _preheat(args: argparse.Namespace, seconds: float | None = None) -> None:
+    """`--preheat`: load the CPU as the measurement will before timing anything (`nas.evaluation.latency.preheat`;
+    a GPU is warmed by each item's own warm-up runs)."""
+    from nas.evaluation.latency import preheat
+
+    seconds = args.preheat if seconds is None else seconds
+    if args.backend == "onnxruntime-cpu" and seconds > 0:
+        print(f"preheating for {seconds:g} s ...", file=sys.stderr)
+        preheat(seconds, args.threads)
+
+
 def make_backend(args: argparse.Namespace):
     """The measuring backend the arguments ask for."""
     if args.backend == "onnxruntime-cpu":
@@ -154,6 +166,11 @@ def _row(name: str, value: str, stats, attempts: int) -> dict[str, Any]:
             "p90_ms": stats.p90_ms, "spread": stats.spread, "repeats": stats.repeats, "attempts": attempts}
 
 
+# floats read back exactly as written, so a continued table keeps its rows byte for byte: pandas 3 parses them so by
+# default and deprecates the option (a Pandas4Warning), pandas 2 needs it
+ROUND_TRIP = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
+
+
 class TableWriter:
     """Rows of one table, flushed atomically every `every_s` seconds (0: after every row) and at the end.
 
@@ -172,7 +189,7 @@ class TableWriter:
             if self.path.suffix == ".parquet":
                 df = pd.read_parquet(self.path)
             else:
-                df = pd.read_csv(self.path, float_precision="round_trip", dtype=ARCH_AS_TEXT)
+                df = pd.read_csv(self.path, dtype=ARCH_AS_TEXT, **ROUND_TRIP)
         except Exception as err:  # noqa: BLE001 - any parser failure is a damaged partial table
             raise InputError(f"{self.path}: cannot read the partial table to continue it ({type(err).__name__}); "
                              "delete it to measure its rows again") from None
@@ -318,12 +335,15 @@ def _network_items(args: argparse.Namespace, space) -> list:
 
 
 def _extra_defs(args: argparse.Namespace) -> list[tuple[str, Any]]:
-    """(name, NetworkDef) of the networks outside the space to time (`--random-networks`, `--timm-models`)."""
-    from search_spaces.random_defs import random_network_defs
+    """(name, NetworkDef) of the networks outside the space to time (`--random-networks`, `--plain-networks`,
+    `--timm-models`)."""
+    from search_spaces.random_defs import random_network_defs, random_plain_defs
     from search_spaces.timm_import import network_def_from_timm
 
     out = [(f"random:{args.seed}:{i}", net)
            for i, net in enumerate(random_network_defs(args.random_networks, args.seed, args.num_classes))]
+    out += [(f"plain:{args.seed}:{i}", net)
+            for i, net in enumerate(random_plain_defs(args.plain_networks, args.seed, args.num_classes))]
     for spec in args.timm_models:
         name, _, res = spec.partition("@")
         try:
@@ -373,6 +393,7 @@ def measure_profile(args: argparse.Namespace) -> dict[str, Any]:
     manifest.resolution = resolutions.pop() if len(resolutions) == 1 else None
     write_manifest(manifest, folder)   # first, so a killed run leaves a profile that the next run continues
     _remove_stale_temp_files(folder)
+    _preheat(args)
     start = time.perf_counter()
     items, exact = _block_items(args, space)
     extra = _extra_defs(args)
@@ -417,6 +438,9 @@ def _finish_manifest(args: argparse.Namespace, manifest: Manifest, blocks: pd.Da
         manifest.how_measured += (f"; extra networks outside the space, timed whole and their blocks alone: "
                                   f"{int(names.str.startswith('random:').sum())} random block definitions "
                                   f"(search_spaces.random_defs, seed {args.seed})"
+                                  + (f", {int(names.str.startswith('plain:').sum())} random plain depthwise-separable "
+                                     f"stacks (random_plain_defs, seed {args.seed})"
+                                     if names.str.startswith("plain:").any() else "")
                                   + (f", timm models {', '.join(timm)}" if timm else ""))
         manifest.noise["median_relative_spread_extra"] = float(extra["spread"].median())
 
@@ -442,6 +466,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also time N random MobileNet-family networks outside the space (whole, and their blocks "
                         "alone; seeded by --seed): what lets a predictor cost networks that are not points of the "
                         "space, such as timm models (default 0)")
+    p.add_argument("--plain-networks", metavar="N", type=int, default=0,
+                   help="also time N random plain stacks of depthwise-separable blocks, MobileNetV1/LCNet-like "
+                        "(search_spaces.random_defs.random_plain_defs; seeded by --seed), the same way (default 0)")
     p.add_argument("--timm-models", metavar="NAME[@RES]", type=lambda v: [t for t in v.split(",") if t],
                    default=[], help="comma-separated timm models to time the same way (e.g. "
                    "mobilenetv2_100@160,mnasnet_100); keep the models you will judge the predictor on out")
@@ -467,6 +494,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "round median (default 1: one measurement per item, re-measured while noisy). On a shared "
                         "or virtual machine a measurement can run 20-40 %% slow for minutes; rounds spread that "
                         "over all items and the smallest median repeats")
+    p.add_argument("--preheat", metavar="SECONDS", type=float, default=0.0,
+                   help="onnxruntime-cpu: keep the measuring cores busy this long before timing, so rows are timed "
+                        "in the machine's sustained state rather than its first minutes (default 0)")
     p.add_argument("--chunk", metavar="N", type=int, default=32,
                    help="items timed together with --rounds > 1; a killed run loses at most one chunk (default 32)")
     p.add_argument("--seed", metavar="N", type=int, default=0,
@@ -486,13 +516,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def check_args(args: argparse.Namespace) -> None:
     """Refuse bad flags before anything is measured (`InputError` naming the flag)."""
     if args.check:
-        check_range(args, check=1, rounds=1, seed=0)
+        check_range(args, check=1, rounds=1, seed=0, preheat=0)
         return
     if not args.space:
         raise InputError("the following arguments are required: --space")
     check_profile_name(args.profile)
-    check_range(args, num_classes=1, networks=0, random_networks=0, rounds=1, chunk=1, sample=0, threads=1, batch=1, warmup=0, repeats=1,
-                max_spread=0, attempts=1, flush_seconds=0)
+    check_range(args, num_classes=1, networks=0, random_networks=0, plain_networks=0, rounds=1, chunk=1, sample=0,
+                threads=1, batch=1, warmup=0, repeats=1, max_spread=0, attempts=1, flush_seconds=0, preheat=0)
     if args.batch != 1 and args.backend == "onnxruntime-cpu":
         raise InputError("--batch: the onnxruntime-cpu backend measures batch 1")
     if args.root:
@@ -521,6 +551,7 @@ def check_profile(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
                                channels_last=bool(m.options.get("channels_last", False)))
     backend = make_backend(setup)
     genotypes = [space.decode(a) for a in archs]
+    _preheat(setup, args.preheat)
     stats = measure_in_rounds(backend, [(lambda g=g: space.build(g), space.input_shape(g)) for g in genotypes],
                               max(args.rounds, 3))
     measured = np.array([s.median_ms for s in stats])

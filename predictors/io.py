@@ -99,6 +99,7 @@ def save(model: LGBMLatencyPredictor, folder: Path, *, archs: list[str], y: np.n
         "training_data_sha256": data_hash(archs, y), "n_train": len(archs), "flops_linear": flops_coef,
         "train_archs": list(archs), "files": {n: sha256_file(folder / n) for n in written},
         "generic_interval": getattr(model, "generic_interval_", None) if model.correction else None,
+        "block_interval": getattr(model, "block_interval_", None),
         **(extra or {})})
     meta["meta_sha256"] = meta_digest(meta)
     atomic_write_text(folder / "meta.json", json.dumps(meta, indent=2) + "\n")
@@ -145,6 +146,12 @@ def load(folder: Path, *, profile: str | None = None) -> tuple[LGBMLatencyPredic
             raise PredictorFileError(f"{folder / 'meta.json'}: generic_interval: expected two numbers, got "
                                      f"{interval!r}; train the predictor again")
         model.generic_interval_ = interval
+    block = meta.get("block_interval")   # absent from predictors trained before it existed: no widening
+    if block is not None and not (isinstance(block, list) and len(block) == 2
+                                  and all(isinstance(v, float) for v in block)):
+        raise PredictorFileError(f"{folder / 'meta.json'}: block_interval: expected two numbers, got {block!r}; "
+                                 "train the predictor again")
+    model.block_interval_ = block
     return model, meta
 
 

@@ -179,8 +179,6 @@ class LGBMLatencyPredictor(_Base):
         fewer (constant latencies, a device the fit explains by its overhead alone) every block is taken at
         `MIN_BLOCK_MS` or its cost, so unseen blocks cost (almost) nothing too instead of failing the fit.
         """
-        from scipy.optimize import nnls
-
         costs = self.lookup_.costs_
         known = [k for k, v in costs.items() if v > 0]
         if len(known) < 2:
@@ -189,12 +187,43 @@ class LGBMLatencyPredictor(_Base):
             raise InputError(f"{len(costs)} block cost(s) are too few to fit a block model; the networks must "
                              "hold at least two distinct blocks")
         y = np.array([max(costs[k], MIN_BLOCK_MS) for k in known])
-        basis = prior_matrix(known)
+        self.block_prior_, self.block_model_ = self._fit_blocks(known, y)
+        self.block_interval_ = self._block_interval(known, y)
+
+    def _fit_blocks(self, keys: list[str], y: np.ndarray) -> tuple[list[float], Any]:
+        """(prior weights, LightGBM ratio model) fitted to blocks `keys` costing `y` ms (see `fit_block_model`)."""
+        from scipy.optimize import nnls
+
+        basis = prior_matrix(keys)
         scale = np.maximum(basis.max(axis=0), 1e-12)
         weights = nnls(basis / scale / y[:, None], np.ones(len(y)))[0] / scale
-        self.block_prior_ = [float(w) for w in weights] if (basis @ weights > 0).all() else [0.0, 0.0, 1.0]
-        self.block_model_ = self._lgbm(self.block_estimators, 3, BLOCK_LEAVES)
-        self.block_model_.fit(block_matrix(known), np.log(y / self._prior(known)))
+        prior = [float(w) for w in weights] if (basis @ weights > 0).all() else [0.0, 0.0, 1.0]
+        model = self._lgbm(self.block_estimators, 3, BLOCK_LEAVES)
+        model.fit(block_matrix(keys), np.log(y / np.maximum(prior_matrix(keys) @ np.asarray(prior), MIN_BLOCK_MS)))
+        return prior, model
+
+    def _block_interval(self, keys: list[str], y: np.ndarray) -> list[float]:
+        """The 10th and 90th percentile of log(measured / block model) on blocks of a kind the model was not fit
+        on: folds hold out whole groups of one block type and output width, so a fold's blocks have no measured
+        sibling of their size, as a new network's unmeasured blocks often have none. `predict_interval` widens a
+        prediction by it in proportion to the share of the block sum the block model priced."""
+        from search_spaces.blocks import parse_cost_key
+
+        groups = [(key.op, key.out_shape[0]) for key in map(parse_cost_key, keys)]
+        names = sorted(set(groups))
+        if len(names) < self.n_folds:
+            return [0.0, 0.0]
+        fold_of = dict(zip(names, np.random.default_rng(self.seed).permutation(len(names)) % self.n_folds))
+        folds = np.array([fold_of[g] for g in groups])
+        resid = np.empty(len(y))
+        for f in range(self.n_folds):
+            fit_keys = [k for k, g in zip(keys, folds) if g != f]
+            out = [k for k, g in zip(keys, folds) if g == f]
+            prior, model = self._fit_blocks(fit_keys, y[folds != f])
+            pred = np.maximum(prior_matrix(out) @ np.asarray(prior), MIN_BLOCK_MS) * \
+                np.exp(model.predict(block_matrix(out)))
+            resid[folds == f] = np.log(y[folds == f] / pred)
+        return [float(q) for q in np.quantile(resid, [0.1, 0.9])]
 
     def _prior(self, keys: list[str]) -> np.ndarray:
         return np.maximum(prior_matrix(keys) @ np.asarray(self.block_prior_), MIN_BLOCK_MS)
@@ -258,7 +287,7 @@ class LGBMLatencyPredictor(_Base):
     def predict_defs(self, nets: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """(block sums, predictions, blocks costed by the block model per network) of `NetworkDef`s: networks
         outside the space, corrected by the generic network model (block sums alone without a correction).
-        `generic_interval_` (log ratios) widens a prediction into its 80 % interval."""
+        `predict_interval` gives their 80 % intervals."""
         from search_spaces.blocks import layer_costs
 
         layer_lists = [layer_costs(net) for net in nets]
@@ -269,6 +298,27 @@ class LGBMLatencyPredictor(_Base):
             return sums, sums, unseen
         corr = self.generic_model_.predict(generic_matrix(layer_lists, sums))
         return sums, sums * np.exp(corr), unseen
+
+    def predict_interval(self, nets: Sequence[Any], pred: np.ndarray | None = None) -> np.ndarray:
+        """80 % intervals (ms, one [low, high] row per network) of `predict_defs`'s predictions `pred`: the
+        generic correction's out-of-fold spread, widened by the block model's (`block_interval_`) times the
+        share of the network's block sum the block model priced (a network made of measured blocks only gets
+        the first; one priced wholly by the block model both, as if its blocks erred together, which blocks of
+        one unseen kind do)."""
+        from search_spaces.blocks import layer_costs
+
+        pred = self.predict_defs(nets)[1] if pred is None else np.asarray(pred, float)
+        generic = np.asarray(getattr(self, "generic_interval_", None) or (0.0, 0.0)) if self.correction else \
+            np.zeros(2)
+        block = np.asarray(getattr(self, "block_interval_", None) or (0.0, 0.0))
+        out = np.empty((len(nets), 2))
+        for i, net in enumerate(nets):
+            keys = [str(lc.key) for lc in layer_costs(net)]
+            unseen = [k for k in keys if k not in self.lookup_.costs_]
+            total = self._sums(self.lookup_, [keys])[0]
+            share = min(float(self._fallback(unseen).sum()) / total, 1.0) if unseen and total > 0 else 0.0
+            out[i] = pred[i] * np.exp(generic + share * block)
+        return out
 
     def predict(self, X: Sequence[str]) -> np.ndarray:
         return self.predict_parts(X)[1]

@@ -63,9 +63,9 @@ def predict_timm(model, name: str, resolution: int, num_classes: int | None) -> 
         raise InputError(f"--timm-model: {err}") from None
     sums, pred, unseen = model.predict_defs([net])
     layers = layer_costs(net)
-    low, high = getattr(model, "generic_interval_", None) or (0.0, 0.0)
+    low, high = model.predict_interval([net], pred)[0]
     return {"timm_model": name, "resolution": resolution, "predicted_ms": float(pred[0]),
-            "interval_80pct_ms": [float(pred[0] * np.exp(low)), float(pred[0] * np.exp(high))],
+            "interval_80pct_ms": [float(low), float(high)],
             "block_sum_ms": float(sums[0]),
             "network_correction": "generic (features any network has)" if model.correction else "none",
             "flops": sum(lc.macs for lc in layers), "params": sum(lc.params for lc in layers), "blocks": len(layers),

@@ -69,3 +69,42 @@ def random_network_defs(n: int, seed: int, num_classes: int = 1000) -> list[Netw
     """`n` random networks, the same list for the same seed (so a resumed measurement continues it)."""
     rng = np.random.default_rng(seed)
     return [random_network_def(rng, num_classes) for _ in range(n)]
+
+
+PLAIN_WIDTHS = (1, 2, 4, 8, 16)   # stage widths of a plain stack, times its base width (64 in MobileNetV1)
+PLAIN_STRIDES = (1, 2, 2, 2, 2)
+
+
+def random_plain_def(rng: np.random.Generator, num_classes: int = 1000) -> NetworkDef:
+    """One random plain stack of depthwise-separable blocks (`dsa`: depthwise conv, then pointwise conv, no skip)
+    doubling its width at every stride, as in MobileNetV1 and LCNet: up to 1,536 channels at the last stage.
+
+    `random_network_def` draws MobileNetV2/V3-like widths (at most 560 channels) and `dsa` stages only now and
+    then, so a predictor trained on it met MobileNetV1's 1,024-channel `dsa` blocks nowhere and priced them
+    12-17 % high on both the CPU and the GPU (`bench/timm_models.py`, held-out cases). A separate generator, so
+    that `random_network_defs` keeps drawing the networks the shipped profiles timed."""
+    family = str(rng.choice(list(FAMILY_ACTS)))
+    act = str(rng.choice(FAMILY_ACTS[family] + ("relu6",) if family == "mobilenetv3" else FAMILY_ACTS[family]))
+    base = float(rng.choice([32, 64])) * float(rng.uniform(0.35, 1.5))
+    se_from = int(rng.integers(3, 6))   # stages from this one on may get squeeze-excite (LCNet: the last)
+    arch_def = []
+    for s, (mult, stride) in enumerate(zip(PLAIN_WIDTHS, PLAIN_STRIDES)):
+        chs = make_divisible(base * mult)
+        depth = int(rng.integers(1, 7 if s == 3 else 3))
+        blocks = []
+        for i, repeats in enumerate([1, depth - 1] if depth > 1 else [1]):
+            k = int(rng.choice([3, 5], p=[0.8, 0.2] if s < 3 else [0.4, 0.6]))
+            opts = ["dsa", f"r{repeats}", f"k{k}", f"s{stride if i == 0 else 1}", f"c{chs}"]
+            if s >= se_from and rng.random() < 0.5:
+                opts.append("se0.25")
+            blocks.append("_".join(opts))
+        arch_def.append(tuple(blocks))
+    head = int(rng.choice([0, 1024, 1280])) if family == "efficientnet" else int(rng.choice([1024, 1280]))
+    return NetworkDef(arch_def=tuple(arch_def), family=family, stem_size=make_divisible(base / 2),
+                      num_features=head, act=act, resolution=int(rng.choice(RESOLUTIONS)), num_classes=num_classes)
+
+
+def random_plain_defs(n: int, seed: int, num_classes: int = 1000) -> list[NetworkDef]:
+    """`n` random plain stacks (`random_plain_def`), the same list for the same seed."""
+    rng = np.random.default_rng(seed)
+    return [random_plain_def(rng, num_classes) for _ in range(n)]

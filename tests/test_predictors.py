@@ -210,3 +210,41 @@ def test_generic_correction_learns_what_block_sums_miss_outside_the_space(tmp_pa
     np.testing.assert_allclose(loaded.predict_defs(held_out)[1], pred, rtol=1e-9)
     plain = LGBMLatencyPredictor("mobilenet", block_table=table, correction=False).fit(archs, y)
     np.testing.assert_allclose(plain.predict_defs(held_out)[1], sums, rtol=1e-9)
+
+
+def test_interval_widens_with_the_share_the_block_model_priced(tmp_path):
+    """A network of measured blocks gets the generic correction's out-of-fold interval; one whose blocks the
+    table lacks also gets the block model's (from folds that hold out whole block kinds), so it is wider; the
+    figures survive a save and a load, and a predictor saved before `block_interval` existed does not widen."""
+    from search_spaces.blocks import layer_costs
+    from search_spaces.random_defs import random_network_defs
+
+    space = get_space("mobilenet")
+    rng = np.random.default_rng(0)
+    archs = list(dict.fromkeys(space.to_string(space.sample(rng)) for _ in range(60)))
+    nets = random_network_defs(42, seed=5)
+    extra, unseen_net = nets[:40], nets[41]
+    cost = lambda lc: 0.01 + lc.macs * 1e-8 * (1.3 if lc.key.op == "dsa" else 1.0)   # noqa: E731
+    table = {str(lc.key): cost(lc) for layers in ([space.layer_costs(space.decode(a)) for a in archs] +
+                                                  [layer_costs(n) for n in extra]) for lc in layers}
+    y = [sum(cost(lc) for lc in space.layer_costs(space.decode(a))) for a in archs]
+    model = LGBMLatencyPredictor("mobilenet", block_table=table).fit(
+        archs, y, extra=[(n, sum(cost(lc) for lc in layer_costs(n))) for n in extra])
+    low, high = model.block_interval_
+    assert low < high
+    seen, new = model.predict_interval([extra[0], unseen_net])
+    pred = model.predict_defs([extra[0], unseen_net])[1]
+    np.testing.assert_allclose(seen, pred[0] * np.exp(model.generic_interval_), rtol=1e-9)
+    assert model.predict_defs([unseen_net])[2][0] > 0
+    assert np.log(new[1] / new[0]) > np.log(seen[1] / seen[0])
+    assert new[0] < pred[1] < new[1]
+    save(model, tmp_path / "m", archs=archs, y=np.array(y))
+    loaded, meta = load(tmp_path / "m")
+    assert meta["block_interval"] == model.block_interval_
+    np.testing.assert_allclose(loaded.predict_interval([unseen_net]), [new], rtol=1e-9)
+    meta.pop("block_interval")
+    meta["meta_sha256"] = meta_digest(meta)
+    (tmp_path / "m" / "meta.json").write_text(json.dumps(meta))
+    older, _ = load(tmp_path / "m")
+    np.testing.assert_allclose(older.predict_interval([unseen_net]), [pred[1] * np.exp(model.generic_interval_)],
+                               rtol=1e-9)

@@ -224,3 +224,20 @@ def test_random_network_defs_cost_exactly_build_and_round_trip():
     for bad in ("{", "[]", '{"arch_def": [], "colour": 1}'):
         with pytest.raises(ValueError, match="not a network definition"):
             network_def_from_json(bad)
+
+
+def test_random_plain_defs_are_wide_depthwise_separable_stacks_that_cost_exactly():
+    """The MobileNetV1/LCNet-like plain stacks: only `dsa` blocks, widths doubling with each stride up to 1,024
+    channels and beyond, exact MACs and params against the built model, the same list for the same seed."""
+    from search_spaces.random_defs import random_plain_defs
+
+    nets = random_plain_defs(12, seed=3)
+    assert nets == random_plain_defs(12, seed=3) and nets != random_plain_defs(12, seed=4)
+    assert {s.split("_")[0] for net in nets for stage in net.arch_def for s in stage} == {"dsa"}
+    widths = [[int(stage[0].split("_c")[1].split("_")[0]) for stage in net.arch_def] for net in nets]
+    assert all(w[-1] == max(w) and w[-1] >= 8 * w[0] for w in widths)
+    assert max(w[-1] for w in widths) >= 1024
+    for net in nets:
+        with torch.device("meta"):
+            built = build_network(net)
+        assert counted(built, net.resolution) == (count_macs(net), count_params(net)), net.arch_def

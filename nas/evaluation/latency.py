@@ -216,6 +216,29 @@ def measure_interleaved(onnx_paths: list[str | Path], input_shapes: list[tuple[i
     return out
 
 
+def preheat(seconds: float, threads: int = 1) -> None:
+    """Keep `threads` cores as busy as a measurement does for `seconds` (onnxruntime running a small convolution
+    net) before timing, so that what is timed runs in the machine's sustained state.
+
+    Some machines run faster for their first minutes under load: on the 2-core development VM, 25 timm models
+    timed right after 3 minutes of one busy core came out 6 % slower than the same models timed from idle, and
+    a 13-minute profile measurement timed them 7 % slower than a one-minute run did. Tables measured partly
+    cold and partly warm disagree with themselves, and a network timed from idle disagrees with a profile
+    timed under sustained load. Preheating is meant to put both in the sustained state; it did not close the
+    whole gap there (a profile measured with 180 s of it still timed the bench's tune models 16 % slower than the
+    bench did after its own 180 s), so judge a profile against timings taken the same way (`bench/timm_models.py`
+    prints a `rescaled` figure for that)."""
+    if seconds <= 0:
+        return
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1)).eval()
+    with tempfile.TemporaryDirectory(prefix="nas-preheat-") as tmp:
+        session = _session(export_onnx(model, (1, 3, 64, 64), Path(tmp) / "preheat.onnx"), threads)
+        feed = {session.get_inputs()[0].name: np.zeros((1, 3, 64, 64), dtype=np.float32)}
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            session.run(None, feed)
+
+
 def rounds_summary(round_medians_ms: np.ndarray, repeats: int, threads: int) -> LatencyStats:
     """`LatencyStats` of one model timed in several rounds (`measure_interleaved`'s row): the smallest round
     median is the figure (what repeats on a shared machine), the others say how far it moved: `mean_ms` is the
