@@ -2,7 +2,7 @@
 
     python -m hardware_profiles.measure --profile NAME --space SPACE [--networks N] [--backend onnxruntime-cpu]
         [--threads T] [--sample K] [--space-options FILE.yaml] [--root DIR]
-        [--random-networks N] [--plain-networks N] [--timm-models NAME[@RES],...]
+        [--random-networks N] [--plain-networks N] [--mixed-networks N] [--timm-models NAME[@RES],...]
 
 Each block (cost key) is built alone and timed: warm-up runs, then the median of repeats; a measurement whose
 spread (p90-p10)/median exceeds `--max-spread` is re-measured (up to `--attempts` times) and the least noisy one
@@ -10,7 +10,8 @@ kept. N whole networks sampled from the space (seeded) are timed the same way; t
 are judged on. Networks outside the space can be timed too, into a third table (`extra.csv`: name, the network's
 definition as JSON, timings), with their blocks added to the block table: `--random-networks N` random
 MobileNet-family networks (`search_spaces.random_defs`), `--plain-networks N` random MobileNetV1/LCNet-like plain
-stacks of depthwise-separable blocks, and `--timm-models` named timm models. They are what lets a
+stacks of depthwise-separable blocks, `--mixed-networks N` random MixNet-like (mixed depthwise kernels) and
+MobileNetV4-like (`uir` blocks) networks, and `--timm-models` named timm models. They are what lets a
 predictor trained from the profile cost networks that are not points of its space (`predictors.predict
 --timm-model`): the block model gets neighbours for their blocks, the generic network model examples of whole
 networks. The manifest records the machine, the runtime, the noise and, once the tables are final, their
@@ -336,14 +337,16 @@ def _network_items(args: argparse.Namespace, space) -> list:
 
 def _extra_defs(args: argparse.Namespace) -> list[tuple[str, Any]]:
     """(name, NetworkDef) of the networks outside the space to time (`--random-networks`, `--plain-networks`,
-    `--timm-models`)."""
-    from search_spaces.random_defs import random_network_defs, random_plain_defs
+    `--mixed-networks`, `--timm-models`)."""
+    from search_spaces.random_defs import random_mixed_defs, random_network_defs, random_plain_defs
     from search_spaces.timm_import import network_def_from_timm
 
     out = [(f"random:{args.seed}:{i}", net)
            for i, net in enumerate(random_network_defs(args.random_networks, args.seed, args.num_classes))]
     out += [(f"plain:{args.seed}:{i}", net)
             for i, net in enumerate(random_plain_defs(args.plain_networks, args.seed, args.num_classes))]
+    out += [(f"mixed:{args.seed}:{i}", net)
+            for i, net in enumerate(random_mixed_defs(args.mixed_networks, args.seed, args.num_classes))]
     for spec in args.timm_models:
         name, _, res = spec.partition("@")
         try:
@@ -401,13 +404,15 @@ def measure_profile(args: argparse.Namespace) -> dict[str, Any]:
     blocks = TableWriter(folder / manifest.tables.blocks, BLOCK_COLUMNS, args.flush_seconds)
     _measure_rows(blocks, "key", items, backend, args, f"{manifest.ref} blocks")
     block_seconds = time.perf_counter() - start
-    import torch
+    overhead_ms = manifest.options.get("overhead_ms")
+    if overhead_ms is None:   # a continued profile keeps its own: it is taken off every block, most timed with it
+        import torch
 
-    overhead = backend.measure(torch.nn.ReLU(), (1, 3, 8, 8))
+        overhead_ms = backend.measure(torch.nn.ReLU(), (1, 3, 8, 8)).median_ms
     nets = TableWriter(folder / manifest.tables.networks, NETWORK_COLUMNS, args.flush_seconds)
     _measure_rows(nets, "arch", _network_items(args, space), backend, args, f"{manifest.ref} networks")
     extra_df = _measure_extra(args, manifest, folder, extra, backend) if extra or manifest.tables.extra else None
-    _finish_manifest(args, manifest, blocks.df, nets.df, overhead.median_ms, exact, extra_df)
+    _finish_manifest(args, manifest, blocks.df, nets.df, overhead_ms, exact, extra_df)
     manifest.table_sha256 = table_hashes(manifest, folder)   # the tables are final: record what they are
     write_manifest(manifest, folder)
     return {"profile": manifest.ref, "folder": str(folder), "blocks": len(blocks.df), "complete": exact,
@@ -441,6 +446,9 @@ def _finish_manifest(args: argparse.Namespace, manifest: Manifest, blocks: pd.Da
                                   + (f", {int(names.str.startswith('plain:').sum())} random plain depthwise-separable "
                                      f"stacks (random_plain_defs, seed {args.seed})"
                                      if names.str.startswith("plain:").any() else "")
+                                  + (f", {int(names.str.startswith('mixed:').sum())} random MixNet/MobileNetV4-like "
+                                     f"networks (random_mixed_defs, seed {args.seed})"
+                                     if names.str.startswith("mixed:").any() else "")
                                   + (f", timm models {', '.join(timm)}" if timm else ""))
         manifest.noise["median_relative_spread_extra"] = float(extra["spread"].median())
 
@@ -469,6 +477,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plain-networks", metavar="N", type=int, default=0,
                    help="also time N random plain stacks of depthwise-separable blocks, MobileNetV1/LCNet-like "
                         "(search_spaces.random_defs.random_plain_defs; seeded by --seed), the same way (default 0)")
+    p.add_argument("--mixed-networks", metavar="N", type=int, default=0,
+                   help="also time N random MixNet-like (mixed depthwise kernels) and MobileNetV4-like (uir blocks) "
+                        "networks (random_mixed_defs; seeded by --seed), the same way (default 0)")
     p.add_argument("--timm-models", metavar="NAME[@RES]", type=lambda v: [t for t in v.split(",") if t],
                    default=[], help="comma-separated timm models to time the same way (e.g. "
                    "mobilenetv2_100@160,mnasnet_100); keep the models you will judge the predictor on out")
@@ -521,8 +532,9 @@ def check_args(args: argparse.Namespace) -> None:
     if not args.space:
         raise InputError("the following arguments are required: --space")
     check_profile_name(args.profile)
-    check_range(args, num_classes=1, networks=0, random_networks=0, plain_networks=0, rounds=1, chunk=1, sample=0,
-                threads=1, batch=1, warmup=0, repeats=1, max_spread=0, attempts=1, flush_seconds=0, preheat=0)
+    check_range(args, num_classes=1, networks=0, random_networks=0, plain_networks=0, mixed_networks=0, rounds=1,
+                chunk=1, sample=0, threads=1, batch=1, warmup=0, repeats=1, max_spread=0, attempts=1, flush_seconds=0,
+                preheat=0)
     if args.batch != 1 and args.backend == "onnxruntime-cpu":
         raise InputError("--batch: the onnxruntime-cpu backend measures batch 1")
     if args.root:

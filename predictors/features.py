@@ -24,7 +24,8 @@ OPS = ("stem", "ds", "ir", "cn", "head", "classifier", "fbnet", "skip", "relucon
 FAMILIES = ("mobilenetv3", "efficientnet", "fbnet", "nb201", "muffnet", "lrssd")
 ACTS = ("relu", "relu6", "hard_swish", "swish", "none")
 NUMERIC = ("kernel", "stride", "expansion", "groups", "se", "skip", "cin", "hw_in", "cout", "hw_out",
-           "log_in_elems", "log_out_elems", "log_mid_elems", "log_macs_est")
+           "log_in_elems", "log_out_elems", "log_mid_elems", "log_macs_est",
+           "dw_splits", "exp_splits", "proj_splits", "start_kernel", "end_kernel", "layer_scale")
 BLOCK_FEATURES = tuple(f"op_{o}" for o in OPS) + tuple(f"family_{f}" for f in FAMILIES) + \
     tuple(f"act_{a}" for a in ACTS) + NUMERIC
 
@@ -79,7 +80,11 @@ def block_row(key: CostKey | str) -> list[float]:
         [float(k.act == a) for a in ACTS]
     return onehot + [k.kernel, k.stride, k.expansion, k.groups, k.se, float(k.skip), cin, hw_in, cout, hw_out,
                      math.log1p(cin * hw_in ** 2), math.log1p(cout * hw_out ** 2), math.log1p(mid * hw_out ** 2),
-                     math.log1p(_macs_estimate(k))]
+                     math.log1p(_macs_estimate(k)),
+                     # how many convolutions the block launches: MixNet's mixed kernels and split 1x1 convs are
+                     # several small ones, MobileNetV4's extra depthwise convs more; without these a tree cannot
+                     # tell them from one conv of the same MACs (MixNets were priced at 2/3 of their time)
+                     float(len(k.kernels) or 1), k.exp_splits, k.proj_splits, k.start, k.end, float(k.layer_scale)]
 
 
 def block_matrix(keys: Sequence[CostKey | str]) -> np.ndarray:

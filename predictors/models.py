@@ -288,16 +288,22 @@ class LGBMLatencyPredictor(_Base):
         """(block sums, predictions, blocks costed by the block model per network) of `NetworkDef`s: networks
         outside the space, corrected by the generic network model (block sums alone without a correction).
         `predict_interval` gives their 80 % intervals."""
+        layer_lists, keys, sums = self._defs_costed(nets)
+        unseen = [sum(k not in self.lookup_.costs_ for k in ks) for ks in keys]
+        return sums, self._generic_corrected(layer_lists, sums), unseen
+
+    def _defs_costed(self, nets: Sequence[Any]) -> tuple[list, list[list[str]], np.ndarray]:
+        """(layer costs, cost keys, block sums) per `NetworkDef`."""
         from search_spaces.blocks import layer_costs
 
         layer_lists = [layer_costs(net) for net in nets]
         keys = [[str(lc.key) for lc in layers] for layers in layer_lists]
-        sums = self._sums(self.lookup_, keys)
-        unseen = [sum(k not in self.lookup_.costs_ for k in ks) for ks in keys]
-        if not self.correction or not len(nets):
-            return sums, sums, unseen
-        corr = self.generic_model_.predict(generic_matrix(layer_lists, sums))
-        return sums, sums * np.exp(corr), unseen
+        return layer_lists, keys, self._sums(self.lookup_, keys)
+
+    def _generic_corrected(self, layer_lists: list, sums: np.ndarray) -> np.ndarray:
+        if not self.correction or not len(sums):
+            return sums
+        return sums * np.exp(self.generic_model_.predict(generic_matrix(layer_lists, sums)))
 
     def predict_interval(self, nets: Sequence[Any], pred: np.ndarray | None = None) -> np.ndarray:
         """80 % intervals (ms, one [low, high] row per network) of `predict_defs`'s predictions `pred`: the
@@ -305,17 +311,14 @@ class LGBMLatencyPredictor(_Base):
         share of the network's block sum the block model priced (a network made of measured blocks only gets
         the first; one priced wholly by the block model both, as if its blocks erred together, which blocks of
         one unseen kind do)."""
-        from search_spaces.blocks import layer_costs
-
-        pred = self.predict_defs(nets)[1] if pred is None else np.asarray(pred, float)
+        layer_lists, keys, sums = self._defs_costed(nets)
+        pred = self._generic_corrected(layer_lists, sums) if pred is None else np.asarray(pred, float)
         generic = np.asarray(getattr(self, "generic_interval_", None) or (0.0, 0.0)) if self.correction else \
             np.zeros(2)
         block = np.asarray(getattr(self, "block_interval_", None) or (0.0, 0.0))
         out = np.empty((len(nets), 2))
-        for i, net in enumerate(nets):
-            keys = [str(lc.key) for lc in layer_costs(net)]
-            unseen = [k for k in keys if k not in self.lookup_.costs_]
-            total = self._sums(self.lookup_, [keys])[0]
+        for i, (ks, total) in enumerate(zip(keys, sums)):
+            unseen = [k for k in ks if k not in self.lookup_.costs_]
             share = min(float(self._fallback(unseen).sum()) / total, 1.0) if unseen and total > 0 else 0.0
             out[i] = pred[i] * np.exp(generic + share * block)
         return out

@@ -30,6 +30,7 @@ from typing import Any
 from timm.layers import make_divisible
 
 FAMILIES = ("mobilenetv3", "efficientnet")
+MAX_STRIDE = 32   # timm's builder (output_stride=32) dilates, rather than strides, beyond this
 BLOCK_TYPES = ("ds", "dsa", "ir", "er", "cn", "uir")   # timm block types the cost model represents (`CostKey.op`)
 _OPTIONAL_FIELDS = ("head_norm", "layer_scale")   # NetworkDef fields JSON leaves out at their default
 _LAYER_SCALE_INIT = 1e-5   # timm MobileNetV4's layer scale init (any value costs the same)
@@ -359,7 +360,12 @@ def layer_costs(net: NetworkDef) -> list[LayerCost]:
     walk = _Walk(stem, conv.hw_out)
     walk.layers.append(LayerCost.of(CostKey("stem", (net.in_chans, res, res), (stem, conv.hw_out, conv.hw_out), 3, 2,
                                             act=net.act, family=net.family), [conv], 2 * stem))
+    total_stride = 2
     for stage in decode_blocks(net):
+        total_stride *= stage[0]["stride"] if stage else 1
+        if total_stride > MAX_STRIDE:   # timm's builder turns the stride into dilation there: another network
+            raise ValueError(f"the blocks stride the input by {total_stride}, more than {MAX_STRIDE}: timm would "
+                             f"dilate the rest instead, which the cost model does not represent: {net.arch_def}")
         for i, ba in enumerate(stage):
             # timm's builder applies a stage's stride to its first block only
             walk.layers.append(_block_cost(net, dict(ba, stride=ba["stride"] if i == 0 else 1), walk))

@@ -108,3 +108,79 @@ def random_plain_defs(n: int, seed: int, num_classes: int = 1000) -> list[Networ
     """`n` random plain stacks (`random_plain_def`), the same list for the same seed."""
     rng = np.random.default_rng(seed)
     return [random_plain_def(rng, num_classes) for _ in range(n)]
+
+
+MIXED_KERNELS = ((3,), (3, 5), (3, 5, 7), (3, 5, 7, 9), (3, 5, 7, 9, 11))   # MixNet's depthwise kernel mixes
+MIXNET_STAGES = ((24, 2), (40, 2), (80, 2), (120, 1), (200, 2))   # (width at 1.0x, stride)
+UIR_KINDS = ((3, 3), (3, 5), (5, 5), (0, 3), (0, 5), (3, 0), (5, 0), (0, 0))   # (start, middle) depthwise kernels
+MNV4_STAGES = {"dense": ((96, 2), (128, 2)), "fused": ((80, 2), (160, 2), (256, 2))}   # after either start
+
+
+def _mixnet_block(rng: np.random.Generator, repeats: int, stride: int, chs: int, deep: bool) -> str:
+    """A MixNet `ir` block: depthwise kernels mixed over channel splits, 1x1 convs maybe split in two."""
+    kernels = MIXED_KERNELS[int(rng.integers(0, len(MIXED_KERNELS)))]
+    opts = ["ir", f"r{repeats}", "k" + ".".join(map(str, kernels))]
+    opts += [f for f in ("a1.1", "p1.1") if rng.random() < 0.5]
+    opts += [f"s{stride}", f"e{rng.choice(['3', '6'])}", f"c{chs}"]
+    if deep:
+        opts += [f"se{rng.choice(['0.25', '0.5'])}", "nsw"]
+    return "_".join(opts)
+
+
+def _mixnet_def(rng: np.random.Generator, width: float, num_classes: int) -> NetworkDef:
+    arch_def = [(f"ds_r1_k3_s1_c{make_divisible(16 * width)}",)]
+    for s, (base, stride) in enumerate(MIXNET_STAGES):
+        chs, depth = make_divisible(base * width), int(rng.integers(1, 5))
+        blocks = [_mixnet_block(rng, 1, stride, chs, s >= 1)]
+        if depth > 1:
+            blocks.append(_mixnet_block(rng, depth - 1, 1, chs, s >= 1))
+        arch_def.append(tuple(blocks))
+    return NetworkDef(arch_def=tuple(arch_def), family="efficientnet", stem_size=make_divisible(16 * width),
+                      num_features=int(rng.choice([1280, 1536])), act="relu", resolution=int(rng.choice(RESOLUTIONS)),
+                      num_classes=num_classes)
+
+
+def _uir_block(rng: np.random.Generator, repeats: int, stride: int, chs: int) -> str:
+    """A MobileNetV4 `uir` block: ExtraDW, inverted bottleneck, ConvNeXt-like or FFN (a strided one always has a
+    depthwise conv)."""
+    kinds = [k for k in UIR_KINDS if stride == 1 or k != (0, 0)]
+    start, mid = kinds[int(rng.integers(0, len(kinds)))]
+    return f"uir_r{repeats}_a{start}_k{mid}_s{stride}_e{rng.choice(['2', '3', '4', '6'])}_c{chs}"
+
+
+def _mnv4_def(rng: np.random.Generator, width: float, num_classes: int) -> NetworkDef:
+    stem = make_divisible(32 * width)
+    start = "dense" if rng.random() < 0.5 else "fused"   # MobileNetV4-conv-small's start, or medium/large's
+    if start == "dense":   # strides 2 x 2 x 2, then two strided uir stages: 32 in all, as timm builds without dilating
+        arch_def = [(f"cn_r1_k3_s2_c{stem}", f"cn_r1_k1_s1_c{stem}"),
+                    (f"cn_r1_k3_s2_c{make_divisible(96 * width)}", f"cn_r1_k1_s1_c{make_divisible(64 * width)}")]
+    else:
+        arch_def = [(f"er_r1_k3_s2_e4_c{make_divisible(48 * width)}",)]
+    for base, stride in MNV4_STAGES[start]:
+        chs, depth = make_divisible(base * width), int(rng.integers(1, 6))
+        blocks = [_uir_block(rng, 1, stride, chs)]
+        blocks += [_uir_block(rng, 1, 1, chs) for _ in range(depth - 1)]
+        arch_def.append(tuple(blocks))
+    arch_def.append((f"cn_r1_k1_s1_c{make_divisible(960 * width)}",))
+    return NetworkDef(arch_def=tuple(arch_def), family="mobilenetv3", stem_size=stem, num_features=1280, act="relu",
+                      resolution=int(rng.choice(RESOLUTIONS)), num_classes=num_classes, head_norm=True,
+                      layer_scale=bool(rng.random() < 0.3))
+
+
+def random_mixed_def(rng: np.random.Generator, num_classes: int = 1000) -> NetworkDef:
+    """One random network of the block kinds the other generators never draw: MixNet-like (`ir` blocks whose
+    depthwise kernels are mixed over channel splits, 3 to 11, and whose 1x1 convs may be split in two) or
+    MobileNetV4-conv-like (`uir` blocks of every kind: extra depthwise, inverted bottleneck, ConvNeXt-like, FFN;
+    a dense or fused start, a normalised head, sometimes a layer scale). Width 0.35-1.5x, resolutions 96-288.
+
+    A predictor that never met these priced MixNets at a half to two thirds and MobileNetV4s at two thirds to
+    four fifths of their time (`bench/timm_models.py`'s `fresh` cases, on the CPU and on the H200): a mixed
+    depthwise conv is several small kernels and a concatenation, not one conv of the largest kernel."""
+    width = float(rng.uniform(0.35, 1.5))
+    return _mixnet_def(rng, width, num_classes) if rng.random() < 0.5 else _mnv4_def(rng, width, num_classes)
+
+
+def random_mixed_defs(n: int, seed: int, num_classes: int = 1000) -> list[NetworkDef]:
+    """`n` random MixNet/MobileNetV4-like networks (`random_mixed_def`), the same list for the same seed."""
+    rng = np.random.default_rng(seed)
+    return [random_mixed_def(rng, num_classes) for _ in range(n)]

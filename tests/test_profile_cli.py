@@ -216,6 +216,7 @@ MEASURE_CASES = {
     "max-spread negative": ({"--max-spread": "-0.5"}, "--max-spread: expected a number >= 0, got -0.5"),
     "preheat negative": ({"--preheat": "-1"}, "--preheat: expected a number >= 0, got -1"),
     "plain networks negative": ({"--plain-networks": "-2"}, "--plain-networks: expected a number >= 0, got -2"),
+    "mixed networks negative": ({"--mixed-networks": "-1"}, "--mixed-networks: expected a number >= 0, got -1"),
     "batch on the CPU": ({"--batch": "4"}, "--batch: the onnxruntime-cpu backend measures batch 1"),
     "unknown backend": ({"--backend": "tpu"}, "argument --backend: invalid choice: 'tpu'"),
     "unknown space": ({"--space": "nope"}, "--space: unknown search space 'nope'; expected one of: "),
@@ -457,25 +458,28 @@ def test_measure_killed_three_times_keeps_every_finished_row(tmp_path):
 
 
 def test_measure_times_networks_outside_the_space_and_continues_them(tmp_path, monkeypatch):
-    """`--random-networks` / `--plain-networks` / `--timm-models`: the networks are timed whole into the extra table (name and
-    definition), their blocks alone into the block table; a rerun measures nothing again."""
+    """`--random-networks` / `--plain-networks` / `--mixed-networks` / `--timm-models`: the networks are timed whole
+    into the extra table (name and definition), their blocks alone into the block table; a rerun measures nothing
+    again."""
     from hardware_profiles.lookup import TableProfile
     from search_spaces.blocks import layer_costs
-    from search_spaces.random_defs import random_network_defs, random_plain_defs
+    from search_spaces.random_defs import random_mixed_defs, random_network_defs, random_plain_defs
     from search_spaces.timm_import import network_def_from_timm
 
     argv = ["--profile", "wide", "--root", str(tmp_path), *NB201, "--random-networks", "2", "--plain-networks", "1",
-            "--timm-models", "mobilenetv3_small_050@64"]
+            "--mixed-networks", "1", "--timm-models", "mobilenetv3_small_050@64"]
     assert measure.main(argv) == 0
     folder = tmp_path / "wide" / "1"
     manifest = read_manifest(folder / "manifest.yaml")
     assert manifest.tables.extra == "extra.csv" and manifest.table_sha256["extra"] == sha256_file(folder / "extra.csv")
     assert "2 random block definitions" in manifest.how_measured and "mobilenetv3_small_050@64" in manifest.how_measured
     assert "1 random plain depthwise-separable stacks" in manifest.how_measured
+    assert "1 random MixNet/MobileNetV4-like networks" in manifest.how_measured
     extra = TableProfile(manifest, folder).read_extra()
-    wanted = [*random_network_defs(2, 0), *random_plain_defs(1, 0),
+    wanted = [*random_network_defs(2, 0), *random_plain_defs(1, 0), *random_mixed_defs(1, 0),
               network_def_from_timm("mobilenetv3_small_050", resolution=64)]
-    assert [name for name, _, _ in extra] == ["random:0:0", "random:0:1", "plain:0:0", "timm:mobilenetv3_small_050@64"]
+    assert [name for name, _, _ in extra] == ["random:0:0", "random:0:1", "plain:0:0", "mixed:0:0",
+                                        "timm:mobilenetv3_small_050@64"]
     assert [net for _, net, _ in extra] == wanted and all(ms > 0 for _, _, ms in extra)
     blocks = set(pd.read_csv(folder / "blocks.csv").key)
     assert all(str(lc.key) in blocks for net in wanted for lc in layer_costs(net))
@@ -489,7 +493,7 @@ def test_measure_times_networks_outside_the_space_and_continues_them(tmp_path, m
     monkeypatch.setattr(OnnxCpuBackend, "measure", counted)
     before = (folder / "extra.csv").read_bytes()
     assert measure.main(argv) == 0
-    assert calls == [(1, 3, 8, 8)]   # the runtime's overhead figure only: no block or network again
+    assert calls == []   # no block, no network, and the overhead the profile recorded is kept
     assert (folder / "extra.csv").read_bytes() == before
 
 

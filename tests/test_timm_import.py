@@ -11,7 +11,7 @@ import timm
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from search_spaces.blocks import (build_layer, build_network, count_macs, count_params, decode_blocks,
+from search_spaces.blocks import (NetworkDef, build_layer, build_network, count_macs, count_params, decode_blocks,
                                   layer_costs, parse_cost_key)
 from search_spaces.timm_defs import REFERENCE_NETWORKS
 from search_spaces.timm_import import network_def_from_timm
@@ -226,6 +226,29 @@ def test_random_network_defs_cost_exactly_build_and_round_trip():
             network_def_from_json(bad)
 
 
+def test_random_mixed_defs_draw_mixed_kernels_and_every_uir_kind_and_cost_exactly():
+    """The MixNet/MobileNetV4-like networks: depthwise kernel mixes, split 1x1 convs and `uir` blocks of every
+    kind (extra depthwise, inverted bottleneck, ConvNeXt-like, FFN), exact MACs and params against the built
+    model, and a cost key that tells a mixed block from a plain one; the same list for the same seed."""
+    from search_spaces.blocks import layer_costs
+    from search_spaces.random_defs import random_mixed_defs
+
+    nets = random_mixed_defs(16, seed=3)
+    assert nets == random_mixed_defs(16, seed=3) and nets != random_mixed_defs(16, seed=4)
+    blocks = [s for net in nets for stage in net.arch_def for s in stage]
+    assert any("k3.5.7" in s for s in blocks) and any("_a1.1" in s for s in blocks)
+    uir = {(s.split("_a")[1].split("_")[0] != "0", s.split("_k")[1].split("_")[0] != "0")
+           for s in blocks if s.startswith("uir")}
+    assert uir == {(True, True), (False, True), (True, False), (False, False)}
+    assert any(net.head_norm for net in nets) and any(net.layer_scale for net in nets)
+    mixed = [lc.key for net in nets for lc in layer_costs(net) if lc.key.kernels]
+    assert mixed and all("_mk" in str(key) for key in mixed)
+    for net in nets:
+        with torch.device("meta"):
+            built = build_network(net)
+        assert counted(built, net.resolution) == (count_macs(net), count_params(net)), net.arch_def
+
+
 def test_random_plain_defs_are_wide_depthwise_separable_stacks_that_cost_exactly():
     """The MobileNetV1/LCNet-like plain stacks: only `dsa` blocks, widths doubling with each stride up to 1,024
     channels and beyond, exact MACs and params against the built model, the same list for the same seed."""
@@ -241,3 +264,28 @@ def test_random_plain_defs_are_wide_depthwise_separable_stacks_that_cost_exactly
         with torch.device("meta"):
             built = build_network(net)
         assert counted(built, net.resolution) == (count_macs(net), count_params(net)), net.arch_def
+
+
+def test_block_features_tell_mixed_and_extra_depthwise_blocks_from_plain_ones():
+    """A MixNet block (three depthwise kernels, split 1x1 convs) and a MobileNetV4 extra-depthwise block launch
+    more convolutions than a plain block of the same shape: their feature rows say so, so the block model can
+    price them apart."""
+    from predictors.features import BLOCK_FEATURES, block_row
+    def row(block: str, family: str = "efficientnet") -> dict:
+        net = NetworkDef(arch_def=(("ds_r1_k3_s1_c32",), (block,)), family=family, act="relu", resolution=64)
+        return dict(zip(BLOCK_FEATURES, block_row(layer_costs(net)[2].key)))
+
+    plain, mixed = row("ir_r1_k7_s2_e6_c40"), row("ir_r1_k3.5.7_a1.1_p1.1_s2_e6_c40")
+    assert (plain["dw_splits"], plain["exp_splits"], plain["proj_splits"]) == (1, 1, 1)
+    assert (mixed["dw_splits"], mixed["exp_splits"], mixed["proj_splits"]) == (3, 2, 2)
+    extra = row("uir_r1_a3_k5_s2_e4_c40", "mobilenetv3")
+    assert (extra["start_kernel"], extra["end_kernel"]) == (3, 0) and plain["start_kernel"] == 0
+
+
+def test_a_network_strided_beyond_32_is_refused_not_costed_wrongly():
+    """timm's builder dilates rather than strides past an output stride of 32, a network the cost model does
+    not represent: costing one is a clear ValueError, not MACs that differ from the built model's."""
+    stages = tuple((f"ds_r1_k3_s2_c{16 * 2 ** i}",) for i in range(5))   # the stem's 2, then 2^5: 64 in all
+    with pytest.raises(ValueError, match="stride the input by 64, more than 32"):
+        layer_costs(NetworkDef(arch_def=stages, resolution=128))
+    assert layer_costs(NetworkDef(arch_def=stages[:4], resolution=128))
