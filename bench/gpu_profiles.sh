@@ -8,7 +8,15 @@
 # gpu-h200-fp32-b1@1 and bench/measured/timm_h200_fp32_b1.json came from this script (batch 1; three calls), and
 # gpu-h200-fp32-b32@1 and bench/measured/timm_h200_fp32_b32.json (BATCHES=32; three calls: MEASURE_S=540 BENCH_S=1
 # for the blocks, then MEASURE_S=420 and MEASURE_S=270 with the partial profile in .whl/prof, about 1,450 s of
-# device time in all). `--plain-networks` (MobileNetV1/LCNet-like stacks) came later: the H200 profiles lack them.
+# device time in all).
+# Version 2 of both (session 11) continued a copy of version 1 (its folder copied to .whl/prof/NAME/2 with
+# `version: 2` in the manifest; measure continues the newest version under --root), adding
+# `--plain-networks 60 --mixed-networks 40` at batch 32 and `--mixed-networks 40` at batch 1 (about 200 s each);
+# measure now keeps a continued profile's recorded overhead, which a later session measures differently (0.009 ms
+# then, 0.015-0.017 ms that day), so the version-1 blocks keep theirs. Seven of the 40 mixed networks came from a
+# first draft of random_mixed_defs that strided by 64 (timm dilates those) and were dropped from extra.csv.
+# The timm timings in bench/measured/ are this script's runs (--rounds 3): at batch 32 all cases timed in session
+# 11; at batch 1 the tune and held-out cases from session 10, the fresh and late ones from session 11.
 set -o pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HWNAS_PROFILE_PATH=/tmp/prof
