@@ -2,7 +2,8 @@
 
     python -m hardware_profiles.measure --profile NAME --space SPACE [--networks N] [--backend onnxruntime-cpu]
         [--threads T] [--sample K] [--space-options FILE.yaml] [--root DIR]
-        [--random-networks N] [--plain-networks N] [--mixed-networks N] [--timm-models NAME[@RES],...]
+        [--random-networks N] [--plain-networks N] [--mixed-networks N] [--same-pad-networks N]
+        [--timm-models NAME[@RES],...]
 
 Each block (cost key) is built alone and timed: warm-up runs, then the median of repeats; a measurement whose
 spread (p90-p10)/median exceeds `--max-spread` is re-measured (up to `--attempts` times) and the least noisy one
@@ -11,7 +12,8 @@ are judged on. Networks outside the space can be timed too, into a third table (
 definition as JSON, timings), with their blocks added to the block table: `--random-networks N` random
 MobileNet-family networks (`search_spaces.random_defs`), `--plain-networks N` random MobileNetV1/LCNet-like plain
 stacks of depthwise-separable blocks, `--mixed-networks N` random MixNet-like (mixed depthwise kernels) and
-MobileNetV4-like (`uir` blocks) networks, and `--timm-models` named timm models. They are what lets a
+MobileNetV4-like (`uir` blocks) networks, `--same-pad-networks N` random networks with TensorFlow 'same' padding
+(timm's tf_ ports), and `--timm-models` named timm models. They are what lets a
 predictor trained from the profile cost networks that are not points of its space (`predictors.predict
 --timm-model`): the block model gets neighbours for their blocks, the generic network model examples of whole
 networks. The manifest records the machine, the runtime, the noise and, once the tables are final, their
@@ -337,16 +339,12 @@ def _network_items(args: argparse.Namespace, space) -> list:
 
 def _extra_defs(args: argparse.Namespace) -> list[tuple[str, Any]]:
     """(name, NetworkDef) of the networks outside the space to time (`--random-networks`, `--plain-networks`,
-    `--mixed-networks`, `--timm-models`)."""
-    from search_spaces.random_defs import random_mixed_defs, random_network_defs, random_plain_defs
+    `--mixed-networks`, `--same-pad-networks`, `--timm-models`)."""
+    from search_spaces.random_defs import random_defs
     from search_spaces.timm_import import network_def_from_timm
 
-    out = [(f"random:{args.seed}:{i}", net)
-           for i, net in enumerate(random_network_defs(args.random_networks, args.seed, args.num_classes))]
-    out += [(f"plain:{args.seed}:{i}", net)
-            for i, net in enumerate(random_plain_defs(args.plain_networks, args.seed, args.num_classes))]
-    out += [(f"mixed:{args.seed}:{i}", net)
-            for i, net in enumerate(random_mixed_defs(args.mixed_networks, args.seed, args.num_classes))]
+    out = [(f"{kind}:{args.seed}:{i}", net) for kind, n in _random_counts(args).items()
+           for i, net in enumerate(random_defs(kind, n, args.seed, args.num_classes))]
     for spec in args.timm_models:
         name, _, res = spec.partition("@")
         try:
@@ -355,6 +353,12 @@ def _extra_defs(args: argparse.Namespace) -> list[tuple[str, Any]]:
             raise InputError(f"--timm-models: {spec}: {err}") from None
         out.append((f"timm:{name}@{net.resolution}", net))
     return out
+
+
+def _random_counts(args: argparse.Namespace) -> dict[str, int]:
+    """How many random networks of each `search_spaces.random_defs.GENERATORS` kind the flags ask for."""
+    return {"random": args.random_networks, "plain": args.plain_networks, "mixed": args.mixed_networks,
+            "same": args.same_pad_networks}
 
 
 def _extra_block_items(extra: list[tuple[str, Any]], seen: set[str]) -> list:
@@ -439,17 +443,15 @@ def _finish_manifest(args: argparse.Namespace, manifest: Manifest, blocks: pd.Da
                              f"each timed alone; networks: {len(nets)} sampled with seed {args.seed}")
     if extra is not None and len(extra):
         names = extra["network"].astype(str)
+        from search_spaces.random_defs import GENERATORS
+
         timm = sorted(n.split(":", 1)[1] for n in names if n.startswith("timm:"))
-        manifest.how_measured += (f"; extra networks outside the space, timed whole and their blocks alone: "
-                                  f"{int(names.str.startswith('random:').sum())} random block definitions "
-                                  f"(search_spaces.random_defs, seed {args.seed})"
-                                  + (f", {int(names.str.startswith('plain:').sum())} random plain depthwise-separable "
-                                     f"stacks (random_plain_defs, seed {args.seed})"
-                                     if names.str.startswith("plain:").any() else "")
-                                  + (f", {int(names.str.startswith('mixed:').sum())} random MixNet/MobileNetV4-like "
-                                     f"networks (random_mixed_defs, seed {args.seed})"
-                                     if names.str.startswith("mixed:").any() else "")
-                                  + (f", timm models {', '.join(timm)}" if timm else ""))
+        drawn = [f"{count} {GENERATORS[kind].description}" for kind in GENERATORS
+                 if (count := int(names.str.startswith(f"{kind}:").sum()))]
+        parts = ([", ".join(drawn) + f" (search_spaces.random_defs, seed {args.seed})"] if drawn else []) + \
+            ([f"timm models {', '.join(timm)}"] if timm else [])
+        manifest.how_measured += "; extra networks outside the space, timed whole and their blocks alone: " + \
+            ", ".join(parts)
         manifest.noise["median_relative_spread_extra"] = float(extra["spread"].median())
 
 
@@ -476,10 +478,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "space, such as timm models (default 0)")
     p.add_argument("--plain-networks", metavar="N", type=int, default=0,
                    help="also time N random plain stacks of depthwise-separable blocks, MobileNetV1/LCNet-like "
-                        "(search_spaces.random_defs.random_plain_defs; seeded by --seed), the same way (default 0)")
+                        "(search_spaces.random_defs.random_plain_def; seeded by --seed), the same way (default 0)")
     p.add_argument("--mixed-networks", metavar="N", type=int, default=0,
                    help="also time N random MixNet-like (mixed depthwise kernels) and MobileNetV4-like (uir blocks) "
-                        "networks (random_mixed_defs; seeded by --seed), the same way (default 0)")
+                        "networks (random_mixed_def; seeded by --seed), the same way (default 0)")
+    p.add_argument("--same-pad-networks", metavar="N", type=int, default=0,
+                   help="also time N random networks with TensorFlow 'same' padding, as timm's tf_ ports have "
+                        "(random_same_pad_def; seeded by --seed), the same way (default 0)")
     p.add_argument("--timm-models", metavar="NAME[@RES]", type=lambda v: [t for t in v.split(",") if t],
                    default=[], help="comma-separated timm models to time the same way (e.g. "
                    "mobilenetv2_100@160,mnasnet_100); keep the models you will judge the predictor on out")
@@ -532,9 +537,9 @@ def check_args(args: argparse.Namespace) -> None:
     if not args.space:
         raise InputError("the following arguments are required: --space")
     check_profile_name(args.profile)
-    check_range(args, num_classes=1, networks=0, random_networks=0, plain_networks=0, mixed_networks=0, rounds=1,
-                chunk=1, sample=0, threads=1, batch=1, warmup=0, repeats=1, max_spread=0, attempts=1, flush_seconds=0,
-                preheat=0)
+    check_range(args, num_classes=1, networks=0, random_networks=0, plain_networks=0, mixed_networks=0,
+                same_pad_networks=0, rounds=1, chunk=1, sample=0, threads=1, batch=1, warmup=0, repeats=1,
+                max_spread=0, attempts=1, flush_seconds=0, preheat=0)
     if args.batch != 1 and args.backend == "onnxruntime-cpu":
         raise InputError("--batch: the onnxruntime-cpu backend measures batch 1")
     if args.root:

@@ -228,13 +228,32 @@ class LGBMLatencyPredictor(_Base):
     def _prior(self, keys: list[str]) -> np.ndarray:
         return np.maximum(prior_matrix(keys) @ np.asarray(self.block_prior_), MIN_BLOCK_MS)
 
-    def _fallback(self, keys: list[str]) -> np.ndarray:
+    def _modelled(self, keys: list[str]) -> np.ndarray:
+        """The block model's cost of `keys` (ms)."""
         if not keys:
             return np.zeros(0)
         return self._prior(keys) * np.exp(self.block_model_.predict(block_matrix(keys)))
 
+    def _fallback(self, keys: list[str], lookup: LookupSum | None = None) -> np.ndarray:
+        """Costs of blocks missing from the table: the block model's, except for a block with TensorFlow 'same'
+        padding whose symmetric twin was measured: the twin's cost times the block model's ratio of the two.
+        The pad operation is all that differs, so the measured twin anchors it; a profile that never timed a
+        same-padded block (its model cannot tell them apart) prices it as the twin, which on onnxruntime (it
+        folds the pad into the conv) is what it costs. `lookup`: the table the keys are missing from (default the
+        fitted one)."""
+        from search_spaces.blocks import unpadded_key
+
+        cost = self._modelled(keys)
+        costs = (lookup or self.lookup_).costs_
+        anchored = [(i, twin) for i, key in enumerate(keys)
+                    if (twin := unpadded_key(key)) is not None and costs.get(twin, 0.0) > 0]
+        if anchored:
+            at, twins = [i for i, _ in anchored], [twin for _, twin in anchored]
+            cost[at] *= np.array([costs[t] for t in twins]) / self._modelled(twins)
+        return cost
+
     def _sums(self, lookup: LookupSum, key_lists: list[list[str]]) -> np.ndarray:
-        return lookup.sums(key_lists, self._fallback)
+        return lookup.sums(key_lists, lambda keys: self._fallback(keys, lookup))
 
     def fit(self, X: Sequence[str], y: Sequence[float], extra: Sequence[tuple[Any, float]] = ()
             ) -> LGBMLatencyPredictor:

@@ -32,7 +32,8 @@ from timm.layers import make_divisible
 FAMILIES = ("mobilenetv3", "efficientnet")
 MAX_STRIDE = 32   # timm's builder (output_stride=32) dilates, rather than strides, beyond this
 BLOCK_TYPES = ("ds", "dsa", "ir", "er", "cn", "uir")   # timm block types the cost model represents (`CostKey.op`)
-_OPTIONAL_FIELDS = ("head_norm", "layer_scale")   # NetworkDef fields JSON leaves out at their default
+PAD_TYPES = ("", "same")   # timm's `pad_type`: its default (symmetric) or TensorFlow's 'same' (the tf_ ports)
+_OPTIONAL_FIELDS = ("head_norm", "layer_scale", "pad_type")   # NetworkDef fields JSON leaves out at their default
 _LAYER_SCALE_INIT = 1e-5   # timm MobileNetV4's layer scale init (any value costs the same)
 _ACT_NAMES = {"relu": "relu", "relu6": "relu6", "hardswish": "hard_swish", "silu": "swish", "swish": "swish",
               "mish": "mish", "gelu": "gelu", "hardsigmoid": "hard_sigmoid", "sigmoid": "sigmoid"}
@@ -57,6 +58,9 @@ class NetworkDef:
             (timm's `head_norm=True`, MobileNetV4).
         layer_scale: mobilenetv3 family only: a learned per-channel scale at the end of every `uir` block
             (timm's `layer_scale_init_value`; the value does not change the cost).
+        pad_type: timm's `pad_type`: "" (symmetric padding) or "same" (TensorFlow's, as timm's tf_ ports have:
+            a strided convolution pads its input by a separate, asymmetric pad operation; shapes and MACs are
+            those of "", the time is not).
     """
 
     arch_def: tuple[tuple[str, ...], ...]
@@ -69,10 +73,13 @@ class NetworkDef:
     in_chans: int = 3
     head_norm: bool = False
     layer_scale: bool = False
+    pad_type: str = ""
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"unknown network family {self.family!r}; expected one of: {', '.join(FAMILIES)}")
+        if self.pad_type not in PAD_TYPES:
+            raise ValueError(f"unknown pad_type {self.pad_type!r}; expected '' (symmetric) or 'same'")
         if (self.head_norm or self.layer_scale) and self.family != "mobilenetv3":
             raise ValueError("head_norm and layer_scale exist in the mobilenetv3 family only (timm's MobileNetV3)")
         object.__setattr__(self, "arch_def", tuple(tuple(stage) for stage in self.arch_def))
@@ -81,7 +88,7 @@ class NetworkDef:
 def network_def_to_json(net: NetworkDef) -> str:
     """`net` as one line of JSON (what a profile's extra-network table stores; `network_def_from_json` reads it).
 
-    Fields added later (`head_norm`, `layer_scale`) are left out at their default, so a network that does not
+    Fields added later (`head_norm`, `layer_scale`, `pad_type`) are left out at their default, so a network that does not
     use them has the same JSON as before they existed.
     """
     data = dataclasses.asdict(net)
@@ -131,6 +138,7 @@ class CostKey:
     end: int = 0              # uir: depthwise kernel after the projection (0 = none)
     layer_scale: bool = False   # uir: a learned per-channel scale of the output
     norm: bool = False        # head: BatchNorm + activation after the head conv (MobileNetV4)
+    same_pad: bool = False    # TensorFlow 'same' padding on a strided conv: a separate pad op (timm's Conv2dSame)
 
     def __post_init__(self) -> None:
         if self.kernels:
@@ -149,7 +157,8 @@ class CostKey:
             (f"_mk{'.'.join(map(str, self.kernels))}" if self.kernels else "") + \
             (f"_ma{self.exp_splits}" if self.exp_splits > 1 else "") + \
             (f"_mp{self.proj_splits}" if self.proj_splits > 1 else "")
-        flags = ("_ls" if self.layer_scale else "") + ("_bn" if self.norm else "")
+        flags = ("_ls" if self.layer_scale else "") + ("_bn" if self.norm else "") + \
+            ("_same" if self.same_pad else "")
         return (f"{self.op}_k{self.kernel}_s{self.stride}_e{self.expansion:g}{new}{groups}{se}_{self.act}{skip}"
                 f"{flags}_i{c}x{h}x{w}_o{oc}x{oh}x{ow}_{self.family}")
 
@@ -219,6 +228,12 @@ def _conv_out(hw: int, kernel: int, stride: int) -> int:
 def _conv(cin: int, cout: int, k: int, hw_in: int, stride: int = 1, groups: int = 1, bias: bool = False) -> ConvSpec:
     """A convolution with timm's default padding."""
     return ConvSpec(cin, cout, k, stride, hw_in, _conv_out(hw_in, k, stride), groups, bias)
+
+
+def _same_pad(net: NetworkDef, convs: list[ConvSpec]) -> bool:
+    """Whether `net`'s padding gives one of `convs` a separate pad operation: under 'same' padding timm pads a
+    strided (or even-kernel) conv at run time (`Conv2dSame`); the others get the symmetric padding of ''."""
+    return net.pad_type == "same" and any(c.stride > 1 or c.kernel % 2 == 0 for c in convs)
 
 
 def act_name(act: Any, default: str) -> str:
@@ -338,7 +353,8 @@ def _block_cost(net: NetworkDef, ba: dict[str, Any], walk: _Walk) -> LayerCost:
     if se_ratio and se_in:
         se = _se_channels(net, se_in, se_ratio, exp)
         parts += [_conv(se_in, se, 1, 1, bias=True), _conv(se, se_in, 1, 1, bias=True)]
-    key = CostKey(bt, (cin, hw, hw), (cout, hw_out, hw_out), k, stride, exp, se, act, skip, net.family, **extra)
+    key = CostKey(bt, (cin, hw, hw), (cout, hw_out, hw_out), k, stride, exp, se, act, skip, net.family,
+                  same_pad=_same_pad(net, parts), **extra)
     walk.chs, walk.hw = cout, hw_out
     return LayerCost.of(key, parts, bn)
 
@@ -359,7 +375,8 @@ def layer_costs(net: NetworkDef) -> list[LayerCost]:
     conv = _conv(net.in_chans, stem, 3, res, 2)
     walk = _Walk(stem, conv.hw_out)
     walk.layers.append(LayerCost.of(CostKey("stem", (net.in_chans, res, res), (stem, conv.hw_out, conv.hw_out), 3, 2,
-                                            act=net.act, family=net.family), [conv], 2 * stem))
+                                            act=net.act, family=net.family, same_pad=_same_pad(net, [conv])),
+                                    [conv], 2 * stem))
     total_stride = 2
     for stage in decode_blocks(net):
         total_stride *= stage[0]["stride"] if stage else 1
@@ -415,7 +432,7 @@ def build_network(net: NetworkDef, **kwargs: Any):
 
     common = dict(block_args=decode_blocks(net), num_classes=net.num_classes, in_chans=net.in_chans,
                   stem_size=net.stem_size, num_features=net.num_features, act_layer=get_act_layer(net.act),
-                  **kwargs)
+                  pad_type=net.pad_type, **kwargs)
     if net.family == "mobilenetv3":
         se_layer = partial(SqueezeExcite, gate_layer="hard_sigmoid", force_act_layer=nn.ReLU,
                            rd_round_fn=round_channels)
@@ -428,9 +445,9 @@ def build_layer(key: CostKey):
     """A standalone module computing exactly the layer `key` describes (for timing it alone).
 
     Input shape is (1, *key.in_shape). Built from the same timm blocks `build_network` uses, with the SE width
-    and gate of the key's family.
+    and gate of the key's family, and TensorFlow 'same' padding where the key says so.
     """
-    from timm.layers import get_act_layer
+    from timm.layers import create_conv2d, get_act_layer
     from timm.models._efficientnet_blocks import (ConvBnAct, DepthwiseSeparableConv, EdgeResidual,
                                                   InvertedResidual, SqueezeExcite, UniversalInvertedResidual)
     from torch import nn
@@ -438,31 +455,32 @@ def build_layer(key: CostKey):
     cin, cout = key.in_shape[0], key.out_shape[0]
     act = get_act_layer(key.act) if key.act != "none" else None
     mnv3 = key.family == "mobilenetv3"
+    pad = "same" if key.same_pad else ""
     se_layer = None
     if key.se:
         se_layer = (partial(SqueezeExcite, rd_channels=key.se, gate_layer="hard_sigmoid", force_act_layer=nn.ReLU)
                     if mnv3 else partial(SqueezeExcite, rd_channels=key.se))
     if key.op == "stem":
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), act())
+        return nn.Sequential(create_conv2d(cin, cout, 3, stride=2, padding=pad), nn.BatchNorm2d(cout), act())
     if key.op == "ir":   # lists make timm's MixedConv2d (MixNet)
         split = lambda n: [1] * n if n > 1 else 1  # noqa: E731
         return InvertedResidual(cin, cout, dw_kernel_size=list(key.kernels) if key.kernels else key.kernel,
                                 stride=key.stride, exp_ratio=key.expansion, exp_kernel_size=split(key.exp_splits),
                                 pw_kernel_size=split(key.proj_splits), act_layer=act, se_layer=se_layer,
-                                noskip=not key.skip)
+                                noskip=not key.skip, pad_type=pad)
     if key.op == "uir":
         return UniversalInvertedResidual(cin, cout, dw_kernel_size_start=key.start, dw_kernel_size_mid=key.kernel,
                                          dw_kernel_size_end=key.end, stride=key.stride, exp_ratio=key.expansion,
-                                         act_layer=act, se_layer=se_layer, noskip=not key.skip,
+                                         act_layer=act, se_layer=se_layer, noskip=not key.skip, pad_type=pad,
                                          layer_scale_init_value=_LAYER_SCALE_INIT if key.layer_scale else None)
     if key.op in ("ds", "dsa"):
         return DepthwiseSeparableConv(cin, cout, dw_kernel_size=key.kernel, stride=key.stride, act_layer=act,
-                                      se_layer=se_layer, noskip=not key.skip, pw_act=key.op == "dsa")
+                                      se_layer=se_layer, noskip=not key.skip, pw_act=key.op == "dsa", pad_type=pad)
     if key.op == "er":
         return EdgeResidual(cin, cout, exp_kernel_size=key.kernel, stride=key.stride, exp_ratio=key.expansion,
-                            act_layer=act, se_layer=se_layer, noskip=not key.skip)
+                            act_layer=act, se_layer=se_layer, noskip=not key.skip, pad_type=pad)
     if key.op == "cn":
-        return ConvBnAct(cin, cout, key.kernel, stride=key.stride, act_layer=act, skip=key.skip)
+        return ConvBnAct(cin, cout, key.kernel, stride=key.stride, act_layer=act, skip=key.skip, pad_type=pad)
     if key.op == "head":
         conv = nn.Conv2d(cin, cout, 1, bias=mnv3 and not key.norm)
         if key.norm:
@@ -478,8 +496,17 @@ def build_layer(key: CostKey):
 _KEY_RE = re.compile(r"^(?P<op>[a-z]+)_k(?P<k>\d+)_s(?P<s>\d+)_e(?P<e>[\d.]+)(?:_a(?P<a>\d+))?(?:_p(?P<p>\d+))?"
                      r"(?:_mk(?P<mk>\d+(?:\.\d+)+))?(?:_ma(?P<ma>\d+))?(?:_mp(?P<mp>\d+))?"
                      r"(?:_g(?P<g>\d+))?(?:_se(?P<se>\d+))?"
-                     r"_(?P<act>[a-z0-9_]+?)(?P<skip>_skip)?(?P<ls>_ls)?(?P<bn>_bn)?_i(?P<c>\d+)x(?P<h>\d+)x(?P<w>\d+)"
+                     r"_(?P<act>[a-z0-9_]+?)(?P<skip>_skip)?(?P<ls>_ls)?(?P<bn>_bn)?(?P<same>_same)?_i(?P<c>\d+)x(?P<h>\d+)x(?P<w>\d+)"
                      r"_o(?P<oc>\d+)x(?P<oh>\d+)x(?P<ow>\d+)_(?P<family>[a-z0-9]+)$")
+
+
+def unpadded_key(text: str) -> str | None:
+    """The key string of the same layer with symmetric padding, if `text` is a layer with TensorFlow 'same'
+    padding (`CostKey.same_pad`); None otherwise."""
+    if "_same_i" not in text:
+        return None
+    key = parse_cost_key(text)
+    return str(dataclasses.replace(key, same_pad=False)) if key.same_pad else None
 
 
 def parse_cost_key(text: str) -> CostKey:
@@ -492,4 +519,4 @@ def parse_cost_key(text: str) -> CostKey:
     return CostKey(m["op"], shape("c", "h", "w"), shape("oc", "oh", "ow"), int(m["k"]), int(m["s"]), float(m["e"]),
                    int(m["se"] or 0), m["act"], bool(m["skip"]), m["family"], int(m["g"] or 1), kernels,
                    int(m["ma"] or 1), int(m["mp"] or 1), int(m["a"] or 0), int(m["p"] or 0), bool(m["ls"]),
-                   bool(m["bn"]))
+                   bool(m["bn"]), bool(m["same"]))

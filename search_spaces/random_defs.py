@@ -7,9 +7,15 @@ networks spread over what MobileNet-family models are made of (`ds`, `dsa`, `ir`
 3-7; expansions 1-8; squeeze-excite; ReLU, ReLU6, hard-swish and swish; width 0.25-1.75x; resolutions 96-288; both
 timm families), so a profile that times them (`python -m hardware_profiles.measure ... --random-networks N`)
 gives the block model neighbours for any such block and the network model examples of whole networks that are
-not points of the space. Every draw costs exactly (`search_spaces.blocks`) and builds with timm.
+not points of the space. Other generators fill what it leaves out: plain depthwise-separable stacks
+(MobileNetV1/LCNet), MixNet/MobileNetV4-like networks and TensorFlow-padded ones; `random_defs(kind, n, seed)`
+draws `n` of one kind (`GENERATORS`). Every draw costs exactly (`search_spaces.blocks`) and builds with timm.
 """
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from timm.layers import make_divisible
@@ -65,12 +71,6 @@ def random_network_def(rng: np.random.Generator, num_classes: int = 1000) -> Net
                       num_features=head, act=act, resolution=int(rng.choice(RESOLUTIONS)), num_classes=num_classes)
 
 
-def random_network_defs(n: int, seed: int, num_classes: int = 1000) -> list[NetworkDef]:
-    """`n` random networks, the same list for the same seed (so a resumed measurement continues it)."""
-    rng = np.random.default_rng(seed)
-    return [random_network_def(rng, num_classes) for _ in range(n)]
-
-
 PLAIN_WIDTHS = (1, 2, 4, 8, 16)   # stage widths of a plain stack, times its base width (64 in MobileNetV1)
 PLAIN_STRIDES = (1, 2, 2, 2, 2)
 
@@ -82,7 +82,7 @@ def random_plain_def(rng: np.random.Generator, num_classes: int = 1000) -> Netwo
     `random_network_def` draws MobileNetV2/V3-like widths (at most 560 channels) and `dsa` stages only now and
     then, so a predictor trained on it met MobileNetV1's 1,024-channel `dsa` blocks nowhere and priced them
     12-17 % high on both the CPU and the GPU (`bench/timm_models.py`, held-out cases). A separate generator, so
-    that `random_network_defs` keeps drawing the networks the shipped profiles timed."""
+    that `random_defs("random", ...)` keeps drawing the networks the shipped profiles timed."""
     family = str(rng.choice(list(FAMILY_ACTS)))
     act = str(rng.choice(FAMILY_ACTS[family] + ("relu6",) if family == "mobilenetv3" else FAMILY_ACTS[family]))
     base = float(rng.choice([32, 64])) * float(rng.uniform(0.35, 1.5))
@@ -102,12 +102,6 @@ def random_plain_def(rng: np.random.Generator, num_classes: int = 1000) -> Netwo
     head = int(rng.choice([0, 1024, 1280])) if family == "efficientnet" else int(rng.choice([1024, 1280]))
     return NetworkDef(arch_def=tuple(arch_def), family=family, stem_size=make_divisible(base / 2),
                       num_features=head, act=act, resolution=int(rng.choice(RESOLUTIONS)), num_classes=num_classes)
-
-
-def random_plain_defs(n: int, seed: int, num_classes: int = 1000) -> list[NetworkDef]:
-    """`n` random plain stacks (`random_plain_def`), the same list for the same seed."""
-    rng = np.random.default_rng(seed)
-    return [random_plain_def(rng, num_classes) for _ in range(n)]
 
 
 MIXED_KERNELS = ((3,), (3, 5), (3, 5, 7), (3, 5, 7, 9), (3, 5, 7, 9, 11))   # MixNet's depthwise kernel mixes
@@ -180,7 +174,37 @@ def random_mixed_def(rng: np.random.Generator, num_classes: int = 1000) -> Netwo
     return _mixnet_def(rng, width, num_classes) if rng.random() < 0.5 else _mnv4_def(rng, width, num_classes)
 
 
-def random_mixed_defs(n: int, seed: int, num_classes: int = 1000) -> list[NetworkDef]:
-    """`n` random MixNet/MobileNetV4-like networks (`random_mixed_def`), the same list for the same seed."""
+def random_same_pad_def(rng: np.random.Generator, num_classes: int = 1000) -> NetworkDef:
+    """A random network of `random_network_def` (two draws in three) or `random_mixed_def`, with TensorFlow 'same'
+    padding (timm's `pad_type="same"`, as in its tf_ ports: tf_mobilenetv3, tf_efficientnet, tf_mixnet, ...).
+
+    Each strided conv then pads its input in a separate operation. The tables held none, so every tf_ model was
+    priced as its symmetric-padded twin: on the H200 at batch 32 the four tf_ MobileNetV3s came out 10.5-11 %
+    fast (`bench/timm_models.py`); onnxruntime folds the pad into the conv, and costs them alike."""
+    draw = random_network_def if rng.random() < 2 / 3 else random_mixed_def
+    return dataclasses.replace(draw(rng, num_classes), pad_type="same")
+
+
+@dataclass(frozen=True)
+class Generator:
+    """A kind of random network: how to draw one, and what the draws are (for a profile's manifest)."""
+
+    draw: Callable[[np.random.Generator, int], NetworkDef]
+    description: str
+
+
+# The kinds `python -m hardware_profiles.measure` times (`--random-networks`, `--plain-networks`, ...): the key is
+# the prefix of their extra-table names, `KIND:SEED:I`.
+GENERATORS = {
+    "random": Generator(random_network_def, "random block definitions (random_network_def)"),
+    "plain": Generator(random_plain_def, "random plain depthwise-separable stacks (random_plain_def)"),
+    "mixed": Generator(random_mixed_def, "random MixNet/MobileNetV4-like networks (random_mixed_def)"),
+    "same": Generator(random_same_pad_def, "random networks with TensorFlow 'same' padding (random_same_pad_def)"),
+}
+
+
+def random_defs(kind: str, n: int, seed: int, num_classes: int = 1000) -> list[NetworkDef]:
+    """`n` random networks of kind `kind` (a `GENERATORS` key), the same list for the same seed (so a resumed
+    measurement continues it)."""
     rng = np.random.default_rng(seed)
-    return [random_mixed_def(rng, num_classes) for _ in range(n)]
+    return [GENERATORS[kind].draw(rng, num_classes) for _ in range(n)]

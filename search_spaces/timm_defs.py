@@ -27,5 +27,5 @@ REFERENCE_NETWORKS: dict[str, NetworkDef] = {
         arch_def=(("ds_r1_k3_s1_e1_c16",), ("ir_r1_k3_s2_e4_c24", "ir_r1_k3_s1_e3_c24"), ("ir_r3_k3_s2_e3_c40",),
                   ("ir_r1_k3_s2_e6_c80", "ir_r1_k3_s1_e2.5_c80", "ir_r2_k3_s1_e2.3_c80"), ("ir_r2_k3_s1_e6_c112",),
                   ("ir_r3_k3_s2_e6_c160",), ("cn_r1_k1_s1_c960",)),
-        family="mobilenetv3", stem_size=16, num_features=1280, act="relu"),
+        family="mobilenetv3", stem_size=16, num_features=1280, act="relu", pad_type="same"),
 }

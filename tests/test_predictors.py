@@ -186,13 +186,13 @@ def test_generic_correction_learns_what_block_sums_miss_outside_the_space(tmp_pa
     generic network model: here every network runs 25 % slower than its block sum, and a held-out random network
     and a timm model are predicted so, after a save and a load too."""
     from search_spaces.blocks import layer_costs
-    from search_spaces.random_defs import random_network_defs
+    from search_spaces.random_defs import random_defs
     from search_spaces.timm_import import network_def_from_timm
 
     space = get_space("mobilenet")
     rng = np.random.default_rng(0)
     archs = list(dict.fromkeys(space.to_string(space.sample(rng)) for _ in range(60)))
-    nets = random_network_defs(41, seed=5)
+    nets = random_defs("random", 41, seed=5)
     extra, held_out = nets[:40], [nets[40], network_def_from_timm("mnasnet_100")]
     cost = lambda lc: 0.01 + lc.macs * 1e-8   # noqa: E731
     table = {str(lc.key): cost(lc) for layers in ([space.layer_costs(space.decode(a)) for a in archs] +
@@ -212,17 +212,47 @@ def test_generic_correction_learns_what_block_sums_miss_outside_the_space(tmp_pa
     np.testing.assert_allclose(plain.predict_defs(held_out)[1], sums, rtol=1e-9)
 
 
+def test_a_same_padded_block_is_priced_from_its_measured_twin():
+    """A tf_ port's strided blocks (TensorFlow 'same' padding) are missing from a table that has their
+    symmetric-padded twins: with no padded block measured they cost exactly the twin (the model cannot tell them
+    apart); once random padded networks are in the table (here padded blocks cost 40 % more), the twin's cost
+    times the block model's ratio prices the pad."""
+    from search_spaces.blocks import layer_costs, unpadded_key
+    from search_spaces.random_defs import random_defs
+    from search_spaces.timm_import import network_def_from_timm
+
+    space = get_space("mobilenet")
+    rng = np.random.default_rng(0)
+    archs = list(dict.fromkeys(space.to_string(space.sample(rng)) for _ in range(40)))
+    tf_net = network_def_from_timm("tf_mobilenetv3_large_100")
+    twin = network_def_from_timm("mobilenetv3_large_100")
+    cost = lambda lc: (0.01 + lc.macs * 1e-8) * (1.4 if lc.key.same_pad else 1.0)   # noqa: E731
+    y = [sum(cost(lc) for lc in space.layer_costs(space.decode(a))) for a in archs]
+    base = [layer_costs(n) for n in random_defs("random", 40, seed=5) + [twin]] + \
+        [space.layer_costs(space.decode(a)) for a in archs]
+    padded_keys = [str(lc.key) for lc in layer_costs(tf_net) if lc.key.same_pad]
+    for padded_nets, ratio in ((0, 1.0), (60, 1.4)):
+        layers = base + [layer_costs(n) for n in random_defs("same", padded_nets, seed=6)]
+        table = {str(lc.key): cost(lc) for ls in layers for lc in ls if str(lc.key) not in padded_keys}
+        model = LGBMLatencyPredictor("mobilenet", block_table=table, correction=False).fit(archs, y)
+        priced = model._fallback(padded_keys) / np.array([table[unpadded_key(k)] for k in padded_keys])
+        np.testing.assert_allclose(priced, ratio, rtol=1e-12 if ratio == 1 else 0.05)
+        sums, _, unseen = model.predict_defs([tf_net, twin])
+        assert unseen == [len(padded_keys), 0]
+        assert sums[0] > 1.05 * sums[1] if ratio > 1 else sums[0] == pytest.approx(sums[1], rel=1e-12)
+
+
 def test_interval_widens_with_the_share_the_block_model_priced(tmp_path):
     """A network of measured blocks gets the generic correction's out-of-fold interval; one whose blocks the
     table lacks also gets the block model's (from folds that hold out whole block kinds), so it is wider; the
     figures survive a save and a load, and a predictor saved before `block_interval` existed does not widen."""
     from search_spaces.blocks import layer_costs
-    from search_spaces.random_defs import random_network_defs
+    from search_spaces.random_defs import random_defs
 
     space = get_space("mobilenet")
     rng = np.random.default_rng(0)
     archs = list(dict.fromkeys(space.to_string(space.sample(rng)) for _ in range(60)))
-    nets = random_network_defs(42, seed=5)
+    nets = random_defs("random", 42, seed=5)
     extra, unseen_net = nets[:40], nets[41]
     cost = lambda lc: 0.01 + lc.macs * 1e-8 * (1.3 if lc.key.op == "dsa" else 1.0)   # noqa: E731
     table = {str(lc.key): cost(lc) for layers in ([space.layer_costs(space.decode(a)) for a in archs] +

@@ -458,16 +458,17 @@ def test_measure_killed_three_times_keeps_every_finished_row(tmp_path):
 
 
 def test_measure_times_networks_outside_the_space_and_continues_them(tmp_path, monkeypatch):
-    """`--random-networks` / `--plain-networks` / `--mixed-networks` / `--timm-models`: the networks are timed whole
+    """`--random-networks` / `--plain-networks` / `--mixed-networks` / `--same-pad-networks` / `--timm-models`: the
+    networks are timed whole
     into the extra table (name and definition), their blocks alone into the block table; a rerun measures nothing
     again."""
     from hardware_profiles.lookup import TableProfile
     from search_spaces.blocks import layer_costs
-    from search_spaces.random_defs import random_mixed_defs, random_network_defs, random_plain_defs
+    from search_spaces.random_defs import random_defs
     from search_spaces.timm_import import network_def_from_timm
 
     argv = ["--profile", "wide", "--root", str(tmp_path), *NB201, "--random-networks", "2", "--plain-networks", "1",
-            "--mixed-networks", "1", "--timm-models", "mobilenetv3_small_050@64"]
+            "--mixed-networks", "1", "--same-pad-networks", "1", "--timm-models", "mobilenetv3_small_050@64"]
     assert measure.main(argv) == 0
     folder = tmp_path / "wide" / "1"
     manifest = read_manifest(folder / "manifest.yaml")
@@ -475,11 +476,13 @@ def test_measure_times_networks_outside_the_space_and_continues_them(tmp_path, m
     assert "2 random block definitions" in manifest.how_measured and "mobilenetv3_small_050@64" in manifest.how_measured
     assert "1 random plain depthwise-separable stacks" in manifest.how_measured
     assert "1 random MixNet/MobileNetV4-like networks" in manifest.how_measured
+    assert "1 random networks with TensorFlow 'same' padding" in manifest.how_measured
     extra = TableProfile(manifest, folder).read_extra()
-    wanted = [*random_network_defs(2, 0), *random_plain_defs(1, 0), *random_mixed_defs(1, 0),
-              network_def_from_timm("mobilenetv3_small_050", resolution=64)]
-    assert [name for name, _, _ in extra] == ["random:0:0", "random:0:1", "plain:0:0", "mixed:0:0",
+    wanted = [*random_defs("random", 2, 0), *random_defs("plain", 1, 0), *random_defs("mixed", 1, 0),
+              *random_defs("same", 1, 0), network_def_from_timm("mobilenetv3_small_050", resolution=64)]
+    assert [name for name, _, _ in extra] == ["random:0:0", "random:0:1", "plain:0:0", "mixed:0:0", "same:0:0",
                                         "timm:mobilenetv3_small_050@64"]
+    assert wanted[4].pad_type == "same" and "_same_" in " ".join(str(lc.key) for lc in layer_costs(wanted[4]))
     assert [net for _, net, _ in extra] == wanted and all(ms > 0 for _, _, ms in extra)
     blocks = set(pd.read_csv(folder / "blocks.csv").key)
     assert all(str(lc.key) in blocks for net in wanted for lc in layer_costs(net))

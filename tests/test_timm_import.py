@@ -4,6 +4,7 @@ Costs are checked against timm models on the meta device (shapes only), so every
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -140,13 +141,74 @@ def test_built_def_loads_timm_weights_and_gives_the_same_output(name):
         torch.testing.assert_close(ours(x), reference(x))
 
 
-def test_tf_port_loads_strictly_but_padding_is_not_recorded():
-    # tf_ models use dynamic 'same' padding and BN eps 1e-3: same shapes and cost, different outputs
-    net = network_def_from_timm("tf_mobilenetv3_large_minimal_100")
+@pytest.mark.parametrize("name", ["tf_mobilenetv3_large_minimal_100", "tf_efficientnet_lite0", "tf_mixnet_s",
+                                  "tf_efficientnetv2_b0"])
+def test_tf_port_records_same_padding_and_builds_to_the_same_outputs(name):
+    """A tf_ port's TensorFlow 'same' padding is read (`pad_type="same"`), priced apart (its stem and strided
+    blocks get `_same` cost keys, whose twins without the flag are the symmetric-padded model's keys) and built:
+    with timm's weights (and its BN eps, the one other difference) the built model gives the port's outputs."""
+    from search_spaces.blocks import unpadded_key
+
+    torch.manual_seed(0)
+    reference = timm.create_model(name, pretrained=False).eval()
+    net = network_def_from_timm(reference, resolution=96)
+    assert net.pad_type == "same"
+    ours = build_network(net).eval()
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    for mine, theirs in zip(ours.modules(), reference.modules()):
+        assert type(mine) is type(theirs)   # Conv2dSame wherever the port pads at run time
+        if isinstance(mine, torch.nn.BatchNorm2d):
+            mine.eps = theirs.eps
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), reference(x))
+    keys = [lc.key for lc in layer_costs(net)]
+    padded = [k for k in keys if k.same_pad]
+    assert padded[0].op == "stem" and all(k.stride == 2 for k in padded) and len(padded) >= 5
+    assert all(not k.same_pad for k in keys if k.stride == 1)
+    twin = layer_costs(dataclasses.replace(net, pad_type=""))
+    assert [unpadded_key(str(k)) or str(k) for k in keys] == [str(lc.key) for lc in twin]
+    assert (count_macs(net), count_params(net)) == (sum(lc.macs for lc in twin), sum(lc.params for lc in twin))
+    assert unpadded_key(str(twin[0].key)) is None and all(parse_cost_key(str(k)) == k for k in padded)
+    assert network_def_from_timm(ours, resolution=96) == net
+
+
+def test_same_padded_layers_build_alone_with_their_pad_and_random_ones_round_trip():
+    """Cost keys with `same_pad` build alone as timm builds them in the network (a run-time pad before the
+    strided conv); random TensorFlow-padded networks cost exactly, and their JSON keeps the padding (a network
+    with the default padding writes none: older JSON is unchanged)."""
+    from timm.layers import Conv2dSame
+
+    from search_spaces.blocks import network_def_from_json, network_def_to_json
+    from search_spaces.random_defs import random_defs
+
+    nets = random_defs("same", 6, seed=3)
+    assert all(n.pad_type == "same" for n in nets) and {n.family for n in nets} == {"mobilenetv3", "efficientnet"}
+    for net in nets:
+        with torch.device("meta"):
+            built = build_network(net)
+        assert counted(built, net.resolution) == (count_macs(net), count_params(net)), net.arch_def
+        assert network_def_from_json(network_def_to_json(net)) == net
+        back = network_def_from_timm(built, resolution=net.resolution)   # ratios come back in the importer's form
+        assert back.pad_type == "same" and (count_macs(back), count_params(back)) == (count_macs(net), count_params(net))
+    assert '"pad_type"' not in network_def_to_json(dataclasses.replace(nets[0], pad_type=""))
+    net = network_def_from_timm("tf_mobilenetv3_small_minimal_100", resolution=96)
+    _assert_layers_build_alone(net)
+    for lc in layer_costs(net)[:4]:
+        assert any(isinstance(m, Conv2dSame) for m in build_layer(lc.key).modules()) == lc.key.same_pad
+    with pytest.raises(ValueError, match="unknown pad_type 'valid'"):
+        NetworkDef(arch_def=(), pad_type="valid")
+
+
+def test_a_model_padded_two_ways_is_refused():
+    from timm.layers import Conv2dSame
+
+    model = meta_model("mobilenetv3_small_050")
+    conv = model.conv_stem
     with torch.device("meta"):
-        ours, reference = build_network(net), meta_model("tf_mobilenetv3_large_minimal_100")
-    assert ours.state_dict().keys() == reference.state_dict().keys()
-    assert all(ours.state_dict()[k].shape == v.shape for k, v in reference.state_dict().items())
+        model.conv_stem = Conv2dSame(conv.in_channels, conv.out_channels, 3, stride=2, bias=False)
+    with pytest.raises(ValueError, match="'same' padding on some strided convolutions only"):
+        network_def_from_timm(model)
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_NETWORKS))
@@ -161,8 +223,8 @@ def test_hand_written_reference_networks_are_recovered(name):
     assert [str(layer.key) for layer in layer_costs(ours)] == [str(layer.key) for layer in layer_costs(theirs)]
     assert ours.arch_def == tuple(tuple(s.replace("_e1_", "_") if s.startswith("ds") else s for s in stage)
                                   for stage in theirs.arch_def)
-    assert (ours.family, ours.stem_size, ours.num_features, ours.act) == \
-        (theirs.family, theirs.stem_size, theirs.num_features, theirs.act)
+    assert (ours.family, ours.stem_size, ours.num_features, ours.act, ours.pad_type) == \
+        (theirs.family, theirs.stem_size, theirs.num_features, theirs.act, theirs.pad_type)
 
 
 def test_expansion_ratios_are_short_and_exact():
@@ -208,10 +270,10 @@ def test_random_network_defs_cost_exactly_build_and_round_trip():
     """The random networks a profile times to learn networks-in-general: exact MACs and params against the
     built model, readable back from the module and from JSON, the same list for the same seed."""
     from search_spaces.blocks import network_def_from_json, network_def_to_json
-    from search_spaces.random_defs import random_network_defs
+    from search_spaces.random_defs import random_defs
 
-    nets = random_network_defs(12, seed=3)
-    assert nets == random_network_defs(12, seed=3) and nets != random_network_defs(12, seed=4)
+    nets = random_defs("random", 12, seed=3)
+    assert nets == random_defs("random", 12, seed=3) and nets != random_defs("random", 12, seed=4)
     kinds = {s.split("_")[0] for net in nets for stage in net.arch_def for s in stage}
     assert {"ir", "er", "dsa"} <= kinds and {n.family for n in nets} == {"mobilenetv3", "efficientnet"}
     for net in nets:
@@ -231,10 +293,10 @@ def test_random_mixed_defs_draw_mixed_kernels_and_every_uir_kind_and_cost_exactl
     kind (extra depthwise, inverted bottleneck, ConvNeXt-like, FFN), exact MACs and params against the built
     model, and a cost key that tells a mixed block from a plain one; the same list for the same seed."""
     from search_spaces.blocks import layer_costs
-    from search_spaces.random_defs import random_mixed_defs
+    from search_spaces.random_defs import random_defs
 
-    nets = random_mixed_defs(16, seed=3)
-    assert nets == random_mixed_defs(16, seed=3) and nets != random_mixed_defs(16, seed=4)
+    nets = random_defs("mixed", 16, seed=3)
+    assert nets == random_defs("mixed", 16, seed=3) and nets != random_defs("mixed", 16, seed=4)
     blocks = [s for net in nets for stage in net.arch_def for s in stage]
     assert any("k3.5.7" in s for s in blocks) and any("_a1.1" in s for s in blocks)
     uir = {(s.split("_a")[1].split("_")[0] != "0", s.split("_k")[1].split("_")[0] != "0")
@@ -252,10 +314,10 @@ def test_random_mixed_defs_draw_mixed_kernels_and_every_uir_kind_and_cost_exactl
 def test_random_plain_defs_are_wide_depthwise_separable_stacks_that_cost_exactly():
     """The MobileNetV1/LCNet-like plain stacks: only `dsa` blocks, widths doubling with each stride up to 1,024
     channels and beyond, exact MACs and params against the built model, the same list for the same seed."""
-    from search_spaces.random_defs import random_plain_defs
+    from search_spaces.random_defs import random_defs
 
-    nets = random_plain_defs(12, seed=3)
-    assert nets == random_plain_defs(12, seed=3) and nets != random_plain_defs(12, seed=4)
+    nets = random_defs("plain", 12, seed=3)
+    assert nets == random_defs("plain", 12, seed=3) and nets != random_defs("plain", 12, seed=4)
     assert {s.split("_")[0] for net in nets for stage in net.arch_def for s in stage} == {"dsa"}
     widths = [[int(stage[0].split("_c")[1].split("_")[0]) for stage in net.arch_def] for net in nets]
     assert all(w[-1] == max(w) and w[-1] >= 8 * w[0] for w in widths)
