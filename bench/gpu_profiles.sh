@@ -14,7 +14,10 @@
 # `--plain-networks 60 --mixed-networks 40` at batch 32 and `--mixed-networks 40` at batch 1 (about 200 s each);
 # measure now keeps a continued profile's recorded overhead, which a later session measures differently (0.009 ms
 # then, 0.015-0.017 ms that day), so the version-1 blocks keep theirs. Seven of the 40 mixed networks came from a
-# first draft of random_mixed_defs that strided by 64 (timm dilates those) and were dropped from extra.csv.
+# first draft of random_mixed_def that strided by 64 (timm dilates those) and were dropped from extra.csv.
+# Version 3 of both (session 12) continued a copy of version 2 the same way with only `--same-pad-networks 40`
+# (about 220 s per batch size); the `pad` cases were then timed with `BATCHES`-style calls of bench/timm_models.py
+# `--cases pad --rounds 3` into bench/measured/timm_h200_fp32_bB_pad.json.
 # The timm timings in bench/measured/ are this script's runs (--rounds 3): at batch 32 all cases timed in session
 # 11; at batch 1 the tune and held-out cases from session 10, the fresh and late ones from session 11.
 set -o pipefail
