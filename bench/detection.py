@@ -29,8 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas.evaluation.evaluators import make_evaluator  # noqa: E402
-from nas.evaluation.latency import measure_module_latency  # noqa: E402
+from core.timing import measure_module_latency  # noqa: E402
+from nas.evaluation import make_evaluator  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 from search_spaces.heads.detector import Detector  # noqa: E402
 from search_spaces.heads.lrssd import HeadArch, LRSSDHead, level_sizes  # noqa: E402
@@ -55,7 +55,7 @@ class TimmFeatures(torch.nn.Module):
 
 def baseline(num_classes: int, resolution: int, min_scale: float, max_scale: float) -> Detector:
     """MobileNetV2 + SSDLite head (see the module)."""
-    from nas.detection.boxes import make_anchors
+    from search_spaces.heads.anchors import make_anchors
 
     backbone = TimmFeatures("mobilenetv2_100")
     head = LRSSDHead(BASELINE_HEAD, backbone.channels, num_classes)
@@ -67,7 +67,7 @@ def searched(args: argparse.Namespace, num_classes: int):
     """(space, arch string, the search's own figures for it or None) of the searched detector."""
     import pandas as pd
 
-    from nas.recipe import load_recipe
+    from nas.checks import load_recipe
 
     run = Path(args.run) if args.run else None
     recipe_path = run / "recipe.yaml" if run is not None and (run / "recipe.yaml").is_file() else RECIPE

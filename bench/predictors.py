@@ -251,7 +251,7 @@ def print_nb201(rows: list[dict], repeats: int) -> None:
 
 
 def throughput(df: pd.DataFrame, batch: int, seed: int) -> dict:
-    from nas.evaluation.latency import export_onnx, measure_latency
+    from core.timing import export_onnx, measure_latency
     from predictors.models import LGBMLatencyPredictor
     from search_spaces import get_space
 

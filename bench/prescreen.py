@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     from nas.pipeline import run_search
     from nas.prescreen import CSV as PRESCREEN_CSV
-    from nas.recipe import load_recipe
+    from nas.checks import load_recipe
 
     with tempfile.TemporaryDirectory(prefix="prescreen-bench-") as tmp:
         recipe_path, limit = write_inputs(Path(tmp), args.candidates, args.controller, args.top_k)

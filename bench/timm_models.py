@@ -154,7 +154,7 @@ def measure(todo: list[tuple[str, int, str]], args: argparse.Namespace) -> np.nd
                                    warmup=20, repeats=args.repeats)
     else:
         backend = OnnxCpuBackend(args.threads, warmup=10, repeats=args.repeats)
-        from nas.evaluation.latency import preheat
+        from core.timing import preheat
 
         print(f"preheating for {args.preheat:g} s ...", file=sys.stderr)
         preheat(args.preheat, args.threads)
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
            "predictor": meta.get("profile") or str(args.model), "cases": df.to_dict("records"),
            "summary": summ.to_dict("records")}
     if args.out:
-        from nas.io import atomic_write
+        from core.io import atomic_write
 
         atomic_write(args.out, lambda t: Path(t).write_text(json.dumps(res, indent=2)))
     if args.json:

@@ -14,79 +14,20 @@ A profile that cannot be used (unknown name, unreadable manifest, table refused 
 """
 from __future__ import annotations
 
-import tempfile
-from abc import ABC, abstractmethod
-from collections.abc import Hashable
-from dataclasses import dataclass
-from pathlib import Path
+from core.errors import InputError
+from hardware_profiles.base import (PROFILES, Estimate, HardwareProfile, LiveOnnxCpuProfile, LocalCpu1T, LocalCpu2T,
+                                    register_profile)
+from hardware_profiles.lookup import TableProfile
+from hardware_profiles.manifest import discover, read_manifest, resolve
+from hardware_profiles.simulated import SimulatedProfile
 
-from nas.errors import InputError
-from nas.registry import Registry
-
-PROFILES: Registry[type[HardwareProfile]] = Registry("hardware profile")
-register_profile = PROFILES.register
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A latency figure that was not timed directly (table sum, simulation)."""
-
-    median_ms: float
-    energy_mj: float | None = None
-    spread: float = 0.0
-
-
-class HardwareProfile(ABC):
-    """A latency source for one target device."""
-
-    name: str = ""
-    description: str = ""
-
-    @abstractmethod
-    def latency(self, space, arch: Hashable):
-        """Latency of `arch` (a genotype of `space`) on this profile's device: an object with `median_ms`."""
-
-
-class LiveOnnxCpuProfile(HardwareProfile):
-    """Measures each network live with onnxruntime on this machine's CPU.
-
-    Method: export to ONNX (fp32, batch 1), `warmup` runs, then the median of `repeats` timed runs with fixed
-    intra-op threads and sequential execution.
-    """
-
-    threads = 1
-
-    def __init__(self, warmup: int = 10, repeats: int = 50):
-        self.warmup, self.repeats = warmup, repeats
-
-    def latency(self, space, arch: Hashable):
-        from nas.evaluation.latency import export_onnx, measure_latency
-
-        shape = space.input_shape(arch)
-        with tempfile.TemporaryDirectory(prefix="hwnas-lat-") as tmp:
-            path = export_onnx(space.build(arch), shape, Path(tmp) / "model.onnx")
-            return measure_latency(path, shape, threads=self.threads, warmup=self.warmup, repeats=self.repeats)
-
-
-@register_profile("local-cpu")
-class LocalCpu1T(LiveOnnxCpuProfile):
-    name = "local-cpu"
-    description = "this machine's CPU, onnxruntime, 1 thread, measured live"
-    threads = 1
-
-
-@register_profile("local-cpu-2t")
-class LocalCpu2T(LiveOnnxCpuProfile):
-    name = "local-cpu-2t"
-    description = "this machine's CPU, onnxruntime, 2 threads, measured live"
-    threads = 2
+__all__ = ["PROFILES", "Estimate", "HardwareProfile", "LiveOnnxCpuProfile", "LocalCpu1T", "LocalCpu2T",
+           "SimulatedProfile", "TableProfile", "get_profile", "has_profile", "profile_names", "register_profile"]
 
 
 def profile_names() -> list[str]:
     """Live profiles and every profile with a readable manifest (see `hardware_profiles.manifest.broken` for the
     manifests left out)."""
-    from hardware_profiles.manifest import discover
-
     return sorted(set(PROFILES.names()) | set(discover()))
 
 
@@ -96,8 +37,6 @@ def has_profile(ref: str) -> bool:
     Raises:
         ManifestError: it names a profile whose manifest cannot be read (so the user sees why, not "unknown").
     """
-    from hardware_profiles.manifest import resolve
-
     return ref in PROFILES or resolve(ref) is not None
 
 
@@ -108,8 +47,6 @@ def get_profile(ref: str) -> HardwareProfile:
         InputError: unknown profile (the message lists the valid names); `ManifestError` for its unreadable
             manifest; `IntegrityError` for a table that is not the one its manifest recorded.
     """
-    from hardware_profiles.manifest import read_manifest, resolve
-
     if ref in PROFILES:
         return PROFILES.get(ref)()
     folder = resolve(ref)
@@ -117,9 +54,5 @@ def get_profile(ref: str) -> HardwareProfile:
         raise InputError(f"unknown hardware profile {ref!r}; expected one of: {', '.join(profile_names())}")
     manifest = read_manifest(folder / "manifest.yaml")
     if manifest.kind == "simulated":
-        from hardware_profiles.simulated import SimulatedProfile
-
         return SimulatedProfile(manifest, folder)
-    from hardware_profiles.lookup import TableProfile
-
     return TableProfile(manifest, folder)

@@ -18,11 +18,12 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from core.cli import ArgParser, check_output, check_range, read_space_options
+from core.errors import InputError, cli_entry
 from hardware_profiles import get_profile
 from hardware_profiles.lookup import MissingKeys
 from hardware_profiles.tables import ArchRows, read_archs, write_table
-from nas.cli import ArgParser, check_output, check_range, make_space, read_space_options
-from nas.errors import InputError, cli_entry
+from search_spaces import make_space
 
 
 def cost_archs(profile_ref: str, space_name: str, archs: ArchRows | list[str], space_options: dict | None = None,

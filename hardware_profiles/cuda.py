@@ -7,8 +7,8 @@ events, in the requested precision and memory format.
 """
 from __future__ import annotations
 
-from nas.errors import InputError
-from nas.evaluation.latency import summarise
+from core.errors import InputError
+from core.timing import summarise
 
 
 class TorchCudaBackend:

@@ -38,7 +38,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from nas.registry import Registry
+from core.registry import Registry
 from search_spaces.blocks import ConvSpec, LayerCost
 
 

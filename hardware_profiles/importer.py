@@ -25,10 +25,11 @@ import pandas as pd
 import yaml
 from scipy.optimize import lsq_linear
 
+from core.cli import ArgParser, check_folder, check_range, read_space_options
+from core.errors import InputError, cli_entry
 from hardware_profiles.manifest import BUILTIN_ROOT, Manifest, check_profile_name, table_hashes, write_manifest
 from hardware_profiles.tables import ArchRows, read_latency_table, write_table
-from nas.cli import ArgParser, check_folder, check_range, make_space, read_space_options
-from nas.errors import InputError, cli_entry
+from search_spaces import make_space
 
 
 @dataclass

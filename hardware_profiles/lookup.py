@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hardware_profiles import Estimate, HardwareProfile
+from core.errors import InputError
+from hardware_profiles.base import Estimate, HardwareProfile
 from hardware_profiles.manifest import Manifest, ManifestError, TableName, verify_tables
 from hardware_profiles.tables import read_table
-from nas.errors import InputError
 from search_spaces.blocks import NetworkDef, network_def_from_json
 
 

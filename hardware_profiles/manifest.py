@@ -20,9 +20,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
-from nas.cli import read_yaml_mapping
-from nas.errors import InputError, sha256_file, verify_sha256
-from nas.io import atomic_write_text
+from core.cli import read_yaml_mapping
+from core.errors import InputError, sha256_file, verify_sha256
+from core.io import atomic_write_text
 
 BUILTIN_ROOT = Path(__file__).parent / "profiles"
 Kind = Literal["measured", "simulated", "imported"]

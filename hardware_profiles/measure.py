@@ -44,11 +44,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from core.cli import ArgParser, check_folder, check_range, read_space_options
+from core.errors import InputError, cli_entry
 from hardware_profiles.manifest import (BUILTIN_ROOT, Manifest, check_profile_name, discover, read_manifest, resolve,
                                         table_hashes, verify_tables, write_manifest)
 from hardware_profiles.tables import ARCH_AS_TEXT, BLOCK_COLUMNS, EXTRA_COLUMNS, NETWORK_COLUMNS, write_table
-from nas.cli import ArgParser, check_folder, check_range, make_space, read_space_options
-from nas.errors import InputError, cli_entry
+from search_spaces import make_space
 
 
 def machine_info(backend: str) -> dict[str, Any]:
@@ -85,18 +86,16 @@ class OnnxCpuBackend:
         return onnxruntime.__version__
 
     def measure(self, module, input_shape: tuple[int, ...]):
-        from nas.evaluation.latency import export_onnx, measure_latency
+        from core.timing import measure_module_latency
 
-        with tempfile.TemporaryDirectory(prefix="hwnas-measure-") as tmp:
-            path = export_onnx(module, input_shape, Path(tmp) / "m.onnx")
-            return measure_latency(path, input_shape, threads=self.threads, warmup=self.warmup,
-                                   repeats=self.repeats)
+        return measure_module_latency(module, input_shape, threads=self.threads, warmup=self.warmup,
+                                      repeats=self.repeats)
 
 
     def round_medians(self, items: list[tuple[Callable[[], Any], tuple[int, ...]]], rounds: int) -> np.ndarray:
         """Median ms of every (build, input shape) in each of `rounds` interleaved rounds, (items, rounds): each
-        module exported once, all sessions open, timed by `nas.evaluation.latency.measure_interleaved`."""
-        from nas.evaluation.latency import export_onnx, measure_interleaved
+        module exported once, all sessions open, timed by `core.timing.measure_interleaved`."""
+        from core.timing import export_onnx, measure_interleaved
 
         with tempfile.TemporaryDirectory(prefix="hwnas-measure-") as tmp:
             paths = [export_onnx(build(), shape, Path(tmp) / f"{i}.onnx") for i, (build, shape) in enumerate(items)]
@@ -116,17 +115,17 @@ def round_medians(backend, items: list[tuple[Callable[[], Any], tuple[int, ...]]
 
 def measure_in_rounds(backend, items: list[tuple[Callable[[], Any], tuple[int, ...]]], rounds: int) -> list:
     """`LatencyStats` of every (build, shape) from `rounds` interleaved rounds: the smallest round median is the
-    figure (`nas.evaluation.latency.rounds_summary`)."""
-    from nas.evaluation.latency import rounds_summary
+    figure (`core.timing.rounds_summary`)."""
+    from core.timing import rounds_summary
 
     return [rounds_summary(row, backend.repeats, getattr(backend, "threads", 0))
             for row in round_medians(backend, items, rounds)]
 
 
 def _preheat(args: argparse.Namespace, seconds: float | None = None) -> None:
-    """`--preheat`: load the CPU as the measurement will before timing anything (`nas.evaluation.latency.preheat`;
+    """`--preheat`: load the CPU as the measurement will before timing anything (`core.timing.preheat`;
     a GPU is warmed by each item's own warm-up runs)."""
-    from nas.evaluation.latency import preheat
+    from core.timing import preheat
 
     seconds = args.preheat if seconds is None else seconds
     if args.backend == "onnxruntime-cpu" and seconds > 0:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from pathlib import Path
 
-from hardware_profiles import Estimate, HardwareProfile
+from hardware_profiles.base import Estimate, HardwareProfile
 from hardware_profiles.manifest import Manifest, ManifestError
 
 

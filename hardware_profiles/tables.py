@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nas.errors import InputError
-from nas.io import atomic_write
+from core.errors import InputError
+from core.io import atomic_write
 
 BLOCK_COLUMNS = ["key", "median_ms", "mean_ms", "p10_ms", "p90_ms", "spread", "repeats", "attempts"]
 NETWORK_COLUMNS = ["arch", "median_ms", "mean_ms", "p10_ms", "p90_ms", "spread", "repeats", "attempts"]

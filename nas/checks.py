@@ -1,16 +1,34 @@
 """Checks of a recipe that need the plug-in registries: names, plug-in options, and constraints no architecture
-of the space can meet. Each failure is one `RecipeError` line naming the file and the field.
+of the space can meet. Each failure is one `RecipeError` line naming the file and the field. `load_recipe` reads
+a recipe (`nas.recipe.read_recipe`) and runs them: what a run starts from.
 """
 from __future__ import annotations
 
-from nas.recipe import Recipe, RecipeError, validate_plugin
+from pathlib import Path
+
+from nas.recipe import Recipe, RecipeError, read_recipe, validate_plugin
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe, plug-in names and options included.
+
+    Args:
+        path: the YAML file.
+        overrides: `dotted.key=value` strings applied before validation.
+
+    Raises:
+        RecipeError: one-line message naming the file, the field and what was expected.
+    """
+    recipe = read_recipe(path, overrides)
+    check_recipe(str(path), recipe)
+    return recipe
 
 
 def check_recipe(source: str, recipe: Recipe) -> None:
     """Raise `RecipeError` for anything in `recipe` that cannot run."""
     from hardware_profiles import has_profile, profile_names
     from nas.controllers import CONTROLLERS
-    from nas.evaluation.evaluators import EVALUATORS, make_evaluator
+    from nas.evaluation import EVALUATORS, make_evaluator
     from nas.objectives import static_check
     from search_spaces import SPACES, get_space
 

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from nas.evaluation.latency import export_onnx
-from nas.io import atomic_write, atomic_write_text, verify_sha256sums
+from core.io import atomic_write, atomic_write_text, verify_sha256sums
+from core.timing import export_onnx
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str]) -> Path:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from nas.errors import InputError
+from core.errors import InputError
 from nas.recipe import Constraints, LatencyConstraint
 
 
@@ -196,7 +196,7 @@ def _calibrated(lat: LatencyConstraint, profile, space, folder: Path, constraint
     from tqdm import tqdm
 
     from hardware_profiles.simulated import SimulatedProfile
-    from nas.io import atomic_write
+    from core.io import atomic_write
     from predictors.io import save
     from predictors.transfer import few_shot
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import yaml
 
+from core.errors import InputError
+from core.io import atomic_write_json, atomic_write_text, write_sha256sums
 from nas.controllers import make_controller
 from nas.controllers.base import SearchObjectives
-from nas.errors import InputError
-from nas.io import atomic_write_json, atomic_write_text, write_sha256sums
 from nas.objectives import latency_column
 from nas.recipe import Recipe
 from nas.results import RunLog
@@ -59,7 +59,7 @@ def _open_log(recipe: Recipe, run_dir: Path, resume: bool) -> RunLog:
     atomic_write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     if resume:
         return RunLog.load(run_dir)
-    from nas.evaluation.evaluators import EVALUATORS
+    from nas.evaluation import EVALUATORS
 
     log = RunLog(run_dir, recipe.profiles, EVALUATORS.get(recipe.evaluator.name).metrics)
     log.save()

@@ -18,10 +18,10 @@ from typing import Any
 
 import pandas as pd
 
+from core.errors import InputError
+from core.io import atomic_write, atomic_write_json
 from nas.controllers.base import Controller
 from nas.controllers.proposer import MemoryLedger, search_in_process
-from nas.errors import InputError
-from nas.io import atomic_write, atomic_write_json
 from nas.recipe import Recipe
 
 CSV = "prescreen.csv"
@@ -44,7 +44,7 @@ def run_prescreen(recipe: Recipe, run_dir: Path, ctx: Any, controller: Controlle
     """
     from tqdm import tqdm
 
-    from nas.evaluation.evaluators import make_evaluator
+    from nas.evaluation import make_evaluator
 
     pre = recipe.search.prescreen
     slow = [name for name, src in ctx.latency.items() if not src.cheap]

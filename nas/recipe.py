@@ -1,12 +1,13 @@
 """Recipes: YAML files validated once, at the edge, into typed models.
 
-`load_recipe(path, overrides)` returns a `Recipe` or raises `RecipeError` whose message is one line naming the
+`read_recipe(path, overrides)` returns a `Recipe` or raises `RecipeError` whose message is one line naming the
 file, the field and what was expected, e.g.::
 
     recipes/bad.yaml: space.name: unknown search space 'mobilnet'; expected one of: mobilenet
 
 Plug-in options (`space.options`, `controller.options`, `evaluator.options`) are validated by the plug-in they
-configure, so their unknown keys are rejected too.
+configure, so their unknown keys are rejected too: `nas.checks.load_recipe` reads a recipe and runs those checks,
+which need the plug-in registries (and torch), so that importing this module stays light.
 """
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator,
                       model_validator)
 
-from nas.cli import read_yaml_mapping
-from nas.errors import InputError
-from nas.registry import Registry
+from core.cli import read_yaml_mapping
+from core.errors import InputError, format_validation_error
+from core.registry import Registry
 
 
 class RecipeError(InputError):
@@ -168,24 +169,6 @@ class Recipe(_Strict):
         return [lat.profile for lat in self.constraints.latency]
 
 
-def _loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def format_validation_error(source: str, err: ValidationError, prefix: str = "") -> str:
-    """One line naming the file, the first failing field, what was expected and what was given."""
-    first = err.errors()[0]
-    field = _loc(tuple(p for p in first["loc"] if p not in ("function-after", "function-before")))
-    field = ".".join(p for p in (prefix, field) if p) or "(top level)"
-    msg = first["msg"].removeprefix("Value error, ")
-    given = first.get("input")
-    shown = "" if first["type"] in ("missing", "value_error") or isinstance(given, dict) else f" (got {given!r})"
-    return f"{source}: {field}: {msg}{shown}".replace("\n", " ")
-
-
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`a.b.c=value` -> (["a", "b", "c"], YAML-parsed value)."""
     key, sep, raw = text.partition("=")
@@ -241,8 +224,9 @@ def validate_plugin(source: str, field: str, registry: Registry, config: PluginC
         raise RecipeError(format_validation_error(source, err, prefix=f"{field}.options")) from None
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read, override and validate a recipe (plug-in names and options included).
+def read_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe against the schema (`nas.checks.load_recipe` also checks the plug-in
+    names and options against their registries).
 
     Args:
         path: the YAML file.
@@ -254,10 +238,6 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     path = Path(path)
     data = apply_overrides(read_yaml(path), overrides or [])
     try:
-        recipe = Recipe(**data)
+        return Recipe(**data)
     except ValidationError as err:
         raise RecipeError(format_validation_error(str(path), err)) from None
-    from nas.checks import check_recipe  # plug-in registries import torch; keep `import nas.recipe` light
-
-    check_recipe(str(path), recipe)
-    return recipe

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nas.io import atomic_write
+from core.io import atomic_write
 from nas.objectives import latency_column, pareto_mask
 from nas.recipe import Recipe
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import pandas as pd
 
+from core.errors import InputError, IntegrityError, json_sha256
+from core.io import nan_to_none, atomic_write, atomic_write_json
 from nas.controllers.proposer import MemoryLedger
-from nas.errors import InputError, IntegrityError, json_sha256
-from nas.io import nan_to_none, atomic_write, atomic_write_json
 from nas.objectives import latency_column
 
 BASE_COLUMNS = ["index", "arch", "status", "accuracy", "flops", "params"]

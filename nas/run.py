@@ -3,7 +3,7 @@
     python -m nas.run RECIPE [--set dotted.key=value ...] [--output DIR] [--resume]
 
 A bad recipe, or a damaged run folder on --resume, exits with status 2 and one line naming the file, the field
-and what was expected (`nas.errors`); an unexpected failure inside the project keeps its traceback.
+and what was expected (`core.errors`); an unexpected failure inside the project keeps its traceback.
 The run directory receives: `recipe.yaml` (as resolved), `state.json` (ledger + controller state),
 `results.csv`, `pareto.png`, `best.json` and `best/` (weights.safetensors, model.onnx, arch.txt, MODEL_CARD.md).
 """
@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nas.cli import ArgParser, read_yaml_mapping
-from nas.errors import cli_entry
-from nas.recipe import Recipe, RecipeError, load_recipe
+from core.cli import ArgParser, read_yaml_mapping
+from core.errors import cli_entry
+from nas.checks import load_recipe
+from nas.recipe import Recipe, RecipeError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

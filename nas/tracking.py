@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from nas.io import atomic_write_text
+from core.io import atomic_write_text
 from nas.recipe import Recipe
 
 NUMERIC = ("accuracy", "flops", "params", "eval_seconds", "train_seconds")

@@ -46,7 +46,7 @@ class TrialContext:
     evaluator: Any = field(init=False)
 
     def __post_init__(self) -> None:
-        from nas.evaluation.evaluators import make_evaluator
+        from nas.evaluation import make_evaluator
         from nas.evaluation.tabular import constraint_table
         from nas.latency_sources import make_sources
         from search_spaces import get_space

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from core.cli import ArgParser
+from core.errors import InputError, cli_entry
+from core.io import atomic_write
 from hardware_profiles.importer import error_report
-from nas.cli import ArgParser
-from nas.errors import InputError, cli_entry
-from nas.io import atomic_write
 from predictors.io import load_flag
 
 

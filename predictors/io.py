@@ -21,11 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from nas.cli import check_folder, make_space
-from nas.errors import InputError, IntegrityError, json_sha256, sha256_file, verify_sha256
-from nas.io import OutputError, atomic_write, atomic_write_json, atomic_write_text
+from core.cli import check_folder
+from core.errors import InputError, IntegrityError, json_sha256, sha256_file, verify_sha256
+from core.io import OutputError, atomic_write, atomic_write_json, atomic_write_text
 from predictors.features import BLOCK_FEATURES, network_feature_names
 from predictors.models import FlopsLinear, LGBMLatencyPredictor
+from search_spaces import make_space
 
 FORMAT = "hwnas-latency-predictor"
 FORMAT_VERSION = 3   # 2: meta.json records the SHA-256 of every other file; 3: a generic network model

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from nas.errors import InputError
+from core.errors import InputError
 from predictors.features import (GENERIC_FEATURES, block_matrix, generic_matrix, generic_row, network_matrix,
                                  prior_matrix)
 

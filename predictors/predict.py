@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from core.cli import ArgParser
+from core.errors import InputError, cli_entry
 from hardware_profiles.drift import warn_runtime_drift
-from nas.cli import ArgParser
-from nas.errors import InputError, cli_entry
 from predictors.io import load_flag
 
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rows = _file_predictions(model, args.archs) if args.archs else predict_archs(model, args.arch)
         if args.out:
-            from nas.io import atomic_write
+            from core.io import atomic_write
 
             atomic_write(args.out, lambda t: pd.DataFrame(rows).to_csv(t, index=False))
             print(f"wrote {len(rows)} predictions to {args.out}")

@@ -25,10 +25,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from nas.cli import ArgParser, check_folder, check_range, make_space, read_space_options
-from nas.errors import InputError, cli_entry
+from core.cli import ArgParser, check_folder, check_range, read_space_options
+from core.errors import InputError, cli_entry
 from predictors.io import save
 from predictors.models import LGBMLatencyPredictor
+from search_spaces import make_space
 
 MIN_ROWS = 5   # networks needed to fit from a table: block costs, then a correction cross-fitted over 5 folds
 

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import nnls
 
-from nas.errors import InputError
+from core.errors import InputError
 from predictors.models import LGBMLatencyPredictor, LookupSum
 
 ANALYTIC = ("dense_macs", "depthwise_macs", "act_elems", "params", "convs", "ragged_depthwise_macs", "other_ops",

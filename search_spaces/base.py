@@ -10,11 +10,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from nas.registry import PluginOptions, Registry
+from pydantic import ValidationError
+
+from core.errors import InputError, format_validation_error
+from core.registry import PluginOptions, Registry
 from search_spaces.blocks import LayerCost
 
 SPACES: Registry[type[SearchSpace]] = Registry("search space")
@@ -183,3 +187,30 @@ def get_space(name: str, options: dict[str, Any] | SpaceOptions | None = None, n
     if not isinstance(options, SpaceOptions):
         options = cls.Options(**(options or {}))
     return cls(options, num_classes=num_classes)
+
+
+def make_space(name: Any, options: Any, num_classes: Any, *, source: str | Path = "--space-options",
+               name_field: str = "--space", error: type[InputError] = InputError):
+    """The registered search space `name` with `options` and `num_classes`.
+
+    Args:
+        source: where the options came from (a YAML file, a flag, a metadata file), for the message.
+        name_field: where the name came from.
+        error: the `InputError` subclass to raise (e.g. `PredictorFileError` for a predictor's metadata).
+
+    Raises:
+        `error`: an unknown space (the valid names listed), options that are not a mapping or that the space
+            rejects (the first bad field named), or a class count that is not a positive integer.
+    """
+    if not isinstance(name, str) or name not in SPACES:
+        raise error(f"{name_field}: unknown search space {name!r}; expected one of: {', '.join(SPACES.names())}")
+    if options is not None and not isinstance(options, dict):
+        raise error(f"{source}: space options must be a mapping of option: value, got {type(options).__name__}")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise error(f"{source}: num_classes must be a positive integer, got {num_classes!r}")
+    try:
+        return get_space(name, options or {}, num_classes=num_classes)
+    except ValidationError as err:
+        raise error(format_validation_error(str(source), err)) from None
+    except (ValueError, TypeError) as err:
+        raise error(f"{source}: {err}") from None

@@ -1,4 +1,4 @@
-"""Every `python -m` entry point of the project: one error path (`nas.errors.cli_entry`), argparse usage errors as
+"""Every `python -m` entry point of the project: one error path (`core.errors.cli_entry`), argparse usage errors as
 one line with exit status 2, and a `--help` that explains every flag."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from nas.cli import ArgParser
+from core.cli import ArgParser
 
 from conftest import REPO
 
@@ -30,7 +30,7 @@ def test_help_describes_every_flag(name, monkeypatch, capsys):
         importlib.import_module(name).main(["--help"])
     assert done.value.code == 0
     shown = capsys.readouterr().out
-    assert len(flags) >= 3, f"{name} does not build its parser with nas.cli.ArgParser"
+    assert len(flags) >= 3, f"{name} does not build its parser with core.cli.ArgParser"
     for names, text in flags:
         assert text and len(text) > 10, f"{name} {names}: no help text"
         assert names[-1] in shown
@@ -39,7 +39,7 @@ def test_help_describes_every_flag(name, monkeypatch, capsys):
 @pytest.mark.parametrize("name", COMMANDS)
 def test_usage_errors_and_input_errors_share_one_path(name, capsys):
     main = importlib.import_module(name).main
-    assert hasattr(main, "__wrapped__"), f"{name}.main is not wrapped by nas.errors.cli_entry"
+    assert hasattr(main, "__wrapped__"), f"{name}.main is not wrapped by core.errors.cli_entry"
     assert main(["--no-such-flag"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: "), err

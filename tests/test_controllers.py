@@ -488,7 +488,7 @@ def test_mnasnet_reward_without_targets_or_limits_is_refused(objectives):
 def two_profile_context(tmp_path_factory, nb201_table):
     """The nb201 tabular recipe with two latency limits checked before a trial: the synthetic table's latency_ms
     (profile device) and a made-up gpu_ms column of a second table (profile gpu), each breaking ~40 %."""
-    from nas.recipe import load_recipe
+    from nas.checks import load_recipe
     from nas.trial import TrialContext
 
     folder = tmp_path_factory.mktemp("two_profiles")

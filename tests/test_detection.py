@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from nas.detection.boxes import ASPECT_RATIOS, cxcywh_to_xyxy, decode, encode, make_anchors, match
+from nas.detection.boxes import cxcywh_to_xyxy, decode, encode, match
 from nas.detection.data import CocoDetection, collate_detection
 from nas.detection.loss import detection_loss, focal_loss, hard_negative_mask, ssd_loss
 from nas.detection.metrics import coco_map, detection_map
@@ -18,6 +18,7 @@ from nas.detection.postprocess import postprocess
 from nas.detection.synthetic import MARKER, make_synthetic_coco, render_image
 from nas.detection.train import evaluate_detector, train_detector
 from nas.evaluation.data import DatasetError
+from search_spaces.heads.anchors import ASPECT_RATIOS, make_anchors
 
 # ---------------------------------------------------------------- anchors and box coding
 

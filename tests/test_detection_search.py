@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from conftest import REPO
-from nas.evaluation.evaluators import make_evaluator
+from nas.evaluation import make_evaluator
 from search_spaces import get_space
 
 TINY_DATA = {"synthetic_train": 24, "synthetic_val": 8, "synthetic_size": 64}

@@ -61,7 +61,7 @@ def test_exported_onnx_matches_the_saved_weights(tmp_path):
     import torch
 
     from nas.export import load_weights
-    from nas.recipe import load_recipe
+    from nas.checks import load_recipe
     from search_spaces import get_space
 
     out = tmp_path / "run"

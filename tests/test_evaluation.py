@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from core.timing import LatencyStats, export_onnx, measure_latency, measure_module_latency
 from nas.evaluation.data import DATASETS, DatasetError, load_dataset, split_indices
-from nas.evaluation.latency import LatencyStats, export_onnx, measure_latency, measure_module_latency
 from nas.evaluation.proxy import TrainingDiverged, train_and_evaluate
 
 
@@ -247,7 +247,7 @@ def test_min_seconds_extends_the_number_of_runs():
 
 
 def test_export_falls_back_to_dynamo_exporter(tmp_path, monkeypatch, capsys):
-    from nas.evaluation import latency
+    from core import timing as latency
     from nas.export import onnx_parity
 
     real = latency._export_to

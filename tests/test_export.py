@@ -106,8 +106,8 @@ def test_sha256sums_cover_the_folder_and_refuse_damaged_weights(tmp_path):
     import hashlib
     import shutil
 
-    from nas.errors import IntegrityError
-    from nas.io import verify_sha256sums, write_sha256sums
+    from core.errors import IntegrityError
+    from core.io import verify_sha256sums, write_sha256sums
 
     model = mobilenet(0)
     out = tmp_path / "best"

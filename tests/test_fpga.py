@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from hardware_profiles import get_profile, profile_names
-from hardware_profiles.manifest import read_manifest, resolve
 from hardware_profiles.fpga import (
     FpgaConfig,
     FpgaSimulator,
@@ -19,6 +18,7 @@ from hardware_profiles.fpga import (
     list_fpga_configs,
     simulate,
 )
+from hardware_profiles.manifest import read_manifest, resolve
 from search_spaces import get_space
 from search_spaces.blocks import ConvSpec, CostKey, LayerCost
 

@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from core.errors import sha256_file
 from hardware_profiles import get_profile
 from hardware_profiles.cost import main as cost_main
 from hardware_profiles.importer import error_report, fit_additive, main as import_main
-from nas.errors import sha256_file
 from search_spaces import get_space
 
 SPACE = {"resolutions": [32, 48], "widths": [0.5, 1.0], "kernels": [3, 5, 7], "expansions": [3, 6],

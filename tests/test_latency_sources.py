@@ -9,8 +9,9 @@ from conftest import ASSETS
 from scipy.stats import spearmanr
 
 from hardware_profiles import PROFILES, Estimate, HardwareProfile, get_profile
+from nas.checks import load_recipe
 from nas.latency_sources import LatencySetupError, _calibrated, make_sources, measure_exported
-from nas.recipe import Constraints, LatencyConstraint, RecipeError, load_recipe
+from nas.recipe import Constraints, LatencyConstraint, RecipeError
 from nas.trial import TrialContext
 from predictors.io import load
 from search_spaces import get_space

@@ -126,7 +126,7 @@ def test_smallest_is_no_larger_than_any_sample():
 
 
 def test_onnx_export_matches_pytorch_on_both_outputs(tmp_path):
-    from nas.evaluation.latency import export_onnx
+    from core.timing import export_onnx
     from nas.export import onnx_parity
 
     sp = space()

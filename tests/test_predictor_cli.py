@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from test_predictors import synthetic_fbnet
 
-from nas.errors import IntegrityError
+from core.errors import IntegrityError
 from predictors.evaluate import main as evaluate_main
 from predictors.io import PredictorFileError, load, meta_digest
 from predictors.predict import main as predict_main

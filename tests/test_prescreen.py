@@ -5,12 +5,12 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from nas.checks import load_recipe
 from nas.controllers import make_controller
 from nas.controllers.base import SearchObjectives
-from nas.evaluation.evaluators import make_evaluator
+from nas.evaluation import make_evaluator
 from nas.evaluation.tabular import synthetic_nb201
 from nas.prescreen import load_prescreen, run_prescreen
-from nas.recipe import load_recipe
 from nas.trial import TrialContext
 from search_spaces import get_space
 

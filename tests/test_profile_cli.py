@@ -20,11 +20,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from core.errors import InputError, IntegrityError, sha256_file
 from hardware_profiles import get_profile, profile_names
 from hardware_profiles import cost, importer, measure
 from hardware_profiles.manifest import BUILTIN_ROOT, Manifest, ManifestError, broken, read_manifest, write_manifest
 from hardware_profiles.measure import OnnxCpuBackend
-from nas.errors import InputError, IntegrityError, sha256_file
 from search_spaces import get_space
 
 from conftest import REPO
@@ -503,7 +503,7 @@ def test_measure_times_networks_outside_the_space_and_continues_them(tmp_path, m
 def test_preheat_loads_the_measuring_cores_once_before_anything_is_timed(tmp_path, monkeypatch):
     """`--preheat S`: one preheat of S seconds on the measuring threads, before the first block is timed (the
     figures are then all taken in the machine's sustained state); none without the flag."""
-    import nas.evaluation.latency as latency
+    import core.timing as latency
 
     events = []
     monkeypatch.setattr(latency, "preheat", lambda seconds, threads=1: events.append(("preheat", seconds, threads)))

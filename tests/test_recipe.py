@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nas.recipe import RecipeError, load_recipe
+from nas.checks import load_recipe
+from nas.recipe import RecipeError
 from nas.results import RunLog
 from nas.run import main
 

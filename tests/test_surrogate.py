@@ -10,9 +10,9 @@ from scipy.stats import spearmanr
 
 from nas.controllers import make_controller
 from nas.controllers.base import SearchObjectives
-from nas.controllers.proposer import MemoryLedger, search_in_process
 from nas.controllers.gp import CategoricalGP, normal_scores
 from nas.controllers.local_search import neighbours
+from nas.controllers.proposer import MemoryLedger, search_in_process
 from nas.controllers.surrogate import MARGIN, Surrogate
 from nas.evaluation.tabular import synthetic_nb201
 from search_spaces import get_space

@@ -126,7 +126,7 @@ def test_non_numeric_accuracy_column(tmp_path, capsys):
 @pytest.fixture
 def partial(tmp_path, table_file):
     """A context on a table listing 40 of the 15,625 cells (and the cells it lists)."""
-    from nas.recipe import load_recipe
+    from nas.checks import load_recipe
     from nas.trial import TrialContext
 
     table = pd.read_csv(table_file).iloc[::390][["arch", "top1", "edge_ms"]]

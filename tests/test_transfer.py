@@ -115,7 +115,7 @@ def test_few_shot_fits_degenerate_targets():
     ([1.0, 2.0], "3 archs but 2 latencies"),
 ])
 def test_few_shot_refuses_degenerate_input(y, message):
-    from nas.errors import InputError
+    from core.errors import InputError
 
     archs = [SPACE.to_string(SPACE.sample(np.random.default_rng(i))) for i in range(len(y) if len(y) != 2 else 3)]
     with pytest.raises(InputError, match=message):

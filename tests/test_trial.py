@@ -6,9 +6,9 @@ import warnings
 
 import pytest
 
+from core.registry import Registry
+from nas.checks import load_recipe
 from nas.objectives import pareto_mask
-from nas.recipe import load_recipe
-from nas.registry import Registry
 from nas.results import RunLog, score_of
 from nas.trial import TrialContext, evaluate_candidate, weights_path
 

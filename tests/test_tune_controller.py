@@ -147,7 +147,8 @@ def test_a_candidate_it_did_not_suggest_is_learnt_where_the_library_can(searcher
 
 
 def test_a_missing_package_names_the_install_command(monkeypatch):
-    from nas.recipe import RecipeError, load_recipe
+    from nas.checks import load_recipe
+    from nas.recipe import RecipeError
 
     monkeypatch.setitem(sys.modules, "optuna", None)     # `import optuna` now fails as if it were not installed
     with pytest.raises(ValueError, match=r'pip install -e "\.\[optuna\]"'):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-from nas.registry import PluginOptions, Registry
+from core.registry import PluginOptions, Registry
 from search_spaces.base import SearchSpace
 
 CONTROLLERS: Registry[type[Controller]] = Registry("controller")

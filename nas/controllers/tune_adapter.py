@@ -14,9 +14,9 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from core.io import atomic_write_text
 from nas.controllers.base import Controller
 from nas.controllers.proposer import Ledger, Precheck, Proposer, SpaceExhausted
-from nas.io import atomic_write_text
 
 
 class ControllerSearcher(Searcher):

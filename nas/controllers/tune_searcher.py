@@ -55,9 +55,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from core.errors import InputError
+from core.registry import Registry
 from nas.controllers.base import Controller, ControllerOptions, Outcome, register_controller
-from nas.errors import InputError
-from nas.registry import Registry
 
 if TYPE_CHECKING:
     from ray.tune.search import Searcher

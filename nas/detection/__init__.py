@@ -1,7 +1,7 @@
 """Single-shot object detection: anchors, losses, post-processing, COCO mAP, data and a built-in dataset.
 
 A detector is any module with ``model(images) -> (cls_logits (N, A, C + 1), box_deltas (N, A, 4))`` whose A
-predictions follow the order of `make_anchors` (see `nas.detection.boxes`). Typical use::
+predictions follow the order of `make_anchors` (see `search_spaces.heads.anchors`). Typical use::
 
     from nas.detection import default_dataset, make_anchors, train_detector, evaluate_detector
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "ASPECT_RATIOS": "boxes", "make_anchors": "boxes", "encode": "boxes", "decode": "boxes", "match": "boxes",
+    "ASPECT_RATIOS": "search_spaces.heads.anchors", "make_anchors": "search_spaces.heads.anchors", "encode": "boxes", "decode": "boxes", "match": "boxes",
     "box_iou": "boxes", "cxcywh_to_xyxy": "boxes", "xyxy_to_cxcywh": "boxes",
     "ssd_loss": "loss", "focal_loss": "loss", "detection_loss": "loss",
     "postprocess": "postprocess",
@@ -34,4 +34,5 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'nas.detection' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"nas.detection.{_EXPORTS[name]}"), name)
+    module = _EXPORTS[name]
+    return getattr(importlib.import_module(module if "." in module else f"nas.detection.{module}"), name)

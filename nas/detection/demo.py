@@ -13,7 +13,7 @@ import time
 import torch
 import torch.nn as nn
 
-from nas.detection.boxes import ASPECT_RATIOS, make_anchors
+from search_spaces.heads.anchors import ASPECT_RATIOS, make_anchors
 
 
 def _conv(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -26,7 +26,7 @@ class TinySSD(nn.Module):
     Args:
         num_classes: object classes C (the logits have C + 1 columns, column 0 background).
         width: channels of the first stage; later stages double it up to 4x.
-        anchors_per_location: a key of `nas.detection.boxes.ASPECT_RATIOS`.
+        anchors_per_location: a key of `search_spaces.heads.anchors.ASPECT_RATIOS`.
     """
 
     STRIDES = (8, 16, 32)

@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from core.io import atomic_write_json
 from nas.evaluation.data import DatasetError
-from nas.io import atomic_write_json
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -2,7 +2,7 @@
 
 The model contract: ``model(images) -> (cls_logits (N, A, C + 1), box_deltas (N, A, 4))``, with column 0 of the
 logits the background and the A predictions in the order of the `anchors` passed alongside (see
-`nas.detection.boxes.make_anchors`). Datasets yield ``(image, target)`` items as `nas.detection.data.CocoDetection`
+`search_spaces.heads.anchors.make_anchors`). Datasets yield ``(image, target)`` items as `nas.detection.data.CocoDetection`
 does.
 
 Training uses AdamW or SGD (Nesterov momentum 0.9) with a linear warmup over the first 5 % of steps and cosine

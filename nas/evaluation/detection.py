@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from nas.evaluation.evaluators import Evaluator, EvaluatorOptions, register_evaluator
+from nas.evaluation.base import Evaluator, EvaluatorOptions, register_evaluator
 
 CACHE_AUTO_BYTES = 2 << 30   # cache_images: auto keeps images in memory when both splits take at most this
 SPLITS = ("train_images", "train_annotations", "val_images", "val_annotations")

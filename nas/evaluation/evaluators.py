@@ -1,9 +1,7 @@
-"""Accuracy estimators, registered by name (``evaluator.name`` in a recipe).
+"""The ``proxy`` evaluator: accuracy after a short, seeded training run.
 
-An evaluator turns a built network into an accuracy estimate. ``proxy`` trains it briefly on a small dataset
-(the embedded MNIST-5k by default, or an ImageFolder tree) with a fixed seed, so the same architecture always
-gets the same figure on the same machine. ``tabular`` (`nas.evaluation.tabular`) reads it from a metric table:
-evaluators whose `trains` is False answer `estimate(arch_string)` without building a model.
+It trains a built network briefly on a small dataset (the embedded MNIST-5k by default, or an ImageFolder tree)
+with a fixed seed, so the same architecture always gets the same figure on the same machine.
 """
 from __future__ import annotations
 
@@ -12,40 +10,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from nas.registry import PluginOptions, Registry
-
-EVALUATORS: Registry[type[Evaluator]] = Registry("evaluator")
-register_evaluator = EVALUATORS.register
-
-
-class EvaluatorOptions(PluginOptions):
-    """Base for an evaluator's recipe options."""
-
-
-class Evaluator:
-    """Base: `num_classes()` before any data is loaded, `evaluate(model, resolution)` -> metrics dict, or, for
-    evaluators that need no model (`trains` False), `estimate(arch_string)` -> metrics dict."""
-
-    Options: ClassVar[type[EvaluatorOptions]] = EvaluatorOptions
-    trains: ClassVar[bool] = True
-    metrics: ClassVar[tuple[str, ...]] = ()   # figures reported beside accuracy, each a results column
-
-    def __init__(self, options: EvaluatorOptions, seed: int = 0):
-        self.options, self.seed = options, seed
-
-    def num_classes(self) -> int:
-        raise NotImplementedError
-
-    def evaluate(self, model: Any, resolution: int) -> dict[str, float]:
-        raise NotImplementedError
-
-    def estimate(self, arch: str) -> dict[str, float]:
-        raise NotImplementedError(f"{type(self).__name__} needs a built model (trains is True)")
-
-    def bind(self, space: Any) -> Evaluator:
-        """Attach the search space (evaluators that read arch strings need it); returns self."""
-        return self
-
+from nas.evaluation.base import Evaluator, EvaluatorOptions, register_evaluator
 
 class ProxyOptions(EvaluatorOptions):
     """Short proxy training."""
@@ -115,15 +80,3 @@ class ProxyTrainingEvaluator(Evaluator):
         return train_and_evaluate(model, train, val, epochs=o.epochs, batch_size=o.batch_size, lr=o.lr,
                                   weight_decay=o.weight_decay, seed=self.seed, threads=o.threads,
                                   label_smoothing=o.label_smoothing)
-
-
-def make_evaluator(name: str, options: dict[str, Any] | EvaluatorOptions | None, seed: int = 0) -> Evaluator:
-    """Instantiate a registered evaluator."""
-    cls = EVALUATORS.get(name)
-    if not isinstance(options, EvaluatorOptions):
-        options = cls.Options(**(options or {}))
-    return cls(options, seed=seed)
-
-
-from nas.evaluation import tabular  # noqa: E402,F401  (registers "tabular"; it subclasses Evaluator)
-from nas.evaluation import detection  # noqa: E402,F401  (registers "detection")

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, PositiveInt, field_validator
 
-from nas.errors import InputError
-from nas.evaluation.evaluators import Evaluator, EvaluatorOptions, register_evaluator
+from core.errors import InputError
+from nas.evaluation.base import Evaluator, EvaluatorOptions, register_evaluator
 
 SYNTHETIC_PREFIX = "synthetic:"
 

@@ -7,7 +7,7 @@ the head's, so a detector's latency is predicted from per-layer keys like a clas
 FLOPs, parameters and decisions are the sums / concatenations of the two parts'.
 
 `build(arch)` makes a `Detector`: ``model(images) -> (cls_logits (N, A, C + 1), box_deltas (N, A, 4))`` with its
-SSD anchors in ``model.anchors`` ((A, 4) normalised centre-size, `nas.detection.boxes.make_anchors`), which the
+SSD anchors in ``model.anchors`` ((A, 4) normalised centre-size, `search_spaces.heads.anchors.make_anchors`), which the
 detection evaluator (`nas.evaluation.detection`) and the exported card use. Decoding and NMS are not in the graph
 (`nas.detection.postprocess` does them), so the ONNX file outputs the raw logits and deltas.
 """
@@ -24,6 +24,7 @@ from torch import nn
 
 from search_spaces.base import SearchSpace, SpaceOptions, get_space, register_space
 from search_spaces.blocks import CostKey, LayerCost
+from search_spaces.heads.anchors import make_anchors
 from search_spaces.heads.lrssd import (
     BACKBONE_LEVELS,
     FAMILY,
@@ -162,8 +163,6 @@ class DetectorSpace(SearchSpace):
     # ---- build ------------------------------------------------------------------------------------------------
     def anchors(self, arch: DetectorArch) -> torch.Tensor:
         """The SSD anchors of `arch`'s predictions, in their order."""
-        from nas.detection.boxes import make_anchors
-
         sizes = level_sizes(self.options.resolution, arch.head.levels)
         return make_anchors([(s, s) for s in sizes], arch.head.anchors, self.options.anchor_min_scale,
                             self.options.anchor_max_scale)

@@ -11,7 +11,7 @@ and predicts, for every anchor, class logits (index 0 = background) and SSD box 
   ``width``) or ``none``;
 - ``shared``: one prediction layer applied on every level (its parameters counted once) or one per level;
 - ``kernel`` (3 or 5) of the prediction layers' depthwise convolution and ``width`` (64, 96, 128) of the head;
-- ``anchors`` per location (`nas.detection.boxes.make_anchors`: 4 = aspect ratios {1, 1', 2, 1/2}; 6 adds 3, 1/3).
+- ``anchors`` per location (`search_spaces.heads.anchors.make_anchors`: 4 = aspect ratios {1, 1', 2, 1/2}; 6 adds 3, 1/3).
 
 Every backbone level goes through a 1x1 "lateral" conv to ``width`` when the levels must agree in width (fusion or
 a shared prediction layer); with neither, the prediction layers read the backbone's maps directly, which is the
@@ -39,7 +39,7 @@ from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
-from nas.registry import PluginOptions
+from core.registry import PluginOptions
 from search_spaces.blocks import ConvSpec, CostKey, LayerCost
 
 FAMILY = "lrssd"

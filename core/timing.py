@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from nas.io import atomic_write
+from core.io import atomic_write
 
 
 @dataclass(frozen=True)

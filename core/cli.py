@@ -1,12 +1,11 @@
 """What every command line of the project shares to check its input: one `InputError` line naming the flag or the
-file (and the line or field), printed by `nas.errors.cli_entry` with exit status 2, never a traceback.
+file (and the line or field), printed by `core.errors.cli_entry` with exit status 2, never a traceback.
 
 - `ArgParser`: argparse whose usage errors are `InputError`s (so ``main([...])`` returns 2 in-process too).
-- `check_folder` / `check_output` (`nas.io`'s): a folder to write into / a file to write, refused before any work
+- `check_folder` / `check_output` (`core.io`'s): a folder to write into / a file to write, refused before any work
   is done.
 - `check_range`: numeric flags below their minimum.
 - `read_yaml_mapping` / `read_space_options`: YAML files of options, with the line of a syntax error.
-- `make_space`: a registered search space from a name, options and a class count, or the line saying why not.
 """
 from __future__ import annotations
 
@@ -16,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from nas.errors import InputError
-from nas.io import check_output  # noqa: F401  (a command's file output: one check, atomic_write's)
+from core.errors import InputError
+from core.io import check_output  # noqa: F401  (a command's file output: one check, atomic_write's)
 
 
 class ArgParser(argparse.ArgumentParser):
@@ -81,35 +80,3 @@ def read_space_options(path: str | Path | None) -> dict[str, Any] | None:
         raise InputError(f"--space-options: {path}: {'is a folder' if path.is_dir() else 'not found'}; "
                          "expected a YAML file of the space's options")
     return read_yaml_mapping(path, "space options")
-
-
-def make_space(name: Any, options: Any, num_classes: Any, *, source: str | Path = "--space-options",
-               name_field: str = "--space", error: type[InputError] = InputError):
-    """The registered search space `name` with `options` and `num_classes`.
-
-    Args:
-        source: where the options came from (a YAML file, a flag, a metadata file), for the message.
-        name_field: where the name came from.
-        error: the `InputError` subclass to raise (e.g. `PredictorFileError` for a predictor's metadata).
-
-    Raises:
-        `error`: an unknown space (the valid names listed), options that are not a mapping or that the space
-            rejects (the first bad field named), or a class count that is not a positive integer.
-    """
-    from pydantic import ValidationError
-
-    from nas.recipe import format_validation_error
-    from search_spaces import SPACES, get_space
-
-    if not isinstance(name, str) or name not in SPACES:
-        raise error(f"{name_field}: unknown search space {name!r}; expected one of: {', '.join(SPACES.names())}")
-    if options is not None and not isinstance(options, dict):
-        raise error(f"{source}: space options must be a mapping of option: value, got {type(options).__name__}")
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise error(f"{source}: num_classes must be a positive integer, got {num_classes!r}")
-    try:
-        return get_space(name, options or {}, num_classes=num_classes)
-    except ValidationError as err:
-        raise error(format_validation_error(str(source), err)) from None
-    except (ValueError, TypeError) as err:
-        raise error(f"{source}: {err}") from None

@@ -17,6 +17,7 @@ import hashlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 class InputError(ValueError):
@@ -73,3 +74,22 @@ def cli_entry(main: Callable[..., int]) -> Callable[..., int]:
             return 2
 
     return wrapped
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def format_validation_error(source: str, err: Any, prefix: str = "") -> str:
+    """One line naming the file, the first failing field of pydantic `ValidationError` `err`, what was expected
+    and what was given."""
+    first = err.errors()[0]
+    field = _loc(tuple(p for p in first["loc"] if p not in ("function-after", "function-before")))
+    field = ".".join(p for p in (prefix, field) if p) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
+    given = first.get("input")
+    shown = "" if first["type"] in ("missing", "value_error") or isinstance(given, dict) else f" (got {given!r})"
+    return f"{source}: {field}: {msg}{shown}".replace("\n", " ")

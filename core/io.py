@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
-from nas.errors import InputError, IntegrityError, sha256_file, verify_sha256
+from core.errors import InputError, IntegrityError, sha256_file, verify_sha256
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

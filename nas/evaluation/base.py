@@ -1,0 +1,53 @@
+"""The evaluator interface and its registry (``evaluator.name`` in a recipe).
+
+An evaluator turns a built network into an accuracy estimate: ``proxy`` (`nas.evaluation.evaluators`) trains it
+briefly; ``tabular`` and ``surrogate`` (`nas.evaluation.tabular`) read it from a metric table, and evaluators whose
+`trains` is False answer `estimate(arch_string)` without building a model; ``detection``
+(`nas.evaluation.detection`) trains and scores a detector. Each registers itself here; importing
+`nas.evaluation` registers them all.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from core.registry import PluginOptions, Registry
+
+EVALUATORS: Registry[type[Evaluator]] = Registry("evaluator")
+register_evaluator = EVALUATORS.register
+
+
+class EvaluatorOptions(PluginOptions):
+    """Base for an evaluator's recipe options."""
+
+
+class Evaluator:
+    """Base: `num_classes()` before any data is loaded, `evaluate(model, resolution)` -> metrics dict, or, for
+    evaluators that need no model (`trains` False), `estimate(arch_string)` -> metrics dict."""
+
+    Options: ClassVar[type[EvaluatorOptions]] = EvaluatorOptions
+    trains: ClassVar[bool] = True
+    metrics: ClassVar[tuple[str, ...]] = ()   # figures reported beside accuracy, each a results column
+
+    def __init__(self, options: EvaluatorOptions, seed: int = 0):
+        self.options, self.seed = options, seed
+
+    def num_classes(self) -> int:
+        raise NotImplementedError
+
+    def evaluate(self, model: Any, resolution: int) -> dict[str, float]:
+        raise NotImplementedError
+
+    def estimate(self, arch: str) -> dict[str, float]:
+        raise NotImplementedError(f"{type(self).__name__} needs a built model (trains is True)")
+
+    def bind(self, space: Any) -> Evaluator:
+        """Attach the search space (evaluators that read arch strings need it); returns self."""
+        return self
+
+
+def make_evaluator(name: str, options: dict[str, Any] | EvaluatorOptions | None, seed: int = 0) -> Evaluator:
+    """Instantiate a registered evaluator."""
+    cls = EVALUATORS.get(name)
+    if not isinstance(options, EvaluatorOptions):
+        options = cls.Options(**(options or {}))
+    return cls(options, seed=seed)
