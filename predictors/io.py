@@ -30,16 +30,22 @@ from search_spaces import make_space
 
 FORMAT = "hwnas-latency-predictor"
 FORMAT_VERSION = 3   # 2: meta.json records the SHA-256 of every other file; 3: a generic network model
-PARAMS = ("space", "space_options", "num_classes", "n_estimators", "learning_rate", "num_leaves",
-          "min_child_samples", "block_estimators", "n_folds", "correction", "seed")
+# the estimator's constructor keywords that meta.json records (the block table is saved as blocks.json instead)
+PARAMS = tuple(k for k in LGBMLatencyPredictor._get_param_names() if k not in ("block_table", "overhead_ms"))
 FILES = {"block_model.txt": "the block model", "network_model.txt": "the network correction",
          "generic_model.txt": "the generic network correction", "blocks.json": "the block costs"}
 CORRECTION_FILES = {"network_model.txt", "generic_model.txt"}   # present exactly when params.correction is on
 META_FIELDS = {   # field of meta.json -> the type it must have (declarative: `_check_meta` reads it)
-    "format": str, "format_version": int, "params": dict, "files": dict, "block_feature_schema": list,
+    "format": str, "format_version": int, "estimator": str, "params": dict, "files": dict, "block_feature_schema": list,
     "network_feature_schema": list, "flops_linear": list, "train_archs": list, "target": str,
     "profile": (dict, type(None)),
 }
+ESTIMATORS = {cls.__name__: cls for cls in (LGBMLatencyPredictor,)}   # what meta.json's `estimator` may name
+# meta.json fields about the training rows: computed by `save` from them, carried over by a re-save of a loaded model
+TRAINING_FIELDS = ("profile", "target", "training_data_sha256", "n_train", "flops_linear", "train_archs")
+# the fields `save` writes from the model itself; anything else in a loaded meta.json is an `extra` entry
+MODEL_FIELDS = ("format", "format_version", "estimator", "params", "block_feature_schema", "network_feature_schema",
+                "files", "generic_interval", "block_interval", "meta_sha256")
 
 
 class PredictorFileError(InputError):
@@ -67,26 +73,37 @@ def output_folder(folder: Path, flag: str = "") -> Path:
     return folder
 
 
-def save(model: LGBMLatencyPredictor, folder: Path, *, archs: list[str], y: np.ndarray,
+def save(model: LGBMLatencyPredictor, folder: Path, *, archs: list[str] | None = None, y: np.ndarray | None = None,
          profile: dict[str, Any] | None = None, target: str = "median_ms",
          extra: dict[str, Any] | None = None) -> Path:
     """Write `model` into `folder` (atomic per file, `meta.json` last, with the SHA-256 of the other files), with
-    the FLOPs-linear baseline fitted on the same training rows (`predictors.evaluate` reports it); `extra` entries
-    are added to meta.json.
+    the FLOPs-linear baseline fitted on the training rows `archs`, `y` (`predictors.evaluate` reports it); `extra`
+    entries are added to meta.json. A model `load` returned is saved without them: its training fields and extra
+    entries come from the folder it was loaded from, so saving it again writes the same files.
 
     Raises:
         OutputError: `folder` is a file or cannot be written.
+        ValueError: no training rows for a model that was not loaded from a folder.
     """
-    flops_coef = list(FlopsLinear(model.space, model.space_options, model.num_classes).fit(archs, y).coef_)
+    if archs is None or y is None:
+        loaded = getattr(model, "meta_", None)
+        if loaded is None:
+            raise ValueError("save: a predictor fitted here needs its training rows (archs=..., y=...)")
+        training = {k: loaded[k] for k in TRAINING_FIELDS}
+        extra = {k: v for k, v in loaded.items() if k not in TRAINING_FIELDS and k not in MODEL_FIELDS}
+    else:
+        flops = FlopsLinear(model.space, model.space_options, model.num_classes).fit(archs, y)
+        training = {"profile": profile, "target": target, "training_data_sha256": data_hash(archs, y),
+                    "n_train": len(archs), "flops_linear": list(flops.coef_), "train_archs": list(archs)}
     folder = output_folder(folder)
     (folder / "meta.json").unlink(missing_ok=True)   # the folder is incomplete until meta.json is back
     for name in (*FILES, "meta.json"):   # temp files of a save that was killed (atomic_write could not clean up)
         for stale in folder.glob(f".{name}.*.tmp"):
             stale.unlink(missing_ok=True)
-    atomic_write(folder / "block_model.txt", lambda t: model.block_model_.booster_.save_model(str(t)))
+    atomic_write(folder / "block_model.txt", lambda t: model.block_model_.save_model(str(t)))
     for name, part in (("network_model.txt", "network_model_"), ("generic_model.txt", "generic_model_")):
         if model.correction:
-            booster = getattr(model, part).booster_
+            booster = getattr(model, part)
             atomic_write(folder / name, lambda t, b=booster: b.save_model(str(t)))
         else:
             (folder / name).unlink(missing_ok=True)   # a stale one from an earlier save
@@ -95,10 +112,9 @@ def save(model: LGBMLatencyPredictor, folder: Path, *, archs: list[str], y: np.n
     written = [n for n in FILES if (folder / n).is_file()]
     meta = _json_value({
         "format": FORMAT, "format_version": FORMAT_VERSION, "estimator": type(model).__name__,
-        "params": {k: getattr(model, k) for k in PARAMS}, "profile": profile, "target": target,
+        "params": {k: getattr(model, k) for k in PARAMS}, **training,
         "block_feature_schema": list(BLOCK_FEATURES), "network_feature_schema": network_feature_names(model.space_),
-        "training_data_sha256": data_hash(archs, y), "n_train": len(archs), "flops_linear": flops_coef,
-        "train_archs": list(archs), "files": {n: sha256_file(folder / n) for n in written},
+        "files": {n: sha256_file(folder / n) for n in written},
         "generic_interval": getattr(model, "generic_interval_", None) if model.correction else None,
         "block_interval": getattr(model, "block_interval_", None),
         **(extra or {})})
@@ -140,19 +156,18 @@ def load(folder: Path, *, profile: str | None = None) -> tuple[LGBMLatencyPredic
             verify_sha256(folder / name, digest, what=FILES[name])
         except IntegrityError as err:
             raise PredictorIntegrityError(str(err)) from None
-    model = _fill(folder, model)
     interval = meta.get("generic_interval")
-    if model.correction:
-        if not (isinstance(interval, list) and len(interval) == 2 and all(isinstance(v, float) for v in interval)):
-            raise PredictorFileError(f"{folder / 'meta.json'}: generic_interval: expected two numbers, got "
-                                     f"{interval!r}; train the predictor again")
-        model.generic_interval_ = interval
+    if model.correction and not (isinstance(interval, list) and len(interval) == 2
+                                 and all(isinstance(v, float) for v in interval)):
+        raise PredictorFileError(f"{folder / 'meta.json'}: generic_interval: expected two numbers, got "
+                                 f"{interval!r}; train the predictor again")
     block = meta.get("block_interval")   # absent from predictors trained before it existed: no widening
     if block is not None and not (isinstance(block, list) and len(block) == 2
                                   and all(isinstance(v, float) for v in block)):
         raise PredictorFileError(f"{folder / 'meta.json'}: block_interval: expected two numbers, got {block!r}; "
                                  "train the predictor again")
-    model.block_interval_ = block
+    model = _fill(folder, model, interval if model.correction else None, block)
+    model.meta_ = meta
     return model, meta
 
 
@@ -244,8 +259,12 @@ def _model_from_meta(folder: Path, meta: dict[str, Any]) -> LGBMLatencyPredictor
     if meta["block_feature_schema"] != list(BLOCK_FEATURES):
         raise PredictorFileError(f"{path}: block_feature_schema: the model was trained on other block "
                                  "features than this version computes; retrain it")
+    estimator = ESTIMATORS.get(meta["estimator"])
+    if estimator is None:
+        raise PredictorFileError(f"{path}: estimator: expected one of {', '.join(ESTIMATORS)}, got "
+                                 f"{meta['estimator']!r}")
     try:
-        model = LGBMLatencyPredictor(**params)
+        model = estimator(**params)
     except TypeError as err:
         raise PredictorFileError(f"{path}: params: {err}") from None
     if meta["network_feature_schema"] != network_feature_names(space):
@@ -270,18 +289,14 @@ def _check_profile(folder: Path, meta: dict[str, Any], profile: str | None) -> N
                                  f"{got.get('name')}@{got.get('version')}, not {profile}")
 
 
-def _fill(folder: Path, model: LGBMLatencyPredictor) -> LGBMLatencyPredictor:
+def _fill(folder: Path, model: LGBMLatencyPredictor, generic_interval: list[float] | None,
+          block_interval: list[float] | None) -> LGBMLatencyPredictor:
     """The fitted parts, from files whose checksums were verified (so a parse failure here is a bug, not input)."""
     import lightgbm as lgb
 
-    from predictors.models import LookupSum
-
     blocks = json.loads((folder / "blocks.json").read_text())
-    model.lookup_ = LookupSum(model.space, model.space_options, model.num_classes)
-    model.lookup_.costs_, model.lookup_.overhead_ = blocks["costs_ms"], blocks["overhead_ms"]
-    model.block_prior_ = blocks["block_prior"]
-    model.block_model_ = lgb.Booster(model_file=str(folder / "block_model.txt"))
-    if model.correction:
-        model.network_model_ = lgb.Booster(model_file=str(folder / "network_model.txt"))
-        model.generic_model_ = lgb.Booster(model_file=str(folder / "generic_model.txt"))
-    return model
+    booster = lambda name: lgb.Booster(model_file=str(folder / name)) if model.correction else None  # noqa: E731
+    return model.set_fitted(blocks["costs_ms"], blocks["overhead_ms"], blocks["block_prior"],
+                            lgb.Booster(model_file=str(folder / "block_model.txt")),
+                            booster("network_model.txt"), booster("generic_model.txt"), generic_interval,
+                            block_interval)

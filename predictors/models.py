@@ -1,8 +1,10 @@
 """Latency predictors as scikit-learn-style estimators over architecture strings.
 
-`X` is a sequence of canonical arch strings of one search space, `y` latencies in ms. Every estimator's
-hyper-parameters are explicit `__init__` keywords, `fit` returns `self`, `predict` returns ms and `score` the
-coefficient of determination (as scikit-learn regressors do).
+`X` is a sequence of canonical arch strings of one search space, `y` latencies in ms. The estimators are
+scikit-learn regressors (`BaseEstimator`, `RegressorMixin`): hyper-parameters are explicit `__init__` keywords
+(`get_params`, `set_params` and `sklearn.base.clone` work), `fit` returns `self`, `predict` returns ms and `score`
+the coefficient of determination. Fitted LightGBM parts are kept as `lightgbm.Booster`s whether fitted here or
+loaded from their text files (`predictors.io`), so a loaded predictor is the same object as a fitted one.
 
 - `FlopsLinear`: latency = a * FLOPs + b (baseline).
 - `LookupSum`: latency = overhead + sum of per-block costs, from a measured block table or, for devices timed
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
 
 from core.errors import InputError
 from predictors.features import (GENERIC_FEATURES, block_matrix, generic_matrix, generic_row, network_matrix,
@@ -34,8 +37,8 @@ def _space(name: str, options: dict[str, Any] | None, num_classes: int):
     return get_space(name, options or {}, num_classes=num_classes)
 
 
-class _Base:
-    """Shared plumbing: the space, decoding, and `score`."""
+class _Base(RegressorMixin, BaseEstimator):
+    """Shared plumbing: the space and decoding (`score`, `get_params`, `set_params` come from scikit-learn)."""
 
     def __init__(self, space: str = "mobilenet", space_options: dict[str, Any] | None = None,
                  num_classes: int = 1000):
@@ -59,12 +62,6 @@ class _Base:
             keys.append([str(lc.key) for lc in layers])
             flops[i] = sum(lc.macs for lc in layers)
         return archs, keys, flops
-
-    def score(self, X: Sequence[str], y: Sequence[float]) -> float:
-        """R^2 of the predictions."""
-        y = np.asarray(y, float)
-        resid = y - self.predict(X)
-        return float(1 - (resid @ resid) / ((y - y.mean()) @ (y - y.mean())))
 
     def predict(self, X: Sequence[str]) -> np.ndarray:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -103,13 +100,17 @@ class LookupSum(_Base):
         """`fit` from networks already lowered to cost-key lists (unused when a block table is given)."""
         if self.block_table is not None:
             o = self.overhead_ms
-            self.costs_ = {k: max(v - o, 0.0) for k, v in self.block_table.items()}
-            self.overhead_ = o
-            return self
+            return self.set_costs({k: max(v - o, 0.0) for k, v in self.block_table.items()}, o)
         from hardware_profiles.importer import fit_additive
 
         fit = fit_additive(key_lists, np.asarray(y, float))
-        self.costs_, self.overhead_ = dict(zip(fit.keys, fit.cost_ms)), fit.overhead_ms
+        return self.set_costs(dict(zip(fit.keys, fit.cost_ms)), fit.overhead_ms)
+
+    def set_costs(self, costs_ms: dict[str, float], overhead_ms: float) -> LookupSum:
+        """The fitted state, whoever computed it (`fit`, a few-shot transfer, a saved folder): each block's cost
+        net of the overhead, and the overhead counted once per network."""
+        self.costs_ = {str(k): float(v) for k, v in costs_ms.items()}
+        self.overhead_ = float(overhead_ms)
         return self
 
     def sums(self, key_lists: list[list[str]], fallback=None) -> np.ndarray:
@@ -198,9 +199,8 @@ class LGBMLatencyPredictor(_Base):
         scale = np.maximum(basis.max(axis=0), 1e-12)
         weights = nnls(basis / scale / y[:, None], np.ones(len(y)))[0] / scale
         prior = [float(w) for w in weights] if (basis @ weights > 0).all() else [0.0, 0.0, 1.0]
-        model = self._lgbm(self.block_estimators, 3, BLOCK_LEAVES)
-        model.fit(block_matrix(keys), np.log(y / np.maximum(prior_matrix(keys) @ np.asarray(prior), MIN_BLOCK_MS)))
-        return prior, model
+        target = np.log(y / np.maximum(prior_matrix(keys) @ np.asarray(prior), MIN_BLOCK_MS))
+        return prior, self._lgbm(self.block_estimators, 3, BLOCK_LEAVES).fit(block_matrix(keys), target).booster_
 
     def _block_interval(self, keys: list[str], y: np.ndarray) -> list[float]:
         """The 10th and 90th percentile of log(measured / block model) on blocks of a kind the model was not fit
@@ -255,6 +255,27 @@ class LGBMLatencyPredictor(_Base):
     def _sums(self, lookup: LookupSum, key_lists: list[list[str]]) -> np.ndarray:
         return lookup.sums(key_lists, lambda keys: self._fallback(keys, lookup))
 
+    def fit_costs(self, costs_ms: dict[str, float], overhead_ms: float) -> LGBMLatencyPredictor:
+        """Fit from block costs (net of the overhead) computed elsewhere, e.g. by a few-shot transfer: the block
+        table and the block model, no network correction (`correction` must be off)."""
+        if self.correction:
+            raise ValueError("fit_costs fits block costs only; make the predictor with correction=False")
+        self.lookup_ = self._lookup().set_costs(costs_ms, overhead_ms)
+        self.fit_block_model()
+        return self
+
+    def set_fitted(self, costs_ms: dict[str, float], overhead_ms: float, block_prior: list[float], block_model: Any,
+                   network_model: Any = None, generic_model: Any = None, generic_interval: list[float] | None = None,
+                   block_interval: list[float] | None = None) -> LGBMLatencyPredictor:
+        """The fitted state as `predictors.io` saved it (LightGBM `Booster`s, block costs, intervals): what a
+        loaded predictor is made of, the same attributes `fit` sets."""
+        self.lookup_ = self._lookup().set_costs(costs_ms, overhead_ms)
+        self.block_prior_, self.block_model_, self.block_interval_ = list(block_prior), block_model, block_interval
+        if self.correction:
+            self.network_model_, self.generic_model_ = network_model, generic_model
+            self.generic_interval_ = generic_interval
+        return self
+
     def fit(self, X: Sequence[str], y: Sequence[float], extra: Sequence[tuple[Any, float]] = ()
             ) -> LGBMLatencyPredictor:
         """Fit to arch strings `X` of the space and their latencies `y`; `extra`: (NetworkDef, ms) of measured
@@ -274,8 +295,8 @@ class LGBMLatencyPredictor(_Base):
                 part = self._lookup().fit_keys([k for k, g in zip(keys, folds) if g != f], y[folds != f])
                 sums[folds == f] = self._sums(part, [k for k, g in zip(keys, folds) if g == f])
         feats = network_matrix(self.space_.encode(archs), sums, flops)
-        self.network_model_ = self._lgbm(self.n_estimators, self.min_child_samples)
-        self.network_model_.fit(feats, np.log(y / np.maximum(sums, 1e-9)))
+        self.network_model_ = self._lgbm(self.n_estimators, self.min_child_samples).fit(
+            feats, np.log(y / np.maximum(sums, 1e-9))).booster_
         self._fit_generic(archs, sums, y, extra)
         return self
 
@@ -294,7 +315,7 @@ class LGBMLatencyPredictor(_Base):
         all_sums = np.concatenate([sums, extra_sums])
         target = np.log(np.concatenate([y, [ms for _, ms in extra]]) / np.maximum(all_sums, 1e-9))
         feats = np.asarray(rows, dtype=np.float64).reshape(len(target), len(GENERIC_FEATURES))
-        self.generic_model_ = self._lgbm(self.n_estimators, GENERIC_MIN_CHILD).fit(feats, target)
+        self.generic_model_ = self._lgbm(self.n_estimators, GENERIC_MIN_CHILD).fit(feats, target).booster_
         # how far off it is on networks it was not fit on: out-of-fold residuals give the prediction interval
         folds = np.random.default_rng(self.seed).permutation(len(target)) % self.n_folds
         resid = np.empty(len(target))

@@ -47,7 +47,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from core.errors import InputError
-from predictors.models import LGBMLatencyPredictor, LookupSum
+from predictors.models import LGBMLatencyPredictor
 
 ANALYTIC = ("dense_macs", "depthwise_macs", "act_elems", "params", "convs", "ragged_depthwise_macs", "other_ops",
             "pool_macs")
@@ -207,11 +207,8 @@ def few_shot(sources: Sequence[LGBMLatencyPredictor], archs: Sequence[str], y: S
     basis = np.column_stack([np.array([analytic_terms(layers[k]) for k in keys])] +
                             [s.lookup_.sums([[k] for k in keys], s._fallback) - s.lookup_.overhead_
                              for s in sources])
-    model.lookup_ = LookupSum(model.space, model.space_options, model.num_classes)
-    model.lookup_.costs_ = {k: max(float(c), 0.0) for k, c in zip(keys, basis @ weights)}
-    model.lookup_.overhead_ = const + sum(weights[len(ANALYTIC) + j] * s.lookup_.overhead_
-                                          for j, s in enumerate(sources))
-    model.fit_block_model()
+    model.fit_costs({k: max(float(c), 0.0) for k, c in zip(keys, basis @ weights)},
+                    const + sum(weights[len(ANALYTIC) + j] * s.lookup_.overhead_ for j, s in enumerate(sources)))
     return model, _report(names, rows, y, weights, const, loo, cands, share)
 
 

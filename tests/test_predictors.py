@@ -278,3 +278,34 @@ def test_interval_widens_with_the_share_the_block_model_priced(tmp_path):
     older, _ = load(tmp_path / "m")
     np.testing.assert_allclose(older.predict_interval([unseen_net]), [pred[1] * np.exp(model.generic_interval_)],
                                rtol=1e-9)
+
+
+def test_predictors_are_scikit_learn_estimators_and_a_loaded_one_saves_the_same_files(tmp_path, data, fitted):
+    """`get_params` / `clone` work on every estimator (a clone refits to the same predictions); a predictor saved,
+    loaded and saved again gives byte-identical files and identical predictions; a predictor fitted here cannot
+    be saved without its training rows."""
+    from sklearn.base import clone
+
+    archs, y = list(data.arch), data.device_ms.to_numpy()
+    params = fitted.get_params()
+    assert params["space"] == "fbnet" and params["n_estimators"] == fitted.n_estimators
+    twin = clone(fitted)
+    assert twin.get_params() == params and not hasattr(twin, "lookup_")
+    np.testing.assert_array_equal(twin.fit(archs[:800], y[:800]).predict(archs[800:]), fitted.predict(archs[800:]))
+    for estimator in (FlopsLinear("fbnet", num_classes=100), LookupSum("fbnet", num_classes=100, overhead_ms=0.1)):
+        assert clone(estimator).get_params() == estimator.get_params()
+    assert clone(LookupSum("fbnet")).set_params(overhead_ms=0.2).overhead_ms == 0.2
+    save(fitted, tmp_path / "a", archs=archs[:800], y=y[:800], profile={"name": "dev", "version": 1},
+         extra={"note": "kept"})
+    loaded, meta = load(tmp_path / "a")
+    save(loaded, tmp_path / "b")
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "b").iterdir()) and "meta.json" in files
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    again, meta_b = load(tmp_path / "b")
+    assert meta_b["note"] == "kept" and meta_b["profile"] == {"name": "dev", "version": 1}
+    np.testing.assert_array_equal(again.predict(archs[800:]), loaded.predict(archs[800:]))
+    np.testing.assert_allclose(loaded.predict(archs[800:]), fitted.predict(archs[800:]), rtol=1e-12)
+    with pytest.raises(ValueError, match="needs its training rows"):
+        save(twin, tmp_path / "c")
