@@ -25,6 +25,23 @@ SPACES: Registry[type[SearchSpace]] = Registry("search space")
 register_space = SPACES.register
 
 
+def mutate_decisions(decisions: Sequence[int], sizes: Sequence[int], rng: np.random.Generator) -> list[int] | None:
+    """`decisions` with one of those that have alternatives changed to another choice; None when none has."""
+    open_ = [i for i, n in enumerate(sizes) if n > 1]
+    if not open_:
+        return None
+    i = open_[int(rng.integers(len(open_)))]
+    out = [int(d) for d in decisions]
+    out[i] = (out[i] + 1 + int(rng.integers(sizes[i] - 1))) % sizes[i]
+    return out
+
+
+def crossover_decisions(a: Sequence[int], b: Sequence[int], rng: np.random.Generator) -> list[int]:
+    """Each decision from `a` or `b` with equal probability."""
+    take_a = rng.random(len(a)) < 0.5
+    return [int(x if t else y) for x, y, t in zip(a, b, take_a)]
+
+
 class SpaceOptions(PluginOptions):
     """Base for a space's recipe options."""
 
@@ -65,17 +82,19 @@ class SearchSpace(ABC):
         self.options = options if options is not None else self.Options()
         self.num_classes = num_classes
 
-    @abstractmethod
+    # ---- sampling and variation: by default over the decision view (a space with other rules overrides them) ---
     def sample(self, rng: np.random.Generator) -> Hashable:
-        """A uniformly random architecture."""
+        """A uniformly random architecture: a uniform choice per decision."""
+        return self.from_decisions(rng.integers(self.decision_sizes()))
 
-    @abstractmethod
     def mutate(self, arch: Hashable, rng: np.random.Generator) -> Hashable:
-        """A copy of `arch` with one decision changed."""
+        """A copy of `arch` with exactly one decision (of those with more than one choice) changed."""
+        decisions = mutate_decisions(self.to_decisions(arch), self.decision_sizes(), rng)
+        return arch if decisions is None else self.from_decisions(decisions)
 
-    @abstractmethod
     def crossover(self, a: Hashable, b: Hashable, rng: np.random.Generator) -> Hashable:
-        """A child taking each decision from `a` or `b`."""
+        """Uniform crossover: each decision from `a` or `b` with equal probability."""
+        return self.from_decisions(crossover_decisions(self.to_decisions(a), self.to_decisions(b), rng))
 
     @abstractmethod
     def encode(self, archs: Sequence[Hashable]) -> np.ndarray:

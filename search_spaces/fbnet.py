@@ -43,6 +43,7 @@ from search_spaces.base import (
     register_space,
 )
 from search_spaces.blocks import ConvSpec, CostKey, LayerCost
+from search_spaces.layers import ConvBlock, conv_bn, conv_out
 
 # (kernel, expansion, groups) per choice index; None = skip. Order is the data's.
 CHOICES: tuple[tuple[int, int, int] | None, ...] = (
@@ -75,11 +76,6 @@ def layer_plan() -> list[tuple[int, int, int]]:
 _PLAN = layer_plan()
 
 
-def _out(hw: int, kernel: int, stride: int) -> int:
-    """Output size of a convolution with padding kernel // 2."""
-    return (hw + 2 * (kernel // 2) - kernel) // stride + 1
-
-
 class FBNetOptions(SpaceOptions):
     """Options of the ``fbnet`` space (the network is fixed; only the input resolution may change)."""
 
@@ -103,21 +99,6 @@ class FBNetSpace(SearchSpace):
     Options = FBNetOptions
     name = "fbnet"
     options: FBNetOptions
-
-    # ---- sampling and variation -------------------------------------------------------------------------------
-    def sample(self, rng: np.random.Generator) -> FBNetArch:
-        return FBNetArch(tuple(int(c) for c in rng.integers(NUM_CHOICES, size=NUM_LAYERS)))
-
-    def mutate(self, arch: FBNetArch, rng: np.random.Generator) -> FBNetArch:
-        """A copy of `arch` with exactly one layer's choice changed to a different one."""
-        layer = int(rng.integers(NUM_LAYERS))
-        new = (arch.choices[layer] + 1 + int(rng.integers(NUM_CHOICES - 1))) % NUM_CHOICES
-        return FBNetArch(arch.choices[:layer] + (new,) + arch.choices[layer + 1:])
-
-    def crossover(self, a: FBNetArch, b: FBNetArch, rng: np.random.Generator) -> FBNetArch:
-        """Uniform crossover: each layer's choice from `a` or `b` with equal probability."""
-        take_a = rng.random(NUM_LAYERS) < 0.5
-        return FBNetArch(tuple(x if t else y for x, y, t in zip(a.choices, b.choices, take_a)))
 
     # ---- decision view: one decision of 9 choices per layer ----------------------------------------------------
     def decision_sizes(self) -> tuple[int, ...]:
@@ -182,7 +163,7 @@ class FBNetSpace(SearchSpace):
     def layer_costs(self, arch: FBNetArch) -> list[LayerCost]:
         """Stem, the 22 searchable layers, head (1x1 conv to 1504 + pool) and classifier."""
         res = self.options.resolution
-        stem = ConvSpec(IN_CHANNELS, STEM_CHANNELS, 3, 1, res, _out(res, 3, 1))
+        stem = ConvSpec(IN_CHANNELS, STEM_CHANNELS, 3, 1, res, conv_out(res, 3, 1))
         hw = stem.hw_out
         out = [LayerCost.of(CostKey("stem", (IN_CHANNELS, res, res), (STEM_CHANNELS, hw, hw), 3, 1, act="relu",
                                     family=FAMILY), [stem], 2 * STEM_CHANNELS)]
@@ -201,7 +182,7 @@ class FBNetSpace(SearchSpace):
     def smallest(self) -> FBNetArch:
         """Per layer the choice with the fewest (MACs, params); layers cost independently, so this is the
         network with the fewest MACs (skip wherever it is the identity, the cheapest block elsewhere)."""
-        hw, choices = _out(self.options.resolution, 3, 1), []
+        hw, choices = conv_out(self.options.resolution, 3, 1), []
         for cin, cout, stride in _PLAN:
             costs = [_searchable_cost(c, cin, cout, stride, hw) for c in range(NUM_CHOICES)]
             choices.append(min(range(NUM_CHOICES), key=lambda c: (costs[c].macs, costs[c].params)))
@@ -222,13 +203,13 @@ class FBNetSpace(SearchSpace):
         """One layer alone, from its cost key (input (1, *key.in_shape))."""
         cin, cout = key.in_shape[0], key.out_shape[0]
         if key.op == "stem":
-            return nn.Sequential(*_conv_bn(cin, cout, key.kernel, key.stride))
+            return nn.Sequential(*conv_bn(cin, cout, key.kernel, key.stride))
         if key.op == "skip":
             return _layer(SKIP, cin, cout, key.stride)
         if key.op == "fbnet":
             return ConvBlock(cin, cout, key.kernel, int(key.expansion), key.groups, key.stride)
         if key.op == "head":
-            return nn.Sequential(*_conv_bn(cin, cout, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+            return nn.Sequential(*conv_bn(cin, cout, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         if key.op == "classifier":
             return nn.Sequential(nn.Flatten(1), nn.Linear(cin, cout))
         raise ValueError(f"cannot build a layer for cost key op {key.op!r}")
@@ -242,7 +223,7 @@ def _searchable_cost(choice: int, cin: int, cout: int, stride: int, hw: int) -> 
     """Cost of searchable layer `choice` with input (cin, hw, hw)."""
     spec = CHOICES[choice]
     if spec is None:
-        hw_out = _out(hw, 1, stride)
+        hw_out = conv_out(hw, 1, stride)
         identity = cin == cout and stride == 1
         key = CostKey("skip", (cin, hw, hw), (cout, hw_out, hw_out), 1, stride, act="none" if identity else "relu",
                       family=FAMILY)
@@ -251,7 +232,7 @@ def _searchable_cost(choice: int, cin: int, cout: int, stride: int, hw: int) -> 
         return LayerCost.of(key, [ConvSpec(cin, cout, 1, stride, hw, hw_out)], 2 * cout)
     k, e, g = spec
     mid = cin * e
-    dw = ConvSpec(mid, mid, k, stride, hw, _out(hw, k, stride), groups=mid)
+    dw = ConvSpec(mid, mid, k, stride, hw, conv_out(hw, k, stride), groups=mid)
     convs = [ConvSpec(cin, mid, 1, 1, hw, hw, groups=g), dw, ConvSpec(mid, cout, 1, 1, dw.hw_out, dw.hw_out, groups=g)]
     key = CostKey("fbnet", (cin, hw, hw), (cout, dw.hw_out, dw.hw_out), k, stride, float(e), act="relu",
                   skip=cin == cout and stride == 1, family=FAMILY, groups=g)
@@ -259,44 +240,10 @@ def _searchable_cost(choice: int, cin: int, cout: int, stride: int, hw: int) -> 
 
 
 # ---- modules (plain torch) ---------------------------------------------------------------------------------------
-def _conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, relu: bool = True) -> list[nn.Module]:
-    layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
-    return layers + [nn.ReLU()] * relu
-
-
-class ChannelShuffle(nn.Module):
-    """ShuffleNet channel shuffle: (N, g*c, H, W) -> view (N, g, c, H, W) -> transpose -> (N, c*g, H, W)."""
-
-    def __init__(self, groups: int):
-        super().__init__()
-        self.groups = groups
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
-
-
-class ConvBlock(nn.Module):
-    """FBNet ConvBlock (k, e, g): grouped 1x1 expand, shuffle, kxk depthwise, grouped 1x1 project, residual."""
-
-    def __init__(self, cin: int, cout: int, kernel: int, expansion: int, groups: int, stride: int):
-        super().__init__()
-        mid = cin * expansion
-        shuffle = [ChannelShuffle(groups)] if groups > 1 else []
-        self.body = nn.Sequential(*_conv_bn(cin, mid, 1, groups=groups), *shuffle,
-                                  *_conv_bn(mid, mid, kernel, stride, groups=mid),
-                                  *_conv_bn(mid, cout, 1, groups=groups, relu=False))
-        self.residual = cin == cout and stride == 1
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.body(x)
-        return y + x if self.residual else y
-
-
 def _layer(choice: int, cin: int, cout: int, stride: int) -> nn.Module:
     spec = CHOICES[choice]
     if spec is None:
-        return nn.Identity() if cin == cout and stride == 1 else nn.Sequential(*_conv_bn(cin, cout, 1, stride))
+        return nn.Identity() if cin == cout and stride == 1 else nn.Sequential(*conv_bn(cin, cout, 1, stride))
     k, e, g = spec
     return ConvBlock(cin, cout, k, e, g, stride)
 
@@ -311,9 +258,9 @@ class FBNet(nn.Module):
 
     def __init__(self, choices: Sequence[int], num_classes: int = 100):
         super().__init__()
-        self.stem = nn.Sequential(*_conv_bn(IN_CHANNELS, STEM_CHANNELS, 3))
+        self.stem = nn.Sequential(*conv_bn(IN_CHANNELS, STEM_CHANNELS, 3))
         self.blocks = nn.Sequential(*(_layer(c, *p) for c, p in zip(choices, _PLAN)))
-        self.head = nn.Sequential(*_conv_bn(STAGE_CHANNELS[-1], HEAD_CHANNELS, 1), nn.AdaptiveAvgPool2d(1),
+        self.head = nn.Sequential(*conv_bn(STAGE_CHANNELS[-1], HEAD_CHANNELS, 1), nn.AdaptiveAvgPool2d(1),
                                   nn.Flatten(1))
         self.classifier = nn.Linear(HEAD_CHANNELS, num_classes)
 

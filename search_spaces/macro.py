@@ -47,7 +47,7 @@ from torch import nn
 
 from search_spaces.base import PositionalLayers, SearchSpace, SpaceOptions, register_space
 from search_spaces.blocks import ConvSpec, CostKey, LayerCost
-from search_spaces.fbnet import ConvBlock, _conv_bn, _out
+from search_spaces.layers import ConvBlock, conv_bn, conv_out
 
 # (kernel, expansion) per choice digit; None = id. Order is the benchmark's.
 CHOICES: tuple[tuple[int, int] | None, ...] = (None, (3, 3), (5, 6))
@@ -104,21 +104,6 @@ class MacroSpace(SearchSpace):
     def __init__(self, options: MacroOptions | None = None, num_classes: int = 1000):
         super().__init__(options, num_classes)
         self._positional = self._positional_layers()
-
-    # ---- sampling and variation -------------------------------------------------------------------------------
-    def sample(self, rng: np.random.Generator) -> MacroArch:
-        return MacroArch(tuple(int(c) for c in rng.integers(NUM_CHOICES, size=NUM_LAYERS)))
-
-    def mutate(self, arch: MacroArch, rng: np.random.Generator) -> MacroArch:
-        """A copy of `arch` with exactly one layer's choice changed to a different one."""
-        layer = int(rng.integers(NUM_LAYERS))
-        new = (arch.choices[layer] + 1 + int(rng.integers(NUM_CHOICES - 1))) % NUM_CHOICES
-        return MacroArch(arch.choices[:layer] + (new,) + arch.choices[layer + 1:])
-
-    def crossover(self, a: MacroArch, b: MacroArch, rng: np.random.Generator) -> MacroArch:
-        """Uniform crossover: each layer's choice from `a` or `b` with equal probability."""
-        take_a = rng.random(NUM_LAYERS) < 0.5
-        return MacroArch(tuple(x if t else y for x, y, t in zip(a.choices, b.choices, take_a)))
 
     # ---- decision view: one decision of 3 choices per layer ----------------------------------------------------
     def decision_sizes(self) -> tuple[int, ...]:
@@ -190,7 +175,7 @@ class MacroSpace(SearchSpace):
 
     def _positional_layers(self) -> PositionalLayers:
         res = self.options.resolution
-        hw = _out(res, 3, 1)
+        hw = conv_out(res, 3, 1)
         fixed = [LayerCost.of(CostKey("stem", (IN_CHANNELS, res, res), (STEM_CHANNELS, hw, hw), 3, 1, act="relu",
                                       family=FAMILY), [ConvSpec(IN_CHANNELS, STEM_CHANNELS, 3, 1, res, hw)],
                               2 * STEM_CHANNELS)]
@@ -233,13 +218,13 @@ class MacroSpace(SearchSpace):
         """One layer alone, from its cost key (input (1, *key.in_shape))."""
         cin, cout = key.in_shape[0], key.out_shape[0]
         if key.op == "stem":
-            return nn.Sequential(*_conv_bn(cin, cout, key.kernel, key.stride))
+            return nn.Sequential(*conv_bn(cin, cout, key.kernel, key.stride))
         if key.op == "skip":
             return _layer(IDENTITY, cin, cout, key.stride)
         if key.op == "ir":
             return ConvBlock(cin, cout, key.kernel, int(key.expansion), 1, key.stride)
         if key.op == "head":
-            return nn.Sequential(*_conv_bn(cin, cout, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+            return nn.Sequential(*conv_bn(cin, cout, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         if key.op == "classifier":
             return nn.Sequential(nn.Flatten(1), nn.Linear(cin, cout))
         raise ValueError(f"cannot build a layer for cost key op {key.op!r}")
@@ -253,14 +238,14 @@ def _searchable_cost(choice: int, cin: int, cout: int, stride: int, hw: int) -> 
     """Cost of searchable layer `choice` with input (cin, hw, hw)."""
     spec = CHOICES[choice]
     if spec is None:
-        hw_out = _out(hw, 1, stride)
+        hw_out = conv_out(hw, 1, stride)
         key = CostKey("skip", (cin, hw, hw), (cout, hw_out, hw_out), 1, stride, act="none", family=FAMILY)
         if cin == cout and stride == 1:   # no convolution, but still a key: some devices charge time for it
             return LayerCost.of(key, [])
         return LayerCost.of(key, [ConvSpec(cin, cout, 1, stride, hw, hw_out)], 2 * cout)
     k, e = spec
     mid = cin * e
-    dw = ConvSpec(mid, mid, k, stride, hw, _out(hw, k, stride), groups=mid)
+    dw = ConvSpec(mid, mid, k, stride, hw, conv_out(hw, k, stride), groups=mid)
     convs = [ConvSpec(cin, mid, 1, 1, hw, hw), dw, ConvSpec(mid, cout, 1, 1, dw.hw_out, dw.hw_out)]
     key = CostKey("ir", (cin, hw, hw), (cout, dw.hw_out, dw.hw_out), k, stride, float(e), act="relu",
                   skip=cin == cout and stride == 1, family=FAMILY)
@@ -275,7 +260,7 @@ def _layer(choice: int, cin: int, cout: int, stride: int) -> nn.Module:
     if spec is None:
         if cin == cout and stride == 1:
             return nn.Identity()
-        return nn.Sequential(*_conv_bn(cin, cout, 1, stride, relu=False))
+        return nn.Sequential(*conv_bn(cin, cout, 1, stride, relu=False))
     k, e = spec
     return ConvBlock(cin, cout, k, e, 1, stride)
 
@@ -290,9 +275,9 @@ class MacroNet(nn.Module):
 
     def __init__(self, choices: Sequence[int], num_classes: int = 10):
         super().__init__()
-        self.stem = nn.Sequential(*_conv_bn(IN_CHANNELS, STEM_CHANNELS, 3))
+        self.stem = nn.Sequential(*conv_bn(IN_CHANNELS, STEM_CHANNELS, 3))
         self.blocks = nn.Sequential(*(_layer(c, *p) for c, p in zip(choices, _PLAN)))
-        self.head = nn.Sequential(*_conv_bn(STAGE_CHANNELS[-1], HEAD_CHANNELS, 1), nn.AdaptiveAvgPool2d(1),
+        self.head = nn.Sequential(*conv_bn(STAGE_CHANNELS[-1], HEAD_CHANNELS, 1), nn.AdaptiveAvgPool2d(1),
                                   nn.Flatten(1))
         self.classifier = nn.Linear(HEAD_CHANNELS, num_classes)
 

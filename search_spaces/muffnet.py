@@ -59,7 +59,7 @@ from torch import nn
 
 from search_spaces.base import SearchSpace, SpaceOptions, register_space
 from search_spaces.blocks import ConvSpec, CostKey, LayerCost
-from search_spaces.fbnet import ChannelShuffle, _conv_bn, _out
+from search_spaces.layers import ChannelShuffle, conv_bn, conv_out
 
 FAMILY = "muffnet"
 IN_CHANNELS = 3
@@ -200,19 +200,19 @@ def _key(op: str, cin: int, hw: int, cout: int, ho: int, kernel: int = 1, stride
 
 @functools.cache
 def _stem_cost(res: int) -> LayerCost:
-    conv = ConvSpec(IN_CHANNELS, STEM_CHANNELS, 3, 2, res, _out(res, 3, 2))
+    conv = ConvSpec(IN_CHANNELS, STEM_CHANNELS, 3, 2, res, conv_out(res, 3, 2))
     return LayerCost.of(_key("stem", IN_CHANNELS, res, STEM_CHANNELS, conv.hw_out, 3, 2), [conv], 2 * STEM_CHANNELS)
 
 
 @functools.cache
 def _maxpool_cost(chs: int, hw: int) -> LayerCost:
-    return LayerCost.of(_key("maxpool", chs, hw, chs, _out(hw, 3, 2), 3, 2, act="none"), [])
+    return LayerCost.of(_key("maxpool", chs, hw, chs, conv_out(hw, 3, 2), 3, 2, act="none"), [])
 
 
 @functools.cache
 def _unit_cost(cin: int, cout: int, hw: int, kernel: int, groups: int, stride: int) -> LayerCost:
     """A ShuffleNetV2 unit: the down-sampling one when `stride` is 2, else the basic one (cin == cout)."""
-    half, ho = cout // 2, _out(hw, kernel, stride)
+    half, ho = cout // 2, conv_out(hw, kernel, stride)
     tail = [ConvSpec(half, half, kernel, stride, hw, ho, groups=half),
             ConvSpec(half, half, 1, 1, ho, ho, groups=groups)]
     if stride == 1:
@@ -289,25 +289,6 @@ class MuffNetSpace(SearchSpace):
         it = iter(int(d) for d in decisions)
         return MuffNetArch(tuple(StageArch(*(c[next(it)] for c in stage)) for stage in self.choices))
 
-    # ---- sampling and variation -------------------------------------------------------------------------------
-    def sample(self, rng: np.random.Generator) -> MuffNetArch:
-        return self.from_decisions(rng.integers(self.decision_sizes()))
-
-    def mutate(self, arch: MuffNetArch, rng: np.random.Generator) -> MuffNetArch:
-        """A copy of `arch` with exactly one decision (of those with more than one choice) changed."""
-        sizes, decisions = self.decision_sizes(), list(self.to_decisions(arch))
-        open_ = [i for i, n in enumerate(sizes) if n > 1]
-        if not open_:
-            return arch
-        i = open_[int(rng.integers(len(open_)))]
-        decisions[i] = (decisions[i] + 1 + int(rng.integers(sizes[i] - 1))) % sizes[i]
-        return self.from_decisions(decisions)
-
-    def crossover(self, a: MuffNetArch, b: MuffNetArch, rng: np.random.Generator) -> MuffNetArch:
-        """Uniform crossover: each decision from `a` or `b` with equal probability."""
-        take_a = rng.random(len(self.decision_sizes())) < 0.5
-        return self.from_decisions(np.where(take_a, self.to_decisions(a), self.to_decisions(b)))
-
     # ---- strings and features ---------------------------------------------------------------------------------
     def to_string(self, arch: MuffNetArch) -> str:
         return str(arch)
@@ -345,7 +326,7 @@ class MuffNetSpace(SearchSpace):
         for s, st in enumerate(arch.stages):
             cout = stage_channels(s, st.width, st.groups, self.options.channel_multiple)
             out.append(StagePlan(cin, cout, hw, st.depth, st.kernel, st.groups, st.span))
-            cin, hw = cout, _out(hw, st.kernel, 2)
+            cin, hw = cout, conv_out(hw, st.kernel, 2)
         return out
 
     def feature_layer_costs(self, arch: MuffNetArch) -> list[LayerCost]:
@@ -391,7 +372,7 @@ class MuffNetSpace(SearchSpace):
         for s, (depths, widths, kernels, groups, spans) in enumerate(self.choices):
             pairs = sorted({(stage_channels(s, w, g, self.options.channel_multiple), g) for w in widths
                             for g in groups})
-            ho = _out(hw, 3, 2)   # every odd kernel halves (rounding up) with stride 2
+            ho = conv_out(hw, 3, 2)   # every odd kernel halves (rounding up) with stride 2
             for (cout, g), k in itertools.product(pairs, kernels):
                 layers += [_unit_cost(cin, cout, hw, k, g, 2) for cin in prev]
                 layers += [_unit_cost(cout, cout, ho, k, g, 1)] * (max(depths) > 1)
@@ -413,7 +394,7 @@ class MuffNetSpace(SearchSpace):
         """One layer alone, from its cost key (input (1, *key.in_shape))."""
         cin, cout = key.in_shape[0], key.out_shape[0]
         if key.op == "stem":
-            return nn.Sequential(*_conv_bn(cin, cout, key.kernel, key.stride))
+            return nn.Sequential(*conv_bn(cin, cout, key.kernel, key.stride))
         if key.op == "maxpool":
             return nn.MaxPool2d(key.kernel, key.stride, key.kernel // 2)
         if key.op == "shuffle":
@@ -421,7 +402,7 @@ class MuffNetSpace(SearchSpace):
         if key.op == "add":
             return AddStored(key.in_shape)
         if key.op == "head":
-            return nn.Sequential(*_conv_bn(cin, cout, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+            return nn.Sequential(*conv_bn(cin, cout, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         if key.op == "classifier":
             return nn.Sequential(nn.Flatten(1), nn.Linear(cin, cout))
         raise ValueError(f"cannot build a layer for cost key op {key.op!r}")
@@ -451,13 +432,13 @@ class ShuffleUnit(nn.Module):
         g_in = math.gcd(groups, cin) if stride == 2 else groups
         self.branch1 = None
         if stride == 2:
-            self.branch1 = nn.Sequential(*_conv_bn(cin, cin, kernel, stride, groups=cin, relu=False),
-                                         *_conv_bn(cin, half, 1, groups=g_in))
+            self.branch1 = nn.Sequential(*conv_bn(cin, cin, kernel, stride, groups=cin, relu=False),
+                                         *conv_bn(cin, half, 1, groups=g_in))
         self.shuffle = ChannelShuffle(2)
         shuffle = [ChannelShuffle(g_in)] if g_in > 1 else []
-        self.branch2 = nn.Sequential(*_conv_bn(cin if stride == 2 else half, half, 1, groups=g_in), *shuffle,
-                                     *_conv_bn(half, half, kernel, stride, groups=half, relu=False),
-                                     *_conv_bn(half, half, 1, groups=groups))
+        self.branch2 = nn.Sequential(*conv_bn(cin if stride == 2 else half, half, 1, groups=g_in), *shuffle,
+                                     *conv_bn(half, half, kernel, stride, groups=half, relu=False),
+                                     *conv_bn(half, half, 1, groups=groups))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.branch1 is None:
@@ -504,7 +485,7 @@ class MuffNetBackbone(nn.Module):
 
     def __init__(self, plan: Sequence[StagePlan]):
         super().__init__()
-        self.stem = nn.Sequential(*_conv_bn(IN_CHANNELS, STEM_CHANNELS, 3, 2))
+        self.stem = nn.Sequential(*conv_bn(IN_CHANNELS, STEM_CHANNELS, 3, 2))
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         self.stages = nn.ModuleList(FederatedStage(p) for p in plan)
         self.out_channels = [p.cout for p in plan]
@@ -529,7 +510,7 @@ class MuffNet(nn.Module):
     def __init__(self, backbone: MuffNetBackbone, num_classes: int = 1000):
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Sequential(*_conv_bn(backbone.out_channels[-1], HEAD_CHANNELS, 1), nn.AdaptiveAvgPool2d(1),
+        self.head = nn.Sequential(*conv_bn(backbone.out_channels[-1], HEAD_CHANNELS, 1), nn.AdaptiveAvgPool2d(1),
                                   nn.Flatten(1))
         self.classifier = nn.Linear(HEAD_CHANNELS, num_classes)
 

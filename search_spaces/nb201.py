@@ -47,7 +47,7 @@ from torch import nn
 
 from search_spaces.base import PositionalLayers, SearchSpace, SpaceOptions, register_space
 from search_spaces.blocks import ConvSpec, CostKey, LayerCost
-from search_spaces.fbnet import _conv_bn, _out
+from search_spaces.layers import conv_bn, conv_out
 
 NUM_NODES = 4
 EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))   # (node, input) in order
@@ -63,7 +63,7 @@ FAMILY = "nb201"
 # ---- modules (plain torch) ---------------------------------------------------------------------------------------
 def _relu_conv_bn(cin: int, cout: int, k: int, stride: int = 1) -> nn.Sequential:
     """The benchmark's ReLUConvBN: ReLU, kxk conv (padding k // 2, no bias), BN."""
-    return nn.Sequential(nn.ReLU(), *_conv_bn(cin, cout, k, stride, relu=False))
+    return nn.Sequential(nn.ReLU(), *conv_bn(cin, cout, k, stride, relu=False))
 
 
 class Zero(nn.Module):
@@ -145,7 +145,7 @@ class NB201Network(nn.Module):
 
     def __init__(self, ops: Sequence[int], num_classes: int = 10):
         super().__init__()
-        self.stem = nn.Sequential(*_conv_bn(IN_CHANNELS, STAGE_CHANNELS[0], 3, relu=False))
+        self.stem = nn.Sequential(*conv_bn(IN_CHANNELS, STAGE_CHANNELS[0], 3, relu=False))
         layers: list[nn.Module] = []
         for s, chs in enumerate(STAGE_CHANNELS):
             if s:
@@ -239,21 +239,6 @@ class NB201Space(SearchSpace):
     Options = NB201Options
     name = "nb201"
     options: NB201Options
-
-    # ---- sampling and variation -------------------------------------------------------------------------------
-    def sample(self, rng: np.random.Generator) -> NB201Arch:
-        return NB201Arch(tuple(int(o) for o in rng.integers(NUM_OPS, size=NUM_EDGES)))
-
-    def mutate(self, arch: NB201Arch, rng: np.random.Generator) -> NB201Arch:
-        """A copy of `arch` with exactly one edge's op changed to a different one."""
-        edge = int(rng.integers(NUM_EDGES))
-        new = (arch.ops[edge] + 1 + int(rng.integers(NUM_OPS - 1))) % NUM_OPS
-        return NB201Arch(arch.ops[:edge] + (new,) + arch.ops[edge + 1:])
-
-    def crossover(self, a: NB201Arch, b: NB201Arch, rng: np.random.Generator) -> NB201Arch:
-        """Uniform crossover: each edge's op from `a` or `b` with equal probability."""
-        take_a = rng.random(NUM_EDGES) < 0.5
-        return NB201Arch(tuple(x if t else y for x, y, t in zip(a.ops, b.ops, take_a)))
 
     # ---- decision view: one decision of 5 ops per edge --------------------------------------------------------
     def decision_sizes(self) -> tuple[int, ...]:
@@ -367,7 +352,7 @@ class NB201Space(SearchSpace):
         if edge is not None:
             return EDGE_OPS[edge].build(cin)
         if key.op == "stem":
-            return nn.Sequential(*_conv_bn(cin, cout, key.kernel, relu=False))
+            return nn.Sequential(*conv_bn(cin, cout, key.kernel, relu=False))
         if key.op == "resblock":
             return ResNetBasicBlock(cin, cout)
         if key.op == "head":
@@ -392,7 +377,7 @@ def _edge_cost(op: int, chs: int, hw: int) -> LayerCost:
 
 def _resblock_cost(cin: int, cout: int, hw: int) -> LayerCost:
     """Cost of the stride-2 basic block on a (cin, hw, hw) map: conv_a, conv_b, the 1x1 shortcut conv."""
-    ho = _out(hw, 3, 2)
+    ho = conv_out(hw, 3, 2)
     convs = [ConvSpec(cin, cout, 3, 2, hw, ho), ConvSpec(cout, cout, 3, 1, ho, ho), ConvSpec(cin, cout, 1, 1, ho, ho)]
     key = CostKey("resblock", (cin, hw, hw), (cout, ho, ho), 3, 2, act="relu", skip=True, family=FAMILY)
     return LayerCost.of(key, convs, 2 * (cout + cout))

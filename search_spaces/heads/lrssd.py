@@ -40,6 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from core.registry import PluginOptions
+from search_spaces.base import crossover_decisions, mutate_decisions
 from search_spaces.blocks import ConvSpec, CostKey, LayerCost
 
 FAMILY = "lrssd"
@@ -107,18 +108,11 @@ class HeadChoices:
 
     def mutate(self, head: HeadArch, rng: np.random.Generator) -> HeadArch:
         """`head` with one decision that has alternatives changed (unchanged when none has)."""
-        open_ = [i for i, c in enumerate(self.choices) if len(c) > 1]
-        if not open_:
-            return head
-        i = open_[int(rng.integers(len(open_)))]
-        d = list(self.to_decisions(head))
-        d[i] = (d[i] + 1 + int(rng.integers(len(self.choices[i]) - 1))) % len(self.choices[i])
-        return self.from_decisions(d)
+        decisions = mutate_decisions(self.to_decisions(head), self.sizes(), rng)
+        return head if decisions is None else self.from_decisions(decisions)
 
     def crossover(self, a: HeadArch, b: HeadArch, rng: np.random.Generator) -> HeadArch:
-        take = rng.random(len(self.choices)) < 0.5
-        return self.from_decisions([x if t else y for x, y, t in zip(self.to_decisions(a), self.to_decisions(b),
-                                                                      take)])
+        return self.from_decisions(crossover_decisions(self.to_decisions(a), self.to_decisions(b), rng))
 
     def encode(self, head: HeadArch) -> list[float]:
         """levels, width, kernel, anchors as numbers; fusion one-hot; shared flag."""
