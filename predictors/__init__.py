@@ -1,5 +1,4 @@
-"""Latency predictors (LightGBM block model + network-level correction, FLOPs and lookup-table baselines).
-
-Not implemented yet: until they land, recipes get latency from the live profiles in `hardware_profiles`, through
-the same `profile.latency(space, arch)` interface the predictors will serve.
+"""Latency predictors: a LightGBM block model and network-level corrections over a profile's measured blocks, with
+the FLOPs-linear and lookup-table baselines (`predictors.models`), their files (`predictors.io`), few-shot transfer
+to a new device (`predictors.transfer`) and the train / predict / evaluate command lines.
 """

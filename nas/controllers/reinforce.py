@@ -13,31 +13,26 @@ utility `u_i`: 1 when the reward is among the best `elite` fraction of every rew
 - ``reinforce``: one Adam step along ``mean_i A_i grad log q(d_i)`` on the batch alone.
 
 Ranking instead of raw rewards makes the step independent of the reward's scale and of outliers (a few broken
-networks at 10 % accuracy would otherwise drown the differences that matter at the top). Each decision is sampled
+networks at a tenth of the best accuracy would otherwise drown the differences that matter at the top); PPO was
+kept over REINFORCE because it learns several times from each costly outcome. Each decision is sampled
 from the policy mixed with a uniform share (`explore`), and the probabilities of that mixture are what the
 gradient and PPO's ratios use, so they stay finite. A candidate is learned from once: repeats (already-evaluated
 candidates the search answers for free) are ignored, because counting them again reinforced the policy's mode
 until it proposed nothing new. Updating in batches is what lets several trials run at once: outcomes arrive in any
 order and the policy changes only between batches.
 
-Measured on `bench/controllers.py` (synthetic NB201 table, 30 seeds, mean regret after 100 queries; random 1.38,
-evolution 0.50): REINFORCE on raw rewards with a moving baseline 1.43 (20 seeds); on elite ranks against the
-batch mean 0.94; the same learning each candidate once 0.99 (lr 0.2); PPO (8 epochs over the last 4 batches,
-lr 0.1) 0.57. Under concurrency the behaviour probability of a sample is taken when its outcome is told, which is
-the policy it was drawn from unless an update happened while it was in flight; the clip bounds that error.
+Under concurrency the behaviour probability of a sample is taken when its outcome is told, which is the policy it
+was drawn from unless an update happened while it was in flight; the clip bounds that error.
 
-What makes it sample-efficient enough for costly evaluations (measured with the ridge score model, before the
-GP became the default; `python bench/controllers.py --table synthetic:nb201 --seeds 30 --controllers ...`: synthetic
-NB201 table, mean regret after 100 queries; random search 1.38, the last
-session's PPO alone 0.57):
+What makes it sample-efficient enough for costly evaluations (each choice was measured with `bench/controllers.py`;
+the README has the figures):
 - a surrogate steers the proposals (`nas.controllers.surrogate`): each is the best-predicted unseen one of
-  `candidates` (then 60; 200 since the GP, chosen by `bench/controllers.py --leave-one-out`) policy samples:
-  0.12 against 0.59 for ``surrogate: none`` (20 candidates: 0.26);
+  `candidates` policy samples;
 - candidates the cheap checks rejected are recorded but not learnt from (``rejected: ignore``): they cost
   nothing, and penalising them pushes the policy away from the latency limit, where the best feasible networks
-  lie (``rejected: penalty``: 0.20);
+  lie (``rejected: penalty`` does so);
 - a small entropy bonus (`entropy_weight` 0.01) keeps the policy from collapsing onto candidates it has already
-  seen, which otherwise multiplies the free repeats per query and can end a search early (0: 0.18).
+  seen, which otherwise multiplies the free repeats per query and can end a search early.
 
 Rewards:
 - ``hard`` (default): the accuracy of a feasible candidate. Failed and over-limit candidates (rejected ones too
