@@ -1,7 +1,9 @@
 """What every command line of the project shares to check its input: one `InputError` line naming the flag or the
 file (and the line or field), printed by `core.errors.cli_entry` with exit status 2, never a traceback.
 
-- `ArgParser`: argparse whose usage errors are `InputError`s (so ``main([...])`` returns 2 in-process too).
+- `ArgParser`: argparse whose usage errors are `InputError`s (so ``main([...])`` returns 2 in-process too), and
+  whose `parse_into` fills a command's settings dataclass: library code takes those settings, never argparse, so
+  ``measure_profile(MeasureSettings(profile="p", space="mobilenet"))`` works as the command line does.
 - `check_folder` / `check_output` (`core.io`'s): a folder to write into / a file to write, refused before any work
   is done.
 - `check_range`: numeric flags below their minimum.
@@ -10,13 +12,16 @@ file (and the line or field), printed by `core.errors.cli_entry` with exit statu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from core.errors import InputError
 from core.io import check_output  # noqa: F401  (a command's file output: one check, atomic_write's)
+
+S = TypeVar("S")
 
 
 class ArgParser(argparse.ArgumentParser):
@@ -26,8 +31,16 @@ class ArgParser(argparse.ArgumentParser):
     def error(self, message: str):
         raise InputError(f"{message} (see {self.prog} --help)")
 
+    def parse_into(self, settings: type[S], argv: list[str] | None = None) -> S:
+        """Parse `argv` into the dataclass `settings`, whose fields are the flags (``--max-rows`` -> ``max_rows``)
+        and whose defaults are the flags' defaults (the parser's own are not used: one place holds them)."""
+        self.set_defaults(**{f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING
+                             else f.default for f in dataclasses.fields(settings)
+                             if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING})
+        return settings(**vars(self.parse_args(argv)))
 
-def check_range(args: argparse.Namespace, **minimum: float) -> None:
+
+def check_range(args: Any, **minimum: float) -> None:
     """Refuse a numeric flag below its minimum: ``check_range(args, repeats=1)`` checks ``--repeats >= 1``."""
     for dest, low in minimum.items():
         value = getattr(args, dest)

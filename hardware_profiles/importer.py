@@ -15,9 +15,8 @@ the file and line (exit status 2), as is a `--holdout` that leaves too few train
 """
 from __future__ import annotations
 
-import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +84,28 @@ def _holdout_split(n: int, holdout: float, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).random(n) < holdout
 
 
-def _check_enough_rows(keys: list[list[str]], held: np.ndarray, args: argparse.Namespace) -> None:
+@dataclass
+class ImportSettings:
+    """What to import and how: one field per flag of the command line (``--space-options`` -> ``space_options``),
+    with its default; `import_profile` takes it."""
+
+    profile: str
+    space: str
+    table: str
+    target: str
+    space_options: str | None = None
+    num_classes: int = 1000
+    holdout: float = 0.25
+    seed: int = 0
+    device: str | None = None
+    runtime: str = "unknown (imported measurements)"
+    precision: str = "fp32"
+    source: list[str] | None = None
+    version: int = 1
+    root: str = field(default_factory=lambda: str(BUILTIN_ROOT))
+
+
+def _check_enough_rows(keys: list[list[str]], held: np.ndarray, args: ImportSettings) -> None:
     """The fit has one unknown per distinct cost key of the training rows plus the overhead; fewer training rows
     than unknowns leave the costs undetermined (any split fits), so refuse them and say how many are needed."""
     train = [k for k, h in zip(keys, held) if not h]
@@ -112,7 +132,7 @@ def _fit_and_judge(keys: list[list[str]], y: np.ndarray, held: np.ndarray) -> tu
     return fit, report
 
 
-def _write_profile(args: argparse.Namespace, space, options: dict, rows: ArchRows, held: np.ndarray,
+def _write_profile(args: ImportSettings, space, options: dict, rows: ArchRows, held: np.ndarray,
                    fit: AdditiveFit, report: dict) -> Path:
     """Write blocks.csv, networks.csv (the training rows) and the manifest with the tables' SHA-256."""
     folder = Path(args.root) / args.profile / str(args.version)
@@ -137,7 +157,7 @@ def _write_profile(args: argparse.Namespace, space, options: dict, rows: ArchRow
     return write_manifest(manifest, folder)
 
 
-def check_args(args: argparse.Namespace) -> None:
+def check_args(args: ImportSettings) -> None:
     """Refuse bad flags before any file is read (`InputError` naming the flag)."""
     check_profile_name(args.profile)
     check_range(args, num_classes=1, version=1)
@@ -146,7 +166,7 @@ def check_args(args: argparse.Namespace) -> None:
     check_folder(args.root, "--root")
 
 
-def import_profile(args: argparse.Namespace) -> dict[str, object]:
+def import_profile(args: ImportSettings) -> dict[str, object]:
     """Fit, evaluate on held-out rows, and write the imported profile; returns the report.
 
     Raises:
@@ -167,7 +187,7 @@ def import_profile(args: argparse.Namespace) -> dict[str, object]:
     return report
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> ImportSettings:
     """The command line (usage errors are `InputError`s)."""
     p = ArgParser(prog="python -m hardware_profiles.importer", description=__doc__.splitlines()[0])
     p.add_argument("--profile", metavar="NAME", required=True,
@@ -175,29 +195,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--space", required=True, help="registered search space the table's arch strings belong to")
     p.add_argument("--space-options", metavar="FILE",
                    help="YAML file with the space's options (default: the space's defaults)")
-    p.add_argument("--num-classes", metavar="N", type=int, default=1000,
+    p.add_argument("--num-classes", metavar="N", type=int,
                    help="classifier outputs of the networks (default 1000)")
     p.add_argument("--table", metavar="FILE", required=True,
                    help="CSV (or Parquet) with an `arch` column in the space's canonical string and a latency "
                         "column; each arch once (rows with an empty latency are skipped)")
     p.add_argument("--target", metavar="COLUMN", required=True,
                    help="the table's latency column (ms, positive numbers)")
-    p.add_argument("--holdout", metavar="SHARE", type=float, default=0.25,
+    p.add_argument("--holdout", metavar="SHARE", type=float,
                    help="share of rows kept out of the fit to judge it, in [0, 1) (default 0.25)")
-    p.add_argument("--seed", metavar="N", type=int, default=0, help="seed of the held-out rows (default 0)")
+    p.add_argument("--seed", metavar="N", type=int, help="seed of the held-out rows (default 0)")
     p.add_argument("--device", metavar="TEXT", help="device description for the manifest (default: the profile name)")
-    p.add_argument("--runtime", metavar="TEXT", default="unknown (imported measurements)",
+    p.add_argument("--runtime", metavar="TEXT",
                    help="runtime the latencies were measured with, for the manifest")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
                    help="numeric precision of the measured networks (default fp32)")
     p.add_argument("--source", metavar="TEXT", action="append",
                    help="citation of the data, for the manifest (repeatable)")
-    p.add_argument("--version", metavar="N", type=int, default=1,
+    p.add_argument("--version", metavar="N", type=int,
                    help="profile version to write (default 1; replaced if it exists)")
-    p.add_argument("--root", metavar="DIR", default=str(BUILTIN_ROOT),
+    p.add_argument("--root", metavar="DIR",
                    help="folder holding profiles; the profile goes to DIR/NAME/VERSION (default: the built-in "
                         "folder; add a folder of your own to HWNAS_PROFILE_PATH to load from it)")
-    return p.parse_args(argv)
+    return p.parse_into(ImportSettings, argv)
 
 
 @cli_entry

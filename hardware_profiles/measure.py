@@ -30,13 +30,13 @@ ARM table (install the project there with ``pip install -e .``; onnxruntime publ
 """
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,42 @@ from hardware_profiles.manifest import (BUILTIN_ROOT, Manifest, check_profile_na
                                         table_hashes, verify_tables, write_manifest)
 from hardware_profiles.tables import ARCH_AS_TEXT, BLOCK_COLUMNS, EXTRA_COLUMNS, NETWORK_COLUMNS, write_table
 from search_spaces import make_space
+
+
+@dataclass
+class MeasureSettings:
+    """What to measure and how: one field per flag of the command line (``--max-spread`` -> ``max_spread``),
+    with its default; `measure_profile` and `check_profile` take it, so code calls them as the command line does."""
+
+    profile: str
+    space: str | None = None
+    check: int = 0
+    space_options: str | None = None
+    num_classes: int = 1000
+    networks: int = 50
+    random_networks: int = 0
+    plain_networks: int = 0
+    mixed_networks: int = 0
+    same_pad_networks: int = 0
+    timm_models: list[str] = field(default_factory=list)
+    sample: int = 0
+    backend: str = "onnxruntime-cpu"
+    threads: int = 1
+    precision: str = "fp32"
+    batch: int = 1
+    channels_last: bool = False
+    warmup: int = 10
+    repeats: int = 50
+    max_spread: float = 0.15
+    attempts: int = 3
+    rounds: int = 1
+    preheat: float = 0.0
+    chunk: int = 32
+    seed: int = 0
+    flush_seconds: float = 0.0
+    device: str | None = None
+    root: str | None = None
+    new_version: bool = False
 
 
 def machine_info(backend: str) -> dict[str, Any]:
@@ -122,22 +158,23 @@ def measure_in_rounds(backend, items: list[tuple[Callable[[], Any], tuple[int, .
             for row in round_medians(backend, items, rounds)]
 
 
-def _preheat(args: argparse.Namespace, seconds: float | None = None) -> None:
+def _preheat(backend: str, seconds: float, threads: int) -> None:
     """`--preheat`: load the CPU as the measurement will before timing anything (`core.timing.preheat`;
     a GPU is warmed by each item's own warm-up runs)."""
     from core.timing import preheat
 
-    seconds = args.preheat if seconds is None else seconds
-    if args.backend == "onnxruntime-cpu" and seconds > 0:
+    if backend == "onnxruntime-cpu" and seconds > 0:
         print(f"preheating for {seconds:g} s ...", file=sys.stderr)
-        preheat(seconds, args.threads)
+        preheat(seconds, threads)
 
 
-def make_backend(args: argparse.Namespace):
-    """The measuring backend the arguments ask for."""
-    if args.backend == "onnxruntime-cpu":
-        return OnnxCpuBackend(args.threads, args.warmup, args.repeats)
-    if args.backend == "torch-cuda":
+def make_backend(backend: str, *, threads: int = 1, warmup: int = 10, repeats: int = 50, precision: str = "fp32",
+                 batch: int = 1, channels_last: bool = False):
+    """The measuring backend: onnxruntime on this CPU (``onnxruntime-cpu``, fp32, batch 1) or CUDA graphs on the
+    GPU (``torch-cuda``)."""
+    if backend == "onnxruntime-cpu":
+        return OnnxCpuBackend(threads, warmup, repeats)
+    if backend == "torch-cuda":
         import torch
 
         if not torch.cuda.is_available():
@@ -145,9 +182,9 @@ def make_backend(args: argparse.Namespace):
                              "use --backend onnxruntime-cpu")
         from hardware_profiles.cuda import TorchCudaBackend
 
-        return TorchCudaBackend(precision=args.precision, batch=args.batch, channels_last=args.channels_last,
-                                warmup=args.warmup, repeats=args.repeats)
-    raise InputError(f"--backend: {args.backend!r} cannot measure; expected onnxruntime-cpu or torch-cuda")
+        return TorchCudaBackend(precision=precision, batch=batch, channels_last=channels_last, warmup=warmup,
+                                repeats=repeats)
+    raise InputError(f"--backend: {backend!r} cannot measure; expected onnxruntime-cpu or torch-cuda")
 
 
 def measure_stable(backend, build: Callable[[], Any], shape: tuple[int, ...], max_spread: float,
@@ -225,7 +262,7 @@ def _versions(root: Path, name: str) -> dict[int, Path]:
     return {int(p.parent.name): p.parent for p in folder.glob("*/manifest.yaml") if p.parent.name.isdigit()}
 
 
-def _open_profile(args: argparse.Namespace, backend, space_options: dict) -> tuple[Manifest, Path]:
+def _open_profile(args: MeasureSettings, backend, space_options: dict) -> tuple[Manifest, Path]:
     """The profile folder to measure into: the newest version in `--root` (or, without `--root`, the newest one
     found on the profile path), continued; or a new version when there is none or `--new-version` asks for one."""
     root = Path(args.root) if args.root else BUILTIN_ROOT
@@ -244,7 +281,7 @@ def _open_profile(args: argparse.Namespace, backend, space_options: dict) -> tup
     return manifest, root / args.profile / str(version)
 
 
-def _continued(args: argparse.Namespace, folder: Path, space_options: dict) -> Manifest:
+def _continued(args: MeasureSettings, folder: Path, space_options: dict) -> Manifest:
     """The manifest of a profile to continue, once it is known to be a measured profile of the same setup whose
     tables (if it was finished) are the ones recorded. Its hashes are dropped: the tables are partial again."""
     manifest = read_manifest(folder / "manifest.yaml")
@@ -254,18 +291,18 @@ def _continued(args: argparse.Namespace, folder: Path, space_options: dict) -> M
     threads = args.threads if args.backend == "onnxruntime-cpu" else 0
     wanted = {"space": args.space, "space_options": space_options, "num_classes": args.num_classes,
               "backend": args.backend, "precision": args.precision, "batch": args.batch, "threads": threads}
-    for field, value in wanted.items():
-        recorded = getattr(manifest, field)
-        if recorded is not None and recorded != value and not (field == "space_options" and not manifest.space):
-            flag = {"space_options": "space-options", "num_classes": "num-classes"}.get(field, field)
-            raise InputError(f"--{flag}: {where} was measured with {field} {recorded!r}, not {value!r}; measure "
+    for name, value in wanted.items():
+        recorded = getattr(manifest, name)
+        if recorded is not None and recorded != value and not (name == "space_options" and not manifest.space):
+            flag = {"space_options": "space-options", "num_classes": "num-classes"}.get(name, name)
+            raise InputError(f"--{flag}: {where} was measured with {name} {recorded!r}, not {value!r}; measure "
                              "into another profile name, or start one with --new-version")
     verify_tables(manifest, folder)
     manifest.table_sha256 = {}
     return manifest
 
 
-def _space(args: argparse.Namespace):
+def _space(args: MeasureSettings):
     """The space to measure and its options (`InputError` for a bad name, file or option)."""
     options = read_space_options(args.space_options) or {}
     return make_space(args.space, options, args.num_classes, source=args.space_options or "--space-options"), options
@@ -290,7 +327,7 @@ def _remove_stale_temp_files(folder: Path) -> None:
 
 
 def _measure_rows(writer: TableWriter, column: str, items: list[tuple[str, Callable[[], Any], tuple[int, ...]]],
-                  backend, args: argparse.Namespace, desc: str, fields: Callable[[str], dict] | None = None) -> None:
+                  backend, args: MeasureSettings, desc: str, fields: Callable[[str], dict] | None = None) -> None:
     """Measure each (name, build, shape) not yet in the table, writing rows as they come (with `--rounds` > 1,
     a chunk of `--chunk` items at a time, timed in interleaved rounds); rows measured before an error or an
     interrupt are written too. `fields(name)`: more columns of a row."""
@@ -317,7 +354,7 @@ def _measure_rows(writer: TableWriter, column: str, items: list[tuple[str, Calla
         writer.flush()
 
 
-def _block_items(args: argparse.Namespace, space) -> tuple[list, bool]:
+def _block_items(args: MeasureSettings, space) -> tuple[list, bool]:
     """(items to measure, whether they are every layer of the space) for the block table."""
     layers, exact = space.enumerate_layers()
     if args.sample and args.sample < len(layers):
@@ -327,7 +364,7 @@ def _block_items(args: argparse.Namespace, space) -> tuple[list, bool]:
     return items, exact
 
 
-def _network_items(args: argparse.Namespace, space) -> list:
+def _network_items(args: MeasureSettings, space) -> list:
     """Items to measure for the network table: the seeded sample, the same list on every run."""
     items = []
     for arch in _sample_networks(space, args.networks, args.seed):
@@ -336,7 +373,7 @@ def _network_items(args: argparse.Namespace, space) -> list:
     return items
 
 
-def _extra_defs(args: argparse.Namespace) -> list[tuple[str, Any]]:
+def _extra_defs(args: MeasureSettings) -> list[tuple[str, Any]]:
     """(name, NetworkDef) of the networks outside the space to time (`--random-networks`, `--plain-networks`,
     `--mixed-networks`, `--same-pad-networks`, `--timm-models`)."""
     from search_spaces.random_defs import random_defs
@@ -354,7 +391,7 @@ def _extra_defs(args: argparse.Namespace) -> list[tuple[str, Any]]:
     return out
 
 
-def _random_counts(args: argparse.Namespace) -> dict[str, int]:
+def _random_counts(args: MeasureSettings) -> dict[str, int]:
     """How many random networks of each `search_spaces.random_defs.GENERATORS` kind the flags ask for."""
     return {"random": args.random_networks, "plain": args.plain_networks, "mixed": args.mixed_networks,
             "same": args.same_pad_networks}
@@ -373,7 +410,7 @@ def _extra_block_items(extra: list[tuple[str, Any]], seen: set[str]) -> list:
     return list(items.values())
 
 
-def _measure_extra(args: argparse.Namespace, manifest: Manifest, folder: Path, extra: list, backend) -> pd.DataFrame:
+def _measure_extra(args: MeasureSettings, manifest: Manifest, folder: Path, extra: list, backend) -> pd.DataFrame:
     """Time the extra networks whole into the `extra` table (name, definition JSON, timing columns)."""
     from search_spaces.blocks import build_network, network_def_to_json
 
@@ -387,9 +424,15 @@ def _measure_extra(args: argparse.Namespace, manifest: Manifest, folder: Path, e
     return writer.df
 
 
-def measure_profile(args: argparse.Namespace) -> dict[str, Any]:
-    """Measure blocks and networks into the profile; returns figures for the report."""
-    backend = make_backend(args)
+def measure_profile(args: MeasureSettings) -> dict[str, Any]:
+    """Measure blocks and networks into the profile; returns figures for the report.
+
+    Raises:
+        InputError: a bad setting (named as its flag), space options file or profile folder.
+    """
+    check_args(args)
+    backend = make_backend(args.backend, threads=args.threads, warmup=args.warmup, repeats=args.repeats,
+                           precision=args.precision, batch=args.batch, channels_last=args.channels_last)
     space, space_options = _space(args)
     manifest, folder = _open_profile(args, backend, space_options)
     manifest.space, manifest.space_options, manifest.num_classes = args.space, space_options, args.num_classes
@@ -399,7 +442,7 @@ def measure_profile(args: argparse.Namespace) -> dict[str, Any]:
     manifest.resolution = resolutions.pop() if len(resolutions) == 1 else None
     write_manifest(manifest, folder)   # first, so a killed run leaves a profile that the next run continues
     _remove_stale_temp_files(folder)
-    _preheat(args)
+    _preheat(args.backend, args.preheat, args.threads)
     start = time.perf_counter()
     items, exact = _block_items(args, space)
     extra = _extra_defs(args)
@@ -424,7 +467,7 @@ def measure_profile(args: argparse.Namespace) -> dict[str, Any]:
             **manifest.noise}
 
 
-def _finish_manifest(args: argparse.Namespace, manifest: Manifest, blocks: pd.DataFrame, nets: pd.DataFrame,
+def _finish_manifest(args: MeasureSettings, manifest: Manifest, blocks: pd.DataFrame, nets: pd.DataFrame,
                      overhead_ms: float, exact: bool, extra: pd.DataFrame | None = None) -> None:
     """Record the overhead, the noise and how the tables were measured."""
     manifest.options = {**manifest.options, "overhead_ms": overhead_ms}
@@ -454,7 +497,7 @@ def _finish_manifest(args: argparse.Namespace, manifest: Manifest, blocks: pd.Da
         manifest.noise["median_relative_spread_extra"] = float(extra["spread"].median())
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> MeasureSettings:
     """The command line (usage errors are `InputError`s)."""
     p = ArgParser(prog="python -m hardware_profiles.measure", description=__doc__.splitlines()[0])
     p.add_argument("--profile", metavar="NAME", required=True,
@@ -462,61 +505,60 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "if it exists")
     p.add_argument("--space", help="registered search space whose layers and networks are timed (required unless "
                    "--check)")
-    p.add_argument("--check", metavar="N", type=int, default=0,
+    p.add_argument("--check", metavar="N", type=int,
                    help="measure nothing new: re-measure N of the profile's networks here with its settings (in "
                         "max(--rounds, 3) interleaved rounds) and say whether its table still holds (exit 0) or "
                         "has drifted (exit 1); --profile may then be NAME@VERSION")
     p.add_argument("--space-options", metavar="FILE",
                    help="YAML file with the space's options (default: the space's defaults)")
-    p.add_argument("--num-classes", metavar="N", type=int, default=1000,
+    p.add_argument("--num-classes", metavar="N", type=int,
                    help="classifier outputs of the networks (default 1000)")
-    p.add_argument("--networks", metavar="N", type=int, default=50, help="whole networks to time (default 50)")
-    p.add_argument("--random-networks", metavar="N", type=int, default=0,
+    p.add_argument("--networks", metavar="N", type=int, help="whole networks to time (default 50)")
+    p.add_argument("--random-networks", metavar="N", type=int,
                    help="also time N random MobileNet-family networks outside the space (whole, and their blocks "
                         "alone; seeded by --seed): what lets a predictor cost networks that are not points of the "
                         "space, such as timm models (default 0)")
-    p.add_argument("--plain-networks", metavar="N", type=int, default=0,
+    p.add_argument("--plain-networks", metavar="N", type=int,
                    help="also time N random plain stacks of depthwise-separable blocks, MobileNetV1/LCNet-like "
                         "(search_spaces.random_defs.random_plain_def; seeded by --seed), the same way (default 0)")
-    p.add_argument("--mixed-networks", metavar="N", type=int, default=0,
+    p.add_argument("--mixed-networks", metavar="N", type=int,
                    help="also time N random MixNet-like (mixed depthwise kernels) and MobileNetV4-like (uir blocks) "
                         "networks (random_mixed_def; seeded by --seed), the same way (default 0)")
-    p.add_argument("--same-pad-networks", metavar="N", type=int, default=0,
+    p.add_argument("--same-pad-networks", metavar="N", type=int,
                    help="also time N random networks with TensorFlow 'same' padding, as timm's tf_ ports have "
                         "(random_same_pad_def; seeded by --seed), the same way (default 0)")
-    p.add_argument("--timm-models", metavar="NAME[@RES]", type=lambda v: [t for t in v.split(",") if t],
-                   default=[], help="comma-separated timm models to time the same way (e.g. "
+    p.add_argument("--timm-models", metavar="NAME[@RES]", type=lambda v: [t for t in v.split(",") if t], help="comma-separated timm models to time the same way (e.g. "
                    "mobilenetv2_100@160,mnasnet_100); keep the models you will judge the predictor on out")
-    p.add_argument("--sample", metavar="N", type=int, default=0,
+    p.add_argument("--sample", metavar="N", type=int,
                    help="time only this many blocks, sampled with --seed (default 0 = every layer of the space)")
-    p.add_argument("--backend", default="onnxruntime-cpu", choices=["onnxruntime-cpu", "torch-cuda"],
+    p.add_argument("--backend", choices=["onnxruntime-cpu", "torch-cuda"],
                    help="what times the modules: onnxruntime on this CPU, or PyTorch CUDA graphs on the GPU")
-    p.add_argument("--threads", metavar="N", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"],
+    p.add_argument("--threads", metavar="N", type=int, help="onnxruntime intra-op threads (default 1)")
+    p.add_argument("--precision", choices=["fp32", "fp16"],
                    help="numeric precision (torch-cuda; onnxruntime-cpu measures fp32)")
-    p.add_argument("--batch", metavar="N", type=int, default=1,
+    p.add_argument("--batch", metavar="N", type=int,
                    help="batch size (torch-cuda; onnxruntime-cpu measures batch 1)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format (torch-cuda)")
-    p.add_argument("--warmup", metavar="N", type=int, default=10, help="untimed runs before timing (default 10)")
-    p.add_argument("--repeats", metavar="N", type=int, default=50,
+    p.add_argument("--warmup", metavar="N", type=int, help="untimed runs before timing (default 10)")
+    p.add_argument("--repeats", metavar="N", type=int,
                    help="timed runs; their median is the figure (default 50)")
-    p.add_argument("--max-spread", metavar="RATIO", type=float, default=0.15,
+    p.add_argument("--max-spread", metavar="RATIO", type=float,
                    help="re-measure while (p90-p10)/median is above this (default 0.15)")
-    p.add_argument("--attempts", metavar="N", type=int, default=3,
+    p.add_argument("--attempts", metavar="N", type=int,
                    help="measurements at most per block or network; the least noisy is kept (default 3)")
-    p.add_argument("--rounds", metavar="R", type=int, default=1,
+    p.add_argument("--rounds", metavar="R", type=int,
                    help="time each chunk of --chunk items in R interleaved rounds and keep each item's smallest "
                         "round median (default 1: one measurement per item, re-measured while noisy). On a shared "
                         "or virtual machine a measurement can run 20-40 %% slow for minutes; rounds spread that "
                         "over all items and the smallest median repeats")
-    p.add_argument("--preheat", metavar="SECONDS", type=float, default=0.0,
+    p.add_argument("--preheat", metavar="SECONDS", type=float,
                    help="onnxruntime-cpu: keep the measuring cores busy this long before timing, so rows are timed "
                         "in the machine's sustained state rather than its first minutes (default 0)")
-    p.add_argument("--chunk", metavar="N", type=int, default=32,
+    p.add_argument("--chunk", metavar="N", type=int,
                    help="items timed together with --rounds > 1; a killed run loses at most one chunk (default 32)")
-    p.add_argument("--seed", metavar="N", type=int, default=0,
+    p.add_argument("--seed", metavar="N", type=int,
                    help="seed of the block sample and the networks (default 0)")
-    p.add_argument("--flush-seconds", metavar="S", type=float, default=0.0,
+    p.add_argument("--flush-seconds", metavar="S", type=float,
                    help="write the tables at least this often (default 0: after every row, so a killed run "
                         "loses nothing; S > 0 writes less often and may measure up to S seconds of rows again)")
     p.add_argument("--device", metavar="TEXT", help="device description for the manifest (default: host name)")
@@ -525,10 +567,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "DIR/NAME/VERSION (default: continue it wherever it is found on the profile "
                         "path, else write to the built-in folder)")
     p.add_argument("--new-version", action="store_true", help="start a new version instead of continuing")
-    return p.parse_args(argv)
+    return p.parse_into(MeasureSettings, argv)
 
 
-def check_args(args: argparse.Namespace) -> None:
+def check_args(args: MeasureSettings) -> None:
     """Refuse bad flags before anything is measured (`InputError` naming the flag)."""
     if args.check:
         check_range(args, check=1, rounds=1, seed=0, preheat=0)
@@ -545,12 +587,13 @@ def check_args(args: argparse.Namespace) -> None:
         check_folder(args.root, "--root")
 
 
-def check_profile(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
+def check_profile(args: MeasureSettings) -> tuple[dict[str, Any], bool]:
     """`--check N`: re-measure N of the profile's networks with its settings; (report, whether it holds)."""
     from hardware_profiles import get_profile
     from hardware_profiles.drift import check_verdict, installed_version
     from hardware_profiles.lookup import TableProfile
 
+    check_args(args)
     profile = get_profile(args.profile)
     m = getattr(profile, "manifest", None)
     if not isinstance(profile, TableProfile) or not m.tables.networks:
@@ -562,12 +605,10 @@ def check_profile(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     pick = np.sort(np.random.default_rng(args.seed).choice(len(nets), min(args.check, len(nets)), replace=False))
     archs, table = nets["arch"].astype(str).to_numpy()[pick], nets["median_ms"].to_numpy(float)[pick]
     space = make_space(m.space, m.space_options, m.num_classes or 1000, source=f"{m.ref} manifest")
-    setup = argparse.Namespace(backend=m.backend, threads=m.threads or 1, warmup=args.warmup, repeats=args.repeats,
-                               precision=m.precision, batch=m.batch,
-                               channels_last=bool(m.options.get("channels_last", False)))
-    backend = make_backend(setup)
+    backend = make_backend(m.backend, threads=m.threads or 1, warmup=args.warmup, repeats=args.repeats,
+                           precision=m.precision, batch=m.batch, channels_last=bool(m.options.get("channels_last", False)))
     genotypes = [space.decode(a) for a in archs]
-    _preheat(setup, args.preheat)
+    _preheat(m.backend, args.preheat, m.threads or 1)
     stats = measure_in_rounds(backend, [(lambda g=g: space.build(g), space.input_shape(g)) for g in genotypes],
                               max(args.rounds, 3))
     measured = np.array([s.median_ms for s in stats])
@@ -588,7 +629,6 @@ def main(argv: list[str] | None = None) -> int:
     """Measure a profile (or with --check, re-measure some of its networks): 0 done (or the profile holds), 1 the
     profile has drifted, 2 bad input."""
     args = parse_args(argv)
-    check_args(args)
     if args.check:
         report, holds = check_profile(args)
         print(yaml.safe_dump(report, sort_keys=False).strip())

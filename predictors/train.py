@@ -17,8 +17,8 @@ or the flag.
 """
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,24 @@ from predictors.models import LGBMLatencyPredictor
 from search_spaces import make_space
 
 MIN_ROWS = 5   # networks needed to fit from a table: block costs, then a correction cross-fitted over 5 folds
+
+
+@dataclass
+class TrainSettings:
+    """What to train from and where to: one field per flag of the command line (``--max-rows`` -> ``max_rows``),
+    with its default; `train` takes it (and hands a few-shot transfer, `--init-from`, to `transfer`)."""
+
+    out: str
+    profile: str | None = None
+    space: str | None = None
+    space_options: str | None = None
+    num_classes: int = 1000
+    table: str | None = None
+    target: str | None = None
+    max_rows: int = 0
+    init_from: str | None = None
+    samples: int = 0
+    seed: int = 0
 
 
 def _table_profile(ref: str):
@@ -62,14 +80,14 @@ def profile_predictor(profile, seed: int = 0) -> tuple[LGBMLatencyPredictor, lis
     return model, archs, y
 
 
-def _space(args: argparse.Namespace) -> tuple[object, dict]:
+def _space(args: TrainSettings) -> tuple[object, dict]:
     """(space, options as given) of `--space`, `--space-options` and `--num-classes`; errors name the flag or the
     options file."""
     options = read_space_options(args.space_options) or {}
     return make_space(args.space, options, args.num_classes, source=args.space_options or "--space"), options
 
 
-def _target_rows(args: argparse.Namespace, space, limit: int) -> tuple[list[str], np.ndarray]:
+def _target_rows(args: TrainSettings, space, limit: int) -> tuple[list[str], np.ndarray]:
     """(archs, latencies) from `--table`/`--target`, checked row by row (every arch must decode in `space`), at
     most `limit` random rows (0 = all; seeded by `--seed`)."""
     from hardware_profiles.tables import read_latency_table
@@ -83,7 +101,7 @@ def _target_rows(args: argparse.Namespace, space, limit: int) -> tuple[list[str]
     return archs, y
 
 
-def _fit(args: argparse.Namespace, options: dict, archs: list[str], y: np.ndarray) -> LGBMLatencyPredictor:
+def _fit(args: TrainSettings, options: dict, archs: list[str], y: np.ndarray) -> LGBMLatencyPredictor:
     """The predictor fitted to the table's rows; too few rows, or rows the fit cannot use, name the table."""
     if len(archs) < MIN_ROWS:
         cut = f" (--max-rows {args.max_rows})" if args.max_rows and args.max_rows < MIN_ROWS else ""
@@ -96,7 +114,7 @@ def _fit(args: argparse.Namespace, options: dict, archs: list[str], y: np.ndarra
         raise InputError(f"{args.table}: column {args.target!r}: {err}") from None
 
 
-def _sources(args: argparse.Namespace) -> tuple[list[str], list, list[dict]]:
+def _sources(args: TrainSettings) -> tuple[list[str], list, list[dict]]:
     """(folders, predictors, metadata) of `--init-from`; a folder `load` refuses is named in one line."""
     from predictors.io import load_flag
 
@@ -107,7 +125,7 @@ def _sources(args: argparse.Namespace) -> tuple[list[str], list, list[dict]]:
     return dirs, [model for model, _ in loaded], [meta for _, meta in loaded]
 
 
-def transfer(args: argparse.Namespace) -> dict:
+def transfer(args: TrainSettings) -> dict:
     """Few-shot: adapt the `--init-from` predictors to the table's device from `--samples` rows."""
     from predictors.transfer import few_shot
 
@@ -132,7 +150,7 @@ def transfer(args: argparse.Namespace) -> dict:
             "loo_log_rmse": fit.loo_log_rmse}
 
 
-def train(args: argparse.Namespace) -> dict:
+def train(args: TrainSettings) -> dict:
     """Fit and save; returns a summary. `--out` is checked first, so a long fit never ends unwritable."""
     check_range(args, num_classes=1, max_rows=0, samples=0)
     check_folder(args.out, "--out")
@@ -157,7 +175,7 @@ def train(args: argparse.Namespace) -> dict:
             "blocks": len(model.lookup_.costs_), "train_r2": model.score(archs, y)}
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> TrainSettings:
     p = ArgParser(prog="python -m predictors.train", description=__doc__.splitlines()[0])
     p.add_argument("--profile", metavar="NAME", help="train on a hardware profile's block and network tables (a "
                    "name or name@version, e.g. gpu-h100-fp32-b1); the table flags are then not used")
@@ -165,22 +183,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "nb201, muffnet, lrssd)")
     p.add_argument("--space-options", metavar="FILE.yaml", help="YAML mapping of the space's options (default: the "
                    "space's defaults)")
-    p.add_argument("--num-classes", type=int, default=1000, metavar="N",
+    p.add_argument("--num-classes", type=int, metavar="N",
                    help="classifier outputs of the space's networks (default: 1000)")
     p.add_argument("--table", metavar="FILE.csv", help="measured networks: an `arch` column (canonical strings of "
                    "the space) and the --target column; CSV or Parquet")
     p.add_argument("--target", metavar="COLUMN", help="latency column of --table, in ms (empty cells are skipped)")
-    p.add_argument("--max-rows", type=int, default=0, metavar="N", help="train on at most N rows, picked at "
+    p.add_argument("--max-rows", type=int, metavar="N", help="train on at most N rows, picked at "
                    "random with --seed (default: 0 = all)")
     p.add_argument("--init-from", metavar="DIR[,DIR...]", help="comma-separated predictor folders of source "
                    "devices, same space (few-shot transfer; needs --table, --target and --samples)")
-    p.add_argument("--samples", type=int, default=0, metavar="N", help="with --init-from: target rows to adapt "
+    p.add_argument("--samples", type=int, metavar="N", help="with --init-from: target rows to adapt "
                    "on, at least 3, picked at random with --seed")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the row sampling and of LightGBM "
+    p.add_argument("--seed", type=int, metavar="S", help="seed of the row sampling and of LightGBM "
                    "(default: 0)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write the predictor into (made if "
                    "missing; a predictor already there is replaced)")
-    return p.parse_args(argv)
+    return p.parse_into(TrainSettings, argv)
 
 
 @cli_entry

@@ -562,3 +562,32 @@ def test_check_verdict_and_runtime_warning():
                            f"{onnxruntime.__version__} is installed here") and "--check 10" in line
     assert runtime_drift({**record, "runtime_version": onnxruntime.__version__}) is None
     assert runtime_drift({**record, "runtime": "tflite"}) is None and runtime_drift(None) is None
+
+
+def test_measuring_importing_and_training_are_callable_without_argparse(tmp_path, monkeypatch):
+    """The library API takes each command's settings dataclass (the flags' fields and defaults): a profile is
+    measured, imported and trained on without a command line, and a bad setting is the same typed `InputError`
+    the command line prints, naming its flag."""
+    from hardware_profiles.importer import ImportSettings, import_profile
+    from hardware_profiles.measure import MeasureSettings, measure_profile
+    from predictors.train import TrainSettings, train
+
+    monkeypatch.setenv("HWNAS_PROFILE_PATH", str(tmp_path))
+    settings = MeasureSettings(profile="api", space="nb201", sample=6, networks=6, warmup=1, repeats=3, attempts=1,
+                               root=str(tmp_path))
+    report = measure_profile(settings)
+    assert report["profile"] == "api@1" and report["networks"] == 6 and report["blocks"] >= 6
+    with pytest.raises(InputError, match="^--repeats: expected a number >= 1"):
+        measure_profile(MeasureSettings(profile="api", space="nb201", repeats=0, root=str(tmp_path)))
+    space, rng = get_space("nb201"), np.random.default_rng(0)
+    archs = list(dict.fromkeys(space.to_string(space.sample(rng)) for _ in range(300)))
+    table = tmp_path / "nets.csv"
+    pd.DataFrame({"arch": archs, "ms": [0.1 + space.flops(space.decode(a)) * 1e-8 for a in archs]}).to_csv(
+        table, index=False)
+    imported = import_profile(ImportSettings(profile="api-imported", space="nb201", table=str(table), target="ms",
+                                             root=str(tmp_path)))
+    assert imported["profile"] == "api-imported@1" and (tmp_path / "api-imported" / "1" / "manifest.yaml").is_file()
+    with pytest.raises(InputError, match="^--holdout"):
+        import_profile(ImportSettings(profile="x", space="nb201", table=str(table), target="ms", holdout=2))
+    summary = train(TrainSettings(out=str(tmp_path / "pred"), space="nb201", table=str(table), target="ms"))
+    assert summary["rows"] == len(archs) and (tmp_path / "pred" / "meta.json").is_file()
