@@ -34,9 +34,13 @@ class ArgParser(argparse.ArgumentParser):
     def parse_into(self, settings: type[S], argv: list[str] | None = None) -> S:
         """Parse `argv` into the dataclass `settings`, whose fields are the flags (``--max-rows`` -> ``max_rows``)
         and whose defaults are the flags' defaults (the parser's own are not used: one place holds them)."""
-        self.set_defaults(**{f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING
-                             else f.default for f in dataclasses.fields(settings)
-                             if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING})
+        defaults = {}
+        for f in dataclasses.fields(settings):
+            if f.default_factory is not dataclasses.MISSING:
+                defaults[f.name] = f.default_factory()
+            elif f.default is not dataclasses.MISSING:
+                defaults[f.name] = f.default
+        self.set_defaults(**defaults)
         return settings(**vars(self.parse_args(argv)))
 
 

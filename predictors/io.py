@@ -79,14 +79,14 @@ def save(model: LGBMLatencyPredictor, folder: Path, *, archs: list[str] | None =
     """Write `model` into `folder` (atomic per file, `meta.json` last, with the SHA-256 of the other files), with
     the FLOPs-linear baseline fitted on the training rows `archs`, `y` (`predictors.evaluate` reports it); `extra`
     entries are added to meta.json. A model `load` returned is saved without them: its training fields and extra
-    entries come from the folder it was loaded from, so saving it again writes the same files.
+    entries come from the folder it was loaded from (`saved_meta_`), so saving it again writes the same files.
 
     Raises:
         OutputError: `folder` is a file or cannot be written.
         ValueError: no training rows for a model that was not loaded from a folder.
     """
     if archs is None or y is None:
-        loaded = getattr(model, "meta_", None)
+        loaded = getattr(model, "saved_meta_", None)
         if loaded is None:
             raise ValueError("save: a predictor fitted here needs its training rows (archs=..., y=...)")
         training = {k: loaded[k] for k in TRAINING_FIELDS}
@@ -166,9 +166,7 @@ def load(folder: Path, *, profile: str | None = None) -> tuple[LGBMLatencyPredic
                                   and all(isinstance(v, float) for v in block)):
         raise PredictorFileError(f"{folder / 'meta.json'}: block_interval: expected two numbers, got {block!r}; "
                                  "train the predictor again")
-    model = _fill(folder, model, interval if model.correction else None, block)
-    model.meta_ = meta
-    return model, meta
+    return _fill(folder, model, interval if model.correction else None, block, meta), meta
 
 
 def load_flag(flag: str, folder: str | Path) -> tuple[LGBMLatencyPredictor, dict[str, Any]]:
@@ -290,7 +288,7 @@ def _check_profile(folder: Path, meta: dict[str, Any], profile: str | None) -> N
 
 
 def _fill(folder: Path, model: LGBMLatencyPredictor, generic_interval: list[float] | None,
-          block_interval: list[float] | None) -> LGBMLatencyPredictor:
+          block_interval: list[float] | None, meta: dict[str, Any]) -> LGBMLatencyPredictor:
     """The fitted parts, from files whose checksums were verified (so a parse failure here is a bug, not input)."""
     import lightgbm as lgb
 
@@ -299,4 +297,4 @@ def _fill(folder: Path, model: LGBMLatencyPredictor, generic_interval: list[floa
     return model.set_fitted(blocks["costs_ms"], blocks["overhead_ms"], blocks["block_prior"],
                             lgb.Booster(model_file=str(folder / "block_model.txt")),
                             booster("network_model.txt"), booster("generic_model.txt"), generic_interval,
-                            block_interval)
+                            block_interval, saved=meta)

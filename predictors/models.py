@@ -260,15 +260,19 @@ class LGBMLatencyPredictor(_Base):
         table and the block model, no network correction (`correction` must be off)."""
         if self.correction:
             raise ValueError("fit_costs fits block costs only; make the predictor with correction=False")
+        self.saved_meta_ = None
         self.lookup_ = self._lookup().set_costs(costs_ms, overhead_ms)
         self.fit_block_model()
         return self
 
     def set_fitted(self, costs_ms: dict[str, float], overhead_ms: float, block_prior: list[float], block_model: Any,
                    network_model: Any = None, generic_model: Any = None, generic_interval: list[float] | None = None,
-                   block_interval: list[float] | None = None) -> LGBMLatencyPredictor:
+                   block_interval: list[float] | None = None, saved: dict[str, Any] | None = None
+                   ) -> LGBMLatencyPredictor:
         """The fitted state as `predictors.io` saved it (LightGBM `Booster`s, block costs, intervals): what a
-        loaded predictor is made of, the same attributes `fit` sets."""
+        loaded predictor is made of, the same attributes `fit` sets, plus `saved_meta_`, the metadata of the
+        folder it came from (what `predictors.io.save` re-saves it with; a refit drops it)."""
+        self.saved_meta_ = saved
         self.lookup_ = self._lookup().set_costs(costs_ms, overhead_ms)
         self.block_prior_, self.block_model_, self.block_interval_ = list(block_prior), block_model, block_interval
         if self.correction:
@@ -281,6 +285,7 @@ class LGBMLatencyPredictor(_Base):
         """Fit to arch strings `X` of the space and their latencies `y`; `extra`: (NetworkDef, ms) of measured
         networks outside the space (a profile's extra table), which only the generic network model learns from."""
         y = np.asarray(y, float)
+        self.saved_meta_ = None
         archs, keys, flops = self._costed(X)
         self.lookup_ = self._lookup().fit_keys(keys, y)
         self.fit_block_model()

@@ -309,3 +309,5 @@ def test_predictors_are_scikit_learn_estimators_and_a_loaded_one_saves_the_same_
     np.testing.assert_allclose(loaded.predict(archs[800:]), fitted.predict(archs[800:]), rtol=1e-12)
     with pytest.raises(ValueError, match="needs its training rows"):
         save(twin, tmp_path / "c")
+    with pytest.raises(ValueError, match="needs its training rows"):   # refitted: the folder no longer describes it
+        save(again.fit(archs[:800], y[:800] * 2), tmp_path / "c")
