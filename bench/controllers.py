@@ -62,7 +62,7 @@ from core.io import atomic_write_text  # noqa: E402
 from nas.controllers import CONTROLLERS, make_controller  # noqa: E402
 from nas.controllers.base import SearchObjectives, parse_controller_spec  # noqa: E402
 from nas.controllers.proposer import MemoryLedger, search_in_process  # noqa: E402
-from nas.evaluation.tabular import metric_column, read_metric_table  # noqa: E402
+from nas.metric_tables import metric_column, read_metric_table  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 
 CHECKPOINTS = (50, 100, 300)

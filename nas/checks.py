@@ -71,7 +71,7 @@ def check_recipe(source: str, recipe: Recipe) -> None:
         # programs, and a synchronising thread pool then runs many times slower (see bench/quickstart.py --busy)
         raise RecipeError(f"{source}: evaluator.options.threads: {threads} exceeds cluster.cpus_per_trial "
                           f"({cl.cpus_per_trial:g}); a trial may use only the CPUs Ray gives it")
-    from nas.evaluation.tabular import TableError
+    from nas.metric_tables import TableError
 
     try:
         num_classes = make_evaluator(recipe.evaluator.name, eval_opts).num_classes()
@@ -116,8 +116,8 @@ def _check_tables_match_space(source: str, recipe: Recipe, space, estimators: di
     Args:
         estimators: recipe field of the table path -> the validated options of the evaluator reading it (or None).
     """
-    from nas.evaluation.tabular import (SurrogateOptions, TableError, TabularOptions, check_space, constraint_table,
-                                        read_metric_table)
+    from nas.evaluation.tabular import SurrogateOptions, TabularOptions, constraint_table
+    from nas.metric_tables import TableError, check_space, read_metric_table
 
     tables = [(field, opts.path, 10 if isinstance(opts, SurrogateOptions) else None)
               for field, opts in estimators.items() if isinstance(opts, TabularOptions)]
@@ -133,7 +133,8 @@ def _check_tables_match_space(source: str, recipe: Recipe, space, estimators: di
 
 def _check_table_column(source: str, index: int, recipe: Recipe) -> None:
     """A ``source: table`` constraint needs a readable metric table holding its latency column."""
-    from nas.evaluation.tabular import TableError, constraint_table, metric_column, read_metric_table
+    from nas.evaluation.tabular import constraint_table
+    from nas.metric_tables import TableError, metric_column, read_metric_table
 
     field = f"constraints.latency[{index}]"
     try:

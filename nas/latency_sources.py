@@ -12,7 +12,7 @@ Each latency constraint names a profile and a `source` (`nas.recipe.LatencyConst
   A built predictor (and the calibration timings, written as they come) is kept in
   ``<run>/predictors/<profile>/`` and reused by ``--resume`` and by the trial workers.
 - ``profile``: the profile's own figure for every candidate (live measurement, table sum, simulation).
-- ``table``: a column of a metric table (`nas.evaluation.tabular`), looked up like an accuracy; nothing to
+- ``table``: a column of a metric table (`nas.metric_tables`), looked up like an accuracy; nothing to
   measure the exported network on.
 
 `measure_exported` times the exported best network on the profile wherever this machine can: live profiles and
@@ -60,7 +60,7 @@ class LatencySource:
 
     def latency(self, space, arch: Hashable) -> float:
         if self.column is not None:
-            from nas.evaluation.tabular import lookup
+            from nas.metric_tables import lookup
 
             return lookup(self.column, self.how, space.to_string(arch))
         if self.predictor is not None:
@@ -86,7 +86,7 @@ def make_sources(constraints: Constraints, space, run_dir: Path, *, seed: int = 
         tables: metric table path per profile, for ``source: table`` constraints.
     """
     from hardware_profiles import get_profile
-    from nas.evaluation.tabular import metric_column, read_metric_table
+    from nas.metric_tables import metric_column, read_metric_table
 
     out = {}
     for i, lat in enumerate(constraints.latency):

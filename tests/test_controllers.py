@@ -331,7 +331,7 @@ def test_crowding_distances_of_hand_made_points():
 
 @pytest.fixture(scope="module")
 def nb201_table():
-    from nas.evaluation.tabular import synthetic_nb201
+    from nas.synthetic_nb201 import synthetic_nb201
 
     return synthetic_nb201(0).set_index("arch")
 

@@ -9,7 +9,7 @@ from nas.checks import load_recipe
 from nas.controllers import make_controller
 from nas.controllers.base import SearchObjectives
 from nas.evaluation import make_evaluator
-from nas.evaluation.tabular import synthetic_nb201
+from nas.synthetic_nb201 import synthetic_nb201
 from nas.prescreen import load_prescreen, run_prescreen
 from nas.trial import TrialContext
 from search_spaces import get_space

@@ -14,7 +14,7 @@ from nas.controllers.gp import CategoricalGP, normal_scores
 from nas.controllers.local_search import neighbours
 from nas.controllers.proposer import MemoryLedger, search_in_process
 from nas.controllers.surrogate import MARGIN, Surrogate
-from nas.evaluation.tabular import synthetic_nb201
+from nas.synthetic_nb201 import synthetic_nb201
 from search_spaces import get_space
 
 SPACE = get_space("nb201")

@@ -22,7 +22,7 @@ RECIPE = REPO / "recipes" / "nb201_tabular.yaml"
 def table_file(tmp_path_factory) -> Path:
     """A metric table over every nb201 cell with the figures under other names (top1, edge_ms), and decoy
     ``accuracy`` / ``latency_ms`` columns that must not be read."""
-    from nas.evaluation.tabular import synthetic_nb201
+    from nas.synthetic_nb201 import synthetic_nb201
 
     src = synthetic_nb201(1)
     rng = np.random.default_rng(0)
@@ -171,7 +171,7 @@ def test_search_over_a_partial_table_records_unlisted_archs_as_failed(partial):
 def test_arch_strings_of_digits_keep_their_leading_zeros(tmp_path):
     """NAS-Bench-Macro's arch strings are digits: a table reader must not turn "00120201" into 120201."""
     from hardware_profiles.tables import read_latency_table, read_table
-    from nas.evaluation.tabular import read_metric_table
+    from nas.metric_tables import read_metric_table
 
     path = tmp_path / "macro.csv"
     path.write_text("arch,accuracy,median_ms\n00120201,91.5,0.5\n00000001,90.0,0.4\n")
