@@ -79,7 +79,8 @@ def save(model: LGBMLatencyPredictor, folder: Path, *, archs: list[str] | None =
     """Write `model` into `folder` (atomic per file, `meta.json` last, with the SHA-256 of the other files), with
     the FLOPs-linear baseline fitted on the training rows `archs`, `y` (`predictors.evaluate` reports it); `extra`
     entries are added to meta.json. A model `load` returned is saved without them: its training fields and extra
-    entries come from the folder it was loaded from (`saved_meta_`), so saving it again writes the same files.
+    entries come from the folder it was loaded from (`saved_meta_`; `extra` adds to them), so saving it again
+    writes the same files.
 
     Raises:
         OutputError: `folder` is a file or cannot be written.
@@ -90,7 +91,8 @@ def save(model: LGBMLatencyPredictor, folder: Path, *, archs: list[str] | None =
         if loaded is None:
             raise ValueError("save: a predictor fitted here needs its training rows (archs=..., y=...)")
         training = {k: loaded[k] for k in TRAINING_FIELDS}
-        extra = {k: v for k, v in loaded.items() if k not in TRAINING_FIELDS and k not in MODEL_FIELDS}
+        extra = {**{k: v for k, v in loaded.items() if k not in TRAINING_FIELDS and k not in MODEL_FIELDS},
+                 **(extra or {})}
     else:
         flops = FlopsLinear(model.space, model.space_options, model.num_classes).fit(archs, y)
         training = {"profile": profile, "target": target, "training_data_sha256": data_hash(archs, y),
