@@ -144,20 +144,13 @@ def measure(todo: list[tuple[str, int, str]], args: argparse.Namespace) -> np.nd
     import timm
     import torch
 
-    from hardware_profiles.measure import OnnxCpuBackend, round_medians
+    from hardware_profiles.backends import make_backend, preheat_backend, round_medians
 
     torch.manual_seed(0)
-    if args.backend == "torch-cuda":
-        from hardware_profiles.cuda import TorchCudaBackend
-
-        backend = TorchCudaBackend(precision=args.precision, batch=args.batch, channels_last=args.channels_last,
-                                   warmup=20, repeats=args.repeats)
-    else:
-        backend = OnnxCpuBackend(args.threads, warmup=10, repeats=args.repeats)
-        from core.timing import preheat
-
-        print(f"preheating for {args.preheat:g} s ...", file=sys.stderr)
-        preheat(args.preheat, args.threads)
+    backend = make_backend(args.backend, threads=args.threads, warmup=20 if args.backend == "torch-cuda" else 10,
+                           repeats=args.repeats, precision=args.precision, batch=args.batch,
+                           channels_last=args.channels_last)
+    preheat_backend(args.backend, args.preheat, args.threads)
     items = [(lambda n=name: timm.create_model(n, pretrained=False).eval(), (1, 3, r, r)) for name, r, _ in todo]
     print(f"timing {len(items)} models in {args.rounds} interleaved rounds ...", file=sys.stderr)
     return round_medians(backend, items, args.rounds)

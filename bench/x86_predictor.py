@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 def time_networks(space, archs: list[str], threads: int, desc: str) -> np.ndarray:
     from tqdm import tqdm
 
-    from hardware_profiles.measure import OnnxCpuBackend, measure_stable
+    from hardware_profiles.backends import OnnxCpuBackend, measure_stable
 
     backend = OnnxCpuBackend(threads, warmup=10, repeats=50)
     out = []

@@ -1,14 +1,16 @@
 """One small registry class shared by every kind of plug-in.
 
 Search spaces, controllers, evaluators and hardware profiles each keep one `Registry`; entries are added with its
-`register` decorator, listed with `names()` and fetched with `get()`. An unknown name raises `ValueError` listing
-the valid names, so recipe validation and the CLI can pass the message straight to the user.
+`register` decorator, listed with `names()` and fetched with `get()`. A plug-in class with an ``Options`` model
+(spaces, controllers, evaluators) is made by `create(name, options, ...)`, the one factory of every such kind,
+after `options(name, raw)` validated its options. An unknown name raises `ValueError` listing the valid names, so
+recipe validation and the CLI can pass the message straight to the user.
 """
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -60,6 +62,26 @@ class Registry(Generic[T]):
             raise ValueError(
                 f"unknown {self.kind} {name!r}; expected one of: {', '.join(self.names()) or '(none registered)'}"
             ) from None
+
+    def options(self, name: str, options: Mapping[str, Any] | PluginOptions | None = None) -> PluginOptions:
+        """The typed options of plug-in `name`: `options` itself when already validated by its ``Options`` class.
+
+        Raises:
+            ValueError: `name` is unknown; pydantic's `ValidationError` (a `ValueError`): bad options.
+        """
+        cls = self.get(name).Options
+        if isinstance(options, cls):
+            return options
+        return cls(**dict(options or {}))
+
+    def create(self, name: str, options: Mapping[str, Any] | PluginOptions | None = None, *args: Any,
+               **kwargs: Any) -> Any:
+        """An instance of plug-in `name`: ``cls(*args, options=<typed options>, **kwargs)``.
+
+        Raises:
+            ValueError: an unknown name or bad options (see `options`).
+        """
+        return self.get(name)(*args, options=self.options(name, options), **kwargs)
 
     def __contains__(self, name: str) -> bool:
         return name in self._entries

@@ -11,6 +11,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from core.registry import Registry
+from hardware_profiles.backends import OnnxCpuBackend, measure_in_rounds
 
 PROFILES: Registry[type[HardwareProfile]] = Registry("hardware profile")
 register_profile = PROFILES.register
@@ -30,10 +31,18 @@ class HardwareProfile(ABC):
 
     name: str = ""
     description: str = ""
+    cheap: bool = False
+    """Whether a figure costs (almost) nothing (a table sum, a simulation), so a search can check it before a
+    trial is spent; a profile that times every network is not."""
 
     @abstractmethod
     def latency(self, space, arch: Hashable):
         """Latency of `arch` (a genotype of `space`) on this profile's device: an object with `median_ms`."""
+
+    def measure_exported(self, space, arch: Hashable) -> tuple[float | None, str]:
+        """(ms or None, how) of the exported network measured on this profile's device from this machine, for a
+        model card to show beside the search's figure; None, with the reason, where this machine cannot."""
+        return None, f"not measured: no way to measure {type(self).__name__} here"
 
 
 class LiveOnnxCpuProfile(HardwareProfile):
@@ -47,12 +56,14 @@ class LiveOnnxCpuProfile(HardwareProfile):
 
     def __init__(self, warmup: int = 10, repeats: int = 50):
         self.warmup, self.repeats = warmup, repeats
+        self.backend = OnnxCpuBackend(self.threads, warmup, repeats)
 
     def latency(self, space, arch: Hashable):
-        from core.timing import measure_module_latency   # torch: only when a network is timed
+        return self.backend.measure(space.build(arch), space.input_shape(arch))
 
-        return measure_module_latency(space.build(arch), space.input_shape(arch), threads=self.threads,
-                                      warmup=self.warmup, repeats=self.repeats)
+    def measure_exported(self, space, arch: Hashable) -> tuple[float | None, str]:
+        ms = measure_in_rounds(self.backend, [(lambda: space.build(arch), space.input_shape(arch))], 2)[0].median_ms
+        return float(ms), f"measured live ({self.description}; smaller median of 2 rounds)"
 
 
 @register_profile("local-cpu")

@@ -28,12 +28,24 @@ class TorchCudaBackend:
                  repeats: int = 100):
         import torch
 
-        if not torch.cuda.is_available():
-            raise InputError("--backend torch-cuda: no CUDA device is available here")
+        why = self.unavailable()
+        if why:
+            raise InputError(f"--backend torch-cuda: {why}")
         self.torch = torch
-        self.dtype = {"fp32": torch.float32, "fp16": torch.float16}[precision]
+        self.precision, self.dtype = precision, {"fp32": torch.float32, "fp16": torch.float16}[precision]
         self.batch, self.channels_last, self.warmup, self.repeats = batch, channels_last, warmup, repeats
         torch.backends.cudnn.benchmark = True
+
+    @staticmethod
+    def unavailable() -> str | None:
+        """Why this backend cannot time here (None: it can)."""
+        import torch
+
+        return None if torch.cuda.is_available() else "no CUDA device is available here (this machine has no GPU)"
+
+    def describe(self) -> str:
+        return (f"{self.torch.cuda.get_device_name()} (CUDA graph, {self.precision}, batch {self.batch}"
+                f"{', channels-last' if self.channels_last else ''})")
 
     def version(self) -> str:
         return f"torch {self.torch.__version__}, CUDA {self.torch.version.cuda}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from scipy.optimize import lsq_linear
 
 from core.cli import ArgParser, check_folder, check_range, read_space_options
 from core.errors import InputError, cli_entry
+from hardware_profiles.block_costs import BlockCosts
 from hardware_profiles.manifest import BUILTIN_ROOT, Manifest, check_profile_name, table_hashes, write_manifest
 from hardware_profiles.tables import ArchRows, read_latency_table, write_table
 from search_spaces import make_space
@@ -39,15 +41,18 @@ class AdditiveFit:
     cost_ms: np.ndarray
     overhead_ms: float
 
+    @cached_property
+    def costs(self) -> BlockCosts:
+        """The fit as the block table every block sum of the project uses."""
+        return BlockCosts(dict(zip(self.keys, self.cost_ms)), self.overhead_ms)
+
     def covers(self, keys: list[str]) -> bool:
-        """Whether every key of a network was seen in the fit."""
-        known = set(self.keys)
-        return all(k in known for k in keys)
+        """Whether every key of a network can be costed from the fit."""
+        return not self.costs.missing(keys)
 
     def predict(self, key_lists: list[list[str]]) -> np.ndarray:
         """Summed latency of networks given as lists of cost keys (unknown keys raise KeyError)."""
-        index = {k: i for i, k in enumerate(self.keys)}
-        return np.array([self.overhead_ms + sum(self.cost_ms[index[k]] for k in keys) for keys in key_lists])
+        return self.costs.sums(key_lists)
 
 
 def fit_additive(key_lists: list[list[str]], latency_ms: np.ndarray) -> AdditiveFit:

@@ -2,19 +2,14 @@
 
 Each block was timed alone, so each block time includes the runtime's fixed per-inference cost once; the manifest
 records that cost (``options.overhead_ms``, the time of a trivial graph) and the sum counts it once in all:
-``latency = overhead + sum(max(block - overhead, 0))``. What block sums still miss (fusion across layers, cache
-effects) is the job of the learned network term in `predictors`.
-
-One approximation: a classifier (final linear layer) whose class count was never measured is costed from a
-measured classifier of the same input width and family, scaled by the ratio of outputs. Tables are measured at
-one class count, while searches run at their dataset's; the classifier is a negligible share of a network.
+``latency = overhead + sum(max(block - overhead, 0))`` (`hardware_profiles.block_costs`, which also prices a
+classifier of an unmeasured class count). What block sums still miss (fusion across layers, cache effects) is the
+job of the learned network term in `predictors`.
 
 Tables are checked before they are trusted: a table whose SHA-256 the manifest records is verified before it is
 parsed (`TableProfile.table`), and a table that cannot be read or lacks its columns is one `InputError` line.
 """
 from __future__ import annotations
-
-import re
 
 from collections.abc import Hashable, Iterable
 from pathlib import Path
@@ -23,14 +18,15 @@ import numpy as np
 import pandas as pd
 
 from core.errors import InputError
+from hardware_profiles.backends import BACKENDS, make_backend, measure_in_rounds, unavailable
 from hardware_profiles.base import Estimate, HardwareProfile
+from hardware_profiles.block_costs import BlockCosts
 from hardware_profiles.manifest import Manifest, ManifestError, TableName, verify_tables
 from hardware_profiles.tables import read_table
 from search_spaces.blocks import NetworkDef, network_def_from_json
 
 
 _KEY_COLUMN = {"blocks": "key", "networks": "arch", "extra": "network"}
-_CLASSIFIER = re.compile(r"^classifier_.*_i(?P<cin>\d+)x1x1_o(?P<cout>\d+)x1x1_(?P<family>\w+)$")
 
 
 class MissingKeys(KeyError):
@@ -48,6 +44,8 @@ class TableProfile(HardwareProfile):
         folder: the folder holding the manifest and tables.
     """
 
+    cheap = True
+
     def __init__(self, manifest: Manifest, folder: Path):
         self.manifest, self.folder = manifest, Path(folder)
         self.name, self.description = manifest.ref, f"{manifest.device}, {manifest.runtime} ({manifest.kind})"
@@ -58,11 +56,7 @@ class TableProfile(HardwareProfile):
         table = self.table("blocks")   # (verifies the block table itself)
         self.block_ms: dict[str, float] = dict(zip(table["key"], table["median_ms"].astype(float)))
         self.overhead_ms = float(manifest.options.get("overhead_ms", 0.0))
-        self._classifiers: dict[tuple[str, str], tuple[int, float]] = {}
-        for key, ms in self.block_ms.items():
-            m = _CLASSIFIER.match(key)
-            if m:
-                self._classifiers[(m["cin"], m["family"])] = (int(m["cout"]), ms)
+        self.costs = BlockCosts.measured(self.block_ms, self.overhead_ms)
 
     def table(self, which: TableName) -> pd.DataFrame:
         """The profile's ``"blocks"`` or ``"networks"`` table, verified against the manifest's SHA-256 (when it
@@ -113,30 +107,33 @@ class TableProfile(HardwareProfile):
                 raise InputError(f"{path}: line {i + 2}, column 'definition': {err}") from None
         return out
 
-    def _lookup(self, key: str) -> float | None:
-        if key in self.block_ms:
-            return self.block_ms[key]
-        m = _CLASSIFIER.match(key)
-        known = self._classifiers.get((m["cin"], m["family"])) if m else None
-        if known is None:
-            return None
-        cout, ms = known
-        o = self.overhead_ms
-        return o + max(ms - o, 0.0) * int(m["cout"]) / cout
-
     def missing(self, keys: Iterable[str]) -> list[str]:
         """The keys this table cannot cost."""
-        return [k for k in keys if self._lookup(k) is None]
+        return self.costs.missing(keys)
 
     def latency_of_keys(self, keys: list[str]) -> float:
-        """Summed latency (ms) of a network given by its layers' cost keys."""
+        """Summed latency (ms) of a network given by its layers' cost keys (`BlockCosts.sums`)."""
         missing = self.missing(keys)
         if missing:
             raise MissingKeys(f"profile {self.manifest.ref} has no measurement for {len(missing)} layer(s), e.g. "
                               f"{missing[0]}; measure them with: python -m hardware_profiles.measure --profile "
                               f"{self.manifest.name} --space {self.manifest.space or 'SPACE'}")
-        o = self.overhead_ms
-        return o + sum(max(self._lookup(k) - o, 0.0) for k in keys)
+        return float(self.costs.sums([keys])[0])
 
     def latency(self, space, arch: Hashable) -> Estimate:
         return Estimate(self.latency_of_keys(space.cost_keys(arch)))
+
+    def measure_exported(self, space, arch: Hashable) -> tuple[float | None, str]:
+        """The network timed here with the backend and settings the table was measured with (the smaller median
+        of 2 interleaved rounds), where this machine has that backend."""
+        m = self.manifest
+        if m.backend not in BACKENDS:
+            return None, f"not measured: {m.ref} was {m.kind} ({m.device}); it cannot be timed on this machine"
+        why = unavailable(m.backend)
+        if why:
+            return None, f"not measured: {m.ref} is timed with {m.backend}, and {why}"
+        backend = make_backend(m.backend, threads=m.threads or 1, precision=m.precision, batch=m.batch,
+                               channels_last=bool(m.options.get("channels_last", True)))
+        ms = measure_in_rounds(backend, [(lambda: space.build(arch), space.input_shape(arch))], 2)[0].median_ms
+        return float(ms), (f"measured on this machine with {backend.describe()}, smaller median of 2 rounds (the "
+                           f"table was measured on: {m.device})")

@@ -30,10 +30,8 @@ ARM table (install the project there with ``pip install -e .``; onnxruntime publ
 """
 from __future__ import annotations
 
-import os
 import platform
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +44,7 @@ import yaml
 
 from core.cli import ArgParser, check_folder, check_range, read_space_options
 from core.errors import InputError, cli_entry
+from hardware_profiles.backends import machine_info, make_backend, measure_in_rounds, measure_stable, preheat_backend
 from hardware_profiles.manifest import (BUILTIN_ROOT, Manifest, check_profile_name, discover, read_manifest, resolve,
                                         table_hashes, verify_tables, write_manifest)
 from hardware_profiles.tables import ARCH_AS_TEXT, BLOCK_COLUMNS, EXTRA_COLUMNS, NETWORK_COLUMNS, write_table
@@ -86,118 +85,6 @@ class MeasureSettings:
     device: str | None = None
     root: str | None = None
     new_version: bool = False
-
-
-def machine_info(backend: str) -> dict[str, Any]:
-    """What the figures were measured on."""
-    info: dict[str, Any] = {"arch": platform.machine(), "system": platform.system(), "cpus": os.cpu_count(),
-                            "python": platform.python_version()}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        info["cpu"] = platform.processor()
-    import onnxruntime
-    import torch
-
-    info.update(onnxruntime=onnxruntime.__version__, torch=torch.__version__)
-    if backend == "torch-cuda" and torch.cuda.is_available():
-        info.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda)
-    return info
-
-
-class OnnxCpuBackend:
-    """onnxruntime CPU provider: fixed intra-op threads, sequential execution, fp32."""
-
-    runtime = "onnxruntime"
-
-    def __init__(self, threads: int, warmup: int, repeats: int):
-        self.threads, self.warmup, self.repeats = threads, warmup, repeats
-
-    def version(self) -> str:
-        import onnxruntime
-
-        return onnxruntime.__version__
-
-    def measure(self, module, input_shape: tuple[int, ...]):
-        from core.timing import measure_module_latency
-
-        return measure_module_latency(module, input_shape, threads=self.threads, warmup=self.warmup,
-                                      repeats=self.repeats)
-
-
-    def round_medians(self, items: list[tuple[Callable[[], Any], tuple[int, ...]]], rounds: int) -> np.ndarray:
-        """Median ms of every (build, input shape) in each of `rounds` interleaved rounds, (items, rounds): each
-        module exported once, all sessions open, timed by `core.timing.measure_interleaved`."""
-        from core.timing import export_onnx, measure_interleaved
-
-        with tempfile.TemporaryDirectory(prefix="hwnas-measure-") as tmp:
-            paths = [export_onnx(build(), shape, Path(tmp) / f"{i}.onnx") for i, (build, shape) in enumerate(items)]
-            return measure_interleaved(paths, [shape for _, shape in items], threads=self.threads,
-                                       warmup=self.warmup, repeats=self.repeats, rounds=rounds)
-
-
-def round_medians(backend, items: list[tuple[Callable[[], Any], tuple[int, ...]]], rounds: int) -> np.ndarray:
-    """Median ms of every (build, shape) in each of `rounds` interleaved rounds, (items, rounds): through the
-    backend's own `round_medians` where it has one (builds and exports once), else by building and measuring
-    every item once per round."""
-    if hasattr(backend, "round_medians"):
-        return backend.round_medians(items, rounds)
-    return np.array([[backend.measure(build(), shape).median_ms for build, shape in items]
-                     for _ in range(rounds)]).reshape(rounds, len(items)).T
-
-
-def measure_in_rounds(backend, items: list[tuple[Callable[[], Any], tuple[int, ...]]], rounds: int) -> list:
-    """`LatencyStats` of every (build, shape) from `rounds` interleaved rounds: the smallest round median is the
-    figure (`core.timing.rounds_summary`)."""
-    from core.timing import rounds_summary
-
-    return [rounds_summary(row, backend.repeats, getattr(backend, "threads", 0))
-            for row in round_medians(backend, items, rounds)]
-
-
-def _preheat(backend: str, seconds: float, threads: int) -> None:
-    """`--preheat`: load the CPU as the measurement will before timing anything (`core.timing.preheat`;
-    a GPU is warmed by each item's own warm-up runs)."""
-    from core.timing import preheat
-
-    if backend == "onnxruntime-cpu" and seconds > 0:
-        print(f"preheating for {seconds:g} s ...", file=sys.stderr)
-        preheat(seconds, threads)
-
-
-def make_backend(backend: str, *, threads: int = 1, warmup: int = 10, repeats: int = 50, precision: str = "fp32",
-                 batch: int = 1, channels_last: bool = False):
-    """The measuring backend: onnxruntime on this CPU (``onnxruntime-cpu``, fp32, batch 1) or CUDA graphs on the
-    GPU (``torch-cuda``)."""
-    if backend == "onnxruntime-cpu":
-        return OnnxCpuBackend(threads, warmup, repeats)
-    if backend == "torch-cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise InputError("--backend torch-cuda: no CUDA device is available here; measure on a CUDA machine or "
-                             "use --backend onnxruntime-cpu")
-        from hardware_profiles.cuda import TorchCudaBackend
-
-        return TorchCudaBackend(precision=precision, batch=batch, channels_last=channels_last, warmup=warmup,
-                                repeats=repeats)
-    raise InputError(f"--backend: {backend!r} cannot measure; expected onnxruntime-cpu or torch-cuda")
-
-
-def measure_stable(backend, build: Callable[[], Any], shape: tuple[int, ...], max_spread: float,
-                   attempts: int) -> tuple[Any, int]:
-    """Measure; re-measure while the spread is above `max_spread`; keep the least noisy result."""
-    best, n = None, 0
-    for n in range(1, attempts + 1):
-        stats = backend.measure(build(), shape)
-        if best is None or stats.spread < best.spread:
-            best = stats
-        if stats.spread <= max_spread:
-            break
-    return best, n
 
 
 def _row(name: str, value: str, stats, attempts: int) -> dict[str, Any]:
@@ -442,7 +329,7 @@ def measure_profile(args: MeasureSettings) -> dict[str, Any]:
     manifest.resolution = resolutions.pop() if len(resolutions) == 1 else None
     write_manifest(manifest, folder)   # first, so a killed run leaves a profile that the next run continues
     _remove_stale_temp_files(folder)
-    _preheat(args.backend, args.preheat, args.threads)
+    preheat_backend(args.backend, args.preheat, args.threads)
     start = time.perf_counter()
     items, exact = _block_items(args, space)
     extra = _extra_defs(args)
@@ -608,7 +495,7 @@ def check_profile(args: MeasureSettings) -> tuple[dict[str, Any], bool]:
     backend = make_backend(m.backend, threads=m.threads or 1, warmup=args.warmup, repeats=args.repeats,
                            precision=m.precision, batch=m.batch, channels_last=bool(m.options.get("channels_last", False)))
     genotypes = [space.decode(a) for a in archs]
-    _preheat(m.backend, args.preheat, m.threads or 1)
+    preheat_backend(m.backend, args.preheat, m.threads or 1)
     stats = measure_in_rounds(backend, [(lambda g=g: space.build(g), space.input_shape(g)) for g in genotypes],
                               max(args.rounds, 3))
     measured = np.array([s.median_ms for s in stats])

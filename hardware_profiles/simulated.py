@@ -20,6 +20,8 @@ class SimulatedProfile(HardwareProfile):
         folder: its folder.
     """
 
+    cheap = True
+
     def __init__(self, manifest: Manifest, folder: Path):
         from hardware_profiles.fpga import get_fpga_config, simulator
 
@@ -38,3 +40,6 @@ class SimulatedProfile(HardwareProfile):
     def latency(self, space, arch: Hashable) -> Estimate:
         result = self.simulate(space.layer_costs(arch))
         return Estimate(result.latency_ms, energy_mj=result.energy_mj)
+
+    def measure_exported(self, space, arch: Hashable) -> tuple[float | None, str]:
+        return float(self.latency(space, arch).median_ms), "simulated (the profile is a simulator)"

@@ -1,16 +1,24 @@
-"""Checks of a recipe that need the plug-in registries: names, plug-in options, and constraints no architecture
-of the space can meet. Each failure is one `RecipeError` line naming the file and the field. `load_recipe` reads
-a recipe (`nas.recipe.read_recipe`) and runs them: what a run starts from.
+"""Checks of a recipe that need the plug-ins: names and options, settings a run cannot honour, metric tables and
+predictors that cannot serve, and constraints no architecture of the space can meet. Each failure is one
+`RecipeError` line naming the file and the field. `load_run` reads a recipe (`nas.recipe.read_recipe`), builds its
+run context (`nas.context.RunContext`) and runs the checks against it: what a run starts from.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from nas.recipe import Recipe, RecipeError, read_recipe, validate_plugin
+from hardware_profiles import TableProfile, get_profile, has_profile, profile_names
+from nas.context import Plugins, RunContext, validate_plugins
+from nas.evaluation import EVALUATORS
+from nas.evaluation.tabular import SurrogateOptions, TabularOptions, constraint_table
+from nas.latency_sources import LatencySetupError, given_predictor, table_column
+from nas.metric_tables import TableError, check_space, read_metric_table
+from nas.objectives import static_check
+from nas.recipe import Recipe, RecipeError, read_recipe
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read, override and validate a recipe, plug-in names and options included.
+def load_run(path: str | Path, overrides: list[str] | None = None) -> RunContext:
+    """Read, override and check a recipe; returns the run context the checks ran against (what the run uses).
 
     Args:
         path: the YAML file.
@@ -19,39 +27,70 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     Raises:
         RecipeError: one-line message naming the file, the field and what was expected.
     """
-    recipe = read_recipe(path, overrides)
-    check_recipe(str(path), recipe)
-    return recipe
+    return check_recipe(str(path), read_recipe(path, overrides))
 
 
-def check_recipe(source: str, recipe: Recipe) -> None:
-    """Raise `RecipeError` for anything in `recipe` that cannot run."""
-    from hardware_profiles import has_profile, profile_names
-    from nas.controllers import CONTROLLERS
-    from nas.evaluation import EVALUATORS, make_evaluator
-    from nas.objectives import static_check
-    from search_spaces import SPACES, get_space
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """`load_run`'s recipe (its typed plug-in options kept in `Recipe.plugins`)."""
+    return load_run(path, overrides).recipe
 
-    space_opts = validate_plugin(source, "space", SPACES, recipe.space)
-    validate_plugin(source, "controller", CONTROLLERS, recipe.controller)
-    eval_opts = validate_plugin(source, "evaluator", EVALUATORS, recipe.evaluator)
-    pre = recipe.search.prescreen
-    pre_opts = None
-    if pre is not None:
-        pre_opts = validate_plugin(source, "search.prescreen.estimator", EVALUATORS, pre.estimator)
-        if EVALUATORS.get(pre.estimator.name).trains:
-            raise RecipeError(f"{source}: search.prescreen.estimator.name: {pre.estimator.name!r} trains networks; "
-                              "prescreening needs an estimate without training (e.g. tabular)")
-        if (pre.top_k or 0) > recipe.search.budget:
-            raise RecipeError(f"{source}: search.prescreen.top_k: must not exceed search.budget "
-                              f"({pre.top_k} > {recipe.search.budget})")
-        for i, lat in enumerate(recipe.constraints.latency):
-            if lat.source == "profile":
-                raise RecipeError(f"{source}: constraints.latency[{i}].source: prescreening needs latency without "
-                                  "a measurement per candidate; use source: predictor or table")
+
+def check_recipe(source: str, recipe: Recipe) -> RunContext:
+    """Check everything in `recipe` that could stop a run and build the run context on the way.
+
+    Raises:
+        RecipeError: the first problem, one line naming `source` and the field.
+    """
+    plugins = validate_plugins(source, recipe)
+    _check_prescreen(source, recipe)
+    _check_settings(source, recipe, plugins)
+    try:
+        ctx = RunContext(recipe)
+    except TableError as err:
+        raise RecipeError(f"{source}: {err}") from None
+    _check_tables_match_space(source, recipe, ctx.space, {"evaluator.options.path": plugins.evaluator,
+                                                          "search.prescreen.estimator.options.path": plugins.prescreen})
+    try:
+        ctx.controller   # noqa: B018 - made now, so a controller that cannot start is a recipe error
+    except (ValueError, NotImplementedError) as err:   # e.g. the MnasNet reward without a latency target
+        raise RecipeError(f"{source}: controller.options: {err}") from None
     for i, lat in enumerate(recipe.constraints.latency):
         if lat.source == "table":
-            _check_table_column(source, i, recipe)
+            continue
+        _check_coverage(source, i, lat.profile, ctx.space)
+        if lat.predictor:
+            try:
+                given_predictor(i, lat, ctx.space)
+            except LatencySetupError as err:
+                raise RecipeError(f"{source}: {err}") from None
+    _check_smallest(source, recipe, ctx.space)
+    return ctx
+
+
+def _check_prescreen(source: str, recipe: Recipe) -> None:
+    pre = recipe.search.prescreen
+    if pre is None:
+        return
+    if EVALUATORS.get(pre.estimator.name).trains:
+        raise RecipeError(f"{source}: search.prescreen.estimator.name: {pre.estimator.name!r} trains networks; "
+                          "prescreening needs an estimate without training (e.g. tabular)")
+    if (pre.top_k or 0) > recipe.search.budget:
+        raise RecipeError(f"{source}: search.prescreen.top_k: must not exceed search.budget "
+                          f"({pre.top_k} > {recipe.search.budget})")
+    for i, lat in enumerate(recipe.constraints.latency):
+        if lat.source == "profile":
+            raise RecipeError(f"{source}: constraints.latency[{i}].source: prescreening needs latency without "
+                              "a measurement per candidate; use source: predictor or table")
+
+
+def _check_settings(source: str, recipe: Recipe, plugins: Plugins) -> None:
+    """Latency constraints that name what exists, once each; concurrency and CPUs a run can honour."""
+    for i, lat in enumerate(recipe.constraints.latency):
+        if lat.source == "table":
+            try:
+                table_column(i, lat, constraint_table(recipe, lat))
+            except (LatencySetupError, TableError) as err:
+                raise RecipeError(f"{source}: {err}") from None
         elif not has_profile(lat.profile):
             raise RecipeError(f"{source}: constraints.latency[{i}].profile: unknown hardware profile "
                               f"{lat.profile!r}; expected one of: {', '.join(profile_names())}")
@@ -65,48 +104,23 @@ def check_recipe(source: str, recipe: Recipe) -> None:
     if cl.address is None and cl.num_cpus is not None and cl.cpus_per_trial > cl.num_cpus:
         raise RecipeError(f"{source}: cluster.cpus_per_trial: {cl.cpus_per_trial:g} exceeds cluster.num_cpus "
                           f"({cl.num_cpus}); no trial could ever start")
-    threads = getattr(eval_opts, "threads", None)
+    threads = getattr(plugins.evaluator, "threads", None)
     if threads is not None and threads > cl.cpus_per_trial:
         # Ray reserves cpus_per_trial cores for a trial; more threads than that spin against other trials or
         # programs, and a synchronising thread pool then runs many times slower (see bench/quickstart.py --busy)
         raise RecipeError(f"{source}: evaluator.options.threads: {threads} exceeds cluster.cpus_per_trial "
                           f"({cl.cpus_per_trial:g}); a trial may use only the CPUs Ray gives it")
-    from nas.metric_tables import TableError
 
-    try:
-        num_classes = make_evaluator(recipe.evaluator.name, eval_opts).num_classes()
-    except TableError as err:
-        raise RecipeError(f"{source}: {err}") from None
-    space = get_space(recipe.space.name, space_opts, num_classes=num_classes)
-    _check_tables_match_space(source, recipe, space, {"evaluator.options.path": eval_opts,
-                                                      "search.prescreen.estimator.options.path": pre_opts})
-    _check_controller(source, recipe, space)
+
+def _check_smallest(source: str, recipe: Recipe, space) -> None:
+    """FLOPs/params limits below the space's smallest architecture leave no feasible candidate."""
     smallest = space.smallest()
-    for i, lat in enumerate(recipe.constraints.latency):
-        if lat.source == "table":
-            continue
-        _check_coverage(source, i, lat.profile, space)
-        if lat.predictor:
-            _check_predictor(source, i, lat.predictor, lat.profile, space)
     flops, params, _ = static_check(space, recipe.constraints, smallest)
     c = recipe.constraints
     for field, limit, value in (("max_flops", c.max_flops, flops), ("max_params", c.max_params, params)):
         if limit is not None and value > limit:
             raise RecipeError(f"{source}: constraints.{field}: {limit:g} is below the smallest architecture of "
                               f"the space ({value:,} for {space.to_string(smallest)}); no candidate can be feasible")
-
-
-def _check_controller(source: str, recipe: Recipe, space) -> None:
-    """A controller that cannot start with this space and these objectives (e.g. the MnasNet reward without a
-    latency target) is a recipe error, before the run directory is written."""
-    from nas.controllers import make_controller
-    from nas.controllers.base import SearchObjectives
-
-    try:
-        make_controller(recipe.controller.name, space, recipe.controller.options, recipe.search.seed,
-                        SearchObjectives.from_constraints(recipe.constraints))
-    except (ValueError, NotImplementedError) as err:
-        raise RecipeError(f"{source}: controller.options: {err}") from None
 
 
 def _check_tables_match_space(source: str, recipe: Recipe, space, estimators: dict) -> None:
@@ -116,9 +130,6 @@ def _check_tables_match_space(source: str, recipe: Recipe, space, estimators: di
     Args:
         estimators: recipe field of the table path -> the validated options of the evaluator reading it (or None).
     """
-    from nas.evaluation.tabular import SurrogateOptions, TabularOptions, constraint_table
-    from nas.metric_tables import TableError, check_space, read_metric_table
-
     tables = [(field, opts.path, 10 if isinstance(opts, SurrogateOptions) else None)
               for field, opts in estimators.items() if isinstance(opts, TabularOptions)]
     for i, lat in enumerate(recipe.constraints.latency):
@@ -131,27 +142,8 @@ def _check_tables_match_space(source: str, recipe: Recipe, space, estimators: di
         raise RecipeError(f"{source}: {err}") from None
 
 
-def _check_table_column(source: str, index: int, recipe: Recipe) -> None:
-    """A ``source: table`` constraint needs a readable metric table holding its latency column."""
-    from nas.evaluation.tabular import constraint_table
-    from nas.metric_tables import TableError, metric_column, read_metric_table
-
-    field = f"constraints.latency[{index}]"
-    try:
-        path = constraint_table(recipe, recipe.constraints.latency[index])
-        if path is None:
-            raise RecipeError(f"{source}: {field}.table: source 'table' needs a metric table: set table, or use "
-                              "the tabular evaluator")
-        metric_column(read_metric_table(path), path, recipe.constraints.latency[index].column, f"{field}.column")
-    except TableError as err:
-        raise RecipeError(f"{source}: {err}") from None
-
-
 def _check_coverage(source: str, index: int, ref: str, space) -> None:
     """A lookup-table profile must hold every layer the space can produce (when the space can list them)."""
-    from hardware_profiles import get_profile
-    from hardware_profiles.lookup import TableProfile
-
     profile = get_profile(ref)
     if not isinstance(profile, TableProfile):
         return
@@ -162,24 +154,3 @@ def _check_coverage(source: str, index: int, ref: str, space) -> None:
                           f"{len(missing)} of the {len(layers)} layers this space can produce (e.g. {missing[0]}); "
                           f"measure them: python -m hardware_profiles.measure --profile {profile.manifest.name} "
                           f"--space {space.name} --space-options FILE")
-
-
-def _check_predictor(source: str, index: int, folder: str, profile: str, space) -> None:
-    """A given predictor folder must load, be for the profile if it names one, and cost the recipe's space."""
-    from pathlib import Path
-
-    from nas.latency_sources import LatencySetupError, checked_predictor
-    from predictors.io import PredictorFileError, load
-
-    field = f"constraints.latency[{index}].predictor"
-    try:
-        model, meta = load(Path(folder))
-    except PredictorFileError as err:
-        raise RecipeError(f"{source}: {field}: {err}") from None
-    trained_for = (meta.get("profile") or {}).get("name")
-    if trained_for and trained_for != profile.partition("@")[0]:
-        raise RecipeError(f"{source}: {field}: {folder} was trained for profile {trained_for}, not {profile}")
-    try:
-        checked_predictor(field, model, space)
-    except LatencySetupError as err:
-        raise RecipeError(f"{source}: {err}") from None

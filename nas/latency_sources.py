@@ -15,57 +15,116 @@ Each latency constraint names a profile and a `source` (`nas.recipe.LatencyConst
 - ``table``: a column of a metric table (`nas.metric_tables`), looked up like an accuracy; nothing to
   measure the exported network on.
 
-`measure_exported` times the exported best network on the profile wherever this machine can: live profiles and
-onnxruntime-CPU tables are measured here (with the table's threads and repetitions), CUDA tables when a GPU is
-present, simulated profiles are simulated; otherwise it says why not. The model card shows it beside the
-predicted figure.
+Each kind is its own class behind one interface (`LatencySource`: `latency`, `cheap`, `measure_exported`):
+`PredictorSource`, `ProfileSource`, `TableSource`. `measure_exported` times the exported best network on the
+profile wherever this machine can (the profile says how: `HardwareProfile.measure_exported`); the model card shows
+it beside the search's figure.
 """
 from __future__ import annotations
 
 import re
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from tqdm import tqdm
 
 from core.errors import InputError
+from core.io import atomic_write
+from hardware_profiles import HardwareProfile, TableProfile, get_profile
+from hardware_profiles.drift import profile_record, runtime_drift
+from nas.metric_tables import lookup, metric_column, read_metric_table
+from nas.objectives import static_check
 from nas.recipe import Constraints, LatencyConstraint
+from predictors.io import PredictorFileError, load, save
+from predictors.train import profile_predictor
+from predictors.transfer import few_shot
 
 
 class LatencySetupError(InputError):
     """A latency source that cannot be set up; one line naming the constraint."""
 
 
-@dataclass
-class LatencySource:
-    """One constraint's latency figure for candidates: `latency(space, arch)` in ms."""
+class LatencySource(ABC):
+    """One constraint's latency figure for candidates: `latency(space, arch)` in ms.
+
+    Attributes:
+        constraint: the recipe's latency constraint.
+        how: where the figure comes from, in words (run log, model card).
+        profile: the hardware profile behind the figure (None for a metric-table column).
+        predictor: the latency predictor giving the figure (None unless it is a `PredictorSource`).
+    """
 
     constraint: LatencyConstraint
-    profile: Any
-    predictor: Any = None
-    how: str = ""
-    column: Any = None      # source table: the metric table's latency column (pandas Series by arch string)
+    how: str
+    profile: HardwareProfile | None
+    predictor: Any
+
+    @property
+    @abstractmethod
+    def cheap(self) -> bool:
+        """Whether a figure costs (almost) nothing, so it can be checked before a trial."""
+
+    @abstractmethod
+    def latency(self, space, arch: Hashable) -> float:
+        """The candidate's latency (ms)."""
+
+    def measure_exported(self, space, arch: Hashable) -> tuple[float | None, str]:
+        """(measured ms or None, how) of the exported network on the constraint's profile, from this machine."""
+        return self.profile.measure_exported(space, arch)
+
+
+@dataclass
+class PredictorSource(LatencySource):
+    """A latency predictor's figure (the default): well under a millisecond per candidate."""
+
+    constraint: LatencyConstraint
+    profile: HardwareProfile
+    predictor: Any
+    how: str
+    cheap = True
+
+    def latency(self, space, arch: Hashable) -> float:
+        return float(self.predictor.predict([space.to_string(arch)])[0])
+
+
+@dataclass
+class ProfileSource(LatencySource):
+    """The profile's own figure (measured live, summed from its table, simulated); cheap when the profile is."""
+
+    constraint: LatencyConstraint
+    profile: HardwareProfile
+    how: str
+    predictor = None
 
     @property
     def cheap(self) -> bool:
-        """Whether a figure costs (almost) nothing, so it can be checked before a trial."""
-        from hardware_profiles.lookup import TableProfile
-        from hardware_profiles.simulated import SimulatedProfile
-
-        return (self.predictor is not None or self.column is not None
-                or isinstance(self.profile, (TableProfile, SimulatedProfile)))
+        return self.profile.cheap
 
     def latency(self, space, arch: Hashable) -> float:
-        if self.column is not None:
-            from nas.metric_tables import lookup
-
-            return lookup(self.column, self.how, space.to_string(arch))
-        if self.predictor is not None:
-            return float(self.predictor.predict([space.to_string(arch)])[0])
         return float(self.profile.latency(space, arch).median_ms)
+
+
+@dataclass
+class TableSource(LatencySource):
+    """A metric table's latency column (a pandas Series by arch string), looked up like an accuracy."""
+
+    constraint: LatencyConstraint
+    column: Any
+    how: str
+    profile = predictor = None
+    cheap = True
+
+    def latency(self, space, arch: Hashable) -> float:
+        return lookup(self.column, self.how, space.to_string(arch))
+
+    def measure_exported(self, space, arch: Hashable) -> tuple[float | None, str]:
+        return None, "not measured: the figure comes from a metric table, not a hardware profile"
 
 
 def _folder_name(profile: str) -> str:
@@ -85,39 +144,59 @@ def make_sources(constraints: Constraints, space, run_dir: Path, *, seed: int = 
         log: where progress lines go.
         tables: metric table path per profile, for ``source: table`` constraints.
     """
-    from hardware_profiles import get_profile
-    from nas.metric_tables import metric_column, read_metric_table
-
     out = {}
     for i, lat in enumerate(constraints.latency):
         if lat.source == "table":
             path = (tables or {}).get(lat.profile)
-            if path is None:
-                raise LatencySetupError(f"constraints.latency[{i}].table: source 'table' needs a metric table")
-            column = metric_column(read_metric_table(path), path, lat.column, f"constraints.latency[{i}].column")
-            out[lat.profile] = LatencySource(lat, None, column=column, how=f"metric table {path}, column {lat.column}")
+            out[lat.profile] = TableSource(lat, table_column(i, lat, path), f"metric table {path}, column {lat.column}")
             continue
         profile = get_profile(lat.profile)
         if lat.source == "profile":
-            out[lat.profile] = LatencySource(lat, profile, how=f"{lat.profile} ({type(profile).__name__})")
-            continue
-        model, how = _predictor(i, lat, profile, space, Path(run_dir), constraints, seed, log)
-        out[lat.profile] = LatencySource(lat, profile, model, how)
+            out[lat.profile] = ProfileSource(lat, profile, f"{lat.profile} ({type(profile).__name__})")
+        elif lat.predictor:
+            model = given_predictor(i, lat, space)
+            out[lat.profile] = PredictorSource(lat, profile, model, f"predictor {lat.predictor}")
+        else:
+            model, how = _run_predictor(i, lat, profile, space, Path(run_dir), constraints, seed, log)
+            out[lat.profile] = PredictorSource(lat, profile, model, how)
     return out
 
 
-def _predictor(index: int, lat: LatencyConstraint, profile, space, run_dir: Path, constraints: Constraints,
-               seed: int, log) -> tuple[Any, str]:
-    from hardware_profiles.lookup import TableProfile
-    from predictors.io import PredictorFileError, load
+def table_column(index: int, lat: LatencyConstraint, path: str | None):
+    """The latency column of a ``source: table`` constraint's metric table (a pandas Series by arch string).
 
+    Raises:
+        LatencySetupError: no table, or one without the column; `TableError` for a table that cannot be read.
+    """
+    if path is None:
+        raise LatencySetupError(f"constraints.latency[{index}].table: source 'table' needs a metric table: set "
+                                "table, or use the tabular evaluator")
+    return metric_column(read_metric_table(path), path, lat.column, f"constraints.latency[{index}].column")
+
+
+def given_predictor(index: int, lat: LatencyConstraint, space):
+    """The constraint's own predictor folder (``predictor:``), loaded and checked: trained for the constraint's
+    profile (when it names one) and able to cost the space's architectures.
+
+    Raises:
+        LatencySetupError: one line naming ``constraints.latency[index].predictor``.
+    """
+    field = f"constraints.latency[{index}].predictor"
+    try:
+        model, meta = load(Path(lat.predictor))
+    except PredictorFileError as err:
+        raise LatencySetupError(f"{field}: {err}") from None
+    trained_for = (meta.get("profile") or {}).get("name")
+    if trained_for and trained_for != lat.profile.partition("@")[0]:
+        raise LatencySetupError(f"{field}: {lat.predictor} was trained for profile {trained_for}, not {lat.profile}")
+    return checked_predictor(field, model, space)
+
+
+def _run_predictor(index: int, lat: LatencyConstraint, profile, space, run_dir: Path, constraints: Constraints,
+                   seed: int, log) -> tuple[Any, str]:
+    """The run's own predictor for the constraint (built into ``<run>/predictors/<profile>/`` if not there yet):
+    trained from the profile's tables when it has measured networks, else calibrated on it."""
     field = f"constraints.latency[{index}]"
-    if lat.predictor:
-        try:
-            model, _ = load(Path(lat.predictor))
-        except PredictorFileError as err:
-            raise LatencySetupError(f"{field}.predictor: {err}") from None
-        return checked_predictor(field, model, space), f"predictor {lat.predictor}"
     folder = run_dir / "predictors" / _folder_name(lat.profile)
     if not (folder / "meta.json").is_file():
         if isinstance(profile, TableProfile) and profile.manifest.tables.networks:
@@ -155,9 +234,6 @@ def checked_predictor(field: str, model, space):
 
 
 def _from_tables(profile, folder: Path, log) -> None:
-    from hardware_profiles.drift import profile_record, runtime_drift
-    from predictors.io import save
-    from predictors.train import profile_predictor
 
     m = profile.manifest
     log(f"training a latency predictor from {m.ref}'s tables ({len(profile.block_ms)} blocks)")
@@ -170,8 +246,6 @@ def _from_tables(profile, folder: Path, log) -> None:
 
 def _calibration_archs(space, constraints: Constraints, n: int, seed: int) -> list[str]:
     """`n` distinct archs sampled from the space, preferring ones within the FLOPs/params limits."""
-    from nas.objectives import static_check
-
     rng = np.random.default_rng(seed)
     ok, other = [], []
     for _ in range(200 * n):
@@ -192,16 +266,8 @@ def _calibrated(lat: LatencyConstraint, profile, space, folder: Path, constraint
     Live timings are taken in two interleaved rounds and the smaller median kept: on a shared or virtual machine a
     sub-millisecond network's median can double between two minutes (contention), and the minimum over rounds is
     the figure that repeats. Timings are written as they come, so an interrupted calibration resumes."""
-    import pandas as pd
-    from tqdm import tqdm
-
-    from hardware_profiles.simulated import SimulatedProfile
-    from core.io import atomic_write
-    from predictors.io import save
-    from predictors.transfer import few_shot
-
-    simulated = isinstance(profile, SimulatedProfile)
-    n, rounds = lat.calibration or (200 if simulated else 24), 1 if simulated else 2
+    cheap = profile.cheap   # a deterministic figure: one round, and many networks cost little
+    n, rounds = lat.calibration or (200 if cheap else 24), 1 if cheap else 2
     archs = _calibration_archs(space, constraints, n, seed)
     path = folder / "calibration.csv"
     rows = pd.read_csv(path, dtype={"arch": str}).to_dict("records") if path.is_file() else []
@@ -221,42 +287,3 @@ def _calibrated(lat: LatencyConstraint, profile, space, folder: Path, constraint
     save(model, folder, archs=archs, y=y, profile=None,
          extra={"calibration": {"profile": lat.profile, "networks": len(archs), "rounds": rounds, **fit.as_dict()}})
     log(f"calibrated {lat.profile}: leave-one-out error of log latency {fit.loo_log_rmse:.3f}")
-
-
-def measure_exported(source: LatencySource, space, arch: Hashable) -> tuple[float | None, str]:
-    """(measured ms or None, how) of the exported network on the constraint's profile, on this machine."""
-    from hardware_profiles import LiveOnnxCpuProfile
-    from hardware_profiles.lookup import TableProfile
-    from hardware_profiles.simulated import SimulatedProfile
-
-    profile = source.profile
-    if source.column is not None:
-        return None, "not measured: the figure comes from a metric table, not a hardware profile"
-    if isinstance(profile, LiveOnnxCpuProfile):   # the smaller of two medians, as in calibration
-        ms = min(profile.latency(space, arch).median_ms for _ in range(2))
-        return float(ms), f"measured live ({profile.description}; smaller median of 2 rounds)"
-    if isinstance(profile, SimulatedProfile):
-        return float(profile.latency(space, arch).median_ms), "simulated (the profile is a simulator)"
-    if not isinstance(profile, TableProfile):
-        return None, f"no way to measure {type(profile).__name__} here"
-    m = profile.manifest
-    shape = space.input_shape(arch)
-    if m.backend == "onnxruntime-cpu":
-        from hardware_profiles.measure import OnnxCpuBackend
-
-        backend = OnnxCpuBackend(m.threads or 1, warmup=10, repeats=50)
-        ms = min(backend.measure(space.build(arch), shape).median_ms for _ in range(2))
-        return float(ms), (f"measured on this machine with onnxruntime, {m.threads or 1} thread(s), smaller median "
-                           f"of 2 rounds (the table was measured on: {m.device})")
-    if m.backend == "torch-cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            return None, f"not measured: {m.ref} is a CUDA profile and this machine has no GPU"
-        from hardware_profiles.cuda import TorchCudaBackend
-
-        backend = TorchCudaBackend(precision=m.precision, batch=m.batch,
-                                   channels_last=bool(m.options.get("channels_last", True)))
-        return float(backend.measure(space.build(arch), shape).median_ms), \
-            f"measured on {torch.cuda.get_device_name()} (CUDA graph, {m.precision}, batch {m.batch})"
-    return None, f"not measured: {m.ref} was {m.kind} ({m.device}); it cannot be timed on this machine"

@@ -10,13 +10,12 @@ import yaml
 
 from core.errors import InputError
 from core.io import atomic_write_json, atomic_write_text, write_sha256sums
-from nas.controllers import make_controller
-from nas.controllers.base import SearchObjectives
+from nas.context import RunContext
 from nas.objectives import latency_column
 from nas.recipe import Recipe
 from nas.results import RunLog
 from nas.tracking import make_tracker
-from nas.trial import TrialContext, build_seeded, weights_path
+from nas.trial import build_seeded, weights_path
 
 
 class Progress:
@@ -66,13 +65,14 @@ def _open_log(recipe: Recipe, run_dir: Path, resume: bool) -> RunLog:
     return log
 
 
-def run_search(recipe: Recipe, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+def run_search(recipe: Recipe, run_dir: Path, resume: bool = False, ctx: RunContext | None = None) -> dict[str, Any]:
     """Search, report and export; returns the summary also written to `best.json`.
 
     Args:
         recipe: the validated recipe.
         run_dir: the run directory (created; on resume it must hold `state.json`).
         resume: continue the run saved in `run_dir`.
+        ctx: the recipe's run context, as the checks built it (`nas.checks.load_run`); built here if not given.
     """
     from nas.search import run_trials
 
@@ -80,10 +80,9 @@ def run_search(recipe: Recipe, run_dir: Path, resume: bool = False) -> dict[str,
     run_dir = Path(run_dir)
     log = _open_log(recipe, run_dir, resume)
     t_ctx = time.perf_counter()
-    ctx = TrialContext(recipe, run_dir)   # builds the latency predictors (calibration) before any trial
+    ctx = (ctx or RunContext(recipe)).open(run_dir)   # builds the latency predictors (calibration) before any trial
     setup_seconds = time.perf_counter() - t_ctx
-    controller = make_controller(recipe.controller.name, ctx.space, recipe.controller.options, recipe.search.seed,
-                                 SearchObjectives.from_constraints(recipe.constraints))
+    controller = ctx.controller
     if log.controller_state:
         try:
             controller.load_state_dict(log.controller_state)
@@ -131,7 +130,7 @@ def run_search(recipe: Recipe, run_dir: Path, resume: bool = False) -> dict[str,
     return summary
 
 
-def _prescreen(recipe: Recipe, run_dir: Path, ctx: TrialContext, controller, log: RunLog) -> dict[str, Any] | None:
+def _prescreen(recipe: Recipe, run_dir: Path, ctx: RunContext, controller, log: RunLog) -> dict[str, Any] | None:
     """Run the in-process prescreen once per run (`nas.prescreen`); a resumed run reuses its result."""
     if recipe.search.prescreen is None:
         return None
@@ -149,7 +148,7 @@ def _prescreen(recipe: Recipe, run_dir: Path, ctx: TrialContext, controller, log
     return summary
 
 
-def finish(recipe: Recipe, run_dir: Path, ctx: TrialContext, log: RunLog, tracker) -> dict[str, Any]:
+def finish(recipe: Recipe, run_dir: Path, ctx: RunContext, log: RunLog, tracker) -> dict[str, Any]:
     """Write the Pareto plot, export the best feasible network, close tracking; return the summary."""
     from nas.report import pareto_plot
 
@@ -173,7 +172,7 @@ def finish(recipe: Recipe, run_dir: Path, ctx: TrialContext, log: RunLog, tracke
     return summary
 
 
-def export_best(recipe: Recipe, run_dir: Path, ctx: TrialContext, best: dict[str, Any]) -> dict[str, Any]:
+def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, Any]) -> dict[str, Any]:
     """Export the best feasible network (its trained weights; retrained with the run's seed if missing)."""
     from nas.export import export_network, load_weights, onnx_parity
 
@@ -191,11 +190,8 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: TrialContext, best: dict[str
     figures.update({"FLOPs (MACs)": best["flops"], "params": best["params"]})
     extra = {"search space": recipe.space.name, "controller": recipe.controller.name,
              "evaluator": f"{recipe.evaluator.name} {recipe.evaluator.options}", "run": recipe.name}
-    anchors = getattr(model, "anchors", None)   # a detector: the graph ends at raw predictions for these anchors
-    if anchors is not None:
-        extra["outputs"] = ("class logits (N, A, classes + 1; index 0 background) and SSD box deltas (N, A, 4) "
-                            "for the A anchors in anchors.json; decoding and NMS are not in the graph: "
-                            "nas.detection.postprocess(logits, deltas, anchors) does them")
+    notes, extra_files = ctx.evaluator.export_extras(model)   # e.g. a detector's anchors
+    extra.update(notes)
     if not ctx.evaluator.trains:
         extra["weights"] = "untrained (initial weights): the accuracy was read from a metric table; train it first"
     latency = exported_latency(ctx, arch, best)
@@ -213,26 +209,20 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: TrialContext, best: dict[str
                   f"{recipe.space.options!r}, num_classes={ctx.space.num_classes})")
     files = export_network(model, shape, run_dir / "best", arch=best["arch"], figures=figures,
                            title=f"{recipe.name}: best feasible network", extra=extra, space_code=space_code)
-    if anchors is not None:
-        from nas.detection.boxes import VARIANCES
-
-        files["anchors"] = atomic_write_json(run_dir / "best" / "anchors.json", {
-            "format": "cx, cy, w, h normalised to the image; box deltas scaled by the SSD variances",
-            "variances": list(VARIANCES), "anchors": [[round(v, 6) for v in a] for a in anchors.tolist()]})
+    for name, payload in extra_files.items():
+        files[Path(name).stem] = atomic_write_json(run_dir / "best" / name, payload)
     files["sha256sums"] = write_sha256sums(run_dir / "best")   # written last: covers every file of best/
     diff = onnx_parity(model, files["onnx"], shape)
     return {"files": {k: str(v) for k, v in files.items()}, "onnx_max_abs_diff": diff, "latency": latency}
 
 
-def exported_latency(ctx: TrialContext, arch: Any, best: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def exported_latency(ctx: RunContext, arch: Any, best: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per profile: the figure the search used for the best network and that network measured on the profile
-    (wherever this machine can; `nas.latency_sources.measure_exported`)."""
-    from nas.latency_sources import measure_exported
-
+    (wherever this machine can; `LatencySource.measure_exported`)."""
     out = {}
     for name, src in ctx.latency.items():
         searched = best.get(latency_column(name))
-        measured, how = measure_exported(src, ctx.space, arch)
+        measured, how = src.measure_exported(ctx.space, arch)
         error = None if measured is None or searched is None else searched / measured - 1
         out[name] = {"source": src.constraint.source, "search_ms": searched, "search_how": src.how,
                      "measured_ms": measured, "measured_how": how, "error": error}

@@ -39,19 +39,17 @@ def run_prescreen(recipe: Recipe, run_dir: Path, ctx: Any, controller: Controlle
     Args:
         recipe: the validated recipe (with `search.prescreen`).
         run_dir: where ``prescreen.csv`` / ``prescreen.json`` go.
-        ctx: the driver's `TrialContext` (space, latency sources, `precheck`).
+        ctx: the driver's `RunContext` (space, latency sources, `precheck`).
         controller: the recipe's controller; it keeps what it learnt for the Tune stage.
     """
     from tqdm import tqdm
-
-    from nas.evaluation import make_evaluator
 
     pre = recipe.search.prescreen
     slow = [name for name, src in ctx.latency.items() if not src.cheap]
     if slow:
         raise PrescreenError(f"constraints.latency: prescreening needs cheap latency figures; {slow[0]} is measured "
                              "per candidate (use source: predictor)")
-    estimator = make_evaluator(pre.estimator.name, pre.estimator.options, seed=recipe.search.seed).bind(ctx.space)
+    estimator = ctx.make_estimator()
     checked: dict[str, dict[str, Any]] = {}
 
     def precheck(arch):

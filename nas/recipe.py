@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, PrivateAttr, ValidationError,
+                      field_validator, model_validator)
 
 from core.cli import read_yaml_mapping
 from core.errors import InputError, format_validation_error
@@ -151,6 +151,17 @@ class Recipe(_Strict):
     output: OutputConfig = Field(default_factory=OutputConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    _plugins: Any = PrivateAttr(None)
+
+    @property
+    def plugins(self) -> Any:
+        """The plug-ins' typed options (`nas.context.Plugins`) once validated (`nas.context.validate_plugins`,
+        run by `nas.checks.load_recipe`); None before."""
+        return self._plugins
+
+    def keep_plugins(self, plugins: Any) -> None:
+        """Keep the validated plug-in options (they travel with the recipe to trial workers)."""
+        self._plugins = plugins
 
     @field_validator("tracking", mode="before")
     @classmethod
@@ -215,13 +226,11 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def validate_plugin(source: str, field: str, registry: Registry, config: PluginConfig) -> BaseModel:
     """The plug-in's validated options; `RecipeError` for an unknown name or bad options."""
     try:
-        cls = registry.get(config.name)
-    except ValueError as err:
-        raise RecipeError(f"{source}: {field}.name: {err}") from None
-    try:
-        return cls.Options(**config.options)
+        return registry.options(config.name, config.options)
     except ValidationError as err:
         raise RecipeError(format_validation_error(source, err, prefix=f"{field}.options")) from None
+    except ValueError as err:   # an unknown name
+        raise RecipeError(f"{source}: {field}.name: {err}") from None
 
 
 def read_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:

@@ -16,8 +16,9 @@ from typing import Any
 
 from core.cli import ArgParser, read_yaml_mapping
 from core.errors import cli_entry
-from nas.checks import load_recipe
-from nas.recipe import Recipe, RecipeError
+from nas.checks import load_run
+from nas.context import RunContext
+from nas.recipe import RecipeError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,9 +42,11 @@ def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list
     return out
 
 
-def prepare(args: argparse.Namespace) -> tuple[Recipe, Path]:
-    """Validated recipe and run directory; `RecipeError` for anything that cannot run."""
-    recipe = load_recipe(args.recipe, args.overrides)
+def prepare(args: argparse.Namespace) -> tuple[RunContext, Path]:
+    """The checked run context (`nas.checks.load_run`) and the run directory; `RecipeError` for anything that
+    cannot run."""
+    ctx = load_run(args.recipe, args.overrides)
+    recipe = ctx.recipe
     run_dir = Path(args.output) if args.output else recipe.output_dir()
     if run_dir.exists() and not run_dir.is_dir():
         raise RecipeError(f"{run_dir}: the run directory is a file; pass another --output")
@@ -62,19 +65,19 @@ def prepare(args: argparse.Namespace) -> tuple[Recipe, Path]:
                               f"with; only search.budget may change on --resume")
     elif (run_dir / "state.json").is_file():
         raise RecipeError(f"{run_dir}: already holds a run; add --resume to continue it or pass another --output")
-    return recipe, run_dir
+    return ctx, run_dir
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    recipe, run_dir = prepare(args)
+    ctx, run_dir = prepare(args)
     from nas.latency_sources import LatencySetupError
     from nas.pipeline import run_search
     from nas.prescreen import PrescreenError
 
     try:
-        summary = run_search(recipe, run_dir, resume=args.resume)
+        summary = run_search(ctx.recipe, run_dir, resume=args.resume, ctx=ctx)
     except (LatencySetupError, PrescreenError) as err:   # their messages name the recipe field, not the file
         raise RecipeError(f"{args.recipe}: {err}") from None
     best = summary.get("best")

@@ -62,7 +62,7 @@ def run_trials(recipe: Recipe, run_dir: Path, ctx, controller: Controller, log: 
     Args:
         recipe: the validated recipe.
         run_dir: the run's output folder.
-        ctx: the driver's `TrialContext` (space, latency sources, `precheck`).
+        ctx: the driver's `RunContext` (space, latency sources, `precheck`).
         controller: the controller (state already restored on resume).
         log: the run's ledger; updated and saved after every trial.
         requeue: candidates in flight when the previous session stopped.

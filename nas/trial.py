@@ -8,10 +8,10 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nas.context import RunContext
 from nas.objectives import latency_column, latency_violation, static_check
 from nas.recipe import Recipe
 
@@ -35,48 +35,7 @@ def build_seeded(space: Any, arch: Any, seed: int) -> Any:
         return space.build(arch)
 
 
-@dataclass
-class TrialContext:
-    """Everything a trial needs, built once per worker process from the recipe."""
-
-    recipe: Recipe
-    run_dir: Path
-    space: Any = field(init=False)
-    latency: dict[str, Any] = field(init=False)
-    evaluator: Any = field(init=False)
-
-    def __post_init__(self) -> None:
-        from nas.evaluation import make_evaluator
-        from nas.evaluation.tabular import constraint_table
-        from nas.latency_sources import make_sources
-        from search_spaces import get_space
-
-        r = self.recipe
-        self.evaluator = make_evaluator(r.evaluator.name, r.evaluator.options, seed=r.search.seed)
-        self.space = get_space(r.space.name, r.space.options, num_classes=self.evaluator.num_classes())
-        self.evaluator.bind(self.space)
-        self.latency = make_sources(r.constraints, self.space, self.run_dir, seed=r.search.seed,
-                                    tables={c.profile: constraint_table(r, c) for c in r.constraints.latency})
-
-    def precheck(self, arch: Any) -> tuple[str | None, dict[str, Any]]:
-        """(violation or None, row fields) from what costs nothing: FLOPs, params and the latency figures of
-        cheap sources (predictors, tables, simulators); run before a trial is spent on `arch`."""
-        flops, params, violation = static_check(self.space, self.recipe.constraints, arch)
-        extra: dict[str, Any] = {"flops": flops, "params": params}
-        if violation is None:
-            lat = {}
-            for name, src in self.latency.items():
-                if src.cheap:
-                    try:
-                        lat[name] = src.latency(self.space, arch)
-                    except KeyError:   # not in a metric table: the trial records it as failed, the search goes on
-                        continue
-            extra.update({latency_column(name): ms for name, ms in lat.items()})
-            violation = latency_violation(self.recipe.constraints, lat)
-        return violation, extra
-
-
-def evaluate_candidate(ctx: TrialContext, arch_string: str) -> dict[str, Any]:
+def evaluate_candidate(ctx: RunContext, arch_string: str) -> dict[str, Any]:
     """Evaluate one architecture; returns its results row (never raises).
 
     Order: decode -> FLOPs/params (analytic) -> latency on each profile -> proxy training, skipping training when
@@ -113,7 +72,7 @@ def evaluate_candidate(ctx: TrialContext, arch_string: str) -> dict[str, Any]:
     return row
 
 
-_CONTEXTS: dict[int, TrialContext] = {}
+_CONTEXTS: dict[int, RunContext] = {}
 
 
 def tune_trainable(config: dict[str, Any], recipe: Recipe, run_dir: str) -> None:
@@ -123,5 +82,5 @@ def tune_trainable(config: dict[str, Any], recipe: Recipe, run_dir: str) -> None
     key = hash((recipe.model_dump_json(), run_dir))
     if key not in _CONTEXTS:   # workers are reused across trials: build datasets/profiles once
         _CONTEXTS.clear()
-        _CONTEXTS[key] = TrialContext(recipe, Path(run_dir))
+        _CONTEXTS[key] = RunContext(recipe, Path(run_dir))
     tune.report(evaluate_candidate(_CONTEXTS[key], config["arch"]))

@@ -27,6 +27,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from core.errors import InputError
+from hardware_profiles.block_costs import BlockCosts
 from predictors.features import (GENERIC_FEATURES, block_matrix, generic_matrix, generic_row, network_matrix,
                                  prior_matrix)
 
@@ -99,28 +100,36 @@ class LookupSum(_Base):
     def fit_keys(self, key_lists: list[list[str]] | None, y: Sequence[float]) -> LookupSum:
         """`fit` from networks already lowered to cost-key lists (unused when a block table is given)."""
         if self.block_table is not None:
-            o = self.overhead_ms
-            return self.set_costs({k: max(v - o, 0.0) for k, v in self.block_table.items()}, o)
+            self.blocks_ = BlockCosts.measured(self.block_table, self.overhead_ms)
+            return self
         from hardware_profiles.importer import fit_additive
 
-        fit = fit_additive(key_lists, np.asarray(y, float))
-        return self.set_costs(dict(zip(fit.keys, fit.cost_ms)), fit.overhead_ms)
+        self.blocks_ = fit_additive(key_lists, np.asarray(y, float)).costs
+        return self
 
     def set_costs(self, costs_ms: dict[str, float], overhead_ms: float) -> LookupSum:
         """The fitted state, whoever computed it (`fit`, a few-shot transfer, a saved folder): each block's cost
-        net of the overhead, and the overhead counted once per network."""
-        self.costs_ = {str(k): float(v) for k, v in costs_ms.items()}
-        self.overhead_ = float(overhead_ms)
+        net of the overhead, and the overhead counted once per network (`hardware_profiles.block_costs`)."""
+        self.blocks_ = BlockCosts(costs_ms, overhead_ms)
         return self
 
+    @property
+    def costs_(self) -> dict[str, float]:
+        """{cost key: ms net of the overhead} as fitted (what is saved)."""
+        return self.blocks_.costs
+
+    @costs_.setter
+    def costs_(self, costs_ms: dict[str, float]) -> None:
+        self.set_costs(costs_ms, self.overhead_)
+
+    @property
+    def overhead_(self) -> float:
+        return self.blocks_.overhead_ms
+
     def sums(self, key_lists: list[list[str]], fallback=None) -> np.ndarray:
-        """Summed latency of networks given as key lists; unknown keys are costed by `fallback(keys)`."""
-        unknown = sorted({k for ks in key_lists for k in ks if k not in self.costs_})
-        if unknown and fallback is None:
-            raise KeyError(f"{len(unknown)} block(s) without a cost, e.g. {unknown[0]}")
-        extra = dict(zip(unknown, fallback(unknown))) if unknown else {}
-        return np.array([self.overhead_ + sum(self.costs_.get(k, extra.get(k, 0.0)) for k in ks)
-                         for ks in key_lists])
+        """Summed latency of networks given as key lists; keys the table cannot cost (`BlockCosts.cost`) are
+        costed by `fallback(keys)`."""
+        return self.blocks_.sums(key_lists, fallback)
 
     def predict(self, X: Sequence[str]) -> np.ndarray:
         return self.sums(self._keys(X))
@@ -244,12 +253,12 @@ class LGBMLatencyPredictor(_Base):
         from search_spaces.blocks import unpadded_key
 
         cost = self._modelled(keys)
-        costs = (lookup or self.lookup_).costs_
-        anchored = [(i, twin) for i, key in enumerate(keys)
-                    if (twin := unpadded_key(key)) is not None and costs.get(twin, 0.0) > 0]
+        blocks = (lookup or self.lookup_).blocks_
+        anchored = [(i, twin, ms) for i, key in enumerate(keys)
+                    if (twin := unpadded_key(key)) is not None and (ms := blocks.cost(twin) or 0.0) > 0]
         if anchored:
-            at, twins = [i for i, _ in anchored], [twin for _, twin in anchored]
-            cost[at] *= np.array([costs[t] for t in twins]) / self._modelled(twins)
+            at, twins, ms = zip(*anchored)
+            cost[list(at)] *= np.array(ms) / self._modelled(list(twins))
         return cost
 
     def _sums(self, lookup: LookupSum, key_lists: list[list[str]]) -> np.ndarray:
@@ -334,7 +343,7 @@ class LGBMLatencyPredictor(_Base):
         outside the space, corrected by the generic network model (block sums alone without a correction).
         `predict_interval` gives their 80 % intervals."""
         layer_lists, keys, sums = self._defs_costed(nets)
-        unseen = [sum(k not in self.lookup_.costs_ for k in ks) for ks in keys]
+        unseen = [len(self.lookup_.blocks_.missing(ks)) for ks in keys]
         return sums, self._generic_corrected(layer_lists, sums), unseen
 
     def _defs_costed(self, nets: Sequence[Any]) -> tuple[list, list[list[str]], np.ndarray]:
@@ -363,7 +372,7 @@ class LGBMLatencyPredictor(_Base):
         block = np.asarray(getattr(self, "block_interval_", None) or (0.0, 0.0))
         out = np.empty((len(nets), 2))
         for i, (ks, total) in enumerate(zip(keys, sums)):
-            unseen = [k for k in ks if k not in self.lookup_.costs_]
+            unseen = self.lookup_.blocks_.missing(ks)
             share = min(float(self._fallback(unseen).sum()) / total, 1.0) if unseen and total > 0 else 0.0
             out[i] = pred[i] * np.exp(generic + share * block)
         return out

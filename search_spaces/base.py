@@ -202,10 +202,7 @@ def get_space(name: str, options: dict[str, Any] | SpaceOptions | None = None, n
         options: a dict (validated by the space's `Options`) or an `Options` instance.
         num_classes: classifier outputs.
     """
-    cls = SPACES.get(name)
-    if not isinstance(options, SpaceOptions):
-        options = cls.Options(**(options or {}))
-    return cls(options, num_classes=num_classes)
+    return SPACES.create(name, options, num_classes=num_classes)
 
 
 def make_space(name: Any, options: Any, num_classes: Any, *, source: str | Path = "--space-options",

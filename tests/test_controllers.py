@@ -489,7 +489,7 @@ def two_profile_context(tmp_path_factory, nb201_table):
     """The nb201 tabular recipe with two latency limits checked before a trial: the synthetic table's latency_ms
     (profile device) and a made-up gpu_ms column of a second table (profile gpu), each breaking ~40 %."""
     from nas.checks import load_recipe
-    from nas.trial import TrialContext
+    from nas.context import RunContext
 
     folder = tmp_path_factory.mktemp("two_profiles")
     rng = np.random.default_rng(0)
@@ -500,7 +500,7 @@ def two_profile_context(tmp_path_factory, nb201_table):
                f"{{profile: gpu, source: table, table: '{folder / 'gpu.csv'}', column: gpu_ms, "
                f"max_ms: {limits['gpu']}}}]")
     recipe = load_recipe(REPO / "recipes" / "nb201_tabular.yaml", [f"constraints.latency={latency}"])
-    return TrialContext(recipe, folder), {"device": nb201_table["latency_ms"], "gpu": gpu}, limits
+    return RunContext(recipe, folder), {"device": nb201_table["latency_ms"], "gpu": gpu}, limits
 
 
 @pytest.mark.parametrize("name", CONTROLLERS.names())

@@ -1,4 +1,4 @@
-"""Tests for nas.detection: anchors and box coding, losses, NMS, COCO mAP, the COCO loader and synthetic data."""
+"""Tests for nas.evaluation.detection: anchors and box coding, losses, NMS, COCO mAP, the COCO loader and synthetic data."""
 from __future__ import annotations
 
 import json
@@ -10,13 +10,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from nas.detection.boxes import cxcywh_to_xyxy, decode, encode, match
-from nas.detection.data import CocoDetection, collate_detection
-from nas.detection.loss import detection_loss, focal_loss, hard_negative_mask, ssd_loss
-from nas.detection.metrics import coco_map, detection_map
-from nas.detection.postprocess import postprocess
-from nas.detection.synthetic import MARKER, make_synthetic_coco, render_image
-from nas.detection.train import evaluate_detector, train_detector
+from nas.evaluation.detection.boxes import cxcywh_to_xyxy, decode, encode, match
+from nas.evaluation.detection.data import CocoDetection, collate_detection
+from nas.evaluation.detection.loss import detection_loss, focal_loss, hard_negative_mask, ssd_loss
+from nas.evaluation.detection.metrics import coco_map, detection_map
+from nas.evaluation.detection.postprocess import postprocess
+from nas.evaluation.detection.synthetic import MARKER, make_synthetic_coco, render_image
+from nas.evaluation.detection.train import evaluate_detector, train_detector
 from nas.evaluation.data import DatasetError
 from search_spaces.heads.anchors import ASPECT_RATIOS, make_anchors
 
@@ -63,7 +63,7 @@ def test_anchors_match_a_head_laid_out_as_documented():
 
 
 def test_reference_detector_predicts_one_row_per_anchor():
-    from nas.detection.demo import TinySSD
+    from nas.evaluation.detection.demo import TinySSD
 
     model = TinySSD(num_classes=3, width=4)
     cls, box = model(torch.zeros(2, 3, 64, 64))
@@ -154,7 +154,7 @@ def test_ssd_loss_counts_only_mined_negatives():
     anchors, targets, logits, deltas = _toy_problem()
     out = ssd_loss(logits, deltas, anchors, targets)
     # Making an unmined, easy background anchor even easier must not change the loss.
-    from nas.detection.loss import match_batch
+    from nas.evaluation.detection.loss import match_batch
 
     labels, _ = match_batch(targets, anchors)
     ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none").view_as(labels)
@@ -166,7 +166,7 @@ def test_ssd_loss_counts_only_mined_negatives():
 
 def test_focal_loss_reduces_to_weighted_cross_entropy_at_gamma_zero():
     anchors, targets, logits, deltas = _toy_problem()
-    from nas.detection.loss import match_batch
+    from nas.evaluation.detection.loss import match_batch
 
     labels, _ = match_batch(targets, anchors)
     ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
@@ -384,7 +384,7 @@ def test_synthetic_is_deterministic(tmp_path, monkeypatch):
         raise AssertionError("the synthetic dataset must not touch the network")
 
     monkeypatch.setattr(socket.socket, "connect", offline)
-    from nas.detection.synthetic import load_backgrounds
+    from nas.evaluation.detection.synthetic import load_backgrounds
 
     load_backgrounds.cache_clear()                                       # read the photographs under the guard
     a = make_synthetic_coco(tmp_path / "a", seed=3, **SMALL)
@@ -440,7 +440,7 @@ def _intersects(a: list[int], b: list[int]) -> bool:
 
 
 def test_default_dataset_lives_under_hwnas_data(tmp_path, monkeypatch):
-    from nas.detection.synthetic import default_dataset
+    from nas.evaluation.detection.synthetic import default_dataset
 
     monkeypatch.setenv("HWNAS_DATA", str(tmp_path))
     data = default_dataset(n_train=2, n_val=1, image_size=32)

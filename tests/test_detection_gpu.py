@@ -13,7 +13,7 @@ DATA = {"synthetic_train": 600, "synthetic_val": 150, "synthetic_size": 128, "ep
 
 
 def test_detector_trains_on_the_gpu_and_comes_back_on_the_cpu(tmp_path):
-    from nas.detection.train import evaluate_detector
+    from nas.evaluation.detection.train import evaluate_detector
     from nas.evaluation import make_evaluator
     from search_spaces import get_space
 

@@ -56,7 +56,7 @@ def test_evaluator_keeps_a_small_dataset_in_memory_unless_told_not_to(tmp_path, 
 
 
 def test_evaluator_reads_a_dataset_too_big_for_memory_from_disk(tmp_path, monkeypatch):
-    import nas.evaluation.detection as module
+    import nas.evaluation.detection.evaluator as module
 
     monkeypatch.setattr(module, "CACHE_AUTO_BYTES", 3 * 64 * 64 * 31)   # one image short of both splits
     train, val = make_evaluator("detection", {**TINY_DATA, "data_dir": str(tmp_path)})._data(64)
@@ -71,7 +71,7 @@ def test_coco_dataset_needs_its_files(tmp_path):
 
 
 def test_coco_dataset_reads_a_folder_in_the_documented_layout(tmp_path):
-    from nas.detection.synthetic import make_synthetic_coco
+    from nas.evaluation.detection.synthetic import make_synthetic_coco
 
     data = make_synthetic_coco(tmp_path / "coco", 6, 4, 64, 0)
     ev = make_evaluator("detection", {"dataset": "coco", "path": str(data.root)})

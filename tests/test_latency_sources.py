@@ -10,9 +10,9 @@ from scipy.stats import spearmanr
 
 from hardware_profiles import PROFILES, Estimate, HardwareProfile, get_profile
 from nas.checks import load_recipe
-from nas.latency_sources import LatencySetupError, _calibrated, make_sources, measure_exported
+from nas.latency_sources import LatencySetupError, _calibrated, make_sources
 from nas.recipe import Constraints, LatencyConstraint, RecipeError
-from nas.trial import TrialContext
+from nas.context import RunContext
 from predictors.io import load
 from search_spaces import get_space
 
@@ -60,7 +60,7 @@ def test_source_profile_asks_the_profile_itself(tmp_path):
     assert src.latency(space, arch) == get_profile("fpga-zc706-int8").latency(space, arch).median_ms
 
 
-class CountingProfile:
+class CountingProfile(HardwareProfile):
     """A fake live profile: latency = 1e-6 * MACs + 0.05 ms, counting calls."""
 
     def __init__(self):
@@ -100,30 +100,30 @@ def test_precheck_rejects_on_predicted_latency_before_a_trial(tmp_path, monkeypa
     monkeypatch.setitem(PROFILES._entries, "given-timings", GivenTimings)
     tight = "constraints.latency=[{profile: given-timings, max_ms: 1.0e-6, calibration: 4}]"
     recipe = load_recipe(ASSETS / "tiny.yaml", [tight])
-    ctx = TrialContext(recipe, tmp_path)
+    ctx = RunContext(recipe, tmp_path)
     violation, extra = ctx.precheck(ctx.space.smallest())
     assert violation is not None and "latency on given-timings" in violation
     assert extra["latency_given-timings"] == pytest.approx(GivenTimings().latency(ctx.space, ctx.space.smallest())
                                                            .median_ms, rel=0.5)
     relaxed = load_recipe(ASSETS / "tiny.yaml", [tight.replace("1.0e-6", "1000")])
-    assert TrialContext(relaxed, tmp_path / "b").precheck(ctx.space.smallest())[0] is None
+    assert RunContext(relaxed, tmp_path / "b").precheck(ctx.space.smallest())[0] is None
 
 
 def test_exported_network_is_measured_where_this_machine_can(tmp_path):
     space = get_space("fbnet", num_classes=100)
     arch = space.sample(np.random.default_rng(3))
     sim = make_sources(constraints(profile="fpga-zc706-int8", source="profile"), space, tmp_path)
-    ms, how = measure_exported(sim["fpga-zc706-int8"], space, arch)
+    ms, how = sim["fpga-zc706-int8"].measure_exported(space, arch)
     assert ms == get_profile("fpga-zc706-int8").latency(space, arch).median_ms and "simulated" in how
     mobile = get_space("mobilenet", num_classes=1000)
     x86 = make_sources(constraints(profile="x86-ort-t1", source="profile"), mobile, tmp_path)["x86-ort-t1"]
-    ms, how = measure_exported(x86, mobile, mobile.smallest())
+    ms, how = x86.measure_exported(mobile, mobile.smallest())
     assert ms > 0 and "measured on this machine with onnxruntime, 1 thread" in how
     import torch
 
     if not torch.cuda.is_available():
         gpu = make_sources(constraints(profile="gpu-h100-fp16-b1", source="profile"), mobile, tmp_path)
-        ms, how = measure_exported(gpu["gpu-h100-fp16-b1"], mobile, mobile.smallest())
+        ms, how = gpu["gpu-h100-fp16-b1"].measure_exported(mobile, mobile.smallest())
         assert ms is None and "no GPU" in how
 
 

@@ -11,7 +11,7 @@ from nas.controllers.base import SearchObjectives
 from nas.evaluation import make_evaluator
 from nas.synthetic_nb201 import synthetic_nb201
 from nas.prescreen import load_prescreen, run_prescreen
-from nas.trial import TrialContext
+from nas.context import RunContext
 from search_spaces import get_space
 
 RECIPE = "recipes/nb201_prescreen.yaml"
@@ -20,7 +20,7 @@ RECIPE = "recipes/nb201_prescreen.yaml"
 def test_prescreen_estimates_in_process_and_queues_the_best_feasible(tmp_path):
     table_limit = "constraints.latency=[{profile: device, source: table, column: latency_ms, max_ms: 0.9}]"
     recipe = load_recipe(RECIPE, [table_limit, "search.prescreen.candidates=300", "search.budget=5"])
-    ctx = TrialContext(recipe, tmp_path)
+    ctx = RunContext(recipe, tmp_path)
     controller = make_controller("evolution", ctx.space, seed=0,
                                  objectives=SearchObjectives.from_constraints(recipe.constraints))
     summary = run_prescreen(recipe, tmp_path, ctx, controller)

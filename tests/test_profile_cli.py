@@ -24,7 +24,7 @@ from core.errors import InputError, IntegrityError, sha256_file
 from hardware_profiles import get_profile, profile_names
 from hardware_profiles import cost, importer, measure
 from hardware_profiles.manifest import BUILTIN_ROOT, Manifest, ManifestError, broken, read_manifest, write_manifest
-from hardware_profiles.measure import OnnxCpuBackend
+from hardware_profiles.backends import OnnxCpuBackend
 from search_spaces import get_space
 
 from conftest import REPO

@@ -9,7 +9,8 @@ from core.errors import sha256_file
 from hardware_profiles import get_profile, has_profile, profile_names
 from hardware_profiles.lookup import MissingKeys
 from hardware_profiles.manifest import Manifest, ManifestError, read_manifest, resolve, write_manifest
-from hardware_profiles.measure import OnnxCpuBackend, main as measure_main
+from hardware_profiles.backends import OnnxCpuBackend
+from hardware_profiles.measure import main as measure_main
 from nas.checks import load_recipe
 from search_spaces import get_space
 

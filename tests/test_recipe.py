@@ -159,7 +159,8 @@ def test_resume_refuses_a_changed_recipe_but_allows_a_bigger_budget(tmp_path, ca
     assert "search.seed" in err and "only search.budget may change" in err
     from nas.run import parse_args, prepare
 
-    recipe, run_dir = prepare(parse_args([str(path), "--output", str(out), "--resume", "--set", "search.budget=9"]))
+    ctx, run_dir = prepare(parse_args([str(path), "--output", str(out), "--resume", "--set", "search.budget=9"]))
+    recipe = ctx.recipe
     assert recipe.search.budget == 9 and run_dir == out
 
 

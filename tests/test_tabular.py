@@ -127,13 +127,13 @@ def test_non_numeric_accuracy_column(tmp_path, capsys):
 def partial(tmp_path, table_file):
     """A context on a table listing 40 of the 15,625 cells (and the cells it lists)."""
     from nas.checks import load_recipe
-    from nas.trial import TrialContext
+    from nas.context import RunContext
 
     table = pd.read_csv(table_file).iloc[::390][["arch", "top1", "edge_ms"]]
     path = tmp_path / "partial.csv"
     table.to_csv(path, index=False)
     recipe = load_recipe(RECIPE, overrides(path)[1::2] + ["constraints.latency.0.max_ms=5"])
-    return TrialContext(recipe, tmp_path), table.set_index("arch")
+    return RunContext(recipe, tmp_path), table.set_index("arch")
 
 
 def test_evaluating_an_arch_missing_from_the_table_gives_a_failed_row(partial):

@@ -10,7 +10,8 @@ from core.registry import Registry
 from nas.checks import load_recipe
 from nas.objectives import pareto_mask
 from nas.results import RunLog, score_of
-from nas.trial import TrialContext, evaluate_candidate, weights_path
+from nas.context import RunContext
+from nas.trial import evaluate_candidate, weights_path
 
 from conftest import ASSETS
 
@@ -18,7 +19,7 @@ from conftest import ASSETS
 @pytest.fixture
 def ctx(tmp_path):
     recipe = load_recipe(ASSETS / "tiny.yaml", ["evaluator.options.limit=200", "evaluator.options.epochs=0.2"])
-    return TrialContext(recipe, tmp_path)
+    return RunContext(recipe, tmp_path)
 
 
 SMALL = "r16_w0.25|k3e3|k3e3"   # a point of the tiny space under its FLOPs limit
@@ -43,11 +44,11 @@ def test_over_the_flops_limit_is_not_trained(ctx):
 def test_over_the_latency_limit_is_not_trained_unless_asked(tmp_path):
     recipe = load_recipe(ASSETS / "tiny.yaml", ["constraints.latency=[{profile: local-cpu, max_ms: 0.000001}]",
                                                 "evaluator.options.limit=200"])
-    row = evaluate_candidate(TrialContext(recipe, tmp_path), SMALL)
+    row = evaluate_candidate(RunContext(recipe, tmp_path), SMALL)
     assert row["status"] == "infeasible" and row["accuracy"] is None and "latency" in row["reason"]
     recipe = load_recipe(ASSETS / "tiny.yaml", ["constraints.latency=[{profile: local-cpu, max_ms: 0.000001}]",
                                                 "evaluator.options.limit=200", "search.train_infeasible=true"])
-    row = evaluate_candidate(TrialContext(recipe, tmp_path), SMALL)
+    row = evaluate_candidate(RunContext(recipe, tmp_path), SMALL)
     assert row["status"] == "infeasible" and 0 <= row["accuracy"] <= 1
 
 

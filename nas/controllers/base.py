@@ -188,6 +188,5 @@ def parse_controller_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 def make_controller(name: str, space: SearchSpace, options: dict[str, Any] | None = None, seed: int = 0,
                     objectives: SearchObjectives | None = None) -> Controller:
-    """Instantiate a registered controller by name."""
-    cls = CONTROLLERS.get(name)
-    return cls(space, cls.Options(**(options or {})), seed=seed, objectives=objectives)
+    """Instantiate a registered controller by name (`Registry.create`)."""
+    return CONTROLLERS.create(name, options, space, seed=seed, objectives=objectives)

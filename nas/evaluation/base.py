@@ -44,10 +44,12 @@ class Evaluator:
         """Attach the search space (evaluators that read arch strings need it); returns self."""
         return self
 
+    def export_extras(self, model: Any) -> tuple[dict[str, str], dict[str, Any]]:
+        """(notes for the model card, JSON files by file name) that an exported network of this evaluator needs
+        beside its weights and ONNX graph, e.g. a detector's anchors; none by default."""
+        return {}, {}
+
 
 def make_evaluator(name: str, options: dict[str, Any] | EvaluatorOptions | None, seed: int = 0) -> Evaluator:
-    """Instantiate a registered evaluator."""
-    cls = EVALUATORS.get(name)
-    if not isinstance(options, EvaluatorOptions):
-        options = cls.Options(**(options or {}))
-    return cls(options, seed=seed)
+    """Instantiate a registered evaluator (`Registry.create`)."""
+    return EVALUATORS.create(name, options, seed=seed)

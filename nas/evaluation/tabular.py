@@ -18,11 +18,11 @@ from nas.metric_tables import SYNTHETIC_PREFIX, TableError, lookup, metric_colum
 
 def constraint_table(recipe: Any, lat: Any) -> str | None:
     """The metric table a ``source: table`` latency constraint reads: its own `table`, else the tabular
-    evaluator's `path`, else None."""
+    evaluator's `path`, else None. `recipe` has its plug-ins validated (`Recipe.plugins`)."""
     if lat.table:
         return table_path(lat.table)
     if recipe.evaluator.name == "tabular":
-        return TabularOptions(**recipe.evaluator.options).path
+        return recipe.plugins.evaluator.path
     return None
 
 

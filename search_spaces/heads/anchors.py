@@ -6,7 +6,7 @@ Anchor order is a contract with the detector's head: anchors are listed level by
 `feature_sizes`), within a level row-major over ``(y, x)``, and within a location by anchor index in the order of
 `ASPECT_RATIOS`. A head whose ``(N, k * c, H, W)`` output is permuted to ``(N, H, W, k * c)`` and reshaped to
 ``(N, H * W * k, c)`` per level, then concatenated over levels, produces exactly this order. Box coding and
-matching against them live with the detection evaluator (`nas.detection.boxes`).
+matching against them live with the detection evaluator (`nas.evaluation.detection.boxes`).
 """
 from __future__ import annotations
 

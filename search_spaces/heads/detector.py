@@ -9,7 +9,7 @@ FLOPs, parameters and decisions are the sums / concatenations of the two parts'.
 `build(arch)` makes a `Detector`: ``model(images) -> (cls_logits (N, A, C + 1), box_deltas (N, A, 4))`` with its
 SSD anchors in ``model.anchors`` ((A, 4) normalised centre-size, `search_spaces.heads.anchors.make_anchors`), which the
 detection evaluator (`nas.evaluation.detection`) and the exported card use. Decoding and NMS are not in the graph
-(`nas.detection.postprocess` does them), so the ONNX file outputs the raw logits and deltas.
+(`nas.evaluation.detection.postprocess` does them), so the ONNX file outputs the raw logits and deltas.
 """
 from __future__ import annotations
 

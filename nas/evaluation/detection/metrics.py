@@ -1,7 +1,7 @@
 """Detection mean average precision through pycocotools' `COCOeval`.
 
-`detection_map` scores in-memory predictions against in-memory targets (the dicts `nas.detection.data` and
-`nas.detection.postprocess` produce) by building the COCO ground truth from a dict, so no file is written.
+`detection_map` scores in-memory predictions against in-memory targets (the dicts `nas.evaluation.detection.data` and
+`nas.evaluation.detection.postprocess` produce) by building the COCO ground truth from a dict, so no file is written.
 `coco_map` does the same from COCO-format data: an annotation file or dict plus a list of COCO result records.
 
 Scores are COCO's: ``map`` is AP averaged over IoU thresholds 0.50:0.05:0.95, ``map50`` is AP at IoU 0.5 and
@@ -146,7 +146,7 @@ def detection_map(targets: Sequence[dict], detections: Sequence[dict]) -> dict[s
     Args:
         targets: per-image ground truth, as `targets_to_coco` takes.
         detections: per-image predictions in the same order, dicts with ``boxes`` ``(D, 4)`` normalised xyxy,
-            ``scores`` ``(D,)`` and ``labels`` ``(D,)`` in 1..C (what `nas.detection.postprocess.postprocess`
+            ``scores`` ``(D,)`` and ``labels`` ``(D,)`` in 1..C (what `nas.evaluation.detection.postprocess.postprocess`
             returns).
 
     Returns:

@@ -3,7 +3,7 @@
 A detector is any module with ``model(images) -> (cls_logits (N, A, C + 1), box_deltas (N, A, 4))`` whose A
 predictions follow the order of `make_anchors` (see `search_spaces.heads.anchors`). Typical use::
 
-    from nas.detection import default_dataset, make_anchors, train_detector, evaluate_detector
+    from nas.evaluation.detection import default_dataset, make_anchors, train_detector, evaluate_detector
 
     data = default_dataset()                      # generated once, offline, into ~/.cache/hwnas
     train, val = data.datasets(image_size=128)
@@ -11,14 +11,15 @@ predictions follow the order of `make_anchors` (see `search_spaces.heads.anchors
     train_detector(model, anchors, train, epochs=16)
     print(evaluate_detector(model, anchors, val))  # {"map50": ..., "map": ..., "map75": ...}
 
-Submodules are imported lazily by the names below, so ``import nas.detection`` stays cheap.
+Submodules are imported lazily by the names below, so ``import nas.evaluation.detection`` stays cheap.
 """
 from __future__ import annotations
 
 import importlib
 
 _EXPORTS = {
-    "ASPECT_RATIOS": "search_spaces.heads.anchors", "make_anchors": "search_spaces.heads.anchors", "encode": "boxes", "decode": "boxes", "match": "boxes",
+    "ASPECT_RATIOS": "search_spaces.heads.anchors", "make_anchors": "search_spaces.heads.anchors",
+    "encode": "boxes", "decode": "boxes", "match": "boxes",
     "box_iou": "boxes", "cxcywh_to_xyxy": "boxes", "xyxy_to_cxcywh": "boxes",
     "ssd_loss": "loss", "focal_loss": "loss", "detection_loss": "loss",
     "postprocess": "postprocess",
@@ -33,6 +34,6 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str):
     if name not in _EXPORTS:
-        raise AttributeError(f"module 'nas.detection' has no attribute {name!r}")
+        raise AttributeError(f"module 'nas.evaluation.detection' has no attribute {name!r}")
     module = _EXPORTS[name]
-    return getattr(importlib.import_module(module if "." in module else f"nas.detection.{module}"), name)
+    return getattr(importlib.import_module(module if "." in module else f"nas.evaluation.detection.{module}"), name)

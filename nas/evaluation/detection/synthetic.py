@@ -81,8 +81,8 @@ class SyntheticCoco:
                    root / "annotations" / "instances_val.json")
 
     def datasets(self, image_size: int, *, train_augment: bool = True):
-        """``(train, val)`` `nas.detection.data.CocoDetection` datasets over this folder."""
-        from nas.detection.data import CocoDetection
+        """``(train, val)`` `nas.evaluation.detection.data.CocoDetection` datasets over this folder."""
+        from nas.evaluation.detection.data import CocoDetection
 
         return (CocoDetection(self.train_images, self.train_annotations, image_size, train=train_augment),
                 CocoDetection(self.val_images, self.val_annotations, image_size))
@@ -237,7 +237,7 @@ def _params(n_train: int, n_val: int, image_size: int, seed: int, **drawing: flo
         raise ValueError(f"need 0.05 <= min_size <= max_size <= 0.9, got {lo} and {hi}")
     if not 0.0 <= drawing["max_overlap"] <= 1.0:
         raise ValueError(f"max_overlap must be in [0, 1], got {drawing['max_overlap']}")
-    return {"generator": "nas.detection.synthetic", "version": GENERATOR_VERSION, "classes": list(CLASSES),
+    return {"generator": "nas.evaluation.detection.synthetic", "version": GENERATOR_VERSION, "classes": list(CLASSES),
             "backgrounds": list(BACKGROUNDS), "n_train": n_train, "n_val": n_val, "image_size": image_size,
             "seed": seed, **drawing}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torchvision.ops import batched_nms
 
-from nas.detection.boxes import VARIANCES, decode
+from nas.evaluation.detection.boxes import VARIANCES, decode
 
 
 @torch.no_grad()

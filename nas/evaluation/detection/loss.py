@@ -2,7 +2,7 @@
 
 Both take a detector's raw outputs, ``cls_logits (N, A, C + 1)`` with column 0 the background and
 ``box_deltas (N, A, 4)``, plus per-image targets ``{"boxes": (K, 4) normalised xyxy, "labels": (K,) 1..C}``.
-Anchors are matched to targets with `nas.detection.boxes.match`; the box term is smooth L1 on the matched
+Anchors are matched to targets with `nas.evaluation.detection.boxes.match`; the box term is smooth L1 on the matched
 (positive) anchors' encoded offsets. Both losses are normalised by the number of positive anchors in the batch.
 
 The focal loss is the softmax form (one distribution over background and the C classes per anchor) rather than
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from nas.detection.boxes import VARIANCES, encode, match
+from nas.evaluation.detection.boxes import VARIANCES, encode, match
 
 LOSSES = ("ssd", "focal")
 
@@ -89,7 +89,7 @@ def ssd_loss(
 
     Args:
         cls_logits: ``(N, A, C + 1)`` class logits, column 0 background.
-        box_deltas: ``(N, A, 4)`` predicted offsets (see `nas.detection.boxes.encode`).
+        box_deltas: ``(N, A, 4)`` predicted offsets (see `nas.evaluation.detection.boxes.encode`).
         anchors: ``(A, 4)`` centre-size anchors.
         targets: per-image dicts with ``boxes`` and ``labels``.
         iou_threshold: IoU for a positive match.

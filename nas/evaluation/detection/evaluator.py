@@ -1,11 +1,14 @@
 """The ``detection`` evaluator: a short, seeded detector training run scored by COCO mAP.
 
 It trains the built detector (`search_spaces.heads.detector.Detector`; any module with the
-`nas.detection` contract and its SSD anchors in ``model.anchors``) on a COCO-format dataset and reports mAP@0.5
-and COCO mAP@[.5:.95] on the validation split; ``accuracy``, the figure the controllers maximise, is the one
-`metric` names. By default the data is the embedded synthetic dataset (`nas.detection.synthetic`, generated once
-on disk, offline); ``dataset: coco`` reads real data: an image folder and an ``instances_*.json`` file per split,
-given one by one or as a `path` holding ``train/``, ``val/`` and ``annotations/instances_{train,val}.json``.
+`nas.evaluation.detection` contract and its SSD anchors in ``model.anchors``) on a COCO-format dataset and reports
+mAP@0.5 and COCO mAP@[.5:.95] on the validation split; ``accuracy``, the figure the controllers maximise, is the one
+`metric` names. By default the data is the embedded synthetic dataset (`nas.evaluation.detection.synthetic`,
+generated once on disk, offline); ``dataset: coco`` reads real data: an image folder and an ``instances_*.json`` file
+per split, given one by one or as a `path` holding ``train/``, ``val/`` and ``annotations/instances_{train,val}.json``.
+
+The training (`nas.evaluation.detection.train`) and everything it uses (box coding, losses, NMS, mAP, the COCO
+loader, the synthetic generator) live beside this evaluator, in this package.
 """
 from __future__ import annotations
 
@@ -88,21 +91,21 @@ class DetectionEvaluator(Evaluator):
         o = self.options
         if o.dataset == "coco":
             return {s: Path(getattr(o, s)) for s in SPLITS}
-        from nas.detection.synthetic import default_dataset
+        from nas.evaluation.detection.synthetic import default_dataset
 
         data = default_dataset(o.data_dir, n_train=o.synthetic_train, n_val=o.synthetic_val,
                                image_size=o.synthetic_size, seed=o.synthetic_seed)
         return {s: getattr(data, s) for s in SPLITS}
 
     def num_classes(self) -> int:
-        from nas.detection.data import read_annotations
+        from nas.evaluation.detection.data import read_annotations
 
         return len(read_annotations(self.files()["train_annotations"])["categories"])
 
     def _data(self, resolution: int):
         from torch.utils.data import Subset
 
-        from nas.detection.data import CocoDetection
+        from nas.evaluation.detection.data import CocoDetection
 
         key = (self.options.model_dump_json(), resolution)
         if key not in self._cache:
@@ -136,7 +139,7 @@ class DetectionEvaluator(Evaluator):
     def evaluate(self, model: Any, resolution: int) -> dict[str, float]:
         import time
 
-        from nas.detection.train import evaluate_detector, train_detector
+        from nas.evaluation.detection.train import evaluate_detector, train_detector
 
         o = self.options
         anchors = getattr(model, "anchors", None)
@@ -155,3 +158,18 @@ class DetectionEvaluator(Evaluator):
             model.to("cpu")   # the trial saves and exports from the CPU
         return {"accuracy": scores[o.metric], "map50": scores["map50"], "map": scores["map"],
                 "train_seconds": time.perf_counter() - start}
+
+    def export_extras(self, model: Any) -> tuple[dict[str, str], dict[str, Any]]:
+        """The graph ends at raw predictions for the detector's anchors: the card says so, and ``anchors.json``
+        (the anchors and the box variances) is what decoding needs."""
+        anchors = getattr(model, "anchors", None)
+        if anchors is None:
+            return {}, {}
+        from nas.evaluation.detection.boxes import VARIANCES
+
+        notes = {"outputs": "class logits (N, A, classes + 1; index 0 background) and SSD box deltas (N, A, 4) for "
+                            "the A anchors in anchors.json; decoding and NMS are not in the graph: "
+                            "nas.evaluation.detection.postprocess(logits, deltas, anchors) does them"}
+        return notes, {"anchors.json": {
+            "format": "cx, cy, w, h normalised to the image; box deltas scaled by the SSD variances",
+            "variances": list(VARIANCES), "anchors": [[round(v, 6) for v in a] for a in anchors.tolist()]}}

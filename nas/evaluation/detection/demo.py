@@ -1,8 +1,8 @@
 """A small reference detector and a command that trains it on the built-in dataset.
 
-``python -m nas.detection.demo --epochs 16`` generates (or reuses) the default synthetic dataset, trains `TinySSD`
-on CPU and prints the dataset time, the training time and the mAP before and after training. It is the baseline
-the measurements in the README were taken with, and a template for a detector to search over.
+``python -m nas.evaluation.detection.demo --epochs 16`` generates (or reuses) the default synthetic dataset, trains
+`TinySSD` on CPU and prints the dataset time, the training time and the mAP before and after training. It is the
+baseline the measurements in the README were taken with, and a template for a detector to search over.
 """
 from __future__ import annotations
 
@@ -63,8 +63,8 @@ class TinySSD(nn.Module):
 
 def main(argv: list[str] | None = None) -> dict:
     """Train `TinySSD` on the default synthetic dataset and print the timings and mAP as JSON."""
-    from nas.detection.synthetic import DEFAULT_IMAGE_SIZE, default_dataset
-    from nas.detection.train import evaluate_detector, train_detector
+    from nas.evaluation.detection.synthetic import DEFAULT_IMAGE_SIZE, default_dataset
+    from nas.evaluation.detection.train import evaluate_detector, train_detector
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=float, default=16.0)

@@ -2,8 +2,8 @@
 
 The model contract: ``model(images) -> (cls_logits (N, A, C + 1), box_deltas (N, A, 4))``, with column 0 of the
 logits the background and the A predictions in the order of the `anchors` passed alongside (see
-`search_spaces.heads.anchors.make_anchors`). Datasets yield ``(image, target)`` items as `nas.detection.data.CocoDetection`
-does.
+`search_spaces.heads.anchors.make_anchors`). Datasets yield ``(image, target)`` items as
+`nas.evaluation.detection.data.CocoDetection` does.
 
 Training uses AdamW or SGD (Nesterov momentum 0.9) with a linear warmup over the first 5 % of steps and cosine
 decay to zero, computed per step. The data order and the global torch RNG (augmentation, dropout) come from
@@ -21,10 +21,10 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
-from nas.detection.data import collate_detection
-from nas.detection.loss import LOSSES, detection_loss
-from nas.detection.metrics import detection_map
-from nas.detection.postprocess import postprocess
+from nas.evaluation.detection.data import collate_detection
+from nas.evaluation.detection.loss import LOSSES, detection_loss
+from nas.evaluation.detection.metrics import detection_map
+from nas.evaluation.detection.postprocess import postprocess
 from nas.evaluation.proxy import TrainingDiverged, lr_at
 
 # Gradients are clipped to this global norm: the first steps of a fresh detector can be large.
@@ -186,7 +186,7 @@ def predict(
 
     Returns:
         ``(targets, detections)``: the dataset's targets and the post-processed detections, per image, in
-        dataset order (see `nas.detection.postprocess.postprocess`).
+        dataset order (see `nas.evaluation.detection.postprocess.postprocess`).
     """
     from tqdm import tqdm
 

@@ -1,0 +1,155 @@
+"""Timing backends: how a network is timed on a device, one class per runtime, used by everything that times.
+
+A backend turns a module into latency statistics with the project's protocol (export or capture once, warm-up runs,
+the median of repeats): `OnnxCpuBackend` (onnxruntime on this CPU, fp32, batch 1) and
+`hardware_profiles.cuda.TorchCudaBackend` (a CUDA graph on the GPU). Measuring a profile's tables
+(`hardware_profiles.measure`), live profiles and calibration (`hardware_profiles.base`) and the check of an
+exported network against its profile (`HardwareProfile.measure_exported`) all time through one of them, so a figure
+means the same wherever it was taken. `BACKENDS` names them as manifests do (``backend:``); `make_backend` builds
+one, `unavailable` says why one cannot run here.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.errors import InputError
+
+def machine_info(backend: str) -> dict[str, Any]:
+    """What the figures were measured on."""
+    info: dict[str, Any] = {"arch": platform.machine(), "system": platform.system(), "cpus": os.cpu_count(),
+                            "python": platform.python_version()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        info["cpu"] = platform.processor()
+    import onnxruntime
+    import torch
+
+    info.update(onnxruntime=onnxruntime.__version__, torch=torch.__version__)
+    if backend == "torch-cuda" and torch.cuda.is_available():
+        info.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda)
+    return info
+
+
+class OnnxCpuBackend:
+    """onnxruntime CPU provider: fixed intra-op threads, sequential execution, fp32."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, threads: int, warmup: int, repeats: int):
+        self.threads, self.warmup, self.repeats = threads, warmup, repeats
+
+    @staticmethod
+    def unavailable() -> str | None:
+        """Why this backend cannot time here (None: it can)."""
+        return None
+
+    def describe(self) -> str:
+        return f"onnxruntime, {self.threads} thread{'s' if self.threads != 1 else ''}"
+
+    def version(self) -> str:
+        import onnxruntime
+
+        return onnxruntime.__version__
+
+    def measure(self, module, input_shape: tuple[int, ...]):
+        from core.timing import measure_module_latency
+
+        return measure_module_latency(module, input_shape, threads=self.threads, warmup=self.warmup,
+                                      repeats=self.repeats)
+
+
+    def round_medians(self, items: list[tuple[Callable[[], Any], tuple[int, ...]]], rounds: int) -> np.ndarray:
+        """Median ms of every (build, input shape) in each of `rounds` interleaved rounds, (items, rounds): each
+        module exported once, all sessions open, timed by `core.timing.measure_interleaved`."""
+        from core.timing import export_onnx, measure_interleaved
+
+        with tempfile.TemporaryDirectory(prefix="hwnas-measure-") as tmp:
+            paths = [export_onnx(build(), shape, Path(tmp) / f"{i}.onnx") for i, (build, shape) in enumerate(items)]
+            return measure_interleaved(paths, [shape for _, shape in items], threads=self.threads,
+                                       warmup=self.warmup, repeats=self.repeats, rounds=rounds)
+
+
+def round_medians(backend, items: list[tuple[Callable[[], Any], tuple[int, ...]]], rounds: int) -> np.ndarray:
+    """Median ms of every (build, shape) in each of `rounds` interleaved rounds, (items, rounds): through the
+    backend's own `round_medians` where it has one (builds and exports once), else by building and measuring
+    every item once per round."""
+    if hasattr(backend, "round_medians"):
+        return backend.round_medians(items, rounds)
+    return np.array([[backend.measure(build(), shape).median_ms for build, shape in items]
+                     for _ in range(rounds)]).reshape(rounds, len(items)).T
+
+
+def measure_in_rounds(backend, items: list[tuple[Callable[[], Any], tuple[int, ...]]], rounds: int) -> list:
+    """`LatencyStats` of every (build, shape) from `rounds` interleaved rounds: the smallest round median is the
+    figure (`core.timing.rounds_summary`)."""
+    from core.timing import rounds_summary
+
+    return [rounds_summary(row, backend.repeats, getattr(backend, "threads", 0))
+            for row in round_medians(backend, items, rounds)]
+
+
+def preheat_backend(backend: str, seconds: float, threads: int) -> None:
+    """`--preheat`: load the CPU as the measurement will before timing anything (`core.timing.preheat`;
+    a GPU is warmed by each item's own warm-up runs)."""
+    from core.timing import preheat
+
+    if backend == "onnxruntime-cpu" and seconds > 0:
+        print(f"preheating for {seconds:g} s ...", file=sys.stderr)
+        preheat(seconds, threads)
+
+
+def make_backend(backend: str, *, threads: int = 1, warmup: int = 10, repeats: int = 50, precision: str = "fp32",
+                 batch: int = 1, channels_last: bool = False):
+    """The measuring backend: onnxruntime on this CPU (``onnxruntime-cpu``, fp32, batch 1) or CUDA graphs on the
+    GPU (``torch-cuda``).
+
+    Raises:
+        InputError: an unknown backend, or one that cannot run on this machine (the line says why)."""
+    why = unavailable(backend)
+    if why:
+        raise InputError(f"--backend {backend}: {why}")
+    if backend == "onnxruntime-cpu":
+        return OnnxCpuBackend(threads, warmup, repeats)
+    from hardware_profiles.cuda import TorchCudaBackend
+
+    return TorchCudaBackend(precision=precision, batch=batch, channels_last=channels_last, warmup=warmup,
+                            repeats=repeats)
+
+
+BACKENDS = ("onnxruntime-cpu", "torch-cuda")
+
+
+def unavailable(backend: str) -> str | None:
+    """Why `backend` cannot time networks on this machine, or None when it can."""
+    if backend == "onnxruntime-cpu":
+        return OnnxCpuBackend.unavailable()
+    if backend == "torch-cuda":
+        from hardware_profiles.cuda import TorchCudaBackend
+
+        return TorchCudaBackend.unavailable()
+    return f"{backend!r} cannot measure; expected one of: {', '.join(BACKENDS)}"
+
+
+def measure_stable(backend, build: Callable[[], Any], shape: tuple[int, ...], max_spread: float,
+                   attempts: int) -> tuple[Any, int]:
+    """Measure; re-measure while the spread is above `max_spread`; keep the least noisy result."""
+    best, n = None, 0
+    for n in range(1, attempts + 1):
+        stats = backend.measure(build(), shape)
+        if best is None or stats.spread < best.spread:
+            best = stats
+        if stats.spread <= max_spread:
+            break
+    return best, n

@@ -1,0 +1,122 @@
+"""The run context: a validated recipe's plug-ins, built once and used by the checks, the search and the trials.
+
+Loading a recipe (`nas.checks.load_run`) validates each plug-in's options against its registered class once and
+keeps the typed options on the recipe (`Plugins`, `Recipe.plugins`). A `RunContext` is built from them: the
+evaluator, the search space (at the evaluator's class count), the controller, the prescreen estimator and, once
+the run directory is known, the latency sources (`nas.latency_sources`). The driver's checks run against that
+context, and the same context then runs the search and exports its best network; each Ray worker builds its own
+from the same recipe (once per process, `nas.trial.tune_trainable`), since a context holds datasets and models
+that are not shipped between processes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.registry import PluginOptions
+from nas.controllers import CONTROLLERS
+from nas.controllers.base import SearchObjectives
+from nas.evaluation import EVALUATORS
+from nas.latency_sources import LatencySource, make_sources
+from nas.objectives import latency_column, latency_violation, static_check
+from nas.recipe import Recipe, validate_plugin
+from search_spaces import SPACES
+
+
+@dataclass(frozen=True)
+class Plugins:
+    """The recipe's plug-in options, validated by their plug-ins' `Options` classes."""
+
+    space: PluginOptions
+    controller: PluginOptions
+    evaluator: PluginOptions
+    prescreen: PluginOptions | None = None
+
+
+def validate_plugins(source: str, recipe: Recipe) -> Plugins:
+    """Validate every plug-in's name and options and keep them on the recipe (`Recipe.plugins`).
+
+    Raises:
+        RecipeError: an unknown name or bad options, one line naming `source` and the field.
+    """
+    pre = recipe.search.prescreen
+    plugins = Plugins(
+        space=validate_plugin(source, "space", SPACES, recipe.space),
+        controller=validate_plugin(source, "controller", CONTROLLERS, recipe.controller),
+        evaluator=validate_plugin(source, "evaluator", EVALUATORS, recipe.evaluator),
+        prescreen=None if pre is None else validate_plugin(source, "search.prescreen.estimator", EVALUATORS,
+                                                           pre.estimator))
+    recipe.keep_plugins(plugins)
+    return plugins
+
+
+class RunContext:
+    """Everything a search and its trials need, built once from a validated recipe.
+
+    Args:
+        recipe: the recipe (its typed plug-in options are validated here if `nas.checks` has not done so).
+        run_dir: the run directory; given, the latency sources are set up at once (`open`).
+
+    Attributes:
+        evaluator: the recipe's evaluator, bound to the space.
+        space: the search space at the evaluator's class count.
+        latency: the latency source per profile (empty until `open`).
+    """
+
+    def __init__(self, recipe: Recipe, run_dir: Path | None = None):
+        self.recipe = recipe
+        self.plugins: Plugins = recipe.plugins or validate_plugins("recipe", recipe)
+        seed = recipe.search.seed
+        self.evaluator = EVALUATORS.create(recipe.evaluator.name, self.plugins.evaluator, seed=seed)
+        self.space = SPACES.create(recipe.space.name, self.plugins.space, num_classes=self.evaluator.num_classes())
+        self.evaluator.bind(self.space)
+        self.latency: dict[str, LatencySource] = {}
+        self.run_dir: Path | None = None
+        self._controller = None
+        if run_dir is not None:
+            self.open(run_dir)
+
+    def open(self, run_dir: Path, log=print) -> RunContext:
+        """Set up the latency sources in `run_dir` (the driver builds and keeps the predictors there, before any
+        trial; workers and a resumed run load them); returns self."""
+        from nas.evaluation.tabular import constraint_table
+
+        r = self.recipe
+        self.run_dir = Path(run_dir)
+        self.latency = make_sources(r.constraints, self.space, self.run_dir, seed=r.search.seed, log=log,
+                                    tables={c.profile: constraint_table(r, c) for c in r.constraints.latency})
+        return self
+
+    @property
+    def controller(self):
+        """The recipe's controller, made on first use (the checks make it, the search then drives it)."""
+        if self._controller is None:
+            r = self.recipe
+            self._controller = CONTROLLERS.create(r.controller.name, self.plugins.controller, self.space,
+                                                  seed=r.search.seed,
+                                                  objectives=SearchObjectives.from_constraints(r.constraints))
+        return self._controller
+
+    def make_estimator(self) -> Any:
+        """The prescreen stage's estimator (`search.prescreen.estimator`), bound to the space."""
+        pre = self.recipe.search.prescreen
+        return EVALUATORS.create(pre.estimator.name, self.plugins.prescreen,
+                                 seed=self.recipe.search.seed).bind(self.space)
+
+    def precheck(self, arch: Any) -> tuple[str | None, dict[str, Any]]:
+        """(violation or None, row fields) from what costs nothing: FLOPs, params and the latency figures of
+        cheap sources (predictors, tables, simulators); run before a trial is spent on `arch`."""
+        flops, params, violation = static_check(self.space, self.recipe.constraints, arch)
+        extra: dict[str, Any] = {"flops": flops, "params": params}
+        if violation is None:
+            lat = {}
+            for name, src in self.latency.items():
+                if src.cheap:
+                    try:
+                        lat[name] = src.latency(self.space, arch)
+                    except KeyError:   # not in a metric table: the trial records it as failed, the search goes on
+                        continue
+            extra.update({latency_column(name): ms for name, ms in lat.items()})
+            violation = latency_violation(self.recipe.constraints, lat)
+        return violation, extra
