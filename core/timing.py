@@ -69,11 +69,9 @@ def _export_to(model: nn.Module, dummy: torch.Tensor, path: Path, opset: int | N
 def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path, opset: int | None = None) -> Path:
     """Export `model` (in eval mode) to one ONNX file, atomically and quietly.
 
-    The legacy TorchScript exporter (``dynamo=False``) is tried first because it is much faster: measured on
-    this project's 2-core CPU machine with torch 2.15, timm ``mobilenetv3_small_050`` at 1x3x32x32 exported in
-    0.15 s warm (0.87 s on the first call of a process) with ``dynamo=False``, against 2.5 s warm (3.2-3.6 s
-    first) with ``dynamo=True``, and both graphs ran in onnxruntime. The legacy exporter is deprecated, so if it
-    fails or has been removed the dynamo exporter is used instead.
+    The legacy TorchScript exporter (``dynamo=False``) is tried first because it is many times faster (README,
+    "Measured design decisions"), and every network of a profile is exported. The legacy exporter is deprecated,
+    so if it fails or has been removed the dynamo exporter is used instead.
 
     Args:
         model: network to export; its training/eval mode is restored afterwards.
@@ -220,14 +218,11 @@ def preheat(seconds: float, threads: int = 1) -> None:
     """Keep `threads` cores as busy as a measurement does for `seconds` (onnxruntime running a small convolution
     net) before timing, so that what is timed runs in the machine's sustained state.
 
-    Some machines run faster for their first minutes under load: on the 2-core development VM, 25 timm models
-    timed right after 3 minutes of one busy core came out 6 % slower than the same models timed from idle, and
-    a 13-minute profile measurement timed them 7 % slower than a one-minute run did. Tables measured partly
-    cold and partly warm disagree with themselves, and a network timed from idle disagrees with a profile
-    timed under sustained load. Preheating is meant to put both in the sustained state; it did not close the
-    whole gap there (a profile measured with 180 s of it still timed the bench's tune models 16 % slower than the
-    bench did after its own 180 s), so judge a profile against timings taken the same way (`bench/timm_models.py`
-    prints a `rescaled` figure for that)."""
+    Some machines run faster for their first minutes under load (README, "Measured design decisions"): tables
+    measured partly cold and partly warm disagree with themselves, and a network timed from idle disagrees with
+    a profile timed under sustained load. Preheating is meant to put both in the sustained state; it does not
+    close the whole gap, so judge a profile against timings taken the same way (`bench/timm_models.py` prints a
+    `rescaled` figure for that)."""
     if seconds <= 0:
         return
     model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1)).eval()

@@ -39,7 +39,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.registry import Registry
-from search_spaces.blocks import ConvSpec, LayerCost
+from search_spaces.costs import ConvSpec, LayerCost
 
 
 class FpgaConfig(BaseModel):

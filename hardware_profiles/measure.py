@@ -47,7 +47,7 @@ from core.errors import InputError, cli_entry
 from hardware_profiles.backends import machine_info, make_backend, measure_in_rounds, measure_stable, preheat_backend
 from hardware_profiles.manifest import (BUILTIN_ROOT, Manifest, check_profile_name, discover, read_manifest, resolve,
                                         table_hashes, verify_tables, write_manifest)
-from hardware_profiles.tables import ARCH_AS_TEXT, BLOCK_COLUMNS, EXTRA_COLUMNS, NETWORK_COLUMNS, write_table
+from hardware_profiles.tables import BLOCK_COLUMNS, EXTRA_COLUMNS, NETWORK_COLUMNS, TableWriter
 from search_spaces import make_space
 
 
@@ -94,54 +94,6 @@ def _row(name: str, value: str, stats, attempts: int) -> dict[str, Any]:
 
 # floats read back exactly as written, so a continued table keeps its rows byte for byte: pandas 3 parses them so by
 # default and deprecates the option (a Pandas4Warning), pandas 2 needs it
-ROUND_TRIP = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
-
-
-class TableWriter:
-    """Rows of one table, flushed atomically every `every_s` seconds (0: after every row) and at the end.
-
-    A table left by a killed run is read back with its numbers exactly as written (round-trip float parsing), so
-    rewriting it with new rows appended leaves the finished rows byte-identical.
-    """
-
-    def __init__(self, path: Path, columns: list[str], every_s: float):
-        self.path, self.columns, self.every_s = path, columns, every_s
-        self.df = self._read() if path.is_file() else pd.DataFrame(columns=columns)
-        self.rows: list[dict[str, Any]] = []
-        self._last = time.monotonic()
-
-    def _read(self) -> pd.DataFrame:
-        try:
-            if self.path.suffix == ".parquet":
-                df = pd.read_parquet(self.path)
-            else:
-                df = pd.read_csv(self.path, dtype=ARCH_AS_TEXT, **ROUND_TRIP)
-        except Exception as err:  # noqa: BLE001 - any parser failure is a damaged partial table
-            raise InputError(f"{self.path}: cannot read the partial table to continue it ({type(err).__name__}); "
-                             "delete it to measure its rows again") from None
-        missing = [c for c in self.columns if c not in df.columns]
-        if missing:
-            raise InputError(f"{self.path}: no column {missing[0]!r} (columns: {', '.join(map(str, df.columns))}); "
-                             "delete it to measure its rows again")
-        return df
-
-    def done(self, column: str) -> set[str]:
-        return set(self.df[column].astype(str)) | {str(r[column]) for r in self.rows}
-
-    def add(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-        if time.monotonic() - self._last >= self.every_s:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.rows:
-            new = pd.DataFrame(self.rows, columns=self.columns)
-            self.df = new if self.df.empty else pd.concat([self.df, new], ignore_index=True)
-            self.rows = []
-        write_table(self.df, self.path)
-        self._last = time.monotonic()
-
-
 def _versions(root: Path, name: str) -> dict[int, Path]:
     """Versions of profile `name` under `root` that have a manifest (a folder without one is a start that was
     killed before its manifest was written, and is reused)."""
@@ -387,6 +339,13 @@ def _finish_manifest(args: MeasureSettings, manifest: Manifest, blocks: pd.DataF
 def parse_args(argv: list[str] | None = None) -> MeasureSettings:
     """The command line (usage errors are `InputError`s)."""
     p = ArgParser(prog="python -m hardware_profiles.measure", description=__doc__.splitlines()[0])
+    _what_flags(p)
+    _how_flags(p)
+    return p.parse_into(MeasureSettings, argv)
+
+
+def _what_flags(p: ArgParser) -> None:
+    """Flags saying what is measured: the profile, the space, its networks and the networks outside it."""
     p.add_argument("--profile", metavar="NAME", required=True,
                    help="profile name (lower-case letters, digits, '.', '_', '-'); its newest version is continued "
                         "if it exists")
@@ -414,10 +373,15 @@ def parse_args(argv: list[str] | None = None) -> MeasureSettings:
     p.add_argument("--same-pad-networks", metavar="N", type=int,
                    help="also time N random networks with TensorFlow 'same' padding, as timm's tf_ ports have "
                         "(random_same_pad_def; seeded by --seed), the same way (default 0)")
-    p.add_argument("--timm-models", metavar="NAME[@RES]", type=lambda v: [t for t in v.split(",") if t], help="comma-separated timm models to time the same way (e.g. "
-                   "mobilenetv2_100@160,mnasnet_100); keep the models you will judge the predictor on out")
+    p.add_argument("--timm-models", metavar="NAME[@RES]", type=lambda v: [t for t in v.split(",") if t],
+                   help="comma-separated timm models to time the same way (e.g. mobilenetv2_100@160,mnasnet_100); "
+                        "keep the models you will judge the predictor on out")
     p.add_argument("--sample", metavar="N", type=int,
                    help="time only this many blocks, sampled with --seed (default 0 = every layer of the space)")
+
+
+def _how_flags(p: ArgParser) -> None:
+    """Flags saying how it is measured: the backend and its settings, the protocol, where the profile goes."""
     p.add_argument("--backend", choices=["onnxruntime-cpu", "torch-cuda"],
                    help="what times the modules: onnxruntime on this CPU, or PyTorch CUDA graphs on the GPU")
     p.add_argument("--threads", metavar="N", type=int, help="onnxruntime intra-op threads (default 1)")
@@ -454,7 +418,6 @@ def parse_args(argv: list[str] | None = None) -> MeasureSettings:
                         "DIR/NAME/VERSION (default: continue it wherever it is found on the profile "
                         "path, else write to the built-in folder)")
     p.add_argument("--new-version", action="store_true", help="start a new version instead of continuing")
-    return p.parse_into(MeasureSettings, argv)
 
 
 def check_args(args: MeasureSettings) -> None:

@@ -2,13 +2,16 @@
 
 A block table has one row per cost key (``key``, ``median_ms``, ``p10_ms``, ``p90_ms``, ``spread``, ...);
 a network table one row per architecture (``arch``, ``median_ms``, ...). Tables users hand to a command line are
-read by `read_latency_table` / `read_archs`, which check them row by row.
+read by `read_latency_table` / `read_archs`, which check them row by row. A table being measured is written by
+a `TableWriter`, which a killed measurement leaves readable and a continued one extends.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -183,3 +186,51 @@ def read_archs(path: str | Path) -> ArchRows:
     if not pairs:
         raise InputError(f"{path}: no arch strings (only blank or # lines)")
     return ArchRows(path, [a for _, a in pairs], [n for n, _ in pairs])
+
+
+ROUND_TRIP = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
+
+
+class TableWriter:
+    """Rows of one table, flushed atomically every `every_s` seconds (0: after every row) and at the end.
+
+    A table left by a killed run is read back with its numbers exactly as written (round-trip float parsing), so
+    rewriting it with new rows appended leaves the finished rows byte-identical.
+    """
+
+    def __init__(self, path: Path, columns: list[str], every_s: float):
+        self.path, self.columns, self.every_s = path, columns, every_s
+        self.df = self._read() if path.is_file() else pd.DataFrame(columns=columns)
+        self.rows: list[dict[str, Any]] = []
+        self._last = time.monotonic()
+
+    def _read(self) -> pd.DataFrame:
+        try:
+            if self.path.suffix == ".parquet":
+                df = pd.read_parquet(self.path)
+            else:
+                df = pd.read_csv(self.path, dtype=ARCH_AS_TEXT, **ROUND_TRIP)
+        except Exception as err:  # noqa: BLE001 - any parser failure is a damaged partial table
+            raise InputError(f"{self.path}: cannot read the partial table to continue it ({type(err).__name__}); "
+                             "delete it to measure its rows again") from None
+        missing = [c for c in self.columns if c not in df.columns]
+        if missing:
+            raise InputError(f"{self.path}: no column {missing[0]!r} (columns: {', '.join(map(str, df.columns))}); "
+                             "delete it to measure its rows again")
+        return df
+
+    def done(self, column: str) -> set[str]:
+        return set(self.df[column].astype(str)) | {str(r[column]) for r in self.rows}
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if time.monotonic() - self._last >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            new = pd.DataFrame(self.rows, columns=self.columns)
+            self.df = new if self.df.empty else pd.concat([self.df, new], ignore_index=True)
+            self.rows = []
+        write_table(self.df, self.path)
+        self._last = time.monotonic()

@@ -74,53 +74,21 @@ def run_search(recipe: Recipe, run_dir: Path, resume: bool = False, ctx: RunCont
         resume: continue the run saved in `run_dir`.
         ctx: the recipe's run context, as the checks built it (`nas.checks.load_run`); built here if not given.
     """
-    from nas.search import run_trials
-
     start = time.perf_counter()
     run_dir = Path(run_dir)
     log = _open_log(recipe, run_dir, resume)
     t_ctx = time.perf_counter()
     ctx = (ctx or RunContext(recipe)).open(run_dir)   # builds the latency predictors (calibration) before any trial
     setup_seconds = time.perf_counter() - t_ctx
-    controller = ctx.controller
-    if log.controller_state:
-        try:
-            controller.load_state_dict(log.controller_state)
-        except (KeyError, TypeError, ValueError) as err:
-            raise ResumeError(f"{run_dir / 'state.json'}: controller: the saved {recipe.controller.name!r} state "
-                              f"does not fit this version's controller ({type(err).__name__}: {err}); resume it "
-                              "with the version that started it, or start a new run") from err
+    controller = _restored_controller(ctx, log, run_dir)
     requeue = [a for a in log.pending if log.get(a) is None]
     prescreen = _prescreen(recipe, run_dir, ctx, controller, log)
     if prescreen is not None:   # the best estimates go first (those already evaluated or in flight excepted)
         requeue += [a for a in prescreen["top_k"] if log.get(a) is None and a not in requeue]
-    remaining = recipe.search.budget - log.n_evaluated()
-    t_track = time.perf_counter()
-    tracker = make_tracker(recipe, run_dir)
-    tracking_seconds = time.perf_counter() - t_track
-    progress = Progress(recipe, log)
-    tracking_log_seconds = [0.0]
-
-    def track(row: dict[str, Any]) -> None:
-        t = time.perf_counter()
-        tracker.log_trial(row)
-        tracking_log_seconds[0] += time.perf_counter() - t
-
-    log.listeners += [progress.update, track]
-    timings: dict[str, float] = {}
-    try:
-        if remaining > 0:
-            timings = run_trials(recipe, run_dir, ctx, controller, log, requeue, remaining)
-    except BaseException:
-        tracker.abort()   # the ledger already holds every finished trial: --resume continues from it
-        raise
-    finally:
-        progress.close()
+    tracker, timings = _tracked_trials(ctx, controller, log, requeue)
     t_fin = time.perf_counter()
     summary = finish(recipe, run_dir, ctx, log, tracker)
     summary["timings"] = {**timings, "finish_seconds": time.perf_counter() - t_fin, "setup_seconds": setup_seconds,
-                          "tracking_init_seconds": tracking_seconds,
-                          "tracking_log_seconds": tracking_log_seconds[0],
                           "tracking_finish_seconds": summary.pop("tracking_finish_seconds"),
                           "evaluation_seconds": sum(r.get("eval_seconds") or 0 for r in log.rows)}
     if prescreen is not None:
@@ -128,6 +96,48 @@ def run_search(recipe: Recipe, run_dir: Path, resume: bool = False, ctx: RunCont
     summary["wall_seconds"] = time.perf_counter() - start
     atomic_write_json(run_dir / "best.json", summary)
     return summary
+
+
+def _restored_controller(ctx: RunContext, log: RunLog, run_dir: Path):
+    """The run's controller, with the state a resumed run saved (`ResumeError` if this version cannot take it)."""
+    controller = ctx.controller
+    if log.controller_state:
+        try:
+            controller.load_state_dict(log.controller_state)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ResumeError(f"{run_dir / 'state.json'}: controller: the saved {ctx.recipe.controller.name!r} "
+                              f"state does not fit this version's controller ({type(err).__name__}: {err}); resume "
+                              "it with the version that started it, or start a new run") from err
+    return controller
+
+
+def _tracked_trials(ctx: RunContext, controller, log: RunLog, requeue: list[str]) -> tuple[Any, dict[str, float]]:
+    """Run the trials the budget has left (`nas.search.run_trials`) with a progress bar and every row sent to the
+    tracker; returns the tracker (still open) and the timings, the tracker's own included."""
+    from nas.search import run_trials
+
+    recipe, run_dir = ctx.recipe, ctx.run_dir
+    remaining = recipe.search.budget - log.n_evaluated()
+    t_track = time.perf_counter()
+    tracker = make_tracker(recipe, run_dir)
+    timings: dict[str, float] = {"tracking_init_seconds": time.perf_counter() - t_track, "tracking_log_seconds": 0.0}
+    progress = Progress(recipe, log)
+
+    def track(row: dict[str, Any]) -> None:
+        t = time.perf_counter()
+        tracker.log_trial(row)
+        timings["tracking_log_seconds"] += time.perf_counter() - t
+
+    log.listeners += [progress.update, track]
+    try:
+        if remaining > 0:
+            timings.update(run_trials(recipe, run_dir, ctx, controller, log, requeue, remaining))
+    except BaseException:
+        tracker.abort()   # the ledger already holds every finished trial: --resume continues from it
+        raise
+    finally:
+        progress.close()
+    return tracker, timings
 
 
 def _prescreen(recipe: Recipe, run_dir: Path, ctx: RunContext, controller, log: RunLog) -> dict[str, Any] | None:

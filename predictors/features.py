@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from search_spaces.blocks import CostKey, parse_cost_key
+from search_spaces.costs import CostKey, parse_cost_key
 
 OPS = ("stem", "ds", "ir", "cn", "head", "classifier", "fbnet", "skip", "reluconv", "avgpool", "zero", "resblock",
        "shuffle", "maxpool", "add", "lateral", "extra", "fuseadd", "fusecat", "predict", "dsa", "er", "uir")

@@ -180,9 +180,8 @@ class LGBMLatencyPredictor(_Base):
         A block's cost is an analytic prior (a non-negative least-squares mix of `prior_basis` terms, fitted to
         relative error) times exp(a LightGBM model of the log ratio). Trees alone cannot extrapolate: a block
         larger or smaller than every measured one would cost as the nearest measured one; the prior scales, and
-        the trees learn how each kind of block departs from it. Measured on the blocks that only timm models
-        use (`bench/timm_models.py`'s tune cases, x86-ort-t1@2), the prior took the median error from 7.2 % to
-        6.0 % and the share within 10 % from 71 % to 79 %.
+        the trees learn how each kind of block departs from it (what the prior gained is in the README,
+        "Measured design decisions").
 
         A cost of zero means the fit gave the block nothing (e.g. a skip connection), not that it was measured at
         zero, so zeros are left out of the log-cost regression while at least two positive costs remain; with
@@ -216,7 +215,7 @@ class LGBMLatencyPredictor(_Base):
         on: folds hold out whole groups of one block type and output width, so a fold's blocks have no measured
         sibling of their size, as a new network's unmeasured blocks often have none. `predict_interval` widens a
         prediction by it in proportion to the share of the block sum the block model priced."""
-        from search_spaces.blocks import parse_cost_key
+        from search_spaces.costs import parse_cost_key
 
         groups = [(key.op, key.out_shape[0]) for key in map(parse_cost_key, keys)]
         names = sorted(set(groups))
@@ -250,7 +249,7 @@ class LGBMLatencyPredictor(_Base):
         same-padded block (its model cannot tell them apart) prices it as the twin, which on onnxruntime (it
         folds the pad into the conv) is what it costs. `lookup`: the table the keys are missing from (default the
         fitted one)."""
-        from search_spaces.blocks import unpadded_key
+        from search_spaces.costs import unpadded_key
 
         cost = self._modelled(keys)
         blocks = (lookup or self.lookup_).blocks_

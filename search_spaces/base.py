@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from core.errors import InputError, format_validation_error
 from core.registry import PluginOptions, Registry
-from search_spaces.blocks import LayerCost
+from search_spaces.costs import LayerCost
 
 SPACES: Registry[type[SearchSpace]] = Registry("search space")
 register_space = SPACES.register

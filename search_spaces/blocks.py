@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from timm.layers import make_divisible
+
+from search_spaces.costs import ConvSpec, CostKey, LayerCost
 
 FAMILIES = ("mobilenetv3", "efficientnet")
 MAX_STRIDE = 32   # timm's builder (output_stride=32) dilates, rather than strides, beyond this
@@ -111,105 +112,6 @@ def network_def_from_json(text: str) -> NetworkDef:
     return NetworkDef(**data)
 
 
-@dataclass(frozen=True)
-class CostKey:
-    """Canonical description of one layer, enough to build and time it in isolation.
-
-    Shared by lookup tables, simulators and predictors; `str(key)` is its canonical string. Fields after `groups`
-    were added later: each appears in the string only when it differs from its default, so keys that do not use
-    them keep the strings tables already store.
-    """
-
-    op: str                   # stem, head, classifier or a block type (ds, dsa, ir, er, cn, uir)
-    in_shape: tuple[int, int, int]   # (C, H, W)
-    out_shape: tuple[int, int, int]
-    kernel: int = 1           # uir: the middle depthwise kernel (0 = none); mixed: the largest of `kernels`
-    stride: int = 1
-    expansion: float = 1.0
-    se: int = 0               # SE reduced channels (0 = no SE)
-    act: str = "relu"
-    skip: bool = False
-    family: str = "mobilenetv3"
-    groups: int = 1           # groups of the 1x1 convolutions (channel shuffle when > 1)
-    kernels: tuple[int, ...] = ()   # ir: mixed depthwise kernels, one per channel split (MixNet); () = `kernel`
-    exp_splits: int = 1       # ir: the 1x1 expansion conv split into this many channel splits (MixNet `a1.1`)
-    proj_splits: int = 1      # ir: the 1x1 projection conv split likewise (MixNet `p1.1`)
-    start: int = 0            # uir: depthwise kernel before the expansion (0 = none)
-    end: int = 0              # uir: depthwise kernel after the projection (0 = none)
-    layer_scale: bool = False   # uir: a learned per-channel scale of the output
-    norm: bool = False        # head: BatchNorm + activation after the head conv (MobileNetV4)
-    same_pad: bool = False    # TensorFlow 'same' padding on a strided conv: a separate pad op (timm's Conv2dSame)
-
-    def __post_init__(self) -> None:
-        if self.kernels:
-            object.__setattr__(self, "kernels", tuple(self.kernels))
-            if len(self.kernels) < 2 or self.kernel != max(self.kernels):
-                raise ValueError(f"mixed kernels {self.kernels} need two or more, `kernel` their largest "
-                                 f"(got {self.kernel})")
-
-    def __str__(self) -> str:
-        c, h, w = self.in_shape
-        oc, oh, ow = self.out_shape
-        se = f"_se{self.se}" if self.se else ""
-        groups = f"_g{self.groups}" if self.groups > 1 else ""
-        skip = "_skip" if self.skip else ""
-        new = (f"_a{self.start}" if self.start else "") + (f"_p{self.end}" if self.end else "") + \
-            (f"_mk{'.'.join(map(str, self.kernels))}" if self.kernels else "") + \
-            (f"_ma{self.exp_splits}" if self.exp_splits > 1 else "") + \
-            (f"_mp{self.proj_splits}" if self.proj_splits > 1 else "")
-        flags = ("_ls" if self.layer_scale else "") + ("_bn" if self.norm else "") + \
-            ("_same" if self.same_pad else "")
-        return (f"{self.op}_k{self.kernel}_s{self.stride}_e{self.expansion:g}{new}{groups}{se}_{self.act}{skip}"
-                f"{flags}_i{c}x{h}x{w}_o{oc}x{oh}x{ow}_{self.family}")
-
-
-@dataclass(frozen=True)
-class ConvSpec:
-    """One primitive 2-D convolution (a linear layer is a 1x1 conv at 1x1), square feature maps.
-
-    What analytic models (the FPGA simulator, roofline estimates) need to cost a layer.
-    """
-
-    cin: int
-    cout: int
-    kernel: int
-    stride: int
-    hw_in: int
-    hw_out: int
-    groups: int = 1
-    bias: bool = False
-
-    @property
-    def weights(self) -> int:
-        return self.cout * (self.cin // self.groups) * self.kernel * self.kernel
-
-    @property
-    def macs(self) -> int:
-        return self.weights * self.hw_out * self.hw_out
-
-    @property
-    def params(self) -> int:
-        return self.weights + (self.cout if self.bias else 0)
-
-
-@dataclass(frozen=True)
-class LayerCost:
-    """One layer's cost key with its multiply-accumulates, parameters and primitive convolutions.
-
-    `params` also counts BatchNorm's affine parameters, which `convs` do not hold.
-    """
-
-    key: CostKey
-    macs: int
-    params: int
-    convs: tuple[ConvSpec, ...] = ()
-
-    @classmethod
-    def of(cls, key: CostKey, convs: list[ConvSpec], norm_params: int = 0) -> LayerCost:
-        """A layer made of `convs` (plus `norm_params` BatchNorm parameters)."""
-        return cls(key, sum(c.macs for c in convs), sum(c.params for c in convs) + norm_params, tuple(convs))
-
-
 @dataclass
 class _Walk:
     """Running channel/spatial state while walking a network's layers."""
@@ -271,14 +173,56 @@ def _split_convs(cin: int, cout: int, kernels: list[int], hw: int, stride: int =
     return [_conv(i, o, k, hw, stride, groups=i if depthwise else 1) for k, i, o in zip(kernels, ins, outs)]
 
 
-def _uir_parts(ba: dict[str, Any], cin: int, mid: int, cout: int, hw: int) -> tuple[list[ConvSpec], int]:
-    """UniversalInvertedResidual's convolutions in order and its BatchNorm parameters (one BN per conv).
+@dataclass
+class _Parts:
+    """One block's convolutions in order, its BatchNorm parameters, the kernel its key names, the channels an SE
+    module would squeeze, its expansion ratio and the key's block-type-specific fields."""
+
+    convs: list[ConvSpec]
+    norm: int
+    kernel: int
+    se_in: int
+    exp: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _er_parts(net: NetworkDef, ba: dict[str, Any], cin: int, cout: int, hw: int) -> _Parts:
+    """EdgeResidual: one dense kxk expansion (strided) instead of 1x1 + depthwise, then 1x1."""
+    exp = float(ba["exp_ratio"])
+    mid, k = make_divisible(cin * exp), ba["exp_kernel_size"]
+    first = _conv(cin, mid, k, hw, ba["stride"])
+    return _Parts([first, _conv(mid, cout, ba.get("pw_kernel_size", 1), first.hw_out)], 2 * (mid + cout), k, mid, exp)
+
+
+def _ir_parts(net: NetworkDef, ba: dict[str, Any], cin: int, cout: int, hw: int) -> _Parts:
+    """InvertedResidual, MixNet's too: depthwise kernels mixed over channel splits, 1x1 convs split
+    (`MixedConv2d`)."""
+    exp = float(ba["exp_ratio"])
+    mid = make_divisible(cin * exp)
+    k, exp_k, pw_k = ba["dw_kernel_size"], ba.get("exp_kernel_size", 1), ba.get("pw_kernel_size", 1)
+    extra = dict(exp_splits=_splits(exp_k, "expansion"), proj_splits=_splits(pw_k, "projection"))
+    if isinstance(k, list):
+        dws = _split_convs(mid, mid, k, hw, ba["stride"], depthwise=True)
+        k, extra["kernels"] = max(k), tuple(k)
+    else:
+        dws = [_conv(mid, mid, k, hw, ba["stride"], groups=mid)]
+    hw_dw = dws[0].hw_out
+    pws = _split_convs(cin, mid, exp_k, hw) if isinstance(exp_k, list) else [_conv(cin, mid, exp_k, hw)]
+    pwls = _split_convs(mid, cout, pw_k, hw_dw) if isinstance(pw_k, list) else [_conv(mid, cout, pw_k, hw_dw)]
+    return _Parts(pws + dws + pwls, 2 * (mid + mid + cout), k, mid, exp, extra)
+
+
+def _uir_parts(net: NetworkDef, ba: dict[str, Any], cin: int, cout: int, hw: int) -> _Parts:
+    """UniversalInvertedResidual (MobileNetV4): optional start / middle / end depthwise convs around the 1x1
+    expansion and projection, one BN per conv, an optional layer scale; the key's `kernel` is the middle one.
 
     timm strides the middle depthwise conv, else the start one, else the end one.
     """
     start, k, end, stride = ba["dw_kernel_size_start"], ba["dw_kernel_size_mid"], ba["dw_kernel_size_end"], ba["stride"]
     if stride > 1 and not (start or k or end):
         raise ValueError(f"a strided uir block without a depthwise conv cannot be built: {ba}")
+    exp = float(ba["exp_ratio"])
+    mid = make_divisible(cin * exp)
     parts, bn, h = [], 0, hw
     if start:
         parts.append(_conv(cin, cin, start, h, 1 if k else stride, groups=cin))
@@ -290,73 +234,50 @@ def _uir_parts(ba: dict[str, Any], cin: int, mid: int, cout: int, hw: int) -> tu
     parts.append(_conv(mid, cout, 1, h))
     if end:
         parts.append(_conv(cout, cout, end, h, 1 if start or k else stride, groups=cout))
-    return parts, bn + 2 * (mid + (mid if k else 0) + cout + (cout if end else 0))
+    bn += 2 * (mid + (mid if k else 0) + cout + (cout if end else 0))
+    bn += cout if net.layer_scale else 0   # the scale's per-channel parameters
+    return _Parts(parts, bn, k, mid, exp, dict(start=start, end=end, layer_scale=net.layer_scale))
+
+
+def _ds_parts(net: NetworkDef, ba: dict[str, Any], cin: int, cout: int, hw: int) -> _Parts:
+    """Depthwise separable; ``dsa`` has an activation after the pointwise conv too (LCNet, MobileNetV1)."""
+    k = ba["dw_kernel_size"]
+    dw = _conv(cin, cin, k, hw, ba["stride"], groups=cin)
+    return _Parts([dw, _conv(cin, cout, ba.get("pw_kernel_size", 1), dw.hw_out)], 2 * (cin + cout), k, cin)
+
+
+def _cn_parts(net: NetworkDef, ba: dict[str, Any], cin: int, cout: int, hw: int) -> _Parts:
+    """Conv-BN-act."""
+    k = ba["kernel_size"]
+    return _Parts([_conv(cin, cout, k, hw, ba["stride"])], 2 * cout, k, 0)
+
+
+_PARTS = {"er": _er_parts, "ir": _ir_parts, "uir": _uir_parts, "ds": _ds_parts, "dsa": _ds_parts, "cn": _cn_parts}
 
 
 def _block_cost(net: NetworkDef, ba: dict[str, Any], walk: _Walk) -> LayerCost:
     """Cost of one decoded timm block; advances `walk`."""
     bt, cin, hw = ba["block_type"], walk.chs, walk.hw
     cout, stride = make_divisible(ba["out_chs"]), ba["stride"]
-    act = act_name(ba.get("act_layer"), net.act)
-    se_ratio = ba.get("se_ratio") or 0.0
     if ba.get("s2d") or ba.get("num_experts") or ba.get("group_size") or ba.get("force_in_chs") or \
             bt not in BLOCK_TYPES:
         raise ValueError(f"block type {bt!r} with these options is not supported by the cost model: {ba}")
     if bt != "ir" and any(isinstance(v, list) for v in ba.values()):
         raise ValueError(f"mixed kernels in a {bt!r} block are not supported by the cost model: {ba}")
-    se, exp, extra = 0, 1.0, {}
-    if bt == "er":   # EdgeResidual: one dense kxk expansion (strided) instead of 1x1 + depthwise, then 1x1
-        exp = float(ba["exp_ratio"])
-        mid = make_divisible(cin * exp)
-        k = ba["exp_kernel_size"]
-        parts = [_conv(cin, mid, k, hw, stride)]
-        parts.append(_conv(mid, cout, ba.get("pw_kernel_size", 1), parts[0].hw_out))
-        bn, se_in = 2 * (mid + cout), mid
-        skip = cin == cout and stride == 1 and not ba.get("noskip")
-    elif bt == "ir":   # MixNet: depthwise kernels mixed over channel splits, 1x1 convs split (`MixedConv2d`)
-        exp = float(ba["exp_ratio"])
-        mid = make_divisible(cin * exp)
-        k, exp_k, pw_k = ba["dw_kernel_size"], ba.get("exp_kernel_size", 1), ba.get("pw_kernel_size", 1)
-        extra = dict(exp_splits=_splits(exp_k, "expansion"), proj_splits=_splits(pw_k, "projection"))
-        if isinstance(k, list):
-            dws = _split_convs(mid, mid, k, hw, stride, depthwise=True)
-            k, extra["kernels"] = max(k), tuple(k)
-        else:
-            dws = [_conv(mid, mid, k, hw, stride, groups=mid)]
-        hw_dw = dws[0].hw_out
-        pws = _split_convs(cin, mid, exp_k, hw) if isinstance(exp_k, list) else [_conv(cin, mid, exp_k, hw)]
-        pwls = _split_convs(mid, cout, pw_k, hw_dw) if isinstance(pw_k, list) else [_conv(mid, cout, pw_k, hw_dw)]
-        parts = pws + dws + pwls
-        bn, se_in = 2 * (mid + mid + cout), mid
-        skip = cin == cout and stride == 1 and not ba.get("noskip")
-    elif bt == "uir":   # UniversalInvertedResidual (MobileNetV4); `kernel` is the middle depthwise kernel
-        exp = float(ba["exp_ratio"])
-        mid = make_divisible(cin * exp)
-        k = ba["dw_kernel_size_mid"]
-        parts, bn = _uir_parts(ba, cin, mid, cout, hw)
-        se_in = mid
-        extra = dict(start=ba["dw_kernel_size_start"], end=ba["dw_kernel_size_end"], layer_scale=net.layer_scale)
-        bn += cout if net.layer_scale else 0   # the scale's per-channel parameters
-        skip = cin == cout and stride == 1 and not ba.get("noskip")
-    elif bt in ("ds", "dsa"):   # dsa: an activation after the pointwise conv too, never a skip (LCNet, MobileNetV1)
-        k = ba["dw_kernel_size"]
-        dw = _conv(cin, cin, k, hw, stride, groups=cin)
-        parts = [dw, _conv(cin, cout, ba.get("pw_kernel_size", 1), dw.hw_out)]
-        bn, se_in = 2 * (cin + cout), cin
-        skip = cin == cout and stride == 1 and not ba.get("noskip")
-    else:  # cn
-        k = ba["kernel_size"]
-        parts = [_conv(cin, cout, k, hw, stride)]
-        bn, se_in = 2 * cout, 0
+    p = _PARTS[bt](net, ba, cin, cout, hw)
+    if bt == "cn":   # a conv-BN-act block has a skip only when asked for; the others unless told not to
         skip = bool(ba.get("skip")) and cin == cout and stride == 1
-    hw_out = parts[-1].hw_out
-    if se_ratio and se_in:
-        se = _se_channels(net, se_in, se_ratio, exp)
-        parts += [_conv(se_in, se, 1, 1, bias=True), _conv(se, se_in, 1, 1, bias=True)]
-    key = CostKey(bt, (cin, hw, hw), (cout, hw_out, hw_out), k, stride, exp, se, act, skip, net.family,
-                  same_pad=_same_pad(net, parts), **extra)
+    else:
+        skip = cin == cout and stride == 1 and not ba.get("noskip")
+    hw_out, se, se_ratio = p.convs[-1].hw_out, 0, ba.get("se_ratio") or 0.0
+    if se_ratio and p.se_in:
+        se = _se_channels(net, p.se_in, se_ratio, p.exp)
+        p.convs += [_conv(p.se_in, se, 1, 1, bias=True), _conv(se, p.se_in, 1, 1, bias=True)]
+    key = CostKey(bt, (cin, hw, hw), (cout, hw_out, hw_out), p.kernel, stride, p.exp, se,
+                  act_name(ba.get("act_layer"), net.act), skip, net.family, same_pad=_same_pad(net, p.convs),
+                  **p.extra)
     walk.chs, walk.hw = cout, hw_out
-    return LayerCost.of(key, parts, bn)
+    return LayerCost.of(key, p.convs, p.norm)
 
 
 def decode_blocks(net: NetworkDef) -> list[list[dict[str, Any]]]:
@@ -491,32 +412,3 @@ def build_layer(key: CostKey):
     if key.op == "classifier":
         return nn.Sequential(nn.Flatten(), nn.Linear(cin, cout))
     raise ValueError(f"cannot build a layer for cost key op {key.op!r}")
-
-
-_KEY_RE = re.compile(r"^(?P<op>[a-z]+)_k(?P<k>\d+)_s(?P<s>\d+)_e(?P<e>[\d.]+)(?:_a(?P<a>\d+))?(?:_p(?P<p>\d+))?"
-                     r"(?:_mk(?P<mk>\d+(?:\.\d+)+))?(?:_ma(?P<ma>\d+))?(?:_mp(?P<mp>\d+))?"
-                     r"(?:_g(?P<g>\d+))?(?:_se(?P<se>\d+))?"
-                     r"_(?P<act>[a-z0-9_]+?)(?P<skip>_skip)?(?P<ls>_ls)?(?P<bn>_bn)?(?P<same>_same)?_i(?P<c>\d+)x(?P<h>\d+)x(?P<w>\d+)"
-                     r"_o(?P<oc>\d+)x(?P<oh>\d+)x(?P<ow>\d+)_(?P<family>[a-z0-9]+)$")
-
-
-def unpadded_key(text: str) -> str | None:
-    """The key string of the same layer with symmetric padding, if `text` is a layer with TensorFlow 'same'
-    padding (`CostKey.same_pad`); None otherwise."""
-    if "_same_i" not in text:
-        return None
-    key = parse_cost_key(text)
-    return str(dataclasses.replace(key, same_pad=False)) if key.same_pad else None
-
-
-def parse_cost_key(text: str) -> CostKey:
-    """The `CostKey` whose canonical string is `text` (inverse of `str(key)`); ValueError if malformed."""
-    m = _KEY_RE.match(text)
-    if m is None:
-        raise ValueError(f"not a cost key: {text!r}")
-    shape = lambda *names: tuple(int(m[n]) for n in names)  # noqa: E731
-    kernels = tuple(int(k) for k in m["mk"].split(".")) if m["mk"] else ()
-    return CostKey(m["op"], shape("c", "h", "w"), shape("oc", "oh", "ow"), int(m["k"]), int(m["s"]), float(m["e"]),
-                   int(m["se"] or 0), m["act"], bool(m["skip"]), m["family"], int(m["g"] or 1), kernels,
-                   int(m["ma"] or 1), int(m["mp"] or 1), int(m["a"] or 0), int(m["p"] or 0), bool(m["ls"]),
-                   bool(m["bn"]), bool(m["same"]))

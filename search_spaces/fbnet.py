@@ -42,7 +42,7 @@ from search_spaces.base import (
     SpaceOptions,
     register_space,
 )
-from search_spaces.blocks import ConvSpec, CostKey, LayerCost
+from search_spaces.costs import ConvSpec, CostKey, LayerCost
 from search_spaces.layers import ConvBlock, conv_bn, conv_out
 
 # (kernel, expansion, groups) per choice index; None = skip. Order is the data's.

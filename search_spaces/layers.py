@@ -1,7 +1,10 @@
 """Plain-torch layers several spaces share (FBNet, NAS-Bench-201, NAS-Bench-Macro, MuffNet): conv-BN-ReLU,
-ShuffleNet's channel shuffle, FBNet's ConvBlock, and the output size of their convolutions.
+ShuffleNet's channel shuffle, FBNet's ConvBlock, the ShuffleNetV2 unit (with a kxk depthwise kernel and grouped
+1x1 convs, as MuffNet uses it), the ``add`` layer timed alone, and the output size of their convolutions.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -45,3 +48,49 @@ class ConvBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.body(x)
         return y + x if self.residual else y
+
+
+class ShuffleUnit(nn.Module):
+    """A ShuffleNetV2 unit with a kxk depthwise kernel and g-group 1x1 convs (see `search_spaces.muffnet`).
+
+    Args:
+        cin: input channels (== `cout` for the basic unit).
+        cout: output channels (even; each half a multiple of `groups`).
+        kernel: depthwise kernel.
+        groups: groups of the 1x1 convs (those reading `cin` in a down-sampling unit use gcd(groups, cin)).
+        stride: 2 = the down-sampling unit, 1 = the basic unit.
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int, groups: int, stride: int):
+        super().__init__()
+        half = cout // 2
+        if cout % 2 or half % groups or stride not in (1, 2) or (stride == 1 and cin != cout):
+            raise ValueError(f"no ShuffleNetV2 unit {cin} -> {cout} channels, stride {stride}, groups {groups}")
+        g_in = math.gcd(groups, cin) if stride == 2 else groups
+        self.branch1 = None
+        if stride == 2:
+            self.branch1 = nn.Sequential(*conv_bn(cin, cin, kernel, stride, groups=cin, relu=False),
+                                         *conv_bn(cin, half, 1, groups=g_in))
+        self.shuffle = ChannelShuffle(2)
+        shuffle = [ChannelShuffle(g_in)] if g_in > 1 else []
+        self.branch2 = nn.Sequential(*conv_bn(cin if stride == 2 else half, half, 1, groups=g_in), *shuffle,
+                                     *conv_bn(half, half, kernel, stride, groups=half, relu=False),
+                                     *conv_bn(half, half, 1, groups=groups))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.branch1 is None:
+            x1, x2 = x.chunk(2, dim=1)
+            return self.shuffle(torch.cat((x1, self.branch2(x2)), dim=1))
+        return self.shuffle(torch.cat((self.branch1(x), self.branch2(x)), dim=1))
+
+
+class AddStored(nn.Module):
+    """The ``add`` layer alone: the input plus a stored tensor of the same shape (one read of each operand and one
+    write, as a join's add; at a batch above 1 the stored operand is broadcast)."""
+
+    def __init__(self, shape: tuple[int, int, int]):
+        super().__init__()
+        self.register_buffer("other", torch.randn(1, *shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.other

@@ -46,7 +46,7 @@ from pydantic import PositiveInt
 from torch import nn
 
 from search_spaces.base import PositionalLayers, SearchSpace, SpaceOptions, register_space
-from search_spaces.blocks import ConvSpec, CostKey, LayerCost
+from search_spaces.costs import ConvSpec, CostKey, LayerCost
 from search_spaces.layers import ConvBlock, conv_bn, conv_out
 
 # (kernel, expansion) per choice digit; None = id. Order is the benchmark's.

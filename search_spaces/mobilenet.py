@@ -22,7 +22,8 @@ from pydantic import Field, PositiveInt, field_validator
 from timm.layers import make_divisible
 
 from search_spaces.base import SearchSpace, SpaceOptions, register_space
-from search_spaces.blocks import LayerCost, NetworkDef, build_layer, build_network, layer_costs
+from search_spaces.blocks import NetworkDef, build_layer, build_network, layer_costs
+from search_spaces.costs import LayerCost
 
 
 class StageOptions(SpaceOptions):

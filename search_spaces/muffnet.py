@@ -58,8 +58,8 @@ from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 from torch import nn
 
 from search_spaces.base import SearchSpace, SpaceOptions, register_space
-from search_spaces.blocks import ConvSpec, CostKey, LayerCost
-from search_spaces.layers import ChannelShuffle, conv_bn, conv_out
+from search_spaces.costs import ConvSpec, CostKey, LayerCost
+from search_spaces.layers import AddStored, ShuffleUnit, conv_bn, conv_out
 
 FAMILY = "muffnet"
 IN_CHANNELS = 3
@@ -413,40 +413,6 @@ class MuffNetSpace(SearchSpace):
 
 
 # ---- modules (plain torch) ---------------------------------------------------------------------------------------
-class ShuffleUnit(nn.Module):
-    """A ShuffleNetV2 unit with a kxk depthwise kernel and g-group 1x1 convs (see the module docstring).
-
-    Args:
-        cin: input channels (== `cout` for the basic unit).
-        cout: output channels (even; each half a multiple of `groups`).
-        kernel: depthwise kernel.
-        groups: groups of the 1x1 convs (those reading `cin` in a down-sampling unit use gcd(groups, cin)).
-        stride: 2 = the down-sampling unit, 1 = the basic unit.
-    """
-
-    def __init__(self, cin: int, cout: int, kernel: int, groups: int, stride: int):
-        super().__init__()
-        half = cout // 2
-        if cout % 2 or half % groups or stride not in (1, 2) or (stride == 1 and cin != cout):
-            raise ValueError(f"no ShuffleNetV2 unit {cin} -> {cout} channels, stride {stride}, groups {groups}")
-        g_in = math.gcd(groups, cin) if stride == 2 else groups
-        self.branch1 = None
-        if stride == 2:
-            self.branch1 = nn.Sequential(*conv_bn(cin, cin, kernel, stride, groups=cin, relu=False),
-                                         *conv_bn(cin, half, 1, groups=g_in))
-        self.shuffle = ChannelShuffle(2)
-        shuffle = [ChannelShuffle(g_in)] if g_in > 1 else []
-        self.branch2 = nn.Sequential(*conv_bn(cin if stride == 2 else half, half, 1, groups=g_in), *shuffle,
-                                     *conv_bn(half, half, kernel, stride, groups=half, relu=False),
-                                     *conv_bn(half, half, 1, groups=groups))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.branch1 is None:
-            x1, x2 = x.chunk(2, dim=1)
-            return self.shuffle(torch.cat((x1, self.branch2(x2)), dim=1))
-        return self.shuffle(torch.cat((self.branch1(x), self.branch2(x)), dim=1))
-
-
 class FederatedStage(nn.Module):
     """A stage's units; each reads (and the stage returns) the sum of the last `span` unit outputs."""
 
@@ -462,18 +428,6 @@ class FederatedStage(nn.Module):
             outs.append(unit(x))
             x = functools.reduce(operator.add, outs[-self.span:])
         return x
-
-
-class AddStored(nn.Module):
-    """The ``add`` layer alone: the input plus a stored tensor of the same shape (one read of each operand and one
-    write, as a join's add; at a batch above 1 the stored operand is broadcast)."""
-
-    def __init__(self, shape: tuple[int, int, int]):
-        super().__init__()
-        self.register_buffer("other", torch.randn(1, *shape))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.other
 
 
 class MuffNetBackbone(nn.Module):

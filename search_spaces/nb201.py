@@ -46,7 +46,7 @@ from pydantic import PositiveInt, field_validator
 from torch import nn
 
 from search_spaces.base import PositionalLayers, SearchSpace, SpaceOptions, register_space
-from search_spaces.blocks import ConvSpec, CostKey, LayerCost
+from search_spaces.costs import ConvSpec, CostKey, LayerCost
 from search_spaces.layers import conv_bn, conv_out
 
 NUM_NODES = 4

@@ -81,8 +81,8 @@ def random_plain_def(rng: np.random.Generator, num_classes: int = 1000) -> Netwo
 
     `random_network_def` draws MobileNetV2/V3-like widths (at most 560 channels) and `dsa` stages only now and
     then, so a predictor trained on it met MobileNetV1's 1,024-channel `dsa` blocks nowhere and priced them
-    12-17 % high on both the CPU and the GPU (`bench/timm_models.py`, held-out cases). A separate generator, so
-    that `random_defs("random", ...)` keeps drawing the networks the shipped profiles timed."""
+    high (README, "Measured design decisions"). A separate generator, so that `random_defs("random", ...)` keeps
+    drawing the networks the shipped profiles timed."""
     family = str(rng.choice(list(FAMILY_ACTS)))
     act = str(rng.choice(FAMILY_ACTS[family] + ("relu6",) if family == "mobilenetv3" else FAMILY_ACTS[family]))
     base = float(rng.choice([32, 64])) * float(rng.uniform(0.35, 1.5))
@@ -178,9 +178,9 @@ def random_same_pad_def(rng: np.random.Generator, num_classes: int = 1000) -> Ne
     """A random network of `random_network_def` (two draws in three) or `random_mixed_def`, with TensorFlow 'same'
     padding (timm's `pad_type="same"`, as in its tf_ ports: tf_mobilenetv3, tf_efficientnet, tf_mixnet, ...).
 
-    Each strided conv then pads its input in a separate operation. The tables held none, so every tf_ model was
-    priced as its symmetric-padded twin: on the H200 at batch 32 the four tf_ MobileNetV3s came out 10.5-11 %
-    fast (`bench/timm_models.py`); onnxruntime folds the pad into the conv, and costs them alike."""
+    Each strided conv then pads its input in a separate operation, which costs time on a GPU (onnxruntime folds
+    the pad into the conv and costs both alike); without such networks a profile prices every tf_ model as its
+    symmetric-padded twin."""
     draw = random_network_def if rng.random() < 2 / 3 else random_mixed_def
     return dataclasses.replace(draw(rng, num_classes), pad_type="same")
 

@@ -20,7 +20,7 @@ from hardware_profiles.fpga import (
 )
 from hardware_profiles.manifest import read_manifest, resolve
 from search_spaces import get_space
-from search_spaces.blocks import ConvSpec, CostKey, LayerCost
+from search_spaces.costs import ConvSpec, CostKey, LayerCost
 
 ZC706 = get_fpga_config("fpga-zc706-int8")
 # the preset, a tiny-buffer variant (every layer spills and tiles) and the other depthwise mapping

@@ -11,7 +11,7 @@ from conftest import counted_on_meta as counted
 
 from predictors.features import BLOCK_FEATURES, _macs_estimate, block_matrix
 from search_spaces import SPACES, get_space
-from search_spaces.blocks import parse_cost_key
+from search_spaces.costs import parse_cost_key
 from search_spaces.muffnet import (
     FIELDS,
     NUM_STAGES,

@@ -217,7 +217,8 @@ def test_a_same_padded_block_is_priced_from_its_measured_twin():
     symmetric-padded twins: with no padded block measured they cost exactly the twin (the model cannot tell them
     apart); once random padded networks are in the table (here padded blocks cost 40 % more), the twin's cost
     times the block model's ratio prices the pad."""
-    from search_spaces.blocks import layer_costs, unpadded_key
+    from search_spaces.blocks import layer_costs
+    from search_spaces.costs import unpadded_key
     from search_spaces.random_defs import random_defs
     from search_spaces.timm_import import network_def_from_timm
 

@@ -13,7 +13,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from search_spaces.blocks import (NetworkDef, build_layer, build_network, count_macs, count_params, decode_blocks,
-                                  layer_costs, parse_cost_key)
+                                  layer_costs)
+from search_spaces.costs import parse_cost_key
 from search_spaces.timm_defs import REFERENCE_NETWORKS
 from search_spaces.timm_import import network_def_from_timm
 
@@ -101,7 +102,8 @@ def test_new_block_types_build_alone_as_the_cost_key_describes(name):
 def test_uir_and_mixed_kernel_variants_cost_build_and_round_trip(family):
     """Block variants timm's models do not all use: a uir block strided by its start or end depthwise conv, with
     all three depthwise convs and SE; MixNet splits that do not divide evenly; layer scale and the normalised head."""
-    from search_spaces.blocks import CostKey, NetworkDef, network_def_from_json, network_def_to_json
+    from search_spaces.blocks import NetworkDef, network_def_from_json, network_def_to_json
+    from search_spaces.costs import CostKey
 
     mnv3 = family == "mobilenetv3"
     net = NetworkDef(arch_def=(("uir_r1_k0_s2_a3_e4_c32", "uir_r1_k0_s1_e2_c32"),   # the importer's option order
@@ -147,7 +149,7 @@ def test_tf_port_records_same_padding_and_builds_to_the_same_outputs(name):
     """A tf_ port's TensorFlow 'same' padding is read (`pad_type="same"`), priced apart (its stem and strided
     blocks get `_same` cost keys, whose twins without the flag are the symmetric-padded model's keys) and built:
     with timm's weights (and its BN eps, the one other difference) the built model gives the port's outputs."""
-    from search_spaces.blocks import unpadded_key
+    from search_spaces.costs import unpadded_key
 
     torch.manual_seed(0)
     reference = timm.create_model(name, pretrained=False).eval()

@@ -130,7 +130,7 @@ def test_analytic_terms_count_depthwise_and_dense_macs_apart():
 
 
 def test_ragged_depthwise_convs_are_a_term_of_their_own():
-    from search_spaces.blocks import ConvSpec, CostKey, LayerCost
+    from search_spaces.costs import ConvSpec, CostKey, LayerCost
 
     def dw(channels):
         return LayerCost.of(CostKey("dw", (channels, 8, 8), (channels, 8, 8)),

@@ -23,11 +23,9 @@ Every suggestion is completed exactly once, when the search tells its outcome:
   skip: reporting its value again would weigh the same point twice and make TPE, which concentrates on its best
   points, propose them ever more often. Ignored repeats leave the model as it was, though, and TPE can get stuck
   proposing known points: once `repeat_patience` (20) suggestions in a row were repeats, each further one gets
-  the penalty, which moves the searcher off them. Measured on the synthetic NB201 table (`bench/controllers.py`'s
-  loop, latency limit at the median, 10 seeds, mean regret after 100 queries; random search 1.44): Optuna with
-  every repeat ignored 0.33, but 5 of 10 searches stalled (2,000 repeats in a row ended them before 100
-  queries); every repeat penalised 0.57; patience 5: 0.46; patience 20: 0.33, none stalled. HyperOpt: every
-  repeat ignored stalls; every repeat penalised 0.98; patience 20: 0.57;
+  the penalty, which moves the searcher off them (ignoring every repeat stalls half of Optuna's searches and
+  every HyperOpt one; penalising every repeat doubles the regret; the figures are in the README, "Measured
+  design decisions");
 - a candidate the controller did not suggest (one in flight when an earlier session stopped, or one told by the
   caller) is fed with the searcher's ``add_evaluated_point`` where it has one (Optuna); HyperOpt has none, so it
   only counts as seen.

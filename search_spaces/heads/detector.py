@@ -23,7 +23,7 @@ from pydantic import Field, PositiveInt, model_validator
 from torch import nn
 
 from search_spaces.base import SearchSpace, SpaceOptions, get_space, register_space
-from search_spaces.blocks import CostKey, LayerCost
+from search_spaces.costs import CostKey, LayerCost
 from search_spaces.heads.anchors import make_anchors
 from search_spaces.heads.lrssd import (
     BACKBONE_LEVELS,

@@ -41,7 +41,7 @@ from torch.nn import functional as F
 
 from core.registry import PluginOptions
 from search_spaces.base import crossover_decisions, mutate_decisions
-from search_spaces.blocks import ConvSpec, CostKey, LayerCost
+from search_spaces.costs import ConvSpec, CostKey, LayerCost
 
 FAMILY = "lrssd"
 BACKBONE_LEVELS = 3          # the backbone's maps at strides 8, 16, 32
