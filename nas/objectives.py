@@ -42,11 +42,18 @@ def static_check(space, constraints: Constraints, arch: Hashable) -> tuple[int, 
     return flops, params, static_violation(constraints, flops, params)
 
 
+def dominates(a: np.ndarray, b: np.ndarray) -> bool:
+    """`a` is no worse than `b` in every (minimised) objective and better in one."""
+    return bool((a <= b).all() and (a < b).any())
+
+
+def dominance_matrix(points: np.ndarray) -> np.ndarray:
+    """``[i, j]`` True when point i dominates point j (`dominates`), all objectives minimised; (n, n)."""
+    p = np.asarray(points, float)
+    return (p[:, None, :] <= p[None, :, :]).all(-1) & (p[:, None, :] < p[None, :, :]).any(-1)
+
+
 def pareto_mask(accuracy: Sequence[float], cost: Sequence[float]) -> np.ndarray:
     """True for points no other point beats (higher-or-equal accuracy and lower-or-equal cost, one strictly)."""
-    acc, cst = np.asarray(accuracy, float), np.asarray(cost, float)
-    mask = np.ones(len(acc), dtype=bool)
-    for i in range(len(acc)):
-        better = (acc >= acc[i]) & (cst <= cst[i]) & ((acc > acc[i]) | (cst < cst[i]))
-        mask[i] = not better.any()
-    return mask
+    points = np.column_stack([-np.asarray(accuracy, float), np.asarray(cost, float)])
+    return ~dominance_matrix(points).any(axis=0)

@@ -13,7 +13,6 @@ no trial was spent).
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import pandas as pd
 
 from core.errors import InputError, IntegrityError, json_sha256
 from core.io import nan_to_none, atomic_write, atomic_write_json
+from nas.controllers.base import Outcome
 from nas.controllers.proposer import MemoryLedger
 from nas.objectives import latency_column
 
@@ -30,11 +30,9 @@ TAIL_COLUMNS = ["feasible", "reason", "error", "eval_seconds", "train_seconds", 
 
 
 def score_of(row: dict[str, Any]) -> float | None:
-    """The value controllers maximise: accuracy of a feasible, successful candidate; None otherwise."""
-    acc = row.get("accuracy")
-    if row.get("status") != "ok" or acc is None or not math.isfinite(float(acc)):
-        return None
-    return float(acc)
+    """The value controllers maximise: accuracy of a feasible, successful candidate (`Outcome.score`); None
+    otherwise, and for a row without a status."""
+    return Outcome.of(row).score if "status" in row else None
 
 
 class RunLog(MemoryLedger):

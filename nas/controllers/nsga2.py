@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from nas.controllers.base import Controller, ControllerOptions, Outcome, register_controller
+from nas.objectives import dominance_matrix, dominates
 
 
 class NSGA2Options(ControllerOptions):
@@ -27,15 +28,10 @@ class NSGA2Options(ControllerOptions):
     crossover_prob: float = Field(0.5, ge=0, le=1, description="chance a child crosses two parents first")
 
 
-def dominates(a: np.ndarray, b: np.ndarray) -> bool:
-    """`a` is no worse than `b` in every (minimised) objective and better in one."""
-    return bool((a <= b).all() and (a < b).any())
-
-
 def non_dominated_ranks(points: np.ndarray) -> np.ndarray:
     """Front index of each point (0 = non-dominated), all objectives minimised."""
     n = len(points)
-    better = (points[:, None, :] <= points[None, :, :]).all(-1) & (points[:, None, :] < points[None, :, :]).any(-1)
+    better = dominance_matrix(points)
     ranks = np.full(n, -1)
     dominated_by = better.sum(0)        # how many points dominate each point
     front, rank = np.flatnonzero(dominated_by == 0), 0

@@ -188,21 +188,12 @@ def train_and_evaluate(
     total = max(1, round(epochs * steps_per_epoch))
     with deterministic_cpu(seed, threads):
         generator = torch.Generator().manual_seed(seed)
-        optimizer = torch.optim.SGD(
-            model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
-        )
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
         start = time.perf_counter()
-        losses = _train_steps(
-            model, train, optimizer, total=total, batch_size=batch_size, lr=lr, generator=generator,
-            label_smoothing=label_smoothing,
-        )
+        losses = _train_steps(model, train, optimizer, total=total, batch_size=batch_size, lr=lr, generator=generator,
+                              label_smoothing=label_smoothing)
         train_seconds = time.perf_counter() - start
         accuracy, val_loss = evaluate(model, val)
     window = losses[-TRAIN_LOSS_WINDOW:]
-    return {
-        "accuracy": accuracy,
-        "val_loss": val_loss,
-        "train_loss": sum(window) / len(window),
-        "steps": total,
-        "train_seconds": train_seconds,
-    }
+    return {"accuracy": accuracy, "val_loss": val_loss, "train_loss": sum(window) / len(window), "steps": total,
+            "train_seconds": train_seconds}

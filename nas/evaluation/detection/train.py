@@ -119,36 +119,42 @@ def train_detector(
         TrainingDiverged: the loss became NaN or infinite.
         ValueError: bad budget, optimizer or loss name.
     """
-    from tqdm import tqdm
-
     if loss not in LOSSES:
         raise ValueError(f"unknown detection loss {loss!r}; expected one of: {', '.join(LOSSES)}")
     total = _total_steps(len(train_dataset), batch_size, epochs, steps)
     model.to(device).train()
-    anchors = anchors.to(device)
-    losses: list[float] = []
     with _seeded(seed, threads):
         opt = _optimizer(model, optimizer, lr, weight_decay)
         loader = DataLoader(train_dataset, batch_size=batch_size, shuffle=True, collate_fn=collate_detection,
                             drop_last=len(train_dataset) >= batch_size, num_workers=num_workers,
                             generator=torch.Generator().manual_seed(seed))
-        bar = tqdm(total=total, desc="train detector", unit="step", file=sys.stderr, disable=not progress,
-                   mininterval=0.5)
-        with bar:
-            while len(losses) < total:
-                for images, targets in loader:
-                    value = _step(model, opt, anchors, images.to(device), targets, lr_at(len(losses), total, lr),
-                                  loss, iou_threshold)
-                    if not math.isfinite(value):
-                        raise TrainingDiverged(f"detection loss became {value} at step {len(losses) + 1} of "
-                                               f"{total} (lr={lr})")
-                    losses.append(value)
-                    bar.update()
-                    bar.set_postfix(loss=f"{value:.3f}", refresh=False)
-                    if len(losses) >= total:
-                        break
+        losses = _run_steps(model, opt, loader, anchors.to(device), total, lr, loss, iou_threshold, device, progress)
     tail = losses[-max(1, total // 10):]
     return {"steps": total, "loss": sum(tail) / len(tail), "losses": losses}
+
+
+def _run_steps(model: nn.Module, opt: torch.optim.Optimizer, loader: DataLoader, anchors: torch.Tensor, total: int,
+               lr: float, loss: str, iou_threshold: float, device: str | torch.device, progress: bool) -> list[float]:
+    """`total` optimizer steps over `loader` (as many passes as that takes), with the warm-up + cosine schedule;
+    returns the per-step losses (`TrainingDiverged` on a non-finite one)."""
+    from tqdm import tqdm
+
+    losses: list[float] = []
+    with tqdm(total=total, desc="train detector", unit="step", file=sys.stderr, disable=not progress,
+              mininterval=0.5) as bar:
+        while len(losses) < total:
+            for images, targets in loader:
+                value = _step(model, opt, anchors, images.to(device), targets, lr_at(len(losses), total, lr), loss,
+                              iou_threshold)
+                if not math.isfinite(value):
+                    raise TrainingDiverged(f"detection loss became {value} at step {len(losses) + 1} of {total} "
+                                           f"(lr={lr})")
+                losses.append(value)
+                bar.update()
+                bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+                if len(losses) >= total:
+                    break
+    return losses
 
 
 def _step(
