@@ -13,7 +13,7 @@ from core.cli import ArgParser
 from conftest import REPO
 
 COMMANDS = ["nas.run", "predictors.train", "predictors.evaluate", "predictors.predict", "hardware_profiles.measure",
-            "hardware_profiles.cost", "hardware_profiles.importer"]
+            "hardware_profiles.cost", "hardware_profiles.importer", "nas.train"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)

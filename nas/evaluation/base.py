@@ -34,7 +34,9 @@ class Evaluator:
     def num_classes(self) -> int:
         raise NotImplementedError
 
-    def evaluate(self, model: Any, resolution: int) -> dict[str, float]:
+    def evaluate(self, model: Any, resolution: int) -> dict[str, Any]:
+        """Train and score `model` at `resolution`: ``accuracy``, the `metrics` figures and optionally ``losses``,
+        the training loss of every step (the curve `nas.train` records)."""
         raise NotImplementedError
 
     def estimate(self, arch: str) -> dict[str, float]:

@@ -174,8 +174,9 @@ def train_and_evaluate(
         label_smoothing: label smoothing of the training loss (validation loss never smooths).
 
     Returns:
-        ``{"accuracy", "val_loss", "train_loss", "steps", "train_seconds"}``; ``train_loss`` is the mean over the
-        last ``TRAIN_LOSS_WINDOW`` steps and ``train_seconds`` excludes validation.
+        ``{"accuracy", "val_loss", "train_loss", "steps", "train_seconds", "losses"}``; ``train_loss`` is the
+        mean over the last ``TRAIN_LOSS_WINDOW`` steps, ``losses`` the loss of every step (the training curve) and
+        ``train_seconds`` excludes validation.
 
     Raises:
         TrainingDiverged: the training loss became NaN or infinite.
@@ -196,4 +197,4 @@ def train_and_evaluate(
         accuracy, val_loss = evaluate(model, val)
     window = losses[-TRAIN_LOSS_WINDOW:]
     return {"accuracy": accuracy, "val_loss": val_loss, "train_loss": sum(window) / len(window), "steps": total,
-            "train_seconds": train_seconds}
+            "train_seconds": train_seconds, "losses": losses}

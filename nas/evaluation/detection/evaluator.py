@@ -149,14 +149,14 @@ class DetectionEvaluator(Evaluator):
         train, val = self._data(resolution)
         start = time.perf_counter()
         try:
-            train_detector(model, anchors, train, epochs=o.epochs, batch_size=o.batch_size, lr=o.lr,
-                           weight_decay=o.weight_decay, loss=o.loss, seed=self.seed, threads=o.threads,
-                           device=device, progress=False)
+            trained = train_detector(model, anchors, train, epochs=o.epochs, batch_size=o.batch_size, lr=o.lr,
+                                     weight_decay=o.weight_decay, loss=o.loss, seed=self.seed, threads=o.threads,
+                                     device=device, progress=False)
             scores = evaluate_detector(model, anchors, val, batch_size=o.batch_size, device=device)
         finally:
             model.to("cpu")   # the trial saves and exports from the CPU
         return {"accuracy": scores[o.metric], "map50": scores["map50"], "map": scores["map"],
-                "train_seconds": time.perf_counter() - start}
+                "train_seconds": time.perf_counter() - start, "losses": trained["losses"]}
 
     def export_extras(self, model: Any) -> tuple[dict[str, str], dict[str, Any]]:
         """The graph ends at raw predictions for the detector's anchors: the card says so, and ``anchors.json``
