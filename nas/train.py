@@ -7,8 +7,8 @@ A search ranks candidates by a short, cheap training run; the networks worth kee
 final budget. Each chosen architecture (the K best feasible rows of the run's ledger, or arch strings given with
 `--arch`) is built from the same seeded initial weights as in the search (`nas.trial.build_seeded`) and trained by
 the run's own evaluator with its options changed only where asked: `--epochs N` sets ``evaluator.options.epochs``,
-`--set` any other evaluator option. Accuracy is measured on the evaluator's validation split, as in the search;
-networks train on the GPU where the evaluator does (the detection evaluator's ``device: auto``).
+`--set` any other evaluator option, `--device` (default ``auto``: the GPU when there is one) where the evaluator
+trains. Accuracy is measured on the evaluator's validation split, as in the search.
 
 Each network gets a folder ``DIR/<name>/`` (default DIR: ``RUN_DIR/final``; the name is the one the search gives
 its weights): ``arch.txt``, ``weights.safetensors``, ``curve.csv`` (the training loss of every step), ``curve.png``
@@ -35,8 +35,9 @@ from core.cli import ArgParser
 from core.errors import InputError, cli_entry
 from core.io import atomic_write, atomic_write_json, atomic_write_text
 from nas.checks import load_run
+from nas.evaluation import EVALUATORS
 from nas.export import save_weights
-from nas.recipe import RecipeError
+from nas.recipe import RecipeError, read_recipe
 from nas.results import RunLog, score_of
 from nas.trial import build_seeded, weights_path
 
@@ -53,6 +54,7 @@ class TrainSettings:
     top: int | None = None
     arch: list[str] = field(default_factory=list)
     epochs: float | None = None
+    device: str = "auto"
     overrides: list[str] = field(default_factory=list)
     out: str | None = None
 
@@ -66,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> TrainSettings:
     which.add_argument("--arch", action="append", default=[], metavar="ARCH",
                        help="train this architecture (an arch string of the run's space; repeatable)")
     p.add_argument("--epochs", metavar="N", type=float, help="final-training epochs (sets evaluator.options.epochs)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to train (sets evaluator.options.device; default auto: the GPU when there is one)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="change an evaluator option for final training, e.g. --set evaluator.options.lr=0.02 "
                         "(repeatable)")
@@ -93,7 +97,8 @@ def load_run_for_training(settings: TrainSettings):
         if not text.startswith("evaluator.options."):
             raise FinalTrainingError(f"--set {text!r}: final training changes evaluator options only "
                                      "(evaluator.options.KEY=VALUE)")
-    overrides = [*settings.overrides, *([f"evaluator.options.epochs={settings.epochs!r}"] if settings.epochs else [])]
+    overrides = [*([f"evaluator.options.epochs={settings.epochs!r}"] if settings.epochs else []),
+                 *_device_override(run_dir / "recipe.yaml", settings.device), *settings.overrides]
     try:
         ctx = load_run(run_dir / "recipe.yaml", overrides)
     except RecipeError as err:
@@ -103,6 +108,16 @@ def load_run_for_training(settings: TrainSettings):
                                  "train networks (it reads accuracy from a table); final training needs a training "
                                  "evaluator such as proxy or detection")
     return ctx, RunLog.load(run_dir)
+
+
+def _device_override(recipe_path: Path, device: str) -> list[str]:
+    """``evaluator.options.device=<device>`` for an evaluator that has the option (proxy, detection); none for
+    one that trains where it must. A recipe that cannot be read is left to `load_run` to name."""
+    try:
+        options = EVALUATORS.get(read_recipe(recipe_path).evaluator.name).Options
+    except (RecipeError, ValueError):
+        return []
+    return [f"evaluator.options.device={device}"] if "device" in options.model_fields else []
 
 
 def chosen_archs(settings: TrainSettings, ctx, log: RunLog) -> list[str]:

@@ -263,3 +263,18 @@ def test_export_falls_back_to_dynamo_exporter(tmp_path, monkeypatch, capsys):
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # weights inline, no side file
     assert onnx_parity(model, path, (1, 3, 16, 16)) < 1e-4
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_proxy_training_on_the_gpu_repeats_itself_and_hands_the_model_back_on_the_cpu(mnist16):
+    train, val, _ = mnist16
+    results, weights = [], []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = tiny_cnn()
+        results.append(train_and_evaluate(model, train, val, epochs=1, batch_size=32, device="cuda"))
+        assert next(model.parameters()).device.type == "cpu"
+        weights.append(model.state_dict())
+    assert results[0]["accuracy"] == results[1]["accuracy"] and len(results[0]["losses"]) == results[0]["steps"]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -64,6 +64,7 @@ def test_top_networks_are_trained_with_the_final_budget_and_resume_network_by_ne
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["arch"] == arch and (folder / "arch.txt").read_text().strip() == arch
         assert metrics["settings"]["options"]["epochs"] == 1.0 and metrics["settings"]["options"]["limit"] == 400
+        assert metrics["settings"]["options"]["device"] == "auto"              # the GPU where there is one
         assert metrics["search_accuracy"] in (0.7, 0.6) and 0 <= metrics["accuracy"] <= 1
         curve = pd.read_csv(folder / "curve.csv")
         assert len(curve) == metrics["steps"] == 10 and curve["loss"].notna().all()   # 320 images / 32 per step

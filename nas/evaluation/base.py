@@ -46,6 +46,25 @@ class Evaluator:
         """Attach the search space (evaluators that read arch strings need it); returns self."""
         return self
 
+    def device(self) -> str:
+        """The torch device this evaluator trains on: its ``device`` option (``cpu``, ``cuda``, or ``auto``: CUDA
+        when this process sees a GPU); the CPU for evaluators without one.
+
+        Raises:
+            RuntimeError: ``cuda`` asked for and no GPU seen (a trial records it as failed).
+        """
+        wanted = getattr(self.options, "device", "cpu")
+        if wanted == "cpu":
+            return "cpu"
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+        if wanted == "cuda":
+            raise RuntimeError("evaluator.options.device is 'cuda' but this trial sees no GPU (set "
+                               "cluster.gpus_per_trial, or device: auto)")
+        return "cpu"
+
     def export_extras(self, model: Any) -> tuple[dict[str, str], dict[str, Any]]:
         """(notes for the model card, JSON files by file name) that an exported network of this evaluator needs
         beside its weights and ONNX graph, e.g. a detector's anchors; none by default."""

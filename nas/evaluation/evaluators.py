@@ -25,6 +25,9 @@ class ProxyOptions(EvaluatorOptions):
     val_fraction: float = Field(0.2, gt=0, lt=1)
     limit: PositiveInt | None = Field(None, description="use at most this many images (quick runs)")
     threads: PositiveInt = Field(1, description="torch intra-op threads per trial")
+    device: Literal["cpu", "auto", "cuda"] = Field("cpu", description="where training runs: cpu (bit-reproducible, "
+                                                   "the search's default), auto (the GPU when the process sees one; "
+                                                   "what final training uses) or cuda")
 
     @field_validator("path")
     @classmethod
@@ -79,4 +82,4 @@ class ProxyTrainingEvaluator(Evaluator):
         train, val, _ = self._data(resolution)
         return train_and_evaluate(model, train, val, epochs=o.epochs, batch_size=o.batch_size, lr=o.lr,
                                   weight_decay=o.weight_decay, seed=self.seed, threads=o.threads,
-                                  label_smoothing=o.label_smoothing)
+                                  label_smoothing=o.label_smoothing, device=self.device())

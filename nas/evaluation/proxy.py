@@ -29,12 +29,14 @@ class TrainingDiverged(RuntimeError):
 
 
 @contextlib.contextmanager
-def deterministic_cpu(seed: int, threads: int) -> Iterator[None]:
+def deterministic_cpu(seed: int, threads: int, warn_only: bool = False) -> Iterator[None]:
     """Seed torch, force deterministic kernels and fix the thread count; restore all three on exit.
 
     Args:
         seed: seed of the (forked) global torch RNG, which drives dropout and similar layers.
         threads: intra-op thread count for the duration of the block.
+        warn_only: only warn where a kernel has no deterministic version (CUDA has none for some ops that
+            networks here use, e.g. adaptive average pooling's backward pass).
     """
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
@@ -44,7 +46,7 @@ def deterministic_cpu(seed: int, threads: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(True)
+        torch.use_deterministic_algorithms(True, warn_only=warn_only)
         try:
             yield
         finally:
@@ -96,7 +98,7 @@ def lr_at(step: int, total: int, base_lr: float) -> float:
 
 def _train_steps(
     model: nn.Module, train: Dataset, optimizer: torch.optim.Optimizer, *, total: int, batch_size: int,
-    lr: float, generator: torch.Generator, label_smoothing: float,
+    lr: float, generator: torch.Generator, label_smoothing: float, device: str = "cpu",
 ) -> list[float]:
     """Run `total` SGD steps, cycling through shuffled epochs; returns the per-step losses."""
     losses: list[float] = []
@@ -105,6 +107,7 @@ def _train_steps(
         for images, labels in iterate_batches(train, batch_size, shuffle=True, generator=generator):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(len(losses), total, lr)
+            images, labels = images.to(device), labels.to(device)
             loss = F.cross_entropy(model(images), labels, label_smoothing=label_smoothing)
             value = loss.item()
             if not math.isfinite(value):
@@ -119,13 +122,14 @@ def _train_steps(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset, *, batch_size: int = 256) -> tuple[float, float]:
+def evaluate(model: nn.Module, data: Dataset, *, batch_size: int = 256, device: str = "cpu") -> tuple[float, float]:
     """Top-1 accuracy and mean cross-entropy of `model` (in eval mode) on `data`.
 
     Args:
         model: classifier returning logits.
         data: dataset of ``(image, label)`` items.
         batch_size: images per forward pass.
+        device: where `model` is.
 
     Returns:
         ``(accuracy, loss)``; accuracy in ``[0, 1]``.
@@ -133,6 +137,7 @@ def evaluate(model: nn.Module, data: Dataset, *, batch_size: int = 256) -> tuple
     model.eval()
     correct, loss_sum, seen = 0, 0.0, 0
     for images, labels in iterate_batches(data, batch_size, shuffle=False):
+        images, labels = images.to(device), labels.to(device)
         logits = model(images)
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
         correct += int((logits.argmax(dim=1) == labels).sum())
@@ -154,6 +159,7 @@ def train_and_evaluate(
     seed: int = 0,
     threads: int = 1,
     label_smoothing: float = 0.0,
+    device: str = "cpu",
 ) -> dict:
     """Train `model` in place for a short budget and score it on `val`.
 
@@ -172,6 +178,8 @@ def train_and_evaluate(
         seed: seed of the data order and of any randomness inside the model (dropout).
         threads: torch intra-op threads used while training.
         label_smoothing: label smoothing of the training loss (validation loss never smooths).
+        device: where to train; on ``cuda`` deterministic kernels are asked for where they exist (a GPU run is not
+            bit-reproducible), and the model is moved back to the CPU at the end.
 
     Returns:
         ``{"accuracy", "val_loss", "train_loss", "steps", "train_seconds", "losses"}``; ``train_loss`` is the
@@ -187,14 +195,18 @@ def train_and_evaluate(
         raise ValueError("training set is empty")
     steps_per_epoch = max(1, len(train) // batch_size)
     total = max(1, round(epochs * steps_per_epoch))
-    with deterministic_cpu(seed, threads):
+    with deterministic_cpu(seed, threads, warn_only=device != "cpu"):
         generator = torch.Generator().manual_seed(seed)
+        model.to(device)
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
         start = time.perf_counter()
-        losses = _train_steps(model, train, optimizer, total=total, batch_size=batch_size, lr=lr, generator=generator,
-                              label_smoothing=label_smoothing)
-        train_seconds = time.perf_counter() - start
-        accuracy, val_loss = evaluate(model, val)
+        try:
+            losses = _train_steps(model, train, optimizer, total=total, batch_size=batch_size, lr=lr,
+                                  generator=generator, label_smoothing=label_smoothing, device=device)
+            train_seconds = time.perf_counter() - start
+            accuracy, val_loss = evaluate(model, val, device=device)
+        finally:
+            model.to("cpu")   # the trial saves and exports from the CPU
     window = losses[-TRAIN_LOSS_WINDOW:]
     return {"accuracy": accuracy, "val_loss": val_loss, "train_loss": sum(window) / len(window), "steps": total,
             "train_seconds": train_seconds, "losses": losses}

@@ -122,19 +122,6 @@ class DetectionEvaluator(Evaluator):
             self._cache[key] = (train, val)
         return self._cache[key]
 
-    def device(self) -> str:
-        """The torch device this trial trains on (`device`; auto: CUDA when this process sees a GPU)."""
-        import torch
-
-        if self.options.device == "cpu":
-            return "cpu"
-        if torch.cuda.is_available():
-            return "cuda"
-        if self.options.device == "cuda":
-            raise RuntimeError("evaluator.options.device is 'cuda' but this trial sees no GPU (set "
-                               "cluster.gpus_per_trial, or device: auto)")
-        return "cpu"
-
     def evaluate(self, model: Any, resolution: int) -> dict[str, float]:
         import time
 
