@@ -37,17 +37,16 @@ read the column as text), so the shared CSV's strings decode directly and `encod
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from pydantic import PositiveInt
 from torch import nn
 
-from search_spaces.base import PositionalLayers, SearchSpace, SpaceOptions, register_space
+from search_spaces.base import SpaceOptions, register_space
 from search_spaces.costs import ConvSpec, CostKey, LayerCost
 from search_spaces.layers import ConvBlock, conv_bn, conv_out
+from search_spaces.per_layer import PerLayerSpace
 
 # (kernel, expansion) per choice digit; None = id. Order is the benchmark's.
 CHOICES: tuple[tuple[int, int] | None, ...] = (None, (3, 3), (5, 6))
@@ -94,30 +93,17 @@ class MacroArch:
 
 
 @register_space("macro")
-class MacroSpace(SearchSpace):
+class MacroSpace(PerLayerSpace):
     """NAS-Bench-Macro's space (CIFAR-10): 8 layers, 3 choices each, 6,561 networks."""
 
     Options = MacroOptions
     name = "macro"
     options: MacroOptions
+    Arch = MacroArch
+    # the module's constants, as `PerLayerSpace` reads them
+    FAMILY, PLAN, NUM_CHOICES = FAMILY, tuple(_PLAN), NUM_CHOICES
+    STEM_CHANNELS, HEAD_CHANNELS, SEPARATOR = STEM_CHANNELS, HEAD_CHANNELS, ""
 
-    def __init__(self, options: MacroOptions | None = None, num_classes: int = 1000):
-        super().__init__(options, num_classes)
-        self._positional = self._positional_layers()
-
-    # ---- decision view: one decision of 3 choices per layer ----------------------------------------------------
-    def decision_sizes(self) -> tuple[int, ...]:
-        return (NUM_CHOICES,) * NUM_LAYERS
-
-    def to_decisions(self, arch: MacroArch) -> tuple[int, ...]:
-        return arch.choices
-
-    def from_decisions(self, decisions: Sequence[int]) -> MacroArch:
-        if len(decisions) != NUM_LAYERS or not all(0 <= int(d) < NUM_CHOICES for d in decisions):
-            raise ValueError(f"decisions {tuple(decisions)}: expected {NUM_LAYERS} choices in 0..{NUM_CHOICES - 1}")
-        return MacroArch(tuple(int(d) for d in decisions))
-
-    # ---- strings and features ---------------------------------------------------------------------------------
     def effective_decisions(self, arch: MacroArch) -> tuple[int, ...]:
         """The choices with each stage's stride-1 identities moved behind its other stride-1 layers: an identity
         there is a no-op, so the orderings build one network (the benchmark trained one of them and copied its
@@ -128,9 +114,6 @@ class MacroSpace(SearchSpace):
             moved = [c for c in rest if c != IDENTITY]
             out += [arch.choices[start], *moved, *[IDENTITY] * (len(rest) - len(moved))]
         return tuple(out)
-
-    def to_string(self, arch: MacroArch) -> str:
-        return str(arch)
 
     def decode(self, string: str) -> MacroArch:
         if not isinstance(string, str):
@@ -147,143 +130,39 @@ class MacroSpace(SearchSpace):
                 raise ValueError(f"arch {string!r}: layer {i} choice {char} is out of range 0..{NUM_CHOICES - 1}")
         return MacroArch(tuple(int(c) for c in string))
 
-    def encode(self, archs: Sequence[MacroArch]) -> np.ndarray:
-        """One-hot (layer, choice) features: column ``3 * layer + choice``, 8 x 3 = 24 float32 columns."""
-        n = len(archs)
-        idx = np.fromiter((c for a in archs for c in a.choices), dtype=np.intp, count=n * NUM_LAYERS)
-        return self.encode_choices(idx.reshape(n, NUM_LAYERS))
+    @staticmethod
+    def searchable_cost(choice: int, cin: int, cout: int, stride: int, hw: int) -> LayerCost:
+        spec = CHOICES[choice]
+        if spec is None:
+            hw_out = conv_out(hw, 1, stride)
+            key = CostKey("skip", (cin, hw, hw), (cout, hw_out, hw_out), 1, stride, act="none", family=FAMILY)
+            if cin == cout and stride == 1:   # no convolution, but still a key: some devices charge time for it
+                return LayerCost.of(key, [])
+            return LayerCost.of(key, [ConvSpec(cin, cout, 1, stride, hw, hw_out)], 2 * cout)
+        k, e = spec
+        mid = cin * e
+        dw = ConvSpec(mid, mid, k, stride, hw, conv_out(hw, k, stride), groups=mid)
+        convs = [ConvSpec(cin, mid, 1, 1, hw, hw), dw, ConvSpec(mid, cout, 1, 1, dw.hw_out, dw.hw_out)]
+        key = CostKey("ir", (cin, hw, hw), (cout, dw.hw_out, dw.hw_out), k, stride, float(e), act="relu",
+                      skip=cin == cout and stride == 1, family=FAMILY)
+        return LayerCost.of(key, convs, 2 * (mid + mid + cout))
 
-    def encode_choices(self, choices: np.ndarray) -> np.ndarray:
-        n = len(choices)
-        out = np.zeros((n, NUM_LAYERS * NUM_CHOICES), dtype=np.float32)
-        out[np.arange(n)[:, None], np.asarray(choices) + np.arange(NUM_LAYERS) * NUM_CHOICES] = 1.0
-        return out
+    @staticmethod
+    def searchable_layer(choice: int, cin: int, cout: int, stride: int) -> nn.Module:
+        """An inverted residual is FBNet's ConvBlock with ungrouped 1x1 convs (the same MobileNetV2 block); ``id``
+        the identity, or a 1x1 conv + BN (no activation) with the stride."""
+        spec = CHOICES[choice]
+        if spec is None:
+            if cin == cout and stride == 1:
+                return nn.Identity()
+            return nn.Sequential(*conv_bn(cin, cout, 1, stride, relu=False))
+        k, e = spec
+        return ConvBlock(cin, cout, k, e, 1, stride)
 
-    def choice_matrix(self, strings: Sequence[str]) -> np.ndarray:
-        """Choice indices of many arch strings. Canonical strings (8 digits 0..2) are read straight from the
-        bytes; otherwise every string goes through `decode`, which names the first bad one."""
-        n = len(strings)
-        if n and all(isinstance(s, str) and len(s) == NUM_LAYERS for s in strings):
-            raw = np.frombuffer("".join(strings).encode("ascii", "replace"), dtype=np.uint8)
-            digits = raw.reshape(n, NUM_LAYERS).astype(np.intp) - ord("0")
-            if ((digits >= 0) & (digits < NUM_CHOICES)).all():
-                return digits
-        return np.array([self.decode(s).choices for s in strings], dtype=np.intp).reshape(n, NUM_LAYERS)
-
-    def positional_layers(self) -> PositionalLayers:
-        return self._positional
-
-    def _positional_layers(self) -> PositionalLayers:
-        res = self.options.resolution
-        hw = conv_out(res, 3, 1)
-        fixed = [LayerCost.of(CostKey("stem", (IN_CHANNELS, res, res), (STEM_CHANNELS, hw, hw), 3, 1, act="relu",
-                                      family=FAMILY), [ConvSpec(IN_CHANNELS, STEM_CHANNELS, 3, 1, res, hw)],
-                              2 * STEM_CHANNELS)]
-        table = []
-        for cin, cout, stride in _PLAN:
-            table.append(tuple(_searchable_cost(c, cin, cout, stride, hw) for c in range(NUM_CHOICES)))
-            hw = table[-1][0].key.out_shape[1]
-        chs = STAGE_CHANNELS[-1]
-        fixed.append(LayerCost.of(CostKey("head", (chs, hw, hw), (HEAD_CHANNELS, 1, 1), act="relu", family=FAMILY),
-                                  [ConvSpec(chs, HEAD_CHANNELS, 1, 1, hw, hw)], 2 * HEAD_CHANNELS))
-        fc = ConvSpec(HEAD_CHANNELS, self.num_classes, 1, 1, 1, 1, bias=True)
-        fixed.append(LayerCost.of(CostKey("classifier", (HEAD_CHANNELS, 1, 1), (self.num_classes, 1, 1),
-                                          act="none", family=FAMILY), [fc]))
-        return PositionalLayers(tuple(fixed), tuple(table))
-
-    # ---- cost -------------------------------------------------------------------------------------------------
-    def layer_costs(self, arch: MacroArch) -> list[LayerCost]:
-        """Stem, the 8 searchable layers, head (1x1 conv to 1280 + pool) and classifier."""
-        pos = self._positional
-        stem, head, classifier = pos.fixed
-        return [stem, *(row[c] for row, c in zip(pos.table, arch.choices)), head, classifier]
-
-    def smallest(self) -> MacroArch:
-        """Per layer the choice with the fewest (MACs, params); layers cost independently, so this is the
-        network with the fewest MACs (``id`` everywhere: ``00000000``)."""
-        return MacroArch(tuple(min(range(NUM_CHOICES), key=lambda c: (row[c].macs, row[c].params))
-                               for row in self._positional.table))
-
-    def enumerate_layers(self, max_samples: int = 0, patience: int = 0) -> tuple[list[LayerCost], bool]:
-        """Exact: the fixed stem, head and classifier plus every choice at every position."""
-        pos = self._positional
-        layers = {str(lc.key): lc for lc in (*pos.fixed, *(lc for row in pos.table for lc in row))}
-        return list(layers.values()), True
-
-    # ---- build ------------------------------------------------------------------------------------------------
-    def build(self, arch: MacroArch) -> nn.Module:
-        return MacroNet(arch.choices, self.num_classes)
-
-    def build_layer(self, key: CostKey) -> nn.Module:
-        """One layer alone, from its cost key (input (1, *key.in_shape))."""
+    def build_searchable(self, key: CostKey) -> nn.Module:
         cin, cout = key.in_shape[0], key.out_shape[0]
-        if key.op == "stem":
-            return nn.Sequential(*conv_bn(cin, cout, key.kernel, key.stride))
         if key.op == "skip":
-            return _layer(IDENTITY, cin, cout, key.stride)
+            return self.searchable_layer(IDENTITY, cin, cout, key.stride)
         if key.op == "ir":
             return ConvBlock(cin, cout, key.kernel, int(key.expansion), 1, key.stride)
-        if key.op == "head":
-            return nn.Sequential(*conv_bn(cin, cout, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
-        if key.op == "classifier":
-            return nn.Sequential(nn.Flatten(1), nn.Linear(cin, cout))
         raise ValueError(f"cannot build a layer for cost key op {key.op!r}")
-
-    def input_shape(self, arch: MacroArch) -> tuple[int, int, int, int]:
-        res = self.options.resolution
-        return (1, IN_CHANNELS, res, res)
-
-
-def _searchable_cost(choice: int, cin: int, cout: int, stride: int, hw: int) -> LayerCost:
-    """Cost of searchable layer `choice` with input (cin, hw, hw)."""
-    spec = CHOICES[choice]
-    if spec is None:
-        hw_out = conv_out(hw, 1, stride)
-        key = CostKey("skip", (cin, hw, hw), (cout, hw_out, hw_out), 1, stride, act="none", family=FAMILY)
-        if cin == cout and stride == 1:   # no convolution, but still a key: some devices charge time for it
-            return LayerCost.of(key, [])
-        return LayerCost.of(key, [ConvSpec(cin, cout, 1, stride, hw, hw_out)], 2 * cout)
-    k, e = spec
-    mid = cin * e
-    dw = ConvSpec(mid, mid, k, stride, hw, conv_out(hw, k, stride), groups=mid)
-    convs = [ConvSpec(cin, mid, 1, 1, hw, hw), dw, ConvSpec(mid, cout, 1, 1, dw.hw_out, dw.hw_out)]
-    key = CostKey("ir", (cin, hw, hw), (cout, dw.hw_out, dw.hw_out), k, stride, float(e), act="relu",
-                  skip=cin == cout and stride == 1, family=FAMILY)
-    return LayerCost.of(key, convs, 2 * (mid + mid + cout))
-
-
-# ---- modules (plain torch) ---------------------------------------------------------------------------------------
-def _layer(choice: int, cin: int, cout: int, stride: int) -> nn.Module:
-    """Searchable layer `choice`; an inverted residual is FBNet's ConvBlock with ungrouped 1x1 convs (the same
-    MobileNetV2 block)."""
-    spec = CHOICES[choice]
-    if spec is None:
-        if cin == cout and stride == 1:
-            return nn.Identity()
-        return nn.Sequential(*conv_bn(cin, cout, 1, stride, relu=False))
-    k, e = spec
-    return ConvBlock(cin, cout, k, e, 1, stride)
-
-
-class MacroNet(nn.Module):
-    """The NAS-Bench-Macro network of one genotype.
-
-    Args:
-        choices: 8 choice digits into `CHOICES`.
-        num_classes: classifier outputs (10 for the benchmark's CIFAR-10).
-    """
-
-    def __init__(self, choices: Sequence[int], num_classes: int = 10):
-        super().__init__()
-        self.stem = nn.Sequential(*conv_bn(IN_CHANNELS, STEM_CHANNELS, 3))
-        self.blocks = nn.Sequential(*(_layer(c, *p) for c, p in zip(choices, _PLAN)))
-        self.head = nn.Sequential(*conv_bn(STAGE_CHANNELS[-1], HEAD_CHANNELS, 1), nn.AdaptiveAvgPool2d(1),
-                                  nn.Flatten(1))
-        self.classifier = nn.Linear(HEAD_CHANNELS, num_classes)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Feature map before the head: (N, 256, H/8, W/8)."""
-        return self.blocks(self.stem(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.head(self.features(x)))

@@ -189,16 +189,13 @@ def train_and_evaluate(
     Raises:
         TrainingDiverged: the training loss became NaN or infinite.
     """
-    if epochs <= 0:
-        raise ValueError(f"epochs must be positive, got {epochs}")
-    if len(train) == 0:
-        raise ValueError("training set is empty")
-    steps_per_epoch = max(1, len(train) // batch_size)
-    total = max(1, round(epochs * steps_per_epoch))
+    if epochs <= 0 or len(train) == 0:
+        raise ValueError(f"epochs must be positive, got {epochs}" if epochs <= 0 else "training set is empty")
+    total = max(1, round(epochs * max(1, len(train) // batch_size)))
     with deterministic_cpu(seed, threads, warn_only=device != "cpu"):
         generator = torch.Generator().manual_seed(seed)
-        model.to(device)
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+        optimizer = torch.optim.SGD(model.to(device).parameters(), lr=lr, momentum=0.9, nesterov=True,
+                                    weight_decay=weight_decay)
         start = time.perf_counter()
         try:
             losses = _train_steps(model, train, optimizer, total=total, batch_size=batch_size, lr=lr,
