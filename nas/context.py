@@ -18,6 +18,7 @@ from core.registry import PluginOptions
 from nas.controllers import CONTROLLERS
 from nas.controllers.base import SearchObjectives
 from nas.evaluation import EVALUATORS
+from nas.evaluation.tabular import constraint_table
 from nas.latency_sources import LatencySource, make_sources
 from nas.objectives import latency_column, latency_violation, static_check
 from nas.recipe import Recipe, validate_plugin
@@ -80,8 +81,6 @@ class RunContext:
     def open(self, run_dir: Path, log=print) -> RunContext:
         """Set up the latency sources in `run_dir` (the driver builds and keeps the predictors there, before any
         trial; workers and a resumed run load them); returns self."""
-        from nas.evaluation.tabular import constraint_table
-
         r = self.recipe
         self.run_dir = Path(run_dir)
         self.latency = make_sources(r.constraints, self.space, self.run_dir, seed=r.search.seed, log=log,

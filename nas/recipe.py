@@ -156,12 +156,19 @@ class Recipe(_Strict):
     @property
     def plugins(self) -> Any:
         """The plug-ins' typed options (`nas.context.Plugins`) once validated (`nas.context.validate_plugins`,
-        run by `nas.checks.load_recipe`); None before."""
-        return self._plugins
+        run by `nas.checks.load_recipe`); None before, and None again once a plug-in's name or options change."""
+        if self._plugins is None or self._plugins[0] != self._plugin_key():
+            return None
+        return self._plugins[1]
 
     def keep_plugins(self, plugins: Any) -> None:
         """Keep the validated plug-in options (they travel with the recipe to trial workers)."""
-        self._plugins = plugins
+        self._plugins = (self._plugin_key(), plugins)
+
+    def _plugin_key(self) -> str:
+        pre = self.search.prescreen
+        return "|".join(c.model_dump_json() for c in (self.space, self.controller, self.evaluator,
+                                                       *([pre.estimator] if pre else [])))
 
     @field_validator("tracking", mode="before")
     @classmethod

@@ -18,11 +18,11 @@ from nas.metric_tables import SYNTHETIC_PREFIX, TableError, lookup, metric_colum
 
 def constraint_table(recipe: Any, lat: Any) -> str | None:
     """The metric table a ``source: table`` latency constraint reads: its own `table`, else the tabular
-    evaluator's `path`, else None. `recipe` has its plug-ins validated (`Recipe.plugins`)."""
+    evaluator's `path`, else None."""
     if lat.table:
         return table_path(lat.table)
-    if recipe.evaluator.name == "tabular":
-        return recipe.plugins.evaluator.path
+    if recipe.evaluator.name == "tabular":   # the validated options, or validated here for a recipe not checked
+        return (recipe.plugins.evaluator if recipe.plugins else TabularOptions(**recipe.evaluator.options)).path
     return None
 
 
