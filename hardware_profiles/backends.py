@@ -22,6 +22,9 @@ import numpy as np
 
 from core.errors import InputError
 
+BACKENDS = ("onnxruntime-cpu", "torch-cuda")   # as manifests name them (``backend:``)
+
+
 def machine_info(backend: str) -> dict[str, Any]:
     """What the figures were measured on."""
     info: dict[str, Any] = {"arch": platform.machine(), "system": platform.system(), "cpus": os.cpu_count(),
@@ -68,7 +71,6 @@ class OnnxCpuBackend:
 
         return measure_module_latency(module, input_shape, threads=self.threads, warmup=self.warmup,
                                       repeats=self.repeats)
-
 
     def round_medians(self, items: list[tuple[Callable[[], Any], tuple[int, ...]]], rounds: int) -> np.ndarray:
         """Median ms of every (build, input shape) in each of `rounds` interleaved rounds, (items, rounds): each
@@ -126,9 +128,6 @@ def make_backend(backend: str, *, threads: int = 1, warmup: int = 10, repeats: i
 
     return TorchCudaBackend(precision=precision, batch=batch, channels_last=channels_last, warmup=warmup,
                             repeats=repeats)
-
-
-BACKENDS = ("onnxruntime-cpu", "torch-cuda")
 
 
 def unavailable(backend: str) -> str | None:

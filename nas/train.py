@@ -97,7 +97,7 @@ def load_run_for_training(settings: TrainSettings):
         if not text.startswith("evaluator.options."):
             raise FinalTrainingError(f"--set {text!r}: final training changes evaluator options only "
                                      "(evaluator.options.KEY=VALUE)")
-    overrides = [*([f"evaluator.options.epochs={settings.epochs!r}"] if settings.epochs else []),
+    overrides = [*([f"evaluator.options.epochs={settings.epochs!r}"] if settings.epochs is not None else []),
                  *_device_override(run_dir / "recipe.yaml", settings.device), *settings.overrides]
     try:
         ctx = load_run(run_dir / "recipe.yaml", overrides)

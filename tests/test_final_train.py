@@ -104,6 +104,7 @@ def test_the_same_settings_train_the_same_weights(tmp_path):
     (["{run}", "--arch", "r16_w9|x"], "--arch: arch 'r16_w9|x'"),
     (["{run}", "--top", "0"], "--top: must be at least 1"),
     (["{run}", "--top", "1", "--set", "evaluator.options.epochs=-1"], "evaluator.options.epochs"),
+    (["{run}", "--top", "1", "--epochs", "0"], "evaluator.options.epochs"),
     (["{missing}", "--top", "1"], "not a run directory of a search (recipe.yaml missing)"),
     (["{run}", "--top", "1", "--arch", "x"], "not allowed with argument"),
 ])

@@ -12,6 +12,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_v
 
 from nas.evaluation.base import Evaluator, EvaluatorOptions, register_evaluator
 
+
 class ProxyOptions(EvaluatorOptions):
     """Short proxy training."""
 

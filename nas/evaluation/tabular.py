@@ -16,6 +16,7 @@ from pydantic import Field, PositiveInt, field_validator
 from nas.evaluation.base import Evaluator, EvaluatorOptions, register_evaluator
 from nas.metric_tables import SYNTHETIC_PREFIX, TableError, lookup, metric_column, read_metric_table, table_path
 
+
 def constraint_table(recipe: Any, lat: Any) -> str | None:
     """The metric table a ``source: table`` latency constraint reads: its own `table`, else the tabular
     evaluator's `path`, else None."""

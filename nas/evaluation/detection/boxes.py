@@ -17,6 +17,7 @@ VARIANCES = (0.1, 0.2)
 # Largest log size change `decode` accepts (as torchvision's BoxCoder): exp() of more would overflow in float16.
 _MAX_LOG_SCALE = math.log(1000.0 / 16)
 
+
 def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
     """``(..., 4)`` centre-size boxes as corner boxes."""
     centre, half = boxes[..., :2], boxes[..., 2:] / 2
