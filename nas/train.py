@@ -34,7 +34,7 @@ import pandas as pd
 from core.cli import ArgParser
 from core.errors import InputError, cli_entry
 from core.io import atomic_write, atomic_write_json, atomic_write_text
-from nas.checks import load_run
+from nas.context import RunContext, validate_plugins
 from nas.evaluation import EVALUATORS
 from nas.export import save_weights
 from nas.recipe import RecipeError, read_recipe
@@ -83,11 +83,12 @@ def network_name(arch: str) -> str:
 
 
 def load_run_for_training(settings: TrainSettings):
-    """The run's context with the final-training evaluator options, and its ledger.
+    """The run's context with the final-training evaluator options, and its ledger. Only what training needs is
+    checked and built (the plug-ins, the evaluator, the space): the latency setup of the search plays no part.
 
     Raises:
-        FinalTrainingError: not a finished run, a `--set` outside ``evaluator.options``, an evaluator that does not
-            train; `RecipeError` for options the evaluator refuses.
+        FinalTrainingError: not a finished run, a `--set` outside ``evaluator.options``, options the evaluator
+            refuses, an evaluator that does not train; the evaluator's own `InputError` for data it cannot read.
     """
     run_dir = Path(settings.run_dir)
     for name in ("recipe.yaml", "state.json"):
@@ -99,8 +100,11 @@ def load_run_for_training(settings: TrainSettings):
                                      "(evaluator.options.KEY=VALUE)")
     overrides = [*([f"evaluator.options.epochs={settings.epochs!r}"] if settings.epochs is not None else []),
                  *_device_override(run_dir / "recipe.yaml", settings.device), *settings.overrides]
-    try:
-        ctx = load_run(run_dir / "recipe.yaml", overrides)
+    path = run_dir / "recipe.yaml"
+    try:   # only what training needs: the plug-ins and the space (a moved predictor folder does not matter here)
+        recipe = read_recipe(path, overrides)
+        validate_plugins(str(path), recipe)
+        ctx = RunContext(recipe)
     except RecipeError as err:
         raise FinalTrainingError(str(err)) from None
     if not ctx.evaluator.trains:
@@ -112,7 +116,7 @@ def load_run_for_training(settings: TrainSettings):
 
 def _device_override(recipe_path: Path, device: str) -> list[str]:
     """``evaluator.options.device=<device>`` for an evaluator that has the option (proxy, detection); none for
-    one that trains where it must. A recipe that cannot be read is left to `load_run` to name."""
+    one that trains where it must. A recipe that cannot be read is left to `load_run_for_training` to name."""
     try:
         options = EVALUATORS.get(read_recipe(recipe_path).evaluator.name).Options
     except (RecipeError, ValueError):

@@ -89,6 +89,16 @@ def test_top_networks_are_trained_with_the_final_budget_and_resume_network_by_ne
     assert len(err.splitlines()) == 1
 
 
+def test_the_search_s_latency_setup_plays_no_part(tmp_path):
+    run = tmp_path / "run"
+    archs = make_run(run)
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["constraints"]["latency"][0]["predictor"] = str(tmp_path / "moved-away")   # a folder that is gone
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    assert main([str(run), "--arch", archs[0], "--epochs", "0.5"]) == 0
+    assert (run / "final" / network_name(archs[0]) / "metrics.json").is_file()
+
+
 def test_the_same_settings_train_the_same_weights(tmp_path):
     run = tmp_path / "run"
     archs = make_run(run)
