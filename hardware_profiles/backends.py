@@ -102,6 +102,13 @@ def measure_in_rounds(backend, items: list[tuple[Callable[[], Any], tuple[int, .
             for row in round_medians(backend, items, rounds)]
 
 
+def exported_ms(backend, space, arch: Any, rounds: int = 2) -> float:
+    """`space`'s network `arch` timed by `backend` in `rounds` interleaved rounds: the smallest round median (ms),
+    what a model card shows beside the search's figure (`HardwareProfile.measure_exported`)."""
+    return float(measure_in_rounds(backend, [(lambda: space.build(arch), space.input_shape(arch))], rounds)[0]
+                 .median_ms)
+
+
 def preheat_backend(backend: str, seconds: float, threads: int) -> None:
     """`--preheat`: load the CPU as the measurement will before timing anything (`core.timing.preheat`;
     a GPU is warmed by each item's own warm-up runs)."""

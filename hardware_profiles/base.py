@@ -11,7 +11,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from core.registry import Registry
-from hardware_profiles.backends import OnnxCpuBackend, measure_in_rounds
+from hardware_profiles.backends import OnnxCpuBackend, exported_ms
 
 PROFILES: Registry[type[HardwareProfile]] = Registry("hardware profile")
 register_profile = PROFILES.register
@@ -62,8 +62,8 @@ class LiveOnnxCpuProfile(HardwareProfile):
         return self.backend.measure(space.build(arch), space.input_shape(arch))
 
     def measure_exported(self, space, arch: Hashable) -> tuple[float | None, str]:
-        ms = measure_in_rounds(self.backend, [(lambda: space.build(arch), space.input_shape(arch))], 2)[0].median_ms
-        return float(ms), f"measured live ({self.description}; smaller median of 2 rounds)"
+        return exported_ms(self.backend, space, arch), \
+            f"measured live ({self.description}; smaller median of 2 rounds)"
 
 
 @register_profile("local-cpu")

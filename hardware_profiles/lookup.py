@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import InputError
-from hardware_profiles.backends import BACKENDS, make_backend, measure_in_rounds, unavailable
+from hardware_profiles.backends import BACKENDS, exported_ms, make_backend, unavailable
 from hardware_profiles.base import Estimate, HardwareProfile
 from hardware_profiles.block_costs import BlockCosts
 from hardware_profiles.manifest import Manifest, ManifestError, TableName, verify_tables
@@ -134,6 +134,5 @@ class TableProfile(HardwareProfile):
             return None, f"not measured: {m.ref} is timed with {m.backend}, and {why}"
         backend = make_backend(m.backend, threads=m.threads or 1, precision=m.precision, batch=m.batch,
                                channels_last=bool(m.options.get("channels_last", True)))
-        ms = measure_in_rounds(backend, [(lambda: space.build(arch), space.input_shape(arch))], 2)[0].median_ms
-        return float(ms), (f"measured on this machine with {backend.describe()}, smaller median of 2 rounds (the "
+        return exported_ms(backend, space, arch), (f"measured on this machine with {backend.describe()}, smaller median of 2 rounds (the "
                            f"table was measured on: {m.device})")

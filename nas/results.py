@@ -70,8 +70,12 @@ class RunLog(MemoryLedger):
 
     def best_feasible(self) -> dict[str, Any] | None:
         """The feasible row with the highest accuracy (ties: lower FLOPs)."""
-        ok = [r for r in self.rows if score_of(r) is not None]
-        return max(ok, key=lambda r: (score_of(r), -r["flops"])) if ok else None
+        best, best_key = None, None
+        for r in self.rows:   # each row scored once: the progress bar asks after every trial
+            s = score_of(r)
+            if s is not None and (best_key is None or (s, -r["flops"]) > best_key):   # ties: the first row
+                best, best_key = r, (s, -r["flops"])
+        return best
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=self.columns)

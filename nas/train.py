@@ -99,10 +99,11 @@ def load_run_for_training(settings: TrainSettings):
             raise FinalTrainingError(f"--set {text!r}: final training changes evaluator options only "
                                      "(evaluator.options.KEY=VALUE)")
     overrides = [*([f"evaluator.options.epochs={settings.epochs!r}"] if settings.epochs is not None else []),
-                 *_device_override(run_dir / "recipe.yaml", settings.device), *settings.overrides]
+                 *settings.overrides]
     path = run_dir / "recipe.yaml"
     try:   # only what training needs: the plug-ins and the space (a moved predictor folder does not matter here)
         recipe = read_recipe(path, overrides)
+        _set_device(recipe, settings)
         validate_plugins(str(path), recipe)
         ctx = RunContext(recipe)
     except RecipeError as err:
@@ -114,14 +115,13 @@ def load_run_for_training(settings: TrainSettings):
     return ctx, RunLog.load(run_dir)
 
 
-def _device_override(recipe_path: Path, device: str) -> list[str]:
-    """``evaluator.options.device=<device>`` for an evaluator that has the option (proxy, detection); none for
-    one that trains where it must. A recipe that cannot be read is left to `load_run_for_training` to name."""
-    try:
-        options = EVALUATORS.get(read_recipe(recipe_path).evaluator.name).Options
-    except (RecipeError, ValueError):
-        return []
-    return [f"evaluator.options.device={device}"] if "device" in options.model_fields else []
+def _set_device(recipe, settings: TrainSettings) -> None:
+    """``--device`` into the evaluator's options when it has a ``device`` option (proxy, detection) and `--set`
+    did not name one; an evaluator without the option trains where it must."""
+    name, options = recipe.evaluator.name, recipe.evaluator.options
+    if name in EVALUATORS and "device" in EVALUATORS.get(name).Options.model_fields and \
+            not any(o.startswith("evaluator.options.device=") for o in settings.overrides):
+        options["device"] = settings.device
 
 
 def chosen_archs(settings: TrainSettings, ctx, log: RunLog) -> list[str]:
