@@ -37,6 +37,19 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def tree_sha256(root: str | Path) -> str:
+    """Hex SHA-256 of a file, or of a folder's content: every file's path relative to the folder and its bytes, in
+    sorted order (a renamed, added, removed or altered file changes it; the folder's location and file times do
+    not). What a model card records of the dataset it was trained on."""
+    root = Path(root)
+    if root.is_file():
+        return sha256_file(root)
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + sha256_file(f).encode() + b"\n")
+    return h.hexdigest()
+
+
 def json_sha256(data: object) -> str:
     """Hex SHA-256 of `data`'s canonical JSON (keys sorted, no whitespace): the digest a JSON file records of its
     own content, which survives reformatting the file but not an edited value."""

@@ -65,6 +65,11 @@ class Evaluator:
                                "cluster.gpus_per_trial, or device: auto)")
         return "cpu"
 
+    def dataset_record(self) -> dict[str, Any]:
+        """What a model card says of the data behind the accuracy: ``name``, ``sha256`` (a hash of its content,
+        None where there is no data of its own) and ``split`` (where the accuracy was measured)."""
+        return {"name": type(self).__name__, "sha256": None, "split": "not recorded"}
+
     def export_extras(self, model: Any) -> tuple[dict[str, str], dict[str, Any]]:
         """(notes for the model card, JSON files by file name) that an exported network of this evaluator needs
         beside its weights and ONNX graph, e.g. a detector's anchors; none by default."""

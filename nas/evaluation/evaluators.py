@@ -76,6 +76,12 @@ class ProxyTrainingEvaluator(Evaluator):
                                             val_fraction=o.val_fraction, limit=o.limit)
         return self._cache[key]
 
+    def dataset_record(self) -> dict[str, Any]:
+        from nas.evaluation.data import dataset_record
+
+        o = self.options
+        return dataset_record(o.dataset, path=o.path, seed=self.seed, val_fraction=o.val_fraction, limit=o.limit)
+
     def evaluate(self, model: Any, resolution: int) -> dict[str, float]:
         from nas.evaluation.proxy import train_and_evaluate
 

@@ -60,6 +60,16 @@ class TabularEvaluator(Evaluator):
     def num_classes(self) -> int:
         return self.options.num_classes
 
+    def dataset_record(self) -> dict[str, Any]:
+        """The metric table the accuracy was read from (hashed; a synthetic table has no file)."""
+        from core.errors import sha256_file
+
+        o = self.options
+        synthetic = o.path.startswith(SYNTHETIC_PREFIX)
+        return {"name": f"metric table {o.path if synthetic else Path(o.path).name}",
+                "sha256": None if synthetic else sha256_file(o.path),
+                "split": f"column {o.accuracy!r} of the table (measured by whoever made it; see its README)"}
+
     def estimate(self, arch: str) -> dict[str, float]:
         """The table's accuracy for `arch` (canonical string); `KeyError` when it has no row."""
         where = f"the metric table {self.options.path}"

@@ -12,6 +12,7 @@ loader, the synthetic generator) live beside this evaluator, in this package.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -95,6 +96,19 @@ class DetectionEvaluator(Evaluator):
         data = default_dataset(o.data_dir, n_train=o.synthetic_train, n_val=o.synthetic_val,
                                image_size=o.synthetic_size, seed=o.synthetic_seed)
         return {s: getattr(data, s) for s in SPLITS}
+
+    def dataset_record(self) -> dict[str, Any]:
+        """The files of both splits hashed together (`core.errors.tree_sha256`); accuracy is the validation split's
+        `metric`."""
+        from core.errors import tree_sha256
+
+        o, f = self.options, self.files()
+        name = (f"synthetic shapes (nas.evaluation.detection.synthetic: {o.synthetic_train} train / "
+                f"{o.synthetic_val} val images of {o.synthetic_size} px, seed {o.synthetic_seed})"
+                if o.dataset == "synthetic" else f"COCO-format {Path(f['val_images']).name}")
+        digest = hashlib.sha256("".join(f"{s}:{tree_sha256(f[s])}\n" for s in SPLITS).encode()).hexdigest()
+        return {"name": name, "sha256": digest,
+                "split": f"validation split ({Path(f['val_annotations']).name}), {o.metric} (COCO evaluation)"}
 
     def num_classes(self) -> int:
         from nas.evaluation.detection.data import read_annotations
