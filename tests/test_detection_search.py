@@ -104,3 +104,30 @@ def test_joint_search_end_to_end_through_ray_tune(tmp_path):
     assert np.allclose(anchors, model.anchors.numpy(), atol=1e-6)
     card = (out / "best" / "MODEL_CARD.md").read_text()
     assert "| map50 |" in card and "| map |" in card and "anchors.json" in card
+    release_and_load_detector(out, tmp_path / "zoo")
+
+
+def release_and_load_detector(run, zoo):
+    """A searched detector released to a zoo loads with its anchors and postprocessing (`nas.zoo`)."""
+    import onnxruntime as ort
+
+    import nas.zoo
+
+    proc = subprocess.run([sys.executable, "-m", "nas.zoo", "release", str(run), "--zoo", str(zoo), "--version", "v1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    entry = json.loads((zoo / "zoo.json").read_text())["networks"][0]
+    card = json.loads((zoo / entry["path"] / "card.json").read_text())
+    assert card["task"] == "detection" and card["accuracy"]["metric"] == "map50" and "map" in card["metrics"]
+    assert "synthetic shapes" in card["provenance"]["dataset"]["name"]
+    model = nas.zoo.create_model(entry["name"], zoo=zoo)
+    anchors = json.loads((zoo / entry["path"] / "anchors.json").read_text())["anchors"]
+    assert np.allclose(anchors, model.anchors.numpy(), atol=1e-6)
+    x = torch.rand(1, *card["space"]["input_shape"][1:])
+    session = ort.InferenceSession(str(zoo / entry["path"] / "model.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        logits, deltas = model(x)
+    for got, want in zip(session.run(None, {session.get_inputs()[0].name: x.numpy()}), (logits, deltas)):
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
+    detections = model.postprocess(logits, deltas)
+    assert len(detections) == 1 and set(detections[0]) >= {"boxes", "scores", "labels"}

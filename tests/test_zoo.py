@@ -225,6 +225,25 @@ def test_pareto_release_takes_the_front_of_each_profile(run, tmp_path):
     assert {n["arch"] for n in networks(tmp_path / "zoo")} == want
 
 
+def test_release_measures_extra_profiles_the_search_did_not_use(run, tmp_path):
+    proc = zoo_cli("release", run, "--zoo", tmp_path / "zoo", "--version", "v1", "--measure", "local-cpu-2t",
+                   "--measure", "fpga-zcu102-int8")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    card = json.loads((tmp_path / "zoo" / networks(tmp_path / "zoo")[0]["path"] / "card.json").read_text())
+    assert list(card["latency"]) == ["local-cpu", "fpga-zc706-int8", "local-cpu-2t", "fpga-zcu102-int8"]
+    two, zcu = card["latency"]["local-cpu-2t"], card["latency"]["fpga-zcu102-int8"]
+    assert two["obtained"] == "measured" and two["threads"] == 2 and two["search_ms"] is None and two["ms"] > 0
+    assert zcu["obtained"] == "simulated" and zcu["search_source"] == "not searched on"
+    assert "local-cpu-2t.png" in {p.name for p in (tmp_path / "zoo" / "plots").iterdir()}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_release_refuses_to_measure_a_profile_this_machine_cannot_run(run, tmp_path):
+    proc = zoo_cli("release", run, "--zoo", tmp_path / "zoo", "--version", "v1", "--measure", "gpu-h200-fp32-b1")
+    assert "--measure gpu-h200-fp32-b1: this machine cannot measure it" in error_line(proc)
+    assert not (tmp_path / "zoo" / "v1").exists()
+
+
 def test_verify_and_list_refuse_a_folder_that_is_not_a_zoo(tmp_path):
     for command in ("verify", "list"):
         proc = zoo_cli(command, tmp_path)

@@ -91,6 +91,8 @@ def latency_entry(source, space, arch: Any, search_ms: float | None) -> dict[str
         "profile": source.constraint.profile, "kind": "metric table", "runtime": None, "runtime_version": None,
         "device": None, "threads": None, "batch": None, "precision": None, "noise": None}
     kind = {"predictor": "predicted", "table": "metric table"}.get(source.constraint.source, "profile figure")
+    if search_ms is None:
+        kind = "not searched on"
     if measured is not None:
         obtained = "simulated" if facts["kind"] == "simulated" else "measured"
     else:

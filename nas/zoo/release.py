@@ -1,7 +1,9 @@
 """Release a finished run's networks into a zoo: ``python -m nas.zoo release RUN_DIR --zoo ZOO_DIR --version V``.
 
 Which networks: the `--top K` best feasible rows of the run's ledger (default 1), or with `--pareto PROFILE ...`
-the feasible rows on the accuracy-vs-latency front of each profile named (``flops`` for FLOPs), together.
+the feasible rows on the accuracy-vs-latency front of each profile named (``flops`` for FLOPs), together. Each
+card has the latency of every profile of the run's recipe; `--measure PROFILE` adds profiles the search did not
+use, measured at release (a GPU profile on a GPU machine, another thread count, an FPGA simulator).
 
 Which weights, in order: the network's final training (``RUN_DIR/final/<name>/``, `python -m nas.train`; its
 accuracy then is the final one), else the weights the search trained, else (a trial trained on a node whose files
@@ -49,6 +51,7 @@ class ReleaseSettings:
     version: str = ""
     top: int | None = None
     pareto: list[str] = field(default_factory=list)
+    measure: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -120,6 +123,38 @@ def select_rows(settings: ReleaseSettings, ctx, log: RunLog) -> list[dict[str, A
     return sorted(chosen.values(), key=lambda r: (-score_of(r), r["flops"]))
 
 
+def measured_sources(profiles: list[str], ctx) -> dict[str, Any]:
+    """`--measure`: profiles outside the recipe to time the released networks on, as latency sources of the
+    profile's own figure (a live profile, a table profile whose runtime is here, e.g. a GPU profile on a GPU
+    machine, a simulator).
+
+    Raises:
+        ZooError: an unknown profile, one already in the recipe, or one this machine cannot measure.
+    """
+    from core.errors import InputError
+    from hardware_profiles import get_profile
+    from hardware_profiles.backends import unavailable
+    from nas.latency_sources import ProfileSource
+    from nas.recipe import LatencyConstraint
+
+    out = {}
+    for name in profiles:
+        if name in ctx.recipe.profiles:
+            raise ZooError(f"--measure {name}: already a latency profile of the run (its card entry is made anyway)")
+        try:
+            profile = get_profile(name)
+        except InputError as err:
+            raise ZooError(f"--measure {name}: {err}") from None
+        manifest = getattr(profile, "manifest", None)
+        if manifest is not None and manifest.kind != "simulated":
+            why = unavailable(manifest.backend)
+            if why:
+                raise ZooError(f"--measure {name}: this machine cannot measure it ({why})")
+        out[name] = ProfileSource(LatencyConstraint(profile=name, source="profile"), profile,
+                                  f"not searched on: measured at release (--measure {name})")
+    return out
+
+
 def choose_weights(run_dir: Path, ctx, row: dict[str, Any]) -> Weights:
     """The weights and accuracy a network is released with (see the module docstring)."""
     from nas.train import network_name
@@ -163,7 +198,7 @@ def build_model(ctx, arch: str, weights: Weights):
 
 
 def make_card(run_dir: Path, ctx, log: RunLog, row: dict[str, Any], weights: Weights, *, name: str,
-              version: str, model, files: dict[str, str]) -> dict[str, Any]:
+              version: str, model, files: dict[str, str], extra: dict[str, Any]) -> dict[str, Any]:
     """The card of one network (`nas.zoo.card`), before its paths are scrubbed."""
     r, space, arch = ctx.recipe, ctx.space, row["arch"]
     genotype = space.decode(arch)
@@ -187,7 +222,7 @@ def make_card(run_dir: Path, ctx, log: RunLog, row: dict[str, Any], weights: Wei
                      "split": dataset["split"], "weights": weights.kind, "search_value": row.get("accuracy")},
         "metrics": weights.metrics, "flops": row["flops"], "params": row["params"],
         "latency": {p: latency_entry(src, space, genotype, row.get(latency_column(p)))
-                    for p, src in ctx.latency.items()},
+                    for p, src in {**ctx.latency, **extra}.items()},
         "onnx": {"max_abs_diff": None},
         "provenance": {
             "project": project_record(), "dataset": dataset, "training": weights.training,
@@ -202,7 +237,7 @@ def make_card(run_dir: Path, ctx, log: RunLog, row: dict[str, Any], weights: Wei
 
 
 def write_network(folder: Path, run_dir: Path, ctx, log: RunLog, row: dict[str, Any], weights: Weights,
-                  roots: dict[str, str]) -> dict[str, Any]:
+                  roots: dict[str, str], extra: dict[str, Any]) -> dict[str, Any]:
     """Write one network into a temporary folder beside `folder`, check it, rename it into place; its card."""
     from core.timing import export_onnx
 
@@ -229,7 +264,7 @@ def write_network(folder: Path, run_dir: Path, ctx, log: RunLog, row: dict[str, 
                  **{Path(p).stem: Path(p).name for p in [*extra_json, *(p.name for p in weights.extra_files)]},
                  "card": "card.json", "model_card": "MODEL_CARD.md", "sha256sums": "SHA256SUMS"}
         card = make_card(run_dir, ctx, log, row, weights, name=folder.name, version=folder.parent.name, model=model,
-                         files=files)
+                         files=files, extra=extra)
         card["onnx"]["max_abs_diff"] = onnx_parity(model, tmp / "model.onnx", shape)
         if card["onnx"]["max_abs_diff"] > PARITY_TOLERANCE:
             raise ZooError(f"{folder.name}: the exported ONNX graph differs from PyTorch by "
@@ -278,6 +313,7 @@ def release(settings: ReleaseSettings, log_line=print) -> dict[str, Any]:
     check_zoo_folder(zoo)
     ctx, log = open_run(run_dir)
     rows = select_rows(settings, ctx, log)
+    extra = measured_sources(settings.measure, ctx)
     run_sha = sha256_file(run_dir / "recipe.yaml")
     todo, skipped = [], []
     for row in rows:
@@ -297,7 +333,7 @@ def release(settings: ReleaseSettings, log_line=print) -> dict[str, Any]:
     released = []
     for row, weights, folder in tqdm(todo, desc=f"release {settings.version}", unit="net", file=sys.stderr,
                                      disable=not todo):
-        card = write_network(folder, run_dir, ctx, log, row, weights, roots)
+        card = write_network(folder, run_dir, ctx, log, row, weights, roots, extra)
         released.append(card["name"])
     index = write_index(zoo)
     return {"released": released, "skipped": skipped, "zoo": str(zoo), "version": settings.version, "index": index}
