@@ -36,7 +36,30 @@ def test_help_describes_every_flag(name, monkeypatch, capsys):
         assert names[-1] in shown
 
 
-@pytest.mark.parametrize("name", COMMANDS)
+def test_zoo_subcommands_describe_every_flag(monkeypatch, capsys):
+    flags: list[tuple[tuple, str | None]] = []
+    real = ArgParser.add_argument
+
+    def recording(self, *names, **kwargs):
+        flags.append((names, kwargs.get("help")))
+        return real(self, *names, **kwargs)
+
+    monkeypatch.setattr(ArgParser, "add_argument", recording)
+    from nas.zoo.__main__ import main
+
+    shown = ""
+    for sub in ("release", "verify", "list"):
+        with pytest.raises(SystemExit) as done:
+            main([sub, "--help"])
+        assert done.value.code == 0
+        shown += capsys.readouterr().out
+    assert len(flags) >= 3 * 9
+    for names, text in flags:
+        assert names[-1] in shown
+        assert text and len(text) > 10, f"nas.zoo {names}: no help text"
+
+
+@pytest.mark.parametrize("name", COMMANDS + ["nas.zoo.__main__"])
 def test_usage_errors_and_input_errors_share_one_path(name, capsys):
     main = importlib.import_module(name).main
     assert hasattr(main, "__wrapped__"), f"{name}.main is not wrapped by core.errors.cli_entry"

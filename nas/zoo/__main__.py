@@ -32,11 +32,11 @@ def parse_args(argv: list[str] | None):
                    help="also measure the networks on this profile for their cards (repeatable; e.g. a GPU profile "
                         "on a GPU machine, local-cpu-2t, an FPGA simulator)")
     v = sub.add_parser("verify", help="re-check hashes and ONNX parity, re-measure latency here")
-    v.add_argument("zoo", metavar="ZOO_DIR")
+    v.add_argument("zoo", metavar="ZOO_DIR", help="the zoo folder to verify")
     v.add_argument("--profile", action="append", default=[], metavar="P", help="only these profiles (repeatable)")
     v.add_argument("--name", action="append", default=[], metavar="NAME", help="only these networks (repeatable)")
     ls = sub.add_parser("list", help="the networks of a zoo (default: every registered zoo)")
-    ls.add_argument("zoo", nargs="?", metavar="ZOO_DIR")
+    ls.add_argument("zoo", nargs="?", metavar="ZOO_DIR", help="the zoo folder (default: every registered zoo)")
     for s in (r, v, ls):
         s.error = p.error   # usage errors are one error: line, exit 2
     return p.parse_args(argv)
