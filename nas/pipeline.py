@@ -14,7 +14,7 @@ from nas.context import RunContext
 from nas.objectives import latency_column
 from nas.recipe import Recipe
 from nas.results import RunLog
-from nas.tracking import make_tracker
+from nas.tracking import ExportedModel, make_tracker
 from nas.trial import build_seeded, weights_path
 
 
@@ -159,12 +159,13 @@ def _prescreen(recipe: Recipe, run_dir: Path, ctx: RunContext, controller, log: 
 
 
 def finish(recipe: Recipe, run_dir: Path, ctx: RunContext, log: RunLog, tracker) -> dict[str, Any]:
-    """Write the Pareto plot, export the best feasible network, close tracking; return the summary."""
-    from nas.report import pareto_plot
+    """Write the plots (`nas.report`), export the best feasible network, close tracking (the plots, the
+    predictors' error figures and the exported network as a model artifact); return the summary."""
+    from nas.report import pareto_plot, run_plots
 
     log.save()
     table = log.table()
-    plot = pareto_plot(recipe, table, run_dir / "pareto.png")
+    pareto_plot(recipe, table, run_dir / "pareto.png")
     best = log.best_feasible()
     summary: dict[str, Any] = {
         "recipe": recipe.name, "budget": recipe.search.budget, "concurrency": recipe.search.concurrency,
@@ -173,17 +174,28 @@ def finish(recipe: Recipe, run_dir: Path, ctx: RunContext, log: RunLog, tracker)
         "failed": sum(r["status"] == "failed" for r in log.rows),
         "best": None if best is None else {k: best.get(k) for k in log.columns if k not in ("reason", "error")},
     }
+    model = None
     if best is not None and recipe.output.export:
-        summary["export"] = export_best(recipe, run_dir, ctx, best)
+        summary["export"], card = export_best(recipe, run_dir, ctx, best)
+        model = ExportedModel(run_dir / "best", {"arch": best["arch"], "recipe": recipe.name, **card,
+                                                 "latency": summary["export"]["latency"],
+                                                 "onnx_max_abs_diff": summary["export"]["onnx_max_abs_diff"]})
+    plots, errors = run_plots(recipe, table, run_dir, ctx.latency, summary.get("export", {}).get("latency"))
     t_track = time.perf_counter()
-    tracker.finish(table, plot, {"best_" + k: v for k, v in (summary["best"] or {}).items()
-                                 if isinstance(v, (int, float, str))})
+    figures = {"best_" + k: v for k, v in (summary["best"] or {}).items() if isinstance(v, (int, float, str))}
+    tracker.finish(table, plots, {**figures, **errors}, model)
     summary["tracking_finish_seconds"] = time.perf_counter() - t_track
     return summary
 
 
-def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, Any]) -> dict[str, Any]:
-    """Export the best feasible network (its trained weights; retrained with the run's seed if missing)."""
+def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext,
+                best: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Export the best feasible network (its trained weights; retrained with the run's seed if missing).
+
+    Returns:
+        The export's summary (files, ONNX parity, latency per profile: `exported_latency`), and what the model
+        card shows (``{"figures": ..., "notes": ...}``), for the model artifact's metadata.
+    """
     from nas.export import export_network, load_weights, onnx_parity
 
     arch = ctx.space.decode(best["arch"])
@@ -223,7 +235,8 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, 
         files[Path(name).stem] = atomic_write_json(run_dir / "best" / name, payload)
     files["sha256sums"] = write_sha256sums(run_dir / "best")   # written last: covers every file of best/
     diff = onnx_parity(model, files["onnx"], shape)
-    return {"files": {k: str(v) for k, v in files.items()}, "onnx_max_abs_diff": diff, "latency": latency}
+    return ({"files": {k: str(v) for k, v in files.items()}, "onnx_max_abs_diff": diff, "latency": latency},
+            {"figures": figures, "notes": extra})
 
 
 def exported_latency(ctx: RunContext, arch: Any, best: dict[str, Any]) -> dict[str, dict[str, Any]]:
