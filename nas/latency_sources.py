@@ -127,7 +127,8 @@ class TableSource(LatencySource):
         return None, "not measured: the figure comes from a metric table, not a hardware profile"
 
 
-def _folder_name(profile: str) -> str:
+def profile_file_name(profile: str) -> str:
+    """`profile` as a file or folder name (``predictors/<profile>/``, the run's plots)."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", profile)
 
 
@@ -197,7 +198,7 @@ def _run_predictor(index: int, lat: LatencyConstraint, profile, space, run_dir: 
     """The run's own predictor for the constraint (built into ``<run>/predictors/<profile>/`` if not there yet):
     trained from the profile's tables when it has measured networks, else calibrated on it."""
     field = f"constraints.latency[{index}]"
-    folder = run_dir / "predictors" / _folder_name(lat.profile)
+    folder = run_dir / "predictors" / profile_file_name(lat.profile)
     if not (folder / "meta.json").is_file():
         if isinstance(profile, TableProfile) and profile.manifest.tables.networks:
             _from_tables(profile, folder, log)

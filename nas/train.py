@@ -176,7 +176,8 @@ def _differences(before: Any, now: dict[str, Any]) -> str:
     return ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
 
 
-def _read_record(path: Path) -> dict[str, Any]:
+def read_record(path: Path) -> dict[str, Any]:
+    """A trained network's ``metrics.json`` (`FinalTrainingError` naming it when it cannot be read)."""
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -220,7 +221,7 @@ def final_training(settings: TrainSettings, log_line=print) -> list[dict[str, An
     for arch in archs:
         folder = out / network_name(arch)
         if (folder / "metrics.json").is_file():
-            done = _read_record(folder / "metrics.json")
+            done = read_record(folder / "metrics.json")
             if done.get("settings") != record:
                 raise FinalTrainingError(f"{folder / 'metrics.json'}: trained with other settings "
                                          f"({_differences(done.get('settings'), record)}); pass --out to train these "
@@ -231,7 +232,7 @@ def final_training(settings: TrainSettings, log_line=print) -> list[dict[str, An
         log_line(f"{len(archs) - len(todo)} of {len(archs)} network(s) already trained in {out}; skipping them")
     for arch in tqdm(todo, desc="final training", unit="net", file=sys.stderr, disable=not todo):
         train_network(ctx, arch, out / network_name(arch), record, log.get(arch))
-    rows = [_read_record(p) for p in sorted(out.glob("*/metrics.json"))]
+    rows = [read_record(p) for p in sorted(out.glob("*/metrics.json"))]
     rows.sort(key=lambda r: -(r.get("accuracy") or 0.0))
     atomic_write_json(out / "final.json", {"run": str(Path(settings.run_dir).name), "networks": rows})
     return rows

@@ -248,3 +248,33 @@ def test_verify_and_list_refuse_a_folder_that_is_not_a_zoo(tmp_path):
     for command in ("verify", "list"):
         proc = zoo_cli(command, tmp_path)
         assert "not a zoo (zoo.json missing)" in error_line(proc)
+
+
+def test_a_release_logs_its_networks_as_wandb_artifacts_linked_to_the_search_run(run, tmp_path):
+    import os
+
+    from test_tracking import wandb_records
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "wandb_id.txt").write_text("abc12345\n")   # as a tracked search leaves it
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DATA_DIR": str(tmp_path / "wandb-data"),
+           "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache"), "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config")}
+    proc = subprocess.run([sys.executable, "-m", "nas.zoo", "release", str(copy), "--zoo", str(tmp_path / "zoo"),
+                           "--version", "v1", "--top", "2", "--tracking", "wandb"], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [run_file] = (tmp_path / "zoo").glob("wandb/offline-run-*/run-*.wandb")
+    records = list(wandb_records(run_file))
+    [wandb_run] = [r.run for r in records if r.HasField("run")]
+    assert wandb_run.job_type == "release" and wandb_run.project == "hwnas"
+    arts = {a.name: a for a in (r.artifact for r in records if r.HasField("artifact")) if a.type == "model"}
+    assert set(arts) == {n["name"] for n in networks(tmp_path / "zoo")}
+    for name, art in arts.items():
+        folder = tmp_path / "zoo" / "v1" / name
+        assert "v1" in art.aliases and {c.path for c in art.manifest.contents} == {p.name for p in folder.iterdir()}
+        meta = json.loads(art.metadata)
+        assert meta["search_run"] == {"id": "abc12345", "project": "hwnas", "name": "tiny"}
+        assert meta["latency_obtained"] == {"local-cpu": "measured", "fpga-zc706-int8": "simulated"}
+    proc = zoo_cli("release", copy, "--zoo", tmp_path / "zoo", "--version", "v1", "--top", "2", "--tracking", "wandb")
+    assert proc.returncode == 0 and len(list((tmp_path / "zoo").glob("wandb/offline-run-*"))) == 1   # nothing new

@@ -160,7 +160,8 @@ def _register_timm(name: str) -> None:
     """``hwnas_<name>`` as a timm model whose entry point calls `create_model` (once per name)."""
     from nas.zoo import timm_entries
 
-    timm_entries.register(name, _networks[name][-1])
+    newest = find_network({"networks": _networks[name]}, name, "registered zoos")   # what create_model(name) loads
+    timm_entries.register(name, newest, create_model)
 
 
 def _register_defaults() -> None:

@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None):
     r.add_argument("--measure", action="append", default=[], metavar="PROFILE",
                    help="also measure the networks on this profile for their cards (repeatable; e.g. a GPU profile "
                         "on a GPU machine, local-cpu-2t, an FPGA simulator)")
+    r.add_argument("--tracking", choices=("auto", "wandb", "none"), default="auto",
+                   help="log the released networks as W&B model artifacts (offline, under ZOO_DIR/wandb); auto: "
+                        "when the search was tracked")
     v = sub.add_parser("verify", help="re-check hashes and ONNX parity, re-measure latency here")
     v.add_argument("zoo", metavar="ZOO_DIR", help="the zoo folder to verify")
     v.add_argument("--profile", action="append", default=[], metavar="P", help="only these profiles (repeatable)")
@@ -49,14 +52,16 @@ def main(argv: list[str] | None = None) -> int:
         from nas.zoo.release import ReleaseSettings, release
 
         out = release(ReleaseSettings(run_dir=args.run_dir, zoo=args.zoo, version=args.version, top=args.top,
-                                      pareto=args.pareto, measure=args.measure))
+                                      pareto=args.pareto, measure=args.measure,
+                                      tracking=args.tracking))
         for n in out["index"]["networks"]:
             if n["version"] == args.version and n["name"] in out["released"] + out["skipped"]:
                 lat = "  ".join(f"{p}={ms:.4g}ms ({n['latency_obtained'][p]})" for p, ms in n["latency_ms"].items()
                                 if ms is not None)
                 print(f"{n['name']}@{n['version']}  accuracy {n['accuracy']:.4f}  {lat}")
         print(f"released {len(out['released'])} network(s), {len(out['skipped'])} already there: {args.zoo}/"
-              f"{args.version}")
+              f"{args.version}" + (f" (W&B release run {out['wandb_id']}: wandb sync {args.zoo}/wandb/offline-run-*)"
+                                   if out["wandb_id"] else ""))
         return 0
     if args.command == "verify":
         from nas.zoo.verify import verify

@@ -22,6 +22,7 @@ from typing import Any
 from core.errors import InputError
 from core.io import atomic_write, atomic_write_text
 from nas.export import format_figure
+from nas.latency_sources import profile_file_name
 from nas.zoo.card import CARD_FORMAT
 
 ZOO_FORMAT = "hwnas-zoo/1"
@@ -86,7 +87,7 @@ def find_network(index: dict[str, Any], ref: str, where: str) -> dict[str, Any]:
     if not hits:
         names = sorted({n["name"] for n in index["networks"]})
         raise ZooError(f"{where}: no network {ref!r} in the zoo; it has: {', '.join(names) or 'none'}")
-    return max(hits, key=lambda n: (n["released"], n["version"]))
+    return max(reversed(hits), key=lambda n: (n["released"], n["version"]))   # a tie: the last registered
 
 
 def _entry(zoo: Path, folder: Path, card: dict[str, Any]) -> dict[str, Any]:
@@ -130,7 +131,7 @@ def readme_text(index: dict[str, Any]) -> str:
                                         f"({n['accuracy_metric']})", n["dataset"], n["weights"], *lat,
                                         format_figure(n["flops"]), format_figure(n["params"]),
                                         f"[card]({n['card']})"]) + " |")
-    lines += ["", "## Accuracy against latency", ""] + [f"![{p}](plots/{p}.png)" for p in profiles]
+    lines += ["", "## Accuracy against latency", ""] + [f"![{p}](plots/{profile_file_name(p)}.png)" for p in profiles]
     lines += ["", "## Loading", "", "```python", "import nas.zoo, timm",
               'model = nas.zoo.create_model("NAME", pretrained=True, zoo="THIS_FOLDER")   # weights checked against '
               "SHA256SUMS", 'nas.zoo.register("THIS_FOLDER")   # then: timm.create_model("hwnas_NAME", pretrained=True)',
@@ -178,9 +179,10 @@ def write_index(zoo: Path) -> dict[str, Any]:
     text = json.dumps(index, indent=1) + "\n"
     old = (zoo / "zoo.json").read_text() if (zoo / "zoo.json").is_file() else None
     profiles = sorted({p for n in index["networks"] for p in n["latency_ms"]})
-    if text != old or any(not (zoo / "plots" / f"{p}.png").is_file() for p in profiles):
-        for p in profiles:
-            plot_profile(index, p, zoo / "plots" / f"{p}.png")
+    plots = {p: zoo / "plots" / f"{profile_file_name(p)}.png" for p in profiles}
+    if text != old or any(not path.is_file() for path in plots.values()):
+        for p, path in plots.items():
+            plot_profile(index, p, path)
         atomic_write_text(zoo / "README.md", readme_text(index))
         atomic_write_text(zoo / "zoo.json", text)   # last: the index names only what is in place
     return index

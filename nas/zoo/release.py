@@ -3,7 +3,9 @@
 Which networks: the `--top K` best feasible rows of the run's ledger (default 1), or with `--pareto PROFILE ...`
 the feasible rows on the accuracy-vs-latency front of each profile named (``flops`` for FLOPs), together. Each
 card has the latency of every profile of the run's recipe; `--measure PROFILE` adds profiles the search did not
-use, measured at release (a GPU profile on a GPU machine, another thread count, an FPGA simulator).
+use, measured at release (a GPU profile on a GPU machine, another thread count, an FPGA simulator). The networks
+released are logged as W&B model artifacts of a ``release`` run linked to their search run (`log_release`; as the
+search was tracked, or `--tracking wandb|none`).
 
 Which weights, in order: the network's final training (``RUN_DIR/final/<name>/``, `python -m nas.train`; its
 accuracy then is the final one), else the weights the search trained, else (a trial trained on a node whose files
@@ -18,7 +20,6 @@ again is idempotent); a different one under the same name and version is refused
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -52,6 +53,7 @@ class ReleaseSettings:
     top: int | None = None
     pareto: list[str] = field(default_factory=list)
     measure: list[str] = field(default_factory=list)
+    tracking: str = "auto"
 
 
 @dataclass
@@ -157,7 +159,7 @@ def measured_sources(profiles: list[str], ctx) -> dict[str, Any]:
 
 def choose_weights(run_dir: Path, ctx, row: dict[str, Any]) -> Weights:
     """The weights and accuracy a network is released with (see the module docstring)."""
-    from nas.train import network_name
+    from nas.train import network_name, read_record
 
     arch = row["arch"]
     options = ctx.plugins.evaluator.model_dump(mode="json")
@@ -165,7 +167,7 @@ def choose_weights(run_dir: Path, ctx, row: dict[str, Any]) -> Weights:
     base = {"evaluator": ctx.recipe.evaluator.name, "options": options, "seed": ctx.recipe.search.seed}
     final = run_dir / "final" / network_name(arch)
     if (final / "metrics.json").is_file() and (final / "weights.safetensors").is_file():
-        record = json.loads((final / "metrics.json").read_text())
+        record = read_record(final / "metrics.json")
         settings = record.get("settings") or {}
         return Weights(final / "weights.safetensors", "final training", float(record["accuracy"]),
                        {m: record[m] for m in ctx.evaluator.metrics if record.get(m) is not None},
@@ -302,14 +304,50 @@ def check_zoo_folder(zoo: Path) -> None:
         raise ZooError(f"--zoo {zoo}: not a zoo (no zoo.json) and not empty; pass a new or empty folder")
 
 
+def log_release(run_dir: Path, ctx, zoo: Path, version: str, cards: list[dict[str, Any]], mode: str) -> str:
+    """Log the networks just released as W&B model artifacts of one ``release`` run (offline unless the recipe
+    says otherwise; written under ``ZOO_DIR/wandb/``), each linked to the search run it came from
+    (`nas.tracking.search_run_ref`, in its metadata); returns the release run's id."""
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+    import wandb
+
+    from nas.tracking import log_model_artifact, search_run_ref
+
+    ref = search_run_ref(run_dir)
+    run = wandb.init(project=ctx.recipe.tracking.project, name=f"release {version}: {ctx.recipe.name}",
+                     job_type="release", dir=str(zoo), mode=mode, config={"version": version, "run": ctx.recipe.name,
+                                                                         "networks": [c["name"] for c in cards]},
+                     settings=wandb.Settings(console="off", x_disable_stats=True))
+    for card in cards:
+        metadata = {"name": card["name"], "version": version, "arch": card["arch"], "accuracy": card["accuracy"],
+                    "flops": card["flops"], "params": card["params"],
+                    "latency_ms": {p: e["ms"] for p, e in card["latency"].items()},
+                    "latency_obtained": {p: e["obtained"] for p, e in card["latency"].items()},
+                    "search_run": None if ref is None else ref.as_dict()}
+        log_model_artifact(run, zoo / version / card["name"], card["name"], metadata, aliases=(version,))
+    run.finish()
+    return run.id
+
+
+def tracking_mode(settings: ReleaseSettings, ctx) -> str | None:
+    """The W&B mode a release logs in: ``--tracking`` (``wandb``: offline; ``none``), or with ``auto`` (the
+    default) as the search was tracked (its recipe's mode), nothing for an untracked one."""
+    t = ctx.recipe.tracking
+    if settings.tracking == "none" or (settings.tracking == "auto" and (t.backend == "none" or t.mode == "disabled")):
+        return None
+    return "offline" if settings.tracking == "wandb" else t.mode
+
+
 def release(settings: ReleaseSettings, log_line=print) -> dict[str, Any]:
     """Release the chosen networks of a finished run (see the module); returns a summary (released, skipped,
     the index)."""
     from tqdm import tqdm
 
     run_dir, zoo = Path(settings.run_dir), Path(settings.zoo)
-    if not VERSION_PATTERN.match(settings.version):
-        raise ZooError(f"--version {settings.version!r}: use letters, digits, '_' and '-' (at most 40), e.g. v1")
+    if not VERSION_PATTERN.match(settings.version) or settings.version in ("plots", "wandb"):
+        raise ZooError(f"--version {settings.version!r}: use letters, digits, '_' and '-' (at most 40; not plots or "
+                       "wandb, the zoo's own folders), e.g. v1")
     check_zoo_folder(zoo)
     ctx, log = open_run(run_dir)
     rows = select_rows(settings, ctx, log)
@@ -334,6 +372,9 @@ def release(settings: ReleaseSettings, log_line=print) -> dict[str, Any]:
     for row, weights, folder in tqdm(todo, desc=f"release {settings.version}", unit="net", file=sys.stderr,
                                      disable=not todo):
         card = write_network(folder, run_dir, ctx, log, row, weights, roots, extra)
-        released.append(card["name"])
+        released.append(card)
     index = write_index(zoo)
-    return {"released": released, "skipped": skipped, "zoo": str(zoo), "version": settings.version, "index": index}
+    mode = tracking_mode(settings, ctx)
+    wandb_id = log_release(run_dir, ctx, zoo, settings.version, released, mode) if released and mode else None
+    return {"released": [c["name"] for c in released], "skipped": skipped, "zoo": str(zoo),
+            "version": settings.version, "index": index, "wandb_id": wandb_id}

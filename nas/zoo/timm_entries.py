@@ -8,17 +8,19 @@ and checks the weights itself, through `nas.zoo.create_model`).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 default_cfgs: dict[str, dict[str, Any]] = {}
 
 
-def register(name: str, entry: dict[str, Any]) -> str:
+def register(name: str, entry: dict[str, Any], create: Callable[..., Any]) -> str:
     """Register (or re-point, for a newer release) ``hwnas_<name>``; returns the timm name.
 
     Args:
         name: the zoo name.
         entry: the zoo index entry the name now resolves to, with its zoo folder under ``"zoo"``.
+        create: what builds it, ``create(name, pretrained=..., **kwargs)`` (`nas.zoo.create_model`).
     """
     from timm.models import register_model
 
@@ -35,9 +37,7 @@ def register(name: str, entry: dict[str, Any]) -> str:
         "notes": (f"hwnas zoo {entry['zoo']}, release {card['version']}",)}
 
     def entry_point(pretrained: bool = False, **kwargs: Any):
-        from nas.zoo import create_model
-
-        model = create_model(name, pretrained=pretrained, **kwargs)
+        model = create(name, pretrained=pretrained, **kwargs)
         cfg = kwargs.get("pretrained_cfg")
         model.pretrained_cfg = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(default_cfgs[timm_name])
         return model
