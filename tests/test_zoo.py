@@ -278,3 +278,27 @@ def test_a_release_logs_its_networks_as_wandb_artifacts_linked_to_the_search_run
         assert meta["latency_obtained"] == {"local-cpu": "measured", "fpga-zc706-int8": "simulated"}
     proc = zoo_cli("release", copy, "--zoo", tmp_path / "zoo", "--version", "v1", "--top", "2", "--tracking", "wandb")
     assert proc.returncode == 0 and len(list((tmp_path / "zoo").glob("wandb/offline-run-*"))) == 1   # nothing new
+
+
+def test_the_shipped_zoo_loads_by_name_and_matches_its_onnx_graphs():
+    import onnxruntime as ort
+    import timm
+
+    import nas.zoo
+
+    index = json.loads((nas.zoo.SHIPPED_ZOO / "zoo.json").read_text())
+    assert {n["task"] for n in index["networks"]} == {"classification", "detection"}
+    size = sum(p.stat().st_size for p in nas.zoo.SHIPPED_ZOO.rglob("*") if p.is_file())
+    assert size < 25 << 20   # small enough to live in git
+    for entry in index["networks"]:
+        assert f"hwnas_{entry['name']}" in timm.list_models("hwnas_*", pretrained=True)   # registered at import
+        model = nas.zoo.create_model(f"{entry['name']}@{entry['version']}")
+        folder = nas.zoo.SHIPPED_ZOO / entry["path"]
+        session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+        x = torch.randn(1, *model.zoo_card["space"]["input_shape"][1:])
+        with torch.no_grad():
+            want = model(x)
+        want = want if isinstance(want, tuple) else (want,)
+        for got, ours in zip(session.run(None, {session.get_inputs()[0].name: x.numpy()}), want, strict=True):
+            np.testing.assert_allclose(got, ours.numpy(), atol=1e-4)
+        assert model.zoo_card["accuracy"]["weights"] == "final training"
