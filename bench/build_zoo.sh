@@ -13,12 +13,12 @@ cd "$(dirname "$0")/.."
 VERSION=${VERSION:-v1}
 RUNS=${RUNS:-runs/zoo}
 ZOO=${ZOO:-zoo}
-#         recipe                      networks  final epochs
-JOBS=("recipes/quickstart.yaml         3         5"
-      "recipes/macro_x86.yaml          2         3"
-      "recipes/lrssd_detection.yaml    1         30")
+#         recipe                      trained  epochs  released (best final accuracy)
+JOBS=("recipes/quickstart.yaml         3        5       3"
+      "recipes/macro_x86.yaml          2        3       1"
+      "recipes/lrssd_detection.yaml    1        30      1")
 for job in "${JOBS[@]}"; do
-  read -r recipe top epochs <<<"$job"
+  read -r recipe top epochs keep <<<"$job"
   name=$(basename "$recipe" .yaml)
   run="$RUNS/$name"
   if [ ! -f "$run/best.json" ]; then
@@ -27,7 +27,7 @@ for job in "${JOBS[@]}"; do
   fi
   python -m nas.train "$run" --top "$top" --epochs "$epochs"
   if [ "${RELEASE:-1}" = 1 ]; then
-    python -m nas.zoo release "$run" --zoo "$ZOO" --version "$VERSION" --top "$top"
+    python -m nas.zoo release "$run" --zoo "$ZOO" --version "$VERSION" --top "$keep" --rank final
   fi
 done
-du -sh "$ZOO"
+du -sh --exclude=wandb "$ZOO"

@@ -150,6 +150,9 @@ def test_releasing_again_is_idempotent_and_a_version_is_never_overwritten(run, z
     card = json.loads((zoo / "v2" / best["name"] / "card.json").read_text())
     assert card["accuracy"]["weights"] == "final training" and (zoo / "v2" / best["name"] / "curve.csv").is_file()
     assert card["provenance"]["training"]["options"]["epochs"] == 0.25
+    proc = zoo_cli("release", run, "--zoo", run.parent / "final-zoo", "--version", "v1", "--top", "3", "--rank",
+                   "final")   # only the final-trained network is ranked
+    assert proc.returncode == 0 and [n["arch"] for n in networks(run.parent / "final-zoo")] == [best["arch"]]
     newest = nas.zoo.create_model(best["name"], zoo=zoo)
     assert newest.zoo_card["version"] == "v2"
     assert nas.zoo.create_model(f"{best['name']}@v1", zoo=zoo).zoo_card["version"] == "v1"
@@ -191,6 +194,7 @@ def test_a_release_that_fails_half_way_leaves_no_network_folder(run, tmp_path, m
     ("bad_version", "--version 'v 1'"),
     ("not_a_zoo", "not a zoo (no zoo.json) and not empty"),
     ("bad_pareto", "--pareto edgegpu: not a latency profile of the run"),
+    ("no_final", "--rank final: no network of"),
 ])
 def test_bad_release_input_is_one_line_and_exit_status_2(run, tmp_path, case, message):
     args = [run, "--zoo", tmp_path / "zoo", "--version", "v1"]
@@ -199,6 +203,10 @@ def test_bad_release_input_is_one_line_and_exit_status_2(run, tmp_path, case, me
         args[0] = tmp_path / "run"
     elif case == "not_a_run":
         args[0] = tmp_path
+    elif case == "no_final":
+        shutil.copytree(run, tmp_path / "run", ignore=shutil.ignore_patterns("final"))
+        args[0] = tmp_path / "run"
+        args += ["--rank", "final"]
     elif case == "bad_version":
         args[4] = "v 1"
     elif case == "not_a_zoo":

@@ -1,7 +1,7 @@
 """``python -m nas.zoo``: make, check and list model-zoo releases.
 
     python -m nas.zoo release RUN_DIR --zoo ZOO_DIR --version V [--top K | --pareto PROFILE ...]
-                              [--measure PROFILE ...]
+                              [--rank search|final] [--measure PROFILE ...] [--tracking auto|wandb|none]
     python -m nas.zoo verify ZOO_DIR [--profile P ...] [--name NAME ...]
     python -m nas.zoo list [ZOO_DIR]
 
@@ -28,6 +28,9 @@ def parse_args(argv: list[str] | None):
     which.add_argument("--top", type=int, metavar="K", help="the K best feasible networks (default 1)")
     which.add_argument("--pareto", nargs="+", default=[], metavar="PROFILE",
                        help="the networks on the accuracy-vs-latency front of these profiles (or flops)")
+    r.add_argument("--rank", choices=("search", "final"), default="search",
+                   help="rank candidates by the search's accuracy (default) or, among the final-trained networks, "
+                        "by their final accuracy")
     r.add_argument("--measure", action="append", default=[], metavar="PROFILE",
                    help="also measure the networks on this profile for their cards (repeatable; e.g. a GPU profile "
                         "on a GPU machine, local-cpu-2t, an FPGA simulator)")
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
         out = release(ReleaseSettings(run_dir=args.run_dir, zoo=args.zoo, version=args.version, top=args.top,
                                       pareto=args.pareto, measure=args.measure,
-                                      tracking=args.tracking))
+                                      tracking=args.tracking, rank=args.rank))
         for n in out["index"]["networks"]:
             if n["version"] == args.version and n["name"] in out["released"] + out["skipped"]:
                 lat = "  ".join(f"{p}={ms:.4g}ms ({n['latency_obtained'][p]})" for p, ms in n["latency_ms"].items()

@@ -1,7 +1,9 @@
 """Release a finished run's networks into a zoo: ``python -m nas.zoo release RUN_DIR --zoo ZOO_DIR --version V``.
 
 Which networks: the `--top K` best feasible rows of the run's ledger (default 1), or with `--pareto PROFILE ...`
-the feasible rows on the accuracy-vs-latency front of each profile named (``flops`` for FLOPs), together. Each
+the feasible rows on the accuracy-vs-latency front of each profile named (``flops`` for FLOPs), together; ranked by
+the search's accuracy, or with `--rank final` among the final-trained networks by their final accuracy (a search's
+short proxy does not always rank them as final training does). Each
 card has the latency of every profile of the run's recipe; `--measure PROFILE` adds profiles the search did not
 use, measured at release (a GPU profile on a GPU machine, another thread count, an FPGA simulator). The networks
 released are logged as W&B model artifacts of a ``release`` run linked to their search run (`log_release`; as the
@@ -54,6 +56,7 @@ class ReleaseSettings:
     pareto: list[str] = field(default_factory=list)
     measure: list[str] = field(default_factory=list)
     tracking: str = "auto"
+    rank: str = "search"
 
 
 @dataclass
@@ -108,6 +111,8 @@ def select_rows(settings: ReleaseSettings, ctx, log: RunLog) -> list[dict[str, A
     ok = sorted((r for r in log.rows if score_of(r) is not None), key=lambda r: (-score_of(r), r["flops"]))
     if not ok:
         raise ZooError(f"{Path(settings.run_dir) / 'results.csv'}: the run has no feasible network to release")
+    if settings.rank == "final":
+        ok = final_ranked(Path(settings.run_dir), ok)
     if not settings.pareto:
         top = 1 if settings.top is None else settings.top
         if top < 1:
@@ -123,6 +128,25 @@ def select_rows(settings: ReleaseSettings, ctx, log: RunLog) -> list[dict[str, A
         mask = pareto_mask([score_of(r) for r in rows], [r[col] for r in rows])
         chosen.update({r["arch"]: r for r, m in zip(rows, mask) if m})
     return sorted(chosen.values(), key=lambda r: (-score_of(r), r["flops"]))
+
+
+def final_ranked(run_dir: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`--rank final`: the rows whose network was final-trained (`python -m nas.train`), by final accuracy.
+
+    Raises:
+        ZooError: none of the run's feasible networks was final-trained.
+    """
+    from nas.train import network_name, read_record
+
+    scored = []
+    for r in rows:
+        path = run_dir / "final" / network_name(r["arch"]) / "metrics.json"
+        if path.is_file():
+            scored.append((-float(read_record(path)["accuracy"]), r["flops"], len(scored), r))
+    if not scored:
+        raise ZooError(f"--rank final: no network of {run_dir} was final-trained (python -m nas.train {run_dir} "
+                       "--top K)")
+    return [r for *_, r in sorted(scored)]
 
 
 def measured_sources(profiles: list[str], ctx) -> dict[str, Any]:
