@@ -32,6 +32,7 @@ def latency_rows(zoo: Path) -> list[dict]:
     from core.errors import InputError
     from hardware_profiles import get_profile
     from nas.zoo import space_of
+    from nas.zoo.card import ROUNDS
     from nas.zoo.folder import read_card, read_index
 
     rows = []
@@ -41,7 +42,7 @@ def latency_rows(zoo: Path) -> list[dict]:
         space, genotype = space_of(card, folder / "card.json")
         for name, lat in card["latency"].items():
             try:
-                now, how = get_profile(lat["profile"]).measure_exported(space, genotype)
+                now, how = get_profile(lat["profile"]).measure_exported(space, genotype, ROUNDS)
             except InputError as err:
                 now, how = None, str(err)
             rows.append({"network": f"{entry['name']}@{entry['version']}", "profile": name, "flops": card["flops"],

@@ -39,9 +39,10 @@ class HardwareProfile(ABC):
     def latency(self, space, arch: Hashable):
         """Latency of `arch` (a genotype of `space`) on this profile's device: an object with `median_ms`."""
 
-    def measure_exported(self, space, arch: Hashable) -> tuple[float | None, str]:
+    def measure_exported(self, space, arch: Hashable, rounds: int = 2) -> tuple[float | None, str]:
         """(ms or None, how) of the exported network measured on this profile's device from this machine, for a
-        model card to show beside the search's figure; None, with the reason, where this machine cannot."""
+        model card to show beside the search's figure (the smallest median of `rounds` interleaved rounds); None,
+        with the reason, where this machine cannot."""
         return None, f"not measured: no way to measure {type(self).__name__} here"
 
 
@@ -61,9 +62,9 @@ class LiveOnnxCpuProfile(HardwareProfile):
     def latency(self, space, arch: Hashable):
         return self.backend.measure(space.build(arch), space.input_shape(arch))
 
-    def measure_exported(self, space, arch: Hashable) -> tuple[float | None, str]:
-        return exported_ms(self.backend, space, arch), \
-            f"measured live ({self.description}; smaller median of 2 rounds)"
+    def measure_exported(self, space, arch: Hashable, rounds: int = 2) -> tuple[float | None, str]:
+        return exported_ms(self.backend, space, arch, rounds), \
+            f"measured live ({self.description}; smallest median of {rounds} rounds)"
 
 
 @register_profile("local-cpu")

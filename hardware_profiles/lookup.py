@@ -123,7 +123,7 @@ class TableProfile(HardwareProfile):
     def latency(self, space, arch: Hashable) -> Estimate:
         return Estimate(self.latency_of_keys(space.cost_keys(arch)))
 
-    def measure_exported(self, space, arch: Hashable) -> tuple[float | None, str]:
+    def measure_exported(self, space, arch: Hashable, rounds: int = 2) -> tuple[float | None, str]:
         """The network timed here with the backend and settings the table was measured with (the smaller median
         of 2 interleaved rounds), where this machine has that backend."""
         m = self.manifest
@@ -134,5 +134,5 @@ class TableProfile(HardwareProfile):
             return None, f"not measured: {m.ref} is timed with {m.backend}, and {why}"
         backend = make_backend(m.backend, threads=m.threads or 1, precision=m.precision, batch=m.batch,
                                channels_last=bool(m.options.get("channels_last", True)))
-        return exported_ms(backend, space, arch), (f"measured on this machine with {backend.describe()}, smaller median of 2 rounds (the "
+        return exported_ms(backend, space, arch, rounds), (f"measured on this machine with {backend.describe()}, smallest median of {rounds} rounds (the "
                            f"table was measured on: {m.device})")

@@ -41,5 +41,5 @@ class SimulatedProfile(HardwareProfile):
         result = self.simulate(space.layer_costs(arch))
         return Estimate(result.latency_ms, energy_mj=result.energy_mj)
 
-    def measure_exported(self, space, arch: Hashable) -> tuple[float | None, str]:
+    def measure_exported(self, space, arch: Hashable, rounds: int = 2) -> tuple[float | None, str]:
         return float(self.latency(space, arch).median_ms), "simulated (the profile is a simulator)"

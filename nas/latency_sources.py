@@ -74,9 +74,10 @@ class LatencySource(ABC):
     def latency(self, space, arch: Hashable) -> float:
         """The candidate's latency (ms)."""
 
-    def measure_exported(self, space, arch: Hashable) -> tuple[float | None, str]:
-        """(measured ms or None, how) of the exported network on the constraint's profile, from this machine."""
-        return self.profile.measure_exported(space, arch)
+    def measure_exported(self, space, arch: Hashable, rounds: int = 2) -> tuple[float | None, str]:
+        """(measured ms or None, how) of the exported network on the constraint's profile, from this machine (the
+        smallest median of `rounds` interleaved rounds)."""
+        return self.profile.measure_exported(space, arch, rounds)
 
 
 @dataclass
@@ -123,7 +124,7 @@ class TableSource(LatencySource):
     def latency(self, space, arch: Hashable) -> float:
         return lookup(self.column, self.how, space.to_string(arch))
 
-    def measure_exported(self, space, arch: Hashable) -> tuple[float | None, str]:
+    def measure_exported(self, space, arch: Hashable, rounds: int = 2) -> tuple[float | None, str]:
         return None, "not measured: the figure comes from a metric table, not a hardware profile"
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from core.errors import IntegrityError
 from nas.export import onnx_parity
 from nas.zoo import check_folder, load_network, space_of
-from nas.zoo.card import tolerance
+from nas.zoo.card import ROUNDS, tolerance
 from nas.zoo.folder import read_card, read_index
 from nas.zoo.release import PARITY_TOLERANCE
 
@@ -47,7 +47,7 @@ def check_network(zoo: Path, entry: dict[str, Any], profiles: list[str] | None) 
             row["note"] = f"no measured figure on the card ({lat['obtained']})"
             continue
         try:
-            ms, how = get_profile(lat["profile"]).measure_exported(space, genotype)
+            ms, how = get_profile(lat["profile"]).measure_exported(space, genotype, ROUNDS)
         except InputError as err:
             ms, how = None, f"not measured: {err}"
         if ms is None:
