@@ -134,7 +134,7 @@ def main() -> int:
             continue
         flops = "-" if s["flops_within_10pct"] is None else (
             f"{s['flops_within_10pct']:.0%} (median |err| {s['flops_median_abs_err']:.1%})")
-        print(f"  {s['profile']}: {s['measured']} networks; {s['source']} figure within 10 %: "
+        print(f"  {s['profile']}: {s['measured']} network(s); search figure ({s['source']}) within 10 %: "
               f"{s['search_within_10pct']:.0%} (median |err| {s['search_median_abs_err']:.1%}); FLOPs baseline "
               f"within 10 %: {flops}; today vs card (median): {s['card_vs_now_median']:+.1%}")
     with tempfile.TemporaryDirectory(prefix="bench-zoo-") as tmp:
