@@ -165,7 +165,8 @@ def plot_profile(index: dict[str, Any], profile: str, path: Path) -> Path:
     ax.set(xlabel=f"latency on {profile} (ms)", ylabel="accuracy", title=f"model zoo on {profile}")
     ax.grid(alpha=0.3)
     if nets:
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")
+    ax.margins(x=0.15, y=0.1)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", metadata={"Software": None}))
     plt.close(fig)
