@@ -76,6 +76,7 @@ def test_release_writes_every_file_a_card_with_provenance_and_the_index(run, zoo
         assert cpu["obtained"] == "measured" and cpu["search_source"] == "predicted" and cpu["measured_ms"] > 0
         assert cpu["search_vs_measured"] == pytest.approx(cpu["search_ms"] / cpu["measured_ms"] - 1)
         assert cpu["runtime"] == "onnxruntime" and cpu["threads"] == 1 and cpu["batch"] == 1
+        assert cpu["measured_on"] == cpu["device"] and fpga["measured_on"] is None   # a live profile is this machine
         assert fpga["obtained"] == "simulated" and fpga["measured_ms"] == pytest.approx(fpga["search_ms"])
         for name in ("card.json", "MODEL_CARD.md", "recipe.yaml"):   # no path of the releasing machine
             text = (folder / name).read_text()

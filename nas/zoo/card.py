@@ -108,7 +108,18 @@ def latency_entry(source, space, arch: Any, search_ms: float | None) -> dict[str
     diff = None if measured is None or search_ms is None else search_ms / measured - 1
     return {**facts, "ms": measured if measured is not None else search_ms, "obtained": obtained,
             "search_ms": search_ms, "search_source": kind, "search_how": source.how,
-            "measured_ms": measured, "measured_how": how_measured, "search_vs_measured": diff}
+            "measured_ms": measured, "measured_how": how_measured, "search_vs_measured": diff,
+            "measured_on": measured_on(source.profile) if obtained == "measured" else None}
+
+
+def measured_on(profile) -> str:
+    """The machine a figure was measured on: this one (its CPU, or its GPU for a CUDA profile), which for a table
+    profile need not be the device its table was measured on (the card's ``device``)."""
+    from hardware_profiles.backends import machine_info
+
+    backend = getattr(getattr(profile, "manifest", None), "backend", "onnxruntime-cpu")
+    info = machine_info(backend)
+    return info.get("gpu") or f"{info.get('cpu', 'CPU')} ({info['cpus']} cores, {info['arch']})"
 
 
 def tolerance(entry: dict[str, Any]) -> float:
@@ -124,7 +135,7 @@ def tolerance(entry: dict[str, Any]) -> float:
 
 def _latency_table(card: dict[str, Any]) -> list[str]:
     lines = ["| Profile | Latency (ms) | Obtained | Search figure (ms) | Measured here (ms) | Search vs measured | "
-             "Runtime | Device | Threads / batch / precision |", "|" + " --- |" * 9]
+             "Runtime | Profile's device | Threads / batch / precision |", "|" + " --- |" * 9]
     for e in card["latency"].values():
         diff = "-" if e["search_vs_measured"] is None else f"{e['search_vs_measured']:+.1%}"
         runtime = " ".join(str(v) for v in (e["runtime"], e["runtime_version"]) if v) or "-"
@@ -134,7 +145,7 @@ def _latency_table(card: dict[str, Any]) -> list[str]:
                      f"{format_figure(e['measured_ms']) if e['measured_ms'] is not None else '-'} | {diff} | "
                      f"{runtime} | {e['device'] or '-'} | {tbp} |")
     lines += [""] + [f"- **{e['profile']}**: search figure: {e['search_how']}; measured: {e['measured_how']}"
-                     for e in card["latency"].values()]
+                     + (f", on {e['measured_on']}" if e.get("measured_on") else "") for e in card["latency"].values()]
     return lines
 
 
