@@ -16,16 +16,22 @@ COMMANDS = ["nas.run", "predictors.train", "predictors.evaluate", "predictors.pr
             "hardware_profiles.cost", "hardware_profiles.importer", "nas.train"]
 
 
-@pytest.mark.parametrize("name", COMMANDS)
-def test_help_describes_every_flag(name, monkeypatch, capsys):
-    flags: list[tuple[tuple, str | None]] = []
+@pytest.fixture
+def flags(monkeypatch) -> list[tuple[tuple, str | None]]:
+    """(names, help text) of every argument added to a `core.cli.ArgParser` while the test runs."""
+    added: list[tuple[tuple, str | None]] = []
     real = ArgParser.add_argument
 
     def recording(self, *names, **kwargs):
-        flags.append((names, kwargs.get("help")))
+        added.append((names, kwargs.get("help")))
         return real(self, *names, **kwargs)
 
     monkeypatch.setattr(ArgParser, "add_argument", recording)
+    return added
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_help_describes_every_flag(name, flags, capsys):
     with pytest.raises(SystemExit) as done:
         importlib.import_module(name).main(["--help"])
     assert done.value.code == 0
@@ -36,15 +42,7 @@ def test_help_describes_every_flag(name, monkeypatch, capsys):
         assert names[-1] in shown
 
 
-def test_zoo_subcommands_describe_every_flag(monkeypatch, capsys):
-    flags: list[tuple[tuple, str | None]] = []
-    real = ArgParser.add_argument
-
-    def recording(self, *names, **kwargs):
-        flags.append((names, kwargs.get("help")))
-        return real(self, *names, **kwargs)
-
-    monkeypatch.setattr(ArgParser, "add_argument", recording)
+def test_zoo_subcommands_describe_every_flag(flags, capsys):
     from nas.zoo.__main__ import main
 
     shown = ""
