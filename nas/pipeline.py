@@ -52,15 +52,16 @@ class ResumeError(InputError):
 
 
 def _open_log(recipe: Recipe, run_dir: Path, resume: bool) -> RunLog:
-    """The run's ledger (loaded on resume), with the recipe saved beside it; a budget raised with --set on resume
-    is saved too, so the next resume keeps it."""
+    """The run's ledger (loaded on resume, its journal folded into a fresh snapshot), with the recipe saved beside
+    it; a budget raised with --set on resume is saved too, so the next resume keeps it."""
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     if resume:
-        return RunLog.load(run_dir)
-    from nas.evaluation import EVALUATORS
+        log = RunLog.load(run_dir)
+    else:
+        from nas.evaluation import EVALUATORS
 
-    log = RunLog(run_dir, recipe.profiles, EVALUATORS.get(recipe.evaluator.name).metrics)
+        log = RunLog(run_dir, recipe.profiles, EVALUATORS.get(recipe.evaluator.name).metrics)
     log.save()
     return log
 

@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 
 from conftest import ASSETS, REPO
+from core.errors import InputError
+from nas.results import RunLog
 
 
 def nas_run(*args: str, timeout: int = 300, **popen) -> subprocess.CompletedProcess:
@@ -91,12 +93,16 @@ def test_exported_onnx_matches_the_saved_weights(tmp_path):
         np.testing.assert_allclose(scope["model"](torch.from_numpy(x)).numpy(), expected, atol=1e-5)
 
 
-def _evaluated(run: Path) -> list[dict]:
+def _rows(run: Path) -> list[dict]:
+    """The run's ledger rows as saved so far (snapshot and journal, `RunLog.load`); none before the first save."""
     try:
-        rows = json.loads((run / "state.json").read_text())["rows"]
-    except (FileNotFoundError, json.JSONDecodeError):
+        return RunLog.load(run).rows
+    except InputError:
         return []
-    return [r for r in rows if r["status"] != "rejected"]
+
+
+def _evaluated(run: Path) -> list[dict]:
+    return [r for r in _rows(run) if r["status"] != "rejected"]
 
 
 def _kill_ray_of(run: Path) -> None:
@@ -153,18 +159,15 @@ TABULAR = ["--set", "controller={name: rl, options: {batch_size: 2}}", "--set", 
 
 def _kill_when(out: Path, ready, what: str) -> None:
     """Start the tabular search (resuming when `out` holds a run), SIGKILL it and its Ray processes as soon as
-    `ready(state)` holds, and leave the run folder as the kill left it."""
+    `ready(rows)` holds, and leave the run folder as the kill left it."""
     resume = ["--resume"] if (out / "state.json").is_file() else []
     proc = subprocess.Popen([sys.executable, "-m", "nas.run", str(REPO / "recipes" / "nb201_tabular.yaml"),
                              "--output", str(out), *TABULAR, *resume], cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     while proc.poll() is None and time.time() < deadline:
-        try:
-            if ready(json.loads((out / "state.json").read_text())):
-                break
-        except (FileNotFoundError, json.JSONDecodeError):
-            pass
+        if (out / "state.json").is_file() and ready(_rows(out)):
+            break
         time.sleep(0.05)
     assert proc.poll() is None, f"the search ended before the kill point ({what})"
     os.killpg(proc.pid, signal.SIGKILL)
@@ -178,11 +181,11 @@ def test_a_search_killed_three_times_ends_as_an_uninterrupted_one(tmp_path):
                            "--output", str(whole), *TABULAR], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     kept = []
-    for what, ready in (("during setup, before any trial", lambda s: not s["rows"]),
-                        ("mid-search", lambda s: len([r for r in s["rows"] if r["status"] != "rejected"]) >= 3),
-                        ("near the end", lambda s: len([r for r in s["rows"] if r["status"] != "rejected"]) >= 8)):
+    for what, ready in (("during setup, before any trial", lambda rows: not rows),
+                        ("mid-search", lambda rows: len([r for r in rows if r["status"] != "rejected"]) >= 3),
+                        ("near the end", lambda rows: len([r for r in rows if r["status"] != "rejected"]) >= 8)):
         _kill_when(killed, ready, what)
-        rows = json.loads((killed / "state.json").read_text())["rows"]
+        rows = _rows(killed)
         assert rows[:len(kept)] == kept, f"rows finished before the kill {what} changed"
         kept = rows
     resumed = subprocess.run([sys.executable, "-m", "nas.run", str(REPO / "recipes" / "nb201_tabular.yaml"),
