@@ -97,7 +97,7 @@ def _check_settings(source: str, recipe: Recipe, plugins: Plugins) -> None:
     names = recipe.profiles
     if len(set(names)) != len(names):
         raise RecipeError(f"{source}: constraints.latency: each profile may appear once, got {names}")
-    if recipe.search.concurrency > recipe.search.budget:
+    if recipe.search.concurrency != "auto" and recipe.search.concurrency > recipe.search.budget:
         raise RecipeError(f"{source}: search.concurrency: must not exceed search.budget "
                           f"({recipe.search.concurrency} > {recipe.search.budget})")
     cl = recipe.cluster

@@ -105,8 +105,11 @@ class SearchConfig(_Strict):
     budget: PositiveInt = Field(description="architectures evaluated (trials); rejected candidates are free")
     prescreen: PrescreenConfig | None = Field(None, description="estimate many candidates in-process first; only "
                                               "the top_k go through Tune")
-    concurrency: PositiveInt = 1
+    concurrency: PositiveInt | Literal["auto"] = Field(1, description="trials run at once; 'auto': as many as the "
+                                                       "cluster's resources hold, following nodes that join or leave")
     seed: int = 0
+    trial_timeout: PositiveFloat | None = Field(None, description="seconds a trial may run; past it, it is stopped "
+                                                "and recorded as failed, and the search goes on")
     train_infeasible: bool = Field(False, description="also train candidates whose measured latency is too high")
     max_rejections: PositiveInt = Field(10_000, description="consecutive rejected proposals before giving up")
 
@@ -132,11 +135,30 @@ class TrackingConfig(_Strict):
 
 
 class ClusterConfig(_Strict):
-    address: str | None = Field(None, description="Ray address ('auto' for a running cluster); None = local")
+    """Where trials run: a local Ray instance, or a running Ray cluster (`nas.search`; README "On a cluster")."""
+
+    address: str | None = Field(None, description="Ray address of a running cluster: 'auto', 'HOST:PORT' or "
+                                "'ray://HOST:PORT'; None = a local Ray instance")
     num_cpus: PositiveInt | None = Field(None, description="CPUs of the local Ray instance (default: all)")
     cpus_per_trial: PositiveFloat = 1.0
     gpus_per_trial: float = Field(0.0, ge=0, description="GPUs Ray reserves per trial (fractions share one GPU); "
                                   "evaluators that train use the GPU when they get one")
+    accelerator_type: str | None = Field(None, description="run trials only on nodes with this accelerator "
+                                         "(Ray's accelerator_type:<X> resource, e.g. H100)")
+    resources: dict[str, PositiveFloat] = Field(default_factory=dict, description="custom Ray resources each trial "
+                                                "reserves, e.g. {fpga_board: 1}")
+    storage: str | None = Field(None, description="shared storage for Tune's experiment and a copy of the run's "
+                                "ledger: a path every machine mounts, or a URI pyarrow opens (s3://, gs://, "
+                                "file://); --resume on another machine fetches the ledger from it")
+    max_retries: int = Field(2, ge=0, description="times a trial whose worker process or node died is run again")
+    connect_timeout: PositiveFloat = Field(30.0, description="seconds to reach the cluster before giving up")
+
+    def trial_resources(self) -> dict[str, float]:
+        """What Ray reserves for one trial (Tune's `with_resources` form)."""
+        custom = dict(self.resources)
+        if self.accelerator_type:
+            custom[f"accelerator_type:{self.accelerator_type}"] = 0.001   # Ray's convention: a sliver of the marker
+        return {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial, **custom}
 
 
 class Recipe(_Strict):

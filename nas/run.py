@@ -75,10 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     from nas.latency_sources import LatencySetupError
     from nas.pipeline import run_search
     from nas.prescreen import PrescreenError
+    from nas.search import ClusterError
 
     try:
         summary = run_search(ctx.recipe, run_dir, resume=args.resume, ctx=ctx)
-    except (LatencySetupError, PrescreenError) as err:   # their messages name the recipe field, not the file
+    except (LatencySetupError, PrescreenError, ClusterError) as err:   # they name the recipe field, not the file
         raise RecipeError(f"{args.recipe}: {err}") from None
     best = summary.get("best")
     if best is None:

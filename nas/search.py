@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nas.controllers.base import Controller
 from nas.controllers.tune_adapter import ControllerSearcher
+from core.errors import InputError
 from nas.recipe import Recipe
 from nas.results import RunLog
 
@@ -24,6 +25,11 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # Trials keep the driver's working directory, so relative paths in a recipe mean the same thing inside a trial.
 os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+
+
+class ClusterError(InputError):
+    """A cluster the run cannot use (unreachable, without the resources a trial asks for, storage that cannot be
+    written); one line naming the `cluster` field, before any trial starts."""
 
 
 def ray_temp_dir(run_dir: Path) -> Path:
@@ -42,17 +48,93 @@ def ray_temp_dir(run_dir: Path) -> Path:
 
 
 def start_ray(recipe: Recipe, run_dir: Path) -> None:
-    """Start (or connect to) Ray quietly, with no dashboard and no usage reporting."""
+    """Start (or connect to) Ray quietly, with no dashboard and no usage reporting.
+
+    Raises:
+        ClusterError: `cluster.address` names no reachable cluster (checked within `cluster.connect_timeout`
+            seconds: Ray itself would keep retrying for minutes).
+    """
     import ray
 
     if ray.is_initialized():
         return
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                   configure_logging=True)
-    if recipe.cluster.address:
-        ray.init(address=recipe.cluster.address, **kwargs)
+    cl = recipe.cluster
+    if cl.address:
+        _check_reachable(cl.address, cl.connect_timeout)
+        env = {k: v for k, v in os.environ.items() if k.startswith("HWNAS_")}   # e.g. HWNAS_ZOO_PATH, for workers
+        ray.init(address=cl.address, runtime_env={"env_vars": env} if env else None, **kwargs)
     else:
-        ray.init(num_cpus=recipe.cluster.num_cpus, _temp_dir=str(ray_temp_dir(run_dir)), **kwargs)
+        ray.init(num_cpus=cl.num_cpus, _temp_dir=str(ray_temp_dir(run_dir)), **kwargs)
+
+
+def _check_reachable(address: str, timeout: float) -> None:
+    """A TCP connection to the cluster's head within `timeout` seconds, or a `ClusterError` naming the field."""
+    import socket
+
+    from ray._private import services
+
+    where = address
+    try:
+        if address.startswith("ray://"):
+            host, _, port = address.removeprefix("ray://").partition(":")
+            host, port = host, int(port or 10001)
+        else:
+            where = services.canonicalize_bootstrap_address(address) or address
+            host, _, port = where.rpartition(":")
+            port = int(port)
+    except ConnectionError:   # 'auto' and no cluster started on this machine
+        raise ClusterError("cluster.address: 'auto' finds no running Ray cluster on this machine; start one "
+                          "(ray start --head) or give HOST:PORT") from None
+    except ValueError:
+        raise ClusterError(f"cluster.address: {address!r}: expected 'auto', HOST:PORT or ray://HOST:PORT") from None
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        shown = address if where == address else f"{address} ({where})"
+        raise ClusterError(f"cluster.address: no Ray cluster answers at {shown} within {timeout:g} s "
+                          f"({err.strerror or err}); start one (ray start --head) or fix the address") from None
+
+
+_RAY_NAMES = {"cpu": "CPU", "gpu": "GPU"}
+
+
+def check_resources(recipe: Recipe) -> None:
+    """The cluster (or local Ray) can hold one trial, or a `ClusterError` naming the field: otherwise Tune would
+    wait for resources that never come."""
+    import ray
+
+    total = ray.cluster_resources()
+    for name, amount in recipe.cluster.trial_resources().items():
+        have = total.get(_RAY_NAMES.get(name, name), 0.0)
+        if amount > have:
+            field = {"cpu": "cpus_per_trial", "gpu": "gpus_per_trial"}.get(name, "resources")
+            if name.startswith("accelerator_type:"):
+                field = "accelerator_type"
+            where = f"the cluster at {recipe.cluster.address}" if recipe.cluster.address else "the local Ray instance"
+            raise ClusterError(f"cluster.{field}: a trial asks for {amount:g} {_RAY_NAMES.get(name, name)} and "
+                              f"{where} has {have:g} in all (nodes: {len(ray.nodes())}); no trial could start")
+
+
+class ClusterCapacity:
+    """How many trials the cluster holds at once (`search.concurrency: auto`): its alive nodes' resources over a
+    trial's, read again every `refresh` seconds, so nodes that join get trials and nodes that leave are not
+    waited for."""
+
+    def __init__(self, recipe: Recipe, refresh: float = 2.0):
+        self.per_trial = {_RAY_NAMES.get(k, k): v for k, v in recipe.cluster.trial_resources().items() if v > 0}
+        self.refresh, self._read, self._value = refresh, -float("inf"), 1
+
+    def __call__(self) -> int:
+        now = time.monotonic()
+        if now - self._read >= self.refresh:
+            import ray
+
+            total = ray.cluster_resources()
+            self._value = max(1, min(int(total.get(k, 0.0) / v + 1e-9) for k, v in self.per_trial.items()))
+            self._read = now
+        return self._value
 
 
 def run_trials(recipe: Recipe, run_dir: Path, ctx, controller: Controller, log: RunLog,
@@ -68,35 +150,72 @@ def run_trials(recipe: Recipe, run_dir: Path, ctx, controller: Controller, log: 
         requeue: candidates in flight when the previous session stopped.
         remaining: trials still to run.
     """
-    import ray
     from ray import tune
 
-    from nas.trial import tune_trainable
+    from nas.trial import run_files, tune_trainable
 
     t0 = time.perf_counter()
     start_ray(recipe, run_dir)
     t_ray = time.perf_counter() - t0
+    try:
+        check_resources(recipe)
+    except ClusterError:
+        _stop_ray(recipe)
+        raise
 
+    auto = recipe.search.concurrency == "auto"
     searcher = ControllerSearcher(controller, log, ctx.precheck, requeue=requeue,
-                                  max_rejections=recipe.search.max_rejections)
+                                  max_rejections=recipe.search.max_rejections,
+                                  capacity=ClusterCapacity(recipe) if auto else None)
     trainable = tune.with_resources(
-        tune.with_parameters(tune_trainable, recipe=recipe, run_dir=str(run_dir.resolve())),
-        {"cpu": recipe.cluster.cpus_per_trial, "gpu": recipe.cluster.gpus_per_trial})
-    session = 1 + sum(1 for p in (run_dir / "tune").glob("session*")) if (run_dir / "tune").is_dir() else 1
+        tune.with_parameters(tune_trainable, recipe=recipe, run_dir=str(run_dir.resolve()), files=run_files(run_dir)),
+        recipe.cluster.trial_resources())
+    if auto:   # Tune lets a custom searcher's trials wait for resources one at a time; the capacity limits them
+        os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "1000")
+    storage = tune_storage(recipe, run_dir)
+    session = _next_session(storage)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=remaining,
-                                    max_concurrent_trials=recipe.search.concurrency, reuse_actors=True),
-        run_config=tune.RunConfig(name=f"session{session}", storage_path=str((run_dir / "tune").resolve()),
-                                  verbose=0, failure_config=tune.FailureConfig(max_failures=0)),
+                                    max_concurrent_trials=None if auto else recipe.search.concurrency,
+                                    reuse_actors=True),
+        run_config=tune.RunConfig(name=f"session{session}", storage_path=storage, verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=recipe.cluster.max_retries)),
     )
     t1 = time.perf_counter()
     try:
         tuner.fit()
     finally:
-        if not recipe.cluster.address:
-            ray.shutdown()
+        _stop_ray(recipe)
     t_tune = time.perf_counter() - t1
     if searcher.exhausted:
         print(f"search ended early: {searcher.exhausted}")
     return {"ray_start_seconds": t_ray, "tune_seconds": t_tune}
+
+
+def _stop_ray(recipe: Recipe) -> None:
+    """Stop the local Ray instance this run started; a cluster's connection is left to the process's end."""
+    import ray
+
+    if not recipe.cluster.address:
+        ray.shutdown()
+
+
+def tune_storage(recipe: Recipe, run_dir: Path) -> str:
+    """Where Tune keeps its experiments: `<cluster.storage>/<run folder name>/tune`, else `<run_dir>/tune`."""
+    if recipe.cluster.storage:
+        return f"{recipe.cluster.storage.rstrip('/')}/{Path(run_dir).resolve().name}/tune"
+    return str((Path(run_dir) / "tune").resolve())
+
+
+def _next_session(storage: str) -> int:
+    """1 + the Tune experiments (`session<N>`) already under `storage`."""
+    import pyarrow.fs
+
+    try:
+        fs, path = pyarrow.fs.FileSystem.from_uri(storage) if "://" in storage else (pyarrow.fs.LocalFileSystem(),
+                                                                                   storage)
+        found = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    except OSError:
+        return 1
+    return 1 + sum(1 for f in found if f.base_name.startswith("session"))

@@ -72,15 +72,124 @@ def evaluate_candidate(ctx: RunContext, arch_string: str) -> dict[str, Any]:
     return row
 
 
-_CONTEXTS: dict[int, RunContext] = {}
+_CONTEXTS: dict[int, Any] = {}
 
 
-def tune_trainable(config: dict[str, Any], recipe: Recipe, run_dir: str) -> None:
-    """Ray Tune function trainable: evaluates `config["arch"]` and reports its row once."""
+def tune_trainable(config: dict[str, Any], recipe: Recipe, run_dir: str, files: dict[str, bytes] | None = None) -> None:
+    """Ray Tune function trainable: evaluates `config["arch"]` and reports its row once, with the Ray node that ran
+    it (`node`, `node_ip`).
+
+    Args:
+        files: the driver's run files a worker needs (`run_files`: the latency predictors), used where `run_dir`
+            is not on this node's file system.
+    """
+    import ray
     from ray import tune
 
     key = hash((recipe.model_dump_json(), run_dir))
     if key not in _CONTEXTS:   # workers are reused across trials: build datasets/profiles once
         _CONTEXTS.clear()
-        _CONTEXTS[key] = RunContext(recipe, Path(run_dir))
-    tune.report(evaluate_candidate(_CONTEXTS[key], config["arch"]))
+        folder = worker_run_dir(Path(run_dir), files or {})
+        timeout = recipe.search.trial_timeout
+        _CONTEXTS[key] = (TimedEvaluation(recipe, folder, timeout) if timeout
+                          else (lambda arch, ctx=RunContext(recipe, folder): evaluate_candidate(ctx, arch)))
+    row = _CONTEXTS[key](config["arch"])
+    context = ray.get_runtime_context()
+    tune.report({**row, "node": context.get_node_id()[:12], "node_ip": ray.util.get_node_ip_address()})
+
+
+def run_files(run_dir: Path) -> dict[str, bytes]:
+    """The files of `run_dir` a trial worker needs, by relative path: the latency predictors the driver built
+    (models, meta, calibration timings). Shipped with the trainable, so a node without the run directory on its
+    file system neither misses them nor measures the profile again."""
+    root = Path(run_dir)
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "predictors").rglob("*")) if p.is_file()}
+
+
+def worker_run_dir(run_dir: Path, files: dict[str, bytes]) -> Path:
+    """The run directory a trial worker uses: `run_dir` where this node sees the run (a shared file system, or
+    the driver's own node), else a node-local folder holding `files` (`run_files`). Weights trained there stay on
+    the node: the exported best network is then trained again by the driver (`nas.pipeline.export_best`)."""
+    if (run_dir / "state.json").is_file():
+        return run_dir
+    import tempfile
+
+    digest = hashlib.sha1(str(run_dir).encode() + b"".join(k.encode() + v for k, v in sorted(files.items())))
+    local = Path(tempfile.gettempdir()) / "hwnas-worker" / digest.hexdigest()[:16]
+    for name, data in files.items():
+        path = local / name
+        if not path.is_file() or path.read_bytes() != data:
+            from core.io import atomic_write
+
+            atomic_write(path, lambda tmp, data=data: tmp.write_bytes(data))
+    return local
+
+
+class TimedEvaluation:
+    """Candidates evaluated in a child process that can be stopped: one still running after `timeout` seconds is
+    killed and recorded as failed, and the next candidate gets a fresh process (`search.trial_timeout`).
+
+    A hung evaluation cannot be interrupted from inside its own process (a stuck kernel, a deadlocked loader), so
+    the run context lives in the child (built once, as in-process trials build theirs) and only an arch string and
+    a result row cross the pipe.
+    """
+
+    def __init__(self, recipe: Recipe, run_dir: Path, timeout: float):
+        self.recipe, self.run_dir, self.timeout = recipe, run_dir, timeout
+        self.proc, self.conn = None, None
+
+    def _start(self) -> None:
+        import multiprocessing as mp
+
+        spawn = mp.get_context("spawn")   # never fork a process that runs Ray's and torch's threads
+        self.conn, child = spawn.Pipe()
+        self.proc = spawn.Process(target=_serve, args=(child, self.recipe, str(self.run_dir)), daemon=True,
+                                  name="hwnas-evaluation")
+        self.proc.start()
+        child.close()
+
+    def __call__(self, arch: str) -> dict[str, Any]:
+        if self.proc is None or not self.proc.is_alive():
+            self._start()
+        start = time.perf_counter()
+        self.conn.send(arch)
+        started = self._receive(arch, start, deadline=None)   # building the context is not the trial's time
+        if started != "evaluating":
+            return started
+        return self._receive(arch, start, deadline=time.perf_counter() + self.timeout)
+
+    def _receive(self, arch: str, start: float, deadline: float | None) -> Any:
+        """The child's next message, or a failed row if it dies or the deadline passes (it is then killed)."""
+        while not self.conn.poll(0.2):
+            if not self.proc.is_alive():
+                break
+            if deadline is not None and time.perf_counter() > deadline:
+                self.proc.kill()
+                self.proc.join()
+                return self._failed(arch, start, f"TimeoutError: the trial ran past search.trial_timeout "
+                                                 f"({self.timeout:g} s) and was stopped")
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):
+            self.proc.join()
+            return self._failed(arch, start, "ChildProcessError: the evaluation process died (exit code "
+                                             f"{self.proc.exitcode})")
+
+    @staticmethod
+    def _failed(arch: str, start: float, error: str) -> dict[str, Any]:
+        return {"arch": arch, "status": "failed", "feasible": False, "accuracy": None, "error": error,
+                "eval_seconds": time.perf_counter() - start}
+
+
+def _serve(conn, recipe: Recipe, run_dir: str) -> None:
+    """The child of `TimedEvaluation`: build the run context, then evaluate each arch string it is sent."""
+    ctx = None
+    while True:
+        try:
+            arch = conn.recv()
+        except EOFError:
+            return
+        if ctx is None:
+            ctx = RunContext(recipe, Path(run_dir))
+        conn.send("evaluating")
+        conn.send(evaluate_candidate(ctx, arch))

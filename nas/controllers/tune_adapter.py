@@ -9,6 +9,7 @@ which is what `--resume` restores from.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +29,26 @@ class ControllerSearcher(Searcher):
         precheck: arch -> (violation or None, extra row fields); runs before a trial is spent.
         requeue: arch strings that were in flight when an earlier session stopped; proposed first.
         max_rejections: consecutive free answers (rejected or known) before the search ends.
+        capacity: how many trials may be in flight now (`nas.search.ClusterCapacity`, for `concurrency: auto`);
+            None: Tune's `max_concurrent_trials` limits them.
     """
 
     def __init__(self, controller: Controller, ledger: Ledger, precheck: Precheck,
-                 requeue: list[str] | None = None, max_rejections: int = 10_000):
+                 requeue: list[str] | None = None, max_rejections: int = 10_000,
+                 capacity: Callable[[], int] | None = None):
         super().__init__(metric="accuracy", mode="max")
         self.controller, self.ledger = controller, ledger
         self.proposer = Proposer(controller, ledger, precheck, max_rejections)
         self.requeue = list(requeue or [])
         self.pending: dict[str, str] = {}
         self.exhausted: str | None = None
+        self.capacity = capacity
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if self.exhausted:
             return Searcher.FINISHED
+        if self.capacity is not None and len(self.pending) >= self.capacity():
+            return None   # Tune asks again on a later step
         if self.requeue:
             string = self.requeue.pop(0)
         else:
