@@ -77,10 +77,15 @@ def run_search(recipe: Recipe, run_dir: Path, resume: bool = False, ctx: RunCont
     """
     start = time.perf_counter()
     run_dir = Path(run_dir)
+    storage = _storage(recipe, run_dir)
     log = _open_log(recipe, run_dir, resume)
     t_ctx = time.perf_counter()
     ctx = (ctx or RunContext(recipe)).open(run_dir)   # builds the latency predictors (calibration) before any trial
     setup_seconds = time.perf_counter() - t_ctx
+    if storage is not None:
+        storage.upload_folder(run_dir, "predictors")
+        storage.snapshot(run_dir, 0)
+        log.mirror = storage
     controller = _restored_controller(ctx, log, run_dir)
     requeue = [a for a in log.pending if log.get(a) is None]
     prescreen = _prescreen(recipe, run_dir, ctx, controller, log)
@@ -97,6 +102,17 @@ def run_search(recipe: Recipe, run_dir: Path, resume: bool = False, ctx: RunCont
     summary["wall_seconds"] = time.perf_counter() - start
     atomic_write_json(run_dir / "best.json", summary)
     return summary
+
+
+def _storage(recipe: Recipe, run_dir: Path):
+    """The run's folder on `cluster.storage` (checked writable before anything is written), or None."""
+    if not recipe.cluster.storage:
+        return None
+    from nas.storage import RunStorage
+
+    storage = RunStorage(recipe.cluster.storage, run_dir.resolve().name)
+    storage.check_writable()
+    return storage
 
 
 def _restored_controller(ctx: RunContext, log: RunLog, run_dir: Path):

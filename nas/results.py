@@ -77,6 +77,7 @@ class RunLog(MemoryLedger):
         self._seq, self._digest = 0, ""            # checkpoints persisted, digest of the last one
         self._saved_rows, self._journal_lines = 0, 0
         self._saved_state: Any = None              # the controller state as persisted (a private copy)
+        self.mirror = None   # a copy on shared storage (`nas.storage.RunStorage`, `cluster.storage`), if any
 
     @property
     def state_path(self) -> Path:
@@ -127,6 +128,8 @@ class RunLog(MemoryLedger):
         self._saved_rows, self._journal_lines = len(self.rows), 0
         self._saved_state = state["controller"]     # a copy: nan_to_none rebuilt it
         atomic_write(self.run_dir / "results.csv", lambda tmp: self.table().to_csv(tmp, index=False))
+        if self.mirror is not None:
+            self.mirror.snapshot(self.run_dir, self._seq)
 
     # ---- the search loops' ledger interface (nas.controllers.proposer.Ledger; `reject` is MemoryLedger's) --------
     def complete(self, arch: str, trial_id: str, result: dict[str, Any] | None, error: bool) -> dict[str, Any]:
@@ -154,8 +157,11 @@ class RunLog(MemoryLedger):
                              "controller": delta(self._saved_state, controller_state)})
         text = json.dumps(entry)
         self._digest = _chain(self._digest, entry)
+        line = text[:-1] + f', "sha256": "{self._digest}"}}\n'
         with open(self.journal_path, "a") as f:
-            f.write(text[:-1] + f', "sha256": "{self._digest}"}}\n')
+            f.write(line)
+        if self.mirror is not None:
+            self.mirror.journal(self._seq, line)
         self._saved_state = apply(self._saved_state, json.loads(text)["controller"], inplace=True)
         self._saved_rows, self._journal_lines = len(self.rows), self._journal_lines + 1
         _append_csv(self.run_dir / "results.csv", self.columns, rows)

@@ -52,6 +52,13 @@ def prepare(args: argparse.Namespace) -> tuple[RunContext, Path]:
         raise RecipeError(f"{run_dir}: the run directory is a file; pass another --output")
     saved = run_dir / "recipe.yaml"
     if args.resume:
+        if not (run_dir / "state.json").is_file() and recipe.cluster.storage:   # driven from another machine
+            from nas.storage import RunStorage, StorageError
+
+            try:
+                RunStorage(recipe.cluster.storage, run_dir.resolve().name).fetch_run(run_dir)
+            except (StorageError, OSError) as err:
+                raise RecipeError(f"{args.recipe}: {err}") from None
         if not (run_dir / "state.json").is_file():
             raise RecipeError(f"{run_dir}: no run to resume here (state.json missing); drop --resume to start one")
         from nas.results import RunLog
@@ -59,10 +66,11 @@ def prepare(args: argparse.Namespace) -> tuple[RunContext, Path]:
         RunLog.load(run_dir)   # a damaged ledger is refused here, in one line naming it
         before = read_yaml_mapping(saved, "saved recipe", RecipeError)
         now = recipe.model_dump(mode="json")
-        diff = [d for d in _differences(before, now) if d not in ("search.budget", "output.dir")]
+        diff = [d for d in _differences(before, now)
+                if d not in ("search.budget", "output.dir") and not d.startswith("cluster.")]
         if diff:
             raise RecipeError(f"{args.recipe}: {diff[0]}: differs from the recipe the run in {run_dir} started "
-                              f"with; only search.budget may change on --resume")
+                              f"with; only search.budget and where trials run (cluster) may change on --resume")
     elif (run_dir / "state.json").is_file():
         raise RecipeError(f"{run_dir}: already holds a run; add --resume to continue it or pass another --output")
     return ctx, run_dir
@@ -76,10 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     from nas.pipeline import run_search
     from nas.prescreen import PrescreenError
     from nas.search import ClusterError
+    from nas.storage import StorageError
 
     try:
         summary = run_search(ctx.recipe, run_dir, resume=args.resume, ctx=ctx)
-    except (LatencySetupError, PrescreenError, ClusterError) as err:   # they name the recipe field, not the file
+    except (LatencySetupError, PrescreenError, ClusterError, StorageError) as err:   # they name the recipe field, not the file
         raise RecipeError(f"{args.recipe}: {err}") from None
     best = summary.get("best")
     if best is None:

@@ -8,6 +8,7 @@ or two and carry the ``cluster`` marker: ``python -m pytest -m cluster tests/tes
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -71,16 +72,27 @@ def cluster():
     cluster.shutdown()
 
 
-def test_trials_spread_over_the_nodes_and_rows_say_which_ran_them(tmp_path, cluster):
+def test_trials_spread_over_the_nodes_and_a_run_resumes_from_shared_storage_alone(tmp_path, cluster):
     c, nodes = cluster
-    out = tmp_path / "run"
-    done = nas_run(out, *fixed_cost(1.0), "--set", f"cluster.address={c.address}",
-                   "--set", "search.concurrency=auto", "--set", "search.budget=6")
+    out, shared = tmp_path / "run", tmp_path / "shared"
+    args = [*fixed_cost(1.0), "--set", f"cluster.address={c.address}", "--set", "search.concurrency=auto",
+            "--set", f"cluster.storage={shared}"]
+    done = nas_run(out, *args, "--set", "search.budget=6")
     assert done.returncode == 0, done.stderr[-3000:]
     t = trials(out)
     assert len(t) == 6 and (t.status != "failed").all()
     assert set(t.node) == set(nodes)                     # both workers ran trials, the head (0 CPUs) none
     assert t.node_ip.notna().all()
+
+    kept = evaluated(out)
+    assert (shared / "run" / "results.csv").read_bytes() == (out / "results.csv").read_bytes()
+    assert list((shared / "run" / "tune").glob("session1"))
+    shutil.rmtree(out)                                   # the driver's machine is gone; another mounts `shared`
+    again = nas_run(out, *args, "--set", "search.budget=8", "--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    rows = evaluated(out)
+    assert len(rows) == 8 and rows[:6] == kept and len({r["arch"] for r in rows}) == 8
+    assert list((shared / "run" / "tune").glob("session2"))
 
 
 def test_a_gpu_per_trial_places_every_trial_on_the_gpu_node(tmp_path, cluster):
@@ -95,14 +107,31 @@ def test_a_gpu_per_trial_places_every_trial_on_the_gpu_node(tmp_path, cluster):
 @pytest.mark.parametrize("setting, field", [("cluster.gpus_per_trial=2", "cluster.gpus_per_trial"),
                                             ("cluster.resources={fpga_board: 1}", "cluster.resources"),
                                             ("cluster.accelerator_type=H100", "cluster.accelerator_type")])
-def test_resources_no_node_has_are_one_line_before_any_trial(tmp_path, cluster, setting, field):
+def test_resources_no_node_has_are_one_line_before_any_trial(cluster, setting, field):
+    import ray
+
+    from nas.recipe import read_recipe
+    from nas.search import ClusterError, check_resources
+
+    c, _ = cluster
+    recipe = read_recipe(RECIPE, [f"cluster.address={c.address}", setting])
+    ray.init(address=c.address, log_to_driver=False)
+    try:
+        with pytest.raises(ClusterError, match=rf"^{field}: a trial asks for .* no trial could start$"):
+            check_resources(recipe)
+        check_resources(read_recipe(RECIPE, [f"cluster.address={c.address}", "cluster.gpus_per_trial=1"]))
+    finally:
+        ray.shutdown()
+
+
+def test_resources_are_checked_before_any_trial_in_one_line(tmp_path, cluster):
     c, _ = cluster
     out = tmp_path / "run"
-    done = nas_run(out, *fixed_cost(0.2), "--set", f"cluster.address={c.address}", "--set", setting,
-                   "--set", "search.budget=2")
+    done = nas_run(out, *fixed_cost(0.2), "--set", f"cluster.address={c.address}",
+                   "--set", "cluster.resources={fpga_board: 1}", "--set", "search.budget=2")
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
-    assert lines[-1].startswith(f"error: {RECIPE}: {field}: ") and "no trial could start" in lines[-1], lines[-1]
+    assert lines[-1].startswith(f"error: {RECIPE}: cluster.resources: a trial asks for 1 fpga_board"), lines[-1]
     assert not evaluated(out)
 
 
@@ -116,17 +145,29 @@ def test_an_unreachable_address_is_one_line_not_a_hang(tmp_path):
     assert time.monotonic() - start < 100   # Ray's own connect retries for minutes
 
 
-def test_a_hung_trial_is_stopped_at_the_timeout_and_the_search_goes_on(tmp_path):
+def test_a_hung_trial_is_stopped_at_the_timeout_and_the_search_goes_on(tmp_path, cluster):
     out = tmp_path / "run"
-    done = nas_run(out, *fixed_cost(0.1, stall_fraction=0.25, stall_seconds=3600),
-                   "--set", "search.trial_timeout=1.5", "--set", "search.budget=6", "--set", "search.concurrency=2",
+    done = nas_run(out, *fixed_cost(0.1, stall_fraction=0.3, stall_seconds=3600),
+                   "--set", f"cluster.address={cluster[0].address}",
+                   "--set", "search.trial_timeout=1.5", "--set", "search.budget=4", "--set", "search.concurrency=1",
                    "--set", "constraints.latency.0.max_ms=5")   # every candidate feasible: each one is evaluated
     assert done.returncode == 0, done.stderr[-3000:]
     t = trials(out)
     hung = t[t.status == "failed"]
-    assert len(t) == 6 and 0 < len(hung) < 6
+    assert len(t) == 4 and 0 < len(hung) < 4
     assert hung.error.str.contains("TimeoutError: the trial ran past search.trial_timeout").all()
     assert (t[t.status != "failed"].accuracy.notna()).all()
+
+
+def test_storage_that_cannot_be_written_is_one_line_before_anything_runs(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    out = tmp_path / "run"
+    done = nas_run(out, *fixed_cost(0.1), "--set", f"cluster.storage={tmp_path / 'file' / 'store'}",
+                   "--set", "search.budget=2")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {RECIPE}: cluster.storage: cannot write to "), last
+    assert not out.exists()                         # nothing started: a plain rerun needs no --resume
 
 
 def _wait_for(out: Path, proc, n: int, timeout: float = 180) -> list[dict]:
@@ -177,11 +218,13 @@ def test_a_killed_driver_resumes_against_the_same_cluster(tmp_path):
         out = tmp_path / "run"
         args = [*fixed_cost(2.0), "--set", f"cluster.address={cluster.address}", "--set", "search.concurrency=auto",
                 "--set", "search.budget=8"]
+        args += ["--set", f"cluster.storage=file://{tmp_path / 'shared'}"]
         proc = nas_run(out, *args, wait=False)
         _wait_for(out, proc, 3)
         os.killpg(proc.pid, signal.SIGKILL)         # the driver and its children; the cluster stays up
         proc.wait()
         kept = evaluated(out)
+        shutil.rmtree(out)                          # resumed from another machine: only the storage is shared
         done = nas_run(out, *args, "--resume")
         assert done.returncode == 0, done.stderr[-3000:]
     finally:
