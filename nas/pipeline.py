@@ -78,6 +78,9 @@ def run_search(recipe: Recipe, run_dir: Path, resume: bool = False, ctx: RunCont
     start = time.perf_counter()
     run_dir = Path(run_dir)
     storage = _storage(recipe, run_dir)
+    from nas.search import join_cluster
+
+    join_cluster(recipe, run_dir)
     log = _open_log(recipe, run_dir, resume)
     t_ctx = time.perf_counter()
     ctx = (ctx or RunContext(recipe)).open(run_dir)   # builds the latency predictors (calibration) before any trial

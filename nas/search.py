@@ -64,7 +64,10 @@ def start_ray(recipe: Recipe, run_dir: Path) -> None:
     if cl.address:
         _check_reachable(cl.address, cl.connect_timeout)
         env = {k: v for k, v in os.environ.items() if k.startswith("HWNAS_")}   # e.g. HWNAS_ZOO_PATH, for workers
-        ray.init(address=cl.address, runtime_env={"env_vars": env} if env else None, **kwargs)
+        try:
+            ray.init(address=cl.address, runtime_env={"env_vars": env} if env else None, **kwargs)
+        except (ConnectionError, RuntimeError) as err:
+            raise ClusterError(_connect_failure(cl.address, err)) from None
     else:
         ray.init(num_cpus=cl.num_cpus, _temp_dir=str(ray_temp_dir(run_dir)), **kwargs)
 
@@ -97,7 +100,30 @@ def _check_reachable(address: str, timeout: float) -> None:
                           f"({err.strerror or err}); start one (ray start --head) or fix the address") from None
 
 
+def _connect_failure(address: str, err: Exception) -> str:
+    """One line for a cluster that answered but could not be joined; names Ray's token authentication, which
+    `ray start --head` turns on and which a driver must opt into."""
+    text = f"{err} {err.__cause__ or ''} {err.__context__ or ''}"
+    if "InvalidAuthToken" in text or "Authentication" in text:
+        return (f"cluster.address: the cluster at {address} asks for an authentication token: run with "
+                "RAY_AUTH_MODE=token set (the token is read from ~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or "
+                "RAY_AUTH_TOKEN), as for every ray start --address on the other machines")
+    return f"cluster.address: cannot join the Ray cluster at {address} ({type(err).__name__}: {err})"
+
+
 _RAY_NAMES = {"cpu": "CPU", "gpu": "GPU"}
+
+
+def join_cluster(recipe: Recipe, run_dir: Path) -> None:
+    """Connect to `cluster.address` and check it can hold a trial, before the run writes anything (a run that
+    cannot start leaves no run folder behind); a local run starts its Ray instance later, in `run_trials`."""
+    if recipe.cluster.address:
+        start_ray(recipe, run_dir)
+        try:
+            check_resources(recipe)
+        except ClusterError:
+            _stop_ray(recipe, always=True)
+            raise
 
 
 def check_resources(recipe: Recipe) -> None:
@@ -193,11 +219,12 @@ def run_trials(recipe: Recipe, run_dir: Path, ctx, controller: Controller, log: 
     return {"ray_start_seconds": t_ray, "tune_seconds": t_tune}
 
 
-def _stop_ray(recipe: Recipe) -> None:
-    """Stop the local Ray instance this run started; a cluster's connection is left to the process's end."""
+def _stop_ray(recipe: Recipe, always: bool = False) -> None:
+    """Stop the local Ray instance this run started; a cluster's connection is left to the process's end (or
+    closed too, `always`)."""
     import ray
 
-    if not recipe.cluster.address:
+    if always or not recipe.cluster.address:
         ray.shutdown()
 
 
