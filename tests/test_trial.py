@@ -11,7 +11,7 @@ from nas.checks import load_recipe
 from nas.objectives import pareto_mask
 from nas.results import RunLog, score_of
 from nas.context import RunContext
-from nas.trial import evaluate_candidate, weights_path
+from nas.trial import evaluate_candidate, run_files, weights_path, worker_run_dir
 
 from conftest import ASSETS
 
@@ -126,3 +126,24 @@ def test_same_arch_gets_the_same_accuracy_whatever_ran_before(ctx):
     again = evaluate_candidate(ctx, SMALL)
     assert first["status"] == again["status"] == "ok"
     assert again["accuracy"] == first["accuracy"]
+
+
+def test_a_worker_without_the_run_folder_gets_the_drivers_predictors_and_measures_nothing(ctx, tmp_path,
+                                                                                          monkeypatch):
+    import tempfile
+
+    import nas.latency_sources
+
+    files = run_files(ctx.run_dir)                   # what the driver ships with the trainable
+    assert any(name.endswith("meta.json") for name in files) and all(n.startswith("predictors/") for n in files)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "node-tmp"))
+    gone = tmp_path / "elsewhere" / "run"            # the driver's run folder, not on this node
+    folder = worker_run_dir(gone, files)
+    assert folder.is_relative_to(tmp_path / "node-tmp") and not gone.exists()
+    monkeypatch.setattr(nas.latency_sources, "_calibrated", lambda *a, **k: pytest.fail("calibrated again"))
+    worker = RunContext(ctx.recipe, folder)
+    arch = ctx.space.decode(SMALL)
+    assert worker.latency["local-cpu"].latency(ctx.space, arch) == ctx.latency["local-cpu"].latency(ctx.space, arch)
+    assert worker_run_dir(gone, files) == folder     # the next trial on this node finds them in place
+    (ctx.run_dir / "state.json").write_text("{}")    # a node that sees the run folder uses it
+    assert worker_run_dir(ctx.run_dir, files) == ctx.run_dir
