@@ -106,6 +106,7 @@ class Surrogate:
     def _reset(self) -> None:
         width = int(self.offsets[-1])
         self.seen: dict[str, list] = {}   # string -> [score or None, {profile: ms}]; in the order told
+        self._seen_rows: list[list] = []   # the same as state_dict's rows, appended as they come (see state_dict)
         self._scored: list[tuple[np.ndarray, float]] = []   # (active one-hot columns, score)
         self._decisions: list[tuple[int, ...]] = []           # the scored candidates' decisions (-1: unused)
         self.gp: CategoricalGP | None = None
@@ -128,6 +129,7 @@ class Surrogate:
             return False
         latency = {p: float(ms) for p, ms in (latency or {}).items() if p in self.limits}
         self.seen[string] = [score, latency]
+        self._seen_rows.append([string, score, [latency.get(p) for p in self.limits]])
         cols = self._columns(arch)
         for profile, ms in latency.items():
             self._latency[profile].add(cols, ms)
@@ -233,11 +235,13 @@ class Surrogate:
 
     # ---- state ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """JSON-able state: the candidates seen (score, latency per limited profile) and the fitted models."""
+        """JSON-able state: the candidates seen (score, latency per limited profile) and the fitted models.
+
+        The rows of ``seen`` are the list this surrogate keeps appending to (not a copy, so a state costs nothing
+        per candidate seen, and the ledger journals only the new tail: `nas.results`); do not modify it."""
         def plain(model):
             return None if model is None else [model[0].tolist(), *model[1:]]
-        profiles = list(self.limits)
-        return {"seen": [[s, score, [lat.get(p) for p in profiles]] for s, (score, lat) in self.seen.items()],
+        return {"seen": self._seen_rows,
                 "fitted_on": self.fitted_on,
                 "score_model": plain(self.score_model), "gp": self.gp_state,
                 "latency_models": {p: plain(m) for p, m in self.latency_models.items()}}
