@@ -116,31 +116,44 @@ _RAY_NAMES = {"cpu": "CPU", "gpu": "GPU"}
 
 def join_cluster(recipe: Recipe, run_dir: Path) -> None:
     """Connect to `cluster.address` and check it can hold a trial, before the run writes anything (a run that
-    cannot start leaves no run folder behind); a local run starts its Ray instance later, in `run_trials`."""
-    if recipe.cluster.address:
-        start_ray(recipe, run_dir)
-        try:
-            check_resources(recipe)
-        except ClusterError:
-            _stop_ray(recipe, always=True)
-            raise
+    cannot start leaves no run folder behind). A local run checks this machine's CPUs and GPUs the same way and
+    starts its Ray instance later, in `run_trials`."""
+    if not recipe.cluster.address:
+        import torch
+
+        check_resources(recipe, {"CPU": float(recipe.cluster.num_cpus or os.cpu_count() or 1),
+                                 "GPU": float(torch.cuda.device_count())})
+        return
+    start_ray(recipe, run_dir)
+    try:
+        check_resources(recipe)
+    except ClusterError:
+        _stop_ray(recipe, always=True)
+        raise
 
 
-def check_resources(recipe: Recipe) -> None:
-    """The cluster (or local Ray) can hold one trial, or a `ClusterError` naming the field: otherwise Tune would
-    wait for resources that never come."""
-    import ray
+def check_resources(recipe: Recipe, total: dict[str, float] | None = None) -> None:
+    """The cluster (or this machine) can hold one trial, or a `ClusterError` naming the field: otherwise Tune
+    would wait for resources that never come.
 
-    total = ray.cluster_resources()
+    Args:
+        total: the resources there are, by Ray's names; default: the connected cluster's alive nodes.
+    """
+    if total is None:
+        import ray
+
+        total, nodes = ray.cluster_resources(), f" (nodes: {len(ray.nodes())})"
+    else:
+        nodes = ""
     for name, amount in recipe.cluster.trial_resources().items():
         have = total.get(_RAY_NAMES.get(name, name), 0.0)
         if amount > have:
             field = {"cpu": "cpus_per_trial", "gpu": "gpus_per_trial"}.get(name, "resources")
             if name.startswith("accelerator_type:"):
                 field = "accelerator_type"
-            where = f"the cluster at {recipe.cluster.address}" if recipe.cluster.address else "the local Ray instance"
+            where = f"the cluster at {recipe.cluster.address}" if recipe.cluster.address else "this machine"
             raise ClusterError(f"cluster.{field}: a trial asks for {amount:g} {_RAY_NAMES.get(name, name)} and "
-                              f"{where} has {have:g} in all (nodes: {len(ray.nodes())}); no trial could start")
+                              f"{where} has {have:g} in all{nodes}; no trial could start")
 
 
 class ClusterCapacity:

@@ -230,3 +230,17 @@ def test_a_killed_driver_resumes_against_the_same_cluster(tmp_path):
     finally:
         cluster.shutdown()
     _assert_whole(evaluated(out), 8, kept)
+
+
+def test_a_gpu_per_trial_on_a_machine_without_one_is_one_line_and_leaves_no_run(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "run"
+    done = nas_run(out, *fixed_cost(0.1), "--set", "cluster.gpus_per_trial=1", "--set", "search.budget=2")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {RECIPE}: cluster.gpus_per_trial: a trial asks for 1 GPU and this machine "
+                           "has 0 in all; no trial could start"), last
+    assert not out.exists()
