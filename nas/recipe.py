@@ -137,8 +137,8 @@ class TrackingConfig(_Strict):
 class ClusterConfig(_Strict):
     """Where trials run: a local Ray instance, or a running Ray cluster (`nas.search`; README "On a cluster")."""
 
-    address: str | None = Field(None, description="Ray address of a running cluster: 'auto', 'HOST:PORT' or "
-                                "'ray://HOST:PORT'; None = a local Ray instance")
+    address: str | None = Field(None, description="Ray address of a running cluster: 'auto' or 'HOST:PORT' (run "
+                                "the command on a machine of the cluster); None = a local Ray instance")
     num_cpus: PositiveInt | None = Field(None, description="CPUs of the local Ray instance (default: all)")
     cpus_per_trial: PositiveFloat = 1.0
     gpus_per_trial: float = Field(0.0, ge=0, description="GPUs Ray reserves per trial (fractions share one GPU); "

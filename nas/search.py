@@ -78,20 +78,20 @@ def _check_reachable(address: str, timeout: float) -> None:
 
     from ray._private import services
 
+    if address.startswith("ray://"):
+        raise ClusterError("cluster.address: ray:// (Ray Client) would run Ray Tune's loop, and with it the run's "
+                           "ledger, on the head node, away from this command; run nas.run on a machine of the "
+                           "cluster with HOST:PORT or auto (over ssh, or: ray job submit -- python -m nas.run ...)")
     where = address
     try:
-        if address.startswith("ray://"):
-            host, _, port = address.removeprefix("ray://").partition(":")
-            host, port = host, int(port or 10001)
-        else:
-            where = services.canonicalize_bootstrap_address(address) or address
-            host, _, port = where.rpartition(":")
-            port = int(port)
+        where = services.canonicalize_bootstrap_address(address) or address
+        host, _, port = where.rpartition(":")
+        port = int(port)
     except ConnectionError:   # 'auto' and no cluster started on this machine
         raise ClusterError("cluster.address: 'auto' finds no running Ray cluster on this machine; start one "
                           "(ray start --head) or give HOST:PORT") from None
     except ValueError:
-        raise ClusterError(f"cluster.address: {address!r}: expected 'auto', HOST:PORT or ray://HOST:PORT") from None
+        raise ClusterError(f"cluster.address: {address!r}: expected 'auto' or HOST:PORT") from None
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as err:

@@ -244,3 +244,13 @@ def test_a_gpu_per_trial_on_a_machine_without_one_is_one_line_and_leaves_no_run(
     assert last.startswith(f"error: {RECIPE}: cluster.gpus_per_trial: a trial asks for 1 GPU and this machine "
                            "has 0 in all; no trial could start"), last
     assert not out.exists()
+
+
+@pytest.mark.parametrize("address, words", [("ray://10.0.0.1:10001", "ray:// (Ray Client) would run Ray Tune's loop"),
+                                            ("head-without-port", "expected 'auto' or HOST:PORT")])
+def test_addresses_a_run_cannot_use_are_refused_before_connecting(address, words):
+    from nas.search import ClusterError, _check_reachable
+
+    with pytest.raises(ClusterError, match=r"^cluster\.address: ") as err:
+        _check_reachable(address, timeout=1)
+    assert words in str(err.value)
