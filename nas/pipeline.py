@@ -87,7 +87,7 @@ def run_search(recipe: Recipe, run_dir: Path, resume: bool = False, ctx: RunCont
     setup_seconds = time.perf_counter() - t_ctx
     if storage is not None:
         storage.upload_folder(run_dir, "predictors")
-        storage.snapshot(run_dir, 0)
+        storage.snapshot(run_dir, log.seq)
         log.mirror = storage
     controller = _restored_controller(ctx, log, run_dir)
     requeue = [a for a in log.pending if log.get(a) is None]

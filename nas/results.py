@@ -84,6 +84,11 @@ class RunLog(MemoryLedger):
         return self.run_dir / "state.json"
 
     @property
+    def seq(self) -> int:
+        """Checkpoints persisted so far (a snapshot holds those up to its own `seq`)."""
+        return self._seq
+
+    @property
     def journal_path(self) -> Path:
         return self.run_dir / self.JOURNAL
 

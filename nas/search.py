@@ -1,8 +1,14 @@
-"""Running the trials: a local Ray instance (or a cluster) and one Ray Tune experiment per session.
+"""Running the trials: a local Ray instance (or a running cluster) and one Ray Tune experiment per session.
 
-Each `nas.run` session (the first and every `--resume`) runs one Tune experiment under `run_dir/tune/`, sized to
-the budget still left; the run's ledger (`state.json`), not Tune's experiment state, is what a resume restores,
-so a session killed at any point loses only the trials that were in flight, and those are proposed again first.
+Each `nas.run` session (the first and every `--resume`) runs one Tune experiment under `run_dir/tune/` (or
+`<cluster.storage>/<run folder>/tune`), sized to the budget still left; the run's ledger (`nas.results`), not Tune's
+experiment state, is what a resume restores, so a session killed at any point loses only the trials that were in
+flight, and those are proposed again first.
+
+On a cluster (`cluster.address`), `join_cluster` connects before the run writes anything: an address nothing
+answers at, a token the cluster asks for, or resources no node has (`check_resources`) are one `ClusterError` line.
+Trials reserve `ClusterConfig.trial_resources`; `search.concurrency: auto` keeps as many in flight as the alive
+nodes hold (`ClusterCapacity`); a trial whose worker or node died is run again (`cluster.max_retries`).
 """
 from __future__ import annotations
 
@@ -11,9 +17,9 @@ import os
 import time
 from pathlib import Path
 
+from core.errors import InputError
 from nas.controllers.base import Controller
 from nas.controllers.tune_adapter import ControllerSearcher
-from core.errors import InputError
 from nas.recipe import Recipe
 from nas.results import RunLog
 
