@@ -15,7 +15,7 @@ from nas.objectives import latency_column
 from nas.recipe import Recipe
 from nas.results import RunLog
 from nas.tracking import ExportedModel, make_tracker
-from nas.trial import build_seeded, weights_path
+from nas.trial import build_seeded, run_files, weights_path
 
 
 class Progress:
@@ -86,7 +86,7 @@ def run_search(recipe: Recipe, run_dir: Path, resume: bool = False, ctx: RunCont
     ctx = (ctx or RunContext(recipe)).open(run_dir)   # builds the latency predictors (calibration) before any trial
     setup_seconds = time.perf_counter() - t_ctx
     if storage is not None:
-        storage.upload_folder(run_dir, "predictors")
+        storage.put_files(run_files(run_dir))
         storage.snapshot(run_dir, log.seq)
         log.mirror = storage
     controller = _restored_controller(ctx, log, run_dir)

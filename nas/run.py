@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         summary = run_search(ctx.recipe, run_dir, resume=args.resume, ctx=ctx)
-    except (LatencySetupError, PrescreenError, ClusterError, StorageError) as err:   # they name the recipe field, not the file
+    except (LatencySetupError, PrescreenError, ClusterError, StorageError) as err:   # they name the field, not the file
         raise RecipeError(f"{args.recipe}: {err}") from None
     best = summary.get("best")
     if best is None:

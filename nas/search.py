@@ -202,11 +202,12 @@ def run_trials(recipe: Recipe, run_dir: Path, ctx, controller: Controller, log: 
     t0 = time.perf_counter()
     start_ray(recipe, run_dir)
     t_ray = time.perf_counter() - t0
-    try:
-        check_resources(recipe)
-    except ClusterError:
-        _stop_ray(recipe)
-        raise
+    if not recipe.cluster.address:   # a cluster was checked when it was joined (`join_cluster`)
+        try:
+            check_resources(recipe)   # Ray's own view of this machine
+        except ClusterError:
+            _stop_ray(recipe)
+            raise
 
     auto = recipe.search.concurrency == "auto"
     searcher = ControllerSearcher(controller, log, ctx.precheck, requeue=requeue,
@@ -250,7 +251,9 @@ def _stop_ray(recipe: Recipe, always: bool = False) -> None:
 def tune_storage(recipe: Recipe, run_dir: Path) -> str:
     """Where Tune keeps its experiments: `<cluster.storage>/<run folder name>/tune`, else `<run_dir>/tune`."""
     if recipe.cluster.storage:
-        return f"{recipe.cluster.storage.rstrip('/')}/{Path(run_dir).resolve().name}/tune"
+        from nas.storage import tune_location
+
+        return tune_location(recipe.cluster.storage, Path(run_dir).resolve().name)
     return str((Path(run_dir) / "tune").resolve())
 
 
@@ -258,9 +261,10 @@ def _next_session(storage: str) -> int:
     """1 + the Tune experiments (`session<N>`) already under `storage`."""
     import pyarrow.fs
 
+    from nas.storage import filesystem
+
     try:
-        fs, path = pyarrow.fs.FileSystem.from_uri(storage) if "://" in storage else (pyarrow.fs.LocalFileSystem(),
-                                                                                   storage)
+        fs, path = filesystem(storage)
         found = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
     except OSError:
         return 1

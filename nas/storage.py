@@ -21,6 +21,22 @@ class StorageError(InputError):
     """Storage that cannot be opened or written; one line naming `cluster.storage`."""
 
 
+def filesystem(uri: str):
+    """(pyarrow filesystem, path) of a storage location: a URI pyarrow opens, or a local path made absolute."""
+    import pyarrow.fs
+
+    if "://" in uri:
+        return pyarrow.fs.FileSystem.from_uri(uri)
+    return pyarrow.fs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
+
+
+def tune_location(uri: str, run_name: str) -> str:
+    """Where Tune keeps the run's experiments on the storage: `<uri>/<run_name>/tune` (a local path made
+    absolute)."""
+    root = uri.rstrip("/") if "://" in uri else filesystem(uri)[1]
+    return f"{root}/{run_name}/tune"
+
+
 class RunStorage:
     """One run's folder on shared storage.
 
@@ -30,14 +46,9 @@ class RunStorage:
     """
 
     def __init__(self, uri: str, run_name: str):
-        import pyarrow.fs
-
         self.uri = uri
         try:
-            if "://" in uri:
-                self.fs, base = pyarrow.fs.FileSystem.from_uri(uri)
-            else:
-                self.fs, base = pyarrow.fs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
+            self.fs, base = filesystem(uri)
         except (OSError, ValueError) as err:   # pyarrow's ArrowInvalid is a ValueError
             raise StorageError(f"cluster.storage: {uri!r} cannot be opened ({err})") from None
         self.base = f"{base.rstrip('/')}/{run_name}"
@@ -91,12 +102,10 @@ class RunStorage:
     def journal(self, seq: int, line: str) -> None:
         self.put(f"journal/{seq:09d}.json", line.encode())
 
-    def upload_folder(self, run_dir: Path, folder: str) -> None:
-        """Copy `run_dir/folder` (e.g. the predictors) file by file."""
-        root = Path(run_dir)
-        for path in sorted((root / folder).rglob("*")):
-            if path.is_file():
-                self.put(str(path.relative_to(root)), path.read_bytes())
+    def put_files(self, files: dict[str, bytes]) -> None:
+        """Copy files by their path relative to the run folder (e.g. the predictors: `nas.trial.run_files`)."""
+        for name, data in files.items():
+            self.put(name, data)
 
     def fetch_run(self, run_dir: Path) -> bool:
         """Write the stored ledger (snapshot, journal lines in order, predictors) into `run_dir`; False when the
@@ -107,8 +116,8 @@ class RunStorage:
         if state is None:
             return False
         run_dir = Path(run_dir)
-        files = {name: self.get(name) for name in (*LEDGER_FILES, *self.names("predictors"))}
-        files["state.json"] = state
+        files = {"state.json": state}
+        files.update((name, self.get(name)) for name in (*LEDGER_FILES[1:], *self.names("predictors")))
         files["journal.jsonl"] = b"".join(self.get(n).rstrip(b"\n") + b"\n" for n in self.names("journal"))
         for name, data in files.items():
             if data is not None:
