@@ -104,9 +104,9 @@ def slot_seconds(trials: pd.DataFrame) -> tuple[float, float] | None:
     """Seconds a worker slot takes per trial once running, with its standard error: the slope of each node's finish
     times over its trial count, pooled over the nodes (a node's first finish carries its start-up only in the
     intercept). The residuals' variance is taken as at least that of rounding to whole seconds (`finished_at`'s
-    resolution), which perfectly regular trials would otherwise hide. None without a `node` column or with too few
-    trials per node."""
-    if "node" not in trials or trials["node"].isna().all():
+    resolution), which perfectly regular trials would otherwise hide. None when no trial names its node (every one
+    crashed) or with too few trials per node."""
+    if trials["node"].isna().all():
         return None
     when = pd.to_datetime(trials["finished_at"])
     finished = (when - when.min()).dt.total_seconds()
@@ -134,7 +134,7 @@ def scaling_figures(run_dir: Path, workers: int, seconds: float) -> dict:
     n, tune_s = len(trials), summary["timings"]["tune_seconds"]
     eval_mean = float(trials["eval_seconds"].mean())
     rate, ideal = 60 * n / tune_s, 60 * workers / seconds
-    used = int(trials["node"].dropna().nunique()) if "node" in trials else None
+    used = int(trials["node"].dropna().nunique())
     slot, slot_se = slot_seconds(trials) or (None, None)
     return {"nodes": workers, "trials": n, "rejected_free": int(len(rows) - n), "tune_seconds": tune_s,
             "ray_start_seconds": summary["timings"]["ray_start_seconds"], "wall_seconds": summary["wall_seconds"],
@@ -191,11 +191,14 @@ def print_scaling(a: dict) -> None:
               f"{f(r['fixed_seconds'], '.1f'):>7} {r['driver_cpu_seconds']:>6.1f}")
     print("eff = trials/min over ideal (60 x nodes / seconds); speed-up = trials/min against the first row; "
           "idle/trial = tune_seconds x nodes / trials - mean eval_seconds (worker start-up included); used = "
-          "distinct Ray nodes in results.csv ('-': no node column); slot = seconds per trial on one node once "
+          "distinct Ray nodes in results.csv; slot = seconds per trial on one node once "
           "running (slope of its finish times, 1 s resolution, pooled); st.eff = mean eval_seconds / slot; "
           "st.idle = slot - mean eval_seconds, with the slope's standard error; fixed = tune_seconds - trials / used "
           "x slot (start-up and tail); cpu = the nas.run process's CPU time")
-    if a["driver_cpu_per_trial_seconds"] is not None:
+    if a["driver_cpu_per_trial_seconds"] is not None and a["driver_cpu_per_trial_seconds"] <= 0:
+        print(f"driver CPU per trial: not resolved (the slope over the runs is "
+              f"{a['driver_cpu_per_trial_seconds'] * 1e3:.0f} ms: start-up costs varied more than the trials added)")
+    elif a["driver_cpu_per_trial_seconds"] is not None:
         print(f"driver CPU per trial (slope of cpu s over trials; an upper bound: larger runs also last longer, and "
               f"Tune's polling costs CPU per second): {a['driver_cpu_per_trial_seconds'] * 1e3:.0f} ms")
 
@@ -344,7 +347,7 @@ def projection(a: dict | None, b: list[dict], trial_seconds: float) -> list[str]
                      f"trials of {per * PROJECTED_NODES:.2f} s or less.")
     if a is not None:
         cpu = a["driver_cpu_per_trial_seconds"]
-        if cpu is not None:
+        if cpu is not None and cpu > 0:   # a slope at or below zero resolves nothing (print_scaling says so)
             lines.append(f"- Ray Tune and nas.run together (A, random search; driver CPU slope, an upper bound): "
                          f"{cpu * 1e3:.0f} ms per trial -> {cpu * rate:.1%} of one core, before the controller's "
                          "own work above.")
