@@ -7,6 +7,10 @@ the median of repeats): `OnnxCpuBackend` (onnxruntime on this CPU, fp32, batch 1
 exported network against its profile (`HardwareProfile.measure_exported`) all time through one of them, so a figure
 means the same wherever it was taken. `BACKENDS` names them as manifests do (``backend:``); `make_backend` builds
 one, `unavailable` says why one cannot run here.
+
+Every other registered implementation (`hardware_profiles.implementations`: ``openvino-cpu``, ``torch-cpu-eager``,
+``torch-cuda-compile``, ...) is a backend too (`ImplementationBackend`), so ``hardware_profiles.measure --backend
+openvino-cpu`` builds a profile's tables with that engine, and a live profile can time with it.
 """
 from __future__ import annotations
 
@@ -21,8 +25,15 @@ from typing import Any
 import numpy as np
 
 from core.errors import InputError
+from hardware_profiles.implementations import IMPLEMENTATIONS, Network, get_implementation
 
-BACKENDS = ("onnxruntime-cpu", "torch-cuda")   # as manifests name them (``backend:``)
+# as manifests name them (``backend:``): the two engines of the shipped profiles, then every other implementation
+BACKENDS = tuple(dict.fromkeys(["onnxruntime-cpu", "torch-cuda", *IMPLEMENTATIONS.names()]))
+
+
+def backend_device(backend: str) -> str:
+    """``cpu`` or ``cuda``: where `backend` runs."""
+    return IMPLEMENTATIONS.get(backend).device if backend in IMPLEMENTATIONS else "cpu"
 
 
 def machine_info(backend: str) -> dict[str, Any]:
@@ -40,7 +51,7 @@ def machine_info(backend: str) -> dict[str, Any]:
     import torch
 
     info.update(onnxruntime=onnxruntime.__version__, torch=torch.__version__)
-    if backend == "torch-cuda" and torch.cuda.is_available():
+    if backend_device(backend) == "cuda" and torch.cuda.is_available():
         info.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda)
     return info
 
@@ -83,6 +94,40 @@ class OnnxCpuBackend:
                                        warmup=self.warmup, repeats=self.repeats, rounds=rounds)
 
 
+class ImplementationBackend:
+    """A registered implementation (`hardware_profiles.implementations`) as a measuring backend: each module is
+    prepared with the implementation's default settings for the thread budget (or `settings`), run `warmup` times,
+    then `repeats` single runs are timed and the median reported, as the other backends do."""
+
+    def __init__(self, name: str, threads: int, warmup: int, repeats: int, batch: int = 1,
+                 settings: dict[str, Any] | None = None):
+        self.impl = get_implementation(name, "--backend")
+        self.threads, self.warmup, self.repeats, self.batch = threads, warmup, repeats, batch
+        self.settings = {**self.impl.default(threads).settings, **(settings or {})}
+        self.runtime = self.impl.engine
+
+    def describe(self) -> str:
+        return f"{self.impl.engine} ({', '.join(f'{k}={v}' for k, v in sorted(self.settings.items()))})"
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return version(self.impl.package or "torch")
+
+    def measure(self, module, input_shape: tuple[int, ...]):
+        from core.timing import summarise
+
+        with tempfile.TemporaryDirectory(prefix="hwnas-measure-") as tmp:
+            runner = self.impl.prepare(Network((self.batch, *input_shape[1:]), {}, module=module), self.settings,
+                                       Path(tmp))
+            try:
+                for _ in range(self.warmup):
+                    runner()
+                return summarise(runner.time(self.repeats), threads=self.threads)
+            finally:
+                runner.close()
+
+
 def round_medians(backend, items: list[tuple[Callable[[], Any], tuple[int, ...]]], rounds: int) -> np.ndarray:
     """Median ms of every (build, shape) in each of `rounds` interleaved rounds, (items, rounds): through the
     backend's own `round_medians` where it has one (builds and exports once), else by building and measuring
@@ -114,15 +159,16 @@ def preheat_backend(backend: str, seconds: float, threads: int) -> None:
     a GPU is warmed by each item's own warm-up runs)."""
     from core.timing import preheat
 
-    if backend == "onnxruntime-cpu" and seconds > 0:
+    if backend_device(backend) == "cpu" and seconds > 0:
         print(f"preheating for {seconds:g} s ...", file=sys.stderr)
         preheat(seconds, threads)
 
 
 def make_backend(backend: str, *, threads: int = 1, warmup: int = 10, repeats: int = 50, precision: str = "fp32",
                  batch: int = 1, channels_last: bool = False):
-    """The measuring backend: onnxruntime on this CPU (``onnxruntime-cpu``, fp32, batch 1) or CUDA graphs on the
-    GPU (``torch-cuda``).
+    """The measuring backend: onnxruntime on this CPU (``onnxruntime-cpu``, fp32, batch 1), CUDA graphs on the
+    GPU (``torch-cuda``), or any other registered implementation (`ImplementationBackend`; `precision` and
+    `channels_last` set its settings where it has them).
 
     Raises:
         InputError: an unknown backend, or one that cannot run on this machine (the line says why)."""
@@ -131,6 +177,11 @@ def make_backend(backend: str, *, threads: int = 1, warmup: int = 10, repeats: i
         raise InputError(f"--backend {backend}: {why}")
     if backend == "onnxruntime-cpu":
         return OnnxCpuBackend(threads, warmup, repeats)
+    if backend != "torch-cuda":
+        known = IMPLEMENTATIONS.get(backend).default(threads).settings
+        given = {"precision": precision, "channels_last": channels_last}
+        return ImplementationBackend(backend, threads, warmup, repeats, batch,
+                                     {k: v for k, v in given.items() if k in known})
     from hardware_profiles.cuda import TorchCudaBackend
 
     return TorchCudaBackend(precision=precision, batch=batch, channels_last=channels_last, warmup=warmup,
@@ -145,6 +196,8 @@ def unavailable(backend: str) -> str | None:
         from hardware_profiles.cuda import TorchCudaBackend
 
         return TorchCudaBackend.unavailable()
+    if backend in IMPLEMENTATIONS:
+        return IMPLEMENTATIONS.get(backend).unavailable()
     return f"{backend!r} cannot measure; expected one of: {', '.join(BACKENDS)}"
 
 

@@ -47,17 +47,24 @@ class HardwareProfile(ABC):
 
 
 class LiveOnnxCpuProfile(HardwareProfile):
-    """Measures each network live with onnxruntime on this machine's CPU.
+    """Measures each network live on this machine's CPU, with onnxruntime unless another implementation is named.
 
     Method: export to ONNX (fp32, batch 1), `warmup` runs, then the median of `repeats` timed runs with fixed
-    intra-op threads and sequential execution.
+    intra-op threads and sequential execution. With `implementation` (a CPU implementation of
+    `hardware_profiles.implementations`, e.g. ``openvino-cpu``), the same protocol runs on that engine with its
+    default settings for the profile's threads: what a latency constraint's ``implementation`` asks for.
     """
 
     threads = 1
 
-    def __init__(self, warmup: int = 10, repeats: int = 50):
-        self.warmup, self.repeats = warmup, repeats
-        self.backend = OnnxCpuBackend(self.threads, warmup, repeats)
+    def __init__(self, warmup: int = 10, repeats: int = 50, implementation: str = "onnxruntime-cpu"):
+        from hardware_profiles.backends import make_backend
+
+        self.warmup, self.repeats, self.implementation = warmup, repeats, implementation
+        self.backend = (OnnxCpuBackend(self.threads, warmup, repeats) if implementation == "onnxruntime-cpu" else
+                        make_backend(implementation, threads=self.threads, warmup=warmup, repeats=repeats))
+        if implementation != "onnxruntime-cpu":
+            self.description = f"{self.description.split(',')[0]}, {self.backend.describe()}, measured live"
 
     def latency(self, space, arch: Hashable):
         return self.backend.measure(space.build(arch), space.input_shape(arch))

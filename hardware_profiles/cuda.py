@@ -15,7 +15,7 @@ class TorchCudaBackend:
     """Time modules on the current CUDA device with CUDA graphs.
 
     Args:
-        precision: "fp32" or "fp16" (weights and inputs).
+        precision: "fp32", "fp16" or "bf16" (weights and inputs).
         batch: batch size of the timed input.
         channels_last: NHWC memory format (what cuDNN's fastest convolutions use).
         warmup: graph replays before timing.
@@ -32,7 +32,8 @@ class TorchCudaBackend:
         if why:
             raise InputError(f"--backend torch-cuda: {why}")
         self.torch = torch
-        self.precision, self.dtype = precision, {"fp32": torch.float32, "fp16": torch.float16}[precision]
+        self.precision, self.dtype = precision, {"fp32": torch.float32, "fp16": torch.float16,
+                                                   "bf16": torch.bfloat16}[precision]
         self.batch, self.channels_last, self.warmup, self.repeats = batch, channels_last, warmup, repeats
         torch.backends.cudnn.benchmark = True
 

@@ -21,9 +21,9 @@ Registered (`IMPLEMENTATIONS`):
 | ``openvino-cpu`` | cpu | OpenVINO (extra ``openvino``) | precision f32, bf16 where the CPU has it |
 | ``torch-cpu-eager`` | cpu | PyTorch eager | channels-last or not |
 | ``torch-cpu-compile`` | cpu | ``torch.compile`` (inductor; needs a C++ compiler) | channels-last or not |
-| ``torch-cuda-eager`` | cuda | PyTorch eager | fp32/fp16/bf16, channels-last |
-| ``torch-cuda`` | cuda | CUDA graph replay (the GPU profiles' engine) | fp32/fp16/bf16, channels-last |
-| ``torch-cuda-compile`` | cuda | ``torch.compile`` | reduce-overhead/max-autotune, fp32/fp16/bf16 |
+| ``torch-cuda-eager`` | cuda | PyTorch eager | fp32/tf32/fp16/bf16, channels-last |
+| ``torch-cuda`` | cuda | CUDA graph replay (the GPU profiles' engine) | fp32/tf32/fp16/bf16, channels-last |
+| ``torch-cuda-compile`` | cuda | ``torch.compile`` | reduce-overhead/max-autotune, fp32/tf32/fp16/bf16 |
 
 Operator-level choices (`Implementation.operator_choices`, recorded in every plan): onnxruntime's ``all`` level adds
 the NCHWc layout transformation (convolutions, depthwise ones included, run in a blocked layout), so comparing
@@ -51,9 +51,10 @@ from core.errors import InputError
 from core.registry import Registry
 
 IMPLEMENTATIONS: Registry[Implementation] = Registry("implementation")
-TOLERANCE = {"fp32": 1e-3, "fp16": 3e-2, "bf16": 1e-1}
+TOLERANCE = {"fp32": 1e-3, "tf32": 1e-2, "fp16": 3e-2, "bf16": 1e-1}
 """Largest parity error (`parity_error`) accepted per precision: fp32 engines reorder sums and fuse operators
-(about 1e-6 here), half precisions lose digits over a network's depth."""
+(about 1e-6 on a CPU, up to 1e-4 on a GPU), TF32 convolutions keep 10 mantissa bits (1e-3 seen on an H200, so 1e-3
+would refuse them), half precisions lose digits over a network's depth."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class Candidate:
 
     @property
     def precision(self) -> str:
-        """fp32, fp16 or bf16: what the parity tolerance follows (OpenVINO names it ``inference_precision``)."""
+        """fp32, tf32, fp16 or bf16: what the parity tolerance follows (OpenVINO names it ``inference_precision``)."""
         ov = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}.get(self.settings.get("inference_precision", ""))
         return self.settings.get("precision") or ov or "fp32"
 
@@ -404,11 +405,12 @@ print(request.get_output_tensor(0).data.shape)
 class _TorchRunner(Runner):
     """A module (maybe compiled) on a fixed input; on CUDA, timed with CUDA events, optionally as a CUDA graph."""
 
-    def __init__(self, fn: Callable, x, cuda: bool, threads: int = 0, graph: bool = False):
+    def __init__(self, fn: Callable, x, cuda: bool, threads: int = 0, graph: bool = False, tf32: bool = False):
         import torch
 
-        self.torch, self.fn, self.x, self.cuda, self.threads = torch, fn, x, cuda, threads
+        self.torch, self.fn, self.x, self.cuda, self.threads, self.tf32 = torch, fn, x, cuda, threads, tf32
         self.graph = None
+        self._flags()
         with torch.inference_mode():
             if graph:
                 side = torch.cuda.Stream()
@@ -429,9 +431,17 @@ class _TorchRunner(Runner):
         if self.cuda:
             self.torch.cuda.synchronize()
 
-    def _run(self):
+    def _flags(self) -> None:
+        """The process-wide settings this candidate runs under, set before each run (others change them between):
+        CPU threads; on CUDA whether convolutions and matmuls may use TF32 (PyTorch's own default allows it in
+        cuDNN convolutions; ``fp32`` here means no TF32, ``tf32`` means both)."""
         if self.threads:
             self.torch.set_num_threads(self.threads)
+        if self.cuda:
+            self.torch.backends.cudnn.allow_tf32 = self.torch.backends.cuda.matmul.allow_tf32 = self.tf32
+
+    def _run(self):
+        self._flags()
         with self.torch.inference_mode():
             if self.graph is not None:
                 self.graph.replay()
@@ -477,8 +487,8 @@ class _TorchImplementation(Implementation):
 
         import torch
 
-        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[settings.get("precision",
-                                                                                                    "fp32")]
+        dtype = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16,
+                 "bf16": torch.bfloat16}[settings.get("precision", "fp32")]
         fmt = torch.channels_last if settings.get("channels_last") else torch.contiguous_format
         device = "cuda" if self.device == "cuda" else "cpu"
         module = copy.deepcopy(network.torch_module(self.name)).eval().to(device, dtype).to(memory_format=fmt)
@@ -499,13 +509,13 @@ class _TorchImplementation(Implementation):
         if self.mode == "compile":
             fn = torch.compile(module, mode=settings.get("mode"), dynamic=False)
         return _TorchRunner(fn, x, cuda=self.device == "cuda", threads=settings.get("threads", 0),
-                            graph=self.mode == "graph")
+                            graph=self.mode == "graph", tf32=settings.get("precision") == "tf32")
 
     def save(self, network: Network, settings: dict[str, Any], folder: Path, workdir: Path) -> list[str]:
         """The weights (safetensors) and a snippet that rebuilds, converts and runs the network: ``torch.export``'s
         .pt2 and TorchScript files hold pickles, which this project never hands out."""
         files = [_save_weights(network, folder)]
-        names = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+        names = {"fp32": "float32", "tf32": "float32", "fp16": "float16", "bf16": "bfloat16"}
         dtype = f"torch.{names[settings.get('precision', 'fp32')]}"
         device = "cuda" if self.device == "cuda" else "cpu"
         fmt = "torch.channels_last" if settings.get("channels_last") else "torch.contiguous_format"
@@ -516,7 +526,9 @@ class _TorchImplementation(Implementation):
         if device == "cpu":
             lines.insert(1, f"torch.set_num_threads({settings['threads']})")
         if device == "cuda":
-            lines.insert(1, "torch.backends.cudnn.benchmark = True")
+            tf32 = settings.get("precision") == "tf32"
+            lines.insert(1, "torch.backends.cudnn.benchmark = True\n"
+                         f"torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = {tf32}")
         if self.mode == "compile":
             lines.append(f"model = torch.compile(model, mode={settings.get('mode')!r}, dynamic=False)")
         if self.mode == "graph":
@@ -557,14 +569,16 @@ class TorchCpuCompile(_TorchImplementation):
                 "channels-last memory format: searched"]
 
 
-def _cuda_variants(extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    return [{"precision": p, "channels_last": cl, **(extra or {})}
-            for p in ("fp32", "fp16", "bf16") for cl in (False, True)]
+def _cuda_variants() -> list[dict[str, Any]]:
+    """Precision x memory format; first TF32 channels-last, as the GPU profiles are measured (PyTorch's defaults,
+    which let cuDNN convolutions use TF32, and ``--channels-last``)."""
+    return [{"precision": p, "channels_last": cl}
+            for p in ("tf32", "fp32", "fp16", "bf16") for cl in (True, False)]
 
 
 _CUDA_CHOICES = ["cudnn.benchmark on for every candidate: cuDNN times its algorithms per convolution shape",
                  "channels-last (NHWC) memory format: searched",
-                 "precision fp32/fp16/bf16 for the whole network: searched (per-layer precision is not)"]
+                 "precision fp32/tf32/fp16/bf16 for the whole network: searched (per-layer precision is not)"]
 
 
 @register_implementation
@@ -597,7 +611,7 @@ class TorchCudaCompile(_TorchImplementation):
 
     def variants(self, threads: int) -> list[dict[str, Any]]:
         return [{"mode": m, "precision": p, "channels_last": True}
-                for m in ("reduce-overhead", "max-autotune") for p in ("fp32", "fp16", "bf16")]
+                for m in ("reduce-overhead", "max-autotune") for p in ("tf32", "fp32", "fp16", "bf16")]
 
     def operator_choices(self) -> list[str]:
         return [*_CUDA_CHOICES, "max-autotune: inductor times Triton and cuBLAS/cuDNN kernels per operator "

@@ -23,10 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 from core.cli import read_yaml_mapping
 from core.errors import InputError, sha256_file, verify_sha256
 from core.io import atomic_write_text
+from hardware_profiles.implementations import IMPLEMENTATIONS
 
 BUILTIN_ROOT = Path(__file__).parent / "profiles"
 Kind = Literal["measured", "simulated", "imported"]
-Backend = Literal["onnxruntime-cpu", "torch-cuda", "simulator", "none"]
+# what measured a profile: a registered implementation (hardware_profiles.implementations), or none
+Backend = Literal[tuple(dict.fromkeys(["onnxruntime-cpu", "torch-cuda", *IMPLEMENTATIONS.names(), "simulator",
+                                       "none"]))]
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 TableName = Literal["blocks", "networks", "extra"]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]

@@ -44,7 +44,8 @@ import yaml
 
 from core.cli import ArgParser, check_folder, check_range, read_space_options
 from core.errors import InputError, cli_entry
-from hardware_profiles.backends import machine_info, make_backend, measure_in_rounds, measure_stable, preheat_backend
+from hardware_profiles.backends import (BACKENDS, backend_device, machine_info, make_backend, measure_in_rounds,
+                                       measure_stable, preheat_backend)
 from hardware_profiles.manifest import (BUILTIN_ROOT, Manifest, check_profile_name, discover, read_manifest, resolve,
                                         table_hashes, verify_tables, write_manifest)
 from hardware_profiles.tables import BLOCK_COLUMNS, EXTRA_COLUMNS, NETWORK_COLUMNS, TableWriter
@@ -101,6 +102,11 @@ def _versions(root: Path, name: str) -> dict[int, Path]:
     return {int(p.parent.name): p.parent for p in folder.glob("*/manifest.yaml") if p.parent.name.isdigit()}
 
 
+def _threads(args: MeasureSettings) -> int:
+    """The thread count a profile records: the CPU backends' ``--threads``, 0 on a GPU."""
+    return args.threads if backend_device(args.backend) == "cpu" else 0
+
+
 def _open_profile(args: MeasureSettings, backend, space_options: dict) -> tuple[Manifest, Path]:
     """The profile folder to measure into: the newest version in `--root` (or, without `--root`, the newest one
     found on the profile path), continued; or a new version when there is none or `--new-version` asks for one."""
@@ -114,9 +120,9 @@ def _open_profile(args: MeasureSettings, backend, space_options: dict) -> tuple[
     manifest = Manifest(
         name=args.profile, version=version, kind="measured", device=args.device or platform.node() or "unknown",
         runtime=backend.runtime, runtime_version=backend.version(), backend=args.backend,
-        precision=args.precision, batch=args.batch, threads=args.threads if args.backend == "onnxruntime-cpu" else 0,
+        precision=args.precision, batch=args.batch, threads=_threads(args),
         tables={"blocks": "blocks.csv", "networks": "networks.csv"},
-        options={"channels_last": args.channels_last} if args.backend == "torch-cuda" else {})
+        options={"channels_last": args.channels_last} if backend_device(args.backend) == "cuda" else {})
     return manifest, root / args.profile / str(version)
 
 
@@ -127,7 +133,7 @@ def _continued(args: MeasureSettings, folder: Path, space_options: dict) -> Mani
     where = f"{manifest.ref} in {folder}"
     if manifest.kind != "measured":
         raise InputError(f"--profile: {where} is {manifest.kind}, not measured; choose another name")
-    threads = args.threads if args.backend == "onnxruntime-cpu" else 0
+    threads = _threads(args)
     wanted = {"space": args.space, "space_options": space_options, "num_classes": args.num_classes,
               "backend": args.backend, "precision": args.precision, "batch": args.batch, "threads": threads}
     for name, value in wanted.items():
@@ -382,10 +388,11 @@ def _what_flags(p: ArgParser) -> None:
 
 def _how_flags(p: ArgParser) -> None:
     """Flags saying how it is measured: the backend and its settings, the protocol, where the profile goes."""
-    p.add_argument("--backend", choices=["onnxruntime-cpu", "torch-cuda"],
-                   help="what times the modules: onnxruntime on this CPU, or PyTorch CUDA graphs on the GPU")
-    p.add_argument("--threads", metavar="N", type=int, help="onnxruntime intra-op threads (default 1)")
-    p.add_argument("--precision", choices=["fp32", "fp16"],
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="what times the modules: onnxruntime on this CPU (default), PyTorch CUDA graphs on the GPU, or "
+                   "another implementation (hardware_profiles.implementations) with its default settings")
+    p.add_argument("--threads", metavar="N", type=int, help="CPU threads of a CPU backend (default 1)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
                    help="numeric precision (torch-cuda; onnxruntime-cpu measures fp32)")
     p.add_argument("--batch", metavar="N", type=int,
                    help="batch size (torch-cuda; onnxruntime-cpu measures batch 1)")
@@ -448,9 +455,9 @@ def check_profile(args: MeasureSettings) -> tuple[dict[str, Any], bool]:
     m = getattr(profile, "manifest", None)
     if not isinstance(profile, TableProfile) or not m.tables.networks:
         raise InputError(f"--check: profile {args.profile} has no network table to check against")
-    if m.kind != "measured" or m.backend not in ("onnxruntime-cpu", "torch-cuda"):
+    if m.kind != "measured" or m.backend not in BACKENDS:
         raise InputError(f"--check: profile {m.ref} is {m.kind} ({m.backend}); only profiles measured with "
-                         "onnxruntime-cpu or torch-cuda can be re-measured")
+                         f"one of {', '.join(BACKENDS)} can be re-measured")
     nets = profile.read_networks()
     pick = np.sort(np.random.default_rng(args.seed).choice(len(nets), min(args.check, len(nets)), replace=False))
     archs, table = nets["arch"].astype(str).to_numpy()[pick], nets["median_ms"].to_numpy(float)[pick]

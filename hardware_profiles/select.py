@@ -370,8 +370,8 @@ def write_plan(plan: Plan, network: Network, out: Path, workdir: Path) -> None:
         plan.artifact = [f"artifact/{f}" for f in
                          get_implementation(best.implementation).save(network, best.settings, folder, workdir)]
     atomic_write_json(out / "plan.json", plan.to_dict())
-    text = (f"# Deployment plan: {plan.network}\n\nDevice {plan.device}, {plan.threads} thread(s). Chosen: "
-            f"**{plan.chosen}** ({plan.why}).\n\n{plan.table()}\n")
+    text = (f"# Deployment plan: {network_label(network.recipe)}\n\nDevice {plan.device}, {plan.threads} thread(s). "
+            f"Chosen: **{plan.chosen}** ({plan.why}).\n\n{plan.table()}\n")
     atomic_write_text(out / "plan.md", text)
 
 
@@ -470,7 +470,7 @@ def parse_args(argv: list[str] | None = None) -> SelectSettings:
     p.add_argument("--batch", type=int, help="batch size of the timed input (default 1)")
     p.add_argument("--out", metavar="DIR", help="plan folder (default plans/<network>); an existing one continues")
     p.add_argument("--implementations", metavar="A,B", help="only these implementations (default: all of --device)")
-    p.add_argument("--precision", choices=["any", "fp32", "fp16", "bf16"],
+    p.add_argument("--precision", choices=["any", "fp32", "tf32", "fp16", "bf16"],
                    help="only candidates of this precision (default any: half precisions too, within tolerance)")
     p.add_argument("--rounds", type=int, help="interleaved timing rounds (default 5)")
     p.add_argument("--warmup", type=int, help="untimed runs before a candidate's first round (default 10)")
@@ -479,6 +479,11 @@ def parse_args(argv: list[str] | None = None) -> SelectSettings:
     s = p.parse_into(SelectSettings, argv)
     check_range(s, threads=1, batch=1, rounds=1, warmup=0, repeats=1, margin=0, num_classes=1)
     return s
+
+
+def network_label(recipe: dict[str, Any]) -> str:
+    """A short name of a network: the timm model, the ONNX file, or the space and arch string."""
+    return recipe.get("timm_model") or recipe.get("onnx") or f"{recipe['space']} {recipe['arch']}"
 
 
 def default_out(network: Network) -> Path:

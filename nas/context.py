@@ -19,8 +19,8 @@ from nas.controllers import CONTROLLERS
 from nas.controllers.base import SearchObjectives
 from nas.evaluation import EVALUATORS
 from nas.evaluation.tabular import constraint_table
-from nas.latency_sources import LatencySource, make_sources
-from nas.objectives import latency_column, latency_violation, static_check
+from nas.latency_sources import LatencySource, latency_figures, make_sources
+from nas.objectives import latency_violation, static_check
 from nas.recipe import Recipe, validate_plugin
 from search_spaces import SPACES
 
@@ -109,13 +109,8 @@ class RunContext:
         flops, params, violation = static_check(self.space, self.recipe.constraints, arch)
         extra: dict[str, Any] = {"flops": flops, "params": params}
         if violation is None:
-            lat = {}
-            for name, src in self.latency.items():
-                if src.cheap:
-                    try:
-                        lat[name] = src.latency(self.space, arch)
-                    except KeyError:   # not in a metric table: the trial records it as failed, the search goes on
-                        continue
-            extra.update({latency_column(name): ms for name, ms in lat.items()})
+            # a candidate a metric table lacks is skipped here: its trial records it as failed, the search goes on
+            lat, fields = latency_figures(self.latency, self.space, arch, cheap_only=True)
+            extra.update(fields)
             violation = latency_violation(self.recipe.constraints, lat)
         return violation, extra

@@ -16,9 +16,17 @@ Each latency constraint names a profile and a `source` (`nas.recipe.LatencyConst
   measure the exported network on.
 
 Each kind is its own class behind one interface (`LatencySource`: `latency`, `cheap`, `measure_exported`):
-`PredictorSource`, `ProfileSource`, `TableSource`. `measure_exported` times the exported best network on the
-profile wherever this machine can (the profile says how: `HardwareProfile.measure_exported`); the model card shows
-it beside the search's figure.
+`PredictorSource`, `ProfileSource`, `TableSource`.
+
+A constraint's ``implementation`` names the engine the network will run on (`hardware_profiles.implementations`):
+``default`` is the profile's own; another name on a live profile (``local-cpu``) times with that engine; ``best``
+makes one source per implementation (each a predictor or the profile, as above: a predictor is calibrated per
+engine, in ``predictors/<profile>/<implementation>/``) and a candidate's latency is the smallest of them, the
+winning engine recorded in the ``implementation_<profile>`` column (`ImplementationSource`). On a table profile the
+implementations are other profiles measured on the same device with another ``--backend``.
+
+`measure_exported` times the exported best network on the profile wherever this machine can (the profile says how:
+`HardwareProfile.measure_exported`); the model card shows it beside the search's figure.
 """
 from __future__ import annotations
 
@@ -79,6 +87,10 @@ class LatencySource(ABC):
         smallest median of `rounds` interleaved rounds)."""
         return self.profile.measure_exported(space, arch, rounds)
 
+    def figure(self, space, arch: Hashable) -> tuple[float, str | None]:
+        """(latency ms, the implementation it is for, or None for the profile's own engine)."""
+        return self.latency(space, arch), None
+
 
 @dataclass
 class PredictorSource(LatencySource):
@@ -128,6 +140,63 @@ class TableSource(LatencySource):
         return None, "not measured: the figure comes from a metric table, not a hardware profile"
 
 
+@dataclass
+class ImplementationSource(LatencySource):
+    """A constraint with ``implementation:``: one source per implementation (`parts`, by implementation name); a
+    candidate's figure is the smallest of theirs, and `figure` names the implementation that gave it."""
+
+    constraint: LatencyConstraint
+    parts: dict[str, LatencySource]
+    how: str
+    predictor = None
+
+    @property
+    def profile(self) -> HardwareProfile:
+        return next(iter(self.parts.values())).profile
+
+    @property
+    def cheap(self) -> bool:
+        return all(p.cheap for p in self.parts.values())
+
+    def figure(self, space, arch: Hashable) -> tuple[float, str | None]:
+        figures = {name: src.latency(space, arch) for name, src in self.parts.items()}
+        name = min(figures, key=figures.get)
+        return figures[name], name
+
+    def latency(self, space, arch: Hashable) -> float:
+        return self.figure(space, arch)[0]
+
+    def measure_exported(self, space, arch: Hashable, rounds: int = 2) -> tuple[float | None, str]:
+        """The exported network measured with the implementation that won it."""
+        name = self.figure(space, arch)[1]
+        ms, how = self.parts[name].measure_exported(space, arch, rounds)
+        return ms, f"{name}: {how}"
+
+
+def latency_figures(sources: dict[str, LatencySource], space, arch: Hashable,
+                    cheap_only: bool = False) -> tuple[dict[str, float], dict[str, Any]]:
+    """(latency ms by profile, results-row fields: ``latency_<profile>`` and, where an implementation is chosen,
+    ``implementation_<profile>``) of a candidate. `cheap_only`: only the sources that cost nothing, skipping a
+    candidate a metric table lacks (its trial records it as failed)."""
+    from nas.objectives import implementation_column, latency_column
+
+    lat: dict[str, float] = {}
+    fields: dict[str, Any] = {}
+    for name, src in sources.items():
+        if cheap_only and not src.cheap:
+            continue
+        try:
+            ms, impl = src.figure(space, arch)
+        except KeyError:
+            if not cheap_only:
+                raise
+            continue
+        lat[name] = fields[latency_column(name)] = ms
+        if impl is not None:
+            fields[implementation_column(name)] = impl
+    return lat, fields
+
+
 def profile_file_name(profile: str) -> str:
     """`profile` as a file or folder name (``predictors/<profile>/``, the run's plots)."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", profile)
@@ -153,14 +222,85 @@ def make_sources(constraints: Constraints, space, run_dir: Path, *, seed: int = 
             out[lat.profile] = TableSource(lat, table_column(i, lat, path), f"metric table {path}, column {lat.column}")
             continue
         profile = get_profile(lat.profile)
-        if lat.source == "profile":
-            out[lat.profile] = ProfileSource(lat, profile, f"{lat.profile} ({type(profile).__name__})")
-        elif lat.predictor:
-            model = given_predictor(i, lat, space)
-            out[lat.profile] = PredictorSource(lat, profile, model, f"predictor {lat.predictor}")
-        else:
-            model, how = _run_predictor(i, lat, profile, space, Path(run_dir), constraints, seed, log)
-            out[lat.profile] = PredictorSource(lat, profile, model, how)
+        if lat.implementation == "default":
+            out[lat.profile] = _source(i, lat, profile, space, Path(run_dir), constraints, seed, log)
+            continue
+        parts = {name: _source(i, lat, prof, space, Path(run_dir), constraints, seed, log, part=name)
+                 for name, prof in implementation_profiles(i, lat, profile).items()}
+        out[lat.profile] = ImplementationSource(lat, parts, f"{lat.implementation} of {', '.join(parts)}: "
+                                                + "; ".join(p.how for p in parts.values()))
+    return out
+
+
+def _source(index: int, lat: LatencyConstraint, profile, space, run_dir: Path, constraints: Constraints, seed: int,
+            log, part: str | None = None) -> LatencySource:
+    """The constraint's source on one profile (`part`: the implementation it stands for, under ``best``)."""
+    if lat.source == "profile":
+        return ProfileSource(lat, profile, f"{lat.profile} ({type(profile).__name__})")
+    if lat.predictor:
+        if part is not None:
+            raise LatencySetupError(f"constraints.latency[{index}].predictor: one predictor cannot answer for "
+                                    "several implementations; leave it out (one is built per implementation)")
+        return PredictorSource(lat, profile, given_predictor(index, lat, space), f"predictor {lat.predictor}")
+    model, how = _run_predictor(index, lat, profile, space, run_dir, constraints, seed, log, part)
+    return PredictorSource(lat, profile, model, how)
+
+
+def default_implementations(device: str = "cpu") -> list[str]:
+    """What ``implementation: best`` compares on a live profile when the constraint lists none: every installed
+    implementation of the device that does not compile per network (compiling costs seconds per candidate)."""
+    from hardware_profiles.implementations import implementations
+
+    return [i.name for i in implementations(device) if "compile" not in i.name and i.unavailable() is None]
+
+
+def implementation_profiles(index: int, lat: LatencyConstraint, profile) -> dict[str, HardwareProfile]:
+    """The profile per implementation a constraint with ``implementation:`` compares, by implementation name.
+
+    Raises:
+        LatencySetupError: an unknown or uninstalled implementation, one for another device, an implementation a
+            table profile was not measured with, a listed profile measured elsewhere, or a profile kind that
+            cannot choose (a simulator).
+    """
+    from hardware_profiles import LiveOnnxCpuProfile
+    from hardware_profiles.implementations import IMPLEMENTATIONS
+
+    field = f"constraints.latency[{index}].implementation{'s' if lat.implementations else ''}"
+    if isinstance(profile, LiveOnnxCpuProfile):
+        names = (lat.implementations or default_implementations() if lat.implementation == "best"
+                 else [lat.implementation])
+        for name in names:
+            impl = IMPLEMENTATIONS.get(name) if name in IMPLEMENTATIONS else None
+            why = ("not a registered implementation (expected one of: "
+                   f"{', '.join(IMPLEMENTATIONS.names())})" if impl is None else
+                   f"runs on {impl.device}, {lat.profile} is a CPU profile" if impl.device != "cpu" else
+                   impl.unavailable())
+            if why:
+                raise LatencySetupError(f"{field}: {name}: {why}")
+        return {name: type(profile)(implementation=name) for name in dict.fromkeys(names)}
+    if not isinstance(profile, TableProfile) or profile.manifest.kind != "measured":
+        raise LatencySetupError(f"{field}: {lat.profile} is not measured with an engine (a live or measured profile "
+                                "can choose one)")
+    m = profile.manifest
+    if lat.implementation != "best":
+        if lat.implementation != m.backend:
+            raise LatencySetupError(f"{field}: {lat.profile} was measured with {m.backend}; for "
+                                    f"{lat.implementation}, measure a profile with hardware_profiles.measure "
+                                    f"--backend {lat.implementation} and name it")
+        return {m.backend: profile}
+    if not lat.implementations:
+        raise LatencySetupError(f"{field}: list the profiles measured with other engines on {m.device} "
+                                "(implementations: [PROFILE, ...])")
+    out = {m.backend: profile}
+    for ref in lat.implementations:
+        other = get_profile(ref)
+        om = getattr(other, "manifest", None)
+        if om is None or om.kind != "measured" or (om.device, om.threads, om.space) != (m.device, m.threads, m.space):
+            raise LatencySetupError(f"{field}: {ref} is not a profile measured on {m.device} with {m.threads} "
+                                    f"thread(s) for space {m.space}, as {lat.profile} is")
+        if om.backend in out:
+            raise LatencySetupError(f"{field}: {ref} was measured with {om.backend}, as another listed profile was")
+        out[om.backend] = other
     return out
 
 
@@ -195,16 +335,20 @@ def given_predictor(index: int, lat: LatencyConstraint, space):
 
 
 def _run_predictor(index: int, lat: LatencyConstraint, profile, space, run_dir: Path, constraints: Constraints,
-                   seed: int, log) -> tuple[Any, str]:
-    """The run's own predictor for the constraint (built into ``<run>/predictors/<profile>/`` if not there yet):
-    trained from the profile's tables when it has measured networks, else calibrated on it."""
+                   seed: int, log, part: str | None = None) -> tuple[Any, str]:
+    """The run's own predictor for the constraint (built into ``<run>/predictors/<profile>/``, or its `part`
+    subfolder for one implementation, if not there yet): trained from the profile's tables when it has measured
+    networks, else calibrated on it."""
     field = f"constraints.latency[{index}]"
     folder = run_dir / "predictors" / profile_file_name(lat.profile)
+    if part is not None:
+        folder = folder / profile_file_name(part)
     if not (folder / "meta.json").is_file():
         if isinstance(profile, TableProfile) and profile.manifest.tables.networks:
             _from_tables(profile, folder, log)
         else:
-            _calibrated(lat, profile, space, folder, constraints, seed, log)
+            _calibrated(lat, profile, space, folder, constraints, seed, log,
+                        lat.profile if part is None else f"{lat.profile} ({part})")
     try:
         model, meta = load(folder)
     except PredictorFileError as err:   # the run's own predictor, damaged (or saved by an older version)
@@ -262,12 +406,13 @@ def _calibration_archs(space, constraints: Constraints, n: int, seed: int) -> li
 
 
 def _calibrated(lat: LatencyConstraint, profile, space, folder: Path, constraints: Constraints, seed: int,
-                log) -> None:
+                log, label: str | None = None) -> None:
     """Time `calibration` networks on the profile and fit the analytic prior to them.
 
     Live timings are taken in two interleaved rounds and the smaller median kept: on a shared or virtual machine a
     sub-millisecond network's median can double between two minutes (contention), and the minimum over rounds is
     the figure that repeats. Timings are written as they come, so an interrupted calibration resumes."""
+    label = label or lat.profile
     cheap = profile.cheap   # a deterministic figure: one round, and many networks cost little
     n, rounds = lat.calibration or (200 if cheap else 24), 1 if cheap else 2
     archs = _calibration_archs(space, constraints, n, seed)
@@ -276,9 +421,9 @@ def _calibrated(lat: LatencyConstraint, profile, space, folder: Path, constraint
     done = {(r["arch"], int(r["round"])) for r in rows}
     todo = [(a, k) for k in range(rounds) for a in archs if (a, k) not in done]
     if todo:
-        log(f"calibrating a latency predictor for {lat.profile}: {len(todo)} timings "
+        log(f"calibrating a latency predictor for {label}: {len(todo)} timings "
             f"({n} networks x {rounds} round(s); {len(done)} already taken)")
-    for a, k in tqdm(todo, desc=f"calibrating {lat.profile}", unit="net", file=sys.stderr, disable=not todo):
+    for a, k in tqdm(todo, desc=f"calibrating {label}", unit="net", file=sys.stderr, disable=not todo):
         rows.append({"arch": a, "round": k, "median_ms": float(profile.latency(space, space.decode(a)).median_ms)})
         table = pd.DataFrame(rows)
         atomic_write(path, lambda t, table=table: table.to_csv(t, index=False))
@@ -287,5 +432,5 @@ def _calibrated(lat: LatencyConstraint, profile, space, folder: Path, constraint
     spec = (space.name, space.options.model_dump(mode="json"), space.num_classes)
     model, fit = few_shot([], archs, y, space=spec, seed=seed)
     save(model, folder, archs=archs, y=y, profile=None,
-         extra={"calibration": {"profile": lat.profile, "networks": len(archs), "rounds": rounds, **fit.as_dict()}})
-    log(f"calibrated {lat.profile}: leave-one-out error of log latency {fit.loo_log_rmse:.3f}")
+         extra={"calibration": {"profile": label, "networks": len(archs), "rounds": rounds, **fit.as_dict()}})
+    log(f"calibrated {label}: leave-one-out error of log latency {fit.loo_log_rmse:.3f}")

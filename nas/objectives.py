@@ -17,6 +17,12 @@ def latency_column(profile: str) -> str:
     return f"latency_{profile}"
 
 
+def implementation_column(profile: str) -> str:
+    """Results-table column naming the implementation (engine) a candidate's latency on `profile` is for, where
+    the constraint names one or asks for the best (``implementation:``)."""
+    return f"implementation_{profile}"
+
+
 def static_violation(constraints: Constraints, flops: float, params: float) -> str | None:
     """Why a candidate breaks the FLOPs/params limits, or None when it meets them."""
     if constraints.max_flops is not None and flops > constraints.max_flops:

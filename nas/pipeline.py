@@ -11,7 +11,8 @@ import yaml
 from core.errors import InputError
 from core.io import atomic_write_json, atomic_write_text, write_sha256sums
 from nas.context import RunContext
-from nas.objectives import latency_column
+from nas.latency_sources import profile_file_name
+from nas.objectives import implementation_column, latency_column
 from nas.recipe import Recipe
 from nas.results import RunLog
 from nas.tracking import ExportedModel, make_tracker
@@ -61,7 +62,8 @@ def _open_log(recipe: Recipe, run_dir: Path, resume: bool) -> RunLog:
     else:
         from nas.evaluation import EVALUATORS
 
-        log = RunLog(run_dir, recipe.profiles, EVALUATORS.get(recipe.evaluator.name).metrics)
+        log = RunLog(run_dir, recipe.profiles, EVALUATORS.get(recipe.evaluator.name).metrics,
+                     tuple(recipe.implementation_profiles))
     log.save()
     return log
 
@@ -244,6 +246,9 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext,
         if lat["error"] is not None:
             figures[f"latency {p}: {kind} vs measured"] = f"{lat['error']:+.1%}"
         extra[f"latency {p}"] = f"search: {lat['search_how']}; exported network: {lat['measured_how']}"
+    for p, plan in deployment_plans(ctx, model, best, run_dir / "best").items():
+        figures[f"implementation {p}"] = plan["implementation"]
+        extra[f"deployment plan {p}"] = plan["note"]
     net = ctx.space.to_network(arch) if hasattr(ctx.space, "to_network") else None
     if net is not None:
         extra["timm block strings"] = str([list(s) for s in net.arch_def])
@@ -257,6 +262,37 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext,
     diff = onnx_parity(model, files["onnx"], shape)
     return ({"files": {k: str(v) for k, v in files.items()}, "onnx_max_abs_diff": diff, "latency": latency},
             {"figures": figures, "notes": extra})
+
+
+def deployment_plans(ctx: RunContext, model, best: dict[str, Any], folder: Path) -> dict[str, dict[str, Any]]:
+    """For each constraint that chose an implementation: the one the search recorded for the best network and, where
+    this machine runs the profile (a live one), its deployment plan (`hardware_profiles.select` over the
+    constraint's implementations, fp32) in ``best/plan_<profile>/`` with the winner's artifact and snippet."""
+    from hardware_profiles import LiveOnnxCpuProfile
+    from hardware_profiles.implementations import Network
+    from hardware_profiles.select import SelectSettings, select
+
+    out = {}
+    for lat in ctx.recipe.constraints.latency:
+        if lat.implementation == "default":
+            continue
+        src, chosen = ctx.latency[lat.profile], best.get(implementation_column(lat.profile))
+        entry = {"implementation": chosen, "note": f"the search's choice: {chosen}; no plan (the profile is not "
+                 "this machine's)"}
+        if isinstance(src.profile, LiveOnnxCpuProfile):
+            arch = ctx.space.decode(best["arch"])
+            net = Network(tuple(ctx.space.input_shape(arch)), {
+                "space": ctx.space.name, "options": ctx.space.options.model_dump(mode="json"),
+                "num_classes": ctx.space.num_classes, "arch": best["arch"]}, module=model)
+            settings = SelectSettings(implementations=",".join(src.parts), threads=src.profile.threads,
+                                      precision="fp32", rounds=3, repeats=20)
+            plan_dir = folder / f"plan_{profile_file_name(lat.profile)}"
+            plan = select(net, settings, plan_dir, log=lambda line: None)
+            entry["plan"] = str(plan_dir / "plan.json")
+            entry["note"] = (f"the search's choice: {chosen}; measured now: {plan.chosen} ({plan.why}); "
+                             f"plan_{profile_file_name(lat.profile)}/plan.json, its artifact and run_plan.py")
+        out[lat.profile] = entry
+    return out
 
 
 def exported_latency(ctx: RunContext, arch: Any, best: dict[str, Any]) -> dict[str, dict[str, Any]]:

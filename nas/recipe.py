@@ -70,6 +70,13 @@ class LatencyConstraint(_Strict):
     column: str | None = Field(None, description="source: table: the metric table's latency column (ms)")
     table: str | None = Field(None, description="source: table: metric table file (default: the tabular "
                               "evaluator's path)")
+    implementation: str = Field("default", description="the engine the network will run on: 'default' (the "
+                                "profile's own), a registered implementation (hardware_profiles.implementations; "
+                                "live profiles), or 'best': the fastest of `implementations` per candidate")
+    implementations: list[str] | None = Field(None, description="implementation: best: what is compared, each a "
+                                              "registered implementation (live profiles; default: every CPU one "
+                                              "installed that does not compile per network) or a profile measured "
+                                              "with another engine on the same device (table profiles)")
 
     @model_validator(mode="after")
     def _column_with_table(self) -> LatencyConstraint:
@@ -77,6 +84,12 @@ class LatencyConstraint(_Strict):
             raise ValueError("source 'table' needs column: the metric table's latency column")
         if self.source != "table" and (self.column or self.table):
             raise ValueError(f"column/table apply to source 'table', not {self.source!r}")
+        if self.source == "table" and self.implementation != "default":
+            raise ValueError("implementation applies to hardware profiles, not to source 'table'")
+        if self.implementations is not None and self.implementation != "best":
+            raise ValueError("implementations lists what implementation: best compares; set implementation: best")
+        if self.implementations is not None and not self.implementations:
+            raise ValueError("implementations: give at least one, or leave it out for the default set")
         return self
 
 
@@ -207,6 +220,12 @@ class Recipe(_Strict):
     def profiles(self) -> list[str]:
         """Hardware profiles named by the latency constraints, in recipe order."""
         return [lat.profile for lat in self.constraints.latency]
+
+    @property
+    def implementation_profiles(self) -> list[str]:
+        """Profiles whose constraint names an implementation (or the best one): each gets an
+        ``implementation_<profile>`` column."""
+        return [lat.profile for lat in self.constraints.latency if lat.implementation != "default"]
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

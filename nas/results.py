@@ -36,7 +36,7 @@ from core.io import nan_to_none, atomic_write, atomic_write_json
 from core.jsondelta import apply, delta
 from nas.controllers.base import Outcome
 from nas.controllers.proposer import MemoryLedger
-from nas.objectives import latency_column
+from nas.objectives import implementation_column, latency_column
 
 BASE_COLUMNS = ["index", "arch", "status", "accuracy", "flops", "params"]
 TAIL_COLUMNS = ["feasible", "reason", "error", "eval_seconds", "train_seconds", "trial_id", "finished_at", "node",
@@ -60,15 +60,19 @@ class RunLog(MemoryLedger):
         run_dir: the run's output folder.
         profiles: hardware profile names, one latency column each.
         metrics: the evaluator's figures beside accuracy (`Evaluator.metrics`, e.g. mAP), one column each.
+        implementations: profiles whose constraint chooses an implementation: an ``implementation_<profile>`` column
+            each, naming the engine the candidate's latency is for.
     """
 
     JOURNAL = "journal.jsonl"
     MIN_JOURNAL = 64   # journal lines before a snapshot may fold them in (then: half the rows)
 
-    def __init__(self, run_dir: Path, profiles: list[str], metrics: tuple[str, ...] = ()):
+    def __init__(self, run_dir: Path, profiles: list[str], metrics: tuple[str, ...] = (),
+                 implementations: tuple[str, ...] = ()):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.profiles = list(profiles)
+        self.implementations = list(implementations)
         self.metrics = list(metrics)
         self.controller_state: dict[str, Any] | None = None
         self.pending: list[str] = []
@@ -94,7 +98,8 @@ class RunLog(MemoryLedger):
 
     @property
     def columns(self) -> list[str]:
-        return BASE_COLUMNS + self.metrics + [latency_column(p) for p in self.profiles] + TAIL_COLUMNS
+        return (BASE_COLUMNS + self.metrics + [latency_column(p) for p in self.profiles]
+                + [implementation_column(p) for p in self.implementations] + TAIL_COLUMNS)
 
     def add(self, row: dict[str, Any]) -> dict[str, Any]:
         """Append `row` (index and finish time are filled in) and return it."""
@@ -125,8 +130,10 @@ class RunLog(MemoryLedger):
             self.controller_state = controller_state
         if pending is not None:
             self.pending = list(pending)
-        state = nan_to_none({"version": 1, "profiles": self.profiles, "metrics": self.metrics, "rows": self.rows,
-                              "controller": self.controller_state, "pending": self.pending, "seq": self._seq})
+        state = nan_to_none({"version": 1, "profiles": self.profiles, "metrics": self.metrics,
+                             **({"implementations": self.implementations} if self.implementations else {}),
+                             "rows": self.rows, "controller": self.controller_state, "pending": self.pending,
+                             "seq": self._seq})
         self._digest = json_sha256(state)
         atomic_write_json(self.state_path, {**state, "sha256": self._digest})
         self.journal_path.unlink(missing_ok=True)   # a crash before this: the journal's lines are <= seq, skipped
@@ -187,7 +194,7 @@ class RunLog(MemoryLedger):
             if digest is not None and digest != json_sha256(data):
                 raise IntegrityError(f"{path}: SHA-256 mismatch: the ledger was damaged or edited after it was "
                                      "saved; restore it or start a new run")
-            log = cls(run_dir, data["profiles"], tuple(data.get("metrics", ())))
+            log = cls(run_dir, data["profiles"], tuple(data.get("metrics", ())), tuple(data.get("implementations", ())))
             for row in data["rows"]:
                 log._keep(row)
             log.controller_state, log.pending = data["controller"], data["pending"]

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from nas.context import RunContext
-from nas.objectives import latency_column, latency_violation, static_check
+from nas.latency_sources import latency_figures
+from nas.objectives import latency_violation, static_check
 from nas.recipe import Recipe
 
 
@@ -49,8 +50,8 @@ def evaluate_candidate(ctx: RunContext, arch_string: str) -> dict[str, Any]:
         arch = ctx.space.decode(arch_string)
         flops, params, violation = static_check(ctx.space, ctx.recipe.constraints, arch)
         row.update(flops=flops, params=params)
-        latencies = {name: src.latency(ctx.space, arch) for name, src in ctx.latency.items()}
-        row.update({latency_column(name): ms for name, ms in latencies.items()})
+        latencies, fields = latency_figures(ctx.latency, ctx.space, arch)
+        row.update(fields)
         violation = violation or latency_violation(ctx.recipe.constraints, latencies)
         row.update(feasible=violation is None, reason=violation)
         if violation is None or ctx.recipe.search.train_infeasible:

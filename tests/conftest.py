@@ -16,6 +16,18 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("WANDB_MODE", "offline")
 
 
+def load_bench(name: str):
+    """The module of ``bench/<name>.py`` (bench scripts are files, not a package), registered as ``bench_<name>``."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[f"bench_{name}"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def assets() -> Path:
     return ASSETS

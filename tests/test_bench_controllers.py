@@ -1,23 +1,17 @@
 """bench/controllers.py: the one-table JSON form outside checks read, and the suite's figures on a small problem."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_controllers", REPO / "bench" / "controllers.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_controllers"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("controllers")
 
 
 def test_one_table_json_has_regret_per_controller_and_checkpoint(bench, capsys):

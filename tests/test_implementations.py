@@ -250,3 +250,75 @@ def test_bad_input_is_one_line_with_status_2(tmp_path, capsys):
     if not torch.cuda.is_available():
         assert "no CUDA device" in _one_error(["--timm-model", "mobilenetv2_050@32", "--device", "cuda",
                                                "--out", str(tmp_path / "o")], capsys)
+
+
+# --- searching with implementation: best --------------------------------------------------------------------------
+
+def test_best_of_implementations_takes_the_smallest_figure_and_names_its_engine(doubles, tmp_path):
+    from nas.latency_sources import latency_figures, make_sources
+    from nas.recipe import Constraints, LatencyConstraint
+
+    doubles("engine-slow", delay=0.004)
+    space = make_space("mobilenet", SPACE, 10)
+    lat = LatencyConstraint(profile="local-cpu", implementation="best", calibration=4,
+                            implementations=["engine-slow", "onnxruntime-cpu"])
+    sources = make_sources(Constraints(latency=[lat]), space, tmp_path, log=lambda line: None)
+    src = sources["local-cpu"]
+    assert set(src.parts) == {"engine-slow", "onnxruntime-cpu"} and src.cheap
+    for name in src.parts:   # one predictor per engine, calibrated on its own timings
+        assert (tmp_path / "predictors" / "local-cpu" / name / "calibration.csv").is_file()
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        arch = space.sample(rng)
+        slow, fast = (src.parts[n].latency(space, arch) for n in ("engine-slow", "onnxruntime-cpu"))
+        assert slow > 4.0 > fast
+        lat_ms, fields = latency_figures(sources, space, arch)
+        assert lat_ms["local-cpu"] == fast == fields["latency_local-cpu"]
+        assert fields["implementation_local-cpu"] == "onnxruntime-cpu"
+
+
+def test_an_implementation_constraint_is_checked_before_the_search(tmp_path):
+    from nas.latency_sources import LatencySetupError, make_sources
+    from nas.recipe import Constraints, LatencyConstraint
+
+    space = make_space("mobilenet", SPACE, 10)
+
+    def setup(**kw):
+        return make_sources(Constraints(latency=[LatencyConstraint(**kw)]), space, tmp_path, log=lambda line: None)
+
+    with pytest.raises(LatencySetupError, match=r"implementations: tensorrt: not a registered implementation"):
+        setup(profile="local-cpu", implementation="best", implementations=["onnxruntime-cpu", "tensorrt"])
+    with pytest.raises(LatencySetupError, match="runs on cuda"):
+        setup(profile="local-cpu", implementation="torch-cuda")
+    with pytest.raises(LatencySetupError, match="measured with onnxruntime-cpu; for openvino-cpu, measure a profile"):
+        setup(profile="x86-ort-t1", implementation="openvino-cpu")
+    with pytest.raises(LatencySetupError, match="list the profiles measured with other engines"):
+        setup(profile="x86-ort-t1", implementation="best")
+    with pytest.raises(LatencySetupError, match="not measured with an engine"):
+        setup(profile="fpga-zc706-int8", implementation="best")
+    with pytest.raises(ValueError, match="set implementation: best"):
+        LatencyConstraint(profile="local-cpu", implementations=["onnxruntime-cpu"])
+
+
+def test_a_search_with_implementation_best_records_the_engine_per_row_and_ships_a_plan(tmp_path):
+    from conftest import ASSETS, REPO
+
+    out = tmp_path / "run"
+    best = ("constraints.latency=[{profile: local-cpu, max_ms: 50, calibration: 4, implementation: best, "
+            "implementations: [onnxruntime-cpu, torch-cpu-eager]}]")
+    proc = subprocess.run([sys.executable, "-m", "nas.run", str(ASSETS / "tiny.yaml"), "--output", str(out),
+                           "--set", best, "--set", "search.budget=3"], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import pandas as pd
+
+    rows = pd.read_csv(out / "results.csv")
+    timed = rows[rows["status"].isin(["ok", "infeasible"])]
+    assert len(timed) >= 1
+    assert set(timed["implementation_local-cpu"]) <= {"onnxruntime-cpu", "torch-cpu-eager"}
+    assert timed["implementation_local-cpu"].notna().all()
+    plan = Plan.read(out / "best" / "plan_local-cpu")
+    assert {e.implementation for e in plan.entries} == {"onnxruntime-cpu", "torch-cpu-eager"}
+    assert plan.best is not None and (out / "best" / "plan_local-cpu" / "artifact" / "run_plan.py").is_file()
+    card = (out / "best" / "MODEL_CARD.md").read_text()
+    assert "| implementation local-cpu |" in card and "deployment plan local-cpu" in card

@@ -1,0 +1,163 @@
+"""Search for the engine it will run on: ``implementation: best`` against the default engine, same limit and budget.
+
+    python bench/implementation_search.py [--seeds 0,1,2] [--budget 60] [--quantile 0.25] [--threads 1]
+        [--work DIR] [--out FILE.json]
+
+The problem is real: NAS-Bench-201 cells with their real CIFAR-100 accuracy (`shared/data/nb201-dev`, read by the
+``tabular`` evaluator, nothing trained) under a latency limit on this machine's CPU (``local-cpu``, or
+``local-cpu-2t`` with ``--threads 2``). Engines disagree on these cells: OpenVINO wins the light ones, onnxruntime
+the convolution-heavy ones, so which networks fit a limit depends on the engine.
+
+1. One calibration for both arms: 24 cells timed live with every CPU engine (`nas.latency_sources`' calibrated
+   predictors, one per implementation); the default arm gets the onnxruntime predictor of the very same timings,
+   so the arms differ only in what the constraint allows.
+2. The limit: the `--quantile` of the default engine's predicted latency over all 15,625 cells.
+3. Per seed, two searches (`python -m nas.run recipes/nb201_tabular.yaml` with overrides), evolution, `--budget`
+   trials each: ``implementation: default`` (onnxruntime, the engine the CPU profiles use) and
+   ``implementation: best`` (onnxruntime, OpenVINO, PyTorch eager; a candidate's latency is the smallest).
+4. Printed per seed and arm: the best feasible network's real accuracy, its engine, and its latency measured now
+   on that engine in interleaved rounds (`hardware_profiles.select`, fp32), against the limit; plus the ceiling of
+   each arm: the best accuracy among all cells its predictors put under the limit.
+
+The figures are what this machine measured in this run; the held-out part is the measurement of the winners,
+taken after the searches and not used by them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+TABLE = REPO.parent / "shared" / "data" / "nb201-dev" / "nb201_dev.csv"
+RECIPE = REPO / "recipes" / "nb201_tabular.yaml"
+
+
+def overrides(profile: str, limit: float | None, implementation: str, budget: int, seed: int) -> list[str]:
+    """The recipe's --set lines for one arm."""
+    lat = {"profile": profile, "implementation": implementation, **({"max_ms": limit} if limit else {})}
+    return [f"evaluator.options.path={TABLE}", "evaluator.options.accuracy=acc_cifar100",
+            "evaluator.options.num_classes=100", f"constraints.latency=[{json.dumps(lat)}]",
+            f"search.budget={budget}", f"search.seed={seed}", "search.concurrency=1", "tracking=none"]
+
+
+def calibrate(work: Path, profile: str) -> tuple[dict, Path]:
+    """Calibrate one predictor per engine (`RunContext.open` builds them) into ``work/calibration``; returns the
+    sources and the predictors folder."""
+    from nas.context import RunContext
+    from nas.recipe import read_recipe
+
+    folder = work / "calibration"
+    recipe = read_recipe(RECIPE, overrides(profile, None, "best", 1, 0))
+    ctx = RunContext(recipe).open(folder, log=lambda line: print(line, file=sys.stderr))
+    return ctx, folder / "predictors"
+
+
+def predicted(ctx, profile: str, archs: list[str]) -> pd.DataFrame:
+    """Every cell's predicted latency per engine (ms), one column per implementation."""
+    src = ctx.latency[profile]
+    return pd.DataFrame({name: part.predictor.predict(archs) for name, part in src.parts.items()}, index=archs)
+
+
+def run_arm(work: Path, predictors: Path, profile: str, limit: float, implementation: str, budget: int,
+            seed: int) -> dict:
+    """One search (a fresh run folder seeded with the shared predictors); returns its best.json."""
+    run_dir = work / f"{implementation}-s{seed}"
+    if not (run_dir / "best.json").is_file():
+        shutil.rmtree(run_dir, ignore_errors=True)
+        target = run_dir / "predictors" / profile
+        if implementation == "best":
+            shutil.copytree(predictors / profile, target)
+        else:
+            shutil.copytree(predictors / profile / "onnxruntime-cpu", target)
+        cmd = [sys.executable, "-m", "nas.run", str(RECIPE), "--output", str(run_dir),
+               *sum((["--set", o] for o in overrides(profile, limit, implementation, budget, seed)), [])]
+        done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    return json.loads((run_dir / "best.json").read_text())
+
+
+def measure_winner(arch: str, engines: list[str], threads: int) -> dict[str, float]:
+    """The cell timed now with every engine of the comparison (fp32, 5 interleaved rounds): ms per engine."""
+    from hardware_profiles.implementations import Network
+    from hardware_profiles.select import SelectSettings, select
+    from search_spaces import make_space
+
+    space = make_space("nb201", {}, 100)
+    genotype = space.decode(arch)
+    net = Network(tuple(space.input_shape(genotype)), {"space": "nb201", "options": {}, "num_classes": 100,
+                                                       "arch": arch}, module=space.build(genotype).eval())
+    plan = select(net, SelectSettings(implementations=",".join(engines), threads=threads, precision="fp32",
+                                      rounds=5, repeats=30), None, log=lambda line: None)
+    out: dict[str, float] = {}
+    for e in plan.entries:   # fastest first: each engine's best settings
+        if e.latency_ms is not None:
+            out.setdefault(e.implementation, e.latency_ms)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--budget", type=int, default=60)
+    p.add_argument("--quantile", type=float, default=0.25)
+    p.add_argument("--threads", type=int, choices=[1, 2], default=1)
+    p.add_argument("--work", default="/tmp/hwnas-implementation-search")
+    p.add_argument("--out", help="write the figures here as JSON")
+    args = p.parse_args()
+    profile = "local-cpu" if args.threads == 1 else "local-cpu-2t"
+    work = Path(args.work) / profile
+    start = time.time()
+    ctx, predictors = calibrate(work, profile)
+    table = pd.read_csv(TABLE, usecols=["arch", "acc_cifar100"]).set_index("arch")["acc_cifar100"]
+    pred = predicted(ctx, profile, list(table.index))
+    limit = float(np.quantile(pred["onnxruntime-cpu"], args.quantile))
+    engines = list(pred.columns)
+    best_of = pred.min(axis=1)
+    ceilings = {"default": float(table[pred["onnxruntime-cpu"] <= limit].max()),
+                "best": float(table[best_of <= limit].max())}
+    wins = pred.idxmin(axis=1).value_counts().to_dict()
+    print(f"{profile}: limit {limit:.3f} ms (the {args.quantile:.0%} quantile of onnxruntime's predicted latency); "
+          f"engines {engines}; fastest predicted engine over all cells: {wins}")
+    print(f"feasible cells: default {int((pred['onnxruntime-cpu'] <= limit).sum())}, "
+          f"best {int((best_of <= limit).sum())}; ceiling accuracy: default {ceilings['default']:.2f}, "
+          f"best {ceilings['best']:.2f}")
+    rows = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for arm in ("default", "best"):
+            best = run_arm(work, predictors, profile, limit, arm, args.budget, seed)["best"] or {}
+            arch = best.get("arch")
+            measured = measure_winner(arch, engines, args.threads) if arch else {}
+            engine = best.get(f"implementation_{profile}") or "onnxruntime-cpu"
+            rows.append({"seed": seed, "arm": arm, "accuracy": best.get("accuracy"), "arch": arch, "engine": engine,
+                         "search_ms": best.get(f"latency_{profile}"), "measured_ms": measured.get(engine),
+                         "measured_all": measured})
+            r = rows[-1]
+            print(f"seed {seed} {arm:7s}: accuracy {r['accuracy']}, engine {engine}, search {r['search_ms']:.3f} ms, "
+                  f"measured now {r['measured_ms']:.3f} ms on it (limit {limit:.3f})" if arch else
+                  f"seed {seed} {arm}: no feasible network")
+    df = pd.DataFrame(rows)
+    summary = df.groupby("arm")[["accuracy"]].agg(["mean", "min", "max"])
+    print(summary.to_string())
+    over = df[df["measured_ms"] > limit * 1.05]
+    print(f"winners measured over the limit by more than 5%: {len(over)} of {len(df)}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"profile": profile, "limit_ms": limit, "quantile": args.quantile,
+                                              "budget": args.budget, "ceilings": ceilings, "wins": wins,
+                                              "runs": rows, "seconds": time.time() - start}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
