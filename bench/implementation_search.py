@@ -69,6 +69,20 @@ def predicted(ctx, profile: str, archs: list[str]) -> pd.DataFrame:
     return pd.DataFrame({name: part.predictor.predict(archs) for name, part in src.parts.items()}, index=archs)
 
 
+def ceiling_table(table: pd.Series, pred: pd.DataFrame) -> str:
+    """Per limit (quantiles of onnxruntime's predicted latency): feasible cells and the best accuracy among them
+    for the default engine and for the fastest engine per cell, i.e. what each arm could find at most."""
+    best_of = pred.min(axis=1)
+    lines = ["| quantile | limit ms | feasible default | feasible best | ceiling default | ceiling best |",
+             "|---|---|---|---|---|---|"]
+    for q in (0.02, 0.05, 0.1, 0.25, 0.5):
+        limit = float(np.quantile(pred["onnxruntime-cpu"], q))
+        ok_d, ok_b = pred["onnxruntime-cpu"] <= limit, best_of <= limit
+        lines.append(f"| {q:.0%} | {limit:.3f} | {int(ok_d.sum())} | {int(ok_b.sum())} | "
+                     f"{table[ok_d].max():.2f} | {table[ok_b].max():.2f} |")
+    return "\n".join(lines)
+
+
 def run_arm(work: Path, predictors: Path, profile: str, limit: float, implementation: str, budget: int,
             seed: int) -> dict:
     """One search (a fresh run folder seeded with the shared predictors); returns its best.json."""
@@ -134,6 +148,7 @@ def main() -> None:
     print(f"feasible cells: default {int((pred['onnxruntime-cpu'] <= limit).sum())}, "
           f"best {int((best_of <= limit).sum())}; ceiling accuracy: default {ceilings['default']:.2f}, "
           f"best {ceilings['best']:.2f}")
+    print(ceiling_table(table, pred))
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         for arm in ("default", "best"):

@@ -218,10 +218,11 @@ class Selection:
                                                 "entries": [asdict(e) for e in self.entries.values()]})
 
     def prepare(self, workdir: Path) -> None:
-        """Prepare and parity-check every candidate not yet settled; failures are recorded, never raised."""
+        """Prepare and parity-check every candidate that still has rounds to time (a continued selection keeps
+        the parity error it recorded); failures are recorded, never raised."""
         reference = self.network.reference()
         for key, e in self.entries.items():
-            if e.status != "ok":
+            if e.status != "ok" or len(e.round_ms) >= self.settings.rounds:
                 continue
             impl = get_implementation(e.implementation)
             start = time.perf_counter()

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.errors import InputError
 from hardware_profiles import TableProfile, get_profile, has_profile, profile_names
 from nas.context import Plugins, RunContext, validate_plugins
 from nas.evaluation import EVALUATORS
 from nas.evaluation.tabular import SurrogateOptions, TabularOptions, constraint_table
-from nas.latency_sources import LatencySetupError, given_predictor, table_column
+from nas.latency_sources import LatencySetupError, given_predictor, implementation_profiles, table_column
 from nas.metric_tables import TableError, check_space, read_metric_table
 from nas.objectives import static_check
 from nas.recipe import Recipe, RecipeError, read_recipe
@@ -58,6 +59,7 @@ def check_recipe(source: str, recipe: Recipe) -> RunContext:
         if lat.source == "table":
             continue
         _check_coverage(source, i, lat.profile, ctx.space)
+        _check_implementation(source, i, lat)
         if lat.predictor:
             try:
                 given_predictor(i, lat, ctx.space)
@@ -65,6 +67,20 @@ def check_recipe(source: str, recipe: Recipe) -> RunContext:
                 raise RecipeError(f"{source}: {err}") from None
     _check_smallest(source, recipe, ctx.space)
     return ctx
+
+
+def _check_implementation(source: str, index: int, lat) -> None:
+    """A constraint's ``implementation``: registered, installed, for the profile's device (or, on a table profile,
+    other profiles of its device), and not with one given predictor for several engines."""
+    if lat.implementation == "default":
+        return
+    if lat.predictor:
+        raise RecipeError(f"{source}: constraints.latency[{index}].predictor: a given predictor answers for one "
+                          "engine; leave it out with implementation (one is built per implementation)")
+    try:
+        implementation_profiles(index, lat, get_profile(lat.profile))
+    except InputError as err:
+        raise RecipeError(f"{source}: {err}") from None
 
 
 def _check_prescreen(source: str, recipe: Recipe) -> None:

@@ -238,9 +238,9 @@ def _source(index: int, lat: LatencyConstraint, profile, space, run_dir: Path, c
     if lat.source == "profile":
         return ProfileSource(lat, profile, f"{lat.profile} ({type(profile).__name__})")
     if lat.predictor:
-        if part is not None:
-            raise LatencySetupError(f"constraints.latency[{index}].predictor: one predictor cannot answer for "
-                                    "several implementations; leave it out (one is built per implementation)")
+        if part is not None:   # `nas.checks` refuses this before a run starts; a direct caller gets the same line
+            raise LatencySetupError(f"constraints.latency[{index}].predictor: a given predictor answers for one "
+                                    "engine; leave it out with implementation (one is built per implementation)")
         return PredictorSource(lat, profile, given_predictor(index, lat, space), f"predictor {lat.predictor}")
     model, how = _run_predictor(index, lat, profile, space, run_dir, constraints, seed, log, part)
     return PredictorSource(lat, profile, model, how)

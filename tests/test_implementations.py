@@ -300,6 +300,20 @@ def test_an_implementation_constraint_is_checked_before_the_search(tmp_path):
         LatencyConstraint(profile="local-cpu", implementations=["onnxruntime-cpu"])
 
 
+def test_a_bad_implementation_in_a_recipe_is_one_line_before_the_run_folder(tmp_path, capsys):
+    from conftest import ASSETS
+    from nas.run import main as run_main
+
+    out = tmp_path / "run"
+    for setting, words in [("implementation: nope", "implementation: nope: not a registered implementation"),
+                           ("implementation: best, predictor: models/x", "a given predictor answers for one engine")]:
+        code = run_main([str(ASSETS / "tiny.yaml"), "--output", str(out), "--set",
+                         f"constraints.latency=[{{profile: local-cpu, max_ms: 50, {setting}}}]"])
+        err = capsys.readouterr().err
+        assert code == 2 and words in err and len([x for x in err.splitlines() if x.startswith("error:")]) == 1
+        assert not out.exists()
+
+
 def test_a_search_with_implementation_best_records_the_engine_per_row_and_ships_a_plan(tmp_path):
     from conftest import ASSETS, REPO
 
