@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -207,8 +208,12 @@ class Selection:
         if state.get("fingerprint") != self.fp:
             raise InputError(f"--out: {self.out} holds measurements of another network or protocol; choose another "
                              "folder, or delete its measurements.json")
-        for d in state["entries"]:
-            e = Entry(**d)
+        try:
+            loaded = [Entry(**d) for d in state["entries"]]
+        except (KeyError, TypeError) as err:
+            raise InputError(f"{path}: cannot continue from it (not this version's measurements: {err}); delete it "
+                             "to start again") from None
+        for e in loaded:
             if e.key in self.entries and e.status != "skipped":
                 self.entries[e.key] = e
 
@@ -240,7 +245,7 @@ class Selection:
             e.prepare_seconds = round(time.perf_counter() - start, 3)
             if e.parity_error > e.tolerance:
                 e.status = "mismatch"
-                e.reason = f"outputs differ from PyTorch fp32 by {e.parity_error:.2g} (tolerance {e.tolerance:g})"
+                e.reason = f"outputs differ from the fp32 reference by {e.parity_error:.2g} (tolerance {e.tolerance:g})"
                 runner.close()
                 self.log(f"note: {key}: {e.reason}; never chosen")
             else:
@@ -365,9 +370,10 @@ def select(network: Network, settings: SelectSettings, out: Path | None = None, 
 def write_plan(plan: Plan, network: Network, out: Path, workdir: Path) -> None:
     """``plan.json``, ``plan.md`` and the chosen implementation's ``artifact/`` into `out`."""
     best = plan.best
+    folder = out / "artifact"
+    shutil.rmtree(folder, ignore_errors=True)   # a continued selection may choose another engine: no stale files
     if best is not None:
-        folder = out / "artifact"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True)
         plan.artifact = [f"artifact/{f}" for f in
                          get_implementation(best.implementation).save(network, best.settings, folder, workdir)]
     atomic_write_json(out / "plan.json", plan.to_dict())

@@ -196,6 +196,12 @@ def test_an_interrupted_selection_continues_where_it_stopped(tmp_path):
         assert e.round_ms[:2] == kept[e.key] and len(e.round_ms) == 3
     with pytest.raises(impls.InputError, match="another network"):
         select(net, SelectSettings(implementations="onnxruntime-cpu", repeats=5), out, log=lambda line: None)
+    state = json.loads((out / "measurements.json").read_text())
+    state["entries"][0].pop("settings")
+    (out / "measurements.json").write_text(json.dumps(state))
+    with pytest.raises(impls.InputError, match="measurements.json: cannot continue from it"):
+        select(net, SelectSettings(implementations="onnxruntime-cpu", rounds=3, warmup=0, repeats=2), out,
+               log=lambda line: None)
 
 
 def test_a_missing_engine_is_skipped_with_the_extra_that_installs_it(monkeypatch, tmp_path):
