@@ -342,3 +342,23 @@ def test_a_search_with_implementation_best_records_the_engine_per_row_and_ships_
     assert plan.best is not None and (out / "best" / "plan_local-cpu" / "artifact" / "run_plan.py").is_file()
     card = (out / "best" / "MODEL_CARD.md").read_text()
     assert "| implementation local-cpu |" in card and "deployment plan local-cpu" in card
+
+
+def test_a_finished_run_gives_its_best_network(tmp_path):
+    import shutil
+
+    from conftest import ASSETS
+    from nas.context import RunContext
+    from nas.recipe import read_recipe
+
+    run = tmp_path / "run"
+    (run / "best").mkdir(parents=True)
+    shutil.copyfile(ASSETS / "tiny.yaml", run / "recipe.yaml")
+    space = RunContext(read_recipe(run / "recipe.yaml", [])).space
+    arch = space.to_string(space.smallest())
+    (run / "best" / "arch.txt").write_text(arch + "\n")
+    net = load_network(SelectSettings(run=str(run), batch=2))
+    assert net.recipe["arch"] == arch and net.recipe["space"] == "mobilenet" and net.input_shape == (2, 3, 16, 16)
+    assert net.reference().shape == (2, space.num_classes)
+    with pytest.raises(impls.InputError, match="not a finished run"):
+        load_network(SelectSettings(run=str(tmp_path)))
