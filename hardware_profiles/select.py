@@ -424,23 +424,32 @@ def load_network(s: SelectSettings) -> Network:
 
 
 def _run_network(run_dir: Path):
-    """(space, arch, module with its weights) of a finished run's best network (``best/``)."""
-    from nas.context import RunContext
-    from nas.export import load_weights
-    from nas.recipe import RecipeError, read_recipe
+    """(space, arch, module with its weights) of a finished run's best network: ``best/space.json`` (the space
+    and its options, written by the export), ``best/arch.txt`` and ``best/weights.safetensors``, checked against
+    the folder's SHA256SUMS (`IntegrityError` for a damaged file)."""
+    from core.io import verify_sha256sums
+    from search_spaces import make_space
 
-    arch_file = run_dir / "best" / "arch.txt"
-    if not (run_dir / "recipe.yaml").is_file() or not arch_file.is_file():
-        raise InputError(f"--run: {run_dir} is not a finished run (recipe.yaml and best/arch.txt expected)")
+    best = run_dir / "best"
+    if not (best / "arch.txt").is_file():
+        raise InputError(f"--run: {run_dir} is not a finished run (best/arch.txt expected)")
+    if not (best / "space.json").is_file():
+        raise InputError(f"--run: {best / 'space.json'} is missing (exported by an older version); give the network "
+                         f"as --arch $(cat {best / 'arch.txt'}) --space NAME --space-options FILE")
+    verify_sha256sums(best, [n for n in ("space.json", "arch.txt", "weights.safetensors") if (best / n).is_file()])
     try:
-        space = RunContext(read_recipe(run_dir / "recipe.yaml", [])).space
-        arch = space.decode(arch_file.read_text(encoding="utf-8").strip())
-    except (RecipeError, ValueError) as err:
-        raise InputError(f"--run: {run_dir}: {err}") from None
+        spec = json.loads((best / "space.json").read_text(encoding="utf-8"))
+        space = make_space(spec.get("name"), spec.get("options"), spec.get("num_classes"),
+                           source=best / "space.json", name_field=f"{best / 'space.json'}: name")
+        arch = space.decode((best / "arch.txt").read_text(encoding="utf-8").strip())
+    except ValueError as err:   # JSON, the space's options, the arch string
+        raise InputError(f"--run: {best}: {err}") from None
     module = space.build(arch)
-    weights = run_dir / "best" / "weights.safetensors"
+    weights = best / "weights.safetensors"
     if weights.is_file():
-        load_weights(module, weights)
+        from safetensors.torch import load_file
+
+        module.load_state_dict(load_file(str(weights)), strict=True)
     return space, arch, module
 
 

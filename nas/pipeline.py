@@ -258,6 +258,10 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext,
                            title=f"{recipe.name}: best feasible network", extra=extra, space_code=space_code)
     for name, payload in extra_files.items():
         files[Path(name).stem] = atomic_write_json(run_dir / "best" / name, payload)
+    # the space the arch belongs to, for tools below the run layer (hardware_profiles.select --run)
+    files["space"] = atomic_write_json(run_dir / "best" / "space.json", {
+        "name": ctx.space.name, "options": ctx.space.options.model_dump(mode="json"),
+        "num_classes": ctx.space.num_classes})
     files["sha256sums"] = write_sha256sums(run_dir / "best")   # written last: covers every file of best/
     diff = onnx_parity(model, files["onnx"], shape)
     return ({"files": {k: str(v) for k, v in files.items()}, "onnx_max_abs_diff": diff, "latency": latency},

@@ -342,6 +342,8 @@ def test_a_search_with_implementation_best_records_the_engine_per_row_and_ships_
     assert plan.best is not None and (out / "best" / "plan_local-cpu" / "artifact" / "run_plan.py").is_file()
     card = (out / "best" / "MODEL_CARD.md").read_text()
     assert "| implementation local-cpu |" in card and "deployment plan local-cpu" in card
+    net = load_network(SelectSettings(run=str(out)))   # the exported network, as select --run reads it
+    assert net.recipe["arch"] == (out / "best" / "arch.txt").read_text().strip()
 
 
 def test_a_finished_run_gives_its_best_network(tmp_path):
@@ -353,10 +355,14 @@ def test_a_finished_run_gives_its_best_network(tmp_path):
 
     run = tmp_path / "run"
     (run / "best").mkdir(parents=True)
-    shutil.copyfile(ASSETS / "tiny.yaml", run / "recipe.yaml")
+    shutil.copyfile(ASSETS / "tiny.yaml", run / "recipe.yaml")   # the run's recipe, to build the space as it did
     space = RunContext(read_recipe(run / "recipe.yaml", [])).space
     arch = space.to_string(space.smallest())
     (run / "best" / "arch.txt").write_text(arch + "\n")
+    with pytest.raises(impls.InputError, match="space.json is missing"):
+        load_network(SelectSettings(run=str(run)))
+    (run / "best" / "space.json").write_text(json.dumps({"name": space.name, "num_classes": space.num_classes,
+                                                          "options": space.options.model_dump(mode="json")}))
     net = load_network(SelectSettings(run=str(run), batch=2))
     assert net.recipe["arch"] == arch and net.recipe["space"] == "mobilenet" and net.input_shape == (2, 3, 16, 16)
     assert net.reference().shape == (2, space.num_classes)
