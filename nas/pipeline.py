@@ -17,6 +17,7 @@ from nas.recipe import Recipe
 from nas.results import RunLog
 from nas.tracking import ExportedModel, make_tracker
 from nas.trial import build_seeded, run_files, weights_path
+from nas.verify import verify_best
 
 
 class Progress:
@@ -188,17 +189,20 @@ def finish(recipe: Recipe, run_dir: Path, ctx: RunContext, log: RunLog, tracker)
     log.save()
     table = log.table()
     pareto_plot(recipe, table, run_dir / "pareto.png")
-    best = log.best_feasible()
+    check = verify_best(ctx, log, run_dir, log_line=lambda line: print(line, file=sys.stderr))
+    best = log.best_feasible() if check is None else check.best
     summary: dict[str, Any] = {
         "recipe": recipe.name, "budget": recipe.search.budget, "concurrency": recipe.search.concurrency,
         "evaluated": log.n_evaluated(),
         "rejected": sum(r["status"] == "rejected" for r in log.rows),
         "failed": sum(r["status"] == "failed" for r in log.rows),
         "best": None if best is None else {k: best.get(k) for k in log.columns if k not in ("reason", "error")},
+        "verification": None if check is None else check.summary(),
     }
     model = None
     if best is not None and recipe.output.export:
-        summary["export"], card = export_best(recipe, run_dir, ctx, best)
+        summary["export"], card = export_best(recipe, run_dir, ctx, best,
+                                              notes={} if check is None else {"verification": check.note})
         model = ExportedModel(run_dir / "best", {"arch": best["arch"], "recipe": recipe.name, **card,
                                                  "latency": summary["export"]["latency"],
                                                  "onnx_max_abs_diff": summary["export"]["onnx_max_abs_diff"]})
@@ -210,9 +214,10 @@ def finish(recipe: Recipe, run_dir: Path, ctx: RunContext, log: RunLog, tracker)
     return summary
 
 
-def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext,
-                best: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Export the best feasible network (its trained weights; retrained with the run's seed if missing).
+def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, Any],
+                notes: dict[str, str] | None = None) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Export the best feasible network (its trained weights; retrained with the run's seed if missing); `notes`
+    are extra lines for the model card (e.g. the verification's, `nas.verify`).
 
     Returns:
         The export's summary (files, ONNX parity, latency per profile: `exported_latency`), and what the model
@@ -233,7 +238,7 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext,
     figures.update({m: best[m] for m in ctx.evaluator.metrics if best.get(m) is not None})
     figures.update({"FLOPs (MACs)": best["flops"], "params": best["params"]})
     extra = {"search space": recipe.space.name, "controller": recipe.controller.name,
-             "evaluator": f"{recipe.evaluator.name} {recipe.evaluator.options}", "run": recipe.name}
+             "evaluator": f"{recipe.evaluator.name} {recipe.evaluator.options}", "run": recipe.name, **(notes or {})}
     notes, extra_files = ctx.evaluator.export_extras(model)   # e.g. a detector's anchors
     extra.update(notes)
     if not ctx.evaluator.trains:

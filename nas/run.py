@@ -5,9 +5,9 @@
 A bad recipe, or a damaged run folder on --resume, exits with status 2 and one line naming the file, the field
 and what was expected (`core.errors`); an unexpected failure inside the project keeps its traceback.
 The run directory receives: `recipe.yaml` (as resolved), `state.json` and `journal.jsonl` (the ledger and the
-controller state: `nas.results`), `results.csv`, `pareto.png`, `best.json` and `best/` (weights.safetensors,
-model.onnx, arch.txt, MODEL_CARD.md). With `cluster.storage`, `--resume` on a machine whose run directory lacks the
-ledger fetches it from the storage (`nas.storage`).
+controller state: `nas.results`), `results.csv`, `verification.csv` (`nas.verify`), `pareto.png`, `best.json` and
+`best/` (weights.safetensors, model.onnx, arch.txt, MODEL_CARD.md). With `cluster.storage`, `--resume` on a machine
+whose run directory lacks the ledger fetches it from the storage (`nas.storage`).
 """
 from __future__ import annotations
 
