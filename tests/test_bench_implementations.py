@@ -58,3 +58,21 @@ def test_a_tiny_run_is_written_and_continued(bench, tmp_path, capsys):
     again = bench.run_threads(args, 1, specs, bench.read_out(out) | {"machine": {}})
     assert "kept from --out" in capsys.readouterr().err
     assert again["networks"]["nb201:00"] == next(iter(saved["runs"].values()))["networks"]["nb201:00"]
+
+
+def test_the_joint_search_comparison_counts_a_network_over_the_limit_as_a_miss(capsys):
+    import pandas as pd
+
+    bench = load_bench("implementation_search")
+    rows = [{"seed": 0, "arm": "default", "accuracy": 70.0, "search_best_accuracy": 70.0, "measured_ms": 1.2,
+             "checked": 5},
+            {"seed": 0, "arm": "best", "accuracy": 69.0, "search_best_accuracy": 69.5, "measured_ms": 0.9, "checked": 2},
+            {"seed": 1, "arm": "default", "accuracy": 68.0, "search_best_accuracy": 68.0, "measured_ms": 1.04,
+             "checked": 1},
+            {"seed": 1, "arm": "best", "accuracy": 68.5, "search_best_accuracy": 68.5, "measured_ms": 0.8,
+             "checked": 1}]
+    bench.report(pd.DataFrame(rows), limit=1.0)
+    out = capsys.readouterr().out
+    assert "both arms' exported networks hold the limit now: 1 of 2" in out   # 1.2 ms is over 1.0 by > 5 %
+    assert "best >= default in 1, best > default in 1" in out
+    assert "over the limit by more than 5%: 1 of 4" in out
