@@ -1,7 +1,7 @@
 """Search for the engine it will run on: ``implementation: best`` against the default engine, same limit and budget.
 
     python bench/implementation_search.py [--seeds 0,1,2] [--budget 60] [--quantile 0.25] [--threads 1]
-        [--verify 5] [--work DIR] [--out FILE.json]
+        [--verify 20] [--work DIR] [--out FILE.json]
 
 The problem is real: NAS-Bench-201 cells with their real CIFAR-100 accuracy (`shared/data/nb201-dev`, read by the
 ``tabular`` evaluator, nothing trained) under a latency limit on this machine's CPU (``local-cpu``, or
@@ -172,7 +172,7 @@ def main() -> None:
     p.add_argument("--budget", type=int, default=60)
     p.add_argument("--quantile", type=float, default=0.25)
     p.add_argument("--threads", type=int, choices=[1, 2], default=1)
-    p.add_argument("--verify", type=int, default=5, help="constraints.verify of every run (0: no check)")
+    p.add_argument("--verify", type=int, default=20, help="constraints.verify of every run (0: no check)")
     p.add_argument("--work", default="/tmp/hwnas-implementation-search")
     p.add_argument("--out", help="write the figures here as JSON")
     args = p.parse_args()

@@ -108,17 +108,30 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path
     return path
 
 
+def ort_session_options(threads: int, opt_level: str = "all", execution_mode: str = "sequential"):
+    """onnxruntime `SessionOptions`: `threads` intra-op threads (and inter-op ones when parallel), the graph
+    optimisation level (basic/extended/all); the profiles' protocol is the default (all, sequential). The engine
+    selection's onnxruntime candidates and their plans' snippets set the same (`hardware_profiles.implementations`)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                                     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                                     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[opt_level]
+    parallel = execution_mode == "parallel"
+    opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = threads if parallel else 1
+    opts.log_severity_level = 3  # errors only: keep the optimiser's notes off the console
+    return opts
+
+
 def _session(onnx_path: str | Path, threads: int) -> onnxruntime.InferenceSession:  # noqa: F821 - lazy import
     """A CPU onnxruntime session pinned to `threads` intra-op threads, sequential, fully optimised."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3  # errors only: keep the optimiser's notes off the console
-    return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(onnx_path), sess_options=ort_session_options(threads),
+                                providers=["CPUExecutionProvider"])
 
 
 def summarise(times_s: list[float], threads: int) -> LatencyStats:

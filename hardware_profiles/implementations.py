@@ -281,18 +281,9 @@ class _OrtRunner(Runner):
 
 def ort_session_options(settings: dict[str, Any]):
     """onnxruntime `SessionOptions` for a candidate's settings (what a plan's snippet sets too)."""
-    import onnxruntime as ort
+    from core.timing import ort_session_options as options
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-                                     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-                                     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[settings["opt_level"]]
-    parallel = settings["execution_mode"] == "parallel"
-    opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = settings["threads"]
-    opts.inter_op_num_threads = settings["threads"] if parallel else 1
-    opts.log_severity_level = 3
-    return opts
+    return options(settings["threads"], settings["opt_level"], settings["execution_mode"])
 
 
 @register_implementation
@@ -593,16 +584,11 @@ class TorchCudaEager(_TorchImplementation):
 
 
 @register_implementation
-class TorchCudaGraphs(_TorchImplementation):
-    """The GPU profiles' engine (`hardware_profiles.cuda.TorchCudaBackend`): one CUDA graph replayed."""
+class TorchCudaGraphs(TorchCudaEager):
+    """The GPU profiles' engine (`hardware_profiles.cuda.TorchCudaBackend`): one CUDA graph replayed; the same
+    settings as eager."""
 
-    name, device, engine, mode, default_for_device = "torch-cuda", "cuda", "CUDA graph replay", "graph", True
-
-    def variants(self, threads: int) -> list[dict[str, Any]]:
-        return _cuda_variants()
-
-    def operator_choices(self) -> list[str]:
-        return list(_CUDA_CHOICES)
+    name, engine, mode, default_for_device = "torch-cuda", "CUDA graph replay", "graph", True
 
 
 @register_implementation

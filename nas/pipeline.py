@@ -313,5 +313,6 @@ def exported_latency(ctx: RunContext, arch: Any, best: dict[str, Any]) -> dict[s
         measured, how = src.measure_exported(ctx.space, arch)
         error = None if measured is None or searched is None else searched / measured - 1
         out[name] = {"source": src.constraint.source, "search_ms": searched, "search_how": src.how,
-                     "measured_ms": measured, "measured_how": how, "error": error}
+                     "measured_ms": measured, "measured_how": how, "error": error,
+                     "implementation": best.get(implementation_column(name))}
     return out

@@ -99,7 +99,7 @@ class Constraints(_Strict):
     max_flops: PositiveFloat | None = None
     max_params: PositiveFloat | None = None
     latency: list[LatencyConstraint] = Field(default_factory=list)
-    verify: int = Field(5, ge=0, description="before export, measure up to this many of the most accurate feasible "
+    verify: int = Field(20, ge=0, description="before export, measure up to this many of the most accurate feasible "
                         "candidates on the live profiles whose limits a predictor checked, and export the first "
                         "measured within every limit (nas.verify); 0: export the search's best unmeasured")
 

@@ -26,7 +26,7 @@ from core.io import atomic_write
 from hardware_profiles import TableProfile
 from hardware_profiles.importer import error_report
 from nas.latency_sources import profile_file_name as file_name   # one sanitiser: predictors/<profile>, plots
-from nas.objectives import latency_column, pareto_mask
+from nas.objectives import implementation_column, latency_column, pareto_mask
 from nas.recipe import Recipe
 
 Axis = tuple[str, str, float | None]   # (results column, axis label, limit or None)
@@ -158,12 +158,14 @@ class PredictorEvidence:
     table holds) and the exported best network.
 
     Attributes:
-        profile: the constraint's profile.
+        profile: the constraint's profile, with ``/<implementation>`` for one engine of ``implementation: best``.
         predicted: the predictor's figures (ms) of the networks.
         measured: their measured latencies (ms).
         what: which networks they are, in words (the plot's title).
         exported: (predicted, measured) ms of the exported best network; None where not known (not exported,
             or not measurable from this machine).
+        held_out: (predicted, measured) ms of the candidates measured before export (`nas.verify`): networks
+            the predictor never saw, picked where it matters (at the limit).
     """
 
     profile: str
@@ -171,6 +173,7 @@ class PredictorEvidence:
     measured: np.ndarray
     what: str
     exported: tuple[float | None, float | None] = (None, None)
+    held_out: tuple[np.ndarray, np.ndarray] = (np.empty(0), np.empty(0))
 
     def errors(self) -> dict[str, float]:
         """MAPE, the shares within 5 % and 10 %, Spearman and Kendall over the networks (rank figures need 3
@@ -181,37 +184,70 @@ class PredictorEvidence:
         predicted, measured = self.exported
         if predicted is not None and measured:
             out["exported_error"] = predicted / measured - 1
+        if len(self.held_out[1]):
+            out["held_out_mape"] = float(np.mean(np.abs(self.held_out[0] / self.held_out[1] - 1)))
         return out
 
 
 def predictor_evidence(run_dir: Path, sources: dict[str, Any],
                        exported: dict[str, dict[str, Any]] | None = None) -> list[PredictorEvidence]:
-    """The evidence of every latency source that is a predictor (`nas.latency_sources.PredictorSource`).
+    """The evidence of every latency predictor of the run: each source that is one
+    (`nas.latency_sources.PredictorSource`) and each engine's of an ``implementation: best`` source
+    (``<profile>/<implementation>``; the exported network's star goes to the engine that won it).
 
     Args:
-        run_dir: the run folder (calibration timings are in ``predictors/<profile>/calibration.csv``).
+        run_dir: the run folder (calibration timings are in ``predictors/<profile>[/<implementation>]/``, the
+            candidates measured before export in ``verification.csv``).
         sources: the run's latency sources by profile (`RunContext.latency`).
         exported: the export's latency figures by profile (``summary["export"]["latency"]``), if exported.
     """
     out = []
     for name, src in sources.items():
-        if src.predictor is None:
-            continue
-        archs, measured, what = _measured_networks(Path(run_dir), src)
-        try:
-            predicted = np.asarray(src.predictor.predict(archs), float) if archs else np.empty(0)
-        except (ValueError, KeyError) as err:   # a table of other space options than the predictor's
-            predicted, measured, what = np.empty(0), np.empty(0), f"its measured networks cannot be costed ({err})"
         lat = (exported or {}).get(name) or {}
-        out.append(PredictorEvidence(name, predicted, measured, what, (lat.get("search_ms"), lat.get("measured_ms"))))
+        for engine, part in (getattr(src, "parts", None) or {None: src}).items():
+            if part.predictor is None:
+                continue
+            label = name if engine is None else f"{name}/{engine}"
+            archs, measured, what = _measured_networks(Path(run_dir), part, file_name(name), engine)
+            try:
+                predicted = _predict(part, archs)
+                held = _held_out(Path(run_dir), part, name, engine)
+            except (ValueError, KeyError) as err:   # a table of other space options than the predictor's
+                predicted, measured, what = np.empty(0), np.empty(0), f"its measured networks cannot be costed ({err})"
+                held = (np.empty(0), np.empty(0))
+            star = (lat.get("search_ms"), lat.get("measured_ms")) if engine in (None, lat.get("implementation")) \
+                else (None, None)
+            out.append(PredictorEvidence(label, predicted, measured, what, star, held))
     return out
 
 
-def _measured_networks(run_dir: Path, src) -> tuple[list[str], np.ndarray, str]:
-    """(archs, measured ms, what they are) of the networks behind a predictor: the run's calibration timings
-    (the smaller median of the rounds, as the fit took them), else the profile's network table, else none."""
+def _predict(src, archs: list[str]) -> np.ndarray:
+    return np.asarray(src.predictor.predict(archs), float) if archs else np.empty(0)
+
+
+def _held_out(run_dir: Path, src, profile: str, engine: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted, measured) ms of the candidates measured before export on `profile` (with `engine`, for one
+    engine of ``implementation: best``): ``verification.csv``, written by `nas.verify`."""
+    from nas.verify import FILE
+
+    path, col = run_dir / FILE, f"measured_{profile}"
+    rows = pd.read_csv(path, dtype={"arch": str}) if path.is_file() else pd.DataFrame()
+    if col not in rows:
+        return np.empty(0), np.empty(0)
+    if engine is not None:   # the engine each candidate was measured with: the one its figure was for
+        impl = implementation_column(profile)
+        rows = rows[rows[impl] == engine] if impl in rows else rows.iloc[:0]
+    rows = rows[np.isfinite(pd.to_numeric(rows[col], errors="coerce"))]
+    return _predict(src, rows["arch"].tolist()), rows[col].to_numpy(float)
+
+
+def _measured_networks(run_dir: Path, src, folder: str,
+                       engine: str | None = None) -> tuple[list[str], np.ndarray, str]:
+    """(archs, measured ms, what they are) of the networks behind a predictor (kept in
+    ``predictors/<folder>[/<engine>]/``): the run's calibration timings (the smaller median of the rounds, as the
+    fit took them), else the profile's network table, else none."""
     lat, meta = src.constraint, getattr(src.predictor, "saved_meta_", None) or {}
-    calibration = run_dir / "predictors" / file_name(lat.profile) / "calibration.csv"
+    calibration = run_dir / "predictors" / folder / (engine or "") / "calibration.csv"
     if not lat.predictor and calibration.is_file():
         ms = pd.read_csv(calibration, dtype={"arch": str}).groupby("arch", sort=False)["median_ms"].min()
         loo = (meta.get("calibration") or {}).get("loo_log_rmse")
@@ -229,10 +265,14 @@ def _measured_networks(run_dir: Path, src) -> tuple[list[str], np.ndarray, str]:
 
 def predictor_plot(ev: PredictorEvidence, path: Path) -> Path:
     """Predicted against measured latency of the evidence's networks, with the +-10 % band, the error figures in
-    the title and the exported best network as a star."""
+    the title, the candidates measured before export as triangles and the exported best network as a star."""
     fig, ax = _figure((6.5, 5.5))
     if len(ev.measured):
         ax.scatter(ev.measured, ev.predicted, c="tab:blue", s=22, alpha=0.7, label=f"networks ({len(ev.measured)})")
+    if len(ev.held_out[1]):
+        ax.scatter(ev.held_out[1], ev.held_out[0], marker="^", c="tab:red", s=40, zorder=4,
+                   label=f"measured before export, held out ({len(ev.held_out[1])}; "
+                         f"MAPE {ev.errors()['held_out_mape']:.1%})")
     predicted, measured = ev.exported
     err = ev.errors()
     if "exported_error" in err:
@@ -240,7 +280,7 @@ def predictor_plot(ev: PredictorEvidence, path: Path) -> Path:
                    label=f"exported best ({err['exported_error']:+.1%})")
     elif predicted is not None:   # the search's figure alone: a level, not a point
         ax.axhline(predicted, c="goldenrod", ls=":", label=f"exported best: predicted {predicted:.3g} ms")
-    values = np.concatenate([ev.measured, ev.predicted, [v for v in ev.exported if v is not None]])
+    values = np.concatenate([ev.measured, ev.predicted, *ev.held_out, [v for v in ev.exported if v is not None]])
     lo, hi = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
     xs = np.array([lo, hi]) if hi > lo else np.array([0.5 * lo, 1.5 * hi])
     ax.plot(xs, xs, "k-", lw=1, label="predicted = measured")

@@ -8,7 +8,7 @@ networks, 9 of 16 winners measured over the limit by more than 5 % (`bench/imple
 this check existed).
 
 Where this machine is the profile's device (a live profile such as ``local-cpu``) and a predictor checked the
-limit, `verify_best` measures the ``constraints.verify`` (default 5) most accurate feasible candidates, most
+limit, `verify_best` measures the ``constraints.verify`` (default 20) most accurate feasible candidates, most
 accurate first, each with the engine its figure was for (`LatencySource.measure_exported`: the smallest median of
 3 rounds), and the first one measured within every such limit is the network the run exports. If none is, the
 search's best stays and the summary and model card say how far over it measured. Table profiles are not checked
@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from core.io import atomic_write
-from nas.objectives import latency_column
+from nas.objectives import implementation_column, latency_column
 from nas.results import RunLog, score_of
 
 FILE = "verification.csv"
@@ -40,7 +40,8 @@ class Verification:
     Attributes:
         best: the row to export (the first candidate measured within every limit, else the search's best).
         measured: one record per candidate measured, most accurate first: ``arch``, ``accuracy``, per checked
-            profile ``latency_<p>`` (the search's figure) and ``measured_<p>`` (ms), and ``within`` (bool).
+            profile ``latency_<p>`` (the search's figure), ``implementation_<p>`` (the engine it is for, where the
+            constraint chose one) and ``measured_<p>`` (ms), and ``within`` (bool).
         limits: the checked limits, ms by profile.
         note: one line for the run log and the model card.
     """
@@ -106,6 +107,8 @@ def _measure(ctx, row: dict[str, Any], limits: dict[str, float]) -> dict[str, An
         if ms is None:   # a live profile always measures; say so rather than pass a network unmeasured
             raise RuntimeError(f"verifying {row['arch']} on {profile}: {how}")
         record[latency_column(profile)] = row.get(latency_column(profile))
+        if row.get(implementation_column(profile)):   # the engine it was measured with (implementation: best)
+            record[implementation_column(profile)] = row[implementation_column(profile)]
         record[f"measured_{profile}"] = float(ms)
     return record
 

@@ -64,13 +64,9 @@ def test_the_joint_search_comparison_counts_a_network_over_the_limit_as_a_miss(c
     import pandas as pd
 
     bench = load_bench("implementation_search")
-    rows = [{"seed": 0, "arm": "default", "accuracy": 70.0, "search_best_accuracy": 70.0, "measured_ms": 1.2,
-             "checked": 5},
-            {"seed": 0, "arm": "best", "accuracy": 69.0, "search_best_accuracy": 69.5, "measured_ms": 0.9, "checked": 2},
-            {"seed": 1, "arm": "default", "accuracy": 68.0, "search_best_accuracy": 68.0, "measured_ms": 1.04,
-             "checked": 1},
-            {"seed": 1, "arm": "best", "accuracy": 68.5, "search_best_accuracy": 68.5, "measured_ms": 0.8,
-             "checked": 1}]
+    cols = ["seed", "arm", "accuracy", "search_best_accuracy", "measured_ms", "checked"]
+    rows = [dict(zip(cols, r)) for r in [(0, "default", 70.0, 70.0, 1.2, 5), (0, "best", 69.0, 69.5, 0.9, 2),
+                                         (1, "default", 68.0, 68.0, 1.04, 1), (1, "best", 68.5, 68.5, 0.8, 1)]]
     bench.report(pd.DataFrame(rows), limit=1.0)
     out = capsys.readouterr().out
     assert "both arms' exported networks hold the limit now: 1 of 2" in out   # 1.2 ms is over 1.0 by > 5 %

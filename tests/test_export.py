@@ -112,11 +112,19 @@ def test_sha256sums_cover_the_folder_and_refuse_damaged_weights(tmp_path):
     model = mobilenet(0)
     out = tmp_path / "best"
     export_network(model, SHAPE, out, arch=ARCH, figures={"accuracy": 0.5})
+    (out / "plan_local-cpu" / "artifact").mkdir(parents=True)   # a deployment plan's folder is covered too
+    (out / "plan_local-cpu" / "artifact" / "run_plan.py").write_text("print(1)\n")
     sums = write_sha256sums(out)
     listed = dict(line.split("  ")[::-1] for line in sums.read_text().splitlines())
-    assert set(listed) == {"weights.safetensors", "model.onnx", "arch.txt", "MODEL_CARD.md"}
+    assert set(listed) == {"weights.safetensors", "model.onnx", "arch.txt", "MODEL_CARD.md",
+                           "plan_local-cpu/artifact/run_plan.py"}
     assert listed["arch.txt"] == hashlib.sha256((out / "arch.txt").read_bytes()).hexdigest()   # sha256sum -c
     verify_sha256sums(out)
+    (out / "plan_local-cpu" / "artifact" / "run_plan.py").write_text("print(2)\n")
+    with pytest.raises(IntegrityError, match="run_plan.py"):
+        verify_sha256sums(out)
+    shutil.rmtree(out / "plan_local-cpu")
+    write_sha256sums(out)
     load_weights(mobilenet(1), out / "weights.safetensors")
     for damage in ("flip", "truncate", "delete"):
         bad = tmp_path / damage

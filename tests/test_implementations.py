@@ -344,6 +344,22 @@ def test_a_search_with_implementation_best_records_the_engine_per_row_and_ships_
     assert "| implementation local-cpu |" in card and "deployment plan local-cpu" in card
     net = load_network(SelectSettings(run=str(out)))   # the exported network, as select --run reads it
     assert net.recipe["arch"] == (out / "best" / "arch.txt").read_text().strip()
+    assert "plan_local-cpu/plan.json" in (out / "best" / "SHA256SUMS").read_text()
+    for engine in ("onnxruntime-cpu", "torch-cpu-eager"):   # a predictor plot per engine
+        assert (out / "plots" / f"predictor_local-cpu_{engine}.png").is_file()
+    zoo = tmp_path / "zoo"   # released into a zoo, the network ships its plan, selected again on its weights
+    proc = subprocess.run([sys.executable, "-m", "nas.zoo", "release", str(out), "--zoo", str(zoo), "--version",
+                           "v1"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [folder] = [p for p in (zoo / "v1").iterdir() if p.is_dir()]
+    card = json.loads((folder / "card.json").read_text())
+    assert card["files"]["plan local-cpu"] == "plan_local-cpu/plan.json"
+    assert "deployment plan local-cpu" in card["notes"]
+    assert Plan.read(folder / "plan_local-cpu").best is not None
+    assert "plan_local-cpu/artifact/run_plan.py" in (folder / "SHA256SUMS").read_text()
+    proc = subprocess.run([sys.executable, "-m", "nas.zoo", "verify", str(zoo)], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
 def test_a_finished_run_gives_its_best_network(tmp_path):

@@ -119,6 +119,35 @@ def test_predictor_evidence_from_calibration_timings(tmp_path):
     assert predictor_plot(ev, tmp_path / "plots" / "predictor_local-cpu.png").read_bytes().startswith(PNG)
 
 
+def test_predictor_evidence_per_engine_with_the_candidates_measured_before_export(tmp_path):
+    from nas.latency_sources import ImplementationSource
+    from nas.recipe import LatencyConstraint
+    from nas.report import predictor_evidence, predictor_plot
+
+    timings = {"ort": {"a": 1.0, "b": 2.0, "c": 3.0}, "ov": {"a": 0.5, "b": 2.5, "c": 2.0}}
+    for engine, ms in timings.items():
+        folder = tmp_path / "predictors" / "local-cpu" / engine
+        folder.mkdir(parents=True)
+        pd.DataFrame([{"arch": a, "round": 0, "median_ms": v} for a, v in ms.items()]).to_csv(
+            folder / "calibration.csv", index=False)
+    parts = {"ort": _source("local-cpu", lambda a: {"a": 1.0, "b": 2.0, "c": 3.0, "x": 1.5, "y": 9.0}[a]),
+             "ov": _source("local-cpu", lambda a: {"a": 0.5, "b": 2.5, "c": 2.0, "x": 1.8, "y": 1.0}[a])}
+    lat = LatencyConstraint(profile="local-cpu", max_ms=2.0, implementation="best", implementations=["ort", "ov"])
+    sources = {"local-cpu": ImplementationSource(lat, parts, "test")}
+    pd.DataFrame([{"arch": "x", "measured_local-cpu": 2.0, "implementation_local-cpu": "ort"},    # held out
+                  {"arch": "y", "measured_local-cpu": 1.25, "implementation_local-cpu": "ov"}]).to_csv(
+        tmp_path / "verification.csv", index=False)
+    exported = {"local-cpu": {"search_ms": 1.0, "measured_ms": 1.25, "implementation": "ov"}}
+    ort, ov = predictor_evidence(tmp_path, sources, exported)
+    assert (ort.profile, ov.profile) == ("local-cpu/ort", "local-cpu/ov")
+    assert ort.errors()["mape"] == pytest.approx(0) and ov.errors()["mape"] == pytest.approx(0)
+    np.testing.assert_allclose(ort.held_out, [[1.5], [2.0]])          # x, measured with ort: 25 % under
+    np.testing.assert_allclose(ov.held_out, [[1.0], [1.25]])
+    assert ort.errors()["held_out_mape"] == pytest.approx(0.25) and ov.errors()["held_out_mape"] == pytest.approx(0.2)
+    assert ort.exported == (None, None) and ov.exported == (1.0, 1.25)   # the star on the engine that won it
+    assert predictor_plot(ov, tmp_path / "ov.png").read_bytes().startswith(PNG)
+
+
 def test_predictor_evidence_from_a_profile_network_table_or_none(tmp_path):
     from hardware_profiles import get_profile
     from nas.report import predictor_evidence, predictor_plot

@@ -14,6 +14,11 @@ accuracy then is the final one), else the weights the search trained, else (a tr
 are gone) the search's seeded training run again, else, for an evaluator that reads accuracy from a table,
 the seeded initial weights, labelled untrained. The card says which.
 
+A run whose latency constraint chose an engine (``implementation:``, `nas.latency_sources`) ships each network
+with its deployment plan, ``plan_<profile>/`` (`nas.pipeline.deployment_plans`: the engines selected again at
+release, on these weights, where this machine is the profile's device; the artifact and ``run_plan.py`` of the
+winner), listed in the card's files and ``SHA256SUMS``.
+
 Each network goes to ``ZOO_DIR/V/<name>/`` (`nas.zoo.folder`): it is written into a hidden temporary folder and
 renamed into place once complete and its ONNX graph matches PyTorch, so a release killed half-way leaves no
 half-written network. A network already released in V from the same run, arch and weights is skipped (releasing
@@ -266,6 +271,7 @@ def write_network(folder: Path, run_dir: Path, ctx, log: RunLog, row: dict[str, 
                   roots: dict[str, str], extra: dict[str, Any]) -> dict[str, Any]:
     """Write one network into a temporary folder beside `folder`, check it, rename it into place; its card."""
     from core.timing import export_onnx
+    from nas.pipeline import deployment_plans
 
     arch = row["arch"]
     tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
@@ -279,6 +285,7 @@ def write_network(folder: Path, run_dir: Path, ctx, log: RunLog, row: dict[str, 
             save_weights(model, tmp / "weights.safetensors", {"arch": arch})
         shape = ctx.space.input_shape(ctx.space.decode(arch))
         export_onnx(model, shape, tmp / "model.onnx")
+        plans = deployment_plans(ctx, model, row, tmp)   # an engine chosen by the search: selected now, these weights
         atomic_write_text(tmp / "arch.txt", arch + "\n")
         atomic_write_text(tmp / "recipe.yaml", scrub_paths((run_dir / "recipe.yaml").read_text(), roots))
         for path in weights.extra_files:
@@ -288,9 +295,11 @@ def write_network(folder: Path, run_dir: Path, ctx, log: RunLog, row: dict[str, 
             atomic_write_json(tmp / file_name, payload)
         files = {"weights": "weights.safetensors", "onnx": "model.onnx", "arch": "arch.txt", "recipe": "recipe.yaml",
                  **{Path(p).stem: Path(p).name for p in [*extra_json, *(p.name for p in weights.extra_files)]},
+                 **{f"plan {p}": Path(e["plan"]).relative_to(tmp).as_posix() for p, e in plans.items() if "plan" in e},
                  "card": "card.json", "model_card": "MODEL_CARD.md", "sha256sums": "SHA256SUMS"}
         card = make_card(run_dir, ctx, log, row, weights, name=folder.name, version=folder.parent.name, model=model,
                          files=files, extra=extra)
+        card["notes"].update({f"deployment plan {p}": e["note"] for p, e in plans.items()})
         card["onnx"]["max_abs_diff"] = onnx_parity(model, tmp / "model.onnx", shape)
         if card["onnx"]["max_abs_diff"] > PARITY_TOLERANCE:
             raise ZooError(f"{folder.name}: the exported ONNX graph differs from PyTorch by "
