@@ -2,7 +2,7 @@
 
     python bench/implementations.py --device cpu --threads 1,2 --out bench/measured/implementations_cpu.json
     python bench/implementations.py --device cuda --out bench/measured/implementations_cuda.json
-        [--implementations a,b] [--compile timm|all|none | --no-compile] [--sampled 20] [--resolution 224]
+        [--implementations a,b[k=v,...]] [--compile timm|all|none | --no-compile] [--sampled 20] [--resolution 224]
         [--networks timm,zoo,sampled] [--rounds 5] [--warmup 10] [--repeats 30] [--margin 0.03] [--quick]
 
 What it measures. For one device and each thread count of `--threads` (one CUDA run: threads mean nothing there),
@@ -67,7 +67,8 @@ sys.path.insert(0, str(REPO))
 
 from core.errors import InputError, sha256_file  # noqa: E402
 from core.io import atomic_write_json  # noqa: E402
-from hardware_profiles.implementations import Candidate, Network, get_implementation, implementations  # noqa: E402
+from hardware_profiles.implementations import (Candidate, ImplementationSpec, Network,  # noqa: E402
+                                               get_implementation, implementations, parse_specs)
 from hardware_profiles.select import Plan, SelectSettings, Selection, choose, load_network, select  # noqa: E402
 
 FORMAT = "hwnas-bench-implementations/1"
@@ -164,10 +165,9 @@ def _space_network(space, arch, recipe: dict[str, Any]) -> Network:
 def candidate_names(device: str, only: str | None, compile_for: str, group: str) -> str:
     """The implementations a network of `group` is selected among (``torch.compile`` only where `compile_for`
     asks), as `SelectSettings.implementations` takes them."""
-    names = [get_implementation(n.strip()).name for n in only.split(",") if n.strip()] if only else \
-        [i.name for i in implementations(device)]
+    specs = parse_specs(only) if only else [ImplementationSpec(i) for i in implementations(device)]
     compiles = compile_for == "all" or (compile_for == "timm" and group == "timm")
-    return ",".join(n for n in names if compiles or getattr(get_implementation(n), "mode", "") != "compile")
+    return ",".join(s.text() for s in specs if compiles or getattr(s.implementation, "mode", "") != "compile")
 
 
 def short(key: str | None) -> str:
@@ -449,7 +449,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     except InputError as err:
         p.error(str(err))
     for group, names in groups:
-        if not names or any(get_implementation(n).device != args.device for n in names.split(",")):
+        if not names or any(s.implementation.device != args.device for s in parse_specs(names)):
             p.error(f"--implementations: none (or not all) run on --device {args.device} for {group} networks")
     return args
 

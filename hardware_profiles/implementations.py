@@ -239,6 +239,53 @@ def get_implementation(name: str, field_name: str = "--implementations") -> Impl
     return IMPLEMENTATIONS.get(name)
 
 
+@dataclass(frozen=True)
+class ImplementationSpec:
+    """An item of ``--implementations``: an implementation and, optionally, settings its candidates must have
+    (``torch-cuda-compile[mode=reduce-overhead]``; the syntax of a candidate's key, so a key from a plan can be
+    given back)."""
+
+    implementation: Implementation
+    only: tuple[tuple[str, str], ...] = ()
+
+    def text(self) -> str:
+        return self.implementation.name + (f"[{','.join(f'{k}={v}' for k, v in self.only)}]" if self.only else "")
+
+    def candidates(self, threads: int) -> list[Candidate]:
+        return [c for c in self.implementation.candidates(threads)
+                if all(str(c.settings.get(k)) == v for k, v in self.only)]
+
+
+def parse_specs(text: str, field_name: str = "--implementations", threads: int = 1) -> list[ImplementationSpec]:
+    """``A,B[key=value,...],...`` as `ImplementationSpec` items (commas inside brackets belong to the settings).
+
+    Raises:
+        InputError: an unknown implementation, a malformed item, or settings no candidate of it has (naming the
+            values it has).
+    """
+    items, depth, cur = [], 0, ""
+    for ch in text:
+        if ch == "," and depth == 0:
+            items, cur = items + [cur], ""
+            continue
+        depth += (ch == "[") - (ch == "]")
+        cur += ch
+    specs = []
+    for item in (i.strip() for i in items + [cur] if i.strip()):
+        name, bracket, rest = item.partition("[")
+        impl = get_implementation(name.strip(), field_name)
+        pairs = [p.partition("=") for p in rest.removesuffix("]").split(",") if p.strip()] if bracket else []
+        if bracket and (not rest.endswith("]") or not pairs or any(not eq for _, eq, _ in pairs)):
+            raise InputError(f"{field_name}: {item!r}: expected {impl.name}[key=value,...]")
+        spec = ImplementationSpec(impl, tuple((k.strip(), v.strip()) for k, _, v in pairs))
+        # an engine not installed is checked no further here: the selection skips it, naming its extra
+        if spec.only and not impl.unavailable() and not spec.candidates(threads):
+            have = sorted({f"{k}={v}" for c in impl.candidates(threads) for k, v in c.settings.items()})
+            raise InputError(f"{field_name}: {item!r} matches none of {impl.name}'s settings ({', '.join(have)})")
+        specs.append(spec)
+    return specs
+
+
 def _write_snippet(folder: Path, body: str) -> str:
     (folder / "run_plan.py").write_text('"""Run the selected implementation (written by hardware_profiles.select)."""'
                                         f"\n{body.strip()}\n", encoding="utf-8")

@@ -2,7 +2,7 @@
 
     python -m hardware_profiles.select (--arch ARCH --space S [--space-options F] | --run RUN_DIR
         | --timm-model NAME[@RES] | --onnx FILE) --device cpu|cuda [--threads T] [--out DIR]
-        [--implementations a,b] [--precision fp32|any] [--rounds R] [--warmup W] [--repeats N] [--margin M]
+        [--implementations a,b[k=v,...]] [--precision fp32|any] [--rounds R] [--warmup W] [--repeats N] [--margin M]
 
 Every available implementation (`hardware_profiles.implementations`) with every one of its settings is prepared
 once (exported, optimised, compiled), its output checked against PyTorch's fp32 output, and then all are timed in
@@ -44,8 +44,8 @@ from tqdm import tqdm
 from core.cli import ArgParser, check_folder, check_range, read_space_options
 from core.errors import InputError, cli_entry
 from core.io import atomic_write_json, atomic_write_text
-from hardware_profiles.implementations import (TOLERANCE, Candidate, Network, get_implementation, implementations,
-                                               parity_error)
+from hardware_profiles.implementations import (TOLERANCE, Candidate, ImplementationSpec, Network, get_implementation,
+                                               implementations, parity_error, parse_specs)
 
 PLAN_FORMAT = "hwnas-plan/1"
 
@@ -302,19 +302,19 @@ def choose(entries: list[Entry], default: str | None, margin: float) -> tuple[st
 def _candidates(settings: SelectSettings, network: Network) -> tuple[list[Candidate], list[Entry], str | None]:
     """(candidates to measure, entries skipped with the reason, key of the device's default engine)."""
     if settings.implementations:
-        chosen = [get_implementation(n.strip()) for n in settings.implementations.split(",") if n.strip()]
-        wrong = [i.name for i in chosen if i.device != settings.device]
+        chosen = parse_specs(settings.implementations, threads=settings.threads)
+        wrong = [s.implementation.name for s in chosen if s.implementation.device != settings.device]
         if wrong:
             raise InputError(f"--implementations: {', '.join(wrong)} do not run on --device {settings.device}")
     else:
-        chosen = implementations(settings.device)
+        chosen = [ImplementationSpec(impl) for impl in implementations(settings.device)]
     cands, skipped = [], []
-    for impl in chosen:
-        why = impl.unavailable()
+    for spec in chosen:
+        why = spec.implementation.unavailable()
         if why:
-            skipped.append(Entry(impl.name, {}, status="skipped", reason=why))
+            skipped.append(Entry(spec.implementation.name, {}, status="skipped", reason=why))
             continue
-        cands += [c for c in impl.candidates(settings.threads)
+        cands += [c for c in spec.candidates(settings.threads)
                   if settings.precision == "any" or c.precision == settings.precision]
     default = next((i.default(settings.threads).key for i in implementations(settings.device)
                     if i.default_for_device and not i.unavailable()), None)
@@ -485,7 +485,9 @@ def parse_args(argv: list[str] | None = None) -> SelectSettings:
     p.add_argument("--threads", type=int, help="CPU threads every engine may use (default 1)")
     p.add_argument("--batch", type=int, help="batch size of the timed input (default 1)")
     p.add_argument("--out", metavar="DIR", help="plan folder (default plans/<network>); an existing one continues")
-    p.add_argument("--implementations", metavar="A,B", help="only these implementations (default: all of --device)")
+    p.add_argument("--implementations", metavar="A,B", help="only these implementations (default: all of --device); "
+                   "NAME[key=value,...] keeps only its candidates with those settings, e.g. "
+                   "torch-cuda-compile[mode=reduce-overhead]")
     p.add_argument("--precision", choices=["any", "fp32", "tf32", "fp16", "bf16"],
                    help="only candidates of this precision (default any: half precisions too, within tolerance)")
     p.add_argument("--rounds", type=int, help="interleaved timing rounds (default 5)")

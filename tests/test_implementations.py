@@ -8,6 +8,7 @@ round-trips through JSON; an interrupted selection continues; bad input is one `
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -61,6 +62,24 @@ def test_every_implementation_runs_and_matches_a_tiny_network(name, tmp_path):
     folder.mkdir()
     files = impl.save(net, variants[0].settings, folder, tmp_path)
     assert files and all((folder / f).is_file() for f in files)
+
+
+def test_implementations_take_settings_filters_in_the_syntax_of_a_candidate_key():
+    from hardware_profiles.implementations import parse_specs
+
+    ort, eager = parse_specs("onnxruntime-cpu[opt_level=basic],torch-cpu-eager", threads=2)
+    assert {c.settings["opt_level"] for c in ort.candidates(2)} == {"basic"} and len(ort.candidates(2)) == 2
+    assert ort.text() == "onnxruntime-cpu[opt_level=basic]" and len(eager.candidates(2)) == 2
+    default = OnnxRuntimeCpu().default(1)
+    [spec] = parse_specs(default.key)   # a key from a plan, given back: exactly that candidate
+    assert spec.candidates(1) == [default]
+    for text, words in [("onnxruntime-cpu[opt_level=fast]", "matches none of onnxruntime-cpu's settings ("
+                         "execution_mode=sequential, opt_level=all, opt_level=basic, opt_level=extended, threads=1)"),
+                        ("onnxruntime-cpu[opt_level]", "expected onnxruntime-cpu[key=value,...]"),
+                        ("onnxruntime-cpu[opt_level=all", "expected onnxruntime-cpu[key=value,...]"),
+                        ("tensorrt[fp16=True]", "unknown implementation 'tensorrt'")]:
+        with pytest.raises(impls.InputError, match=re.escape(words)):
+            parse_specs(text)
 
 
 def test_parity_error_flags_shape_and_nan():
