@@ -247,7 +247,7 @@ def _measured_networks(run_dir: Path, src, folder: str,
     ``predictors/<folder>[/<engine>]/``): the run's calibration timings (the smaller median of the rounds, as the
     fit took them), else the profile's network table, else none."""
     lat, meta = src.constraint, getattr(src.predictor, "saved_meta_", None) or {}
-    calibration = run_dir / "predictors" / folder / (engine or "") / "calibration.csv"
+    calibration = run_dir / "predictors" / folder / (file_name(engine) if engine else "") / "calibration.csv"
     if not lat.predictor and calibration.is_file():
         ms = pd.read_csv(calibration, dtype={"arch": str}).groupby("arch", sort=False)["median_ms"].min()
         loo = (meta.get("calibration") or {}).get("loo_log_rmse")
