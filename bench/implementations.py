@@ -162,10 +162,10 @@ def _space_network(space, arch, recipe: dict[str, Any]) -> Network:
     return Network(tuple(space.input_shape(arch)), recipe, module=space.build(arch).eval())
 
 
-def candidate_names(device: str, only: str | None, compile_for: str, group: str) -> str:
+def candidate_names(device: str, only: str | None, compile_for: str, group: str, threads: int = 1) -> str:
     """The implementations a network of `group` is selected among (``torch.compile`` only where `compile_for`
-    asks), as `SelectSettings.implementations` takes them."""
-    specs = parse_specs(only) if only else [ImplementationSpec(i) for i in implementations(device)]
+    asks), as `SelectSettings.implementations` takes them (settings filters checked for `threads`)."""
+    specs = parse_specs(only, threads=threads) if only else [ImplementationSpec(i) for i in implementations(device)]
     compiles = compile_for == "all" or (compile_for == "timm" and group == "timm")
     return ",".join(s.text() for s in specs if compiles or getattr(s.implementation, "mode", "") != "compile")
 
@@ -392,7 +392,7 @@ def run_threads(args: argparse.Namespace, threads: int, specs: list[Spec], data:
         print(line, file=sys.stderr, flush=True)
 
     for i, spec in enumerate(specs, 1):
-        names = candidate_names(args.device, args.implementations, args.compile, spec.group)
+        names = candidate_names(args.device, args.implementations, args.compile, spec.group, threads)
         old = run["networks"].get(spec.name)
         head = f"[{args.device} t{threads}] {i}/{len(specs)} {spec.name}"
         if old and old["recipe"] == spec.recipe and old["implementations"] == names:
@@ -445,11 +445,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if wrong or min(args.thread_counts) < 1:
         p.error(f"--networks: unknown group(s) {sorted(wrong)}" if wrong else "--threads: at least 1")
     try:
-        groups = [(g, candidate_names(args.device, args.implementations, args.compile, g)) for g in ("timm", "zoo")]
+        groups = [(g, t, candidate_names(args.device, args.implementations, args.compile, g, t))
+                  for g in ("timm", "zoo") for t in args.thread_counts]
     except InputError as err:
         p.error(str(err))
-    for group, names in groups:
-        if not names or any(s.implementation.device != args.device for s in parse_specs(names)):
+    for group, t, names in groups:
+        if not names or any(s.implementation.device != args.device for s in parse_specs(names, threads=t)):
             p.error(f"--implementations: none (or not all) run on --device {args.device} for {group} networks")
     return args
 

@@ -88,10 +88,12 @@ SUMS = "SHA256SUMS"
 
 def write_sha256sums(folder: str | Path) -> Path:
     """Write ``folder/SHA256SUMS`` (the format ``sha256sum -c`` reads) over every other file in `folder` and its
-    sub-folders (paths relative to it, e.g. ``plan_local-cpu/artifact/model.onnx``), so a folder handed to another
-    machine or user can be checked there, with this project or with coreutils."""
+    sub-folders (paths relative to it, e.g. ``plan_local-cpu/artifact/model.onnx``; hidden ones, such as a killed
+    write's temporary, left out), so a folder handed to another machine or user can be checked there, with this
+    project or with coreutils."""
     folder = Path(folder)
-    files = sorted(f for f in folder.rglob("*") if f.is_file() and f != folder / SUMS)
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and f != folder / SUMS
+                   and not any(part.startswith(".") for part in f.relative_to(folder).parts))   # no temporaries
     lines = [f"{sha256_file(f)}  {f.relative_to(folder).as_posix()}" for f in files]
     return atomic_write_text(folder / SUMS, "\n".join(lines) + "\n")
 

@@ -321,6 +321,15 @@ def _candidates(settings: SelectSettings, network: Network) -> tuple[list[Candid
     return cands, skipped, default
 
 
+def _torch_threads(n: int | None = None) -> int:
+    """PyTorch's intra-op thread count (set to `n` when given)."""
+    import torch
+
+    if n is not None:
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
 def select(network: Network, settings: SelectSettings, out: Path | None = None, log=print) -> Plan:
     """Measure every candidate implementation of `network` and choose one (see the module docstring); with `out`,
     write the plan, its table and the winner's artifact there, continuing an earlier selection in it.
@@ -340,11 +349,13 @@ def select(network: Network, settings: SelectSettings, out: Path | None = None, 
         log(f"note: {e.implementation} skipped: {e.reason}")
     with tempfile.TemporaryDirectory(prefix="hwnas-select-") as tmp:
         sel = Selection(network, cands, settings, out, skipped, log)
+        threads = _torch_threads()
         try:
             sel.prepare(Path(tmp))
             sel.measure()
         finally:
             sel.close()
+            _torch_threads(threads)   # the PyTorch engines set the process's thread count; the caller's comes back
         entries = list(sel.entries.values())
         for e in entries:
             e.summarise()

@@ -1,6 +1,7 @@
 """One whole search: set up from the recipe, run the trials, then report and export the best network."""
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -239,8 +240,8 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, 
     figures.update({"FLOPs (MACs)": best["flops"], "params": best["params"]})
     extra = {"search space": recipe.space.name, "controller": recipe.controller.name,
              "evaluator": f"{recipe.evaluator.name} {recipe.evaluator.options}", "run": recipe.name, **(notes or {})}
-    notes, extra_files = ctx.evaluator.export_extras(model)   # e.g. a detector's anchors
-    extra.update(notes)
+    evaluator_notes, extra_files = ctx.evaluator.export_extras(model)   # e.g. a detector's anchors
+    extra.update(evaluator_notes)
     if not ctx.evaluator.trains:
         extra["weights"] = "untrained (initial weights): the accuracy was read from a metric table; train it first"
     latency = exported_latency(ctx, arch, best)
@@ -296,6 +297,7 @@ def deployment_plans(ctx: RunContext, model, best: dict[str, Any], folder: Path)
             settings = SelectSettings(implementations=",".join(src.parts), threads=src.profile.threads,
                                       precision="fp32", rounds=3, repeats=20)
             plan_dir = folder / f"plan_{profile_file_name(lat.profile)}"
+            shutil.rmtree(plan_dir, ignore_errors=True)   # measured afresh: the network may differ from last time's
             plan = select(net, settings, plan_dir, log=lambda line: None)
             entry["plan"] = str(plan_dir / "plan.json")
             entry["note"] = (f"the search's choice: {chosen}; measured now: {plan.chosen} ({plan.why}); "

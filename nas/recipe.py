@@ -101,7 +101,7 @@ class Constraints(_Strict):
     latency: list[LatencyConstraint] = Field(default_factory=list)
     verify: int = Field(20, ge=0, description="before export, measure up to this many of the most accurate feasible "
                         "candidates on the live profiles whose limits a predictor checked, and export the first "
-                        "measured within every limit (nas.verify); 0: export the search's best unmeasured")
+                        "measured within every limit (nas.verify); 0: the search's best, unchecked")
 
 
 class PrescreenConfig(_Strict):

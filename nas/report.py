@@ -158,7 +158,8 @@ class PredictorEvidence:
     table holds) and the exported best network.
 
     Attributes:
-        profile: the constraint's profile, with ``/<implementation>`` for one engine of ``implementation: best``.
+        profile: the constraint's profile, with ``/<implementation>`` for one engine of a constraint that names
+            its ``implementation:``.
         predicted: the predictor's figures (ms) of the networks.
         measured: their measured latencies (ms).
         what: which networks they are, in words (the plot's title).
@@ -192,8 +193,8 @@ class PredictorEvidence:
 def predictor_evidence(run_dir: Path, sources: dict[str, Any],
                        exported: dict[str, dict[str, Any]] | None = None) -> list[PredictorEvidence]:
     """The evidence of every latency predictor of the run: each source that is one
-    (`nas.latency_sources.PredictorSource`) and each engine's of an ``implementation: best`` source
-    (``<profile>/<implementation>``; the exported network's star goes to the engine that won it).
+    (`nas.latency_sources.PredictorSource`) and each engine's of a source with ``implementation:`` (labelled
+    ``<profile>/<implementation>``; the exported network's star goes to the engine that won it).
 
     Args:
         run_dir: the run folder (calibration timings are in ``predictors/<profile>[/<implementation>]/``, the
@@ -211,9 +212,11 @@ def predictor_evidence(run_dir: Path, sources: dict[str, Any],
             archs, measured, what = _measured_networks(Path(run_dir), part, file_name(name), engine)
             try:
                 predicted = _predict(part, archs)
-                held = _held_out(Path(run_dir), part, name, engine)
             except (ValueError, KeyError) as err:   # a table of other space options than the predictor's
                 predicted, measured, what = np.empty(0), np.empty(0), f"its measured networks cannot be costed ({err})"
+            try:
+                held = _held_out(Path(run_dir), part, name, engine, exclude=set(archs))
+            except (ValueError, KeyError):
                 held = (np.empty(0), np.empty(0))
             star = (lat.get("search_ms"), lat.get("measured_ms")) if engine in (None, lat.get("implementation")) \
                 else (None, None)
@@ -225,9 +228,11 @@ def _predict(src, archs: list[str]) -> np.ndarray:
     return np.asarray(src.predictor.predict(archs), float) if archs else np.empty(0)
 
 
-def _held_out(run_dir: Path, src, profile: str, engine: str | None) -> tuple[np.ndarray, np.ndarray]:
+def _held_out(run_dir: Path, src, profile: str, engine: str | None,
+              exclude: set[str]) -> tuple[np.ndarray, np.ndarray]:
     """(predicted, measured) ms of the candidates measured before export on `profile` (with `engine`, for one
-    engine of ``implementation: best``): ``verification.csv``, written by `nas.verify`."""
+    engine of ``implementation:``): ``verification.csv``, written by `nas.verify`; those in `exclude` (the
+    predictor's own calibration networks) left out, so what remains is held out."""
     from nas.verify import FILE
 
     path, col = run_dir / FILE, f"measured_{profile}"
@@ -237,7 +242,7 @@ def _held_out(run_dir: Path, src, profile: str, engine: str | None) -> tuple[np.
     if engine is not None:   # the engine each candidate was measured with: the one its figure was for
         impl = implementation_column(profile)
         rows = rows[rows[impl] == engine] if impl in rows else rows.iloc[:0]
-    rows = rows[np.isfinite(pd.to_numeric(rows[col], errors="coerce"))]
+    rows = rows[np.isfinite(pd.to_numeric(rows[col], errors="coerce")) & ~rows["arch"].isin(exclude)]
     return _predict(src, rows["arch"].tolist()), rows[col].to_numpy(float)
 
 

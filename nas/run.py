@@ -33,6 +33,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+# what may change on --resume: the budget, the candidates checked before export (`nas.verify`), the folder's name
+RESUMABLE = ("search.budget", "constraints.verify", "output.dir")
+
+
 def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
     out = []
     for key in sorted(set(a) | set(b)):
@@ -67,12 +71,17 @@ def prepare(args: argparse.Namespace) -> tuple[RunContext, Path]:
 
         RunLog.load(run_dir)   # a damaged ledger is refused here, in one line naming it
         before = read_yaml_mapping(saved, "saved recipe", RecipeError)
+        try:   # fields added since the run started take their defaults, as the run had them
+            before = type(recipe).model_validate(before).model_dump(mode="json")
+        except ValueError:
+            pass   # compared as saved: the difference names the field
         now = recipe.model_dump(mode="json")
         diff = [d for d in _differences(before, now)
-                if d not in ("search.budget", "output.dir") and not d.startswith("cluster.")]
+                if d not in RESUMABLE and not d.startswith("cluster.")]
         if diff:
             raise RecipeError(f"{args.recipe}: {diff[0]}: differs from the recipe the run in {run_dir} started "
-                              f"with; only search.budget and where trials run (cluster) may change on --resume")
+                              f"with; only {', '.join(RESUMABLE[:-1])} and where trials run (cluster) may change on "
+                              "--resume")
     elif (run_dir / "state.json").is_file():
         raise RecipeError(f"{run_dir}: already holds a run; add --resume to continue it or pass another --output")
     return ctx, run_dir

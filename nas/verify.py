@@ -10,13 +10,15 @@ networks, 4 of 16 winners measured over the limit by more than 5 %, up to 27 % o
 Where this machine is the profile's device (a live profile such as ``local-cpu``) and a predictor checked the
 limit, `verify_best` measures the ``constraints.verify`` (default 20) most accurate feasible candidates, most
 accurate first, each with the engine its figure was for (`LatencySource.measure_exported`: the smallest median of
-3 rounds), and the first one measured within every such limit is the network the run exports. If none is, the
+3 rounds), and the first one measured within every such limit is the run's best: reported in ``best.json`` and
+exported (with ``output.export``). If none is, the
 search's best stays and the summary and model card say how far over it measured. Table profiles are not checked
 here: this machine is not the device they were measured on; nor is a ``source: profile`` figure, a measurement
 already.
 
 Measurements go to ``verification.csv`` as they come (atomically); a resumed run reuses them, so nothing measured
-is measured twice.
+is measured twice (``constraints.verify`` may be raised on ``--resume``). ``nas.zoo release`` leaves out the
+candidates measured over a limit.
 """
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ class Verification:
     """What `verify_best` did.
 
     Attributes:
-        best: the row to export (the first candidate measured within every limit, else the search's best).
+        best: the run's best, reported and exported (the first candidate measured within every limit, else the
+            search's best).
         measured: one record per candidate measured, most accurate first: ``arch``, ``accuracy``, per checked
             profile ``latency_<p>`` (the search's figure), ``implementation_<p>`` (the engine it is for, where the
             constraint chose one) and ``measured_<p>`` (ms), and ``within`` (bool).
@@ -53,7 +56,7 @@ class Verification:
 
     def summary(self) -> dict[str, Any]:
         return {"limits_ms": self.limits, "measured": self.measured, "note": self.note,
-                "exported": self.best["arch"]}
+                "chosen": self.best["arch"]}
 
 
 def checked_limits(ctx) -> dict[str, float]:
@@ -88,7 +91,8 @@ def verify_best(ctx, log: RunLog, run_dir: Path, log_line=print) -> Verification
             record = _measure(ctx, row, limits)
         record["within"] = all(record[f"measured_{p}"] <= m for p, m in limits.items())   # the limits of now
         measured.append(record)
-        table = pd.DataFrame(measured)
+        kept = {**done, **{m["arch"]: m for m in measured}}   # records this call does not reach stay too
+        table = pd.DataFrame(list(kept.values()))
         atomic_write(path, lambda t, table=table: table.to_csv(t, index=False))
         if bool(record["within"]):
             break

@@ -114,6 +114,7 @@ def test_sha256sums_cover_the_folder_and_refuse_damaged_weights(tmp_path):
     export_network(model, SHAPE, out, arch=ARCH, figures={"accuracy": 0.5})
     (out / "plan_local-cpu" / "artifact").mkdir(parents=True)   # a deployment plan's folder is covered too
     (out / "plan_local-cpu" / "artifact" / "run_plan.py").write_text("print(1)\n")
+    (out / ".model.onnx.tmp").write_bytes(b"left by a killed write")   # hidden: not listed
     sums = write_sha256sums(out)
     listed = dict(line.split("  ")[::-1] for line in sums.read_text().splitlines())
     assert set(listed) == {"weights.safetensors", "model.onnx", "arch.txt", "MODEL_CARD.md",

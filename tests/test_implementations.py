@@ -186,6 +186,20 @@ def test_failed_and_mismatched_engines_are_recorded_never_chosen(doubles, tmp_pa
     assert plan.best.implementation == "engine-ok" and by_name["engine-ok"].latency_ms > 0
 
 
+def test_a_filtered_selection_measures_only_those_settings_and_gives_back_the_thread_count(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        plan = select(tiny_network(), SelectSettings(implementations="torch-cpu-eager[channels_last=False]", **FAST),
+                      None, log=lambda line: None)
+        assert torch.get_num_threads() == 2   # the PyTorch engine ran at 1 thread; the caller's count is back
+    finally:
+        torch.set_num_threads(before)
+    assert [e.settings for e in plan.entries] == [{"channels_last": False, "threads": 1}]
+
+
 def test_plan_round_trips_through_json_and_the_artifact_runs(tmp_path):
     s = SelectSettings(implementations="onnxruntime-cpu", **FAST)
     out = tmp_path / "plan"

@@ -156,7 +156,8 @@ def test_resume_refuses_a_changed_recipe_but_allows_a_bigger_budget(tmp_path, ca
     (out / "recipe.yaml").write_text(yaml.safe_dump(load_recipe(path).model_dump(mode="json")))
     RunLog(out, ["local-cpu"]).save()
     err = run_bad(capsys, path, "--resume", "--set", "search.seed=7")
-    assert "search.seed" in err and "only search.budget and where trials run (cluster) may change" in err
+    assert "search.seed" in err
+    assert "only search.budget, constraints.verify and where trials run (cluster) may change" in err
     from nas.run import parse_args, prepare
 
     ctx, run_dir = prepare(parse_args([str(path), "--output", str(out), "--resume", "--set", "search.budget=9"]))

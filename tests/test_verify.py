@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+import yaml
 
 from hardware_profiles import LocalCpu1T
 from nas.recipe import Constraints, LatencyConstraint
@@ -76,6 +77,18 @@ def test_a_resumed_check_reuses_its_measurements_against_the_limits_of_now(tmp_p
     ctx2, src2 = context({"a": 0.8, "b": 1.3, "d": 0.95, "e": 0.5}, max_ms=1.5)
     check = verify_best(ctx2, log, tmp_path, log_line=lambda line: None)
     assert src2.calls == [] and check.best["arch"] == "b" and check.note.startswith("verified: the search's best")
+    assert list(pd.read_csv(tmp_path / FILE)["arch"]) == ["b", "d"]   # d, not reached this time, is kept
+
+
+def test_release_leaves_out_what_the_check_measured_over_the_limit(tmp_path):
+    from nas.zoo.release import ReleaseSettings, measured_over, select_rows
+
+    ctx, _ = context({"a": 0.8, "b": 1.3, "d": 0.95, "e": 0.5})
+    log = ledger(tmp_path, ROWS)
+    verify_best(ctx, log, tmp_path, log_line=lambda line: None)
+    assert measured_over(tmp_path) == {"b"}
+    rows = select_rows(ReleaseSettings(run_dir=str(tmp_path), top=2), ctx, log)
+    assert [r["arch"] for r in rows] == ["d", "a"]
 
 
 @pytest.mark.parametrize("setting", [dict(verify=0), dict(max_ms=None), dict(source="profile")])
@@ -101,8 +114,16 @@ def test_a_search_measures_its_best_and_says_so_on_the_card(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "best.json").read_text())
     check = summary["verification"]
-    assert check["exported"] == summary["best"]["arch"] == (out / "best" / "arch.txt").read_text().strip()
+    assert check["chosen"] == summary["best"]["arch"] == (out / "best" / "arch.txt").read_text().strip()
     first = check["measured"][0]
     assert first["within"] and 0 < first["measured_local-cpu"] <= 50   # the tiny networks are far below 50 ms
     assert check["note"] in (out / "best" / "MODEL_CARD.md").read_text()
-    assert pd.read_csv(out / FILE)["arch"].iloc[0] == summary["best"]["arch"]
+    assert pd.read_csv(out / FILE, dtype={"arch": str})["arch"].iloc[0] == summary["best"]["arch"]
+    saved = yaml.safe_load((out / "recipe.yaml").read_text())
+    del saved["constraints"]["verify"]   # a run started before the field existed
+    (out / "recipe.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    proc = subprocess.run([sys.executable, "-m", "nas.run", str(ASSETS / "tiny.yaml"), "--output", str(out),
+                           "--set", "search.budget=3", "--set", "constraints.verify=2", "--resume"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]   # resumed; and verify may change on --resume
+    assert json.loads((out / "best.json").read_text())["evaluated"] >= 3

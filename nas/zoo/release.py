@@ -111,11 +111,28 @@ def open_run(run_dir: Path):
     return ctx, RunLog.load(run_dir)
 
 
+def measured_over(run_dir: Path) -> set[str]:
+    """Archs the run's check before export measured over a latency limit (``verification.csv``)."""
+    import pandas as pd
+
+    from nas.verify import FILE
+
+    path = run_dir / FILE
+    if not path.is_file():
+        return set()
+    rows = pd.read_csv(path, dtype={"arch": str})
+    return set(rows.loc[~rows["within"].astype(bool), "arch"]) if "within" in rows else set()
+
+
 def select_rows(settings: ReleaseSettings, ctx, log: RunLog) -> list[dict[str, Any]]:
-    """The rows to release: the best feasible (`--top`) or the union of the fronts (`--pareto`), best first."""
-    ok = sorted((r for r in log.rows if score_of(r) is not None), key=lambda r: (-score_of(r), r["flops"]))
+    """The rows to release: the best feasible (`--top`) or the union of the fronts (`--pareto`), best first;
+    without the candidates the run's check measured over a latency limit (`nas.verify`, ``verification.csv``)."""
+    over = measured_over(Path(settings.run_dir))
+    ok = sorted((r for r in log.rows if score_of(r) is not None and r["arch"] not in over),
+                key=lambda r: (-score_of(r), r["flops"]))
     if not ok:
-        raise ZooError(f"{Path(settings.run_dir) / 'results.csv'}: the run has no feasible network to release")
+        raise ZooError(f"{Path(settings.run_dir) / 'results.csv'}: the run has no feasible network to release"
+                       + (f" ({len(over)} measured over a latency limit: verification.csv)" if over else ""))
     if settings.rank == "final":
         ok = final_ranked(Path(settings.run_dir), ok)
     if not settings.pareto:
