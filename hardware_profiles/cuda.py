@@ -11,6 +11,27 @@ from core.errors import InputError
 from core.timing import summarise
 
 
+def capture_graph(fn, x, warm: int = 3):
+    """`fn(x)` captured once as a CUDA graph: (graph, the captured call's output, which each replay overwrites).
+
+    `warm` calls run first on a side stream, as CUDA graph capture requires: cuDNN picks its algorithms (benchmark
+    mode) and lazy initialisation happens there, not inside the capture. Call it under ``no_grad`` or
+    ``inference_mode``; it is the one capture both `TorchCudaBackend` (the GPU profiles' tables) and the
+    ``torch-cuda`` implementation (`hardware_profiles.select`) time, so the two measure the same thing."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warm):
+            fn(x)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn(x)
+    return graph, out
+
+
 class TorchCudaBackend:
     """Time modules on the current CUDA device with CUDA graphs.
 
@@ -58,15 +79,7 @@ class TorchCudaBackend:
         model = module.eval().to("cuda", self.dtype).to(memory_format=fmt)
         x = torch.randn((self.batch, *input_shape[1:]), device="cuda", dtype=self.dtype).to(memory_format=fmt)
         with torch.no_grad():
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):   # let cuDNN pick algorithms before capture
-                for _ in range(3):
-                    model(x)
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                model(x)
+            graph, _ = capture_graph(model, x)
             for _ in range(self.warmup):
                 graph.replay()
             torch.cuda.synchronize()

@@ -451,15 +451,9 @@ class _TorchRunner(Runner):
         self._flags()
         with torch.inference_mode():
             if graph:
-                side = torch.cuda.Stream()
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):   # let cuDNN pick its algorithms before capture
-                    for _ in range(3):
-                        fn(x)
-                torch.cuda.current_stream().wait_stream(side)
-                self.graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(self.graph):
-                    self.out = fn(x)
+                from hardware_profiles.cuda import capture_graph
+
+                self.graph, self.out = capture_graph(fn, x)
             else:
                 for _ in range(2):   # compile / lazy initialisation happens here, not in the first timed run
                     self.out = fn(x)
@@ -643,8 +637,8 @@ class TorchCudaCompile(_TorchImplementation):
     name, device, engine, mode = "torch-cuda-compile", "cuda", "torch.compile (inductor)", "compile"
 
     def variants(self, threads: int) -> list[dict[str, Any]]:
-        return [{"mode": m, "precision": p, "channels_last": True}
-                for m in ("reduce-overhead", "max-autotune") for p in ("tf32", "fp32", "fp16", "bf16")]
+        return [{"mode": m, "precision": p, "channels_last": cl} for m in ("reduce-overhead", "max-autotune")
+                for p in ("tf32", "fp32", "fp16", "bf16") for cl in (True, False)]
 
     def operator_choices(self) -> list[str]:
         return [*_CUDA_CHOICES, "max-autotune: inductor times Triton and cuBLAS/cuDNN kernels per operator "

@@ -192,6 +192,7 @@ class Selection:
             self.entries.setdefault(e.key, e)
         self._load()
         self.runners: dict[str, Any] = {}
+        self._dynamo_saved: tuple[int, bool] | None = None
 
     @property
     def state_path(self) -> Path | None:
@@ -226,6 +227,7 @@ class Selection:
         """Prepare and parity-check every candidate that still has rounds to time (a continued selection keeps
         the parity error it recorded); failures are recorded, never raised."""
         reference = self.network.reference()
+        self._compile_scope(open_=True)
         for key, e in self.entries.items():
             if e.status != "ok" or len(e.round_ms) >= self.settings.rounds:
                 continue
@@ -278,6 +280,34 @@ class Selection:
         for runner in self.runners.values():
             runner.close()
         self.runners.clear()
+        self._compile_scope(open_=False)
+
+    def _compile_scope(self, open_: bool) -> None:
+        """Room in TorchDynamo's cache for every ``torch.compile`` candidate of this selection, and no silent
+        fallback to eager.
+
+        Dynamo keeps compiled entries per code object: every copy of a network (and every timm network of one class:
+        mobilenetv2, mnasnet, efficientnet_lite0 and fbnet are all timm's ``EfficientNet.forward``) adds an entry to
+        the same cache, and past ``recompile_limit`` (8) Dynamo runs the frame *eagerly* with only a warning, so
+        later compiled candidates were timed as eager PyTorch. Opening, the cache is emptied
+        (``torch._dynamo.reset()``: a selection holds no compiled candidate of an earlier one) and the limit raised
+        to the candidates' count, with ``fail_on_recompile_limit_hit`` so that a frame that still overflows fails
+        its candidate instead of being timed eager; closing empties the cache again and restores the settings."""
+        compiled = sum(1 for e in self.entries.values() 
+                       if getattr(get_implementation(e.implementation), "mode", None) == "compile")
+        if not compiled or (not open_ and self._dynamo_saved is None):
+            return
+        import torch._dynamo
+
+        cfg = torch._dynamo.config
+        torch._dynamo.reset()
+        if open_:
+            self._dynamo_saved = (cfg.recompile_limit, cfg.fail_on_recompile_limit_hit)
+            cfg.recompile_limit = max(cfg.recompile_limit, compiled + 1)
+            cfg.fail_on_recompile_limit_hit = True
+        else:
+            cfg.recompile_limit, cfg.fail_on_recompile_limit_hit = self._dynamo_saved
+            self._dynamo_saved = None
 
 
 def choose(entries: list[Entry], default: str | None, margin: float) -> tuple[str | None, str]:

@@ -200,6 +200,34 @@ def test_a_filtered_selection_measures_only_those_settings_and_gives_back_the_th
     assert [e.settings for e in plan.entries] == [{"channels_last": False, "threads": 1}]
 
 
+def test_compiled_candidates_past_dynamos_cache_limit_are_still_compiled(monkeypatch):
+    """Each copy of a network adds an entry to TorchDynamo's cache for the same ``forward``; past its limit (8) Dynamo
+    would run later copies eagerly with only a warning. Five selections of two ``torch.compile`` candidates each (ten
+    copies of one class) must compile every candidate: a counting backend stands in for inductor (the real one needs
+    seconds and a C++ compiler per candidate), the frame cache and its limit are Dynamo's own."""
+    import torch
+    import torch._dynamo
+
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda m, mode=None, dynamic=None: real_compile(
+        m, backend=counting_backend, dynamic=dynamic))
+    monkeypatch.setattr(impls.TorchCpuCompile, "unavailable", lambda self: None)
+    limit = torch._dynamo.config.recompile_limit
+    for _ in range(5):
+        before = len(graphs)
+        plan = select(tiny_network(), SelectSettings(implementations="torch-cpu-compile", **FAST), None,
+                      log=lambda line: None)
+        assert [e.status for e in plan.entries] == ["ok", "ok"]
+        assert len(graphs) - before >= 2   # both candidates compiled, none fell back to eager
+    assert torch._dynamo.config.recompile_limit == limit and not torch._dynamo.config.fail_on_recompile_limit_hit
+
+
 def test_plan_round_trips_through_json_and_the_artifact_runs(tmp_path):
     s = SelectSettings(implementations="onnxruntime-cpu", **FAST)
     out = tmp_path / "plan"
