@@ -233,10 +233,10 @@ def _held_out(run_dir: Path, src, profile: str, engine: str | None,
     """(predicted, measured) ms of the candidates measured before export on `profile` (with `engine`, for one
     engine of ``implementation:``): ``verification.csv``, written by `nas.verify`; those in `exclude` (the
     predictor's own calibration networks) left out, so what remains is held out."""
-    from nas.verify import FILE
+    from nas.verify import records
 
-    path, col = run_dir / FILE, f"measured_{profile}"
-    rows = pd.read_csv(path, dtype={"arch": str}) if path.is_file() else pd.DataFrame()
+    col = f"measured_{profile}"
+    rows = records(run_dir)
     if col not in rows:
         return np.empty(0), np.empty(0)
     if engine is not None:   # the engine each candidate was measured with: the one its figure was for

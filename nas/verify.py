@@ -75,6 +75,12 @@ def ranked(log: RunLog, top: int) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (-score_of(r), r["flops"]))[:top]
 
 
+def records(run_dir: Path) -> pd.DataFrame:
+    """The run's measurements before export (``verification.csv``, archs read as text), empty when there are none."""
+    path = Path(run_dir) / FILE
+    return pd.read_csv(path, dtype={"arch": str}) if path.is_file() else pd.DataFrame()
+
+
 def verify_best(ctx, log: RunLog, run_dir: Path, log_line=print) -> Verification | None:
     """Measure the most accurate feasible candidates until one is within every checked limit; None when there is
     nothing to check (no checked limit, ``verify: 0``, or no feasible candidate)."""
@@ -83,7 +89,7 @@ def verify_best(ctx, log: RunLog, run_dir: Path, log_line=print) -> Verification
     if not candidates:
         return None
     path = Path(run_dir) / FILE
-    done = {r["arch"]: r for r in pd.read_csv(path, dtype={"arch": str}).to_dict("records")} if path.is_file() else {}
+    done = {r["arch"]: r for r in records(run_dir).to_dict("records")}
     measured: list[dict[str, Any]] = []
     for row in candidates:
         record = done.get(row["arch"], {})

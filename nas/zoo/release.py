@@ -113,14 +113,9 @@ def open_run(run_dir: Path):
 
 def measured_over(run_dir: Path) -> set[str]:
     """Archs the run's check before export measured over a latency limit (``verification.csv``)."""
-    import pandas as pd
+    from nas.verify import records
 
-    from nas.verify import FILE
-
-    path = run_dir / FILE
-    if not path.is_file():
-        return set()
-    rows = pd.read_csv(path, dtype={"arch": str})
+    rows = records(run_dir)
     return set(rows.loc[~rows["within"].astype(bool), "arch"]) if "within" in rows else set()
 
 
