@@ -293,9 +293,11 @@ class Selection:
         (``torch._dynamo.reset()``: a selection holds no compiled candidate of an earlier one) and the limit raised
         to the candidates' count, with ``fail_on_recompile_limit_hit`` so that a frame that still overflows fails
         its candidate instead of being timed eager; closing empties the cache again and restores the settings."""
-        compiled = sum(1 for e in self.entries.values() 
-                       if getattr(get_implementation(e.implementation), "mode", None) == "compile")
-        if not compiled or (not open_ and self._dynamo_saved is None):
+        compiled = 0
+        if open_:
+            compiled = sum(1 for e in self.entries.values()
+                           if getattr(get_implementation(e.implementation), "mode", None) == "compile")
+        if (open_ and not compiled) or (not open_ and self._dynamo_saved is None):
             return
         import torch._dynamo
 
