@@ -1,17 +1,20 @@
 """Search for the engine it will run on: ``implementation: best`` against the default engine, same limit and budget.
 
-    python bench/implementation_search.py [--seeds 0,1,2] [--budget 60] [--quantile 0.25] [--threads 1]
-        [--verify 20] [--work DIR] [--out FILE.json]
+    python bench/implementation_search.py [--space nb201|macro] [--seeds 0,1,2] [--budget 60] [--quantile 0.25]
+        [--threads 1] [--verify 20] [--work DIR] [--out FILE.json]
 
-The problem is real: NAS-Bench-201 cells with their real CIFAR-100 accuracy (`shared/data/nb201-dev`, read by the
-``tabular`` evaluator, nothing trained) under a latency limit on this machine's CPU (``local-cpu``, or
-``local-cpu-2t`` with ``--threads 2``). Engines disagree on these cells: OpenVINO wins the light ones, onnxruntime
-the convolution-heavy ones, so which networks fit a limit depends on the engine.
+The problem is real: NAS-Bench-201 cells with their real CIFAR-100 accuracy (`shared/data/nb201-dev`), or with
+``--space macro`` NAS-Bench-Macro's MobileNet-style networks (inverted residuals with depthwise 3x3/5x5
+convolutions) with their real CIFAR-10 accuracy (`shared/data/nasbench-macro`), read by the ``tabular`` evaluator,
+nothing trained, under a latency limit on this machine's CPU (``local-cpu``, or ``local-cpu-2t`` with
+``--threads 2``). Engines disagree on these networks (on NB201 cells OpenVINO wins the light ones, onnxruntime the
+convolution-heavy ones), so which networks fit a limit depends on the engine. The controller and its settings are
+the recipe's (`recipes/nb201_tabular.yaml`) for both problems: nothing here is tuned to either.
 
 1. One calibration for both arms: 24 cells timed live with every CPU engine (`nas.latency_sources`' calibrated
    predictors, one per implementation); the default arm gets the onnxruntime predictor of the very same timings,
    so the arms differ only in what the constraint allows.
-2. The limit: the `--quantile` of the default engine's predicted latency over all 15,625 cells.
+2. The limit: the `--quantile` of the default engine's predicted latency over all networks of the space.
 3. Per seed, two searches (`python -m nas.run recipes/nb201_tabular.yaml` with overrides), evolution, `--budget`
    trials each: ``implementation: default`` (onnxruntime, the engine the CPU profiles use) and
    ``implementation: best`` (onnxruntime, OpenVINO, PyTorch eager; a candidate's latency is the smallest).
@@ -43,28 +46,37 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-TABLE = REPO.parent / "shared" / "data" / "nb201-dev" / "nb201_dev.csv"
+DATA = REPO.parent / "shared" / "data"
 RECIPE = REPO / "recipes" / "nb201_tabular.yaml"
+# The problems: a space, its table of real accuracy, the accuracy column and the classes of its networks.
+PROBLEMS = {
+    "nb201": {"table": DATA / "nb201-dev" / "nb201_dev.csv", "accuracy": "acc_cifar100", "num_classes": 100},
+    "macro": {"table": DATA / "nasbench-macro" / "nasbench_macro_cifar10.csv", "accuracy": "acc_mean",
+              "num_classes": 10},
+}
 
 
-def overrides(profile: str, limit: float | None, implementation: str, budget: int, seed: int,
+def overrides(space: str, profile: str, limit: float | None, implementation: str, budget: int, seed: int,
               verify: int = 0) -> list[str]:
     """The recipe's --set lines for one arm."""
+    problem = PROBLEMS[space]
     lat = {"profile": profile, "implementation": implementation, **({"max_ms": limit} if limit else {})}
-    return [f"evaluator.options.path={TABLE}", "evaluator.options.accuracy=acc_cifar100",
-            "evaluator.options.num_classes=100", f"constraints.latency=[{json.dumps(lat)}]",
+    return [f"space.name={space}", f"evaluator.options.path={problem['table']}",
+            f"evaluator.options.accuracy={problem['accuracy']}",
+            f"evaluator.options.num_classes={problem['num_classes']}",
+            f"constraints.latency=[{json.dumps(lat)}]",
             f"constraints.verify={verify}", f"search.budget={budget}", f"search.seed={seed}",
             "search.concurrency=1", "tracking=none"]
 
 
-def calibrate(work: Path, profile: str) -> tuple[dict, Path]:
+def calibrate(work: Path, space: str, profile: str) -> tuple[dict, Path]:
     """Calibrate one predictor per engine (`RunContext.open` builds them) into ``work/calibration``; returns the
     sources and the predictors folder."""
     from nas.context import RunContext
     from nas.recipe import read_recipe
 
     folder = work / "calibration"
-    recipe = read_recipe(RECIPE, overrides(profile, None, "best", 1, 0))
+    recipe = read_recipe(RECIPE, overrides(space, profile, None, "best", 1, 0))
     ctx = RunContext(recipe).open(folder, log=lambda line: print(line, file=sys.stderr))
     return ctx, folder / "predictors"
 
@@ -89,8 +101,8 @@ def ceiling_table(table: pd.Series, pred: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def run_arm(work: Path, predictors: Path, profile: str, limit: float, implementation: str, budget: int,
-            seed: int, verify: int) -> dict:
+def run_arm(work: Path, predictors: Path, space: str, profile: str, limit: float, implementation: str,
+            budget: int, seed: int, verify: int) -> dict:
     """One search (a fresh run folder seeded with the shared predictors); returns its best.json."""
     run_dir = work / f"{implementation}-v{verify}-s{seed}"
     if not (run_dir / "best.json").is_file():
@@ -101,7 +113,7 @@ def run_arm(work: Path, predictors: Path, profile: str, limit: float, implementa
         else:
             shutil.copytree(predictors / profile / "onnxruntime-cpu", target)
         cmd = [sys.executable, "-m", "nas.run", str(RECIPE), "--output", str(run_dir),
-               *sum((["--set", o] for o in overrides(profile, limit, implementation, budget, seed, verify)), [])]
+               *sum((["--set", o] for o in overrides(space, profile, limit, implementation, budget, seed, verify)), [])]
         done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
         if done.returncode != 0:
@@ -109,15 +121,16 @@ def run_arm(work: Path, predictors: Path, profile: str, limit: float, implementa
     return json.loads((run_dir / "best.json").read_text())
 
 
-def measure_winner(arch: str, engines: list[str], threads: int) -> dict[str, float]:
+def measure_winner(space_name: str, arch: str, engines: list[str], threads: int) -> dict[str, float]:
     """The cell timed now with every engine of the comparison (fp32, 5 interleaved rounds): ms per engine."""
     from hardware_profiles.implementations import Network
     from hardware_profiles.select import SelectSettings, select
     from search_spaces import make_space
 
-    space = make_space("nb201", {}, 100)
+    classes = PROBLEMS[space_name]["num_classes"]
+    space = make_space(space_name, {}, classes)
     genotype = space.decode(arch)
-    net = Network(tuple(space.input_shape(genotype)), {"space": "nb201", "options": {}, "num_classes": 100,
+    net = Network(tuple(space.input_shape(genotype)), {"space": space_name, "options": {}, "num_classes": classes,
                                                        "arch": arch}, module=space.build(genotype).eval())
     plan = select(net, SelectSettings(implementations=",".join(engines), threads=threads, precision="fp32",
                                       rounds=5, repeats=30), None, log=lambda line: None)
@@ -131,10 +144,10 @@ def measure_winner(arch: str, engines: list[str], threads: int) -> dict[str, flo
 def run_seed_arm(work: Path, predictors: Path, profile: str, limit: float, arm: str, seed: int,
                  engines: list[str], args) -> dict:
     """One arm's search for one seed, its exported network measured now: a row of the comparison (printed)."""
-    summary = run_arm(work, predictors, profile, limit, arm, args.budget, seed, args.verify)
+    summary = run_arm(work, predictors, args.space, profile, limit, arm, args.budget, seed, args.verify)
     best, check = summary["best"] or {}, summary.get("verification") or {}
     arch = best.get("arch")
-    measured = measure_winner(arch, engines, args.threads) if arch else {}
+    measured = measure_winner(args.space, arch, engines, args.threads) if arch else {}
     engine = best.get(f"implementation_{profile}") or "onnxruntime-cpu"
     first = (check.get("measured") or [{}])[0]
     r = {"seed": seed, "arm": arm, "accuracy": best.get("accuracy"), "arch": arch, "engine": engine,
@@ -168,6 +181,8 @@ def report(df: pd.DataFrame, limit: float) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--space", choices=sorted(PROBLEMS), default="nb201",
+                   help="nb201: NAS-Bench-201 cells, CIFAR-100; macro: NAS-Bench-Macro (MobileNet-style), CIFAR-10")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--budget", type=int, default=60)
     p.add_argument("--quantile", type=float, default=0.25)
@@ -177,10 +192,12 @@ def main() -> None:
     p.add_argument("--out", help="write the figures here as JSON")
     args = p.parse_args()
     profile = "local-cpu" if args.threads == 1 else "local-cpu-2t"
-    work = Path(args.work) / profile
+    work = Path(args.work) / (profile if args.space == "nb201" else f"{args.space}-{profile}")
     start = time.time()
-    ctx, predictors = calibrate(work, profile)
-    table = pd.read_csv(TABLE, usecols=["arch", "acc_cifar100"]).set_index("arch")["acc_cifar100"]
+    ctx, predictors = calibrate(work, args.space, profile)
+    problem = PROBLEMS[args.space]
+    table = pd.read_csv(problem["table"], usecols=["arch", problem["accuracy"]],
+                        dtype={"arch": str}).set_index("arch")[problem["accuracy"]]
     pred = predicted(ctx, profile, list(table.index))
     limit = float(np.quantile(pred["onnxruntime-cpu"], args.quantile))
     engines = list(pred.columns)
@@ -199,8 +216,8 @@ def main() -> None:
     report(pd.DataFrame(rows), limit)
     if args.out:
         Path(args.out).write_text(json.dumps({
-            "profile": profile, "limit_ms": limit, "quantile": args.quantile, "budget": args.budget,
-            "verify": args.verify, "ceilings": ceilings, "wins": wins, "runs": rows,
+            "space": args.space, "profile": profile, "limit_ms": limit, "quantile": args.quantile,
+            "budget": args.budget, "verify": args.verify, "ceilings": ceilings, "wins": wins, "runs": rows,
             "seconds": time.time() - start}, indent=1, default=str))
 
 

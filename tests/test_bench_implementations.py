@@ -72,3 +72,14 @@ def test_the_joint_search_comparison_counts_a_network_over_the_limit_as_a_miss(c
     assert "both arms' exported networks hold the limit now: 1 of 2" in out   # 1.2 ms is over 1.0 by > 5 %
     assert "best >= default in 1, best > default in 1" in out
     assert "over the limit by more than 5%: 1 of 4" in out
+
+
+def test_the_joint_search_bench_builds_a_valid_recipe_for_each_problem():
+    from nas.recipe import read_recipe
+
+    bench = load_bench("implementation_search")
+    for space, problem in bench.PROBLEMS.items():
+        recipe = read_recipe(bench.RECIPE, bench.overrides(space, "local-cpu", 0.5, "best", 7, 3, verify=4))
+        assert recipe.space.name == space and recipe.search.budget == 7 and recipe.constraints.verify == 4
+        assert recipe.evaluator.options["accuracy"] == problem["accuracy"]
+        assert recipe.constraints.latency[0].implementation == "best" and recipe.constraints.latency[0].max_ms == 0.5
