@@ -1,7 +1,7 @@
 """Search for the engine it will run on: ``implementation: best`` against the default engine, same limit and budget.
 
     python bench/implementation_search.py [--space nb201|macro] [--seeds 0,1,2] [--budget 60] [--quantile 0.25]
-        [--threads 1] [--verify 20] [--work DIR] [--out FILE.json]
+        [--threads 1] [--verify 20] [--controller random|local|rl] [--work DIR] [--out FILE.json]
 
 The problem is real: NAS-Bench-201 cells with their real CIFAR-100 accuracy (`shared/data/nb201-dev`), or with
 ``--space macro`` NAS-Bench-Macro's MobileNet-style networks (inverted residuals with depthwise 3x3/5x5
@@ -57,11 +57,13 @@ PROBLEMS = {
 
 
 def overrides(space: str, profile: str, limit: float | None, implementation: str, budget: int, seed: int,
-              verify: int = 0) -> list[str]:
-    """The recipe's --set lines for one arm."""
+              verify: int = 0, controller: str | None = None) -> list[str]:
+    """The recipe's --set lines for one arm (`controller`: another controller with its default options instead of
+    the recipe's evolution)."""
     problem = PROBLEMS[space]
     lat = {"profile": profile, "implementation": implementation, **({"max_ms": limit} if limit else {})}
-    return [f"space.name={space}", f"evaluator.options.path={problem['table']}",
+    other = [f"controller.name={controller}", "controller.options={}"] if controller else []
+    return [*other, f"space.name={space}", f"evaluator.options.path={problem['table']}",
             f"evaluator.options.accuracy={problem['accuracy']}",
             f"evaluator.options.num_classes={problem['num_classes']}",
             f"constraints.latency=[{json.dumps(lat)}]",
@@ -102,9 +104,9 @@ def ceiling_table(table: pd.Series, pred: pd.DataFrame) -> str:
 
 
 def run_arm(work: Path, predictors: Path, space: str, profile: str, limit: float, implementation: str,
-            budget: int, seed: int, verify: int) -> dict:
+            budget: int, seed: int, verify: int, controller: str | None = None) -> dict:
     """One search (a fresh run folder seeded with the shared predictors); returns its best.json."""
-    run_dir = work / f"{implementation}-v{verify}-s{seed}"
+    run_dir = work / f"{implementation}-v{verify}-s{seed}{f'-{controller}' if controller else ''}"
     if not (run_dir / "best.json").is_file():
         shutil.rmtree(run_dir, ignore_errors=True)
         target = run_dir / "predictors" / profile
@@ -113,7 +115,8 @@ def run_arm(work: Path, predictors: Path, space: str, profile: str, limit: float
         else:
             shutil.copytree(predictors / profile / "onnxruntime-cpu", target)
         cmd = [sys.executable, "-m", "nas.run", str(RECIPE), "--output", str(run_dir),
-               *sum((["--set", o] for o in overrides(space, profile, limit, implementation, budget, seed, verify)), [])]
+               *sum((["--set", o] for o in overrides(space, profile, limit, implementation, budget, seed, verify,
+                                                     controller)), [])]
         done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
         if done.returncode != 0:
@@ -144,7 +147,8 @@ def measure_winner(space_name: str, arch: str, engines: list[str], threads: int)
 def run_seed_arm(work: Path, predictors: Path, profile: str, limit: float, arm: str, seed: int,
                  engines: list[str], args) -> dict:
     """One arm's search for one seed, its exported network measured now: a row of the comparison (printed)."""
-    summary = run_arm(work, predictors, args.space, profile, limit, arm, args.budget, seed, args.verify)
+    summary = run_arm(work, predictors, args.space, profile, limit, arm, args.budget, seed, args.verify,
+                      args.controller)
     best, check = summary["best"] or {}, summary.get("verification") or {}
     arch = best.get("arch")
     measured = measure_winner(args.space, arch, engines, args.threads) if arch else {}
@@ -183,6 +187,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--space", choices=sorted(PROBLEMS), default="nb201",
                    help="nb201: NAS-Bench-201 cells, CIFAR-100; macro: NAS-Bench-Macro (MobileNet-style), CIFAR-10")
+    p.add_argument("--controller", help="another controller (its default options) instead of the recipe's "
+                   "evolution, e.g. random, local, rl")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--budget", type=int, default=60)
     p.add_argument("--quantile", type=float, default=0.25)
@@ -217,7 +223,8 @@ def main() -> None:
     if args.out:
         Path(args.out).write_text(json.dumps({
             "space": args.space, "profile": profile, "limit_ms": limit, "quantile": args.quantile,
-            "budget": args.budget, "verify": args.verify, "ceilings": ceilings, "wins": wins, "runs": rows,
+            "budget": args.budget, "verify": args.verify, "controller": args.controller or "evolution (recipe)",
+            "ceilings": ceilings, "wins": wins, "runs": rows,
             "seconds": time.time() - start}, indent=1, default=str))
 
 

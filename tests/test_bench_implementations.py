@@ -83,3 +83,5 @@ def test_the_joint_search_bench_builds_a_valid_recipe_for_each_problem():
         assert recipe.space.name == space and recipe.search.budget == 7 and recipe.constraints.verify == 4
         assert recipe.evaluator.options["accuracy"] == problem["accuracy"]
         assert recipe.constraints.latency[0].implementation == "best" and recipe.constraints.latency[0].max_ms == 0.5
+        other = read_recipe(bench.RECIPE, bench.overrides(space, "local-cpu", 0.5, "default", 7, 3, 4, "random"))
+        assert other.controller.name == "random" and other.controller.options == {}
