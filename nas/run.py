@@ -80,8 +80,8 @@ def prepare(args: argparse.Namespace) -> tuple[RunContext, Path]:
                 if d not in RESUMABLE and not d.startswith("cluster.")]
         if diff:
             raise RecipeError(f"{args.recipe}: {diff[0]}: differs from the recipe the run in {run_dir} started "
-                              "with; only search.budget, constraints.verify, output.dir and where trials run (cluster) "
-                              "may change on --resume")
+                              "with; only search.budget, constraints.verify and where trials run (cluster) may "
+                              "change on --resume")
     elif (run_dir / "state.json").is_file():
         raise RecipeError(f"{run_dir}: already holds a run; add --resume to continue it or pass another --output")
     return ctx, run_dir
