@@ -120,6 +120,10 @@ def _check_settings(source: str, recipe: Recipe, plugins: Plugins) -> None:
     if cl.address is None and cl.num_cpus is not None and cl.cpus_per_trial > cl.num_cpus:
         raise RecipeError(f"{source}: cluster.cpus_per_trial: {cl.cpus_per_trial:g} exceeds cluster.num_cpus "
                           f"({cl.num_cpus}); no trial could ever start")
+    if recipe.compression != "none" and not EVALUATORS.get(recipe.evaluator.name).quantizes:
+        raise RecipeError(f"{source}: compression: {recipe.compression} needs an evaluator that trains networks "
+                          f"and exposes its data (e.g. proxy); {recipe.evaluator.name!r} cannot score a quantized "
+                          "network")
     threads = getattr(plugins.evaluator, "threads", None)
     if threads is not None and threads > cl.cpus_per_trial:
         # Ray reserves cpus_per_trial cores for a trial; more threads than that spin against other trials or

@@ -52,6 +52,14 @@ def validate_plugins(source: str, recipe: Recipe) -> Plugins:
     return plugins
 
 
+def result_metrics(recipe: Recipe) -> tuple[str, ...]:
+    """The results columns beside ``accuracy``: the evaluator's figures (`Evaluator.metrics`, e.g. mAP) and those
+    its ``compression`` adds (`nas.compression.metrics_of`: the fp32 accuracy and the drop, for int8)."""
+    from nas.compression import metrics_of
+
+    return tuple(EVALUATORS.get(recipe.evaluator.name).metrics) + metrics_of(recipe.compression)
+
+
 class RunContext:
     """Everything a search and its trials need, built once from a validated recipe.
 
@@ -86,6 +94,11 @@ class RunContext:
         self.latency = make_sources(r.constraints, self.space, self.run_dir, seed=r.search.seed, log=log,
                                     tables={c.profile: constraint_table(r, c) for c in r.constraints.latency})
         return self
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The results columns beside ``accuracy`` (`result_metrics`)."""
+        return result_metrics(self.recipe)
 
     @property
     def controller(self):

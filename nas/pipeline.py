@@ -62,10 +62,9 @@ def _open_log(recipe: Recipe, run_dir: Path, resume: bool) -> RunLog:
     if resume:
         log = RunLog.load(run_dir)
     else:
-        from nas.evaluation import EVALUATORS
+        from nas.context import result_metrics
 
-        log = RunLog(run_dir, recipe.profiles, EVALUATORS.get(recipe.evaluator.name).metrics,
-                     tuple(recipe.implementation_profiles))
+        log = RunLog(run_dir, recipe.profiles, result_metrics(recipe), tuple(recipe.implementation_profiles))
     log.save()
     return log
 
@@ -236,7 +235,7 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, 
     model.eval()
     shape = ctx.space.input_shape(arch)
     figures: dict[str, object] = {"accuracy": best["accuracy"]}
-    figures.update({m: best[m] for m in ctx.evaluator.metrics if best.get(m) is not None})
+    figures.update({m: best[m] for m in ctx.metrics if best.get(m) is not None})
     figures.update({"FLOPs (MACs)": best["flops"], "params": best["params"]})
     extra = {"search space": recipe.space.name, "controller": recipe.controller.name,
              "evaluator": f"{recipe.evaluator.name} {recipe.evaluator.options}", "run": recipe.name, **(notes or {})}
@@ -260,10 +259,17 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, 
         extra["timm block strings"] = str([list(s) for s in net.arch_def])
     space_code = (f"from search_spaces import get_space; space = get_space({recipe.space.name!r}, "
                   f"{recipe.space.options!r}, num_classes={ctx.space.num_classes})")
+    int8 = None
+    if recipe.compression == "int8":   # shipped in the form it was scored in, beside the fp32 graph
+        from nas.compression import export_int8
+
+        int8, extra["compression"] = export_int8(model, ctx.evaluator, shape[-1], tuple(shape), run_dir / "best")
     files = export_network(model, shape, run_dir / "best", arch=best["arch"], figures=figures,
                            title=f"{recipe.name}: best feasible network", extra=extra, space_code=space_code)
     for name, payload in extra_files.items():
         files[Path(name).stem] = atomic_write_json(run_dir / "best" / name, payload)
+    if int8 is not None:
+        files["onnx_int8"] = int8
     # the space the arch belongs to, for tools below the run layer (hardware_profiles.select --run)
     files["space"] = atomic_write_json(run_dir / "best" / "space.json", {
         "name": ctx.space.name, "options": ctx.space.options.model_dump(mode="json"),

@@ -57,13 +57,20 @@ def evaluate_candidate(ctx: RunContext, arch_string: str) -> dict[str, Any]:
         if violation is None or ctx.recipe.search.train_infeasible:
             if ctx.evaluator.trains:
                 model = build_seeded(ctx.space, arch, ctx.recipe.search.seed)
-                metrics = ctx.evaluator.evaluate(model, ctx.space.input_shape(arch)[-1])
+                shape = ctx.space.input_shape(arch)
+                metrics = ctx.evaluator.evaluate(model, shape[-1])
+                if ctx.recipe.compression == "int8" and math.isfinite(metrics["accuracy"]):
+                    from nas.compression import int8_scores   # scored as it will ship: accuracy is int8's
+
+                    metrics = {**metrics, **int8_scores(model, ctx.evaluator, shape[-1], tuple(shape),
+                                                        metrics["accuracy"],
+                                                        getattr(ctx.evaluator.options, "threads", 1))}
             else:
                 metrics = ctx.evaluator.estimate(arch_string)
             if not math.isfinite(metrics["accuracy"]):
                 raise FloatingPointError(f"non-finite accuracy {metrics['accuracy']}")
             row.update(accuracy=float(metrics["accuracy"]), train_seconds=metrics.get("train_seconds"))
-            row.update({k: float(metrics[k]) for k in ctx.evaluator.metrics if k in metrics})
+            row.update({k: float(metrics[k]) for k in ctx.metrics if k in metrics})
             if ctx.evaluator.trains:
                 save_weights(model, weights_path(ctx.run_dir, arch_string), {"arch": arch_string})
         row["status"] = "ok" if violation is None else "infeasible"

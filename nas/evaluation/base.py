@@ -26,6 +26,7 @@ class Evaluator:
 
     Options: ClassVar[type[EvaluatorOptions]] = EvaluatorOptions
     trains: ClassVar[bool] = True
+    quantizes: ClassVar[bool] = False   # can score its networks int8 (`quantization_data`; ``compression: int8``)
     metrics: ClassVar[tuple[str, ...]] = ()   # figures reported beside accuracy, each a results column
 
     def __init__(self, options: EvaluatorOptions, seed: int = 0):
@@ -41,6 +42,12 @@ class Evaluator:
 
     def estimate(self, arch: str) -> dict[str, float]:
         raise NotImplementedError(f"{type(self).__name__} needs a built model (trains is True)")
+
+    def quantization_data(self, resolution: int) -> tuple[Any, Any]:
+        """(calibration, validation) datasets of ``(image, label)`` items at `resolution`, for scoring a trained
+        network after int8 quantization (`nas.compression`): calibration from the training data, validation the
+        data `evaluate` scores on. Only evaluators whose `quantizes` is True have them."""
+        raise NotImplementedError(f"{type(self).__name__} cannot score quantized networks")
 
     def bind(self, space: Any) -> Evaluator:
         """Attach the search space (evaluators that read arch strings need it); returns self."""

@@ -56,6 +56,7 @@ class ProxyTrainingEvaluator(Evaluator):
 
     Options = ProxyOptions
     options: ProxyOptions
+    quantizes = True
     _cache: ClassVar[dict[tuple, Any]] = {}   # datasets per (options, resolution), reused across trials
 
     def num_classes(self) -> int:
@@ -81,6 +82,10 @@ class ProxyTrainingEvaluator(Evaluator):
 
         o = self.options
         return dataset_record(o.dataset, path=o.path, seed=self.seed, val_fraction=o.val_fraction, limit=o.limit)
+
+    def quantization_data(self, resolution: int) -> tuple[Any, Any]:
+        train, val, _ = self._data(resolution)
+        return train, val
 
     def evaluate(self, model: Any, resolution: int) -> dict[str, float]:
         from nas.evaluation.proxy import train_and_evaluate

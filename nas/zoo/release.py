@@ -204,7 +204,7 @@ def choose_weights(run_dir: Path, ctx, row: dict[str, Any]) -> Weights:
 
     arch = row["arch"]
     options = ctx.plugins.evaluator.model_dump(mode="json")
-    metrics = {m: row.get(m) for m in ctx.evaluator.metrics if row.get(m) is not None}
+    metrics = {m: row.get(m) for m in ctx.metrics if row.get(m) is not None}
     base = {"evaluator": ctx.recipe.evaluator.name, "options": options, "seed": ctx.recipe.search.seed}
     final = run_dir / "final" / network_name(arch)
     if (final / "metrics.json").is_file() and (final / "weights.safetensors").is_file():

@@ -1,0 +1,148 @@
+"""Compression-aware search (issue 21): an fp32 search whose winner is quantized afterwards, against a search that
+scores every candidate after int8 quantization (``compression: int8``); same recipe, budget, seed and limits.
+
+    python bench/compression.py [--recipe recipes/quickstart.yaml] [--seeds 0,1] [--budget 20] [--sampled 20]
+        [--threads 1] [--work DIR] [--out FILE.json]
+
+1. Per seed, two searches (`python -m nas.run RECIPE` with ``--set``): (a) ``compression: none``, its winner
+   quantized afterwards exactly as `nas.compression` quantizes (same calibration images); (b) ``compression: int8``.
+2. Each winner: accuracy after quantization, fp32 accuracy, FLOPs, and its latency on this CPU measured now with
+   onnxruntime (`--threads`), fp32 (``model.onnx``) against int8 (QDQ), batch 1, in interleaved rounds.
+3. `--sampled` networks drawn from the recipe's space, fp32 against int8 latency the same way: how often int8 is
+   slower than fp32 on this CPU (the reason to measure rather than assume).
+
+The accuracy is the evaluator's (the recipe's proxy training on its dataset; the quickstart: MNIST-5k, one epoch),
+on validation images no search trained on. ``compression: search`` (a policy per stage in the genotype) is not
+built yet, so its arm is not here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def run_search(recipe: Path, run_dir: Path, compression: str, seed: int, budget: int) -> dict:
+    """One search (kept: a finished run folder is read back, not searched again); its best.json."""
+    if not (run_dir / "best.json").is_file():
+        cmd = [sys.executable, "-m", "nas.run", str(recipe), "--output", str(run_dir),
+               *sum((["--set", o] for o in (f"compression={compression}", f"search.seed={seed}",
+                                             f"search.budget={budget}", "tracking=none")), [])]
+        if (run_dir / "state.json").is_file():
+            cmd.append("--resume")
+        done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    return json.loads((run_dir / "best.json").read_text())
+
+
+def winner(run_dir: Path):
+    """(run context, trained fp32 model, its input shape) of a run's exported best network."""
+    from nas.context import RunContext
+    from nas.export import load_weights
+    from nas.recipe import read_recipe
+    from nas.trial import build_seeded
+
+    ctx = RunContext(read_recipe(run_dir / "recipe.yaml"))
+    arch = (run_dir / "best" / "arch.txt").read_text().strip()
+    genotype = ctx.space.decode(arch)
+    model = build_seeded(ctx.space, genotype, ctx.recipe.search.seed)
+    load_weights(model, run_dir / "best" / "weights.safetensors")
+    return ctx, model.eval(), tuple(ctx.space.input_shape(genotype))
+
+
+def latency_pairs(models: list[tuple], calibration, threads: int, folder: Path) -> np.ndarray:
+    """(fp32 ms, int8 ms) of every (model, input shape), batch 1, all timed in the same interleaved rounds (the
+    smallest round median)."""
+    from core.timing import measure_interleaved
+    from nas.compression import quantize_int8
+
+    paths, shapes = [], []
+    for i, (model, shape) in enumerate(models):
+        fp32, int8 = quantize_int8(model, calibration, shape, folder / str(i), batch=1)
+        paths += [fp32, int8]
+        shapes += [(1, *shape[1:])] * 2
+    ms = measure_interleaved(paths, shapes, threads=threads, rounds=5, repeats=30).min(axis=1)
+    return ms.reshape(-1, 2)
+
+
+def markdown(df: pd.DataFrame) -> str:
+    """`df` as a Markdown table (numbers to 4 decimals)."""
+    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in df.itertuples(index=False)]
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--recipe", default=str(REPO / "recipes" / "quickstart.yaml"))
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--budget", type=int, default=20)
+    p.add_argument("--sampled", type=int, default=20, help="networks of the space timed fp32 against int8")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--work", default="/tmp/hwnas-compression")
+    p.add_argument("--out", help="write the figures here as JSON")
+    args = p.parse_args()
+    from nas.compression import int8_scores
+    from nas.trial import build_seeded
+
+    start, work = time.time(), Path(args.work)
+    rows, models = [], []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for arm, compression in (("fp32 search, then int8", "none"), ("int8 search", "int8")):
+            run_dir = work / f"{compression}-s{seed}"
+            best = run_search(Path(args.recipe), run_dir, compression, seed, args.budget)["best"]
+            ctx, model, shape = winner(run_dir)
+            if compression == "none":   # quantized after the search, as the search would have
+                scores = int8_scores(model, ctx.evaluator, shape[-1], shape, best["accuracy"], args.threads)
+            else:
+                scores = {k: best[k] for k in ("accuracy", "accuracy_fp32", "accuracy_drop")}
+            rows.append({"seed": seed, "arm": arm, "arch": best["arch"], "int8 accuracy": scores["accuracy"],
+                         "fp32 accuracy": scores["accuracy_fp32"], "drop": scores["accuracy_drop"],
+                         "MFLOPs": best["flops"] / 1e6})
+            models.append((model, shape))
+            print(f"seed {seed} {arm}: int8 accuracy {scores['accuracy']:.4f} (fp32 {scores['accuracy_fp32']:.4f}), "
+                  f"{best['flops'] / 1e6:.2f} MFLOPs", file=sys.stderr)
+    calibration, _ = ctx.evaluator.quantization_data(models[0][1][-1])
+    rng = np.random.default_rng(0)
+    sampled = []
+    for i in range(args.sampled):
+        arch = ctx.space.sample(rng)
+        sampled.append((build_seeded(ctx.space, arch, 0).eval(), tuple(ctx.space.input_shape(arch))))
+    with tempfile.TemporaryDirectory(prefix="hwnas-bench-int8-") as tmp:
+        ms = latency_pairs(models + sampled, calibration, args.threads, Path(tmp))
+    df = pd.DataFrame(rows)
+    df["fp32 ms"], df["int8 ms"] = ms[:len(rows), 0], ms[:len(rows), 1]
+    df["int8 / fp32"] = df["int8 ms"] / df["fp32 ms"]
+    print(f"# Compression-aware search: {Path(args.recipe).name}, budget {args.budget}, seeds {args.seeds}; "
+          f"latency on this CPU, onnxruntime, {args.threads} thread(s), batch 1\n")
+    print(markdown(df.drop(columns="arch")))
+    means = df.groupby("arm", sort=False)[["int8 accuracy", "fp32 accuracy", "int8 ms", "MFLOPs"]].mean()
+    print("\n" + markdown(means.reset_index()))
+    base, ours = means.iloc[0], means.iloc[1]
+    gain, speed = ours["int8 accuracy"] - base["int8 accuracy"], ours["int8 ms"] / base["int8 ms"]
+    print(f"\nint8 search against fp32 search then int8: accuracy {gain:+.4f}, int8 latency x{speed:.3f}")
+    ratio = ms[len(rows):, 1] / ms[len(rows):, 0]
+    if len(ratio):
+        print(f"sampled networks of the space: int8 slower than fp32 on {int((ratio > 1).sum())} of {len(ratio)}; "
+              f"int8 / fp32 median x{np.median(ratio):.3f}, range x{ratio.min():.3f}-x{ratio.max():.3f}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({
+            "recipe": args.recipe, "budget": args.budget, "rows": df.to_dict("records"),
+            "sampled_int8_over_fp32": ratio.tolist(), "seconds": time.time() - start}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

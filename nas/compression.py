@@ -1,0 +1,167 @@
+"""Compression of a candidate before it is scored: ``compression:`` in a recipe (issue 21).
+
+Searched networks ship quantized on the devices this project targets, and a network that is best in fp32 need not
+be best after quantization (depthwise layers and squeeze-excite quantize badly), so a search can score every
+candidate in the form it will ship:
+
+- ``none`` (the default): the fp32 network, as before;
+- ``int8``: after the evaluator has trained the candidate, post-training static quantization with onnxruntime
+  (QDQ format, per-channel int8 weights, uint8 activations, MinMax ranges calibrated on `CALIBRATION_IMAGES` of
+  the evaluator's *training* images, in their order), and the quantized model scored with onnxruntime on the
+  evaluator's validation images. The row's ``accuracy`` is then the int8 accuracy (what the controller
+  maximises); ``accuracy_fp32``, ``accuracy_drop`` (fp32 - int8) and ``quant_parity`` (largest difference of
+  the int8 logits from the fp32 ones on the first validation batch) stand beside it.
+
+Only evaluators that train a network and expose their data (`Evaluator.quantization_data`, e.g. ``proxy``) can
+score it quantized; `nas.checks` refuses other pairings before a run starts. A quantized network whose outputs are
+not finite fails its candidate with that reason, and the search goes on (`nas.trial.evaluate_candidate`).
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from core.io import atomic_write
+
+COMPRESSIONS = ("none", "int8")
+METRICS = {"none": (), "int8": ("accuracy_fp32", "accuracy_drop", "quant_parity")}
+CALIBRATION_IMAGES = 128   # training images the activation ranges are calibrated on
+BATCH = 64                 # images per onnxruntime call (the graph is exported at this fixed batch size)
+
+
+def metrics_of(compression: str) -> tuple[str, ...]:
+    """The results columns `compression` adds beside ``accuracy``."""
+    return METRICS[compression]
+
+
+def _arrays(data, what: str, count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(images as float32, labels) of the first `count` items of `data` (all when None); `what` names the set in
+    the error when it is empty."""
+    from nas.evaluation.proxy import iterate_batches
+
+    images, labels = [], []
+    for x, y in iterate_batches(data, BATCH, shuffle=False):
+        images.append(x.numpy().astype(np.float32))
+        labels.append(np.asarray(y))
+        if count is not None and sum(map(len, images)) >= count:
+            break
+    if not images:
+        raise ValueError(f"the {what} set is empty")
+    return np.concatenate(images)[:count], np.concatenate(labels)[:count]
+
+
+def _batches(images: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, int]]:
+    """(`size` images, how many of them are real) per step; the last batch is padded with copies of its first
+    image to the graph's fixed batch size, and the padding's outputs are discarded."""
+    for start in range(0, len(images), size):
+        part = images[start:start + size]
+        real = len(part)
+        if real < size:
+            part = np.concatenate([part, np.repeat(part[:1], size - real, axis=0)])
+        yield part, real
+
+
+def quantize_int8(model, calibration, input_shape: tuple[int, ...], folder: Path, batch: int | None = None,
+                  name: str = "int8.onnx") -> tuple[Path, Path]:
+    """Export `model` (fp32) and its int8 QDQ quantization (onnxruntime, per-channel weights, MinMax activation
+    ranges on the first `CALIBRATION_IMAGES` images of `calibration`) into `folder` as ``fp32.onnx`` and `name`,
+    both at the fixed batch size `batch` (default: `BATCH`, or fewer when there are fewer images); returns their
+    paths.
+
+    Raises:
+        ValueError: `calibration` is empty, or its images do not have the network's input shape.
+    """
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from core.timing import export_onnx
+
+    images, _ = _arrays(calibration, "calibration", CALIBRATION_IMAGES)
+    if tuple(images.shape[1:]) != tuple(input_shape[1:]):
+        raise ValueError(f"calibration images have shape {tuple(images.shape[1:])}, the network takes "
+                         f"{tuple(input_shape[1:])}")
+    size = min(batch or BATCH, len(images))
+    fp32 = export_onnx(model, (size, *input_shape[1:]), folder / "fp32.onnx")
+    prepared, int8 = folder / "fp32.pre.onnx", folder / name
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)   # folds BatchNorm: per-channel ranges
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = (part for part, real in _batches(images, size) if real == size)   # no padding
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {"input": batch}
+
+    quiet = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)   # onnxruntime's quantizer logs advice on every call
+    try:
+        atomic_write(int8, lambda tmp: quantize_static(
+            str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8))
+    except Exception as err:   # the quantizer fails with bare assertions: say where it failed
+        raise RuntimeError(f"onnxruntime could not quantize the network: {type(err).__name__}: {err}") from err
+    finally:
+        logging.getLogger().setLevel(quiet)
+        prepared.unlink(missing_ok=True)
+    return fp32, int8
+
+
+def export_int8(model, evaluator, resolution: int, input_shape: tuple[int, ...], folder: Path) -> tuple[Path, str]:
+    """The int8 model of an exported network, as the search scored it (same calibration), at batch size 1:
+    (``folder/model.int8.onnx``, the model card's note on how it was made)."""
+    import shutil
+
+    calibration, _ = evaluator.quantization_data(resolution)
+    with tempfile.TemporaryDirectory(prefix="hwnas-int8-") as tmp:
+        _, int8 = quantize_int8(model, calibration, input_shape, Path(tmp), batch=1)
+        path = atomic_write(folder / "model.int8.onnx", lambda t: shutil.copyfile(int8, t))
+    return path, (f"int8: model.int8.onnx, onnxruntime static quantization (QDQ, per-channel int8 weights, uint8 "
+                  f"activations, MinMax ranges on {CALIBRATION_IMAGES} training images); the accuracy is the int8 "
+                  "model's, accuracy_fp32 that of model.onnx")
+
+
+def onnx_logits(path: Path, images: np.ndarray, threads: int = 1) -> np.ndarray:
+    """The model at `path` (fixed batch size) run with onnxruntime on `images`: logits, one row per image."""
+    import onnxruntime as ort
+
+    from core.timing import ort_session_options
+
+    session = ort.InferenceSession(str(path), ort_session_options(threads), providers=["CPUExecutionProvider"])
+    size = session.get_inputs()[0].shape[0]
+    out = [session.run(None, {"input": part})[0][:real] for part, real in _batches(images, size)]
+    return np.concatenate(out)
+
+
+def int8_scores(model, evaluator, resolution: int, input_shape: tuple[int, ...], fp32_accuracy: float,
+                threads: int = 1) -> dict[str, float]:
+    """`model` (trained, fp32) quantized to int8 and scored on the evaluator's validation images: ``accuracy``
+    (int8), ``accuracy_fp32``, ``accuracy_drop`` and ``quant_parity`` (see the module).
+
+    Raises:
+        ValueError: an empty or mis-shaped calibration set.
+        FloatingPointError: the quantized network's outputs are not finite.
+    """
+    import torch
+
+    calibration, validation = evaluator.quantization_data(resolution)
+    images, labels = _arrays(validation, "validation")
+    model.eval()
+    with torch.no_grad():
+        reference = model(torch.from_numpy(images[:BATCH])).numpy()
+    if not np.isfinite(reference).all():   # the quantizer would fail on NaN ranges with a bare assertion
+        raise FloatingPointError("the network's outputs are not finite before quantization")
+    with tempfile.TemporaryDirectory(prefix="hwnas-int8-") as tmp:
+        _, int8 = quantize_int8(model, calibration, input_shape, Path(tmp))
+        logits = onnx_logits(int8, images, threads)
+    if not np.isfinite(logits).all():
+        raise FloatingPointError("the int8 network's outputs are not finite")
+    accuracy = float((logits.argmax(1) == labels).mean())
+    return {"accuracy": accuracy, "accuracy_fp32": float(fp32_accuracy),
+            "accuracy_drop": float(fp32_accuracy) - accuracy,
+            "quant_parity": float(np.abs(logits[:len(reference)] - reference).max())}
+

@@ -1,0 +1,150 @@
+"""Compression-aware scoring (``compression: int8``, `nas.compression`): the quantized model, its score, bad input."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from conftest import ASSETS, REPO
+from nas.compression import int8_scores, onnx_logits, quantize_int8
+
+
+class _Data:
+    """A test evaluator's data: `quantization_data` is all `int8_scores` asks of an evaluator."""
+
+    def __init__(self, calibration, validation):
+        self.sets = (calibration, validation)
+
+    def quantization_data(self, resolution: int):
+        return self.sets
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+
+
+def _images(n: int, seed: int = 0, size: int = 8) -> TensorDataset:
+    g = torch.Generator().manual_seed(seed)
+    return TensorDataset(torch.rand(n, 3, size, size, generator=g), torch.randint(0, 4, (n,), generator=g))
+
+
+def test_the_int8_model_is_qdq_with_per_channel_weights_and_matches_its_fp32_reference(tmp_path):
+    model = _net()
+    fp32, int8 = quantize_int8(model, _images(100), (1, 3, 8, 8), tmp_path)
+    graph = onnx.load(str(int8)).graph
+    ops = {n.op_type for n in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    # per-channel: some weight's scale holds one value per output channel
+    scales = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    assert any(n.op_type == "DequantizeLinear" and scales.get(n.input[1], np.zeros(1)).size == 8
+               for n in graph.node)
+    images = _images(70, seed=1).tensors[0].numpy()   # not a multiple of the batch: the padded tail is dropped
+    reference = model(torch.from_numpy(images)).detach().numpy()
+    got_fp32, got_int8 = onnx_logits(fp32, images), onnx_logits(int8, images)
+    assert got_int8.shape == reference.shape == got_fp32.shape
+    np.testing.assert_allclose(got_fp32, reference, atol=1e-4)
+    spread = np.abs(reference).max()
+    assert np.abs(got_int8 - reference).max() < 0.05 * spread   # int8 rounding, not a different network
+    assert np.abs(got_int8 - reference).max() > 0               # and really quantized
+
+
+def test_int8_scores_report_the_quantized_accuracy_beside_the_fp32_one():
+    model, val = _net(), _images(90, seed=2)
+    with torch.no_grad():
+        predicted = model(val.tensors[0]).argmax(1)
+    val = TensorDataset(val.tensors[0], predicted)   # labels the fp32 network gets all right
+    scores = int8_scores(model, _Data(_images(100), val), 8, (1, 3, 8, 8), fp32_accuracy=1.0)
+    assert scores["accuracy_fp32"] == 1.0
+    assert 0.5 < scores["accuracy"] <= 1.0
+    assert scores["accuracy_drop"] == pytest.approx(1.0 - scores["accuracy"])
+    assert 0 < scores["quant_parity"] < 1
+
+
+def test_an_empty_or_misshaped_calibration_set_is_one_clear_error(tmp_path):
+    model = _net()
+    empty = TensorDataset(torch.zeros(0, 3, 8, 8), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="calibration set is empty"):
+        quantize_int8(model, empty, (1, 3, 8, 8), tmp_path)
+    with pytest.raises(ValueError, match=r"calibration images have shape \(3, 16, 16\)"):
+        quantize_int8(model, _images(10, size=16), (1, 3, 8, 8), tmp_path)
+
+
+def test_a_network_with_non_finite_outputs_fails_in_one_line_before_the_quantizer_asserts():
+    model = _net()
+    with torch.no_grad():
+        model[-1].bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="outputs are not finite before quantization"):
+        int8_scores(model, _Data(_images(20), _images(20)), 8, (1, 3, 8, 8), fp32_accuracy=0.5)
+
+
+def test_a_candidate_whose_quantization_fails_is_recorded_as_failed_and_the_search_goes_on(monkeypatch):
+    from nas.context import RunContext
+    from nas.recipe import read_recipe
+    from nas.trial import evaluate_candidate
+
+    recipe = read_recipe(ASSETS / "tiny.yaml", ["compression=int8", "constraints.latency=[]"])
+    ctx = RunContext(recipe)
+    import nas.compression
+
+    def broken(*a, **k):
+        raise FloatingPointError("the int8 network's outputs are not finite")
+
+    monkeypatch.setattr(nas.compression, "int8_scores", broken)
+    arch = ctx.space.to_string(ctx.space.sample(np.random.default_rng(0)))
+    row = evaluate_candidate(ctx, arch)
+    assert row["status"] == "failed" and row["accuracy"] is None
+    assert row["error"] == "FloatingPointError: the int8 network's outputs are not finite"
+
+
+def test_compression_needs_an_evaluator_that_can_score_a_quantized_network(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "nas.run", str(ASSETS / "tiny.yaml"), "--output", str(tmp_path / "r"),
+                           "--set", "compression=int8", "--set", "evaluator.name=tabular",
+                           "--set", "evaluator.options={path: 'synthetic:nb201', accuracy: accuracy}",
+                           "--set", "space.name=nb201", "--set", "space.options={}",
+                           "--set", "constraints.latency=[]", "--set", "constraints.max_flops=null"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "compression: int8" in line and "'tabular' cannot score a quantized network" in line
+    unknown = subprocess.run([sys.executable, "-m", "nas.run", str(ASSETS / "tiny.yaml"), "--output",
+                              str(tmp_path / "u"), "--set", "compression=int3"],
+                             cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert unknown.returncode == 2 and "compression" in unknown.stderr.strip().splitlines()[-1]
+
+
+def test_a_search_with_compression_int8_scores_every_candidate_quantized(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "nas.run", str(ASSETS / "tiny.yaml"), "--output", str(out),
+                           "--set", "compression=int8"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = pd.read_csv(out / "results.csv")
+    ok = table[table.status == "ok"]
+    assert len(ok) and {"accuracy_fp32", "accuracy_drop", "quant_parity"} <= set(table.columns)
+    np.testing.assert_allclose(ok.accuracy, ok.accuracy_fp32 - ok.accuracy_drop)
+    assert ok.quant_parity.gt(0).all()
+    card = (out / "best" / "MODEL_CARD.md").read_text()
+    assert "accuracy_fp32" in card and "accuracy_drop" in card and "model.int8.onnx" in card
+    # shipped as scored: the int8 graph beside the fp32 one, covered by the checksums
+    int8 = out / "best" / "model.int8.onnx"
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(int8)).graph.node}
+    assert "  model.int8.onnx\n" in (out / "best" / "SHA256SUMS").read_text()
+
+
+def test_the_compression_bench_times_fp32_against_int8_and_prints_markdown(tmp_path):
+    from conftest import load_bench
+
+    bench = load_bench("compression")
+    ms = bench.latency_pairs([(_net(), (1, 3, 8, 8)), (_net(), (1, 3, 8, 8))], _images(40), 1, tmp_path)
+    assert ms.shape == (2, 2) and (ms > 0).all()
+    table = bench.markdown(pd.DataFrame({"arm": ["a"], "int8 accuracy": [0.5]}))
+    assert table.splitlines() == ["| arm | int8 accuracy |", "|---|---|", "| a | 0.5000 |"]
