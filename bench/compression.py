@@ -2,14 +2,15 @@
 scores every candidate after int8 quantization (``compression: int8``); same recipe, budget, seed and limits.
 
     python bench/compression.py [--recipe recipes/quickstart.yaml] [--seeds 0,1] [--budget 20] [--sampled 20]
-        [--threads 1] [--work DIR] [--out FILE.json]
+        [--threads 1] [--block-tables FP32,INT8] [--work DIR] [--out FILE.json]
 
 1. Per seed, two searches (`python -m nas.run RECIPE` with ``--set``): (a) ``compression: none``, its winner
    quantized afterwards exactly as `nas.compression` quantizes (same calibration images); (b) ``compression: int8``.
 2. Each winner: accuracy after quantization, fp32 accuracy, FLOPs, and its latency on this CPU measured now with
    onnxruntime (`--threads`), fp32 (``model.onnx``) against int8 (QDQ), batch 1, in interleaved rounds.
 3. `--sampled` networks drawn from the recipe's space, fp32 against int8 latency the same way: how often int8 is
-   slower than fp32 on this CPU (the reason to measure rather than assume).
+   slower than fp32 on this CPU (the reason to measure rather than assume); with `--block-tables`, the same per
+   block type from two measured profiles of one space (``--precision int8`` and fp32 tables).
 
 The accuracy is the evaluator's (the recipe's proxy training on its dataset; the quickstart: MNIST-5k, one epoch),
 on validation images no search trained on. ``compression: search`` (a policy per stage in the genotype) is not
@@ -78,6 +79,23 @@ def latency_pairs(models: list[tuple], calibration, threads: int, folder: Path) 
     return ms.reshape(-1, 2)
 
 
+def block_ratios(fp32_ref: str, int8_ref: str) -> pd.DataFrame:
+    """int8 against fp32 latency per block type (kind, kernel, expansion: ``ir_k5_e6``) from two measured profiles
+    of one space (`--block-tables`): blocks, how many are slower in int8, the median and range of int8 / fp32."""
+    from hardware_profiles import get_profile
+
+    fp32, int8 = (get_profile(r).table("blocks").set_index("key")["median_ms"] for r in (fp32_ref, int8_ref))
+    both = pd.DataFrame({"fp32": fp32, "int8": int8}).dropna()
+    if both.empty:
+        raise SystemExit(f"--block-tables: {fp32_ref} and {int8_ref} share no block")
+    both["ratio"] = both["int8"] / both["fp32"]
+    parts = both.index.str.split("_")
+    both["block type"] = [f"{p[0]}_{p[1]}_{p[3]}" for p in parts]
+    return both.groupby("block type").agg(blocks=("ratio", "size"), slower=("ratio", lambda r: int((r > 1).sum())),
+                                          median=("ratio", "median"), low=("ratio", "min"),
+                                          high=("ratio", "max")).reset_index()
+
+
 def markdown(df: pd.DataFrame) -> str:
     """`df` as a Markdown table (numbers to 4 decimals)."""
     cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in df.itertuples(index=False)]
@@ -92,6 +110,8 @@ def main() -> None:
     p.add_argument("--budget", type=int, default=20)
     p.add_argument("--sampled", type=int, default=20, help="networks of the space timed fp32 against int8")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--block-tables", metavar="FP32,INT8", help="two measured profiles of one space, e.g. "
+                   "x86-ort-t1-macro,x86-ort-int8-t1-macro: int8 against fp32 latency per block type")
     p.add_argument("--work", default="/tmp/hwnas-compression")
     p.add_argument("--out", help="write the figures here as JSON")
     args = p.parse_args()
@@ -138,10 +158,17 @@ def main() -> None:
     if len(ratio):
         print(f"sampled networks of the space: int8 slower than fp32 on {int((ratio > 1).sum())} of {len(ratio)}; "
               f"int8 / fp32 median x{np.median(ratio):.3f}, range x{ratio.min():.3f}-x{ratio.max():.3f}")
+    blocks = None
+    if args.block_tables:
+        blocks = block_ratios(*args.block_tables.split(",", 1))
+        print(f"\nint8 / fp32 per block type, {args.block_tables} (measured tables; slower: ratio > 1)\n")
+        print(markdown(blocks))
     if args.out:
         Path(args.out).write_text(json.dumps({
             "recipe": args.recipe, "budget": args.budget, "rows": df.to_dict("records"),
-            "sampled_int8_over_fp32": ratio.tolist(), "seconds": time.time() - start}, indent=1, default=str))
+            "sampled_int8_over_fp32": ratio.tolist(),
+            "blocks": None if blocks is None else blocks.to_dict("records"), "seconds": time.time() - start},
+            indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@ Every profile answers one question through one interface, `profile.latency(space
 `median_ms` (and `energy_mj` where the profile models energy), so a search does not care whether the figure was
 measured live, looked up in a measured table, simulated or predicted.
 
-- Live profiles (registered classes): ``local-cpu`` (onnxruntime CPU, 1 thread) and ``local-cpu-2t`` (2 threads),
-  measured for each candidate on the machine running the search.
+- Live profiles (registered classes): ``local-cpu`` (onnxruntime CPU, 1 thread), ``local-cpu-2t`` (2 threads) and
+  ``local-cpu-int8`` (1 thread, each network quantized to int8 first), measured for each candidate on the machine
+  running the search.
 - Versioned profiles (manifests, see `hardware_profiles.manifest`): measured or imported lookup tables, and
   simulators. ``name`` loads the newest version, ``name@version`` a given one.
 

@@ -57,12 +57,17 @@ def machine_info(backend: str) -> dict[str, Any]:
 
 
 class OnnxCpuBackend:
-    """onnxruntime CPU provider: fixed intra-op threads, sequential execution, fp32."""
+    """onnxruntime CPU provider: fixed intra-op threads, sequential execution; fp32, or with ``precision="int8"``
+    each network quantized first (`core.quantize`: static QDQ, per-channel int8 weights, ranges calibrated on
+    seeded random inputs, which give the same graph and kernels as real images)."""
 
     runtime = "onnxruntime"
+    PRECISIONS = ("fp32", "int8")
 
-    def __init__(self, threads: int, warmup: int, repeats: int):
-        self.threads, self.warmup, self.repeats = threads, warmup, repeats
+    def __init__(self, threads: int, warmup: int, repeats: int, precision: str = "fp32"):
+        if precision not in self.PRECISIONS:
+            raise InputError(f"--precision {precision}: onnxruntime-cpu measures {' or '.join(self.PRECISIONS)}")
+        self.threads, self.warmup, self.repeats, self.precision = threads, warmup, repeats, precision
 
     @staticmethod
     def unavailable() -> str | None:
@@ -70,26 +75,40 @@ class OnnxCpuBackend:
         return None
 
     def describe(self) -> str:
-        return f"onnxruntime, {self.threads} thread{'s' if self.threads != 1 else ''}"
+        int8 = " int8 (QDQ, per-channel)" if self.precision == "int8" else ""
+        return f"onnxruntime{int8}, {self.threads} thread{'s' if self.threads != 1 else ''}"
 
     def version(self) -> str:
         import onnxruntime
 
         return onnxruntime.__version__
 
-    def measure(self, module, input_shape: tuple[int, ...]):
-        from core.timing import measure_module_latency
+    def export(self, module, input_shape: tuple[int, ...], path: Path) -> Path:
+        """`module` as the graph this backend times: exported fp32, and quantized for ``int8``."""
+        from core.timing import export_onnx
 
-        return measure_module_latency(module, input_shape, threads=self.threads, warmup=self.warmup,
-                                      repeats=self.repeats)
+        fp32 = export_onnx(module, input_shape, path)
+        if self.precision == "fp32":
+            return fp32
+        from core.quantize import quantize_onnx_int8, random_batches
+
+        return quantize_onnx_int8(fp32, path.with_name(f"{path.stem}.int8.onnx"), random_batches(input_shape))
+
+    def measure(self, module, input_shape: tuple[int, ...]):
+        from core.timing import measure_latency
+
+        with tempfile.TemporaryDirectory(prefix="hwnas-measure-") as tmp:
+            path = self.export(module, input_shape, Path(tmp) / "model.onnx")
+            return measure_latency(path, input_shape, threads=self.threads, warmup=self.warmup,
+                                   repeats=self.repeats)
 
     def round_medians(self, items: list[tuple[Callable[[], Any], tuple[int, ...]]], rounds: int) -> np.ndarray:
         """Median ms of every (build, input shape) in each of `rounds` interleaved rounds, (items, rounds): each
         module exported once, all sessions open, timed by `core.timing.measure_interleaved`."""
-        from core.timing import export_onnx, measure_interleaved
+        from core.timing import measure_interleaved
 
         with tempfile.TemporaryDirectory(prefix="hwnas-measure-") as tmp:
-            paths = [export_onnx(build(), shape, Path(tmp) / f"{i}.onnx") for i, (build, shape) in enumerate(items)]
+            paths = [self.export(build(), shape, Path(tmp) / f"{i}.onnx") for i, (build, shape) in enumerate(items)]
             return measure_interleaved(paths, [shape for _, shape in items], threads=self.threads,
                                        warmup=self.warmup, repeats=self.repeats, rounds=rounds)
 
@@ -176,7 +195,7 @@ def make_backend(backend: str, *, threads: int = 1, warmup: int = 10, repeats: i
     if why:
         raise InputError(f"--backend {backend}: {why}")
     if backend == "onnxruntime-cpu":
-        return OnnxCpuBackend(threads, warmup, repeats)
+        return OnnxCpuBackend(threads, warmup, repeats, precision)
     if backend != "torch-cuda":
         known = IMPLEMENTATIONS.get(backend).default(threads).settings
         given = {"precision": precision, "channels_last": channels_last}

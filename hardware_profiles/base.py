@@ -56,12 +56,14 @@ class LiveOnnxCpuProfile(HardwareProfile):
     """
 
     threads = 1
+    precision = "fp32"   # or int8: onnxruntime times each network quantized (`OnnxCpuBackend`)
 
     def __init__(self, warmup: int = 10, repeats: int = 50, implementation: str = "onnxruntime-cpu"):
         from hardware_profiles.backends import make_backend
 
         self.warmup, self.repeats, self.implementation = warmup, repeats, implementation
-        self.backend = (OnnxCpuBackend(self.threads, warmup, repeats) if implementation == "onnxruntime-cpu" else
+        self.backend = (OnnxCpuBackend(self.threads, warmup, repeats, self.precision)
+                        if implementation == "onnxruntime-cpu" else
                         make_backend(implementation, threads=self.threads, warmup=warmup, repeats=repeats))
         if implementation != "onnxruntime-cpu":
             self.description = f"{self.description.split(',')[0]}, {self.backend.describe()}, measured live"
@@ -86,3 +88,14 @@ class LocalCpu2T(LiveOnnxCpuProfile):
     name = "local-cpu-2t"
     description = "this machine's CPU, onnxruntime, 2 threads, measured live"
     threads = 2
+
+
+@register_profile("local-cpu-int8")
+class LocalCpuInt8(LiveOnnxCpuProfile):
+    """What a network costs on this CPU once quantized to int8 (``compression: int8`` ships it so): onnxruntime,
+    1 thread, static QDQ with per-channel weights (`core.quantize`)."""
+
+    name = "local-cpu-int8"
+    description = "this machine's CPU, onnxruntime int8 (QDQ, per-channel), 1 thread, measured live"
+    threads = 1
+    precision = "int8"

@@ -392,8 +392,9 @@ def _how_flags(p: ArgParser) -> None:
                    help="what times the modules: onnxruntime on this CPU (default), PyTorch CUDA graphs on the GPU, or "
                    "another implementation (hardware_profiles.implementations) with its default settings")
     p.add_argument("--threads", metavar="N", type=int, help="CPU threads of a CPU backend (default 1)")
-    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"],
-                   help="numeric precision (torch-cuda; onnxruntime-cpu measures fp32)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
+                   help="numeric precision (torch-cuda: fp32/fp16/bf16; onnxruntime-cpu: fp32, or int8: each "
+                   "network and block quantized first, static QDQ with per-channel weights)")
     p.add_argument("--batch", metavar="N", type=int,
                    help="batch size (torch-cuda; onnxruntime-cpu measures batch 1)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format (torch-cuda)")

@@ -18,7 +18,6 @@ not finite fails its candidate with that reason, and the search goes on (`nas.tr
 """
 from __future__ import annotations
 
-import logging
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,17 +66,14 @@ def _batches(images: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, int]]:
 
 def quantize_int8(model, calibration, input_shape: tuple[int, ...], folder: Path, batch: int | None = None,
                   name: str = "int8.onnx") -> tuple[Path, Path]:
-    """Export `model` (fp32) and its int8 QDQ quantization (onnxruntime, per-channel weights, MinMax activation
-    ranges on the first `CALIBRATION_IMAGES` images of `calibration`) into `folder` as ``fp32.onnx`` and `name`,
-    both at the fixed batch size `batch` (default: `BATCH`, or fewer when there are fewer images); returns their
-    paths.
+    """Export `model` (fp32) and its int8 quantization (`core.quantize`, activation ranges on the first
+    `CALIBRATION_IMAGES` images of `calibration`) into `folder` as ``fp32.onnx`` and `name`, both at the fixed
+    batch size `batch` (default: `BATCH`, or fewer when there are fewer images); returns their paths.
 
     Raises:
         ValueError: `calibration` is empty, or its images do not have the network's input shape.
     """
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
+    from core.quantize import quantize_onnx_int8
     from core.timing import export_onnx
 
     images, _ = _arrays(calibration, "calibration", CALIBRATION_IMAGES)
@@ -86,29 +82,8 @@ def quantize_int8(model, calibration, input_shape: tuple[int, ...], folder: Path
                          f"{tuple(input_shape[1:])}")
     size = min(batch or BATCH, len(images))
     fp32 = export_onnx(model, (size, *input_shape[1:]), folder / "fp32.onnx")
-    prepared, int8 = folder / "fp32.pre.onnx", folder / name
-    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)   # folds BatchNorm: per-channel ranges
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.batches = (part for part, real in _batches(images, size) if real == size)   # no padding
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self.batches, None)
-            return None if batch is None else {"input": batch}
-
-    quiet = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)   # onnxruntime's quantizer logs advice on every call
-    try:
-        atomic_write(int8, lambda tmp: quantize_static(
-            str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8))
-    except Exception as err:   # the quantizer fails with bare assertions: say where it failed
-        raise RuntimeError(f"onnxruntime could not quantize the network: {type(err).__name__}: {err}") from err
-    finally:
-        logging.getLogger().setLevel(quiet)
-        prepared.unlink(missing_ok=True)
-    return fp32, int8
+    full = (part for part, real in _batches(images, size) if real == size)   # calibrated without padding
+    return fp32, quantize_onnx_int8(fp32, folder / name, full)
 
 
 def export_int8(model, evaluator, resolution: int, input_shape: tuple[int, ...], folder: Path) -> tuple[Path, str]:

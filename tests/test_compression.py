@@ -148,3 +148,47 @@ def test_the_compression_bench_times_fp32_against_int8_and_prints_markdown(tmp_p
     assert ms.shape == (2, 2) and (ms > 0).all()
     table = bench.markdown(pd.DataFrame({"arm": ["a"], "int8 accuracy": [0.5]}))
     assert table.splitlines() == ["| arm | int8 accuracy |", "|---|---|", "| a | 0.5000 |"]
+
+
+def test_the_onnxruntime_backend_times_networks_int8_and_refuses_a_precision_it_lacks(tmp_path):
+    from core.errors import InputError
+    from hardware_profiles.backends import OnnxCpuBackend, make_backend
+
+    backend = make_backend("onnxruntime-cpu", warmup=1, repeats=3, precision="int8")
+    assert backend.precision == "int8" and "int8" in backend.describe()
+    graph = backend.export(_net(), (1, 3, 8, 8), tmp_path / "net.onnx")
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(graph)).graph.node}
+    assert backend.measure(_net(), (1, 3, 8, 8)).median_ms > 0
+    medians = backend.round_medians([(_net, (1, 3, 8, 8)), (_net, (1, 3, 8, 8))], rounds=2)
+    assert medians.shape == (2, 2) and (medians > 0).all()
+    with pytest.raises(InputError, match="^--precision fp16: onnxruntime-cpu measures fp32 or int8"):
+        OnnxCpuBackend(1, 1, 3, "fp16")
+
+
+def test_the_live_int8_profile_measures_a_quantized_network():
+    from hardware_profiles import get_profile
+    from search_spaces import get_space
+
+    profile = get_profile("local-cpu-int8")
+    assert profile.precision == "int8" and profile.backend.precision == "int8" and "int8" in profile.description
+    space = get_space("nb201")
+    assert profile.latency(space, space.sample(np.random.default_rng(0))).median_ms > 0
+
+
+def test_an_int8_table_builds_and_a_predictor_trains_on_it(tmp_path, monkeypatch):
+    import yaml
+
+    from hardware_profiles import get_profile
+    from hardware_profiles.measure import MeasureSettings, measure_profile
+    from predictors.train import TrainSettings, train
+
+    monkeypatch.setenv("HWNAS_PROFILE_PATH", str(tmp_path))
+    report = measure_profile(MeasureSettings(profile="tiny-int8", space="nb201", sample=6, networks=30, warmup=1,
+                                             repeats=3, attempts=1, precision="int8", root=str(tmp_path)))
+    assert report["profile"] == "tiny-int8@1" and report["networks"] == 30
+    manifest = yaml.safe_load((tmp_path / "tiny-int8" / "1" / "manifest.yaml").read_text())
+    assert manifest["precision"] == "int8" and manifest["backend"] == "onnxruntime-cpu"
+    profile = get_profile("tiny-int8")
+    assert (profile.read_networks()["median_ms"] > 0).all()
+    summary = train(TrainSettings(out=str(tmp_path / "pred"), profile="tiny-int8"))
+    assert summary["rows"] >= 30 and (tmp_path / "pred" / "meta.json").is_file()
