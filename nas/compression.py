@@ -26,7 +26,6 @@ import numpy as np
 
 from core.io import atomic_write
 
-COMPRESSIONS = ("none", "int8")
 METRICS = {"none": (), "int8": ("accuracy_fp32", "accuracy_drop", "quant_parity")}
 CALIBRATION_IMAGES = 128   # training images the activation ranges are calibrated on
 BATCH = 64                 # images per onnxruntime call (the graph is exported at this fixed batch size)
