@@ -418,9 +418,13 @@ def test_a_search_with_implementation_best_records_the_engine_per_row_and_ships_
     assert "deployment plan local-cpu" in card["notes"]
     assert Plan.read(folder / "plan_local-cpu").best is not None
     assert "plan_local-cpu/artifact/run_plan.py" in (folder / "SHA256SUMS").read_text()
-    proc = subprocess.run([sys.executable, "-m", "nas.zoo", "verify", str(zoo)], cwd=REPO, capture_output=True,
-                          text=True, timeout=600)
+    # the released folder verifies: hashes (the plan's files among them) and ONNX parity. Its live CPU latency is
+    # left out: a 0.05 ms network measured during the release and again now differs by more than the tolerance
+    # whenever the machine's load changed in between (CI flagged -56 % once), which says nothing about the plan
+    proc = subprocess.run([sys.executable, "-m", "nas.zoo", "verify", str(zoo), "--profile", "fpga-zc706-int8"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "files match SHA256SUMS" in proc.stdout and "1 network(s) verified, 0 flagged" in proc.stdout
 
 
 def test_a_finished_run_gives_its_best_network(tmp_path):
