@@ -126,7 +126,7 @@ def main() -> None:
             best = run_search(Path(args.recipe), run_dir, compression, seed, args.budget)["best"]
             ctx, model, shape = winner(run_dir)
             if compression == "none":   # quantized after the search, as the search would have
-                scores = int8_scores(model, ctx.evaluator, shape[-1], shape, best["accuracy"], args.threads)
+                scores = int8_scores(model, ctx.evaluator, shape, best["accuracy"], args.threads)
             else:
                 scores = {k: best[k] for k in ("accuracy", "accuracy_fp32", "accuracy_drop")}
             rows.append({"seed": seed, "arm": arm, "arch": best["arch"], "int8 accuracy": scores["accuracy"],

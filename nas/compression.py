@@ -63,10 +63,10 @@ def _batches(images: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, int]]:
         yield part, real
 
 
-def quantize_int8(model, calibration, input_shape: tuple[int, ...], folder: Path, batch: int | None = None,
-                  name: str = "int8.onnx") -> tuple[Path, Path]:
+def quantize_int8(model, calibration, input_shape: tuple[int, ...], folder: Path,
+                  batch: int | None = None) -> tuple[Path, Path]:
     """Export `model` (fp32) and its int8 quantization (`core.quantize`, activation ranges on the first
-    `CALIBRATION_IMAGES` images of `calibration`) into `folder` as ``fp32.onnx`` and `name`, both at the fixed
+    `CALIBRATION_IMAGES` images of `calibration`) into `folder` as ``fp32.onnx`` and ``int8.onnx``, both at the fixed
     batch size `batch` (default: `BATCH`, or fewer when there are fewer images); returns their paths.
 
     Raises:
@@ -82,15 +82,15 @@ def quantize_int8(model, calibration, input_shape: tuple[int, ...], folder: Path
     size = min(batch or BATCH, len(images))
     fp32 = export_onnx(model, (size, *input_shape[1:]), folder / "fp32.onnx")
     full = (part for part, real in _batches(images, size) if real == size)   # calibrated without padding
-    return fp32, quantize_onnx_int8(fp32, folder / name, full)
+    return fp32, quantize_onnx_int8(fp32, folder / "int8.onnx", full)
 
 
-def export_int8(model, evaluator, resolution: int, input_shape: tuple[int, ...], folder: Path) -> tuple[Path, str]:
+def export_int8(model, evaluator, input_shape: tuple[int, ...], folder: Path) -> tuple[Path, str]:
     """The int8 model of an exported network, as the search scored it (same calibration), at batch size 1:
     (``folder/model.int8.onnx``, the model card's note on how it was made)."""
     import shutil
 
-    calibration, _ = evaluator.quantization_data(resolution)
+    calibration, _ = evaluator.quantization_data(input_shape[-1])
     with tempfile.TemporaryDirectory(prefix="hwnas-int8-") as tmp:
         _, int8 = quantize_int8(model, calibration, input_shape, Path(tmp), batch=1)
         path = atomic_write(folder / "model.int8.onnx", lambda t: shutil.copyfile(int8, t))
@@ -111,7 +111,7 @@ def onnx_logits(path: Path, images: np.ndarray, threads: int = 1) -> np.ndarray:
     return np.concatenate(out)
 
 
-def int8_scores(model, evaluator, resolution: int, input_shape: tuple[int, ...], fp32_accuracy: float,
+def int8_scores(model, evaluator, input_shape: tuple[int, ...], fp32_accuracy: float,
                 threads: int = 1) -> dict[str, float]:
     """`model` (trained, fp32) quantized to int8 and scored on the evaluator's validation images: ``accuracy``
     (int8), ``accuracy_fp32``, ``accuracy_drop`` and ``quant_parity`` (see the module).
@@ -122,7 +122,7 @@ def int8_scores(model, evaluator, resolution: int, input_shape: tuple[int, ...],
     """
     import torch
 
-    calibration, validation = evaluator.quantization_data(resolution)
+    calibration, validation = evaluator.quantization_data(input_shape[-1])
     images, labels = _arrays(validation, "validation")
     model.eval()
     with torch.no_grad():

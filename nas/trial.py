@@ -62,8 +62,7 @@ def evaluate_candidate(ctx: RunContext, arch_string: str) -> dict[str, Any]:
                 if ctx.recipe.compression == "int8" and math.isfinite(metrics["accuracy"]):
                     from nas.compression import int8_scores   # scored as it will ship: accuracy is int8's
 
-                    metrics = {**metrics, **int8_scores(model, ctx.evaluator, shape[-1], tuple(shape),
-                                                        metrics["accuracy"],
+                    metrics = {**metrics, **int8_scores(model, ctx.evaluator, tuple(shape), metrics["accuracy"],
                                                         getattr(ctx.evaluator.options, "threads", 1))}
             else:
                 metrics = ctx.evaluator.estimate(arch_string)

@@ -63,7 +63,7 @@ def test_int8_scores_report_the_quantized_accuracy_beside_the_fp32_one():
     with torch.no_grad():
         predicted = model(val.tensors[0]).argmax(1)
     val = TensorDataset(val.tensors[0], predicted)   # labels the fp32 network gets all right
-    scores = int8_scores(model, _Data(_images(100), val), 8, (1, 3, 8, 8), fp32_accuracy=1.0)
+    scores = int8_scores(model, _Data(_images(100), val), (1, 3, 8, 8), fp32_accuracy=1.0)
     assert scores["accuracy_fp32"] == 1.0
     assert 0.5 < scores["accuracy"] <= 1.0
     assert scores["accuracy_drop"] == pytest.approx(1.0 - scores["accuracy"])
@@ -84,7 +84,7 @@ def test_a_network_with_non_finite_outputs_fails_in_one_line_before_the_quantize
     with torch.no_grad():
         model[-1].bias.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="outputs are not finite before quantization"):
-        int8_scores(model, _Data(_images(20), _images(20)), 8, (1, 3, 8, 8), fp32_accuracy=0.5)
+        int8_scores(model, _Data(_images(20), _images(20)), (1, 3, 8, 8), fp32_accuracy=0.5)
 
 
 def test_a_candidate_whose_quantization_fails_is_recorded_as_failed_and_the_search_goes_on(monkeypatch):
