@@ -6,11 +6,15 @@ weights, uint8 activations, MinMax activation ranges from calibration batches; t
 they run). `nas.compression` calibrates on an evaluator's training images (the accuracy of an int8 network);
 the ``int8`` precision of the onnxruntime timing backend (`hardware_profiles.backends`) calibrates on seeded
 random inputs, which give the same graph and kernels, hence the same latency.
+
+A network may carry the names of the submodules to quantize in an ``int8_modules`` attribute (a compression
+policy's int8 units, `search_spaces.policy`): `int8_plan` reads it, and everything that quantizes or times a
+network quantizes exactly those (an empty tuple: nothing, the fp32 graph).
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +22,38 @@ import numpy as np
 from core.io import atomic_write
 
 
-def quantize_onnx_int8(fp32: str | Path, out: str | Path, batches: Iterable[np.ndarray]) -> Path:
+def module_prefix(name: str) -> str:
+    """The prefix of the ONNX node names of submodule `name` as PyTorch's exporter scopes them: ``blocks.2`` ->
+    ``/blocks/blocks.2/`` (``""``, the whole network: ``/``)."""
+    parts = name.split(".") if name else []
+    return "/" + "".join(".".join(parts[:i + 1]) + "/" for i in range(len(parts)))
+
+
+def _fp32_nodes(prepared: Path, modules: Sequence[str]) -> list[str]:
+    """Names of the nodes of the graph at `prepared` outside every module of `modules`, after naming its
+    unnamed nodes (the pre-processing leaves some, e.g. a decomposed hard-swish) after the node that feeds them,
+    so each lands in its producer's module; the graph is saved back with those names."""
+    import onnx
+
+    model = onnx.load(str(prepared))
+    producer = {out: node.name for node in model.graph.node for out in node.output}
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            scope = producer.get(node.input[0], "") if node.input else ""
+            node.name = f"{scope.rsplit('/', 1)[0]}/{node.op_type}_unnamed{i}"
+            producer.update({out: node.name for out in node.output})
+    onnx.save(model, str(prepared))
+    prefixes = tuple(module_prefix(m) for m in modules)
+    return [node.name for node in model.graph.node if not node.name.startswith(prefixes)]
+
+
+def quantize_onnx_int8(fp32: str | Path, out: str | Path, batches: Iterable[np.ndarray],
+                       modules: Sequence[str] | None = None) -> Path:
     """Quantize the ONNX graph `fp32` (one input, named ``input`` by `core.timing.export_onnx`) to int8 QDQ at
     `out` (written atomically), activation ranges calibrated on `batches` (arrays of the graph's input shape).
+
+    With `modules` (names of submodules of the exported network, e.g. a compression policy's int8 units), only
+    the nodes of those modules are quantized; the rest stay fp32, with a (de)quantization at each boundary.
 
     Raises:
         RuntimeError: onnxruntime could not quantize it (its quantizer fails with bare assertions, e.g. on ranges
@@ -45,15 +78,31 @@ def quantize_onnx_int8(fp32: str | Path, out: str | Path, batches: Iterable[np.n
     root.setLevel(logging.ERROR)   # the quantizer logs advice on every call
     try:
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        excluded = _fp32_nodes(prepared, modules) if modules is not None else []
         atomic_write(out, lambda tmp: quantize_static(
             str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8))
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=excluded))
     except Exception as err:   # noqa: BLE001 - say where it failed, whatever the quantizer raised
         raise RuntimeError(f"onnxruntime could not quantize {fp32}: {type(err).__name__}: {err}") from err
     finally:
         root.setLevel(level)
         prepared.unlink(missing_ok=True)
     return out
+
+
+def int8_plan(module) -> tuple[str, ...] | None:
+    """The submodules `module` asks to run int8 (its ``int8_modules``), or None when it does not say."""
+    plan = getattr(module, "int8_modules", None)
+    return None if plan is None else tuple(plan)
+
+
+def refuse_int8_plan(module, engine: str) -> None:
+    """Raise `InputError` when `module` asks for int8 submodules (`int8_plan`) that `engine` cannot run."""
+    from core.errors import InputError
+
+    if int8_plan(module):
+        raise InputError(f"{engine} cannot run a compression policy's int8 layers ({', '.join(int8_plan(module))}); "
+                         "time them with onnxruntime-cpu")
 
 
 def random_batches(shape: tuple[int, ...], count: int = 4, seed: int = 0) -> list[np.ndarray]:

@@ -84,15 +84,17 @@ class OnnxCpuBackend:
         return onnxruntime.__version__
 
     def export(self, module, input_shape: tuple[int, ...], path: Path) -> Path:
-        """`module` as the graph this backend times: exported fp32, and quantized for ``int8``."""
+        """`module` as the graph this backend times: exported fp32, and quantized for ``int8``; a network that
+        names its int8 submodules (a compression policy's, `core.quantize.int8_plan`) has exactly those
+        quantized, whatever the backend's precision."""
+        from core.quantize import int8_plan, quantize_onnx_int8, random_batches
         from core.timing import export_onnx
 
         fp32 = export_onnx(module, input_shape, path)
-        if self.precision == "fp32":
+        plan = int8_plan(module)
+        if plan == () or (plan is None and self.precision == "fp32"):
             return fp32
-        from core.quantize import quantize_onnx_int8, random_batches
-
-        return quantize_onnx_int8(fp32, path.with_name(f"{path.stem}.int8.onnx"), random_batches(input_shape))
+        return quantize_onnx_int8(fp32, path.with_name(f"{path.stem}.int8.onnx"), random_batches(input_shape), plan)
 
     def measure(self, module, input_shape: tuple[int, ...]):
         from core.timing import measure_latency
@@ -134,8 +136,10 @@ class ImplementationBackend:
         return version(self.impl.package or "torch")
 
     def measure(self, module, input_shape: tuple[int, ...]):
+        from core.quantize import refuse_int8_plan
         from core.timing import summarise
 
+        refuse_int8_plan(module, self.impl.name)
         with tempfile.TemporaryDirectory(prefix="hwnas-measure-") as tmp:
             runner = self.impl.prepare(Network((self.batch, *input_shape[1:]), {}, module=module), self.settings,
                                        Path(tmp))

@@ -74,6 +74,9 @@ class TorchCudaBackend:
 
     def measure(self, module, input_shape: tuple[int, ...]):
         """Latency statistics (ms per batch) of `module` on an input of `input_shape` with the batch replaced."""
+        from core.quantize import refuse_int8_plan
+
+        refuse_int8_plan(module, "torch-cuda")
         torch = self.torch
         fmt = torch.channels_last if self.channels_last and len(input_shape) == 4 else torch.contiguous_format
         model = module.eval().to("cuda", self.dtype).to(memory_format=fmt)

@@ -9,7 +9,8 @@ through an on-chip weight buffer and activation buffer. Per convolution:
   side by side along ``pe_out``, divided by `grouped_efficiency`); depthwise convs use one input lane per output
   channel (``mapping="channel"``) or spread the k x k taps over the ``pe_in`` lanes (``"window"``), divided by
   `depthwise_efficiency`.
-- **DRAM traffic**: int8 weights, input and output activations (int32 bias). Buffers are double-buffered, so half of
+- **DRAM traffic**: int8 (or, with ``weight_bits=4``, 4-bit) weights, int8 input and output activations (int32
+  bias). Buffers are double-buffered, so half of
   each holds the working tile. Weights that do not fit are split into ``n_w`` output-channel chunks; an input that
   does not fit is split into ``n_i`` row bands (each re-reading a ``k - stride`` row halo). The cheaper loop order
   is taken: weight chunks outer (input re-read ``n_w`` times) or row bands outer (weights re-read ``n_i`` times).
@@ -26,7 +27,8 @@ DDR plus the layer overhead. Results are cached per (cost key string, convolutio
 networks of one space costs each distinct layer once.
 
 `simulate(layers, config)` is the entry point; presets load by name with `get_fpga_config` (`FPGA_CONFIGS`).
-The FPGA latency profiles (``fpga-zc706-int8``, ``fpga-zcu102-int8``) are registered in `hardware_profiles`.
+The FPGA latency profiles (``fpga-zc706-int8``, ``fpga-zcu102-int8`` and their 4-bit-weight twins
+``fpga-zc706-int4``, ``fpga-zcu102-int4``) are registered in `hardware_profiles`.
 """
 from __future__ import annotations
 
@@ -57,6 +59,8 @@ class FpgaConfig(BaseModel):
     dsp_count: int = Field(gt=0, description="DSP slices on the device (DSP48E1/E2)")
     clock_mhz: float = Field(gt=0, description="accelerator clock, MHz")
     macs_per_dsp: int = Field(2, gt=0, description="int8 MACs per DSP per cycle (2: WP486 packing)")
+    weight_bits: Literal[8, 4] = Field(8, description="weight precision (activations stay 8-bit): 4-bit weights pack "
+                                       "twice the MACs per DSP, take half the weight bytes and half the MAC energy")
     array_dsp_fraction: float = Field(0.9, gt=0, le=1,
                                       description="share of the DSPs in the MAC array (rest: addressing, requant)")
     pe_in: int = Field(32, gt=0, description="input-channel lanes of the MAC array (calibrated)")
@@ -81,15 +85,21 @@ class FpgaConfig(BaseModel):
                                                     "units of its tensor (2 = read + write; 0 = aliased away)")
     identity_overhead_cycles: int = Field(0, ge=0, description="fixed cost of an identity layer, cycles")
     residual_add: bool = Field(True, description="a residual add reads the shortcut tensor from DDR")
-    pj_per_mac: float = Field(1.0, ge=0, description="energy per int8 MAC incl. fabric routing, pJ")
+    pj_per_mac: float = Field(1.0, ge=0, description="energy per int8 MAC incl. fabric routing, pJ (a 4-bit-weight "
+                              "MAC: half of it, the multiplier's width halved)")
     pj_per_dram_byte: float = Field(160.0, ge=0, description="energy per DDR byte (~20 pJ/bit, Horowitz ISSCC'14)")
     pj_per_sram_byte: float = Field(5.0, ge=0, description="energy per BRAM byte accessed, pJ")
     static_power_w: float = Field(0.5, ge=0, description="static power of the programmable logic, W")
 
     @property
     def mac_lanes(self) -> int:
-        """int8 MAC lanes the array may use."""
-        return max(1, int(self.dsp_count * self.macs_per_dsp * self.array_dsp_fraction))
+        """MAC lanes the array may use: the int8 packing, doubled for 4-bit weights."""
+        return max(1, int(self.dsp_count * self.macs_per_dsp * (8 // self.weight_bits) * self.array_dsp_fraction))
+
+    @property
+    def weight_bytes(self) -> float:
+        """Bytes per weight."""
+        return self.weight_bits / 8
 
     @property
     def pe_out(self) -> int:
@@ -129,6 +139,13 @@ ZC706 = _preset(FpgaConfig(
 ZCU102 = _preset(FpgaConfig(
     name="fpga-zcu102-int8", dsp_count=2520, clock_mhz=300.0, weight_buffer_kb=1792, act_buffer_kb=1792,
     ddr_bandwidth_gbps=19.2, static_power_w=0.8))
+
+
+# The same boards with 4-bit weights (8-bit activations): two 4-bit-weight MACs where the int8 design packs one
+# (the packing of WP486 with the narrower operand, as in Xilinx's INT4 work, WP521), half the weight traffic and
+# buffer footprint. The calibrated knobs are the int8 design's; no public table of 4-bit latency checks them.
+ZC706_INT4 = _preset(ZC706.model_copy(update={"name": "fpga-zc706-int4", "weight_bits": 4}))
+ZCU102_INT4 = _preset(ZCU102.model_copy(update={"name": "fpga-zcu102-int4", "weight_bits": 4}))
 
 
 def get_fpga_config(name: str) -> FpgaConfig:
@@ -204,7 +221,7 @@ def compute_cycles(conv: ConvSpec, cfg: FpgaConfig) -> float:
 
 def _tiling(conv: ConvSpec, cfg: FpgaConfig) -> tuple[int, int, float]:
     """(weight chunks, input row bands, weight bytes) of one convolution for the buffer sizes of `cfg`."""
-    wbytes = conv.weights + (4 * conv.cout if conv.bias else 0)
+    wbytes = conv.weights * cfg.weight_bytes + (4 * conv.cout if conv.bias else 0)
     n_w = max(1, math.ceil(wbytes / (cfg.weight_buffer_kb * 512)))   # half of the double buffer
     row_bytes = conv.cin * conv.hw_in
     rows_fit = int(cfg.act_buffer_kb * 512 // row_bytes)
@@ -231,7 +248,7 @@ def _cycles_to_ms(cycles: float, cfg: FpgaConfig) -> float:
 
 
 def _energy_mj(macs: float, dram: float, sram: float, latency_ms: float, cfg: FpgaConfig) -> float:
-    dynamic_pj = macs * cfg.pj_per_mac + dram * cfg.pj_per_dram_byte + sram * cfg.pj_per_sram_byte
+    dynamic_pj = macs * cfg.pj_per_mac * cfg.weight_bits / 8 + dram * cfg.pj_per_dram_byte + sram * cfg.pj_per_sram_byte
     return dynamic_pj * 1e-9 + cfg.static_power_w * latency_ms
 
 

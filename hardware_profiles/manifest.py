@@ -62,7 +62,7 @@ class Manifest(BaseModel):
     runtime: str
     runtime_version: str = ""
     backend: Backend = "none"
-    precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
+    precision: Literal["fp32", "fp16", "bf16", "int8", "int4"] = "fp32"
     batch: PositiveInt = 1
     threads: int = Field(0, ge=0, description="CPU threads (0 = not a CPU runtime)")
     space: str | None = Field(None, description="search space the tables were built for")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.errors import InputError
-from hardware_profiles import TableProfile, get_profile, has_profile, profile_names
+from hardware_profiles import LiveOnnxCpuProfile, TableProfile, get_profile, has_profile, profile_names
 from nas.context import Plugins, RunContext, validate_plugins
 from nas.evaluation import EVALUATORS
 from nas.evaluation.tabular import SurrogateOptions, TabularOptions, constraint_table
@@ -16,6 +16,7 @@ from nas.latency_sources import LatencySetupError, given_predictor, implementati
 from nas.metric_tables import TableError, check_space, read_metric_table
 from nas.objectives import static_check
 from nas.recipe import Recipe, RecipeError, read_recipe
+from search_spaces import SPACES, SearchSpace
 
 
 def load_run(path: str | Path, overrides: list[str] | None = None) -> RunContext:
@@ -120,6 +121,7 @@ def _check_settings(source: str, recipe: Recipe, plugins: Plugins) -> None:
     if cl.address is None and cl.num_cpus is not None and cl.cpus_per_trial > cl.num_cpus:
         raise RecipeError(f"{source}: cluster.cpus_per_trial: {cl.cpus_per_trial:g} exceeds cluster.num_cpus "
                           f"({cl.num_cpus}); no trial could ever start")
+    _check_compression(source, recipe, plugins)
     if recipe.compression != "none" and not EVALUATORS.get(recipe.evaluator.name).quantizes:
         raise RecipeError(f"{source}: compression: {recipe.compression} needs an evaluator that trains networks "
                           f"and exposes its data (e.g. proxy); {recipe.evaluator.name!r} cannot score a quantized "
@@ -130,6 +132,29 @@ def _check_settings(source: str, recipe: Recipe, plugins: Plugins) -> None:
         # programs, and a synchronising thread pool then runs many times slower (see bench/quickstart.py --busy)
         raise RecipeError(f"{source}: evaluator.options.threads: {threads} exceeds cluster.cpus_per_trial "
                           f"({cl.cpus_per_trial:g}); a trial may use only the CPUs Ray gives it")
+
+
+def _check_compression(source: str, recipe: Recipe, plugins: Plugins) -> None:
+    """``compression: search`` and the space's ``compression`` option go together; the space must have
+    compression units, and every latency constraint a profile that can time int8 layers."""
+    policy = getattr(plugins.space, "compression", None)
+    if recipe.compression == "search" and policy is None:
+        raise RecipeError(f"{source}: space.options.compression: compression: search needs the choices of the "
+                          "policy, e.g. compression: {precisions: [fp32, int8]}")
+    if policy is None:
+        return
+    if recipe.compression != "search":
+        raise RecipeError(f"{source}: space.options.compression: a policy in the genotype is searched only with "
+                          f"compression: search (the recipe has compression: {recipe.compression})")
+    if SPACES.get(recipe.space.name).compression_units is SearchSpace.compression_units:
+        raise RecipeError(f"{source}: space.options.compression: search space {recipe.space.name!r} has no "
+                          "compression units; a policy can be searched on macro, fbnet and mobilenet")
+    for i, lat in enumerate(recipe.constraints.latency):
+        profile = get_profile(lat.profile) if lat.source != "table" else None
+        if not isinstance(profile, LiveOnnxCpuProfile) or lat.implementation not in ("default", "onnxruntime-cpu"):
+            raise RecipeError(f"{source}: constraints.latency[{i}]: {lat.profile} cannot time a compression "
+                              "policy's int8 layers; compression: search runs on this CPU's onnxruntime profiles "
+                              "(local-cpu, local-cpu-2t)")
 
 
 def _check_smallest(source: str, recipe: Recipe, space) -> None:

@@ -12,6 +12,11 @@ candidate in the form it will ship:
   maximises); ``accuracy_fp32``, ``accuracy_drop`` (fp32 - int8) and ``quant_parity`` (largest difference of
   the int8 logits from the fp32 ones on the first validation batch) stand beside it.
 
+- ``search``: the policy is part of the genotype (`search_spaces.policy`: the space's ``compression`` option
+  gives each stage or layer a precision); each candidate is scored as ``int8`` does with exactly its int8 units
+  quantized (none: scored fp32, a drop of 0), and its latency is that of the same graph, so the search trades
+  the accuracy drop of each unit against the time it saves. The columns are those of ``int8``.
+
 Only evaluators that train a network and expose their data (`Evaluator.quantization_data`, e.g. ``proxy``) can
 score it quantized; `nas.checks` refuses other pairings before a run starts. A quantized network whose outputs are
 not finite fails its candidate with that reason, and the search goes on (`nas.trial.evaluate_candidate`).
@@ -26,7 +31,8 @@ import numpy as np
 
 from core.io import atomic_write
 
-METRICS = {"none": (), "int8": ("accuracy_fp32", "accuracy_drop", "quant_parity")}
+METRICS = {"none": (), "int8": ("accuracy_fp32", "accuracy_drop", "quant_parity"),
+           "search": ("accuracy_fp32", "accuracy_drop", "quant_parity")}
 CALIBRATION_IMAGES = 128   # training images the activation ranges are calibrated on
 BATCH = 64                 # images per onnxruntime call (the graph is exported at this fixed batch size)
 
@@ -66,13 +72,14 @@ def _batches(images: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, int]]:
 def quantize_int8(model, calibration, input_shape: tuple[int, ...], folder: Path,
                   batch: int | None = None) -> tuple[Path, Path]:
     """Export `model` (fp32) and its int8 quantization (`core.quantize`, activation ranges on the first
-    `CALIBRATION_IMAGES` images of `calibration`) into `folder` as ``fp32.onnx`` and ``int8.onnx``, both at the fixed
+    `CALIBRATION_IMAGES` images of `calibration`; only the submodules the model names in ``int8_modules`` where it
+    names them, `core.quantize.int8_plan`) into `folder` as ``fp32.onnx`` and ``int8.onnx``, both at the fixed
     batch size `batch` (default: `BATCH`, or fewer when there are fewer images); returns their paths.
 
     Raises:
         ValueError: `calibration` is empty, or its images do not have the network's input shape.
     """
-    from core.quantize import quantize_onnx_int8
+    from core.quantize import int8_plan, quantize_onnx_int8
     from core.timing import export_onnx
 
     images, _ = _arrays(calibration, "calibration", CALIBRATION_IMAGES)
@@ -82,21 +89,28 @@ def quantize_int8(model, calibration, input_shape: tuple[int, ...], folder: Path
     size = min(batch or BATCH, len(images))
     fp32 = export_onnx(model, (size, *input_shape[1:]), folder / "fp32.onnx")
     full = (part for part, real in _batches(images, size) if real == size)   # calibrated without padding
-    return fp32, quantize_onnx_int8(fp32, folder / "int8.onnx", full)
+    return fp32, quantize_onnx_int8(fp32, folder / "int8.onnx", full, int8_plan(model))
 
 
-def export_int8(model, evaluator, input_shape: tuple[int, ...], folder: Path) -> tuple[Path, str]:
+def export_int8(model, evaluator, input_shape: tuple[int, ...], folder: Path) -> tuple[Path | None, str]:
     """The int8 model of an exported network, as the search scored it (same calibration), at batch size 1:
-    (``folder/model.int8.onnx``, the model card's note on how it was made)."""
+    (``folder/model.int8.onnx``, the model card's note on how it was made); (None, the note) for a policy that
+    quantizes nothing."""
     import shutil
 
+    from core.quantize import int8_plan
+
+    plan = int8_plan(model)
+    if plan == ():
+        return None, "compression policy: every unit fp32, so model.onnx is the network as scored"
+    units = "" if plan is None else f" of {', '.join(plan)} (the compression policy's int8 units; the rest fp32)"
     calibration, _ = evaluator.quantization_data(input_shape[-1])
     with tempfile.TemporaryDirectory(prefix="hwnas-int8-") as tmp:
         _, int8 = quantize_int8(model, calibration, input_shape, Path(tmp), batch=1)
         path = atomic_write(folder / "model.int8.onnx", lambda t: shutil.copyfile(int8, t))
-    return path, (f"int8: model.int8.onnx, onnxruntime static quantization (QDQ, per-channel int8 weights, uint8 "
-                  f"activations, MinMax ranges on {CALIBRATION_IMAGES} training images); the accuracy is the int8 "
-                  "model's, accuracy_fp32 that of model.onnx")
+    return path, (f"int8: model.int8.onnx, onnxruntime static quantization{units} (QDQ, per-channel int8 weights, "
+                  f"uint8 activations, MinMax ranges on {CALIBRATION_IMAGES} training images); the accuracy is the "
+                  "int8 model's, accuracy_fp32 that of model.onnx")
 
 
 def onnx_logits(path: Path, images: np.ndarray, threads: int = 1) -> np.ndarray:
@@ -113,8 +127,9 @@ def onnx_logits(path: Path, images: np.ndarray, threads: int = 1) -> np.ndarray:
 
 def int8_scores(model, evaluator, input_shape: tuple[int, ...], fp32_accuracy: float,
                 threads: int = 1) -> dict[str, float]:
-    """`model` (trained, fp32) quantized to int8 and scored on the evaluator's validation images: ``accuracy``
-    (int8), ``accuracy_fp32``, ``accuracy_drop`` and ``quant_parity`` (see the module).
+    """`model` (trained, fp32) quantized to int8 (all of it, or the int8 units it names) and scored on the
+    evaluator's validation images: ``accuracy`` (int8), ``accuracy_fp32``, ``accuracy_drop`` and ``quant_parity``
+    (see the module).
 
     Raises:
         ValueError: an empty or mis-shaped calibration set.
@@ -122,6 +137,11 @@ def int8_scores(model, evaluator, input_shape: tuple[int, ...], fp32_accuracy: f
     """
     import torch
 
+    from core.quantize import int8_plan
+
+    if int8_plan(model) == ():   # a policy with every unit in fp32: nothing to quantize
+        return {"accuracy": float(fp32_accuracy), "accuracy_fp32": float(fp32_accuracy), "accuracy_drop": 0.0,
+                "quant_parity": 0.0}
     calibration, validation = evaluator.quantization_data(input_shape[-1])
     images, labels = _arrays(validation, "validation")
     model.eval()

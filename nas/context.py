@@ -22,7 +22,7 @@ from nas.evaluation.tabular import constraint_table
 from nas.latency_sources import LatencySource, latency_figures, make_sources
 from nas.objectives import latency_violation, static_check
 from nas.recipe import Recipe, validate_plugin
-from search_spaces import SPACES
+from search_spaces import SPACES, get_space
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class RunContext:
         self.plugins: Plugins = recipe.plugins or validate_plugins("recipe", recipe)
         seed = recipe.search.seed
         self.evaluator = EVALUATORS.create(recipe.evaluator.name, self.plugins.evaluator, seed=seed)
-        self.space = SPACES.create(recipe.space.name, self.plugins.space, num_classes=self.evaluator.num_classes())
+        self.space = get_space(recipe.space.name, self.plugins.space, num_classes=self.evaluator.num_classes())
         self.evaluator.bind(self.space)
         self.latency: dict[str, LatencySource] = {}
         self.run_dir: Path | None = None

@@ -260,7 +260,7 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, 
     space_code = (f"from search_spaces import get_space; space = get_space({recipe.space.name!r}, "
                   f"{recipe.space.options!r}, num_classes={ctx.space.num_classes})")
     int8 = None
-    if recipe.compression == "int8":   # shipped in the form it was scored in, beside the fp32 graph
+    if recipe.compression != "none":   # shipped in the form it was scored in, beside the fp32 graph
         from nas.compression import export_int8
 
         int8, extra["compression"] = export_int8(model, ctx.evaluator, tuple(shape), run_dir / "best")

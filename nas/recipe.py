@@ -185,9 +185,10 @@ class Recipe(_Strict):
     controller: ControllerConfig = Field(default_factory=ControllerConfig)
     evaluator: EvaluatorConfig = Field(default_factory=EvaluatorConfig)
     constraints: Constraints = Field(default_factory=Constraints)
-    compression: Literal["none", "int8"] = Field("none", description="how every candidate is scored: none (fp32) "
-                                                 "or int8 (trained, then quantized with onnxruntime and scored "
-                                                 "quantized: nas.compression)")
+    compression: Literal["none", "int8", "search"] = Field(
+        "none", description="how every candidate is scored: none (fp32), int8 (trained, then quantized with "
+                            "onnxruntime and scored quantized: nas.compression) or search (a precision per unit in "
+                            "the genotype, space.options.compression: search_spaces.policy)")
     search: SearchConfig
     output: OutputConfig = Field(default_factory=OutputConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)

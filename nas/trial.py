@@ -59,7 +59,7 @@ def evaluate_candidate(ctx: RunContext, arch_string: str) -> dict[str, Any]:
                 model = build_seeded(ctx.space, arch, ctx.recipe.search.seed)
                 shape = ctx.space.input_shape(arch)
                 metrics = ctx.evaluator.evaluate(model, shape[-1])
-                if ctx.recipe.compression == "int8" and math.isfinite(metrics["accuracy"]):
+                if ctx.recipe.compression != "none" and math.isfinite(metrics["accuracy"]):
                     from nas.compression import int8_scores   # scored as it will ship: accuracy is int8's
 
                     metrics = {**metrics, **int8_scores(model, ctx.evaluator, tuple(shape), metrics["accuracy"],

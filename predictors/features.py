@@ -4,7 +4,8 @@ Block features describe one layer from its cost key alone (so a table of key str
 operation, family and activation as one-hots, kernel, stride, expansion, groups, SE width, residual flag, input and
 output shapes, and analytic size terms (log elements in and out, an estimate of the layer's MACs, which also carries
 what the key's later fields say: MixNet's mixed kernels and split 1x1 convs, a `uir` block's start and end depthwise
-convs), and whether TensorFlow 'same' padding adds a pad operation. Network features are the space's own
+convs), whether TensorFlow 'same' padding adds a pad operation, and whether the layer runs int8 (a compression
+policy, `search_spaces.policy`). Network features are the space's own
 `encode(arch)` plus a few totals; the feature schema (names, in order) is saved with every model and checked when it
 is loaded. Generic network features (`generic_row`) exist for any network, a point of a space or not (a timm model):
 totals over its layers that say how far the block sum will be off (layer count, activation traffic, depthwise and
@@ -25,7 +26,7 @@ FAMILIES = ("mobilenetv3", "efficientnet", "fbnet", "nb201", "muffnet", "lrssd")
 ACTS = ("relu", "relu6", "hard_swish", "swish", "none")
 NUMERIC = ("kernel", "stride", "expansion", "groups", "se", "skip", "cin", "hw_in", "cout", "hw_out",
            "log_in_elems", "log_out_elems", "log_mid_elems", "log_macs_est",
-           "dw_splits", "exp_splits", "proj_splits", "start_kernel", "end_kernel", "layer_scale", "same_pad")
+           "dw_splits", "exp_splits", "proj_splits", "start_kernel", "end_kernel", "layer_scale", "same_pad", "int8")
 BLOCK_FEATURES = tuple(f"op_{o}" for o in OPS) + tuple(f"family_{f}" for f in FAMILIES) + \
     tuple(f"act_{a}" for a in ACTS) + NUMERIC
 
@@ -85,7 +86,8 @@ def block_row(key: CostKey | str) -> list[float]:
                      # several small ones, MobileNetV4's extra depthwise convs more; without these a tree cannot
                      # tell them from one conv of the same MACs (MixNets were priced at 2/3 of their time)
                      float(len(k.kernels) or 1), k.exp_splits, k.proj_splits, k.start, k.end, float(k.layer_scale),
-                     float(k.same_pad)]   # TensorFlow 'same' padding: one more (pad) operation
+                     float(k.same_pad),   # TensorFlow 'same' padding: one more (pad) operation
+                     float(k.precision == "int8")]   # run quantized (a compression policy's int8 layer)
 
 
 def block_matrix(keys: Sequence[CostKey | str]) -> np.ndarray:

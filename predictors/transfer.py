@@ -11,7 +11,9 @@ The target's per-block cost is modelled as a non-negative mix of a few basis cos
   channels do not fill them (measured: 5x5 on 8x8 maps, 2.2 us at 56, 60 or 64 channels, 36-39 us at 57-59 or
   61-63). Searched widths make such counts common (a ShuffleNetV2 1.0x branch has 58 channels), and without
   the term the calibrated lrssd predictor put a third of the networks on the wrong side of a 1 ms limit;
-  where channels do not matter, the fit gives both depthwise terms alike. Layers without a convolution that
+  where channels do not matter, the fit gives both depthwise terms alike. The convolution terms of a layer that
+  runs int8 (a compression policy's, `CostKey.precision`) are terms of their own: int8 kernels are other kernels,
+  faster or slower per MAC than fp32 depending on the shape (`bench/compression.py`). Layers without a convolution that
   still run (pooling, zeroing, normalisation; not an identity) count as one `other_ops` each, a per-kernel cost
   that dominates small networks on GPUs at batch 1, and pooling adds its window reads (`pool_macs`): on
   NAS-Bench-201 cells, half of whose ops have no convolution, the convolution terms alone could not tell a
@@ -50,7 +52,8 @@ from core.errors import InputError
 from predictors.models import LGBMLatencyPredictor
 
 ANALYTIC = ("dense_macs", "depthwise_macs", "act_elems", "params", "convs", "ragged_depthwise_macs", "other_ops",
-            "pool_macs")
+            "pool_macs", "int8_dense_macs", "int8_depthwise_macs", "int8_act_elems", "int8_convs")
+INT8 = {0: 8, 1: 9, 5: 9, 2: 10, 4: 11}   # where an int8 layer's convolution terms go (its kernels are others)
 POOLS = ("avgpool", "maxpool")
 SIMD_CHANNELS = 4   # depthwise channel counts that are not a multiple of this are "ragged" (see the module)
 LOO_FLOOR = 0.005   # LOO RMSE of log latency below which fits count as equal (0.5 %, below timing noise)
@@ -61,13 +64,14 @@ MIN_SHARE = 0.01    # candidates weighted less (relative to the best) are droppe
 def analytic_terms(layer) -> np.ndarray:
     """The analytic basis of one `LayerCost` (order: `ANALYTIC`)."""
     out = np.zeros(len(ANALYTIC))
+    key = layer.key
+    at = INT8.get if key.precision == "int8" else lambda i: i
     for c in layer.convs:
         depthwise = c.groups == c.cin and c.groups > 1
-        out[(5 if c.cin % SIMD_CHANNELS else 1) if depthwise else 0] += c.macs
-        out[2] += c.cout * c.hw_out ** 2 + c.cin * c.hw_in ** 2
+        out[at((5 if c.cin % SIMD_CHANNELS else 1) if depthwise else 0)] += c.macs
+        out[at(2)] += c.cout * c.hw_out ** 2 + c.cin * c.hw_in ** 2
         out[3] += c.params
-        out[4] += 1
-    key = layer.key
+        out[at(4)] += 1
     if not layer.convs and not (key.op == "skip" and key.in_shape == key.out_shape):   # runs, but not a conv
         out[6] += 1
         if key.op in POOLS:

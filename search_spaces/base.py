@@ -10,14 +10,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from pydantic import ValidationError
+from pydantic import Field, field_validator, model_serializer
 
-from core.errors import InputError, format_validation_error
 from core.registry import PluginOptions, Registry
 from search_spaces.costs import LayerCost
 
@@ -42,8 +40,35 @@ def crossover_decisions(a: Sequence[int], b: Sequence[int], rng: np.random.Gener
     return [int(x if t else y) for x, y, t in zip(a, b, take_a)]
 
 
+class CompressionOptions(PluginOptions):
+    """``space.options.compression``: the choices of a compression policy searched per unit (`search_spaces.
+    policy`; the recipe's ``compression: search``)."""
+
+    precisions: list[Literal["fp32", "int8"]] = Field(default_factory=lambda: ["fp32", "int8"], min_length=1,
+                                                      description="what each unit may run in")
+
+    @field_validator("precisions")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("choices must be unique")
+        return v
+
+
 class SpaceOptions(PluginOptions):
-    """Base for a space's recipe options."""
+    """Base for a space's recipe options; every space takes ``compression`` (a policy in the genotype)."""
+
+    compression: CompressionOptions | None = Field(None, description="search a compression policy per unit "
+                                                   "(search_spaces.policy); none: the networks as they are")
+
+    @model_serializer(mode="wrap")
+    def _without_unset_compression(self, handler):
+        """Options dumped without ``compression`` when it is not set, as they were before it existed (predictor
+        files and run folders compare the dumps)."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("compression", 0) is None:
+            del data["compression"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -167,6 +192,20 @@ class SearchSpace(ABC):
         point; by default the decisions themselves."""
         return self.to_decisions(arch)
 
+    # ---- compression units (spaces on which a policy can be searched: `search_spaces.policy`) -------------------
+    def compression_units(self) -> tuple[str, ...]:
+        """Names of the units a compression policy gives a precision each (stages, or layers), fixed for the
+        space."""
+        raise NotImplementedError(f"search space {self.name!r} has no compression units")
+
+    def unit_of_layers(self, arch: Hashable) -> list[int]:
+        """The compression unit (index into `compression_units`) of each entry of `layer_costs(arch)`."""
+        raise NotImplementedError(f"search space {self.name!r} has no compression units")
+
+    def unit_modules(self, arch: Hashable) -> list[tuple[str, ...]]:
+        """Per compression unit, the names of the submodules of `build(arch)` that make it up."""
+        raise NotImplementedError(f"search space {self.name!r} has no compression units")
+
     # ---- optional batch path (spaces whose layers cost independently) ------------------------------------------
     def positional_layers(self) -> PositionalLayers | None:
         """The space's layers by (position, choice), or None when a layer's cost depends on other choices."""
@@ -192,41 +231,3 @@ class SearchSpace(ABC):
     def params(self, arch: Hashable) -> int:
         """Trainable parameters."""
         return sum(layer.params for layer in self.layer_costs(arch))
-
-
-def get_space(name: str, options: dict[str, Any] | SpaceOptions | None = None, num_classes: int = 1000) -> SearchSpace:
-    """Instantiate a registered space by name.
-
-    Args:
-        name: registered name (see `SPACES.names()`).
-        options: a dict (validated by the space's `Options`) or an `Options` instance.
-        num_classes: classifier outputs.
-    """
-    return SPACES.create(name, options, num_classes=num_classes)
-
-
-def make_space(name: Any, options: Any, num_classes: Any, *, source: str | Path = "--space-options",
-               name_field: str = "--space", error: type[InputError] = InputError):
-    """The registered search space `name` with `options` and `num_classes`.
-
-    Args:
-        source: where the options came from (a YAML file, a flag, a metadata file), for the message.
-        name_field: where the name came from.
-        error: the `InputError` subclass to raise (e.g. `PredictorFileError` for a predictor's metadata).
-
-    Raises:
-        `error`: an unknown space (the valid names listed), options that are not a mapping or that the space
-            rejects (the first bad field named), or a class count that is not a positive integer.
-    """
-    if not isinstance(name, str) or name not in SPACES:
-        raise error(f"{name_field}: unknown search space {name!r}; expected one of: {', '.join(SPACES.names())}")
-    if options is not None and not isinstance(options, dict):
-        raise error(f"{source}: space options must be a mapping of option: value, got {type(options).__name__}")
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise error(f"{source}: num_classes must be a positive integer, got {num_classes!r}")
-    try:
-        return get_space(name, options or {}, num_classes=num_classes)
-    except ValidationError as err:
-        raise error(format_validation_error(str(source), err)) from None
-    except (ValueError, TypeError) as err:
-        raise error(f"{source}: {err}") from None

@@ -13,6 +13,8 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
+PRECISIONS = ("fp32", "int8")   # what a layer can run in (`CostKey.precision`); fp32 keys carry no suffix
+
 
 @dataclass(frozen=True)
 class CostKey:
@@ -42,8 +44,11 @@ class CostKey:
     layer_scale: bool = False   # uir: a learned per-channel scale of the output
     norm: bool = False        # head: BatchNorm + activation after the head conv (MobileNetV4)
     same_pad: bool = False    # TensorFlow 'same' padding on a strided conv: a separate pad op (timm's Conv2dSame)
+    precision: str = "fp32"   # what the layer runs in: fp32, or int8 under a compression policy (`PRECISIONS`)
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
         if self.kernels:
             object.__setattr__(self, "kernels", tuple(self.kernels))
             if len(self.kernels) < 2 or self.kernel != max(self.kernels):
@@ -61,7 +66,7 @@ class CostKey:
             (f"_ma{self.exp_splits}" if self.exp_splits > 1 else "") + \
             (f"_mp{self.proj_splits}" if self.proj_splits > 1 else "")
         flags = ("_ls" if self.layer_scale else "") + ("_bn" if self.norm else "") + \
-            ("_same" if self.same_pad else "")
+            ("_same" if self.same_pad else "") + (f"_{self.precision}" if self.precision != "fp32" else "")
         return (f"{self.op}_k{self.kernel}_s{self.stride}_e{self.expansion:g}{new}{groups}{se}_{self.act}{skip}"
                 f"{flags}_i{c}x{h}x{w}_o{oc}x{oh}x{ow}_{self.family}")
 
@@ -116,7 +121,9 @@ class LayerCost:
 _KEY_RE = re.compile(r"^(?P<op>[a-z]+)_k(?P<k>\d+)_s(?P<s>\d+)_e(?P<e>[\d.]+)(?:_a(?P<a>\d+))?(?:_p(?P<p>\d+))?"
                      r"(?:_mk(?P<mk>\d+(?:\.\d+)+))?(?:_ma(?P<ma>\d+))?(?:_mp(?P<mp>\d+))?"
                      r"(?:_g(?P<g>\d+))?(?:_se(?P<se>\d+))?"
-                     r"_(?P<act>[a-z0-9_]+?)(?P<skip>_skip)?(?P<ls>_ls)?(?P<bn>_bn)?(?P<same>_same)?_i(?P<c>\d+)x(?P<h>\d+)x(?P<w>\d+)"
+                     r"_(?P<act>[a-z0-9_]+?)(?P<skip>_skip)?(?P<ls>_ls)?(?P<bn>_bn)?(?P<same>_same)?"
+                     r"(?:_(?P<prec>int8))?"
+                     r"_i(?P<c>\d+)x(?P<h>\d+)x(?P<w>\d+)"
                      r"_o(?P<oc>\d+)x(?P<oh>\d+)x(?P<ow>\d+)_(?P<family>[a-z0-9]+)$")
 
 
@@ -139,4 +146,4 @@ def parse_cost_key(text: str) -> CostKey:
     return CostKey(m["op"], shape("c", "h", "w"), shape("oc", "oh", "ow"), int(m["k"]), int(m["s"]), float(m["e"]),
                    int(m["se"] or 0), m["act"], bool(m["skip"]), m["family"], int(m["g"] or 1), kernels,
                    int(m["ma"] or 1), int(m["mp"] or 1), int(m["a"] or 0), int(m["p"] or 0), bool(m["ls"]),
-                   bool(m["bn"]), bool(m["same"]))
+                   bool(m["bn"]), bool(m["same"]), m["prec"] or "fp32")

@@ -180,6 +180,25 @@ class MobileNetSpace(SearchSpace):
             stages.append(tuple(slots[:depth]))
         return MobileNetArch(res, width, tuple(stages))
 
+    # ---- compression units: the stem (with the first depthwise-separable block), each stage, the head --------
+    def compression_units(self) -> tuple[str, ...]:
+        return ("stem", *(f"s{i}" for i in range(len(self.options.stages))), "head")
+
+    def unit_of_layers(self, arch: MobileNetArch) -> list[int]:
+        """Stem and first block, then each stage's layers, then the last 1x1 conv, head and classifier (the
+        order of `layer_costs`)."""
+        tail = 1 + bool(self.options.last_channels) + 1
+        stages = [1 + s for s, stage in enumerate(arch.stages) for _ in stage]
+        return [0, 0, *stages, *[len(arch.stages) + 1] * tail]
+
+    def unit_modules(self, arch: MobileNetArch) -> list[tuple[str, ...]]:
+        """Module names of timm's EfficientNet as `build` makes it: ``blocks.0`` is the first block, ``blocks.<s+1>``
+        stage s, ``blocks.<last>`` the last 1x1 conv (when the space has one)."""
+        n = len(arch.stages)
+        head = ((f"blocks.{n + 1}",) if self.options.last_channels else ()) + \
+            ("global_pool", "conv_head", "norm_head", "act2", "flatten", "classifier")
+        return [("conv_stem", "bn1", "blocks.0"), *((f"blocks.{s + 1}",) for s in range(n)), head]
+
     # ---- strings and features ---------------------------------------------------------------------------------
     def to_string(self, arch: MobileNetArch) -> str:
         return str(arch)

@@ -72,6 +72,17 @@ class PerLayerSpace(SearchSpace):
                              f"0..{self.NUM_CHOICES - 1}")
         return self.Arch(tuple(int(d) for d in decisions))
 
+    # ---- compression units: the stem, each searchable layer, the head with the classifier ----------------------
+    def compression_units(self) -> tuple[str, ...]:
+        return ("stem", *(f"l{i}" for i in range(len(self.PLAN))), "head")
+
+    def unit_of_layers(self, arch) -> list[int]:
+        n = len(self.PLAN)
+        return [0, *range(1, n + 1), n + 1, n + 1]
+
+    def unit_modules(self, arch) -> list[tuple[str, ...]]:
+        return [("stem",), *((f"blocks.{i}",) for i in range(len(self.PLAN))), ("head", "classifier")]
+
     # ---- strings and features -----------------------------------------------------------------------------------
     def to_string(self, arch) -> str:
         return str(arch)

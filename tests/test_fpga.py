@@ -177,3 +177,18 @@ def test_profile_reports_the_simulated_latency():
 def mobilenet_layers() -> list[LayerCost]:
     space = get_space("mobilenet", num_classes=1000)
     return space.layer_costs(space.sample(np.random.default_rng(0)))
+
+
+def test_four_bit_weights_run_a_compute_bound_layer_faster_for_less_energy_and_halve_weight_traffic():
+    int4 = get_fpga_config("fpga-zc706-int4")
+    assert int4.weight_bits == 4 and int4.mac_lanes == 2 * ZC706.mac_lanes
+    dense = LayerCost.of(CostKey("cn", (256, 16, 16), (256, 16, 16), 3), [ConvSpec(256, 256, 3, 1, 16, 16)])
+    eight, four = simulate([dense], ZC706).layers[0], simulate([dense], int4).layers[0]
+    assert eight.bound == "compute" and four.latency_ms < 0.6 * eight.latency_ms
+    assert four.energy_mj < eight.energy_mj
+    # a 1x1 conv over a 1x1 map is all weights: moving them is the layer, and 4-bit weights move half the bytes
+    fc = ConvSpec(1024, 1000, 1, 1, 1, 1)
+    assert dram_bytes(fc, int4)[0] < 0.55 * dram_bytes(fc, ZC706)[0]
+    for name in ("fpga-zc706-int4", "fpga-zcu102-int4"):
+        profile = get_profile(name)
+        assert profile.config.weight_bits == 4 and read_manifest(resolve(name) / "manifest.yaml").precision == "int4"

@@ -50,7 +50,7 @@ def space_of(card: dict[str, Any], where: Path):
     Raises:
         ZooError: a space this project does not know or options it rejects, an arch that does not decode.
     """
-    from search_spaces.base import make_space
+    from search_spaces.make import make_space
 
     s = card["space"]
     space = make_space(s["name"], s["options"], s["num_classes"], source=where, name_field=f"{where}: space.name",

@@ -22,7 +22,8 @@ import torch
 from pydantic import Field, PositiveInt, model_validator
 from torch import nn
 
-from search_spaces.base import SearchSpace, SpaceOptions, get_space, register_space
+from search_spaces.base import SearchSpace, SpaceOptions, register_space
+from search_spaces.make import get_space
 from search_spaces.costs import CostKey, LayerCost
 from search_spaces.heads.anchors import make_anchors
 from search_spaces.heads.lrssd import (

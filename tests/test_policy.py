@@ -1,0 +1,237 @@
+"""A compression policy in the genotype (``compression: search``, `search_spaces.policy`): strings, decisions,
+variation, costs, the partly quantized graph, the recipe checks and a search end to end."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+
+from conftest import ASSETS, REPO
+from core.quantize import module_prefix
+from search_spaces import get_space
+from search_spaces.costs import CostKey, parse_cost_key
+from search_spaces.policy import PolicyArch, PolicySpace
+
+TINY_MOBILENET = {"resolutions": [16], "widths": [0.25, 0.5], "kernels": [3, 5], "expansions": [3, 6],
+                  "stages": [{"channels": 16, "stride": 2, "depths": [1, 2]},
+                             {"channels": 24, "stride": 1, "depths": [1, 2]}],
+                  "last_channels": 32, "num_features": 64}
+
+
+def _macro() -> PolicySpace:
+    return get_space("macro", {"resolution": 16, "compression": {}}, num_classes=10)
+
+
+def _mobilenet() -> PolicySpace:
+    return get_space("mobilenet", {**TINY_MOBILENET, "compression": {"precisions": ["fp32", "int8"]}}, num_classes=10)
+
+
+@pytest.mark.parametrize("make", [_macro, _mobilenet])
+def test_a_policy_round_trips_through_strings_and_decisions(make):
+    space = make()
+    assert isinstance(space, PolicySpace) and space.name == space.base.name
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        arch = space.sample(rng)
+        assert isinstance(arch, PolicyArch) and len(arch.precisions) == len(space.units)
+        assert space.decode(space.to_string(arch)) == arch
+        assert space.from_decisions([d or 0 for d in space.to_decisions(arch)]).precisions == arch.precisions
+    assert space.units[0] == "stem" and space.units[-1] == "head"
+
+
+def test_macro_policy_units_are_its_layers_and_the_string_says_them_in_order():
+    space = _macro()
+    assert space.units == ("stem", *(f"l{i}" for i in range(8)), "head")
+    arch = space.decode("00120201@fp32,int8,int8,fp32,int8,int8,int8,int8,int8,fp32")
+    assert arch.base == space.base.decode("00120201")
+    assert arch.precisions[1:3] == ("int8", "int8") and arch.precisions[3] == "fp32"
+    assert space.decision_sizes() == (3,) * 8 + (2,) * 10
+
+
+def test_mutation_changes_one_decision_either_of_the_space_or_of_the_policy():
+    space, rng = _macro(), np.random.default_rng(1)
+    arch = space.sample(rng)
+    kinds = set()
+    for _ in range(200):
+        child = space.mutate(arch, rng)
+        diff = [i for i, (a, b) in enumerate(zip(space.to_decisions(arch), space.to_decisions(child))) if a != b]
+        assert len(diff) == 1
+        kinds.add("policy" if diff[0] >= 8 else "space")
+    assert kinds == {"policy", "space"}
+    a, b = space.sample(rng), space.sample(rng)
+    child = space.crossover(a, b, rng)
+    assert all(p in (x, y) for p, x, y in zip(child.precisions, a.precisions, b.precisions))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("00120201", "expected '<arch>@<precision per unit>'"),
+    ("00120201@fp32,int8", "has 2 precisions, the space has 10 compression units"),
+    ("00120201@fp32,int4,int8,int8,int8,int8,int8,int8,int8,int8", "precision 'int4' is not in the space's"),
+    ("00120209@fp32,int8,int8,int8,int8,int8,int8,int8,int8,int8", "00120209"),
+])
+def test_a_bad_policy_string_is_a_clear_error(text, message):
+    with pytest.raises(ValueError, match=message):
+        _macro().decode(text)
+
+
+def test_int8_units_cost_under_int8_keys_with_the_networks_flops():
+    space = _mobilenet()
+    rng = np.random.default_rng(2)
+    base = space.base.sample(rng)
+    arch = PolicyArch(base, ("fp32", "int8", "fp32", "int8"))
+    layers, plain = space.layer_costs(arch), space.base.layer_costs(base)
+    units = space.base.unit_of_layers(base)
+    assert len(layers) == len(plain) == len(units)
+    for lc, fp, unit in zip(layers, plain, units):
+        assert lc.key.precision == arch.precisions[unit]
+        assert (lc.macs, lc.params) == (fp.macs, fp.params)
+        assert parse_cost_key(str(lc.key)) == lc.key
+    assert space.flops(arch) == space.base.flops(base)
+    every, complete = space.enumerate_layers()
+    assert complete and len(every) == 2 * len(space.base.enumerate_layers()[0])
+    with pytest.raises(ValueError, match="precision 'int3'"):
+        CostKey("ir", (8, 4, 4), (8, 4, 4), precision="int3")
+
+
+def test_options_without_a_policy_dump_as_before_and_the_plain_space_is_not_wrapped():
+    plain = get_space("macro", {"resolution": 16}, num_classes=10)
+    assert not isinstance(plain, PolicySpace)
+    assert plain.options.model_dump(mode="json") == {"resolution": 16}
+    assert _macro().options.model_dump(mode="json")["compression"] == {"precisions": ["fp32", "int8"]}
+
+
+def test_the_analytic_prior_gives_int8_layers_terms_of_their_own():
+    from predictors.transfer import ANALYTIC, analytic_terms
+
+    space = _macro()
+    arch = space.decode("00120201@fp32,int8,int8,int8,int8,int8,int8,int8,int8,fp32")
+    layers = space.layer_costs(arch)
+    fp32 = sum(analytic_terms(lc) for lc in layers if lc.key.precision == "fp32")
+    int8 = sum(analytic_terms(lc) for lc in layers if lc.key.precision == "int8")
+    col = {name: i for i, name in enumerate(ANALYTIC)}
+    assert int8[col["dense_macs"]] == 0 and int8[col["int8_dense_macs"]] > 0
+    assert fp32[col["int8_dense_macs"]] == 0 and fp32[col["dense_macs"]] > 0
+    assert int8[col["int8_convs"]] == sum(len(lc.convs) for lc in layers if lc.key.precision == "int8")
+
+
+def _weight_dequantized_convs(graph) -> dict[str, bool]:
+    """Each Conv/Gemm node of an ONNX graph (or the file holding it): whether its weight comes through a
+    DequantizeLinear."""
+    graph = graph if isinstance(graph, onnx.GraphProto) else onnx.load(str(graph)).graph
+    made_by = {out: n.op_type for n in graph.node for out in n.output}
+    return {n.name: made_by.get(n.input[1]) == "DequantizeLinear" for n in graph.node if n.op_type in ("Conv", "Gemm")}
+
+
+def test_only_the_int8_units_are_quantized_in_the_graph_that_is_timed(tmp_path):
+    from hardware_profiles.backends import OnnxCpuBackend
+
+    space = _macro()
+    backend = OnnxCpuBackend(1, 1, 3)
+    arch = space.decode("00120201@fp32,fp32,int8,int8,fp32,fp32,fp32,fp32,int8,fp32")
+    convs = _weight_dequantized_convs(backend.export(space.build(arch), space.input_shape(arch), tmp_path / "a.onnx"))
+    int8 = tuple(module_prefix(m) for m in space.int8_modules(arch))
+    assert int8 == ("/blocks/blocks.1/", "/blocks/blocks.2/", "/blocks/blocks.7/")
+    assert any(convs.values()) and not all(convs.values())
+    for name, quantized in convs.items():
+        assert quantized == name.startswith(int8), name
+    fp32 = space.decode("00120201@" + ",".join(["fp32"] * 10))
+    graph = backend.export(space.build(fp32), space.input_shape(fp32), tmp_path / "b.onnx")
+    assert "QuantizeLinear" not in {n.op_type for n in onnx.load(str(graph)).graph.node}
+    every = space.decode("00120201@" + ",".join(["int8"] * 10))
+    convs = _weight_dequantized_convs(backend.export(space.build(every), space.input_shape(every),
+                                                     tmp_path / "c.onnx"))
+    whole = _weight_dequantized_convs(OnnxCpuBackend(1, 1, 3, "int8").export(
+        space.base.build(every.base), space.input_shape(every), tmp_path / "d.onnx"))
+    assert all(convs.values()) and convs == whole   # every unit int8 is the whole network int8
+
+
+def test_the_hard_swish_a_quantizer_leaves_unnamed_lands_in_its_producers_unit(tmp_path):
+    from hardware_profiles.backends import OnnxCpuBackend
+
+    space = _mobilenet()
+    base = space.base.sample(np.random.default_rng(3))
+    arch = PolicyArch(base, ("fp32", "int8", "fp32", "fp32"))
+    graph = onnx.load(str(OnnxCpuBackend(1, 1, 3).export(space.build(arch), space.input_shape(arch),
+                                                         tmp_path / "m.onnx"))).graph
+    assert all(n.name for n in graph.node)   # the unnamed hard-swish nodes were named after their producers
+    convs = _weight_dequantized_convs(graph)
+    assert {k for k, q in convs.items() if q} == {k for k in convs if k.startswith("/blocks/blocks.1/")} != set()
+    made_by = {out: n for n in graph.node for out in n.output}
+    stem_act = [n for n in graph.node if n.op_type == "HardSigmoid" and n.name.startswith("/conv_stem/")]
+    assert stem_act and all(made_by[n.input[0]].op_type != "DequantizeLinear" for n in stem_act)   # fp32 unit
+
+
+def test_engines_that_cannot_run_int8_units_refuse_them_and_fp32_policies_score_without_a_drop():
+    from core.errors import InputError
+    from hardware_profiles.backends import make_backend
+    from nas.compression import int8_scores
+
+    space = _macro()
+    arch = space.decode("00120201@fp32,int8,fp32,fp32,fp32,fp32,fp32,fp32,fp32,fp32")
+    eager = make_backend("torch-cpu-eager", warmup=1, repeats=2)
+    with pytest.raises(InputError, match="^torch-cpu-eager cannot run a compression policy's int8 layers "
+                                         r"\(blocks.0\)"):
+        eager.measure(space.build(arch), space.input_shape(arch))
+    fp32 = space.decode("00120201@" + ",".join(["fp32"] * 10))
+    assert eager.measure(space.build(fp32), space.input_shape(fp32)).median_ms > 0
+    scores = int8_scores(space.build(fp32), None, space.input_shape(fp32), 0.75)   # nothing to quantize or load
+    assert scores == {"accuracy": 0.75, "accuracy_fp32": 0.75, "accuracy_drop": 0.0, "quant_parity": 0.0}
+
+
+def _run(tmp_path, name: str, *sets: str) -> subprocess.CompletedProcess:
+    args = sum((["--set", s] for s in sets), [])
+    return subprocess.run([sys.executable, "-m", "nas.run", str(ASSETS / "tiny.yaml"), "--output",
+                           str(tmp_path / name), *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("sets, message", [
+    (("compression=search",), "space.options.compression: compression: search needs the choices of the policy"),
+    (("space.options.compression={precisions: [fp32, int8]}",),
+     "space.options.compression: a policy in the genotype is searched only with compression: search"),
+    (("compression=search", "space.name=nb201", "space.options={compression: {}}", "constraints.max_flops=null",
+      "constraints.latency=[]"), "search space 'nb201' has no compression units"),
+    (("compression=search", "space.options.compression={}",
+      "constraints.latency=[{profile: fpga-zc706-int8, max_ms: 5}]"),
+     "constraints.latency[0]: fpga-zc706-int8 cannot time a compression policy's int8 layers"),
+    (("compression=search", "space.options.compression={precisions: [int4]}"), "space.options.compression"),
+])
+def test_a_policy_recipe_that_cannot_run_is_refused_in_one_line(tmp_path, sets, message):
+    proc = _run(tmp_path, "r", *sets)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr.strip().splitlines()[-1]
+
+
+def test_a_search_with_compression_search_scores_and_times_each_policy_and_ships_it(tmp_path):
+    proc = _run(tmp_path, "run", "compression=search", "space.options.compression={precisions: [fp32, int8]}",
+                "search.budget=3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "run"
+    table = pd.read_csv(out / "results.csv")
+    ok = table[table.status == "ok"]
+    assert len(ok) and {"accuracy_fp32", "accuracy_drop", "quant_parity"} <= set(table.columns)
+    space = _mobilenet_of(out)
+    archs = [space.decode(a) for a in table.arch]
+    np.testing.assert_allclose(ok.accuracy, ok.accuracy_fp32 - ok.accuracy_drop)
+    for (_, row), arch in zip(table.iterrows(), archs):
+        if row.status == "ok" and "int8" not in arch.precisions:   # nothing quantized: no drop, exact parity
+            assert row.accuracy_drop == 0 and row.quant_parity == 0
+    best = space.decode((out / "best" / "arch.txt").read_text().strip())
+    card = (out / "best" / "MODEL_CARD.md").read_text()
+    sums = (out / "best" / "SHA256SUMS").read_text()
+    if "int8" in best.precisions:
+        graph = onnx.load(str(out / "best" / "model.int8.onnx")).graph
+        assert "QuantizeLinear" in {n.op_type for n in graph.node} and "  model.int8.onnx\n" in sums
+        assert "the compression policy's int8 units" in card
+    else:
+        assert not (out / "best" / "model.int8.onnx").exists() and "every unit fp32" in card
+
+
+def _mobilenet_of(run_dir) -> PolicySpace:
+    import json
+
+    spec = json.loads((run_dir / "best" / "space.json").read_text())
+    return get_space(spec["name"], spec["options"], num_classes=spec["num_classes"])
