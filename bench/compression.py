@@ -3,23 +3,25 @@ scores every candidate after int8 quantization (``compression: int8``) and one t
 unit (``compression: search``); same recipe, budget, seed and limits.
 
     python bench/compression.py [--recipe recipes/quickstart.yaml] [--seeds 0,1] [--budget 20] [--sampled 20]
-        [--arms none,int8,search] [--set FIELD=VALUE ...] [--threads 1] [--block-tables FP32,INT8] [--work DIR]
-        [--out FILE.json]
+        [--arms none,int8,search] [--precisions fp32,int8] [--set FIELD=VALUE ...] [--threads 1]
+        [--block-tables FP32,INT8] [--work DIR] [--out FILE.json]
 
 1. Per seed, three searches (`python -m nas.run RECIPE` with ``--set``): (a) ``compression: none``, its winner
    quantized afterwards exactly as `nas.compression` quantizes (same calibration images); (b) ``compression:
-   int8``; (c) ``compression: search`` with ``space.options.compression: {precisions: [fp32, int8]}``, a
-   precision per unit in the genotype (`search_spaces.policy`), its latency limit on the network as it ships.
-2. Each winner: accuracy after quantization, fp32 accuracy, FLOPs, and its latency on this CPU measured now with
-   onnxruntime (`--threads`), fp32 (``model.onnx``) against int8 (QDQ; for (c) the graph as it ships: its int8
-   units quantized, the rest fp32), batch 1, in interleaved rounds.
+   int8``; (c) ``compression: search`` with ``space.options.compression: {precisions: [fp32, int8]}``
+   (`--precisions`; ``int8,int4`` under an FPGA limit), a precision per unit in the genotype
+   (`search_spaces.policy`), its latency limit on the network as it ships.
+2. Each winner: accuracy after quantization, fp32 accuracy, FLOPs, the search's latency figure per profile, and
+   its latency on this CPU measured now with onnxruntime (`--threads`), fp32 (``model.onnx``) against int8 (QDQ;
+   for (c) the graph as it ships: its int8 units quantized, the rest fp32), batch 1, in interleaved rounds.
 3. `--sampled` networks drawn from the recipe's space, fp32 against int8 latency the same way: how often int8 is
    slower than fp32 on this CPU (the reason to measure rather than assume); with `--block-tables`, the same per
    block type from two measured profiles of one space (``--precision int8`` and fp32 tables).
 
 The accuracy is the evaluator's (the recipe's proxy training on its dataset; the quickstart: MNIST-5k, one epoch),
-on validation images no search trained on. Note that the recipe's latency limit holds the fp32 network in (a)
-and (b), and the network as shipped in (c).
+on validation images no search trained on. Note that on a CPU profile the recipe's latency limit holds the fp32
+network in (a) and (b), and the network as shipped in (c); an FPGA simulator prices every network at its weight
+width (int8 in (a) and (b)).
 """
 from __future__ import annotations
 
@@ -42,18 +44,19 @@ sys.path.insert(0, str(REPO))
 # The arms: label, the recipe's compression, and what else the search sets (arm c: the policy's choices).
 ARMS = {"none": ("(a) fp32 search, then int8", ()),
         "int8": ("(b) int8 search", ()),
-        "search": ("(c) policy search", ("space.options.compression={precisions: [fp32, int8]}",))}
+        "search": ("(c) policy search", ("space.options.compression={precisions: [%s]}",))}
 
 
 def run_search(recipe: Path, run_dir: Path, compression: str, seed: int, budget: int,
-               sets: tuple[str, ...] = ()) -> dict:
+               sets: tuple[str, ...] = (), precisions: str = "fp32,int8") -> dict:
     """One search (kept: a finished run folder is read back, not searched again), with the recipe overrides `sets`
     (``--set``) beside the arm's; its best.json."""
     if not (run_dir / "best.json").is_file():
         cmd = [sys.executable, "-m", "nas.run", str(recipe), "--output", str(run_dir),
                *sum((["--set", o] for o in (f"compression={compression}", f"search.seed={seed}",
                                              f"search.budget={budget}", "tracking=none",
-                                             *sets, *ARMS[compression][1])), [])]
+                                             *sets, *(a % ", ".join(precisions.split(","))
+                                                      for a in ARMS[compression][1]))), [])]
         if (run_dir / "state.json").is_file():
             cmd.append("--resume")
         done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
@@ -125,6 +128,8 @@ def main() -> None:
     p.add_argument("--arms", default="none,int8,search", help="which of (a) none, (b) int8, (c) search to run")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="a recipe override for every arm (as nas.run --set), e.g. the latency limit")
+    p.add_argument("--precisions", default="fp32,int8", help="the choices of arm (c)'s policy, e.g. int8,int4 "
+                   "under an FPGA limit")
     p.add_argument("--sampled", type=int, default=20, help="networks of the space timed fp32 against int8")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--block-tables", metavar="FP32,INT8", help="two measured profiles of one space, e.g. "
@@ -141,7 +146,8 @@ def main() -> None:
         for compression in args.arms.split(","):
             arm = ARMS[compression][0]
             run_dir = work / f"{compression}-s{seed}"
-            best = run_search(Path(args.recipe), run_dir, compression, seed, args.budget, tuple(args.set))["best"]
+            best = run_search(Path(args.recipe), run_dir, compression, seed, args.budget, tuple(args.set),
+                              args.precisions)["best"]
             ctx, model, shape = winner(run_dir)
             if compression == "none":   # quantized after the search, as the search would have
                 scores = int8_scores(model, ctx.evaluator, shape, best["accuracy"], args.threads)
@@ -149,7 +155,9 @@ def main() -> None:
                 scores = {k: best[k] for k in ("accuracy", "accuracy_fp32", "accuracy_drop")}
             rows.append({"seed": seed, "arm": arm, "arch": best["arch"], "int8 accuracy": scores["accuracy"],
                          "fp32 accuracy": scores["accuracy_fp32"], "drop": scores["accuracy_drop"],
-                         "MFLOPs": best["flops"] / 1e6})
+                         "MFLOPs": best["flops"] / 1e6,
+                         # the search's own figure per latency profile (exact for a simulator)
+                         **{f"{k[len('latency_'):]} ms": v for k, v in best.items() if k.startswith("latency_")}})
             models.append((model, shape))
             print(f"seed {seed} {arm}: int8 accuracy {scores['accuracy']:.4f} (fp32 {scores['accuracy_fp32']:.4f}), "
                   f"{best['flops'] / 1e6:.2f} MFLOPs", file=sys.stderr)
@@ -167,13 +175,15 @@ def main() -> None:
     print(f"# Compression-aware search: {Path(args.recipe).name}, budget {args.budget}, seeds {args.seeds}; "
           f"latency on this CPU, onnxruntime, {args.threads} thread(s), batch 1\n")
     print(markdown(df.drop(columns="arch")))
-    means = df.groupby("arm", sort=False)[["int8 accuracy", "fp32 accuracy", "int8 ms", "MFLOPs"]].mean()
+    profiles = [c for c in df.columns if c.endswith(" ms") and c not in ("fp32 ms", "int8 ms")]
+    means = df.groupby("arm", sort=False)[["int8 accuracy", "fp32 accuracy", "int8 ms", *profiles, "MFLOPs"]].mean()
     print("\n" + markdown(means.reset_index()))
     base = means.iloc[0]
     for label, ours in means.iloc[1:].iterrows():
         gain, speed = ours["int8 accuracy"] - base["int8 accuracy"], ours["int8 ms"] / base["int8 ms"]
+        on = "".join(f", {c[:-3]} x{ours[c] / base[c]:.3f}" for c in profiles)
         print(f"\n{label} against {means.index[0]}: accuracy after compression {gain:+.4f}, measured latency "
-              f"as shipped x{speed:.3f}")
+              f"as shipped x{speed:.3f} (this CPU){on}")
     ratio = ms[len(rows):, 1] / ms[len(rows):, 0]
     if len(ratio):
         print(f"sampled networks of the space: int8 slower than fp32 on {int((ratio > 1).sum())} of {len(ratio)}; "

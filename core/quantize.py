@@ -96,6 +96,36 @@ def int8_plan(module) -> tuple[str, ...] | None:
     return None if plan is None else tuple(plan)
 
 
+def int4_plan(module) -> tuple[str, ...]:
+    """The submodules of `module` whose weights are 4-bit (its ``int4_modules``; a compression policy's int4
+    units, which are in its int8 plan too)."""
+    return tuple(getattr(module, "int4_modules", ()))
+
+
+def round_weights(module, names: Sequence[str], bits: int = 4):
+    """A copy of `module` whose convolution and linear weights inside the submodules `names` are rounded to
+    `bits`-bit symmetric per-output-channel values (scale: the channel's largest magnitude over 2^(bits-1) - 1):
+    what a `bits`-bit-weight accelerator computes with. BatchNorm folded in later scales whole output channels,
+    so the values stay on a per-channel `bits`-bit grid, which the int8 quantizer then represents to within half
+    an int8 step."""
+    import copy
+
+    import torch
+
+    out = copy.deepcopy(module)
+    levels = 2 ** (bits - 1) - 1
+    prefixes = tuple(f"{n}." for n in names if n)
+    with torch.no_grad():
+        for name, sub in out.named_modules():
+            inside = "" in names or any(f"{name}.".startswith(p) for p in prefixes)
+            if inside and isinstance(sub, (torch.nn.Conv2d, torch.nn.Linear)):
+                w = sub.weight
+                scale = w.abs().flatten(1).amax(1).clamp_min(1e-12) / levels
+                shape = (-1,) + (1,) * (w.dim() - 1)
+                w.copy_((w / scale.view(shape)).round().clamp(-levels, levels) * scale.view(shape))
+    return out
+
+
 def refuse_int8_plan(module, engine: str) -> None:
     """Raise `InputError` when `module` asks for int8 submodules (`int8_plan`) that `engine` cannot run."""
     from core.errors import InputError

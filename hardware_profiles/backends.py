@@ -87,9 +87,13 @@ class OnnxCpuBackend:
         """`module` as the graph this backend times: exported fp32, and quantized for ``int8``; a network that
         names its int8 submodules (a compression policy's, `core.quantize.int8_plan`) has exactly those
         quantized, whatever the backend's precision."""
-        from core.quantize import int8_plan, quantize_onnx_int8, random_batches
+        from core.quantize import int4_plan, int8_plan, quantize_onnx_int8, random_batches
         from core.timing import export_onnx
 
+        if int4_plan(module):
+            raise InputError(f"onnxruntime-cpu has no 4-bit convolution kernels to time "
+                             f"({', '.join(int4_plan(module))} with 4-bit weights); int4 units run on the FPGA "
+                             "profiles")
         fp32 = export_onnx(module, input_shape, path)
         plan = int8_plan(module)
         if plan == () or (plan is None and self.precision == "fp32"):

@@ -252,8 +252,21 @@ def _energy_mj(macs: float, dram: float, sram: float, latency_ms: float, cfg: Fp
     return dynamic_pj * 1e-9 + cfg.static_power_w * latency_ms
 
 
+WEIGHT_BITS = {"int8": 8, "int4": 4}   # a layer's weight width by its key's precision (a compression policy's)
+
+
+@lru_cache(maxsize=64)
+def at_weight_bits(cfg: FpgaConfig, bits: int) -> FpgaConfig:
+    """`cfg` with `bits`-bit weights (itself when it has them)."""
+    return cfg if cfg.weight_bits == bits else cfg.model_copy(update={"weight_bits": bits})
+
+
 def simulate_layer(layer: LayerCost, cfg: FpgaConfig) -> LayerSim:
-    """Cost of one layer: its convolutions run one after another, each with its own fill and overhead."""
+    """Cost of one layer: its convolutions run one after another, each with its own fill and overhead. A layer
+    whose key names a precision (``int8``, ``int4``: a compression policy's unit) runs at that weight width;
+    otherwise at the config's."""
+    if layer.key.precision in WEIGHT_BITS:
+        cfg = at_weight_bits(cfg, WEIGHT_BITS[layer.key.precision])
     key = str(layer.key)
     if not layer.convs:
         c, h, w = layer.key.in_shape

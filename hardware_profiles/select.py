@@ -460,6 +460,12 @@ def load_network(s: SelectSettings) -> Network:
         except ValueError as err:
             raise InputError(f"--arch: {err}") from None
         module = space.build(arch)
+    from core.quantize import int8_plan
+
+    if int8_plan(module):
+        raise InputError(f"{'--run' if s.run else '--arch'}: the network's compression policy quantizes "
+                         f"{', '.join(int8_plan(module))}; the engines are compared on fp32 networks (its quantized "
+                         "form is the run's best/model.int8.onnx)")
     shape = tuple(space.input_shape(arch))
     recipe = {"space": space.name, "options": space.options.model_dump(mode="json"), "num_classes": space.num_classes,
               "arch": space.to_string(arch)}

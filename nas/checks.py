@@ -9,6 +9,7 @@ from pathlib import Path
 
 from core.errors import InputError
 from hardware_profiles import LiveOnnxCpuProfile, TableProfile, get_profile, has_profile, profile_names
+from hardware_profiles.simulated import SimulatedProfile
 from nas.context import Plugins, RunContext, validate_plugins
 from nas.evaluation import EVALUATORS
 from nas.evaluation.tabular import SurrogateOptions, TabularOptions, constraint_table
@@ -151,10 +152,16 @@ def _check_compression(source: str, recipe: Recipe, plugins: Plugins) -> None:
                           "compression units; a policy can be searched on macro, fbnet and mobilenet")
     for i, lat in enumerate(recipe.constraints.latency):
         profile = get_profile(lat.profile) if lat.source != "table" else None
-        if not isinstance(profile, LiveOnnxCpuProfile) or lat.implementation not in ("default", "onnxruntime-cpu"):
+        cpu = isinstance(profile, LiveOnnxCpuProfile) and lat.implementation in ("default", "onnxruntime-cpu")
+        if not (cpu or isinstance(profile, SimulatedProfile)):
             raise RecipeError(f"{source}: constraints.latency[{i}]: {lat.profile} cannot time a compression "
                               "policy's int8 layers; compression: search runs on this CPU's onnxruntime profiles "
-                              "(local-cpu, local-cpu-2t)")
+                              "(local-cpu, local-cpu-2t) and the FPGA simulators")
+        bad = "int4" if cpu else "fp32"
+        if bad in policy.precisions:
+            raise RecipeError(f"{source}: space.options.compression.precisions: {lat.profile} (constraints.latency"
+                              f"[{i}]) cannot run {bad} units" + ("; 4-bit weights run on the FPGA profiles" if cpu
+                                                                 else "; an int8 accelerator runs int8 and int4"))
 
 
 def _check_smallest(source: str, recipe: Recipe, space) -> None:

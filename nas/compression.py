@@ -73,13 +73,14 @@ def quantize_int8(model, calibration, input_shape: tuple[int, ...], folder: Path
                   batch: int | None = None) -> tuple[Path, Path]:
     """Export `model` (fp32) and its int8 quantization (`core.quantize`, activation ranges on the first
     `CALIBRATION_IMAGES` images of `calibration`; only the submodules the model names in ``int8_modules`` where it
-    names them, `core.quantize.int8_plan`) into `folder` as ``fp32.onnx`` and ``int8.onnx``, both at the fixed
-    batch size `batch` (default: `BATCH`, or fewer when there are fewer images); returns their paths.
+    names them, `core.quantize.int8_plan`, those it names in ``int4_modules`` with 4-bit weights) into `folder` as
+    ``fp32.onnx`` (the network as it is quantized: int4 units' weights already rounded) and ``int8.onnx``, both at
+    the fixed batch size `batch` (default: `BATCH`, or fewer when there are fewer images); returns their paths.
 
     Raises:
         ValueError: `calibration` is empty, or its images do not have the network's input shape.
     """
-    from core.quantize import int8_plan, quantize_onnx_int8
+    from core.quantize import int4_plan, int8_plan, quantize_onnx_int8, round_weights
     from core.timing import export_onnx
 
     images, _ = _arrays(calibration, "calibration", CALIBRATION_IMAGES)
@@ -87,9 +88,12 @@ def quantize_int8(model, calibration, input_shape: tuple[int, ...], folder: Path
         raise ValueError(f"calibration images have shape {tuple(images.shape[1:])}, the network takes "
                          f"{tuple(input_shape[1:])}")
     size = min(batch or BATCH, len(images))
+    plan = int8_plan(model)
+    if int4_plan(model):   # 4-bit weights: rounded to their grid first, then quantized with the rest
+        model = round_weights(model, int4_plan(model))
     fp32 = export_onnx(model, (size, *input_shape[1:]), folder / "fp32.onnx")
     full = (part for part, real in _batches(images, size) if real == size)   # calibrated without padding
-    return fp32, quantize_onnx_int8(fp32, folder / "int8.onnx", full, int8_plan(model))
+    return fp32, quantize_onnx_int8(fp32, folder / "int8.onnx", full, plan)
 
 
 def export_int8(model, evaluator, input_shape: tuple[int, ...], folder: Path) -> tuple[Path | None, str]:

@@ -12,10 +12,11 @@ The target's per-block cost is modelled as a non-negative mix of a few basis cos
   61-63). Searched widths make such counts common (a ShuffleNetV2 1.0x branch has 58 channels), and without
   the term the calibrated lrssd predictor put a third of the networks on the wrong side of a 1 ms limit;
   where channels do not matter, the fit gives both depthwise terms alike. The convolution terms of a layer that
-  runs int8 (a compression policy's, `CostKey.precision`) are terms of their own: int8 kernels are other kernels,
-  faster or slower per MAC than fp32 depending on the shape (`bench/compression.py`). Layers without a convolution that
-  still run (pooling, zeroing, normalisation; not an identity) count as one `other_ops` each, a per-kernel cost
-  that dominates small networks on GPUs at batch 1, and pooling adds its window reads (`pool_macs`): on
+  runs int8 or int4 (a compression policy's, `CostKey.precision`) are terms of their own: int8 kernels are
+  other kernels, faster or slower per MAC than fp32 depending on the shape (`bench/compression.py`). Layers
+  without a convolution that still run (pooling, zeroing, normalisation; not an identity) count as one
+  `other_ops` each, a per-kernel cost that dominates small networks on GPUs at batch 1, and pooling adds its
+  window reads (`pool_macs`): on
   NAS-Bench-201 cells, half of whose ops have no convolution, the convolution terms alone could not tell a
   pooling edge from a free skip;
 - the block costs of the source predictors (`--init-from`), i.e. what each source device charges for the block.
@@ -52,8 +53,10 @@ from core.errors import InputError
 from predictors.models import LGBMLatencyPredictor
 
 ANALYTIC = ("dense_macs", "depthwise_macs", "act_elems", "params", "convs", "ragged_depthwise_macs", "other_ops",
-            "pool_macs", "int8_dense_macs", "int8_depthwise_macs", "int8_act_elems", "int8_convs")
-INT8 = {0: 8, 1: 9, 5: 9, 2: 10, 4: 11}   # where an int8 layer's convolution terms go (its kernels are others)
+            "pool_macs", "int8_dense_macs", "int8_depthwise_macs", "int8_act_elems", "int8_convs",
+            "int4_dense_macs", "int4_depthwise_macs", "int4_act_elems", "int4_convs")
+# where a quantized layer's convolution terms go, by its key's precision (its kernels are other kernels)
+QUANTIZED = {"int8": {0: 8, 1: 9, 5: 9, 2: 10, 4: 11}, "int4": {0: 12, 1: 13, 5: 13, 2: 14, 4: 15}}
 POOLS = ("avgpool", "maxpool")
 SIMD_CHANNELS = 4   # depthwise channel counts that are not a multiple of this are "ragged" (see the module)
 LOO_FLOOR = 0.005   # LOO RMSE of log latency below which fits count as equal (0.5 %, below timing noise)
@@ -65,7 +68,7 @@ def analytic_terms(layer) -> np.ndarray:
     """The analytic basis of one `LayerCost` (order: `ANALYTIC`)."""
     out = np.zeros(len(ANALYTIC))
     key = layer.key
-    at = INT8.get if key.precision == "int8" else lambda i: i
+    at = QUANTIZED[key.precision].get if key.precision in QUANTIZED else lambda i: i
     for c in layer.convs:
         depthwise = c.groups == c.cin and c.groups > 1
         out[at((5 if c.cin % SIMD_CHANNELS else 1) if depthwise else 0)] += c.macs

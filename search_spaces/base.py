@@ -44,8 +44,9 @@ class CompressionOptions(PluginOptions):
     """``space.options.compression``: the choices of a compression policy searched per unit (`search_spaces.
     policy`; the recipe's ``compression: search``)."""
 
-    precisions: list[Literal["fp32", "int8"]] = Field(default_factory=lambda: ["fp32", "int8"], min_length=1,
-                                                      description="what each unit may run in")
+    precisions: list[Literal["fp32", "int8", "int4"]] = Field(
+        default_factory=lambda: ["fp32", "int8"], min_length=1,
+        description="what each unit may run in (int4: 4-bit weights, 8-bit activations; on the FPGA profiles)")
 
     @field_validator("precisions")
     @classmethod

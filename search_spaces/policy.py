@@ -17,6 +17,11 @@ submodules in ``int8_modules`` (a tuple of module names; `core.quantize`): what 
 backends.OnnxCpuBackend`), scored (`nas.compression`) and shipped (``model.int8.onnx``) is that graph with exactly
 those modules quantized, the rest in fp32 with a (de)quantization at each boundary.
 
+``int4`` (4-bit weights, 8-bit activations) is for the FPGA profiles, whose simulator runs each layer at its key's
+weight width (`hardware_profiles.fpga`). An int4 unit is in ``int8_modules`` too and also in ``int4_modules``: it is
+scored with its weights rounded to 4 bits per output channel first (`core.quantize.round_weights`), then quantized
+like the int8 units; onnxruntime's CPU kernels have no 4-bit convolution, so the CPU profiles refuse it.
+
 Canonical string: the space's own string, ``@``, then one precision per unit, comma-separated in unit order, e.g.
 ``00120201@fp32,int8,int8,int8,int8,int8,int8,int8,int8,fp32``.
 """
@@ -154,22 +159,32 @@ class PolicySpace(SearchSpace):
         layers, complete = self.base.enumerate_layers(max_samples, patience)
         return [with_precision(lc, p) for lc in layers for p in self.choices], complete
 
-    def int8_modules(self, arch: PolicyArch) -> tuple[str, ...]:
-        """Names of the submodules of `build(arch)` that run int8."""
+    def _modules(self, arch: PolicyArch, precisions: tuple[str, ...]) -> tuple[str, ...]:
         modules = self.base.unit_modules(arch.base)
-        return tuple(name for p, names in zip(arch.precisions, modules, strict=True) if p == "int8" for name in names)
+        return tuple(name for p, names in zip(arch.precisions, modules, strict=True) if p in precisions
+                     for name in names)
+
+    def int8_modules(self, arch: PolicyArch) -> tuple[str, ...]:
+        """Names of the submodules of `build(arch)` that run quantized (8-bit activations): its int8 and int4
+        units."""
+        return self._modules(arch, ("int8", "int4"))
+
+    def int4_modules(self, arch: PolicyArch) -> tuple[str, ...]:
+        """Names of the submodules of `build(arch)` whose weights are 4-bit (its int4 units)."""
+        return self._modules(arch, ("int4",))
 
     def build(self, arch: PolicyArch) -> Any:
-        """The fp32 network, its int8 submodules named in ``int8_modules`` (for `core.quantize`)."""
+        """The fp32 network, its quantized submodules named in ``int8_modules`` and those of them with 4-bit
+        weights in ``int4_modules`` (for `core.quantize`)."""
         module = self.base.build(arch.base)
-        module.int8_modules = self.int8_modules(arch)
+        module.int8_modules, module.int4_modules = self.int8_modules(arch), self.int4_modules(arch)
         return module
 
     def build_layer(self, key: Any) -> Any:
-        """One layer alone; an int8 key's module is marked to be quantized whole."""
+        """One layer alone; an int8 (int4) key's module is marked to be quantized whole (with 4-bit weights)."""
         module = self.base.build_layer(dataclasses.replace(key, precision="fp32"))
-        if key.precision == "int8":
-            module.int8_modules = ("",)
+        if key.precision != "fp32":
+            module.int8_modules, module.int4_modules = ("",), ("",) if key.precision == "int4" else ()
         return module
 
     def input_shape(self, arch: PolicyArch) -> tuple[int, int, int, int]:

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pandas as pd
 import pytest
+import torch
 
 from conftest import ASSETS, REPO
 from core.quantize import module_prefix
@@ -195,9 +196,14 @@ def _run(tmp_path, name: str, *sets: str) -> subprocess.CompletedProcess:
     (("compression=search", "space.name=nb201", "space.options={compression: {}}", "constraints.max_flops=null",
       "constraints.latency=[]"), "search space 'nb201' has no compression units"),
     (("compression=search", "space.options.compression={}",
-      "constraints.latency=[{profile: fpga-zc706-int8, max_ms: 5}]"),
-     "constraints.latency[0]: fpga-zc706-int8 cannot time a compression policy's int8 layers"),
-    (("compression=search", "space.options.compression={precisions: [int4]}"), "space.options.compression"),
+      "constraints.latency=[{profile: x86-ort-t1, max_ms: 5}]"),
+     "constraints.latency[0]: x86-ort-t1 cannot time a compression policy's int8 layers"),
+    (("compression=search", "space.options.compression={precisions: [int2]}"), "space.options.compression"),
+    (("compression=search", "space.options.compression={precisions: [fp32, int4]}"),
+     "space.options.compression.precisions: local-cpu (constraints.latency[0]) cannot run int4 units"),
+    (("compression=search", "space.options.compression={}",
+      "constraints.latency=[{profile: fpga-zc706-int8, max_ms: 5, source: profile}]"),
+     "fpga-zc706-int8 (constraints.latency[0]) cannot run fp32 units; an int8 accelerator runs int8 and int4"),
 ])
 def test_a_policy_recipe_that_cannot_run_is_refused_in_one_line(tmp_path, sets, message):
     proc = _run(tmp_path, "r", *sets)
@@ -235,3 +241,82 @@ def _mobilenet_of(run_dir) -> PolicySpace:
 
     spec = json.loads((run_dir / "best" / "space.json").read_text())
     return get_space(spec["name"], spec["options"], num_classes=spec["num_classes"])
+
+
+def _fpga_macro() -> PolicySpace:
+    return get_space("macro", {"resolution": 32, "compression": {"precisions": ["int8", "int4"]}}, num_classes=10)
+
+
+def test_int4_units_run_faster_for_less_energy_on_the_fpga_simulator():
+    from hardware_profiles import get_profile
+    from predictors.transfer import ANALYTIC, analytic_terms
+
+    space, profile = _fpga_macro(), get_profile("fpga-zc706-int8")
+    int8 = space.decode("12121212@" + ",".join(["int8"] * 10))
+    int4 = space.decode("12121212@int8," + ",".join(["int4"] * 8) + ",int8")
+    assert space.decode(space.to_string(int4)) == int4
+    assert [lc.key.precision for lc in space.layer_costs(int4)] == ["int8"] + ["int4"] * 8 + ["int8"] * 2
+    assert all(parse_cost_key(str(lc.key)) == lc.key for lc in space.layer_costs(int4))
+    a, b = profile.latency(space, int8), profile.latency(space, int4)
+    assert b.median_ms < a.median_ms and b.energy_mj < a.energy_mj
+    # the 4-bit twin of the board runs an int8 unit at 8 bits: a policy's precision is the layer's
+    assert get_profile("fpga-zc706-int4").latency(space, int8).median_ms == pytest.approx(a.median_ms)
+    col = {name: i for i, name in enumerate(ANALYTIC)}
+    terms = sum(analytic_terms(lc) for lc in space.layer_costs(int4)[1:9])
+    assert terms[col["int4_dense_macs"]] > 0 and terms[col["int8_dense_macs"]] == terms[col["dense_macs"]] == 0
+
+
+def test_int4_units_are_scored_with_4_bit_weights_and_refused_by_the_cpu_engine(tmp_path):
+    from core.errors import InputError
+    from core.quantize import round_weights
+    from hardware_profiles.backends import OnnxCpuBackend
+    from nas.compression import onnx_logits, quantize_int8
+
+    space = _fpga_macro()
+    arch = space.decode("12121212@int8,int4,int8,int8,int8,int8,int8,int8,int8,int8")
+    torch.manual_seed(0)
+    model = space.build(arch).eval()
+    assert model.int8_modules == space.int8_modules(arch) and model.int4_modules == ("blocks.0",)
+    rounded = round_weights(model, model.int4_modules)
+    for name, sub in rounded.named_modules():
+        if isinstance(sub, torch.nn.Conv2d) and sub.weight[0].numel() > 15:   # not a 3x3 depthwise conv
+            levels = max(len(torch.unique(row)) for row in sub.weight.detach().flatten(1))
+            assert (levels <= 15) == name.startswith("blocks.0."), name   # 4 bits: 15 values per channel
+    assert max(len(torch.unique(row)) for row in model.blocks[0].body[0].weight.detach().flatten(1)) > 15
+    # scored with 4-bit weights: further from the fp32 logits than the same network int8 (a small trained-scale
+    # network, whose logits are not the near-constant ones of a deep random one)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(16, 4)).eval()
+    net.int8_modules, net.int4_modules = ("",), ("0",)
+    images = torch.rand(64, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    data = torch.utils.data.TensorDataset(images, torch.zeros(64, dtype=torch.long))
+    reference = net(images).detach().numpy()
+    errors = {}
+    for name, plan in (("int4", net), ("int8", _without_int4(net))):
+        _, int8 = quantize_int8(plan, data, (1, 3, 8, 8), tmp_path / name)
+        errors[name] = np.abs(onnx_logits(int8, images.numpy()) - reference).mean()
+    assert errors["int4"] > 2 * errors["int8"] > 0
+    with pytest.raises(InputError, match="^onnxruntime-cpu has no 4-bit convolution kernels to time"):
+        OnnxCpuBackend(1, 1, 3).export(model, (1, 3, 32, 32), tmp_path / "m.onnx")
+
+
+def _without_int4(model):
+    import copy
+
+    out = copy.deepcopy(model)
+    out.int4_modules = ()
+    return out
+
+
+def test_engine_selection_refuses_a_network_whose_policy_quantizes_units(tmp_path):
+    from core.errors import InputError
+    from hardware_profiles.select import SelectSettings, load_network
+
+    options = tmp_path / "space.yaml"
+    options.write_text("{resolution: 32, compression: {}}\n")
+    settings = dict(space="macro", space_options=str(options), num_classes=10)
+    with pytest.raises(InputError, match="^--arch: the network's compression policy quantizes blocks.0"):
+        load_network(SelectSettings(arch="00120201@fp32,int8," + ",".join(["fp32"] * 8), **settings))
+    fp32 = load_network(SelectSettings(arch="00120201@" + ",".join(["fp32"] * 10), **settings))
+    assert fp32.recipe["arch"].endswith("@" + ",".join(["fp32"] * 10))
