@@ -23,7 +23,8 @@ scored with its weights rounded to 4 bits per output channel first (`core.quanti
 like the int8 units; onnxruntime's CPU kernels have no 4-bit convolution, so the CPU profiles refuse it.
 
 Canonical string: the space's own string, ``@``, then one precision per unit, comma-separated in unit order, e.g.
-``00120201@fp32,int8,int8,int8,int8,int8,int8,int8,int8,fp32``.
+``00120201@fp32,int8,int8,int8,int8,int8,int8,int8,int8,fp32``. A unit with nothing to quantize (an identity
+layer) always reads the first choice, so one network has one string.
 """
 from __future__ import annotations
 
@@ -73,8 +74,19 @@ class PolicySpace(SearchSpace):
         self.choices = tuple(base.options.compression.precisions)
 
     # ---- genotypes ----------------------------------------------------------------------------------------------
+    def live_units(self, base: Hashable) -> list[bool]:
+        """Per unit, whether its precision can change the network `base`: a unit with no convolution (NAS-Bench-
+        Macro's identity layers) has nothing to quantize."""
+        live = [False] * len(self.units)
+        for lc, u in zip(self.base.layer_costs(base), self.base.unit_of_layers(base), strict=True):
+            live[u] = live[u] or bool(lc.convs)
+        return live
+
     def _arch(self, base: Hashable, precisions: Sequence[str]) -> PolicyArch:
-        return PolicyArch(base, tuple(precisions))
+        """The genotype in canonical form: a unit with nothing to quantize reads the first choice, so one network
+        has one string (and the run's ledger never trains it twice under two)."""
+        live = self.live_units(base)
+        return PolicyArch(base, tuple(p if on else self.choices[0] for p, on in zip(precisions, live, strict=True)))
 
     def sample(self, rng: np.random.Generator) -> PolicyArch:
         base = self.base.sample(rng)
@@ -89,11 +101,12 @@ class PolicySpace(SearchSpace):
             return 1
 
     def mutate(self, arch: PolicyArch, rng: np.random.Generator) -> PolicyArch:
-        """One decision changed, the units' precisions counting as decisions like the space's own."""
-        units = len(self.units) if len(self.choices) > 1 else 0
-        base = self._open_base_decisions(arch)
+        """One decision changed, the precisions of the units that have something to quantize counting as
+        decisions like the space's own."""
+        live = [i for i, on in enumerate(self.live_units(arch.base)) if on] if len(self.choices) > 1 else []
+        units, base = len(live), self._open_base_decisions(arch)
         if units and rng.random() < units / (units + base):
-            i = int(rng.integers(units))
+            i = live[int(rng.integers(units))]
             new = [c for c in self.choices if c != arch.precisions[i]][int(rng.integers(len(self.choices) - 1))]
             return self._arch(arch.base, arch.precisions[:i] + (new,) + arch.precisions[i + 1:])
         return self._arch(self.base.mutate(arch.base, rng), arch.precisions)

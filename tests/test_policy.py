@@ -47,9 +47,13 @@ def test_a_policy_round_trips_through_strings_and_decisions(make):
 def test_macro_policy_units_are_its_layers_and_the_string_says_them_in_order():
     space = _macro()
     assert space.units == ("stem", *(f"l{i}" for i in range(8)), "head")
-    arch = space.decode("00120201@fp32,int8,int8,fp32,int8,int8,int8,int8,int8,fp32")
-    assert arch.base == space.base.decode("00120201")
+    arch = space.decode("12120201@fp32,int8,int8,fp32,int8,int8,int8,int8,int8,fp32")
+    assert arch.base == space.base.decode("12120201")
     assert arch.precisions[1:3] == ("int8", "int8") and arch.precisions[3] == "fp32"
+    # l4 and l6 are identities here (id at a stride-1 position): nothing to quantize, so they read the first choice
+    assert space.live_units(arch.base) == [True] * 5 + [False, True, False, True, True]
+    assert arch.precisions[5] == arch.precisions[7] == "fp32" and arch.precisions[6] == "int8"
+    assert space.to_string(arch) == "12120201@fp32,int8,int8,fp32,int8,fp32,int8,fp32,int8,fp32"
     assert space.decision_sizes() == (3,) * 8 + (2,) * 10
 
 
@@ -60,8 +64,14 @@ def test_mutation_changes_one_decision_either_of_the_space_or_of_the_policy():
     for _ in range(200):
         child = space.mutate(arch, rng)
         diff = [i for i, (a, b) in enumerate(zip(space.to_decisions(arch), space.to_decisions(child))) if a != b]
-        assert len(diff) == 1
+        if len(diff) == 2:   # a layer turned into an identity or back: its unit's precision reads the first choice
+            assert diff[0] < 8 and diff[1] == 8 + diff[0] + 1
+            assert "fp32" in (arch.precisions[diff[0] + 1], child.precisions[diff[0] + 1])
+        else:
+            assert len(diff) == 1
         kinds.add("policy" if diff[0] >= 8 else "space")
+        if diff[0] >= 8:   # only units with something to quantize mutate
+            assert space.live_units(arch.base)[diff[0] - 8]
     assert kinds == {"policy", "space"}
     a, b = space.sample(rng), space.sample(rng)
     child = space.crossover(a, b, rng)
@@ -109,7 +119,7 @@ def test_the_analytic_prior_gives_int8_layers_terms_of_their_own():
     from predictors.transfer import ANALYTIC, analytic_terms
 
     space = _macro()
-    arch = space.decode("00120201@fp32,int8,int8,int8,int8,int8,int8,int8,int8,fp32")
+    arch = space.decode("12121212@fp32,int8,int8,int8,int8,int8,int8,int8,int8,fp32")
     layers = space.layer_costs(arch)
     fp32 = sum(analytic_terms(lc) for lc in layers if lc.key.precision == "fp32")
     int8 = sum(analytic_terms(lc) for lc in layers if lc.key.precision == "int8")
@@ -132,17 +142,17 @@ def test_only_the_int8_units_are_quantized_in_the_graph_that_is_timed(tmp_path):
 
     space = _macro()
     backend = OnnxCpuBackend(1, 1, 3)
-    arch = space.decode("00120201@fp32,fp32,int8,int8,fp32,fp32,fp32,fp32,int8,fp32")
+    arch = space.decode("12121212@fp32,fp32,int8,int8,fp32,fp32,fp32,fp32,int8,fp32")
     convs = _weight_dequantized_convs(backend.export(space.build(arch), space.input_shape(arch), tmp_path / "a.onnx"))
     int8 = tuple(module_prefix(m) for m in space.int8_modules(arch))
     assert int8 == ("/blocks/blocks.1/", "/blocks/blocks.2/", "/blocks/blocks.7/")
     assert any(convs.values()) and not all(convs.values())
     for name, quantized in convs.items():
         assert quantized == name.startswith(int8), name
-    fp32 = space.decode("00120201@" + ",".join(["fp32"] * 10))
+    fp32 = space.decode("12121212@" + ",".join(["fp32"] * 10))
     graph = backend.export(space.build(fp32), space.input_shape(fp32), tmp_path / "b.onnx")
     assert "QuantizeLinear" not in {n.op_type for n in onnx.load(str(graph)).graph.node}
-    every = space.decode("00120201@" + ",".join(["int8"] * 10))
+    every = space.decode("12121212@" + ",".join(["int8"] * 10))
     convs = _weight_dequantized_convs(backend.export(space.build(every), space.input_shape(every),
                                                      tmp_path / "c.onnx"))
     whole = _weight_dequantized_convs(OnnxCpuBackend(1, 1, 3, "int8").export(
@@ -172,12 +182,12 @@ def test_engines_that_cannot_run_int8_units_refuse_them_and_fp32_policies_score_
     from nas.compression import int8_scores
 
     space = _macro()
-    arch = space.decode("00120201@fp32,int8,fp32,fp32,fp32,fp32,fp32,fp32,fp32,fp32")
+    arch = space.decode("12121212@fp32,int8,fp32,fp32,fp32,fp32,fp32,fp32,fp32,fp32")
     eager = make_backend("torch-cpu-eager", warmup=1, repeats=2)
     with pytest.raises(InputError, match="^torch-cpu-eager cannot run a compression policy's int8 layers "
                                          r"\(blocks.0\)"):
         eager.measure(space.build(arch), space.input_shape(arch))
-    fp32 = space.decode("00120201@" + ",".join(["fp32"] * 10))
+    fp32 = space.decode("12121212@" + ",".join(["fp32"] * 10))
     assert eager.measure(space.build(fp32), space.input_shape(fp32)).median_ms > 0
     scores = int8_scores(space.build(fp32), None, space.input_shape(fp32), 0.75)   # nothing to quantize or load
     assert scores == {"accuracy": 0.75, "accuracy_fp32": 0.75, "accuracy_drop": 0.0, "quant_parity": 0.0}
