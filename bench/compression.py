@@ -178,8 +178,10 @@ def main() -> None:
     if not args.no_cpu:
         df["fp32 ms"], df["int8 ms"] = ms[:len(rows), 0], ms[:len(rows), 1]
         df["int8 / fp32"] = df["int8 ms"] / df["fp32 ms"]
+    where = ("latency: the search's figure per profile, nothing timed here" if args.no_cpu else
+             f"latency on this CPU, onnxruntime, {args.threads} thread(s), batch 1")
     print(f"# Compression-aware search: {Path(args.recipe).name}, budget {args.budget}, seeds {args.seeds}; "
-          f"latency on this CPU, onnxruntime, {args.threads} thread(s), batch 1\n")
+          f"{where}\n")
     print(markdown(df.drop(columns="arch")))
     profiles = [c for c in df.columns if c.endswith(" ms") and c not in ("fp32 ms", "int8 ms")]
     cpu = [] if args.no_cpu else ["int8 ms"]
