@@ -41,22 +41,20 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-# The arms: label, the recipe's compression, and what else the search sets (arm c: the policy's choices).
-ARMS = {"none": ("(a) fp32 search, then int8", ()),
-        "int8": ("(b) int8 search", ()),
-        "search": ("(c) policy search", ("space.options.compression={precisions: [%s]}",))}
+# The arms: the recipe's compression and its label.
+ARMS = {"none": "(a) fp32 search, then int8", "int8": "(b) int8 search", "search": "(c) policy search"}
 
 
 def run_search(recipe: Path, run_dir: Path, compression: str, seed: int, budget: int,
                sets: tuple[str, ...] = (), precisions: str = "fp32,int8") -> dict:
     """One search (kept: a finished run folder is read back, not searched again), with the recipe overrides `sets`
-    (``--set``) beside the arm's; its best.json."""
+    (``--set``) beside the arm's (arm c: the policy's `precisions`); its best.json."""
     if not (run_dir / "best.json").is_file():
+        policy = ((f"space.options.compression={{precisions: [{', '.join(precisions.split(','))}]}}",)
+                  if compression == "search" else ())
         cmd = [sys.executable, "-m", "nas.run", str(recipe), "--output", str(run_dir),
                *sum((["--set", o] for o in (f"compression={compression}", f"search.seed={seed}",
-                                             f"search.budget={budget}", "tracking=none",
-                                             *sets, *(a % ", ".join(precisions.split(","))
-                                                      for a in ARMS[compression][1]))), [])]
+                                             f"search.budget={budget}", "tracking=none", *sets, *policy)), [])]
         if (run_dir / "state.json").is_file():
             cmd.append("--resume")
         done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
@@ -146,7 +144,7 @@ def main() -> None:
     rows, models = [], []
     for seed in [int(s) for s in args.seeds.split(",")]:
         for compression in args.arms.split(","):
-            arm = ARMS[compression][0]
+            arm = ARMS[compression]
             run_dir = work / f"{compression}-s{seed}"
             best = run_search(Path(args.recipe), run_dir, compression, seed, args.budget, tuple(args.set),
                               args.precisions)["best"]

@@ -17,7 +17,8 @@ from nas.latency_sources import LatencySetupError, given_predictor, implementati
 from nas.metric_tables import TableError, check_space, read_metric_table
 from nas.objectives import static_check
 from nas.recipe import Recipe, RecipeError, read_recipe
-from search_spaces import SPACES, SearchSpace
+from search_spaces import SPACES
+from search_spaces.policy import no_units, offers_units
 
 
 def load_run(path: str | Path, overrides: list[str] | None = None) -> RunContext:
@@ -147,9 +148,8 @@ def _check_compression(source: str, recipe: Recipe, plugins: Plugins) -> None:
     if recipe.compression != "search":
         raise RecipeError(f"{source}: space.options.compression: a policy in the genotype is searched only with "
                           f"compression: search (the recipe has compression: {recipe.compression})")
-    if SPACES.get(recipe.space.name).compression_units is SearchSpace.compression_units:
-        raise RecipeError(f"{source}: space.options.compression: search space {recipe.space.name!r} has no "
-                          "compression units; a policy can be searched on macro, fbnet and mobilenet")
+    if not offers_units(SPACES.get(recipe.space.name)):
+        raise RecipeError(f"{source}: space.options.compression: {no_units(recipe.space.name)}")
     for i, lat in enumerate(recipe.constraints.latency):
         profile = get_profile(lat.profile) if lat.source != "table" else None
         cpu = isinstance(profile, LiveOnnxCpuProfile) and lat.implementation in ("default", "onnxruntime-cpu")

@@ -49,6 +49,17 @@ class PolicyArch:
     precisions: tuple[str, ...]
 
 
+def offers_units(space_cls: type[SearchSpace]) -> bool:
+    """Whether a space class has compression units (overrides `SearchSpace.compression_units`)."""
+    return space_cls.compression_units is not SearchSpace.compression_units
+
+
+def no_units(name: str) -> str:
+    """What to say of a space `name` without compression units."""
+    return (f"search space {name!r} has no compression units; a policy can be searched on spaces that have them "
+            "(macro, fbnet, mobilenet)")
+
+
 def with_precision(layer: LayerCost, precision: str) -> LayerCost:
     """`layer` run in `precision`: the same MACs, params and convolutions under a key that says so."""
     if layer.key.precision == precision:
@@ -64,11 +75,9 @@ class PolicySpace(SearchSpace):
     """
 
     def __init__(self, base: SearchSpace):
-        try:
-            self.units = tuple(base.compression_units())
-        except NotImplementedError:
-            raise ValueError(f"compression: search space {base.name!r} has no compression units; a policy can be "
-                             "searched on spaces that have them (macro, fbnet, mobilenet)") from None
+        if not offers_units(type(base)):
+            raise ValueError(f"compression: {no_units(base.name)}")
+        self.units = tuple(base.compression_units())
         super().__init__(base.options, base.num_classes)
         self.base, self.name, self.Options = base, base.name, base.Options
         self.choices = tuple(base.options.compression.precisions)

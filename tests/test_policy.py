@@ -238,7 +238,7 @@ def test_a_search_with_compression_search_scores_and_times_each_policy_and_ships
     table = pd.read_csv(out / "results.csv")
     ok = table[table.status == "ok"]
     assert len(ok) and {"accuracy_fp32", "accuracy_drop", "quant_parity"} <= set(table.columns)
-    space = _mobilenet_of(out)
+    space = _space_of(out)
     archs = [space.decode(a) for a in table.arch]
     np.testing.assert_allclose(ok.accuracy, ok.accuracy_fp32 - ok.accuracy_drop)
     for (_, row), arch in zip(table.iterrows(), archs):
@@ -255,7 +255,7 @@ def test_a_search_with_compression_search_scores_and_times_each_policy_and_ships
         assert not (out / "best" / "model.int8.onnx").exists() and "every unit fp32" in card
 
 
-def _mobilenet_of(run_dir) -> PolicySpace:
+def _space_of(run_dir) -> PolicySpace:
     import json
 
     spec = json.loads((run_dir / "best" / "space.json").read_text())
