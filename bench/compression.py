@@ -3,14 +3,17 @@ scores every candidate after int8 quantization (``compression: int8``) and one t
 unit (``compression: search``); same recipe, budget, seed and limits.
 
     python bench/compression.py [--recipe recipes/quickstart.yaml] [--seeds 0,1] [--budget 20] [--sampled 20]
-        [--arms none,int8,search] [--precisions fp32,int8] [--set FIELD=VALUE ...] [--threads 1] [--no-cpu]
+        [--arms none,int8,search] [--precisions fp32,int8] [--keep 1,0.75,0.5] [--set FIELD=VALUE ...]
+        [--threads 1] [--no-cpu]
         [--block-tables FP32,INT8] [--work DIR] [--out FILE.json]
 
 1. Per seed, three searches (`python -m nas.run RECIPE` with ``--set``): (a) ``compression: none``, its winner
    quantized afterwards exactly as `nas.compression` quantizes (same calibration images); (b) ``compression:
    int8``; (c) ``compression: search`` with ``space.options.compression: {precisions: [fp32, int8]}``
    (`--precisions`; ``int8,int4`` under an FPGA limit), a precision per unit in the genotype
-   (`search_spaces.policy`), its latency limit on the network as it ships.
+   (`search_spaces.policy`), and with `--keep` a keep ratio per unit too (structured pruning of the expansion
+   channels: each pruned candidate trained dense, pruned, fine-tuned, within one network's training budget), its
+   latency limit on the network as it ships.
 2. Each winner: accuracy after quantization, fp32 accuracy, FLOPs, the search's latency figure per profile, and
    its latency on this CPU measured now with onnxruntime (`--threads`), fp32 (``model.onnx``) against int8 (QDQ;
    for (c) the graph as it ships: its int8 units quantized, the rest fp32), batch 1, in interleaved rounds.
@@ -46,12 +49,12 @@ ARMS = {"none": "(a) fp32 search, then int8", "int8": "(b) int8 search", "search
 
 
 def run_search(recipe: Path, run_dir: Path, compression: str, seed: int, budget: int,
-               sets: tuple[str, ...] = (), precisions: str = "fp32,int8") -> dict:
+               sets: tuple[str, ...] = (), precisions: str = "fp32,int8", keep: str = "1") -> dict:
     """One search (kept: a finished run folder is read back, not searched again), with the recipe overrides `sets`
-    (``--set``) beside the arm's (arm c: the policy's `precisions`); its best.json."""
+    (``--set``) beside the arm's (arm c: the policy's `precisions` and `keep` ratios); its best.json."""
     if not (run_dir / "best.json").is_file():
-        policy = ((f"space.options.compression={{precisions: [{', '.join(precisions.split(','))}]}}",)
-                  if compression == "search" else ())
+        policy = ((f"space.options.compression={{precisions: [{', '.join(precisions.split(','))}], "
+                   f"keep: [{', '.join(keep.split(','))}]}}",) if compression == "search" else ())
         cmd = [sys.executable, "-m", "nas.run", str(recipe), "--output", str(run_dir),
                *sum((["--set", o] for o in (f"compression={compression}", f"search.seed={seed}",
                                              f"search.budget={budget}", "tracking=none", *sets, *policy)), [])]
@@ -128,6 +131,8 @@ def main() -> None:
                    help="a recipe override for every arm (as nas.run --set), e.g. the latency limit")
     p.add_argument("--precisions", default="fp32,int8", help="the choices of arm (c)'s policy, e.g. int8,int4 "
                    "under an FPGA limit")
+    p.add_argument("--keep", default="1", help="the keep ratios of arm (c)'s policy (structured pruning), e.g. "
+                   "1,0.75,0.5; 1 alone: no pruning")
     p.add_argument("--sampled", type=int, default=20, help="networks of the space timed fp32 against int8")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-cpu", action="store_true", help="time nothing on this CPU: the profiles' figures only "
@@ -147,7 +152,7 @@ def main() -> None:
             arm = ARMS[compression]
             run_dir = work / f"{compression}-s{seed}"
             best = run_search(Path(args.recipe), run_dir, compression, seed, args.budget, tuple(args.set),
-                              args.precisions)["best"]
+                              args.precisions, args.keep)["best"]
             ctx, model, shape = winner(run_dir)
             if compression == "none":   # quantized after the search, as the search would have
                 scores = int8_scores(model, ctx.evaluator, shape, best["accuracy"], args.threads)
@@ -178,7 +183,8 @@ def main() -> None:
         df["int8 / fp32"] = df["int8 ms"] / df["fp32 ms"]
     where = ("latency: the search's figure per profile, nothing timed here" if args.no_cpu else
              f"latency on this CPU, onnxruntime, {args.threads} thread(s), batch 1")
-    print(f"# Compression-aware search: {Path(args.recipe).name}, budget {args.budget}, seeds {args.seeds}; "
+    policy = f"arm (c) precisions {args.precisions}" + (f", keep {args.keep}" if args.keep != "1" else "")
+    print(f"# Compression-aware search: {Path(args.recipe).name}, budget {args.budget}, seeds {args.seeds}; {policy}; "
           f"{where}\n")
     print(markdown(df.drop(columns="arch")))
     profiles = [c for c in df.columns if c.endswith(" ms") and c not in ("fp32 ms", "int8 ms")]
@@ -203,7 +209,8 @@ def main() -> None:
         print(markdown(blocks))
     if args.out:
         Path(args.out).write_text(json.dumps({
-            "recipe": args.recipe, "budget": args.budget, "rows": df.to_dict("records"),
+            "recipe": args.recipe, "budget": args.budget, "precisions": args.precisions, "keep": args.keep,
+            "sets": args.set, "rows": df.to_dict("records"),
             "sampled_int8_over_fp32": ratio.tolist(),
             "blocks": None if blocks is None else blocks.to_dict("records"), "seconds": time.time() - start},
             indent=1, default=str))

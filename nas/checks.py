@@ -18,7 +18,7 @@ from nas.metric_tables import TableError, check_space, read_metric_table
 from nas.objectives import static_check
 from nas.recipe import Recipe, RecipeError, read_recipe
 from search_spaces import SPACES
-from search_spaces.policy import no_units, offers_units
+from search_spaces.policy import no_pruning, no_units, offers_pruning, offers_units
 
 
 def load_run(path: str | Path, overrides: list[str] | None = None) -> RunContext:
@@ -150,6 +150,13 @@ def _check_compression(source: str, recipe: Recipe, plugins: Plugins) -> None:
                           f"compression: search (the recipe has compression: {recipe.compression})")
     if not offers_units(SPACES.get(recipe.space.name)):
         raise RecipeError(f"{source}: space.options.compression: {no_units(recipe.space.name)}")
+    if policy.keep != [1.0]:
+        if not offers_pruning(SPACES.get(recipe.space.name)):
+            raise RecipeError(f"{source}: space.options.compression.keep: {no_pruning(recipe.space.name)}")
+        if not EVALUATORS.get(recipe.evaluator.name).prunes:
+            raise RecipeError(f"{source}: space.options.compression.keep: evaluator {recipe.evaluator.name!r} "
+                              "cannot fine-tune a pruned network; keep ratios are searched with one that can "
+                              "(e.g. proxy)")
     for i, lat in enumerate(recipe.constraints.latency):
         profile = get_profile(lat.profile) if lat.source != "table" else None
         cpu = isinstance(profile, LiveOnnxCpuProfile) and lat.implementation in ("default", "onnxruntime-cpu")

@@ -54,10 +54,14 @@ def validate_plugins(source: str, recipe: Recipe) -> Plugins:
 
 def result_metrics(recipe: Recipe) -> tuple[str, ...]:
     """The results columns beside ``accuracy``: the evaluator's figures (`Evaluator.metrics`, e.g. mAP) and those
-    its ``compression`` adds (`nas.compression.metrics_of`: the fp32 accuracy and the drop, for int8)."""
+    its ``compression`` adds (`nas.compression.metrics_of`: the fp32 accuracy and the drop, for int8), and
+    ``accuracy_unpruned`` where a policy prunes (`nas.trial.train_candidate`)."""
     from nas.compression import metrics_of
 
-    return tuple(EVALUATORS.get(recipe.evaluator.name).metrics) + metrics_of(recipe.compression)
+    policy = dict(recipe.space.options or {}).get("compression") or {}
+    prunes = recipe.compression == "search" and [float(k) for k in policy.get("keep", [1])] != [1.0]
+    return tuple(EVALUATORS.get(recipe.evaluator.name).metrics) + metrics_of(recipe.compression) + \
+        ("accuracy_unpruned",) * prunes
 
 
 class RunContext:

@@ -17,7 +17,7 @@ from nas.objectives import implementation_column, latency_column
 from nas.recipe import Recipe
 from nas.results import RunLog
 from nas.tracking import ExportedModel, make_tracker
-from nas.trial import build_seeded, run_files, weights_path
+from nas.trial import build_seeded, run_files, train_candidate, weights_path
 from nas.verify import verify_best
 
 
@@ -226,12 +226,13 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, 
     from nas.export import export_network, load_weights, onnx_parity
 
     arch = ctx.space.decode(best["arch"])
-    model = build_seeded(ctx.space, arch, recipe.search.seed)
     wpath = weights_path(run_dir, best["arch"])
-    if wpath.is_file():
-        load_weights(model, wpath)
-    elif ctx.evaluator.trains:   # e.g. trained on another node of a cluster without a shared file system
-        ctx.evaluator.evaluate(model, ctx.space.input_shape(arch)[-1])
+    if not wpath.is_file() and ctx.evaluator.trains:   # e.g. trained on another node of a cluster without a
+        model, _ = train_candidate(ctx.space, ctx.evaluator, arch, recipe.search.seed)   # shared file system
+    else:
+        model = build_seeded(ctx.space, arch, recipe.search.seed)
+        if wpath.is_file():
+            load_weights(model, wpath)
     model.eval()
     shape = ctx.space.input_shape(arch)
     figures: dict[str, object] = {"accuracy": best["accuracy"]}

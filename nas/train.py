@@ -5,8 +5,8 @@
 
 A search ranks candidates by a short, cheap training run; the networks worth keeping are then trained with a
 final budget. Each chosen architecture (the K best feasible rows of the run's ledger, or arch strings given with
-`--arch`) is built from the same seeded initial weights as in the search (`nas.trial.build_seeded`) and trained by
-the run's own evaluator with its options changed only where asked: `--epochs N` sets ``evaluator.options.epochs``,
+`--arch`) is built from the same seeded initial weights as in the search and trained by (`nas.trial.train_candidate`:
+a network a compression policy prunes is trained dense, pruned and fine-tuned, as in the search) the run's own evaluator with its options changed only where asked: `--epochs N` sets ``evaluator.options.epochs``,
 `--set` any other evaluator option, `--device` (default ``auto``: the GPU when there is one) where the evaluator
 trains. Accuracy is measured on the evaluator's validation split, as in the search.
 
@@ -39,7 +39,7 @@ from nas.evaluation import EVALUATORS
 from nas.export import save_weights
 from nas.recipe import RecipeError, read_recipe
 from nas.results import RunLog, score_of
-from nas.trial import build_seeded, weights_path
+from nas.trial import train_candidate, weights_path
 
 
 class FinalTrainingError(InputError):
@@ -148,8 +148,7 @@ def train_network(ctx, arch: str, folder: Path, settings_record: dict[str, Any],
     """Train one network into `folder` (see the module); returns its metrics record."""
     space = ctx.space
     genotype = space.decode(arch)
-    model = build_seeded(space, genotype, ctx.recipe.search.seed)
-    metrics = ctx.evaluator.evaluate(model, space.input_shape(genotype)[-1])
+    model, metrics = train_candidate(space, ctx.evaluator, genotype, ctx.recipe.search.seed)
     losses = [float(v) for v in metrics.pop("losses", [])]
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "arch.txt", arch + "\n")

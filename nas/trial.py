@@ -36,6 +36,23 @@ def build_seeded(space: Any, arch: Any, seed: int) -> Any:
         return space.build(arch)
 
 
+def train_candidate(space: Any, evaluator: Any, arch: Any, seed: int) -> tuple[Any, dict[str, Any]]:
+    """`arch` built from its seeded weights and trained by `evaluator`: (the trained network, its metrics).
+
+    A candidate whose compression policy prunes (`search_spaces.policy`: a keep ratio below 1) is made as a
+    pruning pipeline makes it, within the same training budget (`Evaluator.evaluate_pruned`): its dense network
+    (`space.dense(arch)`, seeded by its own string, so every pruning of one network starts from the same weights)
+    is trained, pruned to the keep ratios (`space.prune`), then fine-tuned; its metrics add ``accuracy_unpruned``.
+    """
+    shape = space.input_shape(arch)
+    dense = space.dense(arch) if hasattr(space, "dense") else arch
+    if dense == arch:
+        model = build_seeded(space, arch, seed)
+        return model, evaluator.evaluate(model, shape[-1])
+    model = build_seeded(space, dense, seed)
+    return model, evaluator.evaluate_pruned(model, shape[-1], lambda m: space.prune(m, arch))
+
+
 def evaluate_candidate(ctx: RunContext, arch_string: str) -> dict[str, Any]:
     """Evaluate one architecture; returns its results row (never raises).
 
@@ -56,9 +73,8 @@ def evaluate_candidate(ctx: RunContext, arch_string: str) -> dict[str, Any]:
         row.update(feasible=violation is None, reason=violation)
         if violation is None or ctx.recipe.search.train_infeasible:
             if ctx.evaluator.trains:
-                model = build_seeded(ctx.space, arch, ctx.recipe.search.seed)
+                model, metrics = train_candidate(ctx.space, ctx.evaluator, arch, ctx.recipe.search.seed)
                 shape = ctx.space.input_shape(arch)
-                metrics = ctx.evaluator.evaluate(model, shape[-1])
                 if ctx.recipe.compression != "none" and math.isfinite(metrics["accuracy"]):
                     from nas.compression import int8_scores   # scored as it will ship: accuracy is int8's
 

@@ -47,13 +47,35 @@ class CompressionOptions(PluginOptions):
     precisions: list[Literal["fp32", "int8", "int4"]] = Field(
         default_factory=lambda: ["fp32", "int8"], min_length=1,
         description="what each unit may run in (int4: 4-bit weights, 8-bit activations; on the FPGA profiles)")
+    keep: list[float] = Field(
+        default_factory=lambda: [1.0], min_length=1,
+        description="fractions of a unit's expansion channels structured pruning may keep (1: no pruning); the "
+                    "trained network is pruned, then fine-tuned")
 
-    @field_validator("precisions")
+    @field_validator("precisions", "keep")
     @classmethod
-    def _unique(cls, v: list[str]) -> list[str]:
+    def _unique(cls, v: list) -> list:
         if len(set(v)) != len(v):
             raise ValueError("choices must be unique")
         return v
+
+    @field_validator("keep")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        bad = [k for k in v if not 0 < k <= 1]
+        if bad:
+            raise ValueError(f"keep ratio {bad[0]:g} is not in (0, 1]")
+        if 1 not in v:   # a unit with nothing to prune keeps all; the search may always leave a unit whole
+            raise ValueError("the choices must include 1 (no pruning)")
+        return [float(k) for k in v]
+
+    @model_serializer(mode="wrap")
+    def _without_default_keep(self, handler):
+        """Dumped without ``keep`` when it is the default (no pruning), as before it existed."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("keep") == [1.0]:
+            del data["keep"]
+        return data
 
 
 class SpaceOptions(PluginOptions):
@@ -206,6 +228,12 @@ class SearchSpace(ABC):
     def unit_modules(self, arch: Hashable) -> list[tuple[str, ...]]:
         """Per compression unit, the names of the submodules of `build(arch)` that make it up."""
         raise NotImplementedError(f"search space {self.name!r} has no compression units")
+
+    def pruned_cost(self, layer: LayerCost, keep: float) -> LayerCost | None:
+        """`layer` (of `layer_costs`) with `keep` of its expansion channels left by structured pruning, or None
+        when the space cannot prune it. A space that prunes builds its prunable blocks with a ``prune_expansion
+        (keep)`` method leaving exactly the channels this cost counts (`search_spaces.policy`)."""
+        return None
 
     # ---- optional batch path (spaces whose layers cost independently) ------------------------------------------
     def positional_layers(self) -> PositionalLayers | None:

@@ -36,7 +36,7 @@ from torch import nn
 from search_spaces.base import SpaceOptions, register_space
 from search_spaces.costs import ConvSpec, CostKey, LayerCost
 from search_spaces.layers import ConvBlock, conv_bn, conv_out
-from search_spaces.per_layer import PerLayerSpace
+from search_spaces.per_layer import PerLayerSpace, convblock_cost
 
 # (kernel, expansion, groups) per choice index; None = skip. Order is the data's.
 CHOICES: tuple[tuple[int, int, int] | None, ...] = (
@@ -95,7 +95,7 @@ class FBNetSpace(PerLayerSpace):
     Arch = FBNetArch
     # the module's constants, as `PerLayerSpace` reads them
     FAMILY, PLAN, NUM_CHOICES = FAMILY, tuple(_PLAN), NUM_CHOICES
-    STEM_CHANNELS, HEAD_CHANNELS, SEPARATOR = STEM_CHANNELS, HEAD_CHANNELS, " "
+    STEM_CHANNELS, HEAD_CHANNELS, SEPARATOR, BLOCK_OP = STEM_CHANNELS, HEAD_CHANNELS, " ", "fbnet"
 
     def decode(self, string: str) -> FBNetArch:
         tokens = string.split()
@@ -122,13 +122,9 @@ class FBNetSpace(PerLayerSpace):
                 return LayerCost.of(key, [])
             return LayerCost.of(key, [ConvSpec(cin, cout, 1, stride, hw, hw_out)], 2 * cout)
         k, e, g = spec
-        mid = cin * e
-        dw = ConvSpec(mid, mid, k, stride, hw, conv_out(hw, k, stride), groups=mid)
-        convs = [ConvSpec(cin, mid, 1, 1, hw, hw, groups=g), dw,
-                 ConvSpec(mid, cout, 1, 1, dw.hw_out, dw.hw_out, groups=g)]
-        key = CostKey("fbnet", (cin, hw, hw), (cout, dw.hw_out, dw.hw_out), k, stride, float(e), act="relu",
-                      skip=cin == cout and stride == 1, family=FAMILY, groups=g)
-        return LayerCost.of(key, convs, 2 * (mid + mid + cout))
+        key = CostKey("fbnet", (cin, hw, hw), (cout, conv_out(hw, k, stride), conv_out(hw, k, stride)), k, stride,
+                      float(e), act="relu", skip=cin == cout and stride == 1, family=FAMILY, groups=g)
+        return convblock_cost(key)
 
     @staticmethod
     def searchable_layer(choice: int, cin: int, cout: int, stride: int) -> nn.Module:
@@ -144,5 +140,5 @@ class FBNetSpace(PerLayerSpace):
         if key.op == "skip":
             return self.searchable_layer(SKIP, cin, cout, key.stride)
         if key.op == "fbnet":
-            return ConvBlock(cin, cout, key.kernel, int(key.expansion), key.groups, key.stride)
+            return ConvBlock(cin, cout, key.kernel, key.expansion, key.groups, key.stride)
         raise ValueError(f"cannot build a layer for cost key op {key.op!r}")

@@ -33,21 +33,89 @@ class ChannelShuffle(nn.Module):
         return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
-class ConvBlock(nn.Module):
-    """FBNet ConvBlock (k, e, g): grouped 1x1 expand, shuffle, kxk depthwise, grouped 1x1 project, residual."""
+def kept_channels(mid: int, keep: float) -> int:
+    """Channels a structured pruning to `keep` of `mid` expansion channels leaves: a multiple of 8 (what SIMD and
+    accelerator lanes like) nearest ``keep * mid``, at least 8, at most `mid`; `mid` itself when it is 8 or less.
+    Costs and modules both count channels with this, so a pruned layer's key and its module agree."""
+    if keep >= 1 or mid <= 8:
+        return mid
+    return min(mid, max(8, 8 * round(keep * mid / 8)))
 
-    def __init__(self, cin: int, cout: int, kernel: int, expansion: int, groups: int, stride: int):
+
+class ConvBlock(nn.Module):
+    """FBNet ConvBlock (k, e, g): grouped 1x1 expand, shuffle, kxk depthwise, grouped 1x1 project, residual.
+
+    The expansion may be fractional (a pruned block, `prune_expansion`): the block has ``round(cin * expansion)``
+    middle channels.
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int, expansion: float, groups: int, stride: int):
         super().__init__()
-        mid = cin * expansion
+        mid = round(cin * expansion)
         shuffle = [ChannelShuffle(groups)] if groups > 1 else []
         self.body = nn.Sequential(*conv_bn(cin, mid, 1, groups=groups), *shuffle,
                                   *conv_bn(mid, mid, kernel, stride, groups=mid),
                                   *conv_bn(mid, cout, 1, groups=groups, relu=False))
         self.residual = cin == cout and stride == 1
+        self.groups = groups
+
+    @property
+    def prunable(self) -> bool:
+        """Whether `prune_expansion` can narrow the block: ungrouped 1x1 convolutions (a channel shuffle between
+        grouped ones would need its groups pruned alike)."""
+        return self.groups == 1
+
+    @torch.no_grad()
+    def prune_expansion(self, keep: float) -> None:
+        """Structured pruning in place: keep `kept_channels(mid, keep)` of the middle channels, those that carry
+        the most into the output (the depthwise BatchNorm's |scale| times the L1 norm of the channel's projection
+        weights, the network-slimming criterion with the projection's fan-out), in their original order. The
+        expansion conv and its BatchNorm lose those output channels, the depthwise conv and its BatchNorm those
+        channels, the projection those inputs; the block computes exactly what the kept channels computed before."""
+        if not self.prunable:
+            raise ValueError("a ConvBlock with grouped 1x1 convolutions cannot be pruned")
+        expand, bn1, relu1, dw, bn2, relu2, project, bn3 = self.body
+        mid = expand.out_channels
+        kept = kept_channels(mid, keep)
+        if kept == mid:
+            return
+        weight = bn2.weight.abs() * project.weight.abs().sum(dim=(0, 2, 3))
+        index = torch.sort(torch.topk(weight, kept, sorted=False).indices).values
+        self.body = nn.Sequential(_conv_slice(expand, out=index), _bn_slice(bn1, index), relu1,
+                                  _conv_slice(dw, out=index, groups=kept), _bn_slice(bn2, index), relu2,
+                                  _conv_slice(project, inp=index), bn3).train(self.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.body(x)
         return y + x if self.residual else y
+
+
+def _conv_slice(conv: nn.Conv2d, out: torch.Tensor | None = None, inp: torch.Tensor | None = None,
+                groups: int | None = None) -> nn.Conv2d:
+    """A copy of `conv` with only the output channels `out` and input channels `inp` (None: all); a depthwise
+    conv (`groups` = its new channel count) keeps its per-channel filters."""
+    weight = conv.weight if out is None else conv.weight[out]
+    if inp is not None:
+        weight = weight[:, inp]
+    groups = conv.groups if groups is None else groups
+    cin = weight.shape[1] * groups
+    new = nn.Conv2d(cin, weight.shape[0], conv.kernel_size, conv.stride, conv.padding, groups=groups,
+                    bias=conv.bias is not None)
+    new.weight.copy_(weight)
+    if conv.bias is not None:
+        new.bias.copy_(conv.bias if out is None else conv.bias[out])
+    return new
+
+
+def _bn_slice(bn: nn.BatchNorm2d, index: torch.Tensor) -> nn.BatchNorm2d:
+    """A copy of `bn` over the channels `index` (scale, shift and running statistics)."""
+    new = nn.BatchNorm2d(len(index), bn.eps, bn.momentum)
+    new.weight.copy_(bn.weight[index])
+    new.bias.copy_(bn.bias[index])
+    new.running_mean.copy_(bn.running_mean[index])
+    new.running_var.copy_(bn.running_var[index])
+    new.num_batches_tracked.copy_(bn.num_batches_tracked)
+    return new
 
 
 class ShuffleUnit(nn.Module):

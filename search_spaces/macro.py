@@ -46,7 +46,7 @@ from torch import nn
 from search_spaces.base import SpaceOptions, register_space
 from search_spaces.costs import ConvSpec, CostKey, LayerCost
 from search_spaces.layers import ConvBlock, conv_bn, conv_out
-from search_spaces.per_layer import PerLayerSpace
+from search_spaces.per_layer import PerLayerSpace, convblock_cost
 
 # (kernel, expansion) per choice digit; None = id. Order is the benchmark's.
 CHOICES: tuple[tuple[int, int] | None, ...] = (None, (3, 3), (5, 6))
@@ -102,7 +102,7 @@ class MacroSpace(PerLayerSpace):
     Arch = MacroArch
     # the module's constants, as `PerLayerSpace` reads them
     FAMILY, PLAN, NUM_CHOICES = FAMILY, tuple(_PLAN), NUM_CHOICES
-    STEM_CHANNELS, HEAD_CHANNELS, SEPARATOR = STEM_CHANNELS, HEAD_CHANNELS, ""
+    STEM_CHANNELS, HEAD_CHANNELS, SEPARATOR, BLOCK_OP = STEM_CHANNELS, HEAD_CHANNELS, "", "ir"
 
     def effective_decisions(self, arch: MacroArch) -> tuple[int, ...]:
         """The choices with each stage's stride-1 identities moved behind its other stride-1 layers: an identity
@@ -140,12 +140,9 @@ class MacroSpace(PerLayerSpace):
                 return LayerCost.of(key, [])
             return LayerCost.of(key, [ConvSpec(cin, cout, 1, stride, hw, hw_out)], 2 * cout)
         k, e = spec
-        mid = cin * e
-        dw = ConvSpec(mid, mid, k, stride, hw, conv_out(hw, k, stride), groups=mid)
-        convs = [ConvSpec(cin, mid, 1, 1, hw, hw), dw, ConvSpec(mid, cout, 1, 1, dw.hw_out, dw.hw_out)]
-        key = CostKey("ir", (cin, hw, hw), (cout, dw.hw_out, dw.hw_out), k, stride, float(e), act="relu",
-                      skip=cin == cout and stride == 1, family=FAMILY)
-        return LayerCost.of(key, convs, 2 * (mid + mid + cout))
+        key = CostKey("ir", (cin, hw, hw), (cout, conv_out(hw, k, stride), conv_out(hw, k, stride)), k, stride,
+                      float(e), act="relu", skip=cin == cout and stride == 1, family=FAMILY)
+        return convblock_cost(key)
 
     @staticmethod
     def searchable_layer(choice: int, cin: int, cout: int, stride: int) -> nn.Module:
@@ -164,5 +161,5 @@ class MacroSpace(PerLayerSpace):
         if key.op == "skip":
             return self.searchable_layer(IDENTITY, cin, cout, key.stride)
         if key.op == "ir":
-            return ConvBlock(cin, cout, key.kernel, int(key.expansion), 1, key.stride)
+            return ConvBlock(cin, cout, key.kernel, key.expansion, 1, key.stride)
         raise ValueError(f"cannot build a layer for cost key op {key.op!r}")

@@ -10,6 +10,7 @@ module) and `decode` (its own string format and messages).
 """
 from __future__ import annotations
 
+import dataclasses
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -20,9 +21,20 @@ from torch import nn
 
 from search_spaces.base import PositionalLayers, SearchSpace
 from search_spaces.costs import ConvSpec, CostKey, LayerCost
-from search_spaces.layers import conv_bn, conv_out
+from search_spaces.layers import conv_bn, conv_out, kept_channels
 
 IN_CHANNELS = 3
+
+
+def convblock_cost(key: CostKey) -> LayerCost:
+    """Cost of a `search_spaces.layers.ConvBlock` from its key: 1x1 expansion to ``round(C_in * expansion)``
+    channels (in ``key.groups`` groups), kxk depthwise with the stride, 1x1 projection, BatchNorm after each."""
+    cin, hw = key.in_shape[0], key.in_shape[1]
+    cout, mid = key.out_shape[0], round(key.in_shape[0] * key.expansion)
+    dw = ConvSpec(mid, mid, key.kernel, key.stride, hw, key.out_shape[1], groups=mid)
+    convs = [ConvSpec(cin, mid, 1, 1, hw, hw, groups=key.groups), dw,
+             ConvSpec(mid, cout, 1, 1, dw.hw_out, dw.hw_out, groups=key.groups)]
+    return LayerCost.of(key, convs, 2 * (mid + mid + cout))
 
 
 class PerLayerSpace(SearchSpace):
@@ -39,6 +51,7 @@ class PerLayerSpace(SearchSpace):
     STEM_CHANNELS: ClassVar[int]
     HEAD_CHANNELS: ClassVar[int]
     SEPARATOR: ClassVar[str]
+    BLOCK_OP: ClassVar[str]   # the cost-key op of the space's ConvBlocks (what a keep ratio prunes)
     Arch: ClassVar[type]
 
     def __init__(self, options: Any = None, num_classes: int = 1000):
@@ -82,6 +95,16 @@ class PerLayerSpace(SearchSpace):
 
     def unit_modules(self, arch) -> list[tuple[str, ...]]:
         return [("stem",), *((f"blocks.{i}",) for i in range(len(self.PLAN))), ("head", "classifier")]
+
+    def pruned_cost(self, layer: LayerCost, keep: float) -> LayerCost | None:
+        """A ConvBlock with ungrouped 1x1 convolutions keeps `kept_channels` of its expansion channels: the same
+        key with the expansion they amount to (as its string writes it, so key and string agree)."""
+        key = layer.key
+        if key.op != self.BLOCK_OP or key.groups != 1:
+            return None
+        cin = key.in_shape[0]
+        kept = kept_channels(round(cin * key.expansion), keep)
+        return convblock_cost(dataclasses.replace(key, expansion=float(f"{kept / cin:g}")))
 
     # ---- strings and features -----------------------------------------------------------------------------------
     def to_string(self, arch) -> str:

@@ -43,15 +43,26 @@ SEPARATOR = "@"
 
 @dataclass(frozen=True)
 class PolicyArch:
-    """Genotype of a `PolicySpace`: the wrapped space's genotype and one precision per compression unit."""
+    """Genotype of a `PolicySpace`: the wrapped space's genotype, one precision and one keep ratio per compression
+    unit (1.0 everywhere when the space's choices do not prune)."""
 
     base: Hashable
     precisions: tuple[str, ...]
+    keeps: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.keeps:
+            object.__setattr__(self, "keeps", (1.0,) * len(self.precisions))
 
 
 def offers_units(space_cls: type[SearchSpace]) -> bool:
     """Whether a space class has compression units (overrides `SearchSpace.compression_units`)."""
     return space_cls.compression_units is not SearchSpace.compression_units
+
+
+def offers_pruning(space_cls: type[SearchSpace]) -> bool:
+    """Whether a space class can prune its layers (overrides `SearchSpace.pruned_cost`)."""
+    return space_cls.pruned_cost is not SearchSpace.pruned_cost
 
 
 def no_units(name: str) -> str:
@@ -60,11 +71,21 @@ def no_units(name: str) -> str:
             "(macro, fbnet, mobilenet)")
 
 
+def no_pruning(name: str) -> str:
+    """What to say of a space `name` that cannot prune its layers."""
+    return (f"search space {name!r} cannot prune its layers; keep ratios below 1 are searched on the spaces of "
+            "ConvBlocks (macro, fbnet)")
+
+
 def with_precision(layer: LayerCost, precision: str) -> LayerCost:
     """`layer` run in `precision`: the same MACs, params and convolutions under a key that says so."""
     if layer.key.precision == precision:
         return layer
     return dataclasses.replace(layer, key=dataclasses.replace(layer.key, precision=precision))
+
+
+def _keep_text(keep: float) -> str:
+    return f"{keep:g}"
 
 
 class PolicySpace(SearchSpace):
@@ -81,6 +102,14 @@ class PolicySpace(SearchSpace):
         super().__init__(base.options, base.num_classes)
         self.base, self.name, self.Options = base, base.name, base.Options
         self.choices = tuple(base.options.compression.precisions)
+        self.keep_choices = tuple(base.options.compression.keep)
+        if self.prunes and not offers_pruning(type(base)):
+            raise ValueError(f"compression.keep: {no_pruning(base.name)}")
+
+    @property
+    def prunes(self) -> bool:
+        """Whether the policy searches keep ratios (a choice below 1)."""
+        return self.keep_choices != (1.0,)
 
     # ---- genotypes ----------------------------------------------------------------------------------------------
     def live_units(self, base: Hashable) -> list[bool]:
@@ -91,15 +120,38 @@ class PolicySpace(SearchSpace):
             live[u] = live[u] or bool(lc.convs)
         return live
 
-    def _arch(self, base: Hashable, precisions: Sequence[str]) -> PolicyArch:
-        """The genotype in canonical form: a unit with nothing to quantize reads the first choice, so one network
-        has one string (and the run's ledger never trains it twice under two)."""
+    def prunable_units(self, base: Hashable) -> list[bool]:
+        """Per unit, whether its keep ratio can change the network `base`: it has a layer that some keep choice
+        narrows."""
+        live = [False] * len(self.units)
+        if not self.prunes:
+            return live
+        for lc, u in zip(self.base.layer_costs(base), self.base.unit_of_layers(base), strict=True):
+            live[u] = live[u] or any(self._pruned(lc, k).key != lc.key for k in self.keep_choices)
+        return live
+
+    def _pruned(self, layer: LayerCost, keep: float) -> LayerCost:
+        return (self.base.pruned_cost(layer, keep) or layer) if keep < 1 else layer
+
+    def _arch(self, base: Hashable, precisions: Sequence[str], keeps: Sequence[float] | None = None) -> PolicyArch:
+        """The genotype in canonical form: a unit with nothing to quantize reads the first precision of the
+        choices, one with nothing to prune keeps 1, so one network has one string (and the run's ledger never
+        trains it twice under two)."""
         live = self.live_units(base)
-        return PolicyArch(base, tuple(p if on else self.choices[0] for p, on in zip(precisions, live, strict=True)))
+        keeps = (1.0,) * len(self.units) if keeps is None else keeps
+        prunable = self.prunable_units(base)
+        return PolicyArch(base, tuple(p if on else self.choices[0] for p, on in zip(precisions, live, strict=True)),
+                          tuple(float(k) if on else 1.0 for k, on in zip(keeps, prunable, strict=True)))
+
+    def dense(self, arch: PolicyArch) -> PolicyArch:
+        """`arch` before pruning: every keep ratio 1 (the network a pruned candidate is trained as first)."""
+        return PolicyArch(arch.base, arch.precisions, (1.0,) * len(self.units))
 
     def sample(self, rng: np.random.Generator) -> PolicyArch:
         base = self.base.sample(rng)
-        return self._arch(base, [self.choices[int(i)] for i in rng.integers(len(self.choices), size=len(self.units))])
+        precisions = [self.choices[int(i)] for i in rng.integers(len(self.choices), size=len(self.units))]
+        keeps = [self.keep_choices[int(i)] for i in rng.integers(len(self.keep_choices), size=len(self.units))]
+        return self._arch(base, precisions, keeps)
 
     def _open_base_decisions(self, arch: PolicyArch) -> int:
         """How many decisions of the wrapped genotype a mutation could change (1 where the space cannot say)."""
@@ -110,76 +162,115 @@ class PolicySpace(SearchSpace):
             return 1
 
     def mutate(self, arch: PolicyArch, rng: np.random.Generator) -> PolicyArch:
-        """One decision changed, the precisions of the units that have something to quantize counting as
-        decisions like the space's own."""
-        live = [i for i, on in enumerate(self.live_units(arch.base)) if on] if len(self.choices) > 1 else []
+        """One decision changed, the precisions of the units that have something to quantize and the keep ratios
+        of those that have something to prune counting as decisions like the space's own."""
+        live = [(0, i) for i, on in enumerate(self.live_units(arch.base)) if on] if len(self.choices) > 1 else []
+        live += [(1, i) for i, on in enumerate(self.prunable_units(arch.base)) if on]
         units, base = len(live), self._open_base_decisions(arch)
         if units and rng.random() < units / (units + base):
-            i = live[int(rng.integers(units))]
-            new = [c for c in self.choices if c != arch.precisions[i]][int(rng.integers(len(self.choices) - 1))]
-            return self._arch(arch.base, arch.precisions[:i] + (new,) + arch.precisions[i + 1:])
-        return self._arch(self.base.mutate(arch.base, rng), arch.precisions)
+            which, i = live[int(rng.integers(units))]
+            choices, now = (self.choices, arch.precisions) if which == 0 else (self.keep_choices, arch.keeps)
+            new = [c for c in choices if c != now[i]][int(rng.integers(len(choices) - 1))]
+            changed = now[:i] + (new,) + now[i + 1:]
+            return self._arch(arch.base, *((changed, arch.keeps) if which == 0 else (arch.precisions, changed)))
+        return self._arch(self.base.mutate(arch.base, rng), arch.precisions, arch.keeps)
 
     def crossover(self, a: PolicyArch, b: PolicyArch, rng: np.random.Generator) -> PolicyArch:
+        """The bases crossed, and each unit's precision and keep ratio taken together from one parent."""
         take_a = rng.random(len(self.units)) < 0.5
         return self._arch(self.base.crossover(a.base, b.base, rng),
-                          [x if t else y for x, y, t in zip(a.precisions, b.precisions, take_a)])
+                          [x if t else y for x, y, t in zip(a.precisions, b.precisions, take_a)],
+                          [x if t else y for x, y, t in zip(a.keeps, b.keeps, take_a)])
 
-    # ---- decision view: the space's decisions, then one precision per unit ------------------------------------
+    # ---- decision view: the space's decisions, one precision per unit, then one keep ratio per unit -------------
+    def _policy_sizes(self) -> tuple[int, ...]:
+        return (len(self.choices),) * len(self.units) + ((len(self.keep_choices),) * len(self.units)
+                                                          if self.prunes else ())
+
+    def _policy_decisions(self, arch: PolicyArch) -> tuple[int, ...]:
+        return tuple(self.choices.index(p) for p in arch.precisions) + \
+            (tuple(self.keep_choices.index(k) for k in arch.keeps) if self.prunes else ())
+
     def decision_sizes(self) -> tuple[int, ...]:
-        return tuple(self.base.decision_sizes()) + (len(self.choices),) * len(self.units)
+        return tuple(self.base.decision_sizes()) + self._policy_sizes()
 
     def to_decisions(self, arch: PolicyArch) -> tuple[int | None, ...]:
-        return tuple(self.base.to_decisions(arch.base)) + tuple(self.choices.index(p) for p in arch.precisions)
+        return tuple(self.base.to_decisions(arch.base)) + self._policy_decisions(arch)
 
     def effective_decisions(self, arch: PolicyArch) -> tuple[int | None, ...]:
-        return tuple(self.base.effective_decisions(arch.base)) + \
-            tuple(self.choices.index(p) for p in arch.precisions)
+        return tuple(self.base.effective_decisions(arch.base)) + self._policy_decisions(arch)
 
     def from_decisions(self, decisions: Sequence[int]) -> PolicyArch:
-        n = len(decisions) - len(self.units)
-        if n < 0 or not all(0 <= int(d) < len(self.choices) for d in decisions[n:]):
+        sizes = self._policy_sizes()
+        n = len(decisions) - len(sizes)
+        if n < 0 or not all(0 <= int(d) < size for d, size in zip(decisions[n:], sizes)):
             raise ValueError(f"decisions {tuple(decisions)}: expected the space's decisions, then {len(self.units)} "
-                             f"precisions in 0..{len(self.choices) - 1}")
-        return self._arch(self.base.from_decisions(decisions[:n]), [self.choices[int(d)] for d in decisions[n:]])
+                             f"precisions in 0..{len(self.choices) - 1}" +
+                             (f" and {len(self.units)} keep ratios in 0..{len(self.keep_choices) - 1}"
+                              if self.prunes else ""))
+        units = len(self.units)
+        precisions = [self.choices[int(d)] for d in decisions[n:n + units]]
+        keeps = [self.keep_choices[int(d)] for d in decisions[n + units:]] if self.prunes else None
+        return self._arch(self.base.from_decisions(decisions[:n]), precisions, keeps)
 
     # ---- strings and features -----------------------------------------------------------------------------------
     def to_string(self, arch: PolicyArch) -> str:
-        return f"{self.base.to_string(arch.base)}{SEPARATOR}{','.join(arch.precisions)}"
+        """The space's string, ``@``, then per unit its precision, with ``:<keep>`` where it keeps less than all
+        its channels."""
+        units = (p if k == 1 else f"{p}:{_keep_text(k)}" for p, k in zip(arch.precisions, arch.keeps))
+        return f"{self.base.to_string(arch.base)}{SEPARATOR}{','.join(units)}"
 
     def decode(self, string: str) -> PolicyArch:
         text = str(string).strip()
+        keeps = f"[:keep ratio, one of {', '.join(map(_keep_text, self.keep_choices))}]" if self.prunes else ""
         if SEPARATOR not in text:
-            raise ValueError(f"arch {string!r}: expected '<arch>{SEPARATOR}<precision per unit>' (units: "
+            raise ValueError(f"arch {string!r}: expected '<arch>{SEPARATOR}<precision{keeps} per unit>' (units: "
                              f"{', '.join(self.units)}; precisions: {', '.join(self.choices)})")
         base, policy = text.rsplit(SEPARATOR, 1)
-        precisions = policy.split(",")
-        if len(precisions) != len(self.units):
-            raise ValueError(f"arch {string!r}: has {len(precisions)} precisions, the space has {len(self.units)} "
+        tokens = [t.partition(":") for t in policy.split(",")]
+        if len(tokens) != len(self.units):
+            raise ValueError(f"arch {string!r}: has {len(tokens)} precisions, the space has {len(self.units)} "
                              f"compression units ({', '.join(self.units)})")
-        bad = [p for p in precisions if p not in self.choices]
+        bad = [p for p, _, _ in tokens if p not in self.choices]
         if bad:
             raise ValueError(f"arch {string!r}: precision {bad[0]!r} is not in the space's choices "
                              f"{list(self.choices)}")
-        return self._arch(self.base.decode(base), precisions)
+        return self._arch(self.base.decode(base), [p for p, _, _ in tokens],
+                          [self._keep(string, k) if sep else 1.0 for _, sep, k in tokens])
+
+    def _keep(self, string: str, text: str) -> float:
+        try:
+            keep = float(text)
+        except ValueError:
+            keep = None
+        if keep is None or keep not in self.keep_choices:
+            raise ValueError(f"arch {string!r}: keep ratio {text!r} is not in the space's choices "
+                             f"{list(map(_keep_text, self.keep_choices))}")
+        return keep
 
     def encode(self, archs: Sequence[PolicyArch]) -> np.ndarray:
-        """The space's features, then per unit the index of its precision in the choices (0 = the first)."""
+        """The space's features, then per unit the index of its precision in the choices (0 = the first), then,
+        where keep ratios are searched, per unit its keep ratio."""
         policy = np.array([[self.choices.index(p) for p in a.precisions] for a in archs],
                           dtype=np.float32).reshape(len(archs), len(self.units))
-        return np.hstack([np.asarray(self.base.encode([a.base for a in archs]), dtype=np.float32), policy])
+        parts = [np.asarray(self.base.encode([a.base for a in archs]), dtype=np.float32), policy]
+        if self.prunes:
+            parts.append(np.array([a.keeps for a in archs], dtype=np.float32).reshape(len(archs), len(self.units)))
+        return np.hstack(parts)
 
     # ---- cost and build -------------------------------------------------------------------------------------------
     def layer_costs(self, arch: PolicyArch) -> list[LayerCost]:
-        """The network's layers, each under a key in its unit's precision."""
+        """The network's layers, each pruned to its unit's keep ratio and under a key in its unit's precision."""
         layers = self.base.layer_costs(arch.base)
         units = self.base.unit_of_layers(arch.base)
-        return [with_precision(lc, arch.precisions[u]) for lc, u in zip(layers, units, strict=True)]
+        return [with_precision(self._pruned(lc, arch.keeps[u]), arch.precisions[u])
+                for lc, u in zip(layers, units, strict=True)]
 
     def enumerate_layers(self, max_samples: int = 20_000, patience: int = 2_000) -> tuple[list[Any], bool]:
-        """Every layer of the space in every precision of the choices."""
+        """Every layer of the space at every keep ratio and in every precision of the choices."""
         layers, complete = self.base.enumerate_layers(max_samples, patience)
-        return [with_precision(lc, p) for lc in layers for p in self.choices], complete
+        pruned = {str(x.key): x for lc in layers for x in (self._pruned(lc, k) for k in self.keep_choices)}
+        return [with_precision(lc, p) for lc in pruned.values() for p in self.choices], complete
 
     def _modules(self, arch: PolicyArch, precisions: tuple[str, ...]) -> tuple[str, ...]:
         modules = self.base.unit_modules(arch.base)
@@ -195,10 +286,23 @@ class PolicySpace(SearchSpace):
         """Names of the submodules of `build(arch)` whose weights are 4-bit (its int4 units)."""
         return self._modules(arch, ("int4",))
 
+    def prune(self, model: Any, arch: PolicyArch) -> Any:
+        """`model` (built for `dense(arch)`, trained or not) pruned in place to `arch`'s keep ratios: in each unit
+        that keeps less than all, every prunable block keeps its most important expansion channels (the block's
+        ``prune_expansion``, which leaves the channels `SearchSpace.pruned_cost` counts). Returns `model`."""
+        for keep, names in zip(arch.keeps, self.base.unit_modules(arch.base), strict=True):
+            if keep < 1:
+                blocks = [m for name in names for m in model.get_submodule(name).modules()
+                          if getattr(m, "prunable", False)]
+                for block in blocks:
+                    block.prune_expansion(keep)
+        return model
+
     def build(self, arch: PolicyArch) -> Any:
-        """The fp32 network, its quantized submodules named in ``int8_modules`` and those of them with 4-bit
-        weights in ``int4_modules`` (for `core.quantize`)."""
-        module = self.base.build(arch.base)
+        """The fp32 network (pruned to the keep ratios: `prune` of its freshly built dense network), its quantized
+        submodules named in ``int8_modules`` and those of them with 4-bit weights in ``int4_modules`` (for
+        `core.quantize`)."""
+        module = self.prune(self.base.build(arch.base), arch)
         module.int8_modules, module.int4_modules = self.int8_modules(arch), self.int4_modules(arch)
         return module
 
@@ -213,4 +317,6 @@ class PolicySpace(SearchSpace):
         return self.base.input_shape(arch.base)
 
     def smallest(self) -> PolicyArch:
-        return self._arch(self.base.smallest(), [self.choices[0]] * len(self.units))
+        """The space's smallest network at the smallest keep ratio (the fewest MACs a policy can reach)."""
+        return self._arch(self.base.smallest(), [self.choices[0]] * len(self.units),
+                          [min(self.keep_choices)] * len(self.units))

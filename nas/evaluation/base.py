@@ -8,6 +8,7 @@ briefly; ``tabular`` and ``surrogate`` (`nas.evaluation.tabular`) read it from a
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from core.registry import PluginOptions, Registry
@@ -27,6 +28,7 @@ class Evaluator:
     Options: ClassVar[type[EvaluatorOptions]] = EvaluatorOptions
     trains: ClassVar[bool] = True
     quantizes: ClassVar[bool] = False   # can score its networks int8 (`quantization_data`; ``compression: int8``)
+    prunes: ClassVar[bool] = False      # can prune and fine-tune (`evaluate_pruned`; keep ratios in a policy)
     metrics: ClassVar[tuple[str, ...]] = ()   # figures reported beside accuracy, each a results column
 
     def __init__(self, options: EvaluatorOptions, seed: int = 0):
@@ -39,6 +41,13 @@ class Evaluator:
         """Train and score `model` at `resolution`: ``accuracy``, the `metrics` figures and optionally ``losses``,
         the training loss of every step (the curve `nas.train` records)."""
         raise NotImplementedError
+
+    def evaluate_pruned(self, model: Any, resolution: int, prune: Callable[[Any], Any]) -> dict[str, Any]:
+        """Train `model` (a dense network), `prune(model)` in place, fine-tune and score it, within the training
+        budget `evaluate` spends on one network (so a pruned candidate is not trained longer than the others):
+        `evaluate`'s metrics of the pruned network, with ``accuracy_unpruned``, the dense network's before
+        pruning. Only evaluators whose `prunes` is True can (`nas.trial.train_candidate`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot fine-tune pruned networks")
 
     def estimate(self, arch: str) -> dict[str, float]:
         raise NotImplementedError(f"{type(self).__name__} needs a built model (trains is True)")

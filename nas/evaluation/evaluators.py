@@ -26,6 +26,11 @@ class ProxyOptions(EvaluatorOptions):
     val_fraction: float = Field(0.2, gt=0, lt=1)
     limit: PositiveInt | None = Field(None, description="use at most this many images (quick runs)")
     threads: PositiveInt = Field(1, description="torch intra-op threads per trial")
+    fine_tune_epochs: PositiveFloat | None = Field(None, description="of epochs, the part spent fine-tuning a "
+                                                   "network after structured pruning (a policy's keep ratios), "
+                                                   "the rest training it dense; default: a quarter")
+    fine_tune_lr: PositiveFloat | None = Field(None, description="peak learning rate of that fine-tuning; "
+                                               "default: half of lr")
     device: Literal["cpu", "auto", "cuda"] = Field("cpu", description="where training runs: cpu (bit-reproducible, "
                                                    "the search's default), auto (the GPU when the process sees one; "
                                                    "what final training uses) or cuda")
@@ -38,6 +43,9 @@ class ProxyOptions(EvaluatorOptions):
 
     @model_validator(mode="after")
     def _path_matches_dataset(self) -> ProxyOptions:
+        if self.fine_tune_epochs is not None and self.fine_tune_epochs >= self.epochs:
+            raise ValueError(f"fine_tune_epochs {self.fine_tune_epochs:g} leaves no dense training within epochs "
+                             f"{self.epochs:g} (it is the part of epochs spent after pruning)")
         if self.limit is not None and (self.limit * self.val_fraction < 1 or self.limit * (1 - self.val_fraction) < 2):
             raise ValueError(f"limit {self.limit} leaves no training or validation images at val_fraction "
                              f"{self.val_fraction:g}")
@@ -57,6 +65,7 @@ class ProxyTrainingEvaluator(Evaluator):
     Options = ProxyOptions
     options: ProxyOptions
     quantizes = True
+    prunes = True
     _cache: ClassVar[dict[tuple, Any]] = {}   # datasets per (options, resolution), reused across trials
 
     def num_classes(self) -> int:
@@ -87,11 +96,27 @@ class ProxyTrainingEvaluator(Evaluator):
         train, val, _ = self._data(resolution)
         return train, val
 
-    def evaluate(self, model: Any, resolution: int) -> dict[str, float]:
+    def _train(self, model: Any, resolution: int, epochs: float, lr: float) -> dict[str, float]:
         from nas.evaluation.proxy import train_and_evaluate
 
         o = self.options
         train, val, _ = self._data(resolution)
-        return train_and_evaluate(model, train, val, epochs=o.epochs, batch_size=o.batch_size, lr=o.lr,
+        return train_and_evaluate(model, train, val, epochs=epochs, batch_size=o.batch_size, lr=lr,
                                   weight_decay=o.weight_decay, seed=self.seed, threads=o.threads,
                                   label_smoothing=o.label_smoothing, device=self.device())
+
+    def evaluate(self, model: Any, resolution: int) -> dict[str, float]:
+        return self._train(model, resolution, self.options.epochs, self.options.lr)
+
+    def evaluate_pruned(self, model: Any, resolution: int, prune) -> dict[str, float]:
+        """The dense network trained for ``epochs - fine_tune_epochs``, pruned, then fine-tuned for
+        ``fine_tune_epochs`` from ``fine_tune_lr`` (each phase a full warmup-and-cosine schedule): ``epochs`` of
+        training in all, as every other candidate gets."""
+        o = self.options
+        tune = o.fine_tune_epochs if o.fine_tune_epochs is not None else o.epochs / 4
+        first = self._train(model, resolution, o.epochs - tune, o.lr)
+        prune(model)
+        then = self._train(model, resolution, tune, o.fine_tune_lr if o.fine_tune_lr is not None else o.lr / 2)
+        return {**then, "accuracy_unpruned": first["accuracy"], "steps": first["steps"] + then["steps"],
+                "train_seconds": first["train_seconds"] + then["train_seconds"],
+                "losses": first["losses"] + then["losses"]}
