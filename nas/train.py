@@ -5,10 +5,10 @@
 
 A search ranks candidates by a short, cheap training run; the networks worth keeping are then trained with a
 final budget. Each chosen architecture (the K best feasible rows of the run's ledger, or arch strings given with
-`--arch`) is built from the same seeded initial weights as in the search and trained by (`nas.trial.train_candidate`:
-a network a compression policy prunes is trained dense, pruned and fine-tuned, as in the search) the run's own evaluator with its options changed only where asked: `--epochs N` sets ``evaluator.options.epochs``,
-`--set` any other evaluator option, `--device` (default ``auto``: the GPU when there is one) where the evaluator
-trains. Accuracy is measured on the evaluator's validation split, as in the search.
+`--arch`) is built from the same seeded initial weights as in the search and trained by the run's own evaluator
+(`nas.trial.train_candidate`: a network a compression policy prunes is trained dense, pruned and fine-tuned, as in
+the search) with its options changed only where asked: `--epochs N` sets ``evaluator.options.epochs``, `--set` any
+other evaluator option, `--device` (default ``auto``: the GPU when there is one) where the evaluator trains. Accuracy is measured on the evaluator's validation split, as in the search.
 
 Each network gets a folder ``DIR/<name>/`` (default DIR: ``RUN_DIR/final``; the name is the one the search gives
 its weights): ``arch.txt``, ``weights.safetensors``, ``curve.csv`` (the training loss of every step), ``curve.png``
