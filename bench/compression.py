@@ -150,7 +150,8 @@ def main() -> None:
     for seed in [int(s) for s in args.seeds.split(",")]:
         for compression in args.arms.split(","):
             arm = ARMS[compression]
-            run_dir = work / f"{compression}-s{seed}"
+            keep = "-keep" + args.keep.replace(",", "_") if compression == "search" and args.keep != "1" else ""
+            run_dir = work / f"{compression}{keep}-s{seed}"   # (a) and (b) are shared by runs with other --keep
             best = run_search(Path(args.recipe), run_dir, compression, seed, args.budget, tuple(args.set),
                               args.precisions, args.keep)["best"]
             ctx, model, shape = winner(run_dir)

@@ -28,11 +28,12 @@ def init_seed(seed: int, arch: str) -> int:
 
 
 def build_seeded(space: Any, arch: Any, seed: int) -> Any:
-    """`space.build(arch)` with initial weights that depend only on (seed, arch), not on the global RNG."""
+    """`space.build(arch)` with initial weights that depend only on (seed, the network: `space.init_string(arch)`),
+    not on the global RNG."""
     import torch
 
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed(seed, space.to_string(arch)))
+        torch.manual_seed(init_seed(seed, space.init_string(arch)))
         return space.build(arch)
 
 
@@ -41,8 +42,8 @@ def train_candidate(space: Any, evaluator: Any, arch: Any, seed: int) -> tuple[A
 
     A candidate whose compression policy prunes (`search_spaces.policy`: a keep ratio below 1) is made as a
     pruning pipeline makes it, within the same training budget (`Evaluator.evaluate_pruned`): its dense network
-    (`space.dense(arch)`, seeded by its own string, so every pruning of one network starts from the same weights)
-    is trained, pruned to the keep ratios (`space.prune`), then fine-tuned; its metrics add ``accuracy_unpruned``.
+    (`space.dense(arch)`, seeded as every compression of that network is: `SearchSpace.init_string`) is trained,
+    pruned to the keep ratios (`space.prune`), then fine-tuned; its metrics add ``accuracy_unpruned``.
     """
     shape = space.input_shape(arch)
     dense = space.dense(arch) if hasattr(space, "dense") else arch

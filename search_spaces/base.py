@@ -156,6 +156,12 @@ class SearchSpace(ABC):
     def to_string(self, arch: Hashable) -> str:
         """Canonical string of `arch` (decode(to_string(a)) == a)."""
 
+    def init_string(self, arch: Hashable) -> str:
+        """The string the initial weights of `arch`'s network are seeded by (`nas.trial.build_seeded`): its
+        canonical string, or where genotypes also say how one network is compressed, that network's (so every
+        compression of it starts from the same weights)."""
+        return self.to_string(arch)
+
     @abstractmethod
     def layer_costs(self, arch: Hashable) -> list[LayerCost]:
         """Per-layer cost keys with MACs and params, computed without building the model."""
@@ -231,8 +237,9 @@ class SearchSpace(ABC):
 
     def pruned_cost(self, layer: LayerCost, keep: float) -> LayerCost | None:
         """`layer` (of `layer_costs`) with `keep` of its expansion channels left by structured pruning, or None
-        when the space cannot prune it. A space that prunes builds its prunable blocks with a ``prune_expansion
-        (keep)`` method leaving exactly the channels this cost counts (`search_spaces.policy`)."""
+        when the space cannot prune it. A space that prunes builds those layers from inverted residuals that
+        `search_spaces.layers.prune_expansion` narrows to exactly the channels this cost counts
+        (`search_spaces.policy`)."""
         return None
 
     # ---- optional batch path (spaces whose layers cost independently) ------------------------------------------

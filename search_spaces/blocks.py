@@ -29,6 +29,7 @@ from typing import Any
 from timm.layers import make_divisible
 
 from search_spaces.costs import ConvSpec, CostKey, LayerCost
+from search_spaces.layers import kept_channels
 
 FAMILIES = ("mobilenetv3", "efficientnet")
 MAX_STRIDE = 32   # timm's builder (output_stride=32) dilates, rather than strides, beyond this
@@ -278,6 +279,26 @@ def _block_cost(net: NetworkDef, ba: dict[str, Any], walk: _Walk) -> LayerCost:
                   **p.extra)
     walk.chs, walk.hw = cout, hw_out
     return LayerCost.of(key, p.convs, p.norm)
+
+
+def pruned_ir_cost(layer: LayerCost, keep: float) -> LayerCost | None:
+    """An inverted residual (``ir``, plain 1x1 and depthwise convolutions) that structured pruning left with
+    `kept_channels` of its expansion channels (`search_spaces.layers.prune_expansion`), under the key of the same
+    block with the expansion they amount to, so `build_layer` builds it; None for any other layer, or where timm's
+    rounding of that expansion would not give those channels back."""
+    key = layer.key
+    if key.op != "ir" or key.kernels or key.exp_splits > 1 or key.proj_splits > 1:
+        return None
+    cin, hw = key.in_shape[0], key.in_shape[1]
+    kept = kept_channels(make_divisible(cin * key.expansion), keep)
+    expansion = float(f"{kept / cin:g}")
+    if make_divisible(cin * expansion) != kept:
+        return None
+    dw = _conv(kept, kept, key.kernel, hw, key.stride, groups=kept)
+    convs = [_conv(cin, kept, 1, hw), dw, _conv(kept, key.out_shape[0], 1, dw.hw_out)]
+    if key.se:
+        convs += [_conv(kept, key.se, 1, 1, bias=True), _conv(key.se, kept, 1, 1, bias=True)]
+    return LayerCost.of(dataclasses.replace(key, expansion=expansion), convs, 2 * (kept + kept + key.out_shape[0]))
 
 
 def decode_blocks(net: NetworkDef) -> list[list[dict[str, Any]]]:

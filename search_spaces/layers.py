@@ -59,63 +59,75 @@ class ConvBlock(nn.Module):
         self.residual = cin == cout and stride == 1
         self.groups = groups
 
-    @property
-    def prunable(self) -> bool:
-        """Whether `prune_expansion` can narrow the block: ungrouped 1x1 convolutions (a channel shuffle between
-        grouped ones would need its groups pruned alike)."""
-        return self.groups == 1
-
-    @torch.no_grad()
-    def prune_expansion(self, keep: float) -> None:
-        """Structured pruning in place: keep `kept_channels(mid, keep)` of the middle channels, those that carry
-        the most into the output (the depthwise BatchNorm's |scale| times the L1 norm of the channel's projection
-        weights, the network-slimming criterion with the projection's fan-out), in their original order. The
-        expansion conv and its BatchNorm lose those output channels, the depthwise conv and its BatchNorm those
-        channels, the projection those inputs; the block computes exactly what the kept channels computed before."""
-        if not self.prunable:
-            raise ValueError("a ConvBlock with grouped 1x1 convolutions cannot be pruned")
-        expand, bn1, relu1, dw, bn2, relu2, project, bn3 = self.body
-        mid = expand.out_channels
-        kept = kept_channels(mid, keep)
-        if kept == mid:
-            return
-        weight = bn2.weight.abs() * project.weight.abs().sum(dim=(0, 2, 3))
-        index = torch.sort(torch.topk(weight, kept, sorted=False).indices).values
-        self.body = nn.Sequential(_conv_slice(expand, out=index), _bn_slice(bn1, index), relu1,
-                                  _conv_slice(dw, out=index, groups=kept), _bn_slice(bn2, index), relu2,
-                                  _conv_slice(project, inp=index), bn3).train(self.training)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.body(x)
         return y + x if self.residual else y
 
 
-def _conv_slice(conv: nn.Conv2d, out: torch.Tensor | None = None, inp: torch.Tensor | None = None,
-                groups: int | None = None) -> nn.Conv2d:
-    """A copy of `conv` with only the output channels `out` and input channels `inp` (None: all); a depthwise
-    conv (`groups` = its new channel count) keeps its per-channel filters."""
+def expansion_parts(module: nn.Module) -> tuple | None:
+    """(expansion conv, its BatchNorm, depthwise conv, its BatchNorm, squeeze-excite or None, projection conv) of
+    an inverted residual whose expansion channels structured pruning can narrow: a `ConvBlock` with ungrouped 1x1
+    convolutions (a channel shuffle between grouped ones would need its groups pruned alike), or timm's
+    ``InvertedResidual`` with plain convolutions (not MixNet's mixed ones); None for any other module."""
+    if isinstance(module, ConvBlock):
+        body = module.body
+        return (body[0], body[1], body[3], body[4], None, body[6]) if module.groups == 1 else None
+    names = ("conv_pw", "bn1", "conv_dw", "bn2", "conv_pwl")
+    if not all(hasattr(module, n) for n in names):
+        return None
+    pw, bn1, dw, bn2, pwl = (getattr(module, n) for n in names)
+    se = getattr(module, "se", None)
+    se = se if hasattr(se, "conv_reduce") and hasattr(se, "conv_expand") else None
+    plain = all(isinstance(c, nn.Conv2d) for c in (pw, dw, pwl)) and pw.groups == pwl.groups == 1 and \
+        dw.groups == dw.in_channels == dw.out_channels and all(isinstance(b, nn.BatchNorm2d) for b in (bn1, bn2))
+    return (pw, bn1, dw, bn2, se, pwl) if plain else None
+
+
+@torch.no_grad()
+def prune_expansion(module: nn.Module, keep: float) -> None:
+    """Structured pruning in place of an inverted residual (`expansion_parts`): keep `kept_channels(mid, keep)` of
+    its expansion channels, those that carry the most into the output (the depthwise BatchNorm's |scale| times the
+    L1 norm of the channel's projection weights: the network-slimming criterion with the projection's fan-out),
+    in their original order. The expansion conv and its BatchNorm keep those output channels, the depthwise conv
+    and its BatchNorm those channels, squeeze-excite those inputs and gates, the projection those inputs; the
+    block then computes exactly what the kept channels contributed before.
+
+    Raises:
+        ValueError: `module` is not an inverted residual that can be pruned.
+    """
+    parts = expansion_parts(module)
+    if parts is None:
+        raise ValueError(f"cannot prune the expansion of a {type(module).__name__}")
+    expand, bn1, dw, bn2, se, project = parts
+    mid = expand.out_channels
+    kept = kept_channels(mid, keep)
+    if kept == mid:
+        return
+    weight = bn2.weight.abs() * project.weight.abs().sum(dim=(0, 2, 3))
+    index = torch.sort(torch.topk(weight, kept, sorted=False).indices).values
+    _keep_channels(expand, out=index)
+    _keep_channels(dw, out=index, inp=None)
+    dw.in_channels = dw.groups = kept
+    _keep_channels(project, inp=index)
+    if se is not None:
+        _keep_channels(se.conv_reduce, inp=index)
+        _keep_channels(se.conv_expand, out=index)
+    for bn in (bn1, bn2):
+        bn.weight, bn.bias = nn.Parameter(bn.weight[index].clone()), nn.Parameter(bn.bias[index].clone())
+        bn.running_mean, bn.running_var = bn.running_mean[index].clone(), bn.running_var[index].clone()
+        bn.num_features = kept
+
+
+def _keep_channels(conv: nn.Conv2d, out: torch.Tensor | None = None, inp: torch.Tensor | None = None) -> None:
+    """`conv` narrowed in place to the output channels `out` and input channels `inp` (None: all)."""
     weight = conv.weight if out is None else conv.weight[out]
+    conv.weight = nn.Parameter((weight if inp is None else weight[:, inp]).clone())
+    if out is not None:
+        conv.out_channels = len(out)
+        if conv.bias is not None:
+            conv.bias = nn.Parameter(conv.bias[out].clone())
     if inp is not None:
-        weight = weight[:, inp]
-    groups = conv.groups if groups is None else groups
-    cin = weight.shape[1] * groups
-    new = nn.Conv2d(cin, weight.shape[0], conv.kernel_size, conv.stride, conv.padding, groups=groups,
-                    bias=conv.bias is not None)
-    new.weight.copy_(weight)
-    if conv.bias is not None:
-        new.bias.copy_(conv.bias if out is None else conv.bias[out])
-    return new
-
-
-def _bn_slice(bn: nn.BatchNorm2d, index: torch.Tensor) -> nn.BatchNorm2d:
-    """A copy of `bn` over the channels `index` (scale, shift and running statistics)."""
-    new = nn.BatchNorm2d(len(index), bn.eps, bn.momentum)
-    new.weight.copy_(bn.weight[index])
-    new.bias.copy_(bn.bias[index])
-    new.running_mean.copy_(bn.running_mean[index])
-    new.running_var.copy_(bn.running_var[index])
-    new.num_batches_tracked.copy_(bn.num_batches_tracked)
-    return new
+        conv.in_channels = len(inp) * conv.groups
 
 
 class ShuffleUnit(nn.Module):

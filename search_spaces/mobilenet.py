@@ -22,7 +22,7 @@ from pydantic import Field, PositiveInt, field_validator
 from timm.layers import make_divisible
 
 from search_spaces.base import SearchSpace, SpaceOptions, register_space
-from search_spaces.blocks import NetworkDef, build_layer, build_network, layer_costs
+from search_spaces.blocks import NetworkDef, build_layer, build_network, layer_costs, pruned_ir_cost
 from search_spaces.costs import LayerCost
 
 
@@ -198,6 +198,10 @@ class MobileNetSpace(SearchSpace):
         head = ((f"blocks.{n + 1}",) if self.options.last_channels else ()) + \
             ("global_pool", "conv_head", "norm_head", "act2", "flatten", "classifier")
         return [("conv_stem", "bn1", "blocks.0"), *((f"blocks.{s + 1}",) for s in range(n)), head]
+
+    def pruned_cost(self, layer: LayerCost, keep: float) -> LayerCost | None:
+        """An inverted residual keeps `kept_channels` of its expansion channels (`blocks.pruned_ir_cost`)."""
+        return pruned_ir_cost(layer, keep)
 
     # ---- strings and features ---------------------------------------------------------------------------------
     def to_string(self, arch: MobileNetArch) -> str:

@@ -22,9 +22,17 @@ weight width (`hardware_profiles.fpga`). An int4 unit is in ``int8_modules`` too
 scored with its weights rounded to 4 bits per output channel first (`core.quantize.round_weights`), then quantized
 like the int8 units; onnxruntime's CPU kernels have no 4-bit convolution, so the CPU profiles refuse it.
 
-Canonical string: the space's own string, ``@``, then one precision per unit, comma-separated in unit order, e.g.
-``00120201@fp32,int8,int8,int8,int8,int8,int8,int8,int8,fp32``. A unit with nothing to quantize (an identity
-layer) always reads the first choice, so one network has one string.
+A policy may also prune (``keep: [1, 0.75, 0.5]``): each unit gets a keep ratio, and structured pruning leaves
+that share of the expansion channels of its inverted residuals (`search_spaces.layers.prune_expansion`; a multiple
+of 8, `kept_channels`). The space prices a pruned layer without building it (`SearchSpace.pruned_cost`: the key of
+the same block at the expansion the kept channels amount to), and `build` returns the pruned network. A candidate
+is not trained pruned from scratch: `nas.trial.train_candidate` trains its dense network (`dense`), prunes it
+(`prune`, the same surgery on trained weights) and fine-tunes it, within one candidate's training budget.
+
+Canonical string: the space's own string, ``@``, then per unit its precision, with ``:<keep>`` where it keeps less
+than all its channels, comma-separated in unit order, e.g. ``00120201@fp32,int8,int8:0.5,int8,int8,int8,int8,int8,
+int8,fp32``. A unit with nothing to quantize (an identity layer) always reads the first precision, one with nothing
+to prune keeps 1, so one network has one string.
 """
 from __future__ import annotations
 
@@ -37,6 +45,7 @@ import numpy as np
 
 from search_spaces.base import SearchSpace
 from search_spaces.costs import LayerCost
+from search_spaces.layers import expansion_parts, prune_expansion
 
 SEPARATOR = "@"
 
@@ -74,7 +83,7 @@ def no_units(name: str) -> str:
 def no_pruning(name: str) -> str:
     """What to say of a space `name` that cannot prune its layers."""
     return (f"search space {name!r} cannot prune its layers; keep ratios below 1 are searched on the spaces of "
-            "ConvBlocks (macro, fbnet)")
+            "inverted residuals (macro, fbnet, mobilenet)")
 
 
 def with_precision(layer: LayerCost, precision: str) -> LayerCost:
@@ -220,6 +229,13 @@ class PolicySpace(SearchSpace):
         units = (p if k == 1 else f"{p}:{_keep_text(k)}" for p, k in zip(arch.precisions, arch.keeps))
         return f"{self.base.to_string(arch.base)}{SEPARATOR}{','.join(units)}"
 
+    def init_string(self, arch: PolicyArch) -> str:
+        """The wrapped space's string: every policy of one network starts from the same initial weights, and a
+        deterministic evaluator trains them to the same fp32 network, so policies of one network differ by what
+        their compression does, not by the luck of an initialisation (as they would if seeded by their own
+        strings)."""
+        return self.base.init_string(arch.base)
+
     def decode(self, string: str) -> PolicyArch:
         text = str(string).strip()
         keeps = f"[:keep ratio, one of {', '.join(map(_keep_text, self.keep_choices))}]" if self.prunes else ""
@@ -288,14 +304,15 @@ class PolicySpace(SearchSpace):
 
     def prune(self, model: Any, arch: PolicyArch) -> Any:
         """`model` (built for `dense(arch)`, trained or not) pruned in place to `arch`'s keep ratios: in each unit
-        that keeps less than all, every prunable block keeps its most important expansion channels (the block's
-        ``prune_expansion``, which leaves the channels `SearchSpace.pruned_cost` counts). Returns `model`."""
+        that keeps less than all, every prunable block keeps its most important expansion channels
+        (`search_spaces.layers.prune_expansion`, which leaves the channels `SearchSpace.pruned_cost` counts).
+        Returns `model`."""
         for keep, names in zip(arch.keeps, self.base.unit_modules(arch.base), strict=True):
             if keep < 1:
                 blocks = [m for name in names for m in model.get_submodule(name).modules()
-                          if getattr(m, "prunable", False)]
+                          if expansion_parts(m) is not None]
                 for block in blocks:
-                    block.prune_expansion(keep)
+                    prune_expansion(block, keep)
         return model
 
     def build(self, arch: PolicyArch) -> Any:

@@ -230,21 +230,27 @@ def test_nas_run_exits_2_on_a_policy_it_cannot_run(tmp_path):
     assert "space.options.compression: compression: search needs" in proc.stderr.strip().splitlines()[-1]
 
 
-def test_a_search_with_compression_search_scores_and_times_each_policy_and_ships_it(tmp_path):
-    proc = _run(tmp_path, "run", "compression=search", "space.options.compression={precisions: [fp32, int8]}",
-                "search.budget=3")
+def test_a_search_with_compression_search_scores_times_and_prunes_each_policy_and_ships_it(tmp_path):
+    proc = _run(tmp_path, "run", "compression=search",
+                "space.options.compression={precisions: [fp32, int8], keep: [1, 0.5]}", "search.budget=3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "run"
     table = pd.read_csv(out / "results.csv")
     ok = table[table.status == "ok"]
-    assert len(ok) and {"accuracy_fp32", "accuracy_drop", "quant_parity"} <= set(table.columns)
+    assert len(ok) and {"accuracy_fp32", "accuracy_drop", "quant_parity", "accuracy_unpruned"} <= set(table.columns)
     space = _space_of(out)
     archs = [space.decode(a) for a in table.arch]
     np.testing.assert_allclose(ok.accuracy, ok.accuracy_fp32 - ok.accuracy_drop)
     for (_, row), arch in zip(table.iterrows(), archs):
         if row.status == "ok" and "int8" not in arch.precisions:   # nothing quantized: no drop, exact parity
             assert row.accuracy_drop == 0 and row.quant_parity == 0
+        if row.status == "ok":   # trained dense first where the policy prunes (the accuracy before pruning)
+            assert np.isfinite(row.accuracy_unpruned) == (min(arch.keeps) < 1)
+        assert row.flops == sum(lc.macs for lc in space.layer_costs(arch))
     best = space.decode((out / "best" / "arch.txt").read_text().strip())
+    params = sum(int(np.prod(t.dims)) for t in onnx.load(str(out / "best" / "model.onnx")).graph.initializer
+                 if len(t.dims) > 1)   # the exported network has the pruned shapes (convolution weights)
+    assert params == sum(c.weights for lc in space.layer_costs(best) for c in lc.convs)
     card = (out / "best" / "MODEL_CARD.md").read_text()
     sums = (out / "best" / "SHA256SUMS").read_text()
     if "int8" in best.precisions:

@@ -12,7 +12,7 @@ import torch
 from conftest import ASSETS
 from search_spaces import get_space
 from search_spaces.costs import parse_cost_key
-from search_spaces.layers import ConvBlock, kept_channels
+from search_spaces.layers import ConvBlock, expansion_parts, kept_channels, prune_expansion
 from search_spaces.policy import PolicySpace
 
 KEEP = {"precisions": ["fp32", "int8"], "keep": [1.0, 0.75, 0.5]}
@@ -46,14 +46,14 @@ def test_a_pruned_block_computes_what_its_kept_channels_computed_before():
     masked = copy.deepcopy(block)
     dropped = [c for c in range(96) if c not in kept]
     masked.body[6].weight.data[:, dropped] = 0   # the dropped channels no longer reach the output
-    block.prune_expansion(0.5)
+    prune_expansion(block, 0.5)
     assert block.body[0].out_channels == block.body[3].in_channels == block.body[6].in_channels == 48
     assert block.body[3].groups == 48 and block.body[4].num_features == 48
     torch.testing.assert_close(block(x), masked(x))
     grouped = ConvBlock(16, 16, 3, 1, 2, 1)
-    assert not grouped.prunable
-    with pytest.raises(ValueError, match="grouped"):
-        grouped.prune_expansion(0.5)
+    assert expansion_parts(grouped) is None
+    with pytest.raises(ValueError, match="cannot prune the expansion of a ConvBlock"):
+        prune_expansion(grouped, 0.5)
 
 
 def test_pruned_costs_agree_with_the_pruned_network_and_with_its_layers_alone():
@@ -75,6 +75,30 @@ def test_pruned_costs_agree_with_the_pruned_network_and_with_its_layers_alone():
     assert {str(lc.key) for lc in layers} <= keys
     flops_dense = sum(lc.macs for lc in space.layer_costs(space.dense(arch)))
     assert sum(lc.macs for lc in layers) < flops_dense
+
+
+def test_the_mobilenet_space_prunes_timm_inverted_residuals_as_it_costs_them():
+    from test_policy import TINY_MOBILENET
+
+    space = get_space("mobilenet", {**TINY_MOBILENET, "compression": KEEP}, num_classes=10)
+    rng = np.random.default_rng(1)
+    pruned = 0
+    for _ in range(20):
+        arch = space.sample(rng)
+        model = space.build(arch)
+        assert _params(model) == sum(lc.params for lc in space.layer_costs(arch)), space.to_string(arch)
+        assert model.eval()(torch.randn(1, 3, 16, 16)).shape == (1, 10)
+        pruned += any(k < 1 for k in arch.keeps)
+        for lc in space.layer_costs(arch):   # a pruned key builds alone with the parameters it counts
+            key = parse_cost_key(str(lc.key))
+            if key.expansion % 1 or any(k < 1 for k in arch.keeps):
+                assert _params(space.build_layer(key)) == lc.params
+    assert pruned
+    # squeeze-excite follows the kept channels
+    se_arch = space.decode("r16_w0.5|k5e6,k3e6s|k3e6@fp32,fp32:0.5,fp32,fp32")
+    model = space.build(se_arch)
+    assert _params(model) == sum(lc.params for lc in space.layer_costs(se_arch))
+    assert model.blocks[1][1].se.conv_reduce.in_channels == model.blocks[1][1].conv_dw.out_channels == 24
 
 
 def test_keep_ratios_round_trip_mutate_and_read_one_string_per_network():
@@ -188,20 +212,31 @@ def test_a_pruned_candidate_row_has_the_accuracy_before_pruning(tmp_path):
     assert row["flops"] < sum(lc.macs for lc in space.layer_costs(space.dense(space.decode(arch))))
 
 
-@pytest.mark.parametrize("sets, message", [
-    (("compression=search", "space.options.compression={precisions: [fp32, int8], keep: [1, 0.5]}"),
-     "space.options.compression.keep: search space 'mobilenet' cannot prune its layers"),
-    (("compression=search", "space={name: macro, options: {compression: {precisions: [fp32], keep: [1, 0.5]}}}",
-      "constraints.max_flops=null", "evaluator={name: fixed_cost}"),
-     "cannot fine-tune a pruned network"),
-])
-def test_a_keep_ratio_recipe_that_cannot_run_is_refused_in_one_line(sets, message):
+def test_a_keep_ratio_recipe_with_an_evaluator_that_cannot_prune_is_refused_in_one_line():
     from nas.checks import load_run
     from nas.recipe import RecipeError
 
+    sets = ["compression=search", "space={name: macro, options: {compression: {precisions: [fp32], keep: [1, 0.5]}}}",
+            "constraints.max_flops=null", "evaluator={name: fixed_cost}"]
     with pytest.raises(RecipeError) as err:
-        load_run(ASSETS / "tiny.yaml", list(sets))
-    assert message in str(err.value) and "\n" not in str(err.value)
+        load_run(ASSETS / "tiny.yaml", sets)
+    assert "space.options.compression.keep: evaluator 'fixed_cost' cannot fine-tune a pruned network" in \
+        str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_space_that_cannot_prune_refuses_keep_ratios():
+    from search_spaces.base import SearchSpace
+    from search_spaces.macro import MacroSpace
+    from search_spaces.policy import offers_pruning
+
+    class Unprunable(MacroSpace):
+        pruned_cost = SearchSpace.pruned_cost
+
+    assert not offers_pruning(Unprunable) and offers_pruning(MacroSpace)
+    base = Unprunable(Unprunable.Options(compression={"precisions": ["fp32"], "keep": [1, 0.5]}), num_classes=10)
+    with pytest.raises(ValueError, match="cannot prune its layers"):
+        PolicySpace(base)
+    assert PolicySpace(Unprunable(Unprunable.Options(compression={"precisions": ["fp32"]}), num_classes=10))
 
 
 def test_the_proxy_prunes_and_fine_tunes_within_the_training_of_one_network():
@@ -221,3 +256,18 @@ def test_the_proxy_prunes_and_fine_tunes_within_the_training_of_one_network():
     assert _params(model) == _params(space.build(arch))
     with pytest.raises(ValueError, match="leaves no dense training"):
         make_evaluator("proxy", {"epochs": 1, "fine_tune_epochs": 1}, seed=0)
+
+
+def test_every_policy_of_one_network_starts_from_that_networks_weights():
+    from nas.trial import build_seeded
+
+    space, plain = _macro(), get_space("macro", {"resolution": 16}, num_classes=10)
+    a = space.decode("22120201@fp32,int8,int8,fp32,int8,fp32,int8,fp32,int8,fp32")
+    b = space.decode("22120201@int8,fp32:0.5,int8,fp32,int8,fp32,int8,fp32,int8,int8")
+    reference = build_seeded(plain, plain.decode("22120201"), 5).state_dict()
+    for arch in (a, space.dense(b)):
+        state = build_seeded(space, arch, 5).state_dict()
+        assert state.keys() == reference.keys()
+        assert all(torch.equal(state[k], reference[k]) for k in reference)
+    other = build_seeded(space, space.decode("22120202@fp32,int8,int8,fp32,int8,fp32,int8,fp32,int8,fp32"), 5)
+    assert not torch.equal(other.stem[0].weight, reference["stem.0.weight"])
