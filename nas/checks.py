@@ -150,7 +150,7 @@ def _check_compression(source: str, recipe: Recipe, plugins: Plugins) -> None:
                           f"compression: search (the recipe has compression: {recipe.compression})")
     if not offers_units(SPACES.get(recipe.space.name)):
         raise RecipeError(f"{source}: space.options.compression: {no_units(recipe.space.name)}")
-    if policy.keep != [1.0]:
+    if policy.prunes:
         if not offers_pruning(SPACES.get(recipe.space.name)):
             raise RecipeError(f"{source}: space.options.compression.keep: {no_pruning(recipe.space.name)}")
         if not EVALUATORS.get(recipe.evaluator.name).prunes:

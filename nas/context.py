@@ -23,6 +23,7 @@ from nas.latency_sources import LatencySource, latency_figures, make_sources
 from nas.objectives import latency_violation, static_check
 from nas.recipe import Recipe, validate_plugin
 from search_spaces import SPACES, get_space
+from search_spaces.base import CompressionOptions
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,8 @@ def result_metrics(recipe: Recipe) -> tuple[str, ...]:
     ``accuracy_unpruned`` where a policy prunes (`nas.trial.train_candidate`)."""
     from nas.compression import metrics_of
 
-    policy = dict(recipe.space.options or {}).get("compression") or {}
-    prunes = recipe.compression == "search" and [float(k) for k in policy.get("keep", [1])] != [1.0]
+    policy = dict(recipe.space.options or {}).get("compression")
+    prunes = recipe.compression == "search" and policy is not None and CompressionOptions.model_validate(policy).prunes
     return tuple(EVALUATORS.get(recipe.evaluator.name).metrics) + metrics_of(recipe.compression) + \
         ("accuracy_unpruned",) * prunes
 

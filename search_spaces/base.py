@@ -69,6 +69,11 @@ class CompressionOptions(PluginOptions):
             raise ValueError("the choices must include 1 (no pruning)")
         return [float(k) for k in v]
 
+    @property
+    def prunes(self) -> bool:
+        """Whether the policy searches keep ratios (a choice below 1), so its candidates are pruned."""
+        return self.keep != [1.0]
+
     @model_serializer(mode="wrap")
     def _without_default_keep(self, handler):
         """Dumped without ``keep`` when it is the default (no pruning), as before it existed."""

@@ -117,27 +117,28 @@ class PolicySpace(SearchSpace):
 
     @property
     def prunes(self) -> bool:
-        """Whether the policy searches keep ratios (a choice below 1)."""
-        return self.keep_choices != (1.0,)
+        """Whether the policy searches keep ratios (`CompressionOptions.prunes`)."""
+        return self.base.options.compression.prunes
 
     # ---- genotypes ----------------------------------------------------------------------------------------------
-    def live_units(self, base: Hashable) -> list[bool]:
-        """Per unit, whether its precision can change the network `base`: a unit with no convolution (NAS-Bench-
-        Macro's identity layers) has nothing to quantize."""
-        live = [False] * len(self.units)
+    def unit_flags(self, base: Hashable) -> tuple[list[bool], list[bool]]:
+        """Per unit, in one walk over the layers of the network `base`: whether its precision can change the
+        network (a unit with no convolution, such as NAS-Bench-Macro's identity layers, has nothing to quantize),
+        and whether its keep ratio can (it has a layer that some keep choice narrows)."""
+        live, prunable = [False] * len(self.units), [False] * len(self.units)
         for lc, u in zip(self.base.layer_costs(base), self.base.unit_of_layers(base), strict=True):
             live[u] = live[u] or bool(lc.convs)
-        return live
+            prunable[u] = prunable[u] or (self.prunes and any(self._pruned(lc, k).key != lc.key
+                                                               for k in self.keep_choices))
+        return live, prunable
+
+    def live_units(self, base: Hashable) -> list[bool]:
+        """Per unit, whether its precision can change the network `base` (`unit_flags`)."""
+        return self.unit_flags(base)[0]
 
     def prunable_units(self, base: Hashable) -> list[bool]:
-        """Per unit, whether its keep ratio can change the network `base`: it has a layer that some keep choice
-        narrows."""
-        live = [False] * len(self.units)
-        if not self.prunes:
-            return live
-        for lc, u in zip(self.base.layer_costs(base), self.base.unit_of_layers(base), strict=True):
-            live[u] = live[u] or any(self._pruned(lc, k).key != lc.key for k in self.keep_choices)
-        return live
+        """Per unit, whether its keep ratio can change the network `base` (`unit_flags`)."""
+        return self.unit_flags(base)[1]
 
     def _pruned(self, layer: LayerCost, keep: float) -> LayerCost:
         return (self.base.pruned_cost(layer, keep) or layer) if keep < 1 else layer
@@ -146,9 +147,8 @@ class PolicySpace(SearchSpace):
         """The genotype in canonical form: a unit with nothing to quantize reads the first precision of the
         choices, one with nothing to prune keeps 1, so one network has one string (and the run's ledger never
         trains it twice under two)."""
-        live = self.live_units(base)
+        live, prunable = self.unit_flags(base)
         keeps = (1.0,) * len(self.units) if keeps is None else keeps
-        prunable = self.prunable_units(base)
         return PolicyArch(base, tuple(p if on else self.choices[0] for p, on in zip(precisions, live, strict=True)),
                           tuple(float(k) if on else 1.0 for k, on in zip(keeps, prunable, strict=True)))
 
@@ -173,8 +173,9 @@ class PolicySpace(SearchSpace):
     def mutate(self, arch: PolicyArch, rng: np.random.Generator) -> PolicyArch:
         """One decision changed, the precisions of the units that have something to quantize and the keep ratios
         of those that have something to prune counting as decisions like the space's own."""
-        live = [(0, i) for i, on in enumerate(self.live_units(arch.base)) if on] if len(self.choices) > 1 else []
-        live += [(1, i) for i, on in enumerate(self.prunable_units(arch.base)) if on]
+        quantizable, prunable = self.unit_flags(arch.base)
+        live = [(0, i) for i, on in enumerate(quantizable) if on] if len(self.choices) > 1 else []
+        live += [(1, i) for i, on in enumerate(prunable) if on]
         units, base = len(live), self._open_base_decisions(arch)
         if units and rng.random() < units / (units + base):
             which, i = live[int(rng.integers(units))]
