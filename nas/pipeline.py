@@ -17,7 +17,7 @@ from nas.objectives import implementation_column, latency_column
 from nas.recipe import Recipe
 from nas.results import RunLog
 from nas.tracking import ExportedModel, make_tracker
-from nas.trial import build_seeded, run_files, train_candidate, weights_path
+from nas.trial import model_with_weights, run_files, weights_path
 from nas.verify import verify_best
 
 
@@ -223,17 +223,12 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, 
         The export's summary (files, ONNX parity, latency per profile: `exported_latency`), and what the model
         card shows (``{"figures": ..., "notes": ...}``), for the model artifact's metadata.
     """
-    from nas.export import export_network, load_weights, onnx_parity
+    from nas.export import export_network, onnx_parity
 
     arch = ctx.space.decode(best["arch"])
     wpath = weights_path(run_dir, best["arch"])
-    if not wpath.is_file() and ctx.evaluator.trains:   # e.g. trained on another node of a cluster without a
-        model, _ = train_candidate(ctx.space, ctx.evaluator, arch, recipe.search.seed)   # shared file system
-    else:
-        model = build_seeded(ctx.space, arch, recipe.search.seed)
-        if wpath.is_file():
-            load_weights(model, wpath)
-    model.eval()
+    model = model_with_weights(ctx.space, ctx.evaluator, arch, recipe.search.seed,
+                               wpath if wpath.is_file() else None)
     shape = ctx.space.input_shape(arch)
     figures: dict[str, object] = {"accuracy": best["accuracy"]}
     figures.update({m: best[m] for m in ctx.metrics if best.get(m) is not None})

@@ -54,6 +54,21 @@ def train_candidate(space: Any, evaluator: Any, arch: Any, seed: int) -> tuple[A
     return model, evaluator.evaluate_pruned(model, shape[-1], lambda m: space.prune(m, arch))
 
 
+def model_with_weights(space: Any, evaluator: Any, arch: Any, seed: int, weights: Path | None) -> Any:
+    """The network `arch` in eval mode with the weights saved at `weights`; where there are none (trained on
+    another node of a cluster without a shared file system, or a release that names none) and the evaluator
+    trains, trained here as the search trained it (`train_candidate`); else its seeded initial weights."""
+    from nas.export import load_weights
+
+    if weights is None and evaluator.trains:
+        model, _ = train_candidate(space, evaluator, arch, seed)
+    else:
+        model = build_seeded(space, arch, seed)
+        if weights is not None:
+            load_weights(model, weights)
+    return model.eval()
+
+
 def evaluate_candidate(ctx: RunContext, arch_string: str) -> dict[str, Any]:
     """Evaluate one architecture; returns its results row (never raises).
 

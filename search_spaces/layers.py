@@ -106,7 +106,7 @@ def prune_expansion(module: nn.Module, keep: float) -> None:
     weight = bn2.weight.abs() * project.weight.abs().sum(dim=(0, 2, 3))
     index = torch.sort(torch.topk(weight, kept, sorted=False).indices).values
     _keep_channels(expand, out=index)
-    _keep_channels(dw, out=index, inp=None)
+    _keep_channels(dw, out=index)   # depthwise: each kept channel keeps its own one-channel filter
     dw.in_channels = dw.groups = kept
     _keep_channels(project, inp=index)
     if se is not None:
