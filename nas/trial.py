@@ -37,21 +37,85 @@ def build_seeded(space: Any, arch: Any, seed: int) -> Any:
         return space.build(arch)
 
 
-def train_candidate(space: Any, evaluator: Any, arch: Any, seed: int) -> tuple[Any, dict[str, Any]]:
+def train_candidate(space: Any, evaluator: Any, arch: Any, seed: int,
+                    trained: TrainedNetworks | None = None) -> tuple[Any, dict[str, Any]]:
     """`arch` built from its seeded weights and trained by `evaluator`: (the trained network, its metrics).
 
     A candidate whose compression policy prunes (`search_spaces.policy`: a keep ratio below 1) is made as a
     pruning pipeline makes it, within the same training budget (`Evaluator.evaluate_pruned`): its dense network
-    (`space.dense(arch)`, seeded as every compression of that network is: `SearchSpace.init_string`) is trained,
-    pruned to the keep ratios (`space.prune`), then fine-tuned; its metrics add ``accuracy_unpruned``.
+    (`space.dense(arch)`, seeded as every compression of that network is: `SearchSpace.init_string`) is trained
+    (`Evaluator.train_dense`), pruned to the keep ratios (`space.prune`), then fine-tuned
+    (`Evaluator.fine_tune_pruned`); its metrics add ``accuracy_unpruned``.
+
+    Args:
+        trained: where the training of the dense network is kept for the other policies of the same network
+            (`TrainedNetworks`; a policy search's run keeps it in ``trained/``): given, a dense network trained
+            by an earlier candidate is loaded rather than trained again, and ``train_seconds`` counts only the
+            training this call did.
     """
     shape = space.input_shape(arch)
     dense = space.dense(arch) if hasattr(space, "dense") else arch
-    if dense == arch:
-        model = build_seeded(space, arch, seed)
-        return model, evaluator.evaluate(model, shape[-1])
+    pruned = dense != arch
     model = build_seeded(space, dense, seed)
-    return model, evaluator.evaluate_pruned(model, shape[-1], lambda m: space.prune(m, arch))
+    phase = "dense" if pruned else "full"
+    metrics = trained.load(model, space, dense, phase) if trained is not None else None
+    if metrics is None:
+        metrics = evaluator.train_dense(model, shape[-1]) if pruned else evaluator.evaluate(model, shape[-1])
+        if trained is not None:
+            trained.save(model, metrics, space, dense, phase)
+    if not pruned:
+        return model, metrics
+    return model, evaluator.fine_tune_pruned(model, shape[-1], lambda m: space.prune(m, arch), metrics)
+
+
+class TrainedNetworks:
+    """The trained networks of a policy search, by network, shared by its compression policies.
+
+    Every policy of one network starts from the same seeded weights (`SearchSpace.init_string`) and a
+    deterministic evaluator trains them alike, so the fp32 network of a candidate that prunes nothing, and the
+    dense phase of one that prunes, are the same for every policy of that network: trained once here, then loaded
+    (an evolution's child that changes only a precision costs its quantization, not a training). Kept as
+    safetensors with the metrics in the header, one file per (network, seed, evaluator options, phase), written
+    atomically, so concurrent trials and resumed runs share them safely.
+
+    Args:
+        folder: where the files go (``<run>/trained``).
+        evaluator: the evaluator that trains them (its options and seed are part of each file's key).
+        seed: the run's seed (initial weights).
+    """
+
+    def __init__(self, folder: Path, evaluator: Any, seed: int):
+        self.folder, self.seed = Path(folder), seed
+        self.training = f"{type(evaluator).__name__}|{evaluator.seed}|{evaluator.options.model_dump_json()}"
+
+    def path(self, space: Any, dense: Any, phase: str) -> Path:
+        """The file of `dense`'s network trained for `phase` (``full``: `Evaluator.evaluate`; ``dense``:
+        `Evaluator.train_dense`)."""
+        key = f"{space.init_string(dense)}|{self.seed}|{phase}|{self.training}"
+        return self.folder / f"{phase}-{hashlib.sha1(key.encode()).hexdigest()[:20]}.safetensors"
+
+    def load(self, model: Any, space: Any, dense: Any, phase: str) -> dict[str, Any] | None:
+        """Its metrics, with `model` loaded with the trained weights, or None (`model` untouched) where no earlier
+        candidate trained it."""
+        import json
+
+        from safetensors import safe_open
+
+        path = self.path(space, dense, phase)
+        if not path.is_file():
+            return None
+        with safe_open(str(path), framework="pt") as f:
+            metrics = json.loads(f.metadata()["metrics"])
+            model.load_state_dict({k: f.get_tensor(k) for k in f.keys()}, strict=True)
+        return {**metrics, "train_seconds": 0.0}   # this candidate trained nothing
+
+    def save(self, model: Any, metrics: dict[str, Any], space: Any, dense: Any, phase: str) -> None:
+        import json
+
+        from nas.export import save_weights
+
+        save_weights(model, self.path(space, dense, phase), {"metrics": json.dumps(metrics),
+                                                              "network": space.init_string(dense)})
 
 
 def model_with_weights(space: Any, evaluator: Any, arch: Any, seed: int, weights: Path | None) -> Any:
@@ -67,6 +131,14 @@ def model_with_weights(space: Any, evaluator: Any, arch: Any, seed: int, weights
         if weights is not None:
             load_weights(model, weights)
     return model.eval()
+
+
+def trained_networks(ctx: RunContext) -> TrainedNetworks | None:
+    """The run's `TrainedNetworks` (``<run>/trained``) where its genotypes carry a compression policy (several
+    candidates per network), else None."""
+    if not hasattr(ctx.space, "dense") or ctx.run_dir is None:
+        return None
+    return TrainedNetworks(Path(ctx.run_dir) / "trained", ctx.evaluator, ctx.recipe.search.seed)
 
 
 def evaluate_candidate(ctx: RunContext, arch_string: str) -> dict[str, Any]:
@@ -89,7 +161,8 @@ def evaluate_candidate(ctx: RunContext, arch_string: str) -> dict[str, Any]:
         row.update(feasible=violation is None, reason=violation)
         if violation is None or ctx.recipe.search.train_infeasible:
             if ctx.evaluator.trains:
-                model, metrics = train_candidate(ctx.space, ctx.evaluator, arch, ctx.recipe.search.seed)
+                model, metrics = train_candidate(ctx.space, ctx.evaluator, arch, ctx.recipe.search.seed,
+                                                 trained_networks(ctx))
                 shape = ctx.space.input_shape(arch)
                 if ctx.recipe.compression != "none" and math.isfinite(metrics["accuracy"]):
                     from nas.compression import int8_scores   # scored as it will ship: accuracy is int8's

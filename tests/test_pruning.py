@@ -160,13 +160,16 @@ class _Recorder:
 
     def evaluate(self, model, resolution):
         self._step(model, "evaluate")
+        return {"accuracy": 0.5, "train_seconds": 2.0}
+
+    def train_dense(self, model, resolution):
+        self._step(model, "dense")
         return {"accuracy": 0.5}
 
-    def evaluate_pruned(self, model, resolution, prune):
-        self._step(model, "dense")
+    def fine_tune_pruned(self, model, resolution, prune, dense):
         prune(model)
         self._step(model, "fine_tune")
-        return {"accuracy": 0.4, "accuracy_unpruned": 0.5}
+        return {"accuracy": 0.4, "accuracy_unpruned": dense["accuracy"]}
 
 
 def test_a_pruned_candidate_is_trained_dense_then_pruned_then_fine_tuned():
@@ -191,6 +194,38 @@ def test_a_pruned_candidate_is_trained_dense_then_pruned_then_fine_tuned():
     assert [c[0] for c in evaluator.calls] == ["evaluate"] and "accuracy_unpruned" not in metrics
 
 
+def test_the_policies_of_one_network_share_its_training(tmp_path):
+    """`TrainedNetworks`: the fp32 network of an unpruned policy, and the dense phase of a pruned one, are trained
+    once per network and loaded for its other policies, with the same weights and metrics."""
+    from nas.evaluation import make_evaluator
+    from nas.trial import TrainedNetworks, train_candidate
+
+    space = _macro()
+    evaluator = _Recorder()
+    evaluator.seed, evaluator.options = 0, make_evaluator("proxy", {}, seed=0).options
+    trained = TrainedNetworks(tmp_path, evaluator, seed=3)
+    a, b = (space.decode(f"22120201@{p},fp32,fp32,fp32,fp32,fp32,fp32,fp32,fp32,fp32") for p in ("fp32", "int8"))
+    first, m1 = train_candidate(space, evaluator, a, 3, trained)
+    second, m2 = train_candidate(space, evaluator, b, 3, trained)   # another precision of the same network
+    assert [c[0] for c in evaluator.calls] == ["evaluate"]
+    assert m1 == {"accuracy": 0.5, "train_seconds": 2.0} and m2 == {"accuracy": 0.5, "train_seconds": 0.0}
+    for x, y in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
+        torch.testing.assert_close(x, y)
+    evaluator.calls.clear()
+    p1, p2 = (space.decode(f"22120201@fp32,fp32:{k},fp32,fp32,fp32,fp32,fp32,fp32,fp32,fp32") for k in ("0.5", "0.75"))
+    pruned1, _ = train_candidate(space, evaluator, p1, 3, trained)
+    pruned2, m = train_candidate(space, evaluator, p2, 3, trained)   # another keep ratio: the dense phase is loaded
+    assert [c[0] for c in evaluator.calls] == ["dense", "fine_tune", "fine_tune"] and m["accuracy_unpruned"] == 0.5
+    assert _params(pruned1) == _params(space.build(p1)) and _params(pruned2) == _params(space.build(p2))
+    assert len(list(tmp_path.glob("full-*.safetensors"))) == len(list(tmp_path.glob("dense-*.safetensors"))) == 1
+    # another seed (other initial weights) or other training options: another network, trained anew
+    evaluator.calls.clear()
+    train_candidate(space, evaluator, a, 4, TrainedNetworks(tmp_path, evaluator, seed=4))
+    evaluator.options = make_evaluator("proxy", {"epochs": 2}, seed=0).options
+    train_candidate(space, evaluator, a, 3, TrainedNetworks(tmp_path, evaluator, seed=3))
+    assert [c[0] for c in evaluator.calls] == ["evaluate", "evaluate"]
+
+
 def test_a_pruned_candidate_row_has_the_accuracy_before_pruning(tmp_path):
     from nas.checks import load_run
     from nas.context import RunContext
@@ -207,6 +242,10 @@ def test_a_pruned_candidate_row_has_the_accuracy_before_pruning(tmp_path):
     arch = "22120201@int8,int8:0.5,int8:0.5,int8,int8,int8,int8,int8,int8,int8"
     row = evaluate_candidate(ctx, arch)
     assert row["status"] == "ok", row.get("error")
+    # another policy of the network: its dense phase is the one trained above (the run's trained/ folder)
+    again = evaluate_candidate(ctx, "22120201@int8,int8:0.5,int8,int8,int8,int8,int8,int8,int8,int8")
+    assert again["status"] == "ok" and again["accuracy_unpruned"] == row["accuracy_unpruned"]
+    assert len(list((tmp_path / "trained").glob("dense-*.safetensors"))) == 1
     assert 0 <= row["accuracy_unpruned"] <= 1 and row["flops"] == sum(lc.macs for lc in
                                                                        space.layer_costs(space.decode(arch)))
     assert row["flops"] < sum(lc.macs for lc in space.layer_costs(space.dense(space.decode(arch))))

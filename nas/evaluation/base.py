@@ -46,7 +46,21 @@ class Evaluator:
         """Train `model` (a dense network), `prune(model)` in place, fine-tune and score it, within the training
         budget `evaluate` spends on one network (so a pruned candidate is not trained longer than the others):
         `evaluate`'s metrics of the pruned network, with ``accuracy_unpruned``, the dense network's before
-        pruning. Only evaluators whose `prunes` is True can (`nas.trial.train_candidate`)."""
+        pruning. Only evaluators whose `prunes` is True can (`nas.trial.train_candidate`), by `train_dense` then
+        `fine_tune_pruned`: two steps, so the dense phase of one network can be trained once for every pruning of
+        it."""
+        return self.fine_tune_pruned(model, resolution, prune, self.train_dense(model, resolution))
+
+    def train_dense(self, model: Any, resolution: int) -> dict[str, Any]:
+        """The first part of `evaluate_pruned`: `model` (dense) trained in place for its share of the budget;
+        `evaluate`'s metrics of it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot fine-tune pruned networks")
+
+    def fine_tune_pruned(self, model: Any, resolution: int, prune: Callable[[Any], Any],
+                         dense: dict[str, Any]) -> dict[str, Any]:
+        """The rest of `evaluate_pruned`: `model`, trained by `train_dense` (whose metrics are `dense`), pruned by
+        `prune` in place and fine-tuned for the rest of the budget; the pruned network's metrics with
+        ``accuracy_unpruned``."""
         raise NotImplementedError(f"{type(self).__name__} cannot fine-tune pruned networks")
 
     def estimate(self, arch: str) -> dict[str, float]:

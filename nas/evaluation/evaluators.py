@@ -108,15 +108,21 @@ class ProxyTrainingEvaluator(Evaluator):
     def evaluate(self, model: Any, resolution: int) -> dict[str, float]:
         return self._train(model, resolution, self.options.epochs, self.options.lr)
 
-    def evaluate_pruned(self, model: Any, resolution: int, prune) -> dict[str, float]:
-        """The dense network trained for ``epochs - fine_tune_epochs``, pruned, then fine-tuned for
-        ``fine_tune_epochs`` from ``fine_tune_lr`` (each phase a full warmup-and-cosine schedule): ``epochs`` of
-        training in all, as every other candidate gets."""
+    def _fine_tune_epochs(self) -> float:
         o = self.options
-        tune = o.fine_tune_epochs if o.fine_tune_epochs is not None else o.epochs / 4
-        first = self._train(model, resolution, o.epochs - tune, o.lr)
+        return o.fine_tune_epochs if o.fine_tune_epochs is not None else o.epochs / 4
+
+    def train_dense(self, model: Any, resolution: int) -> dict[str, float]:
+        """The dense network trained for ``epochs - fine_tune_epochs`` (a full warmup-and-cosine schedule)."""
+        return self._train(model, resolution, self.options.epochs - self._fine_tune_epochs(), self.options.lr)
+
+    def fine_tune_pruned(self, model: Any, resolution: int, prune, dense: dict[str, Any]) -> dict[str, float]:
+        """Pruned, then fine-tuned for ``fine_tune_epochs`` from ``fine_tune_lr`` (its own warmup and cosine):
+        with `train_dense`, ``epochs`` of training in all, as every other candidate gets."""
+        o, first = self.options, dense
         prune(model)
-        then = self._train(model, resolution, tune, o.fine_tune_lr if o.fine_tune_lr is not None else o.lr / 2)
+        then = self._train(model, resolution, self._fine_tune_epochs(),
+                           o.fine_tune_lr if o.fine_tune_lr is not None else o.lr / 2)
         return {**then, "accuracy_unpruned": first["accuracy"], "steps": first["steps"] + then["steps"],
                 "train_seconds": first["train_seconds"] + then["train_seconds"],
                 "losses": first["losses"] + then["losses"]}
