@@ -48,6 +48,7 @@ from search_spaces.costs import LayerCost
 from search_spaces.layers import expansion_parts, prune_expansion
 
 SEPARATOR = "@"
+UNPRUNED_SAMPLES = 0.5   # the share of sampled policies that prune nothing (`PolicySpace.sample`)
 
 
 @dataclass(frozen=True)
@@ -157,9 +158,15 @@ class PolicySpace(SearchSpace):
         return PolicyArch(arch.base, arch.precisions, (1.0,) * len(self.units))
 
     def sample(self, rng: np.random.Generator) -> PolicyArch:
+        """A network of the wrapped space with a random precision per unit; where the policy prunes, half the
+        samples prune nothing and the rest draw a keep ratio per unit. Drawn per unit alone, a network of nine
+        prunable units would almost never be left whole (at three choices, 1 in 3^9), so a random or evolutionary
+        search would never see the dense networks its pruned candidates are compared with."""
         base = self.base.sample(rng)
         precisions = [self.choices[int(i)] for i in rng.integers(len(self.choices), size=len(self.units))]
         keeps = [self.keep_choices[int(i)] for i in rng.integers(len(self.keep_choices), size=len(self.units))]
+        if self.prunes and rng.random() < UNPRUNED_SAMPLES:
+            keeps = None
         return self._arch(base, precisions, keeps)
 
     def _open_base_decisions(self, arch: PolicyArch) -> int:

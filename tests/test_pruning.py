@@ -122,6 +122,19 @@ def test_keep_ratios_round_trip_mutate_and_read_one_string_per_network():
     assert space.decode("22120201@fp32:0.5" + ",fp32" * 9) == space.decode("22120201@fp32" + ",fp32" * 9)
 
 
+def test_half_the_sampled_policies_prune_nothing():
+    """Drawn per unit alone, nine prunable units would leave a network whole 1 time in 3^9: a search would never
+    see the dense networks its pruned ones compete with."""
+    space, rng = _macro(), np.random.default_rng(1)
+    samples = [space.sample(rng) for _ in range(400)]
+    whole = sum(all(k == 1.0 for k in a.keeps) for a in samples)
+    assert 160 <= whole <= 240
+    pruned = [a for a in samples if any(k < 1 for k in a.keeps)]
+    assert {k for a in pruned for k in a.keeps} == {1.0, 0.75, 0.5}   # the pruned ones draw every ratio
+    # precisions are drawn alike in both halves
+    assert {p for a in samples for p in a.precisions} == {"fp32", "int8"}
+
+
 @pytest.mark.parametrize("text, message", [
     ("22120201@fp32,fp32:0.3,fp32,fp32,fp32,fp32,fp32,fp32,fp32,fp32", "keep ratio '0.3' is not in the space's"),
     ("22120201@fp32,fp32:x,fp32,fp32,fp32,fp32,fp32,fp32,fp32,fp32", "keep ratio 'x'"),
