@@ -1,4 +1,5 @@
-"""int8 post-training static quantization of an ONNX graph with onnxruntime: one recipe for every layer above.
+"""int8 post-training static quantization of an ONNX graph with onnxruntime: one recipe for every layer above
+(and PyTorch's PT2E flow, `quantize_pt2e`, where a network will run in PyTorch).
 
 QDQ format (QuantizeLinear/DequantizeLinear pairs that onnxruntime fuses into int8 kernels), per-channel int8
 weights, uint8 activations, MinMax activation ranges from calibration batches; the graph is pre-processed first
@@ -133,6 +134,36 @@ def refuse_int8_plan(module, engine: str) -> None:
     if int8_plan(module):
         raise InputError(f"{engine} cannot run a compression policy's int8 layers ({', '.join(int8_plan(module))}); "
                          "time them with onnxruntime-cpu")
+
+
+def quantize_pt2e(model, example: np.ndarray, batches: Iterable[np.ndarray]):
+    """`model` quantized to int8 by PyTorch's PT2E flow (the ``torchao`` package, not the deprecated eager
+    ``torch.ao.quantization`` API): captured with `torch.export` at `example`'s shape, annotated by torchao's
+    `X86InductorQuantizer` in its default configuration (int8 weights symmetric per output channel, uint8
+    activations with ranges observed on `batches`, BatchNorm folded into the convolutions), converted. The result
+    is a `torch.fx.GraphModule` that computes the int8 network in reference form (quantize/dequantize around each
+    kernel), the numerics of the int8 kernels `torch.compile` lowers it to on x86. A network asking for only some
+    int8 units (a compression policy) is refused: policies are timed and scored with onnxruntime.
+
+    Raises:
+        ModuleNotFoundError: torchao is not installed (the ``torchao`` extra).
+    """
+    import copy
+
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer, get_default_x86_inductor_quantization_config)
+
+    refuse_int8_plan(model, "PT2E")
+    net = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        graph = torch.export.export(net, (torch.from_numpy(example),)).module()
+        prepared = prepare_pt2e(graph, X86InductorQuantizer().set_global(
+            get_default_x86_inductor_quantization_config()))
+        for batch in batches:
+            prepared(torch.from_numpy(batch))
+        return convert_pt2e(prepared)
 
 
 def random_batches(shape: tuple[int, ...], count: int = 4, seed: int = 0) -> list[np.ndarray]:

@@ -139,6 +139,15 @@ def _check_settings(source: str, recipe: Recipe, plugins: Plugins) -> None:
 def _check_compression(source: str, recipe: Recipe, plugins: Plugins) -> None:
     """``compression: search`` and the space's ``compression`` option go together; the space must have
     compression units, and every latency constraint a profile that can time int8 layers."""
+    if recipe.quantizer == "pt2e":
+        if recipe.compression != "int8":
+            raise RecipeError(f"{source}: quantizer: pt2e quantizes whole networks with compression: int8 (the "
+                              f"recipe has compression: {recipe.compression}); a policy's int8 units are timed and "
+                              "scored with onnxruntime")
+        import importlib.util
+
+        if importlib.util.find_spec("torchao") is None:
+            raise RecipeError(f"{source}: quantizer: pt2e needs the torchao package: pip install -e \".[torchao]\"")
     policy = getattr(plugins.space, "compression", None)
     if recipe.compression == "search" and policy is None:
         raise RecipeError(f"{source}: space.options.compression: compression: search needs the choices of the "

@@ -11,6 +11,9 @@ candidate in the form it will ship:
   evaluator's validation images. The row's ``accuracy`` is then the int8 accuracy (what the controller
   maximises); ``accuracy_fp32``, ``accuracy_drop`` (fp32 - int8) and ``quant_parity`` (largest difference of
   the int8 logits from the fp32 ones on the first validation batch) stand beside it.
+  With the recipe's ``quantizer: pt2e`` the int8 network is made by PyTorch's PT2E flow instead
+  (`core.quantize.quantize_pt2e`: torchao's X86InductorQuantizer, same calibration images) and scored in PyTorch,
+  for targets that run PyTorch.
 
 - ``search``: the policy is part of the genotype (`search_spaces.policy`: the space's ``compression`` option
   gives each stage or layer a precision); each candidate is scored as ``int8`` does with exactly its int8 units
@@ -96,13 +99,22 @@ def quantize_int8(model, calibration, input_shape: tuple[int, ...], folder: Path
     return fp32, quantize_onnx_int8(fp32, folder / "int8.onnx", full, plan)
 
 
-def export_int8(model, evaluator, input_shape: tuple[int, ...], folder: Path) -> tuple[Path | None, str]:
+def export_int8(model, evaluator, input_shape: tuple[int, ...], folder: Path,
+                quantizer: str = "onnxruntime") -> tuple[Path | None, str]:
     """The int8 model of an exported network, as the search scored it (same calibration), at batch size 1:
     (``folder/model.int8.onnx``, the model card's note on how it was made); (None, the note) for a policy that
-    quantizes nothing."""
+    quantizes nothing, and for `quantizer` ``pt2e``, whose file format (a `torch.export` archive) stores pickled
+    example inputs: the note says how to remake it from the shipped weights instead."""
     import shutil
 
     from core.quantize import int8_plan
+
+    if quantizer == "pt2e":
+        return None, ("int8: PyTorch PT2E (torchao's X86InductorQuantizer, default configuration: per-channel int8 "
+                      f"weights, uint8 activations, ranges on {CALIBRATION_IMAGES} training images, batches of "
+                      f"{BATCH}); the accuracy is that int8 model's, accuracy_fp32 that of model.onnx. Remake it "
+                      "from model.safetensors with core.quantize.quantize_pt2e on the same images, then "
+                      "torch.compile it for x86 int8 kernels (no .pt2 file is shipped: it would carry pickled data)")
 
     plan = int8_plan(model)
     if plan == ():
@@ -129,11 +141,34 @@ def onnx_logits(path: Path, images: np.ndarray, threads: int = 1) -> np.ndarray:
     return np.concatenate(out)
 
 
+def pt2e_logits(model, calibration, images: np.ndarray) -> np.ndarray:
+    """`model` (fp32) quantized by PyTorch's PT2E flow (`core.quantize.quantize_pt2e`, activation ranges on the
+    same `CALIBRATION_IMAGES` training images as onnxruntime's) and run on `images`: logits, one row per image.
+
+    Raises:
+        ValueError: `calibration` is empty, or its images do not have the network's input shape.
+    """
+    import torch
+
+    from core.quantize import quantize_pt2e
+
+    calib, _ = _arrays(calibration, "calibration", CALIBRATION_IMAGES)
+    if tuple(calib.shape[1:]) != tuple(images.shape[1:]):
+        raise ValueError(f"calibration images have shape {tuple(calib.shape[1:])}, the network takes "
+                         f"{tuple(images.shape[1:])}")
+    size = min(BATCH, len(calib))
+    full = [part for part, real in _batches(calib, size) if real == size]
+    int8 = quantize_pt2e(model, full[0], full)
+    with torch.no_grad():
+        return np.concatenate([int8(torch.from_numpy(part)).numpy()[:real] for part, real in _batches(images, size)])
+
+
 def int8_scores(model, evaluator, input_shape: tuple[int, ...], fp32_accuracy: float,
-                threads: int = 1) -> dict[str, float]:
+                threads: int = 1, quantizer: str = "onnxruntime") -> dict[str, float]:
     """`model` (trained, fp32) quantized to int8 (all of it, or the int8 units it names) and scored on the
     evaluator's validation images: ``accuracy`` (int8), ``accuracy_fp32``, ``accuracy_drop`` and ``quant_parity``
-    (see the module).
+    (see the module). `quantizer`: ``onnxruntime`` (QDQ, run by onnxruntime) or ``pt2e`` (PyTorch's PT2E flow,
+    run in PyTorch: `pt2e_logits`).
 
     Raises:
         ValueError: an empty or mis-shaped calibration set.
@@ -153,9 +188,12 @@ def int8_scores(model, evaluator, input_shape: tuple[int, ...], fp32_accuracy: f
         reference = model(torch.from_numpy(images[:BATCH])).numpy()
     if not np.isfinite(reference).all():   # the quantizer would fail on NaN ranges with a bare assertion
         raise FloatingPointError("the network's outputs are not finite before quantization")
-    with tempfile.TemporaryDirectory(prefix="hwnas-int8-") as tmp:
-        _, int8 = quantize_int8(model, calibration, input_shape, Path(tmp))
-        logits = onnx_logits(int8, images, threads)
+    if quantizer == "pt2e":
+        logits = pt2e_logits(model, calibration, images)
+    else:
+        with tempfile.TemporaryDirectory(prefix="hwnas-int8-") as tmp:
+            _, int8 = quantize_int8(model, calibration, input_shape, Path(tmp))
+            logits = onnx_logits(int8, images, threads)
     if not np.isfinite(logits).all():
         raise FloatingPointError("the int8 network's outputs are not finite")
     accuracy = float((logits.argmax(1) == labels).mean())

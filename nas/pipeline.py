@@ -259,7 +259,8 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, 
     if recipe.compression != "none":   # shipped in the form it was scored in, beside the fp32 graph
         from nas.compression import export_int8
 
-        int8, extra["compression"] = export_int8(model, ctx.evaluator, tuple(shape), run_dir / "best")
+        int8, extra["compression"] = export_int8(model, ctx.evaluator, tuple(shape), run_dir / "best",
+                                                 recipe.quantizer)
     files = export_network(model, shape, run_dir / "best", arch=best["arch"], figures=figures,
                            title=f"{recipe.name}: best feasible network", extra=extra, space_code=space_code)
     for name, payload in extra_files.items():

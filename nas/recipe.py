@@ -189,6 +189,11 @@ class Recipe(_Strict):
         "none", description="how every candidate is scored: none (fp32), int8 (trained, then quantized with "
                             "onnxruntime and scored quantized: nas.compression) or search (a precision per unit in "
                             "the genotype, space.options.compression: search_spaces.policy)")
+    quantizer: Literal["onnxruntime", "pt2e"] = Field(
+        "onnxruntime", description="how compression: int8 quantizes and scores a candidate: onnxruntime (static "
+                                   "QDQ, for targets that run onnxruntime) or pt2e (PyTorch's PT2E flow with "
+                                   "torchao's X86InductorQuantizer, for targets that run PyTorch; the torchao "
+                                   "extra)")
     search: SearchConfig
     output: OutputConfig = Field(default_factory=OutputConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)

@@ -168,7 +168,8 @@ def evaluate_candidate(ctx: RunContext, arch_string: str) -> dict[str, Any]:
                     from nas.compression import int8_scores   # scored as it will ship: accuracy is int8's
 
                     metrics = {**metrics, **int8_scores(model, ctx.evaluator, tuple(shape), metrics["accuracy"],
-                                                        getattr(ctx.evaluator.options, "threads", 1))}
+                                                        getattr(ctx.evaluator.options, "threads", 1),
+                                                        ctx.recipe.quantizer)}
             else:
                 metrics = ctx.evaluator.estimate(arch_string)
             if not math.isfinite(metrics["accuracy"]):

@@ -140,6 +140,73 @@ def test_a_search_with_compression_int8_scores_every_candidate_quantized(tmp_pat
     assert "  model.int8.onnx\n" in (out / "best" / "SHA256SUMS").read_text()
 
 
+def test_pt2e_quantizes_with_per_channel_weights_folded_batchnorm_and_agrees_with_onnxruntime(tmp_path):
+    """PyTorch's PT2E flow (torchao) is the int8 path where a network runs in PyTorch: the same network and
+    calibration give int8 logits near the fp32 ones and near onnxruntime's int8 ones."""
+    pytest.importorskip("torchao")
+    from core.quantize import quantize_pt2e
+    from nas.compression import pt2e_logits
+
+    model, calibration = _net(), _images(100)
+    batch = calibration.tensors[0][:64].numpy()
+    graph = quantize_pt2e(model, batch, [batch])
+    ops = {str(n.target) for n in graph.graph.nodes if n.op == "call_function"}
+    assert "quantized_decomposed.dequantize_per_channel.default" in ops and not any("batch_norm" in o for o in ops)
+    images = _images(70, seed=1).tensors[0].numpy()   # not a multiple of the batch: the padded tail is dropped
+    reference = model(torch.from_numpy(images)).detach().numpy()
+    got = pt2e_logits(model, calibration, images)
+    _, ort_int8 = quantize_int8(model, calibration, (1, 3, 8, 8), tmp_path)
+    spread = np.abs(reference).max()
+    assert got.shape == reference.shape
+    assert 0 < np.abs(got - reference).max() < 0.05 * spread
+    assert np.abs(got - onnx_logits(ort_int8, images)).max() < 0.05 * spread
+    with pytest.raises(ValueError, match=r"calibration images have shape \(3, 16, 16\)"):
+        pt2e_logits(model, _images(10, size=16), images)
+    model.int8_modules = ("0",)   # a policy's int8 units: onnxruntime's to score
+    with pytest.raises(Exception, match="PT2E cannot run a compression policy's int8 layers"):
+        quantize_pt2e(model, batch, [batch])
+
+
+def test_a_candidate_scored_with_the_pt2e_quantizer(tmp_path):
+    pytest.importorskip("torchao")
+    from nas.compression import export_int8
+    from nas.context import RunContext
+    from nas.recipe import read_recipe
+    from nas.trial import evaluate_candidate
+
+    recipe = read_recipe(ASSETS / "tiny.yaml", ["compression=int8", "quantizer=pt2e", "constraints.latency=[]"])
+    ctx = RunContext(recipe, tmp_path)
+    arch = ctx.space.to_string(ctx.space.sample(np.random.default_rng(0)))
+    row = evaluate_candidate(ctx, arch)
+    assert row["status"] == "ok", row.get("error")
+    assert row["accuracy"] == pytest.approx(row["accuracy_fp32"] - row["accuracy_drop"]) and row["quant_parity"] > 0
+    path, note = export_int8(None, ctx.evaluator, (1, 3, 8, 8), tmp_path, quantizer="pt2e")
+    assert path is None and "PT2E" in note and "core.quantize.quantize_pt2e" in note
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["quantizer=pt2e"], "quantizer: pt2e quantizes whole networks with compression: int8 (the recipe has "
+                         "compression: none)"),
+    (["quantizer=pt2e", "compression=int8", "__no_torchao__"], 'quantizer: pt2e needs the torchao package: '
+                                                               'pip install -e ".[torchao]"'),
+    (["quantizer=tflite", "compression=int8"], "quantizer"),
+])
+def test_a_pt2e_recipe_that_cannot_run_is_refused_in_one_line(sets, message, monkeypatch):
+    import importlib.util
+
+    from nas.checks import load_run
+    from nas.recipe import RecipeError
+
+    if "__no_torchao__" in sets:
+        sets = [s for s in sets if s != "__no_torchao__"]
+        find_spec = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchao"
+                            else find_spec(name, *a))
+    with pytest.raises(RecipeError) as err:
+        load_run(ASSETS / "tiny.yaml", sets)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
 def test_the_compression_bench_times_fp32_against_int8_and_prints_markdown(tmp_path):
     from conftest import load_bench
 
