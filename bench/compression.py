@@ -4,7 +4,7 @@ unit (``compression: search``); same recipe, budget, seed and limits.
 
     python bench/compression.py [--recipe recipes/quickstart.yaml] [--seeds 0,1] [--budget 20] [--sampled 20]
         [--arms none,int8,search] [--precisions fp32,int8] [--keep 1,0.75,0.5] [--set FIELD=VALUE ...]
-        [--threads 1] [--no-cpu]
+        [--threads 1] [--no-cpu] [--pt2e]
         [--block-tables FP32,INT8] [--work DIR] [--out FILE.json]
 
 1. Per seed, three searches (`python -m nas.run RECIPE` with ``--set``): (a) ``compression: none``, its winner
@@ -17,6 +17,9 @@ unit (``compression: search``); same recipe, budget, seed and limits.
 2. Each winner: accuracy after quantization, fp32 accuracy, FLOPs, the search's latency figure per profile, and
    its latency on this CPU measured now with onnxruntime (`--threads`), fp32 (``model.onnx``) against int8 (QDQ;
    for (c) the graph as it ships: its int8 units quantized, the rest fp32), batch 1, in interleaved rounds.
+   With `--pt2e`, the whole-network int8 winners ((a), (b)) are also quantized by PyTorch's PT2E flow (the
+   recipe's ``quantizer: pt2e``: torchao, same calibration) and scored in PyTorch: the two int8 engines' accuracy
+   on the same trained network.
 3. `--sampled` networks drawn from the recipe's space, fp32 against int8 latency the same way: how often int8 is
    slower than fp32 on this CPU (the reason to measure rather than assume); with `--block-tables`, the same per
    block type from two measured profiles of one space (``--precision int8`` and fp32 tables).
@@ -139,6 +142,8 @@ def main() -> None:
                    "(e.g. under an FPGA simulator's limit)")
     p.add_argument("--block-tables", metavar="FP32,INT8", help="two measured profiles of one space, e.g. "
                    "x86-ort-t1-macro,x86-ort-int8-t1-macro: int8 against fp32 latency per block type")
+    p.add_argument("--pt2e", action="store_true", help="also score each whole-network int8 winner ((a), (b)) with "
+                   "PyTorch's PT2E quantizer (quantizer: pt2e; needs torchao): the two int8 engines side by side")
     p.add_argument("--work", default="/tmp/hwnas-compression")
     p.add_argument("--out", help="write the figures here as JSON")
     args = p.parse_args()
@@ -159,7 +164,11 @@ def main() -> None:
                 scores = int8_scores(model, ctx.evaluator, shape, best["accuracy"], args.threads)
             else:
                 scores = {k: best[k] for k in ("accuracy", "accuracy_fp32", "accuracy_drop")}
+            if args.pt2e:   # the same trained network and calibration, made int8 by PyTorch's PT2E flow
+                scores["pt2e"] = (np.nan if compression == "search" else int8_scores(
+                    model, ctx.evaluator, shape, scores["accuracy_fp32"], quantizer="pt2e")["accuracy"])
             rows.append({"seed": seed, "arm": arm, "arch": best["arch"], "int8 accuracy": scores["accuracy"],
+                         **({"pt2e int8 accuracy": scores["pt2e"]} if args.pt2e else {}),
                          "fp32 accuracy": scores["accuracy_fp32"], "drop": scores["accuracy_drop"],
                          "MFLOPs": best["flops"] / 1e6,
                          # the search's own figure per latency profile (exact for a simulator)
@@ -190,7 +199,9 @@ def main() -> None:
     print(markdown(df.drop(columns="arch")))
     profiles = [c for c in df.columns if c.endswith(" ms") and c not in ("fp32 ms", "int8 ms")]
     cpu = [] if args.no_cpu else ["int8 ms"]
-    means = df.groupby("arm", sort=False)[["int8 accuracy", "fp32 accuracy", *cpu, *profiles, "MFLOPs"]].mean()
+    pt2e = ["pt2e int8 accuracy"] if args.pt2e else []
+    means = df.groupby("arm", sort=False)[["int8 accuracy", *pt2e, "fp32 accuracy", *cpu, *profiles,
+                                           "MFLOPs"]].mean()
     print("\n" + markdown(means.reset_index()))
     base = means.iloc[0]
     for label, ours in means.iloc[1:].iterrows():
