@@ -18,6 +18,7 @@ from nas.metric_tables import TableError, check_space, read_metric_table
 from nas.objectives import static_check
 from nas.recipe import Recipe, RecipeError, read_recipe
 from search_spaces import SPACES
+from search_spaces.base import CompressionOptions
 from search_spaces.policy import no_pruning, no_units, offers_pruning, offers_units
 
 
@@ -169,15 +170,34 @@ def _check_compression(source: str, recipe: Recipe, plugins: Plugins) -> None:
     for i, lat in enumerate(recipe.constraints.latency):
         profile = get_profile(lat.profile) if lat.source != "table" else None
         cpu = isinstance(profile, LiveOnnxCpuProfile) and lat.implementation in ("default", "onnxruntime-cpu")
-        if not (cpu or isinstance(profile, SimulatedProfile)):
+        table = policy_precisions(profile) if lat.implementation == "default" else None
+        if not (cpu or table or isinstance(profile, SimulatedProfile)):
             raise RecipeError(f"{source}: constraints.latency[{i}]: {lat.profile} cannot time a compression "
                               "policy's int8 layers; compression: search runs on this CPU's onnxruntime profiles "
-                              "(local-cpu, local-cpu-2t) and the FPGA simulators")
+                              "(local-cpu, local-cpu-2t), the FPGA simulators and tables measured with a policy "
+                              "(hardware_profiles.measure --space-options with a compression entry)")
+        if table:
+            missing = [p for p in policy.precisions if p not in table]
+            if missing:
+                raise RecipeError(f"{source}: space.options.compression.precisions: {lat.profile} (constraints."
+                                  f"latency[{i}]) has no {missing[0]} layers; its tables were measured with "
+                                  f"precisions {table}")
+            continue
         bad = "int4" if cpu else "fp32"
         if bad in policy.precisions:
             raise RecipeError(f"{source}: space.options.compression.precisions: {lat.profile} (constraints.latency"
                               f"[{i}]) cannot run {bad} units" + ("; 4-bit weights run on the FPGA profiles" if cpu
                                                                  else "; an int8 accelerator runs int8 and int4"))
+
+
+def policy_precisions(profile) -> list[str] | None:
+    """The precisions a table profile was measured with when its space carried a compression policy (its blocks
+    in each precision, its networks with mixed policies: ``hardware_profiles.measure --space-options`` with a
+    ``compression`` entry), else None."""
+    if not isinstance(profile, TableProfile):
+        return None
+    policy = (profile.manifest.space_options or {}).get("compression")
+    return None if policy is None else CompressionOptions.model_validate(policy).precisions
 
 
 def _check_smallest(source: str, recipe: Recipe, space) -> None:

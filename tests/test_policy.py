@@ -345,3 +345,42 @@ def test_engine_selection_refuses_a_network_whose_policy_quantizes_units(tmp_pat
         load_network(SelectSettings(arch="00120201@fp32,int8," + ",".join(["fp32"] * 8), **settings))
     fp32 = load_network(SelectSettings(arch="00120201@" + ",".join(["fp32"] * 10), **settings))
     assert fp32.recipe["arch"].endswith("@" + ",".join(["fp32"] * 10))
+
+
+def test_a_table_measured_with_a_policy_prices_a_policy_search(tmp_path, monkeypatch):
+    """A device's tables measured with the policy in the space options (every block in each precision, networks
+    with mixed policies) price a `compression: search` like any table: its predictor is trained from them."""
+    import yaml
+
+    from hardware_profiles import get_profile
+    from hardware_profiles.measure import MeasureSettings, measure_profile
+    from nas.checks import load_run
+    from nas.context import RunContext
+    from nas.recipe import RecipeError
+    from nas.trial import evaluate_candidate
+
+    monkeypatch.setenv("HWNAS_PROFILE_PATH", str(tmp_path))
+    options = tmp_path / "policy.yaml"
+    options.write_text("resolution: 16\ncompression: {precisions: [fp32, int8]}\n")
+    report = measure_profile(MeasureSettings(profile="tiny-policy", space="macro", space_options=str(options),
+                                             num_classes=10, networks=30, warmup=1, repeats=3, attempts=1,
+                                             root=str(tmp_path)))
+    assert report["complete"] and report["networks"] == 30
+    keys = get_profile("tiny-policy").table("blocks")["key"]
+    assert keys.str.contains("_int8_").sum() * 2 == len(keys) == report["blocks"]   # each layer in each precision
+    archs = get_profile("tiny-policy").read_networks()["arch"]
+    assert archs.str.contains("@").all() and archs.str.contains("int8").any()
+    manifest = yaml.safe_load((tmp_path / "tiny-policy" / "1" / "manifest.yaml").read_text())
+    assert manifest["space_options"]["compression"]["precisions"] == ["fp32", "int8"]
+
+    sets = ["compression=search", "space={name: macro, options: {resolution: 16, compression: {precisions: "
+            "[fp32, int8]}}}", "constraints.max_flops=null", "constraints.latency=[{profile: tiny-policy, max_ms: 50}]"]
+    ctx = RunContext(load_run(ASSETS / "tiny.yaml", sets).recipe, tmp_path / "run")
+    assert "trained on tiny-policy@1 tables" in ctx.latency["tiny-policy"].how
+    cheap, dear = (ctx.space.decode(f"22120201@{p}" + f",{p}" * 9) for p in ("int8", "fp32"))
+    a, b = (ctx.latency["tiny-policy"].latency(ctx.space, arch) for arch in (cheap, dear))
+    assert a > 0 and b > 0
+    row = evaluate_candidate(ctx, ctx.space.to_string(cheap))
+    assert row["status"] == "ok" and row["latency_tiny-policy"] == pytest.approx(a)
+    with pytest.raises(RecipeError, match=r"tiny-policy \(constraints.latency\[0\]\) has no int4 layers"):
+        load_run(ASSETS / "tiny.yaml", [*sets, "space.options.compression.precisions=[int8, int4]"])
