@@ -2,6 +2,7 @@
 used in training (issue 4's x86 target).
 
     python bench/x86_predictor.py [--train-networks 100] [--test-networks 200] [--threads 1] [--json]
+        [--space mobilenet --space-options FILE.yaml --num-classes 1000]
 
 1. Measures a fresh `mobilenet` profile here (`python -m hardware_profiles.measure`: every block of the default
    space plus `--train-networks` whole networks, onnxruntime CPU, `--threads`) in a temporary profile root.
@@ -14,6 +15,11 @@ It also prints the noise ceiling: how often the two passes over the same test ne
 predictor is also scored against the smaller of the two medians per network (the figure that repeats best on a
 shared machine).
 Goals: at least 99 % of networks within +-10 % and 90 % within +-5 %.
+
+`--space` and `--space-options` measure another space the same way; with a ``compression`` entry in the options
+(e.g. ``compression: {precisions: [fp32, int8], keep: [1, 0.75, 0.5]}`` on ``macro``) every block is measured in
+each precision and the networks carry mixed policies, each quantized as it ships: the predictor a policy search
+trains from a device's tables, judged the same way.
 """
 from __future__ import annotations
 
@@ -53,6 +59,9 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--space", default="mobilenet")
+    p.add_argument("--space-options", metavar="FILE", help="YAML of the space's options (as measure takes them)")
+    p.add_argument("--num-classes", type=int, default=1000)
     args = p.parse_args()
     from hardware_profiles.importer import error_report
     from hardware_profiles.measure import _sample_networks
@@ -62,8 +71,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-x86-") as root:
         start = time.perf_counter()
-        measure_main(["--profile", "bench-x86", "--space", "mobilenet", "--threads", str(args.threads),
-                      "--networks", str(args.train_networks), "--root", root])
+        measure_main(["--profile", "bench-x86", "--space", args.space, "--threads", str(args.threads),
+                      "--networks", str(args.train_networks), "--root", root, "--num-classes", str(args.num_classes),
+                      *(["--space-options", args.space_options] if args.space_options else [])])
         build_seconds = time.perf_counter() - start
         os.environ["HWNAS_PROFILE_PATH"] = root
         from hardware_profiles import get_profile
@@ -72,27 +82,30 @@ def main() -> int:
         profile = get_profile("bench-x86")
         nets = read_table(profile.folder / profile.manifest.tables.networks)
         train_archs, y_train = nets.arch.astype(str).tolist(), nets.median_ms.to_numpy(float)
-        space = get_space("mobilenet", num_classes=1000)
+        m = profile.manifest
+        space = get_space(args.space, m.space_options, num_classes=args.num_classes)
         seen = set(train_archs)
         test = [a for a in _sample_networks(space, args.test_networks + len(seen), args.seed + 1000)
                 if a not in seen][:args.test_networks]
         first = time_networks(space, test, args.threads, "test networks, pass 1")
         second = time_networks(space, test, args.threads, "test networks, pass 2")
-        model = LGBMLatencyPredictor("mobilenet", block_table=profile.block_ms, overhead_ms=profile.overhead_ms)
+        model = LGBMLatencyPredictor(args.space, m.space_options, args.num_classes, block_table=profile.block_ms,
+                                     overhead_ms=profile.overhead_ms)
         model.fit(train_archs, y_train)
         sums, pred, _ = model.predict_parts(test)
-        flops = FlopsLinear("mobilenet").fit(train_archs, y_train).predict(test)
+        flops = FlopsLinear(args.space, m.space_options, args.num_classes).fit(train_archs, y_train).predict(test)
     steady = np.minimum(first, second)   # the smaller median of the two passes: less contention noise
     rows = [{"model": "predictor", "truth": "pass 1", **error_report(pred, first)},
             {"model": "lookup_table", "truth": "pass 1", **error_report(sums, first)},
             {"model": "flops_linear", "truth": "pass 1", **error_report(flops, first)},
             {"model": "predictor", "truth": "min of passes", **error_report(pred, steady)},
             {"model": "pass 2 (noise ceiling)", "truth": "pass 1", **error_report(second, first)}]
-    res = {"profile_build_seconds": build_seconds, "train_networks": len(train_archs), "test_networks": len(test),
+    res = {"space": args.space, "space_options": m.space_options, "profile_build_seconds": build_seconds, "train_networks": len(train_archs), "test_networks": len(test),
            "threads": args.threads, "noise": profile.manifest.noise, "rows": rows}
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
+    print(f"space {args.space} {m.space_options or ''}".rstrip())
     print(f"profile measured here in {build_seconds:.0f} s ({len(profile.block_ms)} blocks, {len(train_archs)} "
           f"networks, {args.threads} thread(s)); scored on {len(test)} networks never used in training:")
     table = pd.DataFrame(rows)[["model", "truth", "within_5pct", "within_10pct", "mape", "spearman", "kendall"]]

@@ -30,13 +30,42 @@ def module_prefix(name: str) -> str:
     return "/" + "".join(".".join(parts[:i + 1]) + "/" for i in range(len(parts)))
 
 
+def _unshare_initializers(model) -> None:
+    """Give every node its own copy of each constant it reads (in place).
+
+    PyTorch's exporter stores equal tensors once: the folded biases of an untrained network's convolutions are
+    all zeros, so convolutions of one width share one bias. When only some units are quantized, the quantizer
+    quantizes a shared constant for its int8 readers and hands the fp32 readers a DequantizeLinear of it; an fp32
+    convolution whose bias is no longer a constant loses onnxruntime's blocked-layout (NCHWc) kernels, and a wide
+    depthwise one then runs ten times slower (measured: the fp32 block after an int8 unit of NAS-Bench-Macro,
+    0.07 -> 0.71 ms, making the network 1.6x slower than in fp32). A trained network rarely shares, so without
+    this every policy would be timed, and its tables measured, slower than it ships."""
+    import onnx
+
+    inits = {i.name: i for i in model.graph.initializer}
+    seen: set[str] = set()
+    for node in model.graph.node:
+        for j, name in enumerate(node.input):
+            if name not in inits:
+                continue
+            if name in seen:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(inits[name])
+                copy.name = f"{name}_{node.name or node.op_type}_{j}"
+                model.graph.initializer.append(copy)
+                node.input[j] = copy.name
+            seen.add(name)
+
+
 def _fp32_nodes(prepared: Path, modules: Sequence[str]) -> list[str]:
     """Names of the nodes of the graph at `prepared` outside every module of `modules`, after naming its
     unnamed nodes (the pre-processing leaves some, e.g. a decomposed hard-swish) after the node that feeds them,
-    so each lands in its producer's module; the graph is saved back with those names."""
+    so each lands in its producer's module, and giving every node its own constants (`_unshare_initializers`);
+    the graph is saved back so."""
     import onnx
 
     model = onnx.load(str(prepared))
+    _unshare_initializers(model)
     producer = {out: node.name for node in model.graph.node for out in node.output}
     for i, node in enumerate(model.graph.node):
         if not node.name:

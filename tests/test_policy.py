@@ -160,6 +160,24 @@ def test_only_the_int8_units_are_quantized_in_the_graph_that_is_timed(tmp_path):
     assert all(convs.values()) and convs == whole   # every unit int8 is the whole network int8
 
 
+def test_an_fp32_unit_keeps_constant_weights_and_biases_beside_int8_ones(tmp_path):
+    """An untrained network's folded biases are equal zeros that the exporter stores once; quantized for an int8
+    reader, a shared bias would reach the fp32 convolutions through a DequantizeLinear and cost them onnxruntime's
+    fast kernels (what the block tables and the live profiles would then time)."""
+    from hardware_profiles.backends import OnnxCpuBackend
+
+    space = _macro()
+    arch = space.decode("21000022@" + ",".join(["fp32"] * 7 + ["int8", "fp32", "fp32"]))
+    graph = onnx.load(str(OnnxCpuBackend(1, 1, 3).export(space.build(arch), space.input_shape(arch),
+                                                           tmp_path / "a.onnx"))).graph
+    made_by = {out: n.op_type for n in graph.node for out in n.output}
+    int8 = tuple(module_prefix(m) for m in space.int8_modules(arch))
+    fp32 = [n for n in graph.node if n.op_type == "Conv" and not n.name.startswith(int8)]
+    assert fp32 and any(n.name.startswith(int8) for n in graph.node if n.op_type == "Conv")
+    for node in fp32:   # weight and bias: constants, not dequantized tensors
+        assert [made_by.get(i) for i in node.input[1:]] == [None] * (len(node.input) - 1), node.name
+
+
 def test_the_hard_swish_a_quantizer_leaves_unnamed_lands_in_its_producers_unit(tmp_path):
     from hardware_profiles.backends import OnnxCpuBackend
 
