@@ -100,7 +100,8 @@ def main() -> int:
             {"model": "flops_linear", "truth": "pass 1", **error_report(flops, first)},
             {"model": "predictor", "truth": "min of passes", **error_report(pred, steady)},
             {"model": "pass 2 (noise ceiling)", "truth": "pass 1", **error_report(second, first)}]
-    res = {"space": args.space, "space_options": m.space_options, "profile_build_seconds": build_seconds, "train_networks": len(train_archs), "test_networks": len(test),
+    res = {"space": args.space, "space_options": m.space_options, "profile_build_seconds": build_seconds,
+           "train_networks": len(train_archs), "test_networks": len(test),
            "threads": args.threads, "noise": profile.manifest.noise, "rows": rows}
     if args.json:
         print(json.dumps(res, indent=2))
