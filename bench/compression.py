@@ -3,7 +3,7 @@ scores every candidate after int8 quantization (``compression: int8``) and one t
 unit (``compression: search``); same recipe, budget, seed and limits.
 
     python bench/compression.py [--recipe recipes/quickstart.yaml] [--seeds 0,1] [--budget 20] [--sampled 20]
-        [--arms none,int8,search] [--precisions fp32,int8] [--keep 1,0.75,0.5] [--set FIELD=VALUE ...]
+        [--arms none,int8,search[,matched]] [--precisions fp32,int8] [--keep 1,0.75,0.5] [--set FIELD=VALUE ...]
         [--threads 1] [--no-cpu] [--pt2e]
         [--block-tables FP32,INT8] [--work DIR] [--out FILE.json]
 
@@ -13,7 +13,9 @@ unit (``compression: search``); same recipe, budget, seed and limits.
    (`--precisions`; ``int8,int4`` under an FPGA limit), a precision per unit in the genotype
    (`search_spaces.policy`), and with `--keep` a keep ratio per unit too (structured pruning of the expansion
    channels: each pruned candidate trained dense, pruned, fine-tuned, within one network's training budget), its
-   latency limit on the network as it ships.
+   latency limit on the network as it ships. With ``matched`` in `--arms` (after ``none``), (c') is (c) again
+   under a limit equal to (a)'s winner as it ships: its int8 latency measured here before the search, on
+   `local-cpu` (`local-cpu-2t` with `--threads 2`): accuracy at equal latency, the issue's other goal.
 2. Each winner: accuracy after quantization, fp32 accuracy, FLOPs, the search's latency figure per profile, and
    its latency on this CPU measured now with onnxruntime (`--threads`), fp32 (``model.onnx``) against int8 (QDQ;
    for (c) the graph as it ships: its int8 units quantized, the rest fp32), batch 1, in interleaved rounds.
@@ -48,7 +50,8 @@ sys.path.insert(0, str(REPO))
 
 
 # The arms: the recipe's compression and its label.
-ARMS = {"none": "(a) fp32 search, then int8", "int8": "(b) int8 search", "search": "(c) policy search"}
+ARMS = {"none": "(a) fp32 search, then int8", "int8": "(b) int8 search", "search": "(c) policy search",
+        "matched": "(c') policy search at (a)'s int8 ms"}
 
 
 def run_search(recipe: Path, run_dir: Path, compression: str, seed: int, budget: int,
@@ -83,6 +86,11 @@ def winner(run_dir: Path):
     model = build_seeded(ctx.space, genotype, ctx.recipe.search.seed)
     load_weights(model, run_dir / "best" / "weights.safetensors")
     return ctx, model.eval(), tuple(ctx.space.input_shape(genotype))
+
+
+def calibration_of(ctx):
+    """The calibration images of a run's evaluator (at the space's resolution)."""
+    return ctx.evaluator.quantization_data(ctx.space.input_shape(ctx.space.smallest())[-1])[0]
 
 
 def latency_pairs(models: list[tuple], calibration, threads: int, folder: Path) -> np.ndarray:
@@ -153,15 +161,26 @@ def main() -> None:
     start, work = time.time(), Path(args.work)
     rows, models = [], []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        for compression in args.arms.split(","):
-            arm = ARMS[compression]
+        seed_a = None
+        for name in args.arms.split(","):
+            arm, compression = ARMS[name], "search" if name == "matched" else name
             keep = "-keep" + args.keep.replace(",", "_") if compression == "search" and args.keep != "1" else ""
-            run_dir = work / f"{compression}{keep}-s{seed}"   # (a) and (b) are shared by runs with other --keep
-            best = run_search(Path(args.recipe), run_dir, compression, seed, args.budget, tuple(args.set),
+            run_dir = work / f"{name}{keep}-s{seed}"   # (a) and (b) are shared by runs with other --keep
+            sets = tuple(args.set)
+            if name == "matched":   # (c) under a limit of (a)'s winner as it ships, measured here now
+                if seed_a is None:
+                    raise SystemExit("--arms: matched needs arm none before it (its limit is (a)'s int8 latency)")
+                with tempfile.TemporaryDirectory(prefix="hwnas-bench-int8-") as tmp:
+                    a_ms = float(latency_pairs([seed_a[1:]], calibration_of(seed_a[0]), args.threads,
+                                               Path(tmp))[0, 1])
+                profile = "local-cpu" if args.threads == 1 else "local-cpu-2t"
+                sets += (f"constraints.latency=[{{profile: {profile}, max_ms: {a_ms:.4f}}}]",)
+            best = run_search(Path(args.recipe), run_dir, compression, seed, args.budget, sets,
                               args.precisions, args.keep)["best"]
             ctx, model, shape = winner(run_dir)
             if compression == "none":   # quantized after the search, as the search would have
                 scores = int8_scores(model, ctx.evaluator, shape, best["accuracy"], args.threads)
+                seed_a = (ctx, model, shape)
             else:
                 scores = {k: best[k] for k in ("accuracy", "accuracy_fp32", "accuracy_drop")}
             if args.pt2e:   # the same trained network and calibration, made int8 by PyTorch's PT2E flow
