@@ -88,6 +88,25 @@ def winner(run_dir: Path):
     return ctx, model.eval(), tuple(ctx.space.input_shape(genotype))
 
 
+def matched_limit(run_dir: Path, seed_a: tuple | None, threads: int) -> str:
+    """The latency constraint of arm (c'): (a)'s winner `seed_a` (run context, model, input shape) as it ships,
+    its int8 latency measured here on the live profile of `threads`; a run folder that has one already keeps it
+    (a resumed search must keep its recipe, and the measurement would differ a little)."""
+    import yaml
+
+    saved = run_dir / "recipe.yaml"
+    if saved.is_file():
+        lat = yaml.safe_load(saved.read_text())["constraints"]["latency"][0]
+        return f"{{profile: {lat['profile']}, max_ms: {lat['max_ms']}}}"
+    if seed_a is None:
+        raise SystemExit("--arms: matched needs arm none before it (its limit is (a)'s int8 latency)")
+    if threads not in (1, 2):
+        raise SystemExit("--arms matched: --threads must be 1 or 2 (the live profiles local-cpu, local-cpu-2t)")
+    with tempfile.TemporaryDirectory(prefix="hwnas-bench-int8-") as tmp:
+        a_ms = float(latency_pairs([seed_a[1:]], calibration_of(seed_a[0]), threads, Path(tmp))[0, 1])
+    return f"{{profile: {'local-cpu' if threads == 1 else 'local-cpu-2t'}, max_ms: {a_ms:.4f}}}"
+
+
 def calibration_of(ctx):
     """The calibration images of a run's evaluator (at the space's resolution)."""
     return ctx.evaluator.quantization_data(ctx.space.input_shape(ctx.space.smallest())[-1])[0]
@@ -167,14 +186,8 @@ def main() -> None:
             keep = "-keep" + args.keep.replace(",", "_") if compression == "search" and args.keep != "1" else ""
             run_dir = work / f"{name}{keep}-s{seed}"   # (a) and (b) are shared by runs with other --keep
             sets = tuple(args.set)
-            if name == "matched":   # (c) under a limit of (a)'s winner as it ships, measured here now
-                if seed_a is None:
-                    raise SystemExit("--arms: matched needs arm none before it (its limit is (a)'s int8 latency)")
-                with tempfile.TemporaryDirectory(prefix="hwnas-bench-int8-") as tmp:
-                    a_ms = float(latency_pairs([seed_a[1:]], calibration_of(seed_a[0]), args.threads,
-                                               Path(tmp))[0, 1])
-                profile = "local-cpu" if args.threads == 1 else "local-cpu-2t"
-                sets += (f"constraints.latency=[{{profile: {profile}, max_ms: {a_ms:.4f}}}]",)
+            if name == "matched":   # (c) under a limit of (a)'s winner as it ships, measured here once
+                sets += (f"constraints.latency=[{matched_limit(run_dir, seed_a, args.threads)}]",)
             best = run_search(Path(args.recipe), run_dir, compression, seed, args.budget, sets,
                               args.precisions, args.keep)["best"]
             ctx, model, shape = winner(run_dir)

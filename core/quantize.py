@@ -43,7 +43,7 @@ def _unshare_initializers(model) -> None:
     import onnx
 
     inits = {i.name: i for i in model.graph.initializer}
-    seen: set[str] = set()
+    names, seen = set(inits) | {v.name for v in model.graph.value_info}, set()
     for node in model.graph.node:
         for j, name in enumerate(node.input):
             if name not in inits:
@@ -51,7 +51,8 @@ def _unshare_initializers(model) -> None:
             if name in seen:
                 copy = onnx.TensorProto()
                 copy.CopyFrom(inits[name])
-                copy.name = f"{name}_{node.name or node.op_type}_{j}"
+                copy.name = next(n for k in range(len(names) + 1) if (n := f"{name}_copy{k}") not in names)
+                names.add(copy.name)
                 model.graph.initializer.append(copy)
                 node.input[j] = copy.name
             seen.add(name)

@@ -137,6 +137,10 @@ def _check_settings(source: str, recipe: Recipe, plugins: Plugins) -> None:
                           f"({cl.cpus_per_trial:g}); a trial may use only the CPUs Ray gives it")
 
 
+# what core.quantize.quantize_pt2e imports (checked before a pt2e run starts)
+PT2E_MODULES = ("torchao.quantization.pt2e.quantize_pt2e", "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer")
+
+
 def _check_compression(source: str, recipe: Recipe, plugins: Plugins) -> None:
     """``compression: search`` and the space's ``compression`` option go together; the space must have
     compression units, and every latency constraint a profile that can time int8 layers."""
@@ -145,10 +149,19 @@ def _check_compression(source: str, recipe: Recipe, plugins: Plugins) -> None:
             raise RecipeError(f"{source}: quantizer: pt2e quantizes whole networks with compression: int8 (the "
                               f"recipe has compression: {recipe.compression}); a policy's int8 units are timed and "
                               "scored with onnxruntime")
-        import importlib.util
+        import importlib
 
-        if importlib.util.find_spec("torchao") is None:
-            raise RecipeError(f"{source}: quantizer: pt2e needs the torchao package: pip install -e \".[torchao]\"")
+        try:   # the modules the flow uses, not just the package: torchao follows torch's releases
+            for module in PT2E_MODULES:
+                importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name is not None and err.name.split(".")[0] != "torchao":
+                raise RecipeError(f"{source}: quantizer: pt2e: torchao cannot be imported ({err})") from None
+            raise RecipeError(f"{source}: quantizer: pt2e needs the torchao package: pip install -e \".[torchao]\""
+                              ) from None
+        except Exception as err:   # noqa: BLE001 - an installed torchao that does not work with this torch
+            raise RecipeError(f"{source}: quantizer: pt2e: torchao cannot be imported with torch "
+                              f"({type(err).__name__}: {err}); install a torchao release made for this torch") from None
     policy = getattr(plugins.space, "compression", None)
     if recipe.compression == "search" and policy is None:
         raise RecipeError(f"{source}: space.options.compression: compression: search needs the choices of the "
@@ -170,18 +183,23 @@ def _check_compression(source: str, recipe: Recipe, plugins: Plugins) -> None:
     for i, lat in enumerate(recipe.constraints.latency):
         profile = get_profile(lat.profile) if lat.source != "table" else None
         cpu = isinstance(profile, LiveOnnxCpuProfile) and lat.implementation in ("default", "onnxruntime-cpu")
-        table = policy_precisions(profile) if lat.implementation == "default" else None
+        table = table_policy(profile) if lat.implementation == "default" else None
         if not (cpu or table or isinstance(profile, SimulatedProfile)):
             raise RecipeError(f"{source}: constraints.latency[{i}]: {lat.profile} cannot time a compression "
                               "policy's int8 layers; compression: search runs on this CPU's onnxruntime profiles "
                               "(local-cpu, local-cpu-2t), the FPGA simulators and tables measured with a policy "
                               "(hardware_profiles.measure --space-options with a compression entry)")
         if table:
-            missing = [p for p in policy.precisions if p not in table]
+            missing = [p for p in policy.precisions if p not in table.precisions]
             if missing:
                 raise RecipeError(f"{source}: space.options.compression.precisions: {lat.profile} (constraints."
                                   f"latency[{i}]) has no {missing[0]} layers; its tables were measured with "
-                                  f"precisions {table}")
+                                  f"precisions {table.precisions}")
+            unmeasured = [k for k in policy.keep if k not in table.keep]
+            if unmeasured:
+                raise RecipeError(f"{source}: space.options.compression.keep: {lat.profile} (constraints.latency"
+                                  f"[{i}]) has no layers pruned to {unmeasured[0]:g}; its tables were measured "
+                                  f"with keep {[float(k) for k in table.keep]}")
             continue
         bad = "int4" if cpu else "fp32"
         if bad in policy.precisions:
@@ -190,14 +208,14 @@ def _check_compression(source: str, recipe: Recipe, plugins: Plugins) -> None:
                                                                  else "; an int8 accelerator runs int8 and int4"))
 
 
-def policy_precisions(profile) -> list[str] | None:
-    """The precisions a table profile was measured with when its space carried a compression policy (its blocks
-    in each precision, its networks with mixed policies: ``hardware_profiles.measure --space-options`` with a
+def table_policy(profile) -> CompressionOptions | None:
+    """The compression policy a table profile was measured with (its blocks in each precision and at each keep
+    ratio, its networks with mixed policies: ``hardware_profiles.measure --space-options`` with a
     ``compression`` entry), else None."""
     if not isinstance(profile, TableProfile):
         return None
     policy = (profile.manifest.space_options or {}).get("compression")
-    return None if policy is None else CompressionOptions.model_validate(policy).precisions
+    return None if policy is None else CompressionOptions.model_validate(policy)
 
 
 def _check_smallest(source: str, recipe: Recipe, space) -> None:

@@ -57,6 +57,8 @@ def train_candidate(space: Any, evaluator: Any, arch: Any, seed: int,
     dense = space.dense(arch) if hasattr(space, "dense") else arch
     pruned = dense != arch
     model = build_seeded(space, dense, seed)
+    if pruned and not _splits_pruning(evaluator):   # a plug-in with only the one-step hook: no shared training
+        return model, evaluator.evaluate_pruned(model, shape[-1], lambda m: space.prune(m, arch))
     phase = "dense" if pruned else "full"
     metrics = trained.load(model, space, dense, phase) if trained is not None else None
     if metrics is None:
@@ -68,6 +70,14 @@ def train_candidate(space: Any, evaluator: Any, arch: Any, seed: int,
     return model, evaluator.fine_tune_pruned(model, shape[-1], lambda m: space.prune(m, arch), metrics)
 
 
+def _splits_pruning(evaluator: Any) -> bool:
+    """Whether `evaluator` implements the two steps of `Evaluator.evaluate_pruned` (`train_dense`,
+    `fine_tune_pruned`), or only the one-step hook an older plug-in may override."""
+    from nas.evaluation.base import Evaluator
+
+    return type(evaluator).train_dense is not Evaluator.train_dense
+
+
 class TrainedNetworks:
     """The trained networks of a policy search, by network, shared by its compression policies.
 
@@ -75,8 +85,8 @@ class TrainedNetworks:
     deterministic evaluator trains them alike, so the fp32 network of a candidate that prunes nothing, and the
     dense phase of one that prunes, are the same for every policy of that network: trained once here, then loaded
     (an evolution's child that changes only a precision costs its quantization, not a training). Kept as
-    safetensors with the metrics in the header, one file per (network, seed, evaluator options, phase), written
-    atomically, so concurrent trials and resumed runs share them safely.
+    safetensors with the metrics in the header, one file per (space with its options, network, seed, evaluator
+    options, phase), written atomically, so concurrent trials and resumed runs share them safely.
 
     Args:
         folder: where the files go (``<run>/trained``).
@@ -91,7 +101,8 @@ class TrainedNetworks:
     def path(self, space: Any, dense: Any, phase: str) -> Path:
         """The file of `dense`'s network trained for `phase` (``full``: `Evaluator.evaluate`; ``dense``:
         `Evaluator.train_dense`)."""
-        key = f"{space.init_string(dense)}|{self.seed}|{phase}|{self.training}"
+        key = (f"{space.name}|{space.options.model_dump_json()}|{space.num_classes}|{space.init_string(dense)}|"
+               f"{self.seed}|{phase}|{self.training}")
         return self.folder / f"{phase}-{hashlib.sha1(key.encode()).hexdigest()[:20]}.safetensors"
 
     def load(self, model: Any, space: Any, dense: Any, phase: str) -> dict[str, Any] | None:
@@ -114,7 +125,7 @@ class TrainedNetworks:
 
         from nas.export import save_weights
 
-        save_weights(model, self.path(space, dense, phase), {"metrics": json.dumps(metrics),
+        save_weights(model, self.path(space, dense, phase), {"metrics": json.dumps(metrics, default=float),
                                                               "network": space.init_string(dense)})
 
 

@@ -189,19 +189,28 @@ def test_a_candidate_scored_with_the_pt2e_quantizer(tmp_path):
                          "compression: none)"),
     (["quantizer=pt2e", "compression=int8", "__no_torchao__"], 'quantizer: pt2e needs the torchao package: '
                                                                'pip install -e ".[torchao]"'),
-    (["quantizer=tflite", "compression=int8"], "quantizer"),
+    (["quantizer=pt2e", "compression=int8", "__broken_torchao__"],
+     "quantizer: pt2e: torchao cannot be imported with torch (RuntimeError: made for another torch)"),
+    (["quantizer=tflite", "compression=int8"], "quantizer: Input should be 'onnxruntime' or 'pt2e'"),
 ])
 def test_a_pt2e_recipe_that_cannot_run_is_refused_in_one_line(sets, message, monkeypatch):
-    import importlib.util
+    import importlib
 
     from nas.checks import load_run
     from nas.recipe import RecipeError
 
-    if "__no_torchao__" in sets:
-        sets = [s for s in sets if s != "__no_torchao__"]
-        find_spec = importlib.util.find_spec
-        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchao"
-                            else find_spec(name, *a))
+    if "__no_torchao__" in sets:   # as if not installed (submodules imported by other tests hidden too)
+        for name in [m for m in sys.modules if m == "torchao" or m.startswith("torchao.")] + ["torchao"]:
+            monkeypatch.setitem(sys.modules, name, None)
+    if "__broken_torchao__" in sets:   # installed, but failing to import with this torch
+        real = importlib.import_module
+
+        def broken(name, *a):
+            if name.startswith("torchao"):
+                raise RuntimeError("made for another torch")
+            return real(name, *a)
+        monkeypatch.setattr(importlib, "import_module", broken)
+    sets = [s for s in sets if not s.startswith("__")]
     with pytest.raises(RecipeError) as err:
         load_run(ASSETS / "tiny.yaml", sets)
     assert message in str(err.value) and "\n" not in str(err.value)

@@ -397,8 +397,10 @@ def test_a_table_measured_with_a_policy_prices_a_policy_search(tmp_path, monkeyp
     assert "trained on tiny-policy@1 tables" in ctx.latency["tiny-policy"].how
     cheap, dear = (ctx.space.decode(f"22120201@{p}" + f",{p}" * 9) for p in ("int8", "fp32"))
     a, b = (ctx.latency["tiny-policy"].latency(ctx.space, arch) for arch in (cheap, dear))
-    assert a > 0 and b > 0
+    assert a > 0 and b > 0 and a != b   # the policy changes the price
     row = evaluate_candidate(ctx, ctx.space.to_string(cheap))
     assert row["status"] == "ok" and row["latency_tiny-policy"] == pytest.approx(a)
     with pytest.raises(RecipeError, match=r"tiny-policy \(constraints.latency\[0\]\) has no int4 layers"):
         load_run(ASSETS / "tiny.yaml", [*sets, "space.options.compression.precisions=[int8, int4]"])
+    with pytest.raises(RecipeError, match=r"tiny-policy \(constraints.latency\[0\]\) has no layers pruned to 0.5"):
+        load_run(ASSETS / "tiny.yaml", [*sets, "space.options.compression.keep=[1, 0.5]"])

@@ -207,6 +207,32 @@ def test_a_pruned_candidate_is_trained_dense_then_pruned_then_fine_tuned():
     assert [c[0] for c in evaluator.calls] == ["evaluate"] and "accuracy_unpruned" not in metrics
 
 
+def test_an_evaluator_with_only_the_one_step_pruning_hook_still_prunes(tmp_path):
+    """A plug-in written before `train_dense`/`fine_tune_pruned` existed overrides `evaluate_pruned` alone: it is
+    called as before (and nothing is shared through `TrainedNetworks`)."""
+    from nas.evaluation.base import Evaluator
+    from nas.trial import TrainedNetworks, train_candidate
+
+    class OneStep(_Recorder):
+        train_dense = fine_tune_pruned = Evaluator.train_dense
+
+        def evaluate_pruned(self, model, resolution, prune):
+            self._step(model, "dense")
+            prune(model)
+            self._step(model, "fine_tune")
+            return {"accuracy": 0.3, "accuracy_unpruned": 0.5}
+
+    from nas.evaluation import make_evaluator
+
+    space, evaluator = _macro(), OneStep()
+    evaluator.seed, evaluator.options = 0, make_evaluator("proxy", {}, seed=0).options
+    arch = space.decode("22120201@fp32,fp32:0.5,fp32,fp32,fp32,fp32,fp32,fp32,fp32,fp32")
+    model, metrics = train_candidate(space, evaluator, arch, 3, TrainedNetworks(tmp_path, evaluator, seed=3))
+    assert metrics == {"accuracy": 0.3, "accuracy_unpruned": 0.5} and [c[0] for c in evaluator.calls] == \
+        ["dense", "fine_tune"]
+    assert _params(model) == _params(space.build(arch)) and not list(tmp_path.iterdir())
+
+
 def test_the_policies_of_one_network_share_its_training(tmp_path):
     """`TrainedNetworks`: the fp32 network of an unpruned policy, and the dense phase of a pruned one, are trained
     once per network and loaded for its other policies, with the same weights and metrics."""
