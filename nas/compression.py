@@ -72,6 +72,21 @@ def _batches(images: np.ndarray, size: int) -> Iterator[tuple[np.ndarray, int]]:
         yield part, real
 
 
+def calibration_batches(calibration, input_shape: tuple[int, ...], batch: int | None = None) -> list[np.ndarray]:
+    """The first `CALIBRATION_IMAGES` images of `calibration` in full batches of `batch` (default: `BATCH`, or
+    fewer when there are fewer images): what every int8 quantizer here calibrates on, without padding.
+
+    Raises:
+        ValueError: `calibration` is empty, or its images do not have the network's input shape.
+    """
+    images, _ = _arrays(calibration, "calibration", CALIBRATION_IMAGES)
+    if tuple(images.shape[1:]) != tuple(input_shape[1:]):
+        raise ValueError(f"calibration images have shape {tuple(images.shape[1:])}, the network takes "
+                         f"{tuple(input_shape[1:])}")
+    size = min(batch or BATCH, len(images))
+    return [part for part, real in _batches(images, size) if real == size]
+
+
 def quantize_int8(model, calibration, input_shape: tuple[int, ...], folder: Path,
                   batch: int | None = None) -> tuple[Path, Path]:
     """Export `model` (fp32) and its int8 quantization (`core.quantize`, activation ranges on the first
@@ -86,16 +101,11 @@ def quantize_int8(model, calibration, input_shape: tuple[int, ...], folder: Path
     from core.quantize import int4_plan, int8_plan, quantize_onnx_int8, round_weights
     from core.timing import export_onnx
 
-    images, _ = _arrays(calibration, "calibration", CALIBRATION_IMAGES)
-    if tuple(images.shape[1:]) != tuple(input_shape[1:]):
-        raise ValueError(f"calibration images have shape {tuple(images.shape[1:])}, the network takes "
-                         f"{tuple(input_shape[1:])}")
-    size = min(batch or BATCH, len(images))
+    full = calibration_batches(calibration, input_shape, batch)
     plan = int8_plan(model)
     if int4_plan(model):   # 4-bit weights: rounded to their grid first, then quantized with the rest
         model = round_weights(model, int4_plan(model))
-    fp32 = export_onnx(model, (size, *input_shape[1:]), folder / "fp32.onnx")
-    full = (part for part, real in _batches(images, size) if real == size)   # calibrated without padding
+    fp32 = export_onnx(model, full[0].shape, folder / "fp32.onnx")
     return fp32, quantize_onnx_int8(fp32, folder / "int8.onnx", full, plan)
 
 
@@ -152,15 +162,11 @@ def pt2e_logits(model, calibration, images: np.ndarray) -> np.ndarray:
 
     from core.quantize import quantize_pt2e
 
-    calib, _ = _arrays(calibration, "calibration", CALIBRATION_IMAGES)
-    if tuple(calib.shape[1:]) != tuple(images.shape[1:]):
-        raise ValueError(f"calibration images have shape {tuple(calib.shape[1:])}, the network takes "
-                         f"{tuple(images.shape[1:])}")
-    size = min(BATCH, len(calib))
-    full = [part for part, real in _batches(calib, size) if real == size]
+    full = calibration_batches(calibration, images.shape)
     int8 = quantize_pt2e(model, full[0], full)
     with torch.no_grad():
-        return np.concatenate([int8(torch.from_numpy(part)).numpy()[:real] for part, real in _batches(images, size)])
+        return np.concatenate([int8(torch.from_numpy(part)).numpy()[:real]
+                               for part, real in _batches(images, len(full[0]))])
 
 
 def int8_scores(model, evaluator, input_shape: tuple[int, ...], fp32_accuracy: float,
