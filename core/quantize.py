@@ -166,6 +166,16 @@ def refuse_int8_plan(module, engine: str) -> None:
                          "time them with onnxruntime-cpu")
 
 
+def pt2e_flow() -> tuple:
+    """torchao's PT2E pieces `quantize_pt2e` uses: (prepare_pt2e, convert_pt2e, X86InductorQuantizer, its default
+    configuration); importing them is how a recipe checks that torchao works with this torch (`nas.checks`)."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer, get_default_x86_inductor_quantization_config)
+
+    return prepare_pt2e, convert_pt2e, X86InductorQuantizer, get_default_x86_inductor_quantization_config
+
+
 def quantize_pt2e(model, example: np.ndarray, batches: Iterable[np.ndarray]):
     """`model` quantized to int8 by PyTorch's PT2E flow (the ``torchao`` package, not the deprecated eager
     ``torch.ao.quantization`` API): captured with `torch.export` at `example`'s shape, annotated by torchao's
@@ -181,10 +191,8 @@ def quantize_pt2e(model, example: np.ndarray, batches: Iterable[np.ndarray]):
     import copy
 
     import torch
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
-        X86InductorQuantizer, get_default_x86_inductor_quantization_config)
 
+    prepare_pt2e, convert_pt2e, X86InductorQuantizer, get_default_x86_inductor_quantization_config = pt2e_flow()
     refuse_int8_plan(model, "PT2E")
     net = copy.deepcopy(model).eval()
     with torch.no_grad():

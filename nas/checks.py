@@ -137,10 +137,6 @@ def _check_settings(source: str, recipe: Recipe, plugins: Plugins) -> None:
                           f"({cl.cpus_per_trial:g}); a trial may use only the CPUs Ray gives it")
 
 
-# what core.quantize.quantize_pt2e imports (checked before a pt2e run starts)
-PT2E_MODULES = ("torchao.quantization.pt2e.quantize_pt2e", "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer")
-
-
 def _check_compression(source: str, recipe: Recipe, plugins: Plugins) -> None:
     """``compression: search`` and the space's ``compression`` option go together; the space must have
     compression units, and every latency constraint a profile that can time int8 layers."""
@@ -149,11 +145,10 @@ def _check_compression(source: str, recipe: Recipe, plugins: Plugins) -> None:
             raise RecipeError(f"{source}: quantizer: pt2e quantizes whole networks with compression: int8 (the "
                               f"recipe has compression: {recipe.compression}); a policy's int8 units are timed and "
                               "scored with onnxruntime")
-        import importlib
+        from core.quantize import pt2e_flow
 
         try:   # the modules the flow uses, not just the package: torchao follows torch's releases
-            for module in PT2E_MODULES:
-                importlib.import_module(module)
+            pt2e_flow()
         except ModuleNotFoundError as err:
             if err.name is not None and err.name.split(".")[0] != "torchao":
                 raise RecipeError(f"{source}: quantizer: pt2e: torchao cannot be imported ({err})") from None

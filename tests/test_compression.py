@@ -194,8 +194,7 @@ def test_a_candidate_scored_with_the_pt2e_quantizer(tmp_path):
     (["quantizer=tflite", "compression=int8"], "quantizer: Input should be 'onnxruntime' or 'pt2e'"),
 ])
 def test_a_pt2e_recipe_that_cannot_run_is_refused_in_one_line(sets, message, monkeypatch):
-    import importlib
-
+    import core.quantize
     from nas.checks import load_run
     from nas.recipe import RecipeError
 
@@ -203,13 +202,9 @@ def test_a_pt2e_recipe_that_cannot_run_is_refused_in_one_line(sets, message, mon
         for name in [m for m in sys.modules if m == "torchao" or m.startswith("torchao.")] + ["torchao"]:
             monkeypatch.setitem(sys.modules, name, None)
     if "__broken_torchao__" in sets:   # installed, but failing to import with this torch
-        real = importlib.import_module
-
-        def broken(name, *a):
-            if name.startswith("torchao"):
-                raise RuntimeError("made for another torch")
-            return real(name, *a)
-        monkeypatch.setattr(importlib, "import_module", broken)
+        def broken():
+            raise RuntimeError("made for another torch")
+        monkeypatch.setattr(core.quantize, "pt2e_flow", broken)
     sets = [s for s in sets if not s.startswith("__")]
     with pytest.raises(RecipeError) as err:
         load_run(ASSETS / "tiny.yaml", sets)
