@@ -2,7 +2,7 @@
 used in training (issue 4's x86 target).
 
     python bench/x86_predictor.py [--train-networks 100] [--test-networks 200] [--threads 1] [--json]
-        [--space mobilenet --space-options FILE.yaml --num-classes 1000]
+        [--space mobilenet --space-options FILE.yaml --num-classes 1000] [--precision fp32|int8]
 
 1. Measures a fresh `mobilenet` profile here (`python -m hardware_profiles.measure`: every block of the default
    space plus `--train-networks` whole networks, onnxruntime CPU, `--threads`) in a temporary profile root.
@@ -19,7 +19,8 @@ Goals: at least 99 % of networks within +-10 % and 90 % within +-5 %.
 `--space` and `--space-options` measure another space the same way; with a ``compression`` entry in the options
 (e.g. ``compression: {precisions: [fp32, int8], keep: [1, 0.75, 0.5]}`` on ``macro``) every block is measured in
 each precision and the networks carry mixed policies, each quantized as it ships: the predictor a policy search
-trains from a device's tables, judged the same way.
+trains from a device's tables, judged the same way. `--precision int8` measures the profile, and times the test
+networks, quantized to int8 (`hardware_profiles.measure --precision int8`, as `x86-ort-int8-t1` was measured).
 """
 from __future__ import annotations
 
@@ -38,12 +39,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def time_networks(space, archs: list[str], threads: int, desc: str) -> np.ndarray:
+def time_networks(space, archs: list[str], threads: int, desc: str, precision: str = "fp32") -> np.ndarray:
     from tqdm import tqdm
 
     from hardware_profiles.backends import OnnxCpuBackend, measure_stable
 
-    backend = OnnxCpuBackend(threads, warmup=10, repeats=50)
+    backend = OnnxCpuBackend(threads, warmup=10, repeats=50, precision=precision)
     out = []
     for a in tqdm(archs, desc=desc, unit="net", file=sys.stderr):
         arch = space.decode(a)
@@ -62,6 +63,8 @@ def main() -> int:
     p.add_argument("--space", default="mobilenet")
     p.add_argument("--space-options", metavar="FILE", help="YAML of the space's options (as measure takes them)")
     p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
+                   help="int8: every block and network quantized before it is timed")
     args = p.parse_args()
     from hardware_profiles.importer import error_report
     from hardware_profiles.measure import _sample_networks
@@ -73,6 +76,7 @@ def main() -> int:
         start = time.perf_counter()
         measure_main(["--profile", "bench-x86", "--space", args.space, "--threads", str(args.threads),
                       "--networks", str(args.train_networks), "--root", root, "--num-classes", str(args.num_classes),
+                      "--precision", args.precision,
                       *(["--space-options", args.space_options] if args.space_options else [])])
         build_seconds = time.perf_counter() - start
         os.environ["HWNAS_PROFILE_PATH"] = root
@@ -87,8 +91,8 @@ def main() -> int:
         seen = set(train_archs)
         test = [a for a in _sample_networks(space, args.test_networks + len(seen), args.seed + 1000)
                 if a not in seen][:args.test_networks]
-        first = time_networks(space, test, args.threads, "test networks, pass 1")
-        second = time_networks(space, test, args.threads, "test networks, pass 2")
+        first = time_networks(space, test, args.threads, "test networks, pass 1", args.precision)
+        second = time_networks(space, test, args.threads, "test networks, pass 2", args.precision)
         model = LGBMLatencyPredictor(args.space, m.space_options, args.num_classes, block_table=profile.block_ms,
                                      overhead_ms=profile.overhead_ms)
         model.fit(train_archs, y_train)
@@ -100,13 +104,14 @@ def main() -> int:
             {"model": "flops_linear", "truth": "pass 1", **error_report(flops, first)},
             {"model": "predictor", "truth": "min of passes", **error_report(pred, steady)},
             {"model": "pass 2 (noise ceiling)", "truth": "pass 1", **error_report(second, first)}]
-    res = {"space": args.space, "space_options": m.space_options, "profile_build_seconds": build_seconds,
+    res = {"space": args.space, "space_options": m.space_options, "precision": args.precision,
+           "profile_build_seconds": build_seconds,
            "train_networks": len(train_archs), "test_networks": len(test),
            "threads": args.threads, "noise": profile.manifest.noise, "rows": rows}
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
-    print(f"space {args.space} {m.space_options or ''}".rstrip())
+    print(f"space {args.space} {m.space_options or ''} {args.precision}".rstrip())
     print(f"profile measured here in {build_seconds:.0f} s ({len(profile.block_ms)} blocks, {len(train_archs)} "
           f"networks, {args.threads} thread(s)); scored on {len(test)} networks never used in training:")
     table = pd.DataFrame(rows)[["model", "truth", "within_5pct", "within_10pct", "mape", "spearman", "kendall"]]
