@@ -4,7 +4,7 @@ unit (``compression: search``); same recipe, budget, seed and limits.
 
     python bench/compression.py [--recipe recipes/quickstart.yaml] [--seeds 0,1] [--budget 20] [--sampled 20]
         [--arms none,int8,search[,matched]] [--precisions fp32,int8] [--keep 1,0.75,0.5] [--set FIELD=VALUE ...]
-        [--threads 1] [--no-cpu] [--pt2e]
+        [--threads 1] [--no-cpu] [--pt2e] [--qat EPOCHS]
         [--block-tables FP32,INT8] [--work DIR] [--out FILE.json]
 
 1. Per seed, three searches (`python -m nas.run RECIPE` with ``--set``): (a) ``compression: none``, its winner
@@ -21,7 +21,11 @@ unit (``compression: search``); same recipe, budget, seed and limits.
    for (c) the graph as it ships: its int8 units quantized, the rest fp32), batch 1, in interleaved rounds.
    With `--pt2e`, the whole-network int8 winners ((a), (b)) are also quantized by PyTorch's PT2E flow (the
    recipe's ``quantizer: pt2e``: torchao, same calibration) and scored in PyTorch: the two int8 engines' accuracy
-   on the same trained network.
+   on the same trained network. With `--qat EPOCHS`, the same winners are also fine-tuned quantization-aware for
+   EPOCHS in that flow (the evaluator's ``qat_epochs``: fake-quantize nodes, its own training loop, a tenth of its
+   learning rate) and scored int8; beside it, the control: the fp32 winner trained for the same extra EPOCHS at
+   the same rate, then quantized post-training by PT2E, so that what quantization-aware training adds is told
+   apart from what more training adds.
 3. `--sampled` networks drawn from the recipe's space, fp32 against int8 latency the same way: how often int8 is
    slower than fp32 on this CPU (the reason to measure rather than assume); with `--block-tables`, the same per
    block type from two measured profiles of one space (``--precision int8`` and fp32 tables).
@@ -107,6 +111,27 @@ def matched_limit(run_dir: Path, seed_a: tuple | None, threads: int) -> str:
     return f"{{profile: {'local-cpu' if threads == 1 else 'local-cpu-2t'}, max_ms: {a_ms:.4f}}}"
 
 
+def qat_scores(ctx, model, shape: tuple, fp32_accuracy: float, epochs: float, compression: str) -> dict:
+    """`--qat`: PT2E int8 accuracy of `model` after `epochs` of quantization-aware fine-tuning, and of the
+    control (`epochs` more fp32 training at the same rate, then PT2E post-training quantization), with the
+    control's fp32 accuracy; NaN for a policy winner (its int8 units are scored with onnxruntime)."""
+    import copy
+
+    from nas.compression import int8_scores
+
+    names = (f"qat int8 accuracy (+{epochs:g} ep)", f"+{epochs:g} ep fp32, pt2e int8 accuracy",
+             f"+{epochs:g} ep fp32 accuracy")
+    if compression == "search":
+        return dict.fromkeys(names, np.nan)
+    ev = ctx.evaluator
+    tuned = type(ev)(ev.options.model_copy(update={"qat_epochs": epochs}), ev.seed)
+    qat = int8_scores(model, tuned, shape, fp32_accuracy, quantizer="pt2e")["accuracy"]
+    longer = copy.deepcopy(model)
+    more = tuned.fine_tune_quantized(longer, shape[-1])   # the same schedule on the fp32 network
+    ptq = int8_scores(longer.eval(), ev, shape, more["accuracy"], quantizer="pt2e")["accuracy"]
+    return dict(zip(names, (qat, ptq, more["accuracy"])))
+
+
 def calibration_of(ctx):
     """The calibration images of a run's evaluator (at the space's resolution)."""
     return ctx.evaluator.quantization_data(ctx.space.input_shape(ctx.space.smallest())[-1])[0]
@@ -171,6 +196,9 @@ def main() -> None:
                    "x86-ort-t1-macro,x86-ort-int8-t1-macro: int8 against fp32 latency per block type")
     p.add_argument("--pt2e", action="store_true", help="also score each whole-network int8 winner ((a), (b)) with "
                    "PyTorch's PT2E quantizer (quantizer: pt2e; needs torchao): the two int8 engines side by side")
+    p.add_argument("--qat", type=float, metavar="EPOCHS", help="also fine-tune each whole-network int8 winner "
+                   "quantization-aware for EPOCHS (PT2E) and score it int8, beside the control: EPOCHS more fp32 "
+                   "training, then PT2E post-training quantization")
     p.add_argument("--work", default="/tmp/hwnas-compression")
     p.add_argument("--out", help="write the figures here as JSON")
     args = p.parse_args()
@@ -199,8 +227,11 @@ def main() -> None:
             if args.pt2e:   # the same trained network and calibration, made int8 by PyTorch's PT2E flow
                 scores["pt2e"] = (np.nan if compression == "search" else int8_scores(
                     model, ctx.evaluator, shape, scores["accuracy_fp32"], quantizer="pt2e")["accuracy"])
+            if args.qat:   # quantization-aware fine-tuning against as much fp32 fine-tuning, both PT2E int8
+                scores.update(qat_scores(ctx, model, shape, scores["accuracy_fp32"], args.qat, compression))
             rows.append({"seed": seed, "arm": arm, "arch": best["arch"], "int8 accuracy": scores["accuracy"],
                          **({"pt2e int8 accuracy": scores["pt2e"]} if args.pt2e else {}),
+                         **{k: v for k, v in scores.items() if k.startswith("qat ") or k.startswith("+")},
                          "fp32 accuracy": scores["accuracy_fp32"], "drop": scores["accuracy_drop"],
                          "MFLOPs": best["flops"] / 1e6,
                          # the search's own figure per latency profile (exact for a simulator)
@@ -231,7 +262,8 @@ def main() -> None:
     print(markdown(df.drop(columns="arch")))
     profiles = [c for c in df.columns if c.endswith(" ms") and c not in ("fp32 ms", "int8 ms")]
     cpu = [] if args.no_cpu else ["int8 ms"]
-    pt2e = ["pt2e int8 accuracy"] if args.pt2e else []
+    pt2e = (["pt2e int8 accuracy"] if args.pt2e else []) + ([c for c in df.columns if c.startswith("qat ") or
+                                                             c.startswith("+")] if args.qat else [])
     means = df.groupby("arm", sort=False)[["int8 accuracy", *pt2e, "fp32 accuracy", *cpu, *profiles,
                                            "MFLOPs"]].mean()
     print("\n" + markdown(means.reset_index()))

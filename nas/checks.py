@@ -139,7 +139,13 @@ def _check_settings(source: str, recipe: Recipe, plugins: Plugins) -> None:
 
 def _check_compression(source: str, recipe: Recipe, plugins: Plugins) -> None:
     """``compression: search`` and the space's ``compression`` option go together; the space must have
-    compression units, and every latency constraint a profile that can time int8 layers."""
+    compression units, and every latency constraint a profile that can time int8 layers; quantization-aware
+    fine-tuning (``evaluator.options.qat_epochs``) runs in the PT2E flow only."""
+    if getattr(plugins.evaluator, "qat_epochs", None) is not None and (recipe.compression, recipe.quantizer) != (
+            "int8", "pt2e"):
+        raise RecipeError(f"{source}: evaluator.options.qat_epochs: quantization-aware fine-tuning runs in PyTorch's "
+                          "PT2E flow, with compression: int8 and quantizer: pt2e (the recipe has compression: "
+                          f"{recipe.compression}, quantizer: {recipe.quantizer})")
     if recipe.quantizer == "pt2e":
         if recipe.compression != "int8":
             raise RecipeError(f"{source}: quantizer: pt2e quantizes whole networks with compression: int8 (the "

@@ -13,7 +13,8 @@ candidate in the form it will ship:
   the int8 logits from the fp32 ones on the first validation batch) stand beside it.
   With the recipe's ``quantizer: pt2e`` the int8 network is made by PyTorch's PT2E flow instead
   (`core.quantize.quantize_pt2e`: torchao's X86InductorQuantizer, same calibration images) and scored in PyTorch,
-  for targets that run PyTorch.
+  for targets that run PyTorch; an evaluator with a quantization-aware budget (``qat_epochs``) fine-tunes the
+  network with fake-quantize nodes first (`pt2e_int8`), and that training counts in the row's ``train_seconds``.
 
 - ``search``: the policy is part of the genotype (`search_spaces.policy`: the space's ``compression`` option
   gives each stage or layer a precision); each candidate is scored as ``int8`` does with exactly its int8 units
@@ -113,18 +114,35 @@ def export_int8(model, evaluator, input_shape: tuple[int, ...], folder: Path,
                 quantizer: str = "onnxruntime") -> tuple[Path | None, str]:
     """The int8 model of an exported network, as the search scored it (same calibration), at batch size 1:
     (``folder/model.int8.onnx``, the model card's note on how it was made); (None, the note) for a policy that
-    quantizes nothing, and for `quantizer` ``pt2e``, whose file format (a `torch.export` archive) stores pickled
-    example inputs: the note says how to remake it from the shipped weights instead."""
+    quantizes nothing. For `quantizer` ``pt2e``, whose file format (a `torch.export` archive) stores pickled
+    example inputs, no int8 file is shipped and the note says how to remake it from the shipped weights; with
+    quantization-aware fine-tuning (`Evaluator.qat_epochs`) it is made again as the search made it (CPU training
+    is deterministic) and its weights, fake-quantize ranges included, ship as ``folder/model.qat.safetensors``
+    (the path returned)."""
     import shutil
 
     from core.quantize import int8_plan
 
     if quantizer == "pt2e":
-        return None, ("int8: PyTorch PT2E (torchao's X86InductorQuantizer, default configuration: per-channel int8 "
-                      f"weights, uint8 activations, ranges on {CALIBRATION_IMAGES} training images, batches of "
-                      f"{BATCH}); the accuracy is that int8 model's, accuracy_fp32 that of model.onnx. Remake it "
-                      "from model.safetensors with core.quantize.quantize_pt2e on the same images, then "
-                      "torch.compile it for x86 int8 kernels (no .pt2 file is shipped: it would carry pickled data)")
+        how = ("int8: PyTorch PT2E (torchao's X86InductorQuantizer, default configuration: per-channel int8 "
+               "weights, uint8 activations")
+        then = "then torch.compile it for x86 int8 kernels (no .pt2 file is shipped: it would carry pickled data)"
+        if evaluator.qat_epochs() is None:
+            return None, (f"{how}, ranges on {CALIBRATION_IMAGES} training images, batches of {BATCH}); the "
+                          "accuracy is that int8 model's, accuracy_fp32 that of model.onnx. Remake it from "
+                          f"model.safetensors with core.quantize.quantize_pt2e on the same images, {then}")
+        from safetensors.torch import save_file
+
+        calibration, _ = evaluator.quantization_data(input_shape[-1])
+        example = calibration_batches(calibration, input_shape)[0]
+        prepared, _ = qat_tuned(model, example, evaluator)
+        state = {k: v.detach().clone().contiguous() for k, v in prepared.state_dict().items()}
+        path = atomic_write(folder / "model.qat.safetensors", lambda t: save_file(state, str(t)))
+        return path, (f"{how}) after {evaluator.qat_epochs():g} epochs of quantization-aware fine-tuning; the "
+                      "accuracy is that int8 model's, accuracy_fp32 that of model.onnx. Remake it: "
+                      "core.quantize.prepare_qat on the network of model.safetensors with an input batch of "
+                      f"{tuple(example.shape)}, load_state_dict of model.qat.safetensors, core.quantize.convert_qat; "
+                      f"{then}")
 
     plan = int8_plan(model)
     if plan == ():
@@ -151,22 +169,45 @@ def onnx_logits(path: Path, images: np.ndarray, threads: int = 1) -> np.ndarray:
     return np.concatenate(out)
 
 
-def pt2e_logits(model, calibration, images: np.ndarray) -> np.ndarray:
-    """`model` (fp32) quantized by PyTorch's PT2E flow (`core.quantize.quantize_pt2e`, activation ranges on the
-    same `CALIBRATION_IMAGES` training images as onnxruntime's) and run on `images`: logits, one row per image.
+def pt2e_int8(model, batches: list[np.ndarray], evaluator=None) -> tuple[object, dict | None]:
+    """`model` (fp32, trained) made int8 by PyTorch's PT2E flow: with quantization-aware fine-tuning where
+    `evaluator` has a budget for it (`Evaluator.qat_epochs`: `core.quantize.prepare_qat`, trained by
+    `Evaluator.fine_tune_quantized`, then `convert_qat`), else post-training (`core.quantize.quantize_pt2e`,
+    activation ranges on the calibration `batches`, `calibration_batches`; the graph then takes their batch size).
+    Returns the int8 graph and the fine-tuning's metrics (None without it); `model` itself is not changed."""
+    from core.quantize import convert_qat, quantize_pt2e
+
+    if evaluator is None or evaluator.qat_epochs() is None:
+        return quantize_pt2e(model, batches[0], batches), None
+    prepared, metrics = qat_tuned(model, batches[0], evaluator)
+    return convert_qat(prepared), metrics
+
+
+def qat_tuned(model, example: np.ndarray, evaluator) -> tuple[object, dict]:
+    """A copy of `model` (fp32, trained) with fake-quantize nodes (`core.quantize.prepare_qat`, at `example`'s
+    shape) fine-tuned by `evaluator` for its QAT budget (`Evaluator.fine_tune_quantized`): (the graph, not yet
+    converted to int8; the fine-tuning's metrics)."""
+    from core.quantize import prepare_qat
+
+    prepared = prepare_qat(model, example)
+    return prepared, evaluator.fine_tune_quantized(prepared, example.shape[-1])
+
+
+def pt2e_logits(model, calibration, images: np.ndarray, evaluator=None) -> tuple[np.ndarray, dict | None]:
+    """`model` (fp32) made int8 by `pt2e_int8` (calibrated on the same `CALIBRATION_IMAGES` training images as
+    onnxruntime's, or fine-tuned quantization-aware) and run on `images`: (logits, one row per image; the
+    fine-tuning's metrics or None).
 
     Raises:
         ValueError: `calibration` is empty, or its images do not have the network's input shape.
     """
     import torch
 
-    from core.quantize import quantize_pt2e
-
     full = calibration_batches(calibration, images.shape)
-    int8 = quantize_pt2e(model, full[0], full)
+    int8, tuned = pt2e_int8(model, full, evaluator)
     with torch.no_grad():
         return np.concatenate([int8(torch.from_numpy(part)).numpy()[:real]
-                               for part, real in _batches(images, len(full[0]))])
+                               for part, real in _batches(images, len(full[0]))]), tuned
 
 
 def int8_scores(model, evaluator, input_shape: tuple[int, ...], fp32_accuracy: float,
@@ -194,8 +235,9 @@ def int8_scores(model, evaluator, input_shape: tuple[int, ...], fp32_accuracy: f
         reference = model(torch.from_numpy(images[:BATCH])).numpy()
     if not np.isfinite(reference).all():   # the quantizer would fail on NaN ranges with a bare assertion
         raise FloatingPointError("the network's outputs are not finite before quantization")
+    tuned = None
     if quantizer == "pt2e":
-        logits = pt2e_logits(model, calibration, images)
+        logits, tuned = pt2e_logits(model, calibration, images, evaluator)
     else:
         with tempfile.TemporaryDirectory(prefix="hwnas-int8-") as tmp:
             _, int8 = quantize_int8(model, calibration, input_shape, Path(tmp))
@@ -205,5 +247,6 @@ def int8_scores(model, evaluator, input_shape: tuple[int, ...], fp32_accuracy: f
     accuracy = float((logits.argmax(1) == labels).mean())
     return {"accuracy": accuracy, "accuracy_fp32": float(fp32_accuracy),
             "accuracy_drop": float(fp32_accuracy) - accuracy,
-            "quant_parity": float(np.abs(logits[:len(reference)] - reference).max())}
+            "quant_parity": float(np.abs(logits[:len(reference)] - reference).max()),
+            **({} if tuned is None else {"qat_seconds": tuned["train_seconds"]})}
 

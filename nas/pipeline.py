@@ -265,8 +265,8 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, 
                            title=f"{recipe.name}: best feasible network", extra=extra, space_code=space_code)
     for name, payload in extra_files.items():
         files[Path(name).stem] = atomic_write_json(run_dir / "best" / name, payload)
-    if int8 is not None:
-        files["onnx_int8"] = int8
+    if int8 is not None:   # model.int8.onnx, or a PT2E network's quantization-aware weights
+        files["onnx_int8" if int8.suffix == ".onnx" else "qat_weights"] = int8
     # the space the arch belongs to, for tools below the run layer (hardware_profiles.select --run)
     files["space"] = atomic_write_json(run_dir / "best" / "space.json", {
         "name": ctx.space.name, "options": ctx.space.options.model_dump(mode="json"),

@@ -178,9 +178,10 @@ def evaluate_candidate(ctx: RunContext, arch_string: str) -> dict[str, Any]:
                 if ctx.recipe.compression != "none" and math.isfinite(metrics["accuracy"]):
                     from nas.compression import int8_scores   # scored as it will ship: accuracy is int8's
 
-                    metrics = {**metrics, **int8_scores(model, ctx.evaluator, tuple(shape), metrics["accuracy"],
-                                                        getattr(ctx.evaluator.options, "threads", 1),
-                                                        ctx.recipe.quantizer)}
+                    scores = int8_scores(model, ctx.evaluator, tuple(shape), metrics["accuracy"],
+                                         getattr(ctx.evaluator.options, "threads", 1), ctx.recipe.quantizer)
+                    qat_seconds = scores.pop("qat_seconds", 0.0)   # quantization-aware fine-tuning: training too
+                    metrics = {**metrics, **scores, "train_seconds": metrics.get("train_seconds", 0.0) + qat_seconds}
             else:
                 metrics = ctx.evaluator.estimate(arch_string)
             if not math.isfinite(metrics["accuracy"]):

@@ -154,7 +154,8 @@ def test_pt2e_quantizes_with_per_channel_weights_folded_batchnorm_and_agrees_wit
     assert "quantized_decomposed.dequantize_per_channel.default" in ops and not any("batch_norm" in o for o in ops)
     images = _images(70, seed=1).tensors[0].numpy()   # not a multiple of the batch: the padded tail is dropped
     reference = model(torch.from_numpy(images)).detach().numpy()
-    got = pt2e_logits(model, calibration, images)
+    got, tuned = pt2e_logits(model, calibration, images)
+    assert tuned is None   # no evaluator with a QAT budget: post-training quantization
     _, ort_int8 = quantize_int8(model, calibration, (1, 3, 8, 8), tmp_path)
     spread = np.abs(reference).max()
     assert got.shape == reference.shape
@@ -184,6 +185,80 @@ def test_a_candidate_scored_with_the_pt2e_quantizer(tmp_path):
     assert path is None and "PT2E" in note and "core.quantize.quantize_pt2e" in note
 
 
+class _QatData(_Data):
+    """A test evaluator with a quantization-aware budget: a few steps of the proxy's training loop."""
+
+    def qat_epochs(self):
+        return 2.0
+
+    def fine_tune_quantized(self, model, resolution):
+        from nas.evaluation.proxy import train_and_evaluate
+
+        return train_and_evaluate(model, self.sets[0], self.sets[1], epochs=self.qat_epochs(), batch_size=32,
+                                  lr=0.01)
+
+
+def test_quantization_aware_fine_tuning_trains_the_fake_quantized_network_and_ships_its_weights(tmp_path):
+    """QAT (the PT2E flow's fake-quantize nodes, trained by the evaluator) changes the weights, converts to an
+    int8 graph that computes what was trained, and its shipped state remakes that int8 network exactly."""
+    pytest.importorskip("torchao")
+    from safetensors.torch import load_file
+
+    from core.quantize import convert_qat, prepare_qat
+    from nas.compression import export_int8, qat_tuned
+
+    model, data = _net(), _QatData(_images(128), _images(70, seed=1))
+    batch = data.sets[0].tensors[0][:64].numpy()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    prepared, metrics = qat_tuned(model, batch, data)
+    assert metrics["steps"] == 8 and 0 <= metrics["accuracy"] <= 1
+    ops = {str(n.target) for n in prepared.graph.nodes if n.op == "call_module"}
+    assert any("activation_post_process" in o for o in ops)   # fake-quantize modules in the graph
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())   # the fp32 model untouched
+    images = torch.from_numpy(_images(70, seed=2).tensors[0].numpy())
+    prepared.eval()
+    with torch.no_grad():
+        fake = prepared(images)
+    int8 = convert_qat(prepared)
+    graph_ops = {str(n.target) for n in int8.graph.nodes if n.op == "call_function"}
+    assert "quantized_decomposed.dequantize_per_channel.default" in graph_ops
+    with torch.no_grad():
+        got = int8(images)
+        fp32 = model(images)
+    assert torch.allclose(got, fake, atol=0.05 * fake.abs().max())   # int8 computes what QAT trained
+    assert (got - fp32).abs().max() > 1e-3                            # and QAT moved it from the fp32 network
+    path, note = export_int8(model, data, (1, 3, 8, 8), tmp_path, quantizer="pt2e")
+    assert path == tmp_path / "model.qat.safetensors" and "2 epochs of quantization-aware" in note
+    # export fine-tunes again (deterministic on the CPU; scoring in eval mode moved no range) and ships the state
+    remade = prepare_qat(model, batch)
+    remade.load_state_dict(load_file(str(path)))
+    with torch.no_grad():
+        torch.testing.assert_close(convert_qat(remade)(images), got)
+
+
+def test_a_candidate_with_quantization_aware_fine_tuning_counts_it_as_training(tmp_path):
+    pytest.importorskip("torchao")
+    from nas.context import RunContext
+    from nas.recipe import read_recipe
+    from nas.trial import evaluate_candidate
+
+    rows = []
+    for qat in ([], ["evaluator.options.qat_epochs=0.5"]):
+        recipe = read_recipe(ASSETS / "tiny.yaml", ["compression=int8", "quantizer=pt2e", "constraints.latency=[]",
+                                                    *qat])
+        ctx = RunContext(recipe, tmp_path / str(len(qat)))
+        if qat:   # the fine-tuning as it runs, reporting a training time no candidate could reach without it
+            tune = ctx.evaluator.fine_tune_quantized
+            ctx.evaluator.fine_tune_quantized = lambda m, r: {**tune(m, r), "train_seconds": 1e4}
+        arch = ctx.space.to_string(ctx.space.sample(np.random.default_rng(0)))
+        rows.append(evaluate_candidate(ctx, arch))
+        assert rows[-1]["status"] == "ok", rows[-1].get("error")
+    ptq, qat = rows
+    assert qat["accuracy_fp32"] == ptq["accuracy_fp32"]   # the same trained network before quantization
+    assert qat["accuracy"] == pytest.approx(qat["accuracy_fp32"] - qat["accuracy_drop"])
+    assert "qat_seconds" not in qat and 1e4 < qat["train_seconds"] < 1e4 + 1e3 > ptq["train_seconds"]
+
+
 @pytest.mark.parametrize("sets, message", [
     (["quantizer=pt2e"], "quantizer: pt2e quantizes whole networks with compression: int8 (the recipe has "
                          "compression: none)"),
@@ -192,6 +267,9 @@ def test_a_candidate_scored_with_the_pt2e_quantizer(tmp_path):
     (["quantizer=pt2e", "compression=int8", "__broken_torchao__"],
      "quantizer: pt2e: torchao cannot be imported with torch (RuntimeError: made for another torch)"),
     (["quantizer=tflite", "compression=int8"], "quantizer: Input should be 'onnxruntime' or 'pt2e'"),
+    (["compression=int8", "evaluator.options.qat_epochs=1"],
+     "evaluator.options.qat_epochs: quantization-aware fine-tuning runs in PyTorch's PT2E flow, with compression: "
+     "int8 and quantizer: pt2e (the recipe has compression: int8, quantizer: onnxruntime)"),
 ])
 def test_a_pt2e_recipe_that_cannot_run_is_refused_in_one_line(sets, message, monkeypatch):
     import core.quantize
@@ -244,6 +322,20 @@ def test_the_live_int8_profile_measures_a_quantized_network():
     assert profile.precision == "int8" and profile.backend.precision == "int8" and "int8" in profile.description
     space = get_space("nb201")
     assert profile.latency(space, space.sample(np.random.default_rng(0))).median_ms > 0
+
+
+def test_the_shipped_int8_table_prices_every_network_of_the_mobilenet_space():
+    from hardware_profiles import get_profile
+    from search_spaces import get_space
+
+    profile = get_profile("x86-ort-int8-t1")
+    assert profile.manifest.precision == "int8" and profile.manifest.space == "mobilenet"
+    space = get_space("mobilenet")
+    archs = [space.sample(np.random.default_rng(i)) for i in range(20)]
+    assert all(k in profile.block_ms for a in archs for k in space.cost_keys(a))
+    assert all(profile.latency(space, a).median_ms > 0 for a in archs)
+    nets = profile.table("networks")
+    assert len(nets) == 200 and (nets.median_ms > 0).all()
 
 
 def test_an_int8_table_builds_and_a_predictor_trains_on_it(tmp_path, monkeypatch):

@@ -63,6 +63,17 @@ class Evaluator:
         ``accuracy_unpruned``."""
         raise NotImplementedError(f"{type(self).__name__} cannot fine-tune pruned networks")
 
+    def qat_epochs(self) -> float | None:
+        """The budget of quantization-aware fine-tuning after training (`fine_tune_quantized`), or None: the
+        network is quantized after training only (the default)."""
+        return None
+
+    def fine_tune_quantized(self, model: Any, resolution: int) -> dict[str, Any]:
+        """Train `model` in place for the `qat_epochs` budget and score it: `evaluate`'s metrics. `model` is the
+        trained network with fake-quantize nodes (`core.quantize.prepare_qat`; `nas.compression` converts it to
+        int8 afterwards), or, to tell what the fake quantization adds, the fp32 network itself."""
+        raise NotImplementedError(f"{type(self).__name__} cannot fine-tune quantized networks")
+
     def estimate(self, arch: str) -> dict[str, float]:
         raise NotImplementedError(f"{type(self).__name__} needs a built model (trains is True)")
 

@@ -31,6 +31,11 @@ class ProxyOptions(EvaluatorOptions):
                                                    "the rest training it dense; default: a quarter")
     fine_tune_lr: PositiveFloat | None = Field(None, description="peak learning rate of that fine-tuning; "
                                                "default: half of lr")
+    qat_epochs: PositiveFloat | None = Field(None, description="epochs of quantization-aware fine-tuning after "
+                                             "training, before a candidate is made int8 (compression: int8 with "
+                                             "quantizer: pt2e); default: none, post-training quantization")
+    qat_lr: PositiveFloat | None = Field(None, description="peak learning rate of that fine-tuning; default: a "
+                                         "tenth of lr")
     device: Literal["cpu", "auto", "cuda"] = Field("cpu", description="where training runs: cpu (bit-reproducible, "
                                                    "the search's default), auto (the GPU when the process sees one; "
                                                    "what final training uses) or cuda")
@@ -107,6 +112,16 @@ class ProxyTrainingEvaluator(Evaluator):
 
     def evaluate(self, model: Any, resolution: int) -> dict[str, float]:
         return self._train(model, resolution, self.options.epochs, self.options.lr)
+
+    def qat_epochs(self) -> float | None:
+        return self.options.qat_epochs
+
+    def fine_tune_quantized(self, model: Any, resolution: int) -> dict[str, float]:
+        """`qat_epochs` of training from ``qat_lr`` (its own warmup and cosine), on top of ``epochs``."""
+        o = self.options
+        if o.qat_epochs is None:
+            raise ValueError("evaluator.options.qat_epochs is not set")
+        return self._train(model, resolution, o.qat_epochs, o.qat_lr if o.qat_lr is not None else o.lr / 10)
 
     def _fine_tune_epochs(self) -> float:
         o = self.options
