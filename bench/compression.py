@@ -152,21 +152,42 @@ def latency_pairs(models: list[tuple], calibration, threads: int, folder: Path) 
     return ms.reshape(-1, 2)
 
 
+def _tables(fp32_ref: str, int8_ref: str, which: str, key: str) -> pd.DataFrame:
+    """fp32 and int8 medians (ms) of the rows two measured profiles share, from their `which` table."""
+    from hardware_profiles import get_profile
+
+    fp32, int8 = (get_profile(r).table(which).set_index(key)["median_ms"] for r in (fp32_ref, int8_ref))
+    both = pd.DataFrame({"fp32": fp32, "int8": int8}).dropna()
+    if both.empty and which == "blocks":
+        raise SystemExit(f"--block-tables: {fp32_ref} and {int8_ref} share no block")
+    both["ratio"] = both["int8"] / both["fp32"]
+    return both
+
+
 def block_ratios(fp32_ref: str, int8_ref: str) -> pd.DataFrame:
     """int8 against fp32 latency per block type (kind, kernel, expansion: ``ir_k5_e6``) from two measured profiles
     of one space (`--block-tables`): blocks, how many are slower in int8, the median and range of int8 / fp32."""
-    from hardware_profiles import get_profile
-
-    fp32, int8 = (get_profile(r).table("blocks").set_index("key")["median_ms"] for r in (fp32_ref, int8_ref))
-    both = pd.DataFrame({"fp32": fp32, "int8": int8}).dropna()
-    if both.empty:
-        raise SystemExit(f"--block-tables: {fp32_ref} and {int8_ref} share no block")
-    both["ratio"] = both["int8"] / both["fp32"]
+    both = _tables(fp32_ref, int8_ref, "blocks", "key")
     parts = both.index.str.split("_")
     both["block type"] = [f"{p[0]}_{p[1]}_{p[3]}" for p in parts]
     return both.groupby("block type").agg(blocks=("ratio", "size"), slower=("ratio", lambda r: int((r > 1).sum())),
                                           median=("ratio", "median"), low=("ratio", "min"),
                                           high=("ratio", "max")).reset_index()
+
+
+def resolution_ratios(fp32_ref: str, int8_ref: str) -> pd.DataFrame:
+    """The same blocks grouped by the side of their input (the ``_iCxHxW_`` of a block key): summed fp32 and int8
+    ms and their ratio, where int8 pays and where its quantize/dequantize steps cost more than it saves."""
+    both = _tables(fp32_ref, int8_ref, "blocks", "key")
+    both["input side"] = both.index.str.extract(r"_i\d+x(\d+)x\d+", expand=False).astype(int).to_numpy()
+    out = both.groupby("input side").agg(blocks=("ratio", "size"), fp32_ms=("fp32", "sum"), int8_ms=("int8", "sum"))
+    out["int8 / fp32"] = out["int8_ms"] / out["fp32_ms"]
+    return out.reset_index().rename(columns={"fp32_ms": "fp32 ms (sum)", "int8_ms": "int8 ms (sum)"})
+
+
+def network_ratios(fp32_ref: str, int8_ref: str) -> np.ndarray:
+    """int8 / fp32 of the whole networks both profiles timed (same architecture strings)."""
+    return _tables(fp32_ref, int8_ref, "networks", "arch")["ratio"].to_numpy()
 
 
 def markdown(df: pd.DataFrame) -> str:
@@ -280,15 +301,23 @@ def main() -> None:
               f"int8 / fp32 median x{np.median(ratio):.3f}, range x{ratio.min():.3f}-x{ratio.max():.3f}")
     blocks = None
     if args.block_tables:
-        blocks = block_ratios(*args.block_tables.split(",", 1))
+        refs = args.block_tables.split(",", 1)
+        blocks, sides, nets = block_ratios(*refs), resolution_ratios(*refs), network_ratios(*refs)
         print(f"\nint8 / fp32 per block type, {args.block_tables} (measured tables; slower: ratio > 1)\n")
         print(markdown(blocks))
+        print("\nby the side of a block's input (summed over the blocks)\n")
+        print(markdown(sides))
+        if len(nets):
+            print(f"\nwhole networks both tables timed: int8 slower on {int((nets > 1).sum())} of {len(nets)}; "
+                  f"int8 / fp32 median x{np.median(nets):.3f}, range x{nets.min():.3f}-x{nets.max():.3f}")
     if args.out:
         Path(args.out).write_text(json.dumps({
             "recipe": args.recipe, "budget": args.budget, "precisions": args.precisions, "keep": args.keep,
             "sets": args.set, "rows": df.to_dict("records"),
             "sampled_int8_over_fp32": ratio.tolist(),
-            "blocks": None if blocks is None else blocks.to_dict("records"), "seconds": time.time() - start},
+            "blocks": None if blocks is None else blocks.to_dict("records"),
+            "block_sides": None if blocks is None else sides.to_dict("records"),
+            "networks_int8_over_fp32": None if blocks is None else nets.tolist(), "seconds": time.time() - start},
             indent=1, default=str))
 
 

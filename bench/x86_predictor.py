@@ -3,6 +3,7 @@ used in training (issue 4's x86 target).
 
     python bench/x86_predictor.py [--train-networks 100] [--test-networks 200] [--threads 1] [--json]
         [--space mobilenet --space-options FILE.yaml --num-classes 1000] [--precision fp32|int8]
+    python bench/x86_predictor.py --profile NAME [--train-networks 140] [--seed 1]
 
 1. Measures a fresh `mobilenet` profile here (`python -m hardware_profiles.measure`: every block of the default
    space plus `--train-networks` whole networks, onnxruntime CPU, `--threads`) in a temporary profile root.
@@ -53,6 +54,34 @@ def time_networks(space, archs: list[str], threads: int, desc: str, precision: s
     return np.array(out)
 
 
+def judge_profile(ref: str, train_networks: int, seed: int) -> int:
+    """`--profile`: a predictor trained on the profile's blocks and `train_networks` of its networks, scored on the
+    others beside the block sum and FLOPs-linear."""
+    from hardware_profiles import get_profile
+    from hardware_profiles.importer import error_report
+    from predictors.models import FlopsLinear, LGBMLatencyPredictor
+
+    profile = get_profile(ref)
+    m, nets = profile.manifest, profile.table("networks")
+    order = np.random.default_rng(seed).permutation(len(nets))
+    if not 0 < train_networks < len(nets):
+        raise SystemExit(f"--train-networks: {ref} has {len(nets)} networks; train on fewer, score on the rest")
+    archs, y = nets.arch.astype(str).to_numpy(), nets.median_ms.to_numpy(float)
+    train, test = order[:train_networks], order[train_networks:]
+    model = LGBMLatencyPredictor(m.space, m.space_options, m.num_classes, block_table=profile.block_ms,
+                                 overhead_ms=profile.overhead_ms).fit(list(archs[train]), y[train])
+    sums, pred, _ = model.predict_parts(list(archs[test]))
+    flops = FlopsLinear(m.space, m.space_options, m.num_classes).fit(list(archs[train]), y[train])
+    rows = [{"model": "predictor", **error_report(pred, y[test])},
+            {"model": "lookup_table", **error_report(sums, y[test])},
+            {"model": "flops_linear", **error_report(flops.predict(list(archs[test])), y[test])}]
+    print(f"profile {profile.manifest.name}@{profile.manifest.version}: {len(profile.block_ms)} blocks; trained on "
+          f"{len(train)} of its networks, scored on the other {len(test)} (split seed {seed})")
+    table = pd.DataFrame(rows)[["model", "within_5pct", "within_10pct", "mape", "spearman", "kendall"]]
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train-networks", type=int, default=100)
@@ -65,7 +94,12 @@ def main() -> int:
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                    help="int8: every block and network quantized before it is timed")
+    p.add_argument("--profile", metavar="NAME", help="measure nothing: judge a measured profile on its own "
+                   "networks, trained on --train-networks of them (a seeded split), scored on the rest (one "
+                   "measurement session, so no noise ceiling)")
     args = p.parse_args()
+    if args.profile:
+        return judge_profile(args.profile, args.train_networks, args.seed)
     from hardware_profiles.importer import error_report
     from hardware_profiles.measure import _sample_networks
     from hardware_profiles.measure import main as measure_main
@@ -111,7 +145,8 @@ def main() -> int:
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
-    print(f"space {args.space} {m.space_options or ''} {args.precision}".rstrip())
+    policy = "compression" in (m.space_options or {})   # a policy's networks mix precisions
+    print(f"space {args.space} {m.space_options or ''} {'' if policy else args.precision}".rstrip())
     print(f"profile measured here in {build_seconds:.0f} s ({len(profile.block_ms)} blocks, {len(train_archs)} "
           f"networks, {args.threads} thread(s)); scored on {len(test)} networks never used in training:")
     table = pd.DataFrame(rows)[["model", "truth", "within_5pct", "within_10pct", "mape", "spearman", "kendall"]]

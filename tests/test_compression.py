@@ -1,6 +1,7 @@
 """Compression-aware scoring (``compression: int8``, `nas.compression`): the quantized model, its score, bad input."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -138,6 +139,42 @@ def test_a_search_with_compression_int8_scores_every_candidate_quantized(tmp_pat
     int8 = out / "best" / "model.int8.onnx"
     assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(int8)).graph.node}
     assert "  model.int8.onnx\n" in (out / "best" / "SHA256SUMS").read_text()
+
+
+@pytest.mark.slow
+def test_a_search_with_quantization_aware_fine_tuning_ships_the_tuned_int8_state(tmp_path):
+    """End to end with QAT (about 15 s of torchao conversion per candidate, hence slow): the exported network's
+    shipped state remakes an int8 network whose accuracy is the one the search recorded."""
+    pytest.importorskip("torchao")
+    from safetensors.torch import load_file
+
+    from core.quantize import convert_qat, prepare_qat
+    from nas.compression import _arrays, calibration_batches
+    from nas.context import RunContext
+    from nas.export import load_weights
+    from nas.recipe import read_recipe
+
+    out = tmp_path / "run"
+    sets = ["compression=int8", "quantizer=pt2e", "evaluator.options.qat_epochs=0.5", "search.budget=2"]
+    proc = subprocess.run([sys.executable, "-m", "nas.run", str(ASSETS / "tiny.yaml"), "--output", str(out),
+                           *sum((["--set", s] for s in sets), [])], cwd=REPO, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    best = json.loads((out / "best.json").read_text())["best"]
+    assert "model.qat.safetensors" in (out / "best" / "MODEL_CARD.md").read_text()
+    assert "  model.qat.safetensors\n" in (out / "best" / "SHA256SUMS").read_text()
+    ctx = RunContext(read_recipe(out / "recipe.yaml"))
+    arch = ctx.space.decode(best["arch"])
+    model = ctx.space.build(arch)
+    load_weights(model, out / "best" / "weights.safetensors")
+    calibration, validation = ctx.evaluator.quantization_data(ctx.space.input_shape(arch)[-1])
+    example = calibration_batches(calibration, ctx.space.input_shape(arch))[0]
+    remade = prepare_qat(model.eval(), example)
+    remade.load_state_dict(load_file(str(out / "best" / "model.qat.safetensors")))
+    images, labels = _arrays(validation, "validation")
+    with torch.no_grad():
+        logits = convert_qat(remade)(torch.from_numpy(images)).numpy()
+    assert (logits.argmax(1) == labels).mean() == pytest.approx(best["accuracy"])
 
 
 def test_pt2e_quantizes_with_per_channel_weights_folded_batchnorm_and_agrees_with_onnxruntime(tmp_path):

@@ -404,3 +404,22 @@ def test_a_table_measured_with_a_policy_prices_a_policy_search(tmp_path, monkeyp
         load_run(ASSETS / "tiny.yaml", [*sets, "space.options.compression.precisions=[int8, int4]"])
     with pytest.raises(RecipeError, match=r"tiny-policy \(constraints.latency\[0\]\) has no layers pruned to 0.5"):
         load_run(ASSETS / "tiny.yaml", [*sets, "space.options.compression.keep=[1, 0.5]"])
+
+
+def test_the_shipped_mobilenet_policy_table_prices_a_policy_search(tmp_path):
+    """`x86-ort-policy-t1` (the default space's blocks in fp32 and int8 at three keep ratios, networks with mixed
+    policies) is accepted for a policy search, and its predictor prices a policy apart from its architecture."""
+    from nas.checks import load_run
+    from nas.context import RunContext
+
+    sets = ["compression=search", "space={name: mobilenet, options: {compression: {precisions: [fp32, int8], "
+            "keep: [1, 0.75, 0.5]}}}", "constraints.max_flops=null",
+            "constraints.latency=[{profile: x86-ort-policy-t1, max_ms: 50}]"]
+    ctx = RunContext(load_run(ASSETS / "tiny.yaml", sets).recipe, tmp_path / "run")
+    assert "trained on x86-ort-policy-t1@1 tables" in ctx.latency["x86-ort-policy-t1"].how
+    arch = ctx.space.sample(np.random.default_rng(0))
+    body = ctx.space.to_string(arch).split("@")[0]
+    units = len(ctx.space.to_string(arch).split("@")[1].split(","))
+    prices = [ctx.latency["x86-ort-policy-t1"].latency(ctx.space, ctx.space.decode(f"{body}@" + ",".join([p] * units)))
+              for p in ("fp32", "int8")]
+    assert all(p > 0 for p in prices) and prices[0] != prices[1]
