@@ -323,7 +323,9 @@ def shipped_latency(ctx: RunContext, arch: Any, latency: dict[str, dict[str, Any
     from hardware_profiles import LiveOnnxCpuProfile, get_profile
 
     recipe = ctx.recipe
-    if recipe.compression == "none" or recipe.quantizer != "onnxruntime":
+    policy = getattr(ctx.space.options, "compression", None)
+    if recipe.compression == "none" or recipe.quantizer != "onnxruntime" or (
+            policy is not None and "int4" in policy.precisions):   # 4-bit weights: an FPGA's, not this CPU's
         return None
     name = "local-cpu-int8" if recipe.compression == "int8" else "local-cpu"
     live = {n: lat for n, lat in latency.items() if lat["measured_ms"] is not None and isinstance(

@@ -180,6 +180,31 @@ def test_a_search_with_quantization_aware_fine_tuning_ships_the_tuned_int8_state
     assert (logits.argmax(1) == labels).mean() == pytest.approx(best["accuracy"])
 
 
+@pytest.mark.parametrize("sets, expect", [
+    (["compression=int8"], "local-cpu-int8"),
+    (["compression=none"], None),
+    (["compression=int8", "quantizer=pt2e"], None),   # runs in PyTorch, not onnxruntime
+    (["compression=search", "space={name: macro, options: {resolution: 16, compression: {precisions: [fp32, "
+      "int8]}}}"], "local-cpu"),
+    (["compression=search", "space={name: macro, options: {resolution: 16, compression: {precisions: [int8, "
+      "int4]}}}"], None),   # 4-bit weights: not what this CPU runs
+])
+def test_the_export_measures_a_compressed_network_as_it_ships_on_this_cpu(sets, expect, tmp_path):
+    from nas.context import RunContext
+    from nas.pipeline import shipped_latency
+    from nas.recipe import read_recipe
+
+    if "quantizer=pt2e" in sets:
+        pytest.importorskip("torchao")
+    ctx = RunContext(read_recipe(ASSETS / "tiny.yaml", [*sets, "constraints.latency=[]",
+                                                        "constraints.max_flops=null"]), tmp_path)
+    got = shipped_latency(ctx, ctx.space.sample(np.random.default_rng(0)), {})
+    if expect is None:
+        assert got is None
+    else:
+        assert got[0] == expect and got[1] > 0 and "as it ships" in got[2]
+
+
 def test_pt2e_quantizes_with_per_channel_weights_folded_batchnorm_and_agrees_with_onnxruntime(tmp_path):
     """PyTorch's PT2E flow (torchao) is the int8 path where a network runs in PyTorch: the same network and
     calibration give int8 logits near the fp32 ones and near onnxruntime's int8 ones."""
