@@ -111,16 +111,22 @@ def matched_limit(run_dir: Path, seed_a: tuple | None, threads: int) -> str:
     return f"{{profile: {'local-cpu' if threads == 1 else 'local-cpu-2t'}, max_ms: {a_ms:.4f}}}"
 
 
+def qat_columns(epochs: float | None) -> list[str]:
+    """The columns `--qat` adds (none without it)."""
+    return [] if not epochs else [f"qat int8 accuracy (+{epochs:g} ep)", f"+{epochs:g} ep fp32, pt2e int8 accuracy",
+                                  f"+{epochs:g} ep fp32 accuracy"]
+
+
 def qat_scores(ctx, model, shape: tuple, fp32_accuracy: float, epochs: float, compression: str) -> dict:
     """`--qat`: PT2E int8 accuracy of `model` after `epochs` of quantization-aware fine-tuning, and of the
     control (`epochs` more fp32 training at the same rate, then PT2E post-training quantization), with the
-    control's fp32 accuracy; NaN for a policy winner (its int8 units are scored with onnxruntime)."""
+    control's fp32 accuracy (`qat_columns`); NaN for a policy winner (its int8 units are scored with
+    onnxruntime)."""
     import copy
 
     from nas.compression import int8_scores
 
-    names = (f"qat int8 accuracy (+{epochs:g} ep)", f"+{epochs:g} ep fp32, pt2e int8 accuracy",
-             f"+{epochs:g} ep fp32 accuracy")
+    names = qat_columns(epochs)
     if compression == "search":
         return dict.fromkeys(names, np.nan)
     ev = ctx.evaluator
@@ -252,7 +258,7 @@ def main() -> None:
                 scores.update(qat_scores(ctx, model, shape, scores["accuracy_fp32"], args.qat, compression))
             rows.append({"seed": seed, "arm": arm, "arch": best["arch"], "int8 accuracy": scores["accuracy"],
                          **({"pt2e int8 accuracy": scores["pt2e"]} if args.pt2e else {}),
-                         **{k: v for k, v in scores.items() if k.startswith("qat ") or k.startswith("+")},
+                         **{k: scores[k] for k in qat_columns(args.qat)},
                          "fp32 accuracy": scores["accuracy_fp32"], "drop": scores["accuracy_drop"],
                          "MFLOPs": best["flops"] / 1e6,
                          # the search's own figure per latency profile (exact for a simulator)
@@ -283,8 +289,7 @@ def main() -> None:
     print(markdown(df.drop(columns="arch")))
     profiles = [c for c in df.columns if c.endswith(" ms") and c not in ("fp32 ms", "int8 ms")]
     cpu = [] if args.no_cpu else ["int8 ms"]
-    pt2e = (["pt2e int8 accuracy"] if args.pt2e else []) + ([c for c in df.columns if c.startswith("qat ") or
-                                                             c.startswith("+")] if args.qat else [])
+    pt2e = (["pt2e int8 accuracy"] if args.pt2e else []) + qat_columns(args.qat)
     means = df.groupby("arm", sort=False)[["int8 accuracy", *pt2e, "fp32 accuracy", *cpu, *profiles,
                                            "MFLOPs"]].mean()
     print("\n" + markdown(means.reset_index()))
