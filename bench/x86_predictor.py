@@ -54,27 +54,36 @@ def time_networks(space, archs: list[str], threads: int, desc: str, precision: s
     return np.array(out)
 
 
+def predictions(profile, train_archs: list[str], y_train: np.ndarray, test: list[str]) -> tuple[np.ndarray, ...]:
+    """(predictor, block sum, FLOPs-linear) figures for `test`: `LGBMLatencyPredictor` trained on the profile's
+    blocks and the timed networks `train_archs`, its lookup-table part, and FLOPs-linear fitted on the same."""
+    from predictors.models import FlopsLinear, LGBMLatencyPredictor
+
+    m = profile.manifest
+    model = LGBMLatencyPredictor(m.space, m.space_options, m.num_classes, block_table=profile.block_ms,
+                                 overhead_ms=profile.overhead_ms).fit(train_archs, y_train)
+    sums, pred, _ = model.predict_parts(test)
+    flops = FlopsLinear(m.space, m.space_options, m.num_classes).fit(train_archs, y_train).predict(test)
+    return pred, sums, flops
+
+
 def judge_profile(ref: str, train_networks: int, seed: int) -> int:
     """`--profile`: a predictor trained on the profile's blocks and `train_networks` of its networks, scored on the
     others beside the block sum and FLOPs-linear."""
     from hardware_profiles import get_profile
     from hardware_profiles.importer import error_report
-    from predictors.models import FlopsLinear, LGBMLatencyPredictor
 
     profile = get_profile(ref)
-    m, nets = profile.manifest, profile.table("networks")
+    nets = profile.table("networks")
     order = np.random.default_rng(seed).permutation(len(nets))
     if not 0 < train_networks < len(nets):
         raise SystemExit(f"--train-networks: {ref} has {len(nets)} networks; train on fewer, score on the rest")
     archs, y = nets.arch.astype(str).to_numpy(), nets.median_ms.to_numpy(float)
     train, test = order[:train_networks], order[train_networks:]
-    model = LGBMLatencyPredictor(m.space, m.space_options, m.num_classes, block_table=profile.block_ms,
-                                 overhead_ms=profile.overhead_ms).fit(list(archs[train]), y[train])
-    sums, pred, _ = model.predict_parts(list(archs[test]))
-    flops = FlopsLinear(m.space, m.space_options, m.num_classes).fit(list(archs[train]), y[train])
+    pred, sums, flops = predictions(profile, list(archs[train]), y[train], list(archs[test]))
     rows = [{"model": "predictor", **error_report(pred, y[test])},
             {"model": "lookup_table", **error_report(sums, y[test])},
-            {"model": "flops_linear", **error_report(flops.predict(list(archs[test])), y[test])}]
+            {"model": "flops_linear", **error_report(flops, y[test])}]
     print(f"profile {profile.manifest.name}@{profile.manifest.version}: {len(profile.block_ms)} blocks; trained on "
           f"{len(train)} of its networks, scored on the other {len(test)} (split seed {seed})")
     table = pd.DataFrame(rows)[["model", "within_5pct", "within_10pct", "mape", "spearman", "kendall"]]
@@ -103,7 +112,6 @@ def main() -> int:
     from hardware_profiles.importer import error_report
     from hardware_profiles.measure import _sample_networks
     from hardware_profiles.measure import main as measure_main
-    from predictors.models import FlopsLinear, LGBMLatencyPredictor
     from search_spaces import get_space
 
     with tempfile.TemporaryDirectory(prefix="bench-x86-") as root:
@@ -127,11 +135,7 @@ def main() -> int:
                 if a not in seen][:args.test_networks]
         first = time_networks(space, test, args.threads, "test networks, pass 1", args.precision)
         second = time_networks(space, test, args.threads, "test networks, pass 2", args.precision)
-        model = LGBMLatencyPredictor(args.space, m.space_options, args.num_classes, block_table=profile.block_ms,
-                                     overhead_ms=profile.overhead_ms)
-        model.fit(train_archs, y_train)
-        sums, pred, _ = model.predict_parts(test)
-        flops = FlopsLinear(args.space, m.space_options, args.num_classes).fit(train_archs, y_train).predict(test)
+        pred, sums, flops = predictions(profile, train_archs, y_train, test)
     steady = np.minimum(first, second)   # the smaller median of the two passes: less contention noise
     rows = [{"model": "predictor", "truth": "pass 1", **error_report(pred, first)},
             {"model": "lookup_table", "truth": "pass 1", **error_report(sums, first)},

@@ -131,13 +131,12 @@ def export_int8(model, evaluator, input_shape: tuple[int, ...], folder: Path,
             return None, (f"{how}, ranges on {CALIBRATION_IMAGES} training images, batches of {BATCH}); the "
                           "accuracy is that int8 model's, accuracy_fp32 that of model.onnx. Remake it from "
                           f"model.safetensors with core.quantize.quantize_pt2e on the same images, {then}")
-        from safetensors.torch import save_file
+        from nas.export import save_weights
 
         calibration, _ = evaluator.quantization_data(input_shape[-1])
         example = calibration_batches(calibration, input_shape)[0]
         prepared, _ = qat_tuned(model, example, evaluator)
-        state = {k: v.detach().clone().contiguous() for k, v in prepared.state_dict().items()}
-        path = atomic_write(folder / "model.qat.safetensors", lambda t: save_file(state, str(t)))
+        path = save_weights(prepared, folder / "model.qat.safetensors", {})
         return path, (f"{how}) after {evaluator.qat_epochs():g} epochs of quantization-aware fine-tuning; the "
                       "accuracy is that int8 model's, accuracy_fp32 that of model.onnx. Remake it: "
                       "core.quantize.prepare_qat on the network of model.safetensors with an input batch of "
