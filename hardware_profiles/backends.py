@@ -87,9 +87,11 @@ class OnnxCpuBackend:
         """`module` as the graph this backend times: exported fp32, and quantized for ``int8``; a network that
         names its int8 submodules (a compression policy's, `core.quantize.int8_plan`) has exactly those
         quantized, whatever the backend's precision."""
+        from core.half import refuse_half_plan
         from core.quantize import int4_plan, int8_plan, quantize_onnx_int8, random_batches
         from core.timing import export_onnx
 
+        refuse_half_plan(module, "onnxruntime-cpu")
         if int4_plan(module):
             raise InputError(f"onnxruntime-cpu has no 4-bit convolution kernels to time "
                              f"({', '.join(int4_plan(module))} with 4-bit weights); int4 units run on the FPGA "
@@ -140,10 +142,12 @@ class ImplementationBackend:
         return version(self.impl.package or "torch")
 
     def measure(self, module, input_shape: tuple[int, ...]):
+        from core.half import refuse_half_plan
         from core.quantize import refuse_int8_plan
         from core.timing import summarise
 
         refuse_int8_plan(module, self.impl.name)
+        refuse_half_plan(module, self.impl.name)
         with tempfile.TemporaryDirectory(prefix="hwnas-measure-") as tmp:
             runner = self.impl.prepare(Network((self.batch, *input_shape[1:]), {}, module=module), self.settings,
                                        Path(tmp))

@@ -32,6 +32,32 @@ def capture_graph(fn, x, warm: int = 3):
     return graph, out
 
 
+def with_policy(model, precision: str):
+    """`model` (already in `precision`, on its device) with a compression policy's 16-bit units running in their
+    precision (`core.half.apply_half`); only on an fp32 network, where a unit left in fp32 means fp32. Returns (the
+    model, the dtype of its input, None for `precision`'s): a 16-bit unit timed alone runs wholly in its dtype, on
+    an input in it, with no cast (`core.half.whole_dtype`); a network with 16-bit units takes fp32 and casts where
+    its precision changes.
+
+    Raises:
+        InputError: `model` names int8 units (no int8 kernels here), or 16-bit units while every layer already
+            runs in the 16-bit `precision`.
+    """
+    import torch
+
+    from core.half import apply_half, half_plan, whole_dtype
+    from core.quantize import refuse_int8_plan
+
+    refuse_int8_plan(model, "torch-cuda")
+    if half_plan(model) and precision != "fp32":
+        raise InputError(f"torch-cuda at precision {precision} runs every layer in {precision}; a compression "
+                         "policy's fp16/bf16 units are timed inside an fp32 network: --precision fp32")
+    dtype = whole_dtype(model)
+    if dtype is not None:
+        return model.to(dtype), dtype
+    return apply_half(model), torch.float32 if half_plan(model) else None
+
+
 class TorchCudaBackend:
     """Time modules on the current CUDA device with CUDA graphs.
 
@@ -74,13 +100,11 @@ class TorchCudaBackend:
 
     def measure(self, module, input_shape: tuple[int, ...]):
         """Latency statistics (ms per batch) of `module` on an input of `input_shape` with the batch replaced."""
-        from core.quantize import refuse_int8_plan
-
-        refuse_int8_plan(module, "torch-cuda")
         torch = self.torch
         fmt = torch.channels_last if self.channels_last and len(input_shape) == 4 else torch.contiguous_format
-        model = module.eval().to("cuda", self.dtype).to(memory_format=fmt)
-        x = torch.randn((self.batch, *input_shape[1:]), device="cuda", dtype=self.dtype).to(memory_format=fmt)
+        model, dtype = with_policy(module.eval().to("cuda", self.dtype).to(memory_format=fmt), self.precision)
+        x = torch.randn((self.batch, *input_shape[1:]), device="cuda", dtype=dtype or self.dtype
+                        ).to(memory_format=fmt)
         with torch.no_grad():
             graph, _ = capture_graph(model, x)
             for _ in range(self.warmup):

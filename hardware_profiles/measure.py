@@ -147,10 +147,26 @@ def _continued(args: MeasureSettings, folder: Path, space_options: dict) -> Mani
     return manifest
 
 
+# what each backend can time of a compression policy's units (`search_spaces.policy`)
+POLICY_PRECISIONS = {"onnxruntime-cpu": ("fp32", "int8"), "torch-cuda": ("fp32", "fp16", "bf16")}
+
+
 def _space(args: MeasureSettings):
-    """The space to measure and its options (`InputError` for a bad name, file or option)."""
+    """The space to measure and its options (`InputError` for a bad name, file or option, or a compression policy
+    the backend cannot time)."""
     options = read_space_options(args.space_options) or {}
-    return make_space(args.space, options, args.num_classes, source=args.space_options or "--space-options"), options
+    space = make_space(args.space, options, args.num_classes, source=args.space_options or "--space-options")
+    policy = getattr(space.options, "compression", None)
+    if policy is not None:
+        runs = POLICY_PRECISIONS.get(args.backend, ("fp32",))
+        bad = [p for p in policy.precisions if p not in runs]
+        if bad:
+            raise InputError(f"--space-options: compression.precisions: --backend {args.backend} cannot time "
+                             f"{bad[0]} units (it times {', '.join(runs)})")
+        if args.backend == "torch-cuda" and args.precision != "fp32":
+            raise InputError(f"--precision {args.precision}: a compression policy's units are timed inside an fp32 "
+                             "network (a unit left in fp32 runs in fp32): --precision fp32")
+    return space, options
 
 
 def _sample_networks(space, n: int, seed: int) -> list[str]:

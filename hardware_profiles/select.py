@@ -460,12 +460,17 @@ def load_network(s: SelectSettings) -> Network:
         except ValueError as err:
             raise InputError(f"--arch: {err}") from None
         module = space.build(arch)
+    from core.half import half_plan
     from core.quantize import int8_plan
 
     if int8_plan(module):
         raise InputError(f"{'--run' if s.run else '--arch'}: the network's compression policy quantizes "
                          f"{', '.join(int8_plan(module))}; the engines are compared on fp32 networks (its quantized "
                          "form is the run's best/model.int8.onnx)")
+    if half_plan(module):
+        raise InputError(f"{'--run' if s.run else '--arch'}: the network's compression policy runs "
+                         f"{', '.join(half_plan(module))} in 16-bit floats; the engines are compared on fp32 "
+                         "networks (the GPU engines try fp16 and bf16 for the whole network)")
     shape = tuple(space.input_shape(arch))
     recipe = {"space": space.name, "options": space.options.model_dump(mode="json"), "num_classes": space.num_classes,
               "arch": space.to_string(arch)}

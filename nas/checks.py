@@ -187,9 +187,10 @@ def _check_compression(source: str, recipe: Recipe, plugins: Plugins) -> None:
         table = table_policy(profile) if lat.implementation == "default" else None
         if not (cpu or table or isinstance(profile, SimulatedProfile)):
             raise RecipeError(f"{source}: constraints.latency[{i}]: {lat.profile} cannot time a compression "
-                              "policy's int8 layers; compression: search runs on this CPU's onnxruntime profiles "
+                              "policy's units; compression: search runs on this CPU's onnxruntime profiles "
                               "(local-cpu, local-cpu-2t), the FPGA simulators and tables measured with a policy "
-                              "(hardware_profiles.measure --space-options with a compression entry)")
+                              "(hardware_profiles.measure --space-options with a compression entry; GPU ones for "
+                              "fp16/bf16 units)")
         if table:
             missing = [p for p in policy.precisions if p not in table.precisions]
             if missing:
@@ -202,11 +203,13 @@ def _check_compression(source: str, recipe: Recipe, plugins: Plugins) -> None:
                                   f"[{i}]) has no layers pruned to {unmeasured[0]:g}; its tables were measured "
                                   f"with keep {[float(k) for k in table.keep]}")
             continue
-        bad = "int4" if cpu else "fp32"
-        if bad in policy.precisions:
+        runs = ("fp32", "int8") if cpu else ("int8", "int4")
+        bad = [p for p in policy.precisions if p not in runs]
+        if bad:
+            where = {"int4": "4-bit weights run on the FPGA profiles", "fp32": "an int8 accelerator runs int8 and "
+                     "int4"}.get(bad[0], "16-bit float units run on GPU tables measured with a policy")
             raise RecipeError(f"{source}: space.options.compression.precisions: {lat.profile} (constraints.latency"
-                              f"[{i}]) cannot run {bad} units" + ("; 4-bit weights run on the FPGA profiles" if cpu
-                                                                 else "; an int8 accelerator runs int8 and int4"))
+                              f"[{i}]) cannot run {bad[0]} units; {where}")
 
 
 def table_policy(profile) -> CompressionOptions | None:

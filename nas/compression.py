@@ -19,7 +19,8 @@ candidate in the form it will ship:
 - ``search``: the policy is part of the genotype (`search_spaces.policy`: the space's ``compression`` option
   gives each stage or layer a precision); each candidate is scored as ``int8`` does with exactly its int8 units
   quantized (none: scored fp32, a drop of 0), and its latency is that of the same graph, so the search trades
-  the accuracy drop of each unit against the time it saves. The columns are those of ``int8``.
+  the accuracy drop of each unit against the time it saves. The columns are those of ``int8``. A policy for a GPU
+  (fp16 / bf16 units) is scored with those units in 16-bit floats, run in PyTorch (`half_logits`).
 
 Only evaluators that train a network and expose their data (`Evaluator.quantization_data`, e.g. ``proxy``) can
 score it quantized; `nas.checks` refuses other pairings before a run starts. A quantized network whose outputs are
@@ -114,13 +115,14 @@ def export_int8(model, evaluator, input_shape: tuple[int, ...], folder: Path,
                 quantizer: str = "onnxruntime") -> tuple[Path | None, str]:
     """The int8 model of an exported network, as the search scored it (same calibration), at batch size 1:
     (``folder/model.int8.onnx``, the model card's note on how it was made); (None, the note) for a policy that
-    quantizes nothing. For `quantizer` ``pt2e``, whose file format (a `torch.export` archive) stores pickled
-    example inputs, no int8 file is shipped and the note says how to remake it from the shipped weights; with
-    quantization-aware fine-tuning (`Evaluator.qat_epochs`) it is made again as the search made it (CPU training
-    is deterministic) and its weights, fake-quantize ranges included, ship as ``folder/model.qat.safetensors``
-    (the path returned)."""
+    quantizes nothing (with 16-bit float units, the note says how to run them so). For `quantizer` ``pt2e``, whose
+    file format (a `torch.export` archive) stores pickled example inputs, no int8 file is shipped and the note says
+    how to remake it from the shipped weights; with quantization-aware fine-tuning (`Evaluator.qat_epochs`) it is
+    made again as the search made it (CPU training is deterministic) and its weights, fake-quantize ranges included,
+    ship as ``folder/model.qat.safetensors`` (the path returned)."""
     import shutil
 
+    from core.half import half_plan
     from core.quantize import int8_plan
 
     if quantizer == "pt2e":
@@ -143,7 +145,15 @@ def export_int8(model, evaluator, input_shape: tuple[int, ...], folder: Path,
                       f"{tuple(example.shape)}, load_state_dict of model.qat.safetensors, core.quantize.convert_qat; "
                       f"{then}")
 
-    plan = int8_plan(model)
+    plan, half = int8_plan(model), half_plan(model)
+    if half and not plan:
+        units = "; ".join(f"{p}: {', '.join(n for n, q in half.items() if q == p)}" for p in dict.fromkeys(
+            half.values()))
+        return None, (f"16-bit floats in the compression policy's units ({units}; the rest fp32). Run it as the "
+                      "GPU profiles timed it: the model of Loading, moved to the GPU, then "
+                      "`core.half.apply_half(model)` (those modules in 16 bits, a cast wherever the precision "
+                      "changes, fp32 logits). The accuracy is that network's, run in PyTorch; accuracy_fp32 that of "
+                      "model.onnx, the fp32 graph")
     if plan == ():
         return None, "compression policy: every unit fp32, so model.onnx is the network as scored"
     units = "" if plan is None else f" of {', '.join(plan)} (the compression policy's int8 units; the rest fp32)"
@@ -209,12 +219,28 @@ def pt2e_logits(model, calibration, images: np.ndarray, evaluator=None) -> tuple
                                for part, real in _batches(images, len(full[0]))]), tuned
 
 
+def half_logits(model, images: np.ndarray) -> np.ndarray:
+    """A copy of `model` (fp32) with the 16-bit float units it names running in their precision (`core.half.
+    apply_half`), run in PyTorch on `images`: logits, one row per image."""
+    import copy
+
+    import torch
+
+    from core.half import apply_half
+
+    half = apply_half(copy.deepcopy(model).eval())
+    with torch.no_grad():
+        return np.concatenate([half(torch.from_numpy(images[i:i + BATCH])).numpy()
+                               for i in range(0, len(images), BATCH)])
+
+
 def int8_scores(model, evaluator, input_shape: tuple[int, ...], fp32_accuracy: float,
                 threads: int = 1, quantizer: str = "onnxruntime") -> dict[str, float]:
     """`model` (trained, fp32) quantized to int8 (all of it, or the int8 units it names) and scored on the
     evaluator's validation images: ``accuracy`` (int8), ``accuracy_fp32``, ``accuracy_drop`` and ``quant_parity``
     (see the module). `quantizer`: ``onnxruntime`` (QDQ, run by onnxruntime) or ``pt2e`` (PyTorch's PT2E flow,
-    run in PyTorch: `pt2e_logits`).
+    run in PyTorch: `pt2e_logits`). A policy's fp16/bf16 units run in PyTorch in their precision instead
+    (`half_logits`; the columns mean the same, with the 16-bit network for the int8 one).
 
     Raises:
         ValueError: an empty or mis-shaped calibration set.
@@ -222,9 +248,11 @@ def int8_scores(model, evaluator, input_shape: tuple[int, ...], fp32_accuracy: f
     """
     import torch
 
+    from core.half import half_plan
     from core.quantize import int8_plan
 
-    if int8_plan(model) == ():   # a policy with every unit in fp32: nothing to quantize
+    half = half_plan(model)
+    if int8_plan(model) == () and not half:   # a policy with every unit in fp32: nothing to quantize
         return {"accuracy": float(fp32_accuracy), "accuracy_fp32": float(fp32_accuracy), "accuracy_drop": 0.0,
                 "quant_parity": 0.0}
     calibration, validation = evaluator.quantization_data(input_shape[-1])
@@ -234,15 +262,19 @@ def int8_scores(model, evaluator, input_shape: tuple[int, ...], fp32_accuracy: f
         reference = model(torch.from_numpy(images[:BATCH])).numpy()
     if not np.isfinite(reference).all():   # the quantizer would fail on NaN ranges with a bare assertion
         raise FloatingPointError("the network's outputs are not finite before quantization")
-    tuned = None
-    if quantizer == "pt2e":
+    tuned, what = None, "int8"
+    if half:
+        if int8_plan(model):
+            raise ValueError("a policy with both int8 and 16-bit float units has no engine here to run it")
+        logits, what = half_logits(model, images), "16-bit float"
+    elif quantizer == "pt2e":
         logits, tuned = pt2e_logits(model, calibration, images, evaluator)
     else:
         with tempfile.TemporaryDirectory(prefix="hwnas-int8-") as tmp:
             _, int8 = quantize_int8(model, calibration, input_shape, Path(tmp))
             logits = onnx_logits(int8, images, threads)
     if not np.isfinite(logits).all():
-        raise FloatingPointError("the int8 network's outputs are not finite")
+        raise FloatingPointError(f"the {what} network's outputs are not finite")
     accuracy = float((logits.argmax(1) == labels).mean())
     return {"accuracy": accuracy, "accuracy_fp32": float(fp32_accuracy),
             "accuracy_drop": float(fp32_accuracy) - accuracy,

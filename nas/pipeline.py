@@ -317,15 +317,15 @@ def deployment_plans(ctx: RunContext, model, best: dict[str, Any], folder: Path)
 def shipped_latency(ctx: RunContext, arch: Any, latency: dict[str, dict[str, Any]]
                     ) -> tuple[str, float | None, str] | None:
     """A compressed network as it ships (``compression: int8``, or a policy's int8 units; onnxruntime), measured on
-    this CPU when no constraint's profile has measured it so: (profile, ms or None, how), or None. `local-cpu-int8`
-    times a whole-network int8 graph, `local-cpu` a policy's (its backend quantizes exactly the int8 units); both
-    with the timing protocol of the profiles, 1 thread."""
+    this CPU when no constraint's profile has measured it so (not for policies with 4-bit or 16-bit float units):
+    (profile, ms or None, how), or None. `local-cpu-int8` times a whole-network int8 graph, `local-cpu` a policy's
+    (its backend quantizes exactly the int8 units); both with the timing protocol of the profiles, 1 thread."""
     from hardware_profiles import LiveOnnxCpuProfile, get_profile
 
     recipe = ctx.recipe
     policy = getattr(ctx.space.options, "compression", None)
     if recipe.compression == "none" or recipe.quantizer != "onnxruntime" or (
-            policy is not None and "int4" in policy.precisions):   # 4-bit weights: an FPGA's, not this CPU's
+            policy is not None and set(policy.precisions) - {"fp32", "int8"}):   # an FPGA's or a GPU's policy
         return None
     name = "local-cpu-int8" if recipe.compression == "int8" else "local-cpu"
     live = {n: lat for n, lat in latency.items() if lat["measured_ms"] is not None and isinstance(

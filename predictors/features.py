@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from search_spaces.costs import CostKey, parse_cost_key
+from search_spaces.costs import HALF_PRECISIONS, CostKey, parse_cost_key
 
 OPS = ("stem", "ds", "ir", "cn", "head", "classifier", "fbnet", "skip", "reluconv", "avgpool", "zero", "resblock",
        "shuffle", "maxpool", "add", "lateral", "extra", "fuseadd", "fusecat", "predict", "dsa", "er", "uir")
@@ -26,7 +26,8 @@ FAMILIES = ("mobilenetv3", "efficientnet", "fbnet", "nb201", "muffnet", "lrssd")
 ACTS = ("relu", "relu6", "hard_swish", "swish", "none")
 NUMERIC = ("kernel", "stride", "expansion", "groups", "se", "skip", "cin", "hw_in", "cout", "hw_out",
            "log_in_elems", "log_out_elems", "log_mid_elems", "log_macs_est",
-           "dw_splits", "exp_splits", "proj_splits", "start_kernel", "end_kernel", "layer_scale", "same_pad", "int8")
+           "dw_splits", "exp_splits", "proj_splits", "start_kernel", "end_kernel", "layer_scale", "same_pad", "int8",
+           "half")
 BLOCK_FEATURES = tuple(f"op_{o}" for o in OPS) + tuple(f"family_{f}" for f in FAMILIES) + \
     tuple(f"act_{a}" for a in ACTS) + NUMERIC
 
@@ -87,7 +88,8 @@ def block_row(key: CostKey | str) -> list[float]:
                      # tell them from one conv of the same MACs (MixNets were priced at 2/3 of their time)
                      float(len(k.kernels) or 1), k.exp_splits, k.proj_splits, k.start, k.end, float(k.layer_scale),
                      float(k.same_pad),   # TensorFlow 'same' padding: one more (pad) operation
-                     float(k.precision == "int8")]   # run quantized (a compression policy's int8 layer)
+                     float(k.precision == "int8"),   # run quantized (a compression policy's int8 layer)
+                     float(k.precision in HALF_PRECISIONS)]   # run in 16-bit floats (a policy's fp16/bf16 layer)
 
 
 def block_matrix(keys: Sequence[CostKey | str]) -> np.ndarray:

@@ -12,8 +12,9 @@ The target's per-block cost is modelled as a non-negative mix of a few basis cos
   61-63). Searched widths make such counts common (a ShuffleNetV2 1.0x branch has 58 channels), and without
   the term the calibrated lrssd predictor put a third of the networks on the wrong side of a 1 ms limit;
   where channels do not matter, the fit gives both depthwise terms alike. The convolution terms of a layer that
-  runs int8 or int4 (a compression policy's, `CostKey.precision`) are terms of their own: int8 kernels are
-  other kernels, faster or slower per MAC than fp32 depending on the shape (`bench/compression.py`). Layers
+  runs int8, int4 or in 16-bit floats (a compression policy's, `CostKey.precision`) are terms of their own:
+  int8 kernels are other kernels, faster or slower per MAC than fp32 depending on the shape
+  (`bench/compression.py`), and 16-bit ones use a GPU's tensor cores. Layers
   without a convolution that still run (pooling, zeroing, normalisation; not an identity) count as one
   `other_ops` each, a per-kernel cost that dominates small networks on GPUs at batch 1, and pooling adds its
   window reads (`pool_macs`): on
@@ -54,9 +55,13 @@ from predictors.models import LGBMLatencyPredictor
 
 ANALYTIC = ("dense_macs", "depthwise_macs", "act_elems", "params", "convs", "ragged_depthwise_macs", "other_ops",
             "pool_macs", "int8_dense_macs", "int8_depthwise_macs", "int8_act_elems", "int8_convs",
-            "int4_dense_macs", "int4_depthwise_macs", "int4_act_elems", "int4_convs")
-# where a quantized layer's convolution terms go, by its key's precision (its kernels are other kernels)
-QUANTIZED = {"int8": {0: 8, 1: 9, 5: 9, 2: 10, 4: 11}, "int4": {0: 12, 1: 13, 5: 13, 2: 14, 4: 15}}
+            "int4_dense_macs", "int4_depthwise_macs", "int4_act_elems", "int4_convs",
+            "half_dense_macs", "half_depthwise_macs", "half_act_elems", "half_convs")
+# where a quantized layer's convolution terms go, by its key's precision (its kernels are other kernels; fp16 and
+# bf16 run at one speed on the GPUs that have both, so they share theirs)
+_HALF = {0: 16, 1: 17, 5: 17, 2: 18, 4: 19}
+QUANTIZED = {"int8": {0: 8, 1: 9, 5: 9, 2: 10, 4: 11}, "int4": {0: 12, 1: 13, 5: 13, 2: 14, 4: 15},
+             "fp16": _HALF, "bf16": _HALF}
 POOLS = ("avgpool", "maxpool")
 SIMD_CHANNELS = 4   # depthwise channel counts that are not a multiple of this are "ragged" (see the module)
 LOO_FLOOR = 0.005   # LOO RMSE of log latency below which fits count as equal (0.5 %, below timing noise)

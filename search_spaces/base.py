@@ -44,9 +44,10 @@ class CompressionOptions(PluginOptions):
     """``space.options.compression``: the choices of a compression policy searched per unit (`search_spaces.
     policy`; the recipe's ``compression: search``)."""
 
-    precisions: list[Literal["fp32", "int8", "int4"]] = Field(
+    precisions: list[Literal["fp32", "int8", "int4", "fp16", "bf16"]] = Field(
         default_factory=lambda: ["fp32", "int8"], min_length=1,
-        description="what each unit may run in (int4: 4-bit weights, 8-bit activations; on the FPGA profiles)")
+        description="what each unit may run in (int4: 4-bit weights, 8-bit activations, on the FPGA profiles; "
+                    "fp16 / bf16: 16-bit floats, on the GPU profiles measured with a policy)")
     keep: list[float] = Field(
         default_factory=lambda: [1.0], min_length=1,
         description="fractions of a unit's expansion channels structured pruning may keep (1: no pruning); the "

@@ -13,8 +13,10 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
-# What a layer can run in (`CostKey.precision`); fp32 keys carry no suffix. int4: 4-bit weights, 8-bit activations.
-PRECISIONS = ("fp32", "int8", "int4")
+# What a layer can run in (`CostKey.precision`); fp32 keys carry no suffix. int4: 4-bit weights, 8-bit activations;
+# fp16 / bf16: 16-bit floats, weights and activations (a GPU's half-precision units).
+PRECISIONS = ("fp32", "int8", "int4", "fp16", "bf16")
+HALF_PRECISIONS = ("fp16", "bf16")
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class CostKey:
     layer_scale: bool = False   # uir: a learned per-channel scale of the output
     norm: bool = False        # head: BatchNorm + activation after the head conv (MobileNetV4)
     same_pad: bool = False    # TensorFlow 'same' padding on a strided conv: a separate pad op (timm's Conv2dSame)
-    precision: str = "fp32"   # what the layer runs in: fp32, or int8 / int4 under a compression policy (`PRECISIONS`)
+    precision: str = "fp32"   # what the layer runs in: fp32, or int8 / int4 / fp16 / bf16 under a compression policy
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -123,7 +125,7 @@ _KEY_RE = re.compile(r"^(?P<op>[a-z]+)_k(?P<k>\d+)_s(?P<s>\d+)_e(?P<e>[\d.]+)(?:
                      r"(?:_mk(?P<mk>\d+(?:\.\d+)+))?(?:_ma(?P<ma>\d+))?(?:_mp(?P<mp>\d+))?"
                      r"(?:_g(?P<g>\d+))?(?:_se(?P<se>\d+))?"
                      r"_(?P<act>[a-z0-9_]+?)(?P<skip>_skip)?(?P<ls>_ls)?(?P<bn>_bn)?(?P<same>_same)?"
-                     r"(?:_(?P<prec>int8|int4))?"
+                     r"(?:_(?P<prec>int8|int4|fp16|bf16))?"
                      r"_i(?P<c>\d+)x(?P<h>\d+)x(?P<w>\d+)"
                      r"_o(?P<oc>\d+)x(?P<oh>\d+)x(?P<ow>\d+)_(?P<family>[a-z0-9]+)$")
 

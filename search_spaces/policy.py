@@ -17,6 +17,10 @@ submodules in ``int8_modules`` (a tuple of module names; `core.quantize`): what 
 backends.OnnxCpuBackend`), scored (`nas.compression`) and shipped (``model.int8.onnx``) is that graph with exactly
 those modules quantized, the rest in fp32 with a (de)quantization at each boundary.
 
+``fp16`` and ``bf16`` are for the GPU profiles: `build` names those units in ``fp16_modules`` / ``bf16_modules``, and
+`core.half.apply_half` runs them in 16-bit floats inside the fp32 network (cast in and out at each unit), which is
+what the GPU backend times (`hardware_profiles.cuda`) and the search scores (`nas.compression`, in PyTorch).
+
 ``int4`` (4-bit weights, 8-bit activations) is for the FPGA profiles, whose simulator runs each layer at its key's
 weight width (`hardware_profiles.fpga`). An int4 unit is in ``int8_modules`` too and also in ``int4_modules``: it is
 scored with its weights rounded to 4 bits per output channel first (`core.quantize.round_weights`), then quantized
@@ -44,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from search_spaces.base import SearchSpace
-from search_spaces.costs import LayerCost
+from search_spaces.costs import HALF_PRECISIONS, LayerCost
 from search_spaces.layers import expansion_parts, prune_expansion
 
 SEPARATOR = "@"
@@ -310,6 +314,11 @@ class PolicySpace(SearchSpace):
         """Names of the submodules of `build(arch)` whose weights are 4-bit (its int4 units)."""
         return self._modules(arch, ("int4",))
 
+    def half_modules(self, arch: PolicyArch) -> dict[str, tuple[str, ...]]:
+        """Per 16-bit precision (``fp16``, ``bf16``), the names of the submodules of `build(arch)` that run in it
+        (`build` names those left in fp32 in ``fp32_modules``, where `core.half.apply_half` casts back)."""
+        return {p: self._modules(arch, (p,)) for p in HALF_PRECISIONS}
+
     def prune(self, model: Any, arch: PolicyArch) -> Any:
         """`model` (built for `dense(arch)`, trained or not) pruned in place to `arch`'s keep ratios: in each unit
         that keeps less than all, every prunable block keeps its most important expansion channels
@@ -329,12 +338,18 @@ class PolicySpace(SearchSpace):
         `core.quantize`)."""
         module = self.prune(self.base.build(arch.base), arch)
         module.int8_modules, module.int4_modules = self.int8_modules(arch), self.int4_modules(arch)
+        for precision, names in self.half_modules(arch).items():
+            setattr(module, f"{precision}_modules", names)
+        module.fp32_modules = self._modules(arch, ("fp32",))
         return module
 
     def build_layer(self, key: Any) -> Any:
-        """One layer alone; an int8 (int4) key's module is marked to be quantized whole (with 4-bit weights)."""
+        """One layer alone; an int8 (int4) key's module is marked to be quantized whole (with 4-bit weights), an
+        fp16 (bf16) key's to run whole in that precision (`core.half`)."""
         module = self.base.build_layer(dataclasses.replace(key, precision="fp32"))
-        if key.precision != "fp32":
+        if key.precision in HALF_PRECISIONS:
+            setattr(module, f"{key.precision}_modules", ("",))
+        elif key.precision != "fp32":
             module.int8_modules, module.int4_modules = ("",), ("",) if key.precision == "int4" else ()
         return module
 

@@ -225,13 +225,18 @@ def _run(tmp_path, name: str, *sets: str) -> subprocess.CompletedProcess:
       "constraints.latency=[]"), "search space 'nb201' has no compression units"),
     (("compression=search", "space.options.compression={}",
       "constraints.latency=[{profile: x86-ort-t1, max_ms: 5}]"),
-     "constraints.latency[0]: x86-ort-t1 cannot time a compression policy's int8 layers"),
+     "constraints.latency[0]: x86-ort-t1 cannot time a compression policy's units"),
     (("compression=search", "space.options.compression={precisions: [int2]}"), "space.options.compression"),
     (("compression=search", "space.options.compression={precisions: [fp32, int4]}"),
      "space.options.compression.precisions: local-cpu (constraints.latency[0]) cannot run int4 units"),
     (("compression=search", "space.options.compression={}",
       "constraints.latency=[{profile: fpga-zc706-int8, max_ms: 5, source: profile}]"),
      "fpga-zc706-int8 (constraints.latency[0]) cannot run fp32 units; an int8 accelerator runs int8 and int4"),
+    (("compression=search", "space.options.compression={precisions: [fp32, fp16]}"),
+     "local-cpu (constraints.latency[0]) cannot run fp16 units; 16-bit float units run on GPU tables"),
+    (("compression=search", "space.options.compression={precisions: [int8, bf16]}",
+      "constraints.latency=[{profile: fpga-zc706-int8, max_ms: 5, source: profile}]"),
+     "fpga-zc706-int8 (constraints.latency[0]) cannot run bf16 units"),
 ])
 def test_a_policy_recipe_that_cannot_run_is_refused_in_one_line(sets, message):
     from nas.checks import load_run
