@@ -31,7 +31,7 @@ Kind = Literal["measured", "simulated", "imported"]
 Backend = Literal[tuple(dict.fromkeys(["onnxruntime-cpu", "torch-cuda", *IMPLEMENTATIONS.names(), "simulator",
                                        "none"]))]
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
-TableName = Literal["blocks", "networks", "extra"]
+TableName = Literal["blocks", "networks", "extra", "energy"]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -48,6 +48,8 @@ class Tables(BaseModel):
     networks: str | None = Field(None, description="whole-network latency: CSV or Parquet with an `arch` column")
     extra: str | None = Field(None, description="whole networks outside the space (random block definitions, timm "
                               "models): CSV or Parquet with `network` and `definition` (JSON) columns")
+    energy: str | None = Field(None, description="energy per inference of networks (hardware_profiles.energy): CSV "
+                               "or Parquet with `arch` and `energy_mj` columns")
 
 
 class Manifest(BaseModel):
@@ -117,7 +119,7 @@ def write_manifest(manifest: Manifest, folder: Path) -> Path:
 
 def table_hashes(manifest: Manifest, folder: Path) -> dict[str, str]:
     """SHA-256 of each table the manifest names, as found in `folder` now (for a writer whose tables are final)."""
-    paths = {which: manifest.table_path(folder, which) for which in ("blocks", "networks", "extra")}
+    paths = {which: manifest.table_path(folder, which) for which in ("blocks", "networks", "extra", "energy")}
     return {which: sha256_file(path) for which, path in paths.items() if path is not None}
 
 

@@ -15,7 +15,7 @@ from nas.evaluation import EVALUATORS
 from nas.evaluation.tabular import SurrogateOptions, TabularOptions, constraint_table
 from nas.latency_sources import LatencySetupError, given_predictor, implementation_profiles, table_column
 from nas.metric_tables import TableError, check_space, read_metric_table
-from nas.objectives import static_check
+from nas.objectives import memory_check, static_check
 from nas.recipe import Recipe, RecipeError, read_recipe
 from search_spaces import SPACES
 from search_spaces.base import CompressionOptions
@@ -60,6 +60,7 @@ def check_recipe(source: str, recipe: Recipe) -> RunContext:
     except (ValueError, NotImplementedError) as err:   # e.g. the MnasNet reward without a latency target
         raise RecipeError(f"{source}: controller.options: {err}") from None
     for i, lat in enumerate(recipe.constraints.latency):
+        _check_energy(source, i, lat)
         if lat.source == "table":
             continue
         _check_coverage(source, i, lat.profile, ctx.space)
@@ -69,8 +70,33 @@ def check_recipe(source: str, recipe: Recipe) -> RunContext:
                 given_predictor(i, lat, ctx.space)
             except LatencySetupError as err:
                 raise RecipeError(f"{source}: {err}") from None
+    _check_train_batch(source, recipe, plugins)
     _check_smallest(source, recipe, ctx.space)
     return ctx
+
+
+def _check_energy(source: str, index: int, lat) -> None:
+    """``max_energy_mj`` needs a profile that models energy per inference (the FPGA simulators)."""
+    if lat.max_energy_mj is None:
+        return
+    profile = get_profile(lat.profile) if lat.source != "table" else None
+    if not isinstance(profile, SimulatedProfile):
+        raise RecipeError(f"{source}: constraints.latency[{index}].max_energy_mj: {lat.profile} has no energy "
+                          "model or table; energy is limited on the profiles that model it (the FPGA simulators, "
+                          "e.g. fpga-zc706-int8)")
+
+
+def _check_train_batch(source: str, recipe: Recipe, plugins) -> None:
+    """``max_train_memory_gb`` is predicted at ``constraints.train_batch``, by default the evaluator's
+    ``batch_size`` (filled in here, so every trial predicts at the batch it trains at)."""
+    c = recipe.constraints
+    if c.max_train_memory_gb is None or c.train_batch is not None:
+        return
+    batch = getattr(plugins.evaluator, "batch_size", None)
+    if not isinstance(batch, int) or batch <= 0:
+        raise RecipeError(f"{source}: constraints.train_batch: max_train_memory_gb needs the batch size a trial "
+                          f"trains at, and evaluator {recipe.evaluator.name!r} has no batch_size; set it")
+    c.train_batch = batch
 
 
 def _check_implementation(source: str, index: int, lat) -> None:
@@ -223,14 +249,18 @@ def table_policy(profile) -> CompressionOptions | None:
 
 
 def _check_smallest(source: str, recipe: Recipe, space) -> None:
-    """FLOPs/params limits below the space's smallest architecture leave no feasible candidate."""
+    """FLOPs/params/memory limits below the space's smallest architecture leave no feasible candidate."""
     smallest = space.smallest()
     flops, params, _ = static_check(space, recipe.constraints, smallest)
+    memory = memory_check(space, recipe.constraints, smallest)[0]
     c = recipe.constraints
-    for field, limit, value in (("max_flops", c.max_flops, flops), ("max_params", c.max_params, params)):
+    for field, limit, value in (("max_flops", c.max_flops, flops), ("max_params", c.max_params, params),
+                                ("max_memory_mb", c.max_memory_mb, memory.get("memory_mb")),
+                                ("max_train_memory_gb", c.max_train_memory_gb, memory.get("train_memory_gb"))):
         if limit is not None and value > limit:
+            shown = f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
             raise RecipeError(f"{source}: constraints.{field}: {limit:g} is below the smallest architecture of "
-                              f"the space ({value:,} for {space.to_string(smallest)}); no candidate can be feasible")
+                              f"the space ({shown} for {space.to_string(smallest)}); no candidate can be feasible")
 
 
 def _check_tables_match_space(source: str, recipe: Recipe, space, estimators: dict) -> None:

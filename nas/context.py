@@ -20,7 +20,7 @@ from nas.controllers.base import SearchObjectives
 from nas.evaluation import EVALUATORS
 from nas.evaluation.tabular import constraint_table
 from nas.latency_sources import LatencySource, latency_figures, make_sources
-from nas.objectives import latency_violation, static_check
+from nas.objectives import energy_columns, latency_violation, memory_check, memory_columns, static_check
 from nas.recipe import Recipe, validate_plugin
 from search_spaces import SPACES, get_space
 from search_spaces.base import CompressionOptions
@@ -56,13 +56,14 @@ def validate_plugins(source: str, recipe: Recipe) -> Plugins:
 def result_metrics(recipe: Recipe) -> tuple[str, ...]:
     """The results columns beside ``accuracy``: the evaluator's figures (`Evaluator.metrics`, e.g. mAP) and those
     its ``compression`` adds (`nas.compression.metrics_of`: the fp32 accuracy and the drop, for int8), and
-    ``accuracy_unpruned`` where a policy prunes (`nas.trial.train_candidate`)."""
+    ``accuracy_unpruned`` where a policy prunes (`nas.trial.train_candidate`), and the memory and energy figures
+    its limits ask for (`nas.objectives.memory_columns`, `energy_columns`)."""
     from nas.compression import metrics_of
 
     policy = dict(recipe.space.options or {}).get("compression")
     prunes = recipe.compression == "search" and policy is not None and CompressionOptions.model_validate(policy).prunes
     return tuple(EVALUATORS.get(recipe.evaluator.name).metrics) + metrics_of(recipe.compression) + \
-        ("accuracy_unpruned",) * prunes
+        ("accuracy_unpruned",) * prunes + memory_columns(recipe.constraints) + energy_columns(recipe.constraints)
 
 
 class RunContext:
@@ -125,10 +126,11 @@ class RunContext:
         """(violation or None, row fields) from what costs nothing: FLOPs, params and the latency figures of
         cheap sources (predictors, tables, simulators); run before a trial is spent on `arch`."""
         flops, params, violation = static_check(self.space, self.recipe.constraints, arch)
-        extra: dict[str, Any] = {"flops": flops, "params": params}
+        extra: dict[str, Any] = {"flops": flops, "params": params,
+                                 **memory_check(self.space, self.recipe.constraints, arch)[0]}
         if violation is None:
             # a candidate a metric table lacks is skipped here: its trial records it as failed, the search goes on
             lat, fields = latency_figures(self.latency, self.space, arch, cheap_only=True)
             extra.update(fields)
-            violation = latency_violation(self.recipe.constraints, lat)
+            violation = latency_violation(self.recipe.constraints, lat, fields)
         return violation, extra

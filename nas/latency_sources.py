@@ -175,10 +175,11 @@ class ImplementationSource(LatencySource):
 
 def latency_figures(sources: dict[str, LatencySource], space, arch: Hashable,
                     cheap_only: bool = False) -> tuple[dict[str, float], dict[str, Any]]:
-    """(latency ms by profile, results-row fields: ``latency_<profile>`` and, where an implementation is chosen,
-    ``implementation_<profile>``) of a candidate. `cheap_only`: only the sources that cost nothing, skipping a
+    """(latency ms by profile, results-row fields: ``latency_<profile>``, where an implementation is chosen
+    ``implementation_<profile>``, and where energy is limited ``energy_<profile>`` from the profile's model) of a
+    candidate. `cheap_only`: only the sources that cost nothing, skipping a
     candidate a metric table lacks (its trial records it as failed)."""
-    from nas.objectives import implementation_column, latency_column
+    from nas.objectives import energy_column, implementation_column, latency_column
 
     lat: dict[str, float] = {}
     fields: dict[str, Any] = {}
@@ -194,6 +195,8 @@ def latency_figures(sources: dict[str, LatencySource], space, arch: Hashable,
         lat[name] = fields[latency_column(name)] = ms
         if impl is not None:
             fields[implementation_column(name)] = impl
+        if src.constraint.max_energy_mj is not None:   # a profile that models energy (checked: nas.checks)
+            fields[energy_column(name)] = src.profile.latency(space, arch).energy_mj
     return lat, fields
 
 

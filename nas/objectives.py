@@ -17,6 +17,16 @@ def latency_column(profile: str) -> str:
     return f"latency_{profile}"
 
 
+def energy_column(profile: str) -> str:
+    """Results-table column holding energy per inference (mJ) on `profile`, where its constraint limits it."""
+    return f"energy_{profile}"
+
+
+def energy_columns(constraints: Constraints) -> tuple[str, ...]:
+    """The results columns the energy limits add (``max_energy_mj`` in a latency entry)."""
+    return tuple(energy_column(lat.profile) for lat in constraints.latency if lat.max_energy_mj is not None)
+
+
 def implementation_column(profile: str) -> str:
     """Results-table column naming the implementation (engine) a candidate's latency on `profile` is for, where
     the constraint names one or asks for the best (``implementation:``)."""
@@ -32,20 +42,53 @@ def static_violation(constraints: Constraints, flops: float, params: float) -> s
     return None
 
 
-def latency_violation(constraints: Constraints, latencies: dict[str, float]) -> str | None:
-    """Why measured latencies break a limit, or None."""
+def latency_violation(constraints: Constraints, latencies: dict[str, float],
+                      fields: dict[str, float] | None = None) -> str | None:
+    """Why latencies (or, in the row `fields`, energies: `energy_column`) break a limit, or None."""
     for lat in constraints.latency:
         value = latencies.get(lat.profile)
         if lat.max_ms is not None and value is not None and value > lat.max_ms:
             return f"latency on {lat.profile} {value:.3f} ms > max_ms {lat.max_ms:g}"
+        energy = (fields or {}).get(energy_column(lat.profile))
+        if lat.max_energy_mj is not None and energy is not None and energy > lat.max_energy_mj:
+            return f"energy on {lat.profile} {energy:.3f} mJ > max_energy_mj {lat.max_energy_mj:g}"
     return None
 
 
+def memory_check(space, constraints: Constraints, arch: Hashable) -> tuple[dict[str, float], str | None]:
+    """(the memory figures the limits ask for: ``memory_mb`` and ``train_memory_gb``, the first limit `arch`
+    breaks or None), predicted from the genotype alone (`predictors.memory`) before a trial is spent."""
+    from predictors.memory import inference_memory, training_memory
+
+    fields: dict[str, float] = {}
+    violation = None
+    if constraints.max_memory_mb is not None:
+        mb = fields["memory_mb"] = inference_memory(space, arch).total_mb
+        if mb > constraints.max_memory_mb:
+            violation = f"memory {mb:.3f} MiB > max_memory_mb {constraints.max_memory_mb:g}"
+    if constraints.max_train_memory_gb is not None:
+        gb = fields["train_memory_gb"] = training_memory(space, arch, constraints.train_batch or 1).total_gb
+        if violation is None and gb > constraints.max_train_memory_gb:
+            violation = (f"training memory {gb:.3f} GiB at batch {constraints.train_batch} > max_train_memory_gb "
+                         f"{constraints.max_train_memory_gb:g}")
+    return fields, violation
+
+
+def memory_columns(constraints: Constraints) -> tuple[str, ...]:
+    """The results columns the memory limits add (`memory_check`)."""
+    return (("memory_mb",) if constraints.max_memory_mb is not None else ()) + \
+        (("train_memory_gb",) if constraints.max_train_memory_gb is not None else ())
+
+
 def static_check(space, constraints: Constraints, arch: Hashable) -> tuple[int, int, str | None]:
-    """(flops, params, violation) of `arch`, computed from the genotype alone."""
+    """(flops, params, violation) of `arch`, computed from the genotype alone (the memory limits too:
+    `memory_check`)."""
     costs = space.layer_costs(arch)
     flops, params = sum(c.macs for c in costs), sum(c.params for c in costs)
-    return flops, params, static_violation(constraints, flops, params)
+    violation = static_violation(constraints, flops, params)
+    if violation is None and (constraints.max_memory_mb is not None or constraints.max_train_memory_gb is not None):
+        violation = memory_check(space, constraints, arch)[1]
+    return flops, params, violation
 
 
 def dominates(a: np.ndarray, b: np.ndarray) -> bool:

@@ -13,7 +13,7 @@ from core.errors import InputError
 from core.io import atomic_write_json, atomic_write_text, write_sha256sums
 from nas.context import RunContext
 from nas.latency_sources import profile_file_name
-from nas.objectives import implementation_column, latency_column
+from nas.objectives import energy_column, energy_columns, implementation_column, latency_column, memory_columns
 from nas.recipe import Recipe
 from nas.results import RunLog
 from nas.tracking import ExportedModel, make_tracker
@@ -231,8 +231,10 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, 
                                wpath if wpath.is_file() else None)
     shape = ctx.space.input_shape(arch)
     figures: dict[str, object] = {"accuracy": best["accuracy"]}
-    figures.update({m: best[m] for m in ctx.metrics if best.get(m) is not None})
+    figures.update({m: best[m] for m in ctx.metrics if best.get(m) is not None and m not in
+                    memory_columns(recipe.constraints) + energy_columns(recipe.constraints)})   # given below
     figures.update({"FLOPs (MACs)": best["flops"], "params": best["params"]})
+    figures.update(memory_figures(ctx, arch))
     extra = {"search space": recipe.space.name, "controller": recipe.controller.name,
              "evaluator": f"{recipe.evaluator.name} {recipe.evaluator.options}", "run": recipe.name, **(notes or {})}
     evaluator_notes, extra_files = ctx.evaluator.export_extras(model)   # e.g. a detector's anchors
@@ -247,6 +249,8 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, 
         if lat["error"] is not None:
             figures[f"latency {p}: {kind} vs measured"] = f"{lat['error']:+.1%}"
         extra[f"latency {p}"] = f"search: {lat['search_how']}; exported network: {lat['measured_how']}"
+        if best.get(energy_column(p)) is not None:
+            figures[f"energy {p} (mJ per inference, modelled)"] = best[energy_column(p)]
     shipped = shipped_latency(ctx, arch, latency)
     if shipped is not None:
         name, ms, how = shipped
@@ -280,6 +284,21 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, 
     diff = onnx_parity(model, files["onnx"], shape)
     return ({"files": {k: str(v) for k, v in files.items()}, "onnx_max_abs_diff": diff, "latency": latency},
             {"figures": figures, "notes": extra})
+
+
+def memory_figures(ctx: RunContext, arch: Any) -> dict[str, str]:
+    """The model card's memory figures, predicted from the layer shapes (`predictors.memory`): inference at batch 1
+    and, where the evaluator trains at a known batch size, a training step at it."""
+    from predictors.memory import MIB, inference_memory, training_memory
+
+    inf = inference_memory(ctx.space, arch)
+    out = {"memory at batch 1 (MiB, predicted)": f"{inf.total_mb:.3f} ({inf.param_bytes / MIB:.3f} parameters, "
+                                                  f"{inf.activation_bytes / MIB:.3f} activation peak)"}
+    batch = ctx.recipe.constraints.train_batch or getattr(ctx.evaluator.options, "batch_size", None)
+    if isinstance(batch, int) and ctx.evaluator.trains:
+        gb = training_memory(ctx.space, arch, batch).total_gb
+        out[f"training memory at batch {batch} (GiB, predicted)"] = f"{gb:.4f}"
+    return out
 
 
 def deployment_plans(ctx: RunContext, model, best: dict[str, Any], folder: Path) -> dict[str, dict[str, Any]]:

@@ -62,6 +62,8 @@ class LatencyConstraint(_Strict):
 
     profile: str
     max_ms: PositiveFloat | None = None
+    max_energy_mj: PositiveFloat | None = Field(None, description="energy per inference on the profile, mJ (profiles "
+                                                "that model energy: the FPGA simulators); checked before a trial")
     source: Literal["predictor", "profile", "table"] = "predictor"
     predictor: str | None = Field(None, description="predictor folder (predictors.train --out) for this profile; "
                                   "default: trained from the profile's tables, or calibrated on it")
@@ -98,6 +100,13 @@ class Constraints(_Strict):
 
     max_flops: PositiveFloat | None = None
     max_params: PositiveFloat | None = None
+    max_memory_mb: PositiveFloat | None = Field(None, description="inference memory at batch 1, MiB: parameters "
+                                                "plus the peak of activations alive at once (predictors.memory)")
+    max_train_memory_gb: PositiveFloat | None = Field(None, description="memory of a training step at "
+                                                      "train_batch, GiB: weights, gradients, optimizer state, "
+                                                      "saved activations (predictors.memory)")
+    train_batch: PositiveInt | None = Field(None, description="max_train_memory_gb: the batch size it is "
+                                            "predicted at (default: the evaluator's batch_size)")
     latency: list[LatencyConstraint] = Field(default_factory=list)
     verify: int = Field(20, ge=0, description="before export, measure up to this many of the most accurate feasible "
                         "candidates on the live profiles whose limits a predictor checked, and export the first "

@@ -26,17 +26,28 @@ from core.io import atomic_write
 from hardware_profiles import TableProfile
 from hardware_profiles.importer import error_report
 from nas.latency_sources import profile_file_name as file_name   # one sanitiser: predictors/<profile>, plots
-from nas.objectives import implementation_column, latency_column, pareto_mask
+from nas.objectives import energy_column, implementation_column, latency_column, pareto_mask
 from nas.recipe import Recipe
 
 Axis = tuple[str, str, float | None]   # (results column, axis label, limit or None)
 
 
 def cost_axes(recipe: Recipe) -> dict[str, Axis]:
-    """The costs a run's candidates are judged on, by name: each latency profile of the recipe, then ``flops``."""
+    """The costs a run's candidates are judged on, by name: each latency profile of the recipe, then ``flops``, then
+    the energy and memory budgets the recipe limits (``energy_<profile>``, ``memory``, ``train_memory``)."""
     axes: dict[str, Axis] = {lat.profile: (latency_column(lat.profile), f"latency on {lat.profile} (ms)", lat.max_ms)
                              for lat in recipe.constraints.latency}
-    axes["flops"] = ("flops", "FLOPs (multiply-accumulates)", recipe.constraints.max_flops)
+    c = recipe.constraints
+    axes["flops"] = ("flops", "FLOPs (multiply-accumulates)", c.max_flops)
+    if c.max_memory_mb is not None:
+        axes["memory"] = ("memory_mb", "inference memory at batch 1 (MiB, predicted)", c.max_memory_mb)
+    for lat in c.latency:
+        if lat.max_energy_mj is not None:
+            axes[f"energy_{lat.profile}"] = (energy_column(lat.profile), f"energy on {lat.profile} (mJ)",
+                                             lat.max_energy_mj)
+    if c.max_train_memory_gb is not None:
+        axes["train_memory"] = ("train_memory_gb", f"training memory at batch {c.train_batch} (GiB, predicted)",
+                                c.max_train_memory_gb)
     return axes
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from nas.context import RunContext
 from nas.latency_sources import latency_figures
-from nas.objectives import latency_violation, static_check
+from nas.objectives import latency_violation, memory_check, static_check
 from nas.recipe import Recipe
 
 
@@ -165,10 +165,10 @@ def evaluate_candidate(ctx: RunContext, arch_string: str) -> dict[str, Any]:
     try:
         arch = ctx.space.decode(arch_string)
         flops, params, violation = static_check(ctx.space, ctx.recipe.constraints, arch)
-        row.update(flops=flops, params=params)
+        row.update(flops=flops, params=params, **memory_check(ctx.space, ctx.recipe.constraints, arch)[0])
         latencies, fields = latency_figures(ctx.latency, ctx.space, arch)
         row.update(fields)
-        violation = violation or latency_violation(ctx.recipe.constraints, latencies)
+        violation = violation or latency_violation(ctx.recipe.constraints, latencies, fields)
         row.update(feasible=violation is None, reason=violation)
         if violation is None or ctx.recipe.search.train_infeasible:
             if ctx.evaluator.trains:

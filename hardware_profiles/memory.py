@@ -1,0 +1,115 @@
+"""Memory measured where the network runs (issue 22): onnxruntime's CPU allocator, read from its profile (inference),
+and glibc's allocator over a PyTorch training step (`torch_training_bytes`).
+
+onnxruntime's profiler (1.23 and later) records, after every kernel, the bytes its allocator has handed out
+(``mem_bytes_requested_in_use``: requested sizes, before the arena's rounding). The activation peak of one run is the
+largest of those figures less what was in use before the first kernel (what the session holds between runs), plus
+the input tensor, which the caller owns. Memory patterns (onnxruntime's preallocation of one block per run after the
+first) are turned off, so every run allocates and frees as the graph executes and the figure is the same each run.
+`predictors.memory.inference_memory` predicts this figure from layer shapes; `bench/memory_energy.py` compares them.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import InputError
+
+FIELD = "mem_bytes_requested_in_use"
+
+
+def onnx_activation_bytes(path: str | Path, input_shape: tuple[int, ...], threads: int = 1) -> int:
+    """Peak activation bytes of one run of the ONNX model at `path` on onnxruntime's CPU provider (see the module),
+    the input included.
+
+    Raises:
+        InputError: this onnxruntime's profiler does not report memory.
+    """
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="hwnas-memory-") as tmp:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.enable_mem_pattern = False
+        options.enable_profiling, options.profile_file_prefix = True, str(Path(tmp) / "profile")
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        x = np.random.default_rng(0).random(input_shape, dtype=np.float32)
+        name = session.get_inputs()[0].name
+        session.run(None, {name: x})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    nodes = [e["args"] for e in events if e.get("cat") == "Node" and FIELD in e.get("args", {})]
+    if not nodes:
+        raise InputError(f"onnxruntime {ort.__version__} does not report memory in its profile; measuring "
+                         "inference memory needs onnxruntime 1.23 or later")
+    first = nodes[0]
+    before = int(first[FIELD]) - int(first.get("mem_requested_in_use_delta", 0))
+    return max(int(n[FIELD]) for n in nodes) - before + x.nbytes
+
+
+def _malloc_in_use():
+    """A function returning the bytes glibc's malloc has handed out (`mallinfo2`: in arenas and mmapped), or None
+    where the C library has no `mallinfo2` (not glibc 2.33+)."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                   "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = MallInfo2
+    except (OSError, AttributeError):
+        return None
+
+    def in_use() -> int:
+        info = libc.mallinfo2()
+        return info.uordblks + info.hblkhd
+    return in_use
+
+
+def torch_training_bytes(model, input_shape: tuple[int, ...], batch: int, optimizer: str = "sgd",
+                         classes: int = 10) -> int:
+    """Peak bytes one training step of `model` (PyTorch, CPU, fp32) allocates beyond what it holds between steps
+    (the weights and the optimizer's state): gradients, saved activations and the backward pass's transients, read
+    from glibc's allocator after every operator. A first step runs untimed so the optimizer's state exists.
+
+    Raises:
+        InputError: the C library cannot report its allocations (`mallinfo2`: glibc 2.33 or later).
+    """
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    in_use = _malloc_in_use()
+    if in_use is None:
+        raise InputError("measuring training memory on the CPU needs glibc's mallinfo2 (glibc 2.33 or later)")
+
+    class Peak(TorchDispatchMode):
+        peak = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            self.peak = max(self.peak, in_use())
+            return out
+
+    model.train()
+    opt = (torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9) if optimizer == "sgd"
+           else torch.optim.Adam(model.parameters(), lr=1e-3))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((batch, *input_shape[1:]), generator=g)
+    y = torch.randint(0, classes, (batch,), generator=g)
+    loss = torch.nn.CrossEntropyLoss()
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss(model(x), y).backward()
+        opt.step()
+
+    step()
+    opt.zero_grad(set_to_none=True)
+    base = in_use()
+    with Peak() as tracker:
+        step()
+    return tracker.peak - base

@@ -1,0 +1,286 @@
+"""Memory a network needs, predicted from its layer shapes before anything is built or run (issue 22).
+
+    python -m predictors.memory --space S --arch ARCH [--batch B] [--space-options FILE] [--num-classes N]
+        [--optimizer sgd|adam] [--json]
+
+**Inference** (`inference_memory`): the parameter bytes, and the peak activation memory at batch B, the most bytes
+of tensors alive at once in execution order. Layers run one after another (`SearchSpace.layer_costs`), so between
+two layers only the running activation is alive; inside a layer the model walks its convolutions (`ConvSpec`) in
+order and holds, at each, its input and output, with the engine behaviour the deployment runtimes share:
+
+- BatchNorm is folded into the convolution and the activation runs in place (onnxruntime fuses both; PyTorch's
+  inference-mode graphs do too), so neither adds a tensor;
+- a residual block keeps its input alive until the addition, which writes into one of its operands;
+- squeeze-excite gates a tensor the size of the depthwise output into a new one;
+- a layer whose convolutions are not one chain (ShuffleNet's two branches, split 1x1 convolutions) holds its input
+  and output beside the largest convolution's, and one without a convolution (pooling, an addition) its input and
+  output; an identity holds nothing more.
+
+The network's input counts throughout (the caller holds it while the network runs), parameters do not count as
+activations, and a layer's precision (`CostKey.precision`, a compression policy's) sets its bytes per value.
+`channel_block` rounds channel counts up as a blocked layout stores them (onnxruntime's NCHWc on x86). What the
+walk does not model of an engine (the layout copies onnxruntime makes around an addition, a concatenation or a
+shuffle; NAS-Bench-201's cells, whose node tensors are alive together) a learned correction fits to that engine's
+measurements (`MemoryCorrection`). `bench/memory_energy.py` compares the figures with onnxruntime's allocator on this
+CPU (`hardware_profiles.memory`).
+
+**Training** (`training_memory`): weights, their gradients and the optimizer's state (SGD with momentum: one buffer
+per weight; Adam: two), plus the activations the backward pass keeps at batch B (per convolution two tensors of its
+output's size: BatchNorm's input and the in-place activation's output, which is also what the next convolution
+keeps as its input; a third where the activation's gradient needs its input, as hard-swish's and swish's do; the
+network's input). The gradients of activations are freed as the backward pass goes and add no measurable peak on top
+(a term for the largest of them made the figure 8-16 % too high on NAS-Bench-Macro). On this CPU
+the figure is checked against the allocator's peak over a real training step (`hardware_profiles.memory.
+torch_training_bytes`): the same tensors a GPU step allocates, less cuDNN's workspace.
+A naive sum (weights plus every layer's output once) is given beside it (`naive_training_bytes`) as the baseline
+the published estimators are compared with.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Hashable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from core.errors import InputError, cli_entry
+
+BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "int4": 1}   # per activation value, by a layer's precision
+WEIGHT_BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
+OPTIMIZER_STATES = {"sgd": 1, "adam": 2}   # buffers per weight (SGD: its momentum)
+MIB = 2 ** 20
+KEEPS_INPUT = ("hard_swish", "swish")   # activations whose gradient needs their input (not run in place in training)
+
+
+@dataclass(frozen=True)
+class InferenceMemory:
+    """What one network needs to run at `batch` (bytes)."""
+
+    param_bytes: int
+    activation_bytes: int   # peak of the tensors alive at once, the input included
+    peak_layer: int         # index in `layer_costs` of the layer where the peak falls
+    batch: int
+
+    @property
+    def total_bytes(self) -> int:
+        """Parameters plus the activation peak: what the device must hold."""
+        return self.param_bytes + self.activation_bytes
+
+    @property
+    def total_mb(self) -> float:
+        """`total_bytes` in MiB (the unit of ``constraints.max_memory_mb``)."""
+        return self.total_bytes / MIB
+
+
+@dataclass(frozen=True)
+class TrainingMemory:
+    """What one training step needs at `batch` (bytes; see the module)."""
+
+    weight_bytes: int
+    gradient_bytes: int
+    optimizer_bytes: int
+    saved_activation_bytes: int
+    batch: int
+    naive_training_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weight_bytes + self.gradient_bytes + self.optimizer_bytes + self.saved_activation_bytes
+
+    @property
+    def total_gb(self) -> float:
+        """`total_bytes` in GiB (the unit of ``constraints.max_train_memory_gb``)."""
+        return self.total_bytes / 2 ** 30
+
+
+def _chain(convs) -> bool:
+    """Whether the convolutions run one after another, each on the previous one's output."""
+    return all(b.cin == a.cout and b.hw_in == a.hw_out for a, b in zip(convs, convs[1:]))
+
+
+def layer_peak(layer, channel_block: int = 1) -> int:
+    """The most activation values alive at once while `layer` (a `LayerCost`) runs, at batch 1 (see the module).
+    `channel_block`: channel counts rounded up to a multiple of it, as a blocked layout stores them (onnxruntime's
+    NCHWc on x86: 16 channels with AVX-512, 8 with AVX2); the network's 3-channel input stays as it is."""
+    def size(c: int, hw: int) -> int:
+        return (c if c <= 4 else -(-c // channel_block) * channel_block) * hw * hw
+
+    key = layer.key
+    convs = [c for c in layer.convs if not (key.se and c.hw_in == c.hw_out == 1)]   # SE's convs act on a vector
+    inp, out = size(key.in_shape[0], key.in_shape[1]), size(key.out_shape[0], key.out_shape[1])
+    if not convs:
+        return inp if key.op == "skip" and key.in_shape == key.out_shape else inp + out
+    ins, outs = [size(c.cin, c.hw_in) for c in convs], [size(c.cout, c.hw_out) for c in convs]
+    if not _chain(convs) or convs[0].cin != key.in_shape[0]:
+        return inp + out + max(i + o for i, o in zip(ins, outs))
+    kept = inp if key.skip else 0   # the residual's operand, alive until the addition
+    steps = [i + o + (kept if n else 0) for n, (i, o) in enumerate(zip(ins, outs))]
+    if convs[0].hw_in != key.in_shape[1]:   # a layer that pools before its first conv (a classifier head)
+        steps.append(inp + ins[0])
+    if key.se and len(convs) > 1:   # the gate multiplies the depthwise output into a new tensor
+        steps.append(2 * outs[1] + kept)
+    if out > outs[-1]:   # a layer that ends past its last conv (pooling, a pad)
+        steps.append(outs[-1] + out)
+    return max(steps)
+
+
+def _elems(shape: Sequence[int]) -> int:
+    c, h, w = shape
+    return c * h * w
+
+
+def _weight_bytes(layers) -> int:
+    return int(sum(lc.params * WEIGHT_BYTES.get(lc.key.precision, 4.0) for lc in layers))
+
+
+def inference_memory(space, arch: Hashable, batch: int = 1, channel_block: int = 1) -> InferenceMemory:
+    """Parameter bytes and peak activation bytes of `arch` at `batch` (see the module; `channel_block`:
+    `layer_peak`'s).
+
+    Raises:
+        ValueError: `batch` is not positive.
+    """
+    if batch <= 0:
+        raise ValueError(f"batch {batch}: expected a positive batch size")
+    layers = space.layer_costs(arch)
+    held = _elems(space.input_shape(arch)[1:]) * 4   # the caller's input, alive throughout the run
+    peaks = [layer_peak(lc, channel_block) * BYTES.get(lc.key.precision, 4) for lc in layers]
+    peaks[0] -= _elems(layers[0].key.in_shape) * BYTES.get(layers[0].key.precision, 4)   # that input, counted once
+    top = max(range(len(peaks)), key=peaks.__getitem__)
+    return InferenceMemory(_weight_bytes(layers), int((held + peaks[top]) * batch), top, batch)
+
+
+def training_memory(space, arch: Hashable, batch: int, optimizer: str = "sgd") -> TrainingMemory:
+    """Training-step memory of `arch` at `batch` in fp32 with `optimizer` (``sgd`` with momentum, ``adam``).
+
+    Raises:
+        ValueError: `batch` is not positive, or an unknown optimizer.
+    """
+    if batch <= 0:
+        raise ValueError(f"batch {batch}: expected a positive batch size")
+    if optimizer not in OPTIMIZER_STATES:
+        raise ValueError(f"optimizer {optimizer!r}: expected one of {', '.join(OPTIMIZER_STATES)}")
+    layers = space.layer_costs(arch)
+    weights = sum(lc.params for lc in layers) * 4
+    saved = _elems(space.input_shape(arch)[1:])   # the input, which the first convolution keeps
+    for lc in layers:
+        key = lc.key
+        convs = [c for c in lc.convs if not (key.se and c.hw_in == c.hw_out == 1)]
+        for i, c in enumerate(convs):
+            out = c.cout * c.hw_out ** 2
+            saved += 2 * out   # BatchNorm's input (the conv's output) and the in-place activation's output, which
+            # is also the next conv's saved input
+            if key.act in KEEPS_INPUT and key.op != "classifier" and (i < len(convs) - 1 or len(convs) == 1):
+                saved += out   # an activation whose gradient needs its input cannot run in place
+        if key.se and len(convs) > 1:
+            saved += convs[1].cout * convs[1].hw_out ** 2   # the gated tensor, the projection's input
+        if convs and not _chain(convs):   # branches joined (a concatenation, a shuffle): a new tensor, which the
+            saved += _elems(key.out_shape)   # next layer keeps as its input
+        if not convs and not (key.op == "skip" and key.in_shape == key.out_shape):
+            saved += _elems(key.out_shape)
+    naive = weights + 4 * batch * sum(_elems(lc.key.out_shape) for lc in layers)
+    return TrainingMemory(weights, weights, OPTIMIZER_STATES[optimizer] * weights, 4 * batch * saved, batch, naive)
+
+
+def memory_features(space, archs: Sequence[Hashable], channel_block: int = 1) -> np.ndarray:
+    """Features of a memory correction: the log of the analytic activation peak (column 0) and of the parameter
+    bytes, the operator, channels and side of the peak's layer, then the space's encoding of each arch
+    (`SearchSpace.encode`)."""
+    from predictors.features import OPS
+
+    rows = []
+    for arch in archs:
+        mem = inference_memory(space, arch, channel_block=channel_block)
+        key = space.layer_costs(arch)[mem.peak_layer].key
+        rows.append([np.log(mem.activation_bytes), np.log1p(mem.param_bytes), float(OPS.index(key.op))
+                     if key.op in OPS else -1.0, key.in_shape[0], key.out_shape[0], key.in_shape[1]])
+    return np.hstack([np.asarray(rows), np.asarray(space.encode(list(archs)), dtype=np.float64)])
+
+
+class MemoryCorrection:
+    """The analytic activation peak (`inference_memory`) fitted to one engine's measurements: LightGBM on
+    `memory_features` predicts the log of measured / analytic, as the latency predictors' network correction
+    does for their block sum. It learns what the analytic walk does not model of an engine (onnxruntime's blocked
+    layout copies around an addition, a concatenation or a channel shuffle; NAS-Bench-201's cells, whose nodes are
+    alive together); `bench/memory_energy.py` judges it on held-out networks.
+
+    Args:
+        space: the space the networks come from.
+        channel_block: the analytic walk's `channel_block` (onnxruntime on x86: 16 with AVX-512, 8 with AVX2).
+    """
+
+    def __init__(self, space, channel_block: int = 1, seed: int = 0):
+        self.space, self.channel_block, self.seed = space, channel_block, seed
+        self.booster = None
+
+    def fit(self, archs: Sequence[Hashable], measured_bytes: Sequence[float]) -> MemoryCorrection:
+        import lightgbm as lgb
+
+        x = memory_features(self.space, archs, self.channel_block)
+        y = np.log(np.asarray(measured_bytes, float)) - x[:, 0]
+        model = lgb.LGBMRegressor(n_estimators=200, learning_rate=0.05, num_leaves=8, min_child_samples=5,
+                                  subsample=0.8, subsample_freq=1, random_state=self.seed, verbose=-1, n_jobs=1)
+        self.booster = model.fit(x, y).booster_
+        return self
+
+    def predict(self, archs: Sequence[Hashable]) -> np.ndarray:
+        """Activation peak bytes of each arch: the analytic figure times the learned ratio."""
+        x = memory_features(self.space, archs, self.channel_block)
+        return np.exp(x[:, 0] + self.booster.predict(x))
+
+
+def main_report(space, arch: Hashable, batch: int, optimizer: str) -> dict:
+    """The figures `python -m predictors.memory` prints."""
+    inf, train = inference_memory(space, arch, batch), training_memory(space, arch, batch, optimizer)
+    return {"arch": space.to_string(arch), "batch": batch,
+            "inference": {**{k: v for k, v in asdict(inf).items() if k != "batch"}, "total_mb": round(inf.total_mb, 3)},
+            "training": {**{k: v for k, v in asdict(train).items() if k != "batch"}, "optimizer": optimizer,
+                         "total_gb": round(train.total_gb, 4)}}
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    import json
+
+    from core.cli import ArgParser, read_space_options
+    from search_spaces import make_space
+
+    p = ArgParser(prog="python -m predictors.memory",
+                  description="Inference and training memory of one architecture, predicted from its layer shapes.")
+    p.add_argument("--space", required=True, help="registered search space")
+    p.add_argument("--arch", required=True, help="the architecture's canonical string in that space")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    p.add_argument("--space-options", metavar="FILE", help="YAML file with the space's options")
+    p.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default 1000)")
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZER_STATES), default="sgd",
+                   help="the training optimizer's state per weight (default sgd: momentum)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = p.parse_args(argv)
+    if args.batch <= 0:
+        raise InputError(f"--batch: {args.batch}: expected a positive batch size")
+    space = make_space(args.space, read_space_options(args.space_options) or {}, args.num_classes,
+                       source=args.space_options or "--space-options")
+    try:
+        arch = space.decode(args.arch)
+    except ValueError as err:
+        raise InputError(f"--arch: {err}") from None
+    report = main_report(space, arch, args.batch, args.optimizer)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    inf, train = report["inference"], report["training"]
+    print(f"{report['arch']} at batch {args.batch}")
+    rows = [("inference: parameters", inf["param_bytes"]), ("inference: activation peak", inf["activation_bytes"]),
+            ("inference: total", inf["param_bytes"] + inf["activation_bytes"]),
+            ("training: weights", train["weight_bytes"]), ("training: gradients", train["gradient_bytes"]),
+            (f"training: {args.optimizer} state", train["optimizer_bytes"]),
+            ("training: saved activations", train["saved_activation_bytes"]),
+            ("training: total", round(train["total_gb"] * 2 ** 30)),
+            ("training: naive sum (weights + outputs)", train["naive_training_bytes"])]
+    for name, value in rows:
+        print(f"  {name:<42} {value / MIB:>12.3f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Energy per inference from a hardware counter (`hardware_profiles.energy`): the method with a test double of the
+counter (real runs and real time, a made-up power draw), the profile's energy table, RAPL's wrap-around, and the
+command line on a machine without a GPU."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from conftest import REPO
+from hardware_profiles.energy import (ENERGY_COLUMNS, RaplCounter, EnergyUnavailable, energy_per_inference,
+                                      energy_table, write_energy_table)
+
+
+class StubCounter:
+    """A test double of NVML's counter: a device drawing `idle_w` all the time, plus what each run charges."""
+
+    method = "stub"
+
+    def __init__(self, idle_w: float):
+        self.idle_w, self.start, self.charged = idle_w, time.perf_counter(), 0.0
+
+    def charge(self, mj: float) -> None:
+        self.charged += mj
+
+    def read_mj(self) -> float:
+        return self.idle_w * 1e3 * (time.perf_counter() - self.start) + self.charged
+
+
+def test_energy_per_inference_takes_the_idle_power_off():
+    counter = StubCounter(idle_w=2.0)
+
+    def run():
+        time.sleep(0.002)   # a run that takes time, during which the idle draw keeps counting
+        counter.charge(0.5)
+
+    stats = energy_per_inference(run, counter, runs=20, idle_seconds=0.05)
+    assert stats.energy_mj == pytest.approx(0.5, rel=0.05) and stats.idle_w == pytest.approx(2.0, rel=0.05)
+    assert stats.runs == 20 and 0 <= stats.spread < 0.1
+
+
+def test_an_energy_table_builds_with_a_stub_counter_and_lands_in_the_profile(tmp_path):
+    from hardware_profiles.manifest import Manifest, read_manifest, verify_tables, write_manifest
+
+    counter = StubCounter(idle_w=1.0)
+    charges = {"a": 0.2, "b": 0.8}
+    items = [(arch, lambda mj=mj: (lambda: counter.charge(mj))) for arch, mj in charges.items()]
+    table = energy_table(items, counter, runs=10, idle_seconds=0.02)
+    assert list(table.columns) == ENERGY_COLUMNS and list(table.arch) == ["a", "b"]
+    assert table.energy_mj.tolist() == pytest.approx([0.2, 0.8], rel=0.05)
+    folder = tmp_path / "gpu" / "1"
+    write_manifest(Manifest(name="gpu", version=1, kind="measured", device="d", runtime="r"), folder)
+    path = write_energy_table(folder, table, counter.method)
+    manifest = read_manifest(folder / "manifest.yaml")
+    assert manifest.tables.energy == "energy.csv" and manifest.options["energy_method"] == "stub"
+    assert "energy" in manifest.table_sha256
+    verify_tables(manifest, folder, ("energy",))
+    assert pd.read_csv(path).energy_mj.tolist() == pytest.approx(table.energy_mj.tolist())
+
+
+def test_rapl_counts_across_its_wrap_and_is_refused_where_missing(tmp_path):
+    root = tmp_path / "intel-rapl:0"
+    root.mkdir()
+    (root / "max_energy_range_uj").write_text("1000000\n")
+    (root / "energy_uj").write_text("999000\n")
+    counter = RaplCounter(root)
+    (root / "energy_uj").write_text("4000\n")   # wrapped: 1,000 uJ to the top, then 4,000
+    assert counter.read_mj() == pytest.approx(5.0)
+    with pytest.raises(EnergyUnavailable, match="exposes no RAPL energy counter"):
+        RaplCounter(tmp_path / "nothing")
+
+
+def test_the_command_line_says_in_one_line_why_it_cannot_measure_here():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = subprocess.run([sys.executable, "-m", "hardware_profiles.energy", "--profile", "gpu-h100-fp16-b1",
+                           "--networks", "2"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "NVML" in last and ("pip install" in last or "cannot read" in last)
+    bad = subprocess.run([sys.executable, "-m", "hardware_profiles.energy", "--profile", "x86-ort-t1"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "is not a measured torch-cuda profile" in bad.stderr.strip().splitlines()[-1]

@@ -1,0 +1,197 @@
+"""Memory budgets (issue 22): the analytic inference and training figures (`predictors.memory`), onnxruntime's
+measured figure (`hardware_profiles.memory`), the recipe limits and the command line."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ASSETS, REPO
+from predictors.memory import MIB, inference_memory, layer_peak, training_memory
+from search_spaces import get_space
+from search_spaces.costs import ConvSpec, CostKey, LayerCost
+
+
+def _ir(skip: bool, se: int = 0) -> LayerCost:
+    """An inverted residual 16 -> 96 -> 16 channels on 8x8 maps (a squeeze-excite of `se` channels)."""
+    key = CostKey("ir", (16, 8, 8), (16, 8, 8), kernel=3, expansion=6, skip=skip, se=se)
+    convs = [ConvSpec(16, 96, 1, 1, 8, 8), ConvSpec(96, 96, 3, 1, 8, 8, groups=96), ConvSpec(96, 16, 1, 1, 8, 8)]
+    if se:
+        convs += [ConvSpec(96, se, 1, 1, 1, 1, bias=True), ConvSpec(se, 96, 1, 1, 1, 1, bias=True)]
+    return LayerCost.of(key, convs)
+
+
+def test_the_peak_of_an_inverted_residual_matches_the_hand_count():
+    # expansion: input 16x64 + expanded 96x64 = 7,168 values; depthwise: 96x64 in + 96x64 out = 12,288, plus the
+    # 16x64 block input a residual keeps: 13,312; projection: 96x64 + 16x64 (+ 1,024 kept) = 8,192
+    assert layer_peak(_ir(skip=False)) == 12_288
+    assert layer_peak(_ir(skip=True)) == 13_312
+    # squeeze-excite gates the 96x64 depthwise output into a new tensor beside it (its 1x1 convs act on vectors)
+    assert layer_peak(_ir(skip=True, se=24)) == 2 * 96 * 64 + 16 * 64
+    # a blocked layout rounds 16 and 96 channels to 16s (no change) but 24 to 32
+    assert layer_peak(_ir(skip=True), channel_block=32) == (96 * 64 * 2 + 32 * 64)
+
+
+def test_a_network_peak_is_its_largest_layer_plus_the_input_it_holds():
+    space = get_space("macro", {"resolution": 16}, num_classes=10)
+    arch = space.decode("12120201")
+    layers = space.layer_costs(arch)
+    mem = inference_memory(space, arch, batch=1)
+    held = 3 * 16 * 16 * 4
+    per_layer = [layer_peak(lc) * 4 for lc in layers]
+    per_layer[0] -= held   # the stem's input is the held input, counted once
+    assert mem.activation_bytes == held + max(per_layer) and mem.peak_layer == int(np.argmax(per_layer))
+    assert mem.param_bytes == 4 * sum(lc.params for lc in layers)
+    assert inference_memory(space, arch, batch=8).activation_bytes == 8 * mem.activation_bytes
+    assert mem.total_mb == pytest.approx((mem.param_bytes + mem.activation_bytes) / MIB)
+    with pytest.raises(ValueError, match="batch 0: expected a positive batch size"):
+        inference_memory(space, arch, batch=0)
+
+
+def test_int8_and_half_units_hold_fewer_bytes():
+    plain = get_space("macro", {"resolution": 16}, num_classes=10)
+    half = get_space("macro", {"resolution": 16, "compression": {"precisions": ["fp32", "fp16"]}}, num_classes=10)
+    fp32 = inference_memory(plain, plain.decode("12120201"))
+    fp16 = inference_memory(half, half.decode("12120201@" + ",".join(["fp16"] * 10)))
+    assert fp16.param_bytes == fp32.param_bytes // 2 and fp16.activation_bytes < fp32.activation_bytes
+
+
+def test_training_memory_counts_weights_gradients_optimizer_state_and_saved_activations():
+    space = get_space("macro", {"resolution": 16}, num_classes=10)
+    arch = space.decode("12120201")
+    weights = 4 * sum(lc.params for lc in space.layer_costs(arch))
+    sgd, adam = training_memory(space, arch, 32), training_memory(space, arch, 32, optimizer="adam")
+    assert sgd.weight_bytes == sgd.gradient_bytes == sgd.optimizer_bytes == weights
+    assert adam.optimizer_bytes == 2 * weights and adam.total_bytes - sgd.total_bytes == weights
+    double = training_memory(space, arch, 64)
+    assert double.saved_activation_bytes == 2 * sgd.saved_activation_bytes
+    assert double.total_bytes - sgd.total_bytes == sgd.saved_activation_bytes
+    assert sgd.saved_activation_bytes > sgd.naive_training_bytes - weights   # each conv keeps more than its output
+    with pytest.raises(ValueError, match="optimizer 'rmsprop'"):
+        training_memory(space, arch, 32, optimizer="rmsprop")
+
+
+def test_onnxruntime_measures_what_the_model_predicts_on_a_chain_of_inverted_residuals(tmp_path):
+    """NAS-Bench-Macro's networks are plain chains: the analytic peak is onnxruntime's allocator peak (its memory
+    profile, `hardware_profiles.memory`) to within a few percent (bench/memory_energy.py measures 100 of them)."""
+    from core.timing import export_onnx
+    from hardware_profiles.memory import onnx_activation_bytes
+
+    space = get_space("macro", {}, num_classes=10)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        arch = space.sample(rng)
+        path = export_onnx(space.build(arch).eval(), space.input_shape(arch), tmp_path / f"{i}.onnx")
+        measured = onnx_activation_bytes(path, space.input_shape(arch))
+        assert measured > 0
+        assert inference_memory(space, arch).activation_bytes == pytest.approx(measured, rel=0.05)
+
+
+def test_a_training_step_allocates_what_the_model_predicts_on_nas_bench_macro():
+    """glibc's allocator over a real PyTorch training step (`hardware_profiles.memory.torch_training_bytes`): the
+    gradients and saved activations the model predicts, to within 10 %, and the naive sum far below."""
+    from hardware_profiles.memory import torch_training_bytes
+
+    space = get_space("macro", {}, num_classes=10)
+    arch = space.decode("12120201")
+    predicted = training_memory(space, arch, 16)
+    measured = torch_training_bytes(space.build(arch), space.input_shape(arch), 16)
+    assert predicted.gradient_bytes + predicted.saved_activation_bytes == pytest.approx(measured, rel=0.1)
+    twice = torch_training_bytes(space.build(arch), space.input_shape(arch), 32)
+    assert twice - measured == pytest.approx(predicted.saved_activation_bytes, rel=0.1)   # activations scale
+
+
+def _context(*sets: str):
+    from nas.checks import load_run
+
+    return load_run(ASSETS / "tiny.yaml", list(sets))
+
+
+def test_memory_limits_reject_candidates_before_a_trial_and_show_in_the_results():
+    ctx = _context("constraints.max_memory_mb=0.045", "constraints.max_train_memory_gb=1", "constraints.max_flops=null")
+    assert ctx.recipe.constraints.train_batch == 32   # the proxy evaluator's batch_size
+    assert {"memory_mb", "train_memory_gb"} <= set(ctx.metrics)
+    space = ctx.space
+    small, large = space.decode("r16_w0.25|k3e3|k3e3"), space.decode("r16_w0.5|k5e6,k5e6|k5e6,k5e6")
+    violation, fields = ctx.precheck(small)
+    assert violation is None and fields["memory_mb"] == pytest.approx(inference_memory(space, small).total_mb)
+    assert fields["train_memory_gb"] == pytest.approx(training_memory(space, small, 32).total_gb)
+    violation, fields = ctx.precheck(large)
+    assert violation.startswith("memory ") and "> max_memory_mb 0.045" in violation
+    ctx = _context("constraints.max_train_memory_gb=0.001", "constraints.train_batch=8", "constraints.max_flops=null")
+    assert ctx.recipe.constraints.train_batch == 8 and ctx.precheck(small)[0] is None
+    violation = ctx.precheck(large)[0]
+    assert "training memory" in violation and "at batch 8 > max_train_memory_gb 0.001" in violation
+
+
+@pytest.mark.parametrize("sets, message", [
+    (("constraints.max_memory_mb=0.001",), "constraints.max_memory_mb: 0.001 is below the smallest architecture"),
+    (("constraints.max_memory_mb=-1",), "constraints.max_memory_mb"),
+])
+def test_memory_limits_that_cannot_hold_are_refused_in_one_line(sets, message):
+    from nas.recipe import RecipeError
+
+    with pytest.raises(RecipeError) as err:
+        _context(*sets)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_training_limit_without_a_batch_size_is_refused():
+    from types import SimpleNamespace
+
+    from nas.checks import _check_train_batch
+    from nas.recipe import RecipeError
+
+    recipe = _context().recipe
+    recipe.constraints.max_train_memory_gb = 1.0
+    with pytest.raises(RecipeError, match=r"^r.yaml: constraints.train_batch: max_train_memory_gb needs the batch "
+                                          r"size a trial trains at, and evaluator 'proxy' has no batch_size; set it$"):
+        _check_train_batch("r.yaml", recipe, SimpleNamespace(evaluator=SimpleNamespace()))
+
+
+def test_the_command_line_prints_both_figures_and_refuses_a_bad_batch():
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "predictors.memory", "--space", "macro", "--num-classes", "10",
+                               *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+    ok = run("--arch", "12120201", "--batch", "32", "--json")
+    assert ok.returncode == 0, ok.stderr
+    import json
+
+    report = json.loads(ok.stdout)
+    space = get_space("macro", {}, num_classes=10)
+    assert report["inference"]["activation_bytes"] == inference_memory(space, space.decode("12120201"), 32
+                                                                       ).activation_bytes
+    assert report["training"]["optimizer"] == "sgd" and report["training"]["total_gb"] > 0
+    table = run("--arch", "12120201")
+    assert table.returncode == 0 and "training: saved activations" in table.stdout
+    for args, line in ((("--arch", "12120201", "--batch", "0"), "--batch: 0: expected a positive batch size"),
+                       (("--arch", "nope"), "--arch: ")):
+        bad = run(*args)
+        assert bad.returncode == 2 and line in bad.stderr.strip().splitlines()[-1]
+
+
+def test_an_energy_limit_rejects_candidates_before_a_trial_on_a_profile_that_models_energy(tmp_path):
+    from hardware_profiles import get_profile
+
+    fpga = "constraints.latency=[{profile: fpga-zc706-int8, max_ms: 5, max_energy_mj: 0.013, source: profile}]"
+    ctx = _context(fpga, "constraints.max_flops=null")
+    ctx.open(tmp_path, log=lambda line: None)
+    assert "energy_fpga-zc706-int8" in ctx.metrics
+    space = ctx.space
+    small, large = space.decode("r16_w0.25|k3e3|k3e3"), space.decode("r16_w0.5|k5e6,k5e6|k5e6,k5e6")
+    violation, fields = ctx.precheck(small)
+    expected = get_profile("fpga-zc706-int8").latency(space, small).energy_mj
+    assert violation is None and fields["energy_fpga-zc706-int8"] == pytest.approx(expected)
+    violation = ctx.precheck(large)[0]
+    assert violation.startswith("energy on fpga-zc706-int8 ") and violation.endswith("mJ > max_energy_mj 0.013")
+
+
+def test_an_energy_limit_on_a_profile_without_energy_is_refused_in_one_line():
+    from nas.recipe import RecipeError
+
+    with pytest.raises(RecipeError) as err:
+        _context("constraints.latency=[{profile: local-cpu, max_ms: 5, max_energy_mj: 1}]")
+    assert "constraints.latency[0].max_energy_mj: local-cpu has no energy model or table" in str(err.value)
