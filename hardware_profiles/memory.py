@@ -113,3 +113,43 @@ def torch_training_bytes(model, input_shape: tuple[int, ...], batch: int, optimi
     with Peak() as tracker:
         step()
     return tracker.peak - base
+
+
+def cuda_memory_bytes(model, input_shape: tuple[int, ...], batch: int, train: bool, classes: int = 10) -> int:
+    """Peak bytes PyTorch's CUDA allocator hands out, beyond what it held before, over one inference of `model`
+    (``train=False``: moved to the GPU first, so its weights are what it held before) or one training step with
+    SGD and momentum (``train=True``: the weights, momentum and a first step's state held before; the step's
+    gradients, saved activations and cuDNN's workspace measured): `torch.cuda.max_memory_allocated`, fp32."""
+    import torch
+
+    model = model.to("cuda")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn((batch, *input_shape[1:]), device="cuda", generator=g)
+    if not train:
+        model.eval()
+        with torch.inference_mode():
+            model(x)   # cuDNN's algorithms chosen before the measured run
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            model(x)
+            torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base + x.nbytes
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    y = torch.randint(0, classes, (batch,), device="cuda", generator=g)
+    loss = torch.nn.CrossEntropyLoss()
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss(model(x), y).backward()
+        opt.step()
+
+    step()
+    opt.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    step()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base

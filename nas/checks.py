@@ -76,26 +76,34 @@ def check_recipe(source: str, recipe: Recipe) -> RunContext:
 
 
 def _check_energy(source: str, index: int, lat) -> None:
-    """``max_energy_mj`` needs a profile that models energy per inference (the FPGA simulators)."""
+    """``max_energy_mj`` needs a profile that models energy per inference (the FPGA simulators) or has an energy
+    table (`hardware_profiles.energy`), and one engine's figure."""
     if lat.max_energy_mj is None:
         return
     profile = get_profile(lat.profile) if lat.source != "table" else None
-    if not isinstance(profile, SimulatedProfile):
+    table = isinstance(profile, TableProfile) and getattr(profile.manifest.tables, "energy", None)
+    if not (isinstance(profile, SimulatedProfile) or table):
         raise RecipeError(f"{source}: constraints.latency[{index}].max_energy_mj: {lat.profile} has no energy "
                           "model or table; energy is limited on the profiles that model it (the FPGA simulators, "
-                          "e.g. fpga-zc706-int8)")
+                          "e.g. fpga-zc706-int8) or were measured for it (python -m hardware_profiles.energy)")
+    if lat.implementation != "default":
+        raise RecipeError(f"{source}: constraints.latency[{index}].max_energy_mj: energy is known for the profile's "
+                          "own engine only; leave implementation out")
 
 
 def _check_train_batch(source: str, recipe: Recipe, plugins) -> None:
-    """``max_train_memory_gb`` is predicted at ``constraints.train_batch``, by default the evaluator's
-    ``batch_size`` (filled in here, so every trial predicts at the batch it trains at)."""
+    """``max_train_memory_gb`` (and ``cluster.trial_memory: predicted``) is predicted at
+    ``constraints.train_batch``, by default the evaluator's ``batch_size`` (filled in here, so every trial predicts
+    at the batch it trains at)."""
     c = recipe.constraints
-    if c.max_train_memory_gb is None or c.train_batch is not None:
+    needs = "max_train_memory_gb" if c.max_train_memory_gb is not None else \
+        "cluster.trial_memory: predicted" if recipe.cluster.trial_memory == "predicted" else None
+    if needs is None or c.train_batch is not None:
         return
     batch = getattr(plugins.evaluator, "batch_size", None)
     if not isinstance(batch, int) or batch <= 0:
-        raise RecipeError(f"{source}: constraints.train_batch: max_train_memory_gb needs the batch size a trial "
-                          f"trains at, and evaluator {recipe.evaluator.name!r} has no batch_size; set it")
+        raise RecipeError(f"{source}: constraints.train_batch: {needs} needs the batch size a trial trains at, and "
+                          f"evaluator {recipe.evaluator.name!r} has no batch_size; set it")
     c.train_batch = batch
 
 

@@ -195,8 +195,8 @@ def latency_figures(sources: dict[str, LatencySource], space, arch: Hashable,
         lat[name] = fields[latency_column(name)] = ms
         if impl is not None:
             fields[implementation_column(name)] = impl
-        if src.constraint.max_energy_mj is not None:   # a profile that models energy (checked: nas.checks)
-            fields[energy_column(name)] = src.profile.latency(space, arch).energy_mj
+        if src.constraint.max_energy_mj is not None:   # a profile with energy (checked: nas.checks)
+            fields[energy_column(name)] = energy_figure(src, space, arch)
     return lat, fields
 
 
@@ -232,7 +232,24 @@ def make_sources(constraints: Constraints, space, run_dir: Path, *, seed: int = 
                  for name, prof in implementation_profiles(i, lat, profile).items()}
         out[lat.profile] = ImplementationSource(lat, parts, f"{lat.implementation} of {', '.join(parts)}: "
                                                 + "; ".join(p.how for p in parts.values()))
+    for i, lat in enumerate(constraints.latency):
+        if lat.max_energy_mj is not None and isinstance(out[lat.profile].profile, TableProfile):
+            from predictors.energy import profile_energy_predictor
+
+            try:   # a measured energy table (hardware_profiles.energy): its predictor, the same in every worker
+                out[lat.profile].energy_model = profile_energy_predictor(out[lat.profile].profile, space, seed)
+            except ValueError as err:
+                raise LatencySetupError(f"constraints.latency[{i}].max_energy_mj: {err}") from None
     return out
+
+
+def energy_figure(src: LatencySource, space, arch: Hashable) -> float:
+    """A candidate's energy per inference (mJ) on the source's profile: predicted from its energy table where it
+    has one (`predictors.energy`), else its model's (the FPGA simulators)."""
+    model = getattr(src, "energy_model", None)
+    if model is not None:
+        return float(model.predict([arch])[0])
+    return float(src.profile.latency(space, arch).energy_mj)
 
 
 def _source(index: int, lat: LatencyConstraint, profile, space, run_dir: Path, constraints: Constraints, seed: int,

@@ -177,6 +177,12 @@ class ClusterConfig(_Strict):
                                 "file://); --resume on another machine fetches the ledger from it")
     max_retries: int = Field(2, ge=0, description="times a trial whose worker process or node died is run again")
     connect_timeout: PositiveFloat = Field(30.0, description="seconds to reach the cluster before giving up")
+    trial_memory: Literal["none", "predicted"] = Field("none", description="'predicted': each trial reserves Ray's "
+                                                       "`memory` resource for its candidate's predicted training "
+                                                       "memory at constraints.train_batch plus "
+                                                       "trial_memory_overhead_gb (predictors.memory)")
+    trial_memory_overhead_gb: float = Field(1.0, ge=0, description="trial_memory: predicted: what a trial's worker "
+                                            "process holds beside the training step (Python, PyTorch, data)")
 
     def trial_resources(self) -> dict[str, float]:
         """What Ray reserves for one trial (Tune's `with_resources` form)."""

@@ -138,6 +138,31 @@ def join_cluster(recipe: Recipe, run_dir: Path) -> None:
         raise
 
 
+class PredictedMemory:
+    """Tune's per-trial resources with ``cluster.trial_memory: predicted``: the recipe's trial resources plus Ray's
+    `memory` (bytes) for the candidate in the trial's config, its training step at ``constraints.train_batch``
+    (`predictors.memory.training_memory`) plus ``cluster.trial_memory_overhead_gb``; so Ray starts a trial only on a
+    node with that much unreserved memory, and a large candidate does not share a node with more than fit."""
+
+    def __init__(self, recipe: Recipe, space):
+        self.recipe, self.space = recipe, space
+
+    def bytes_for(self, arch: str) -> int:
+        from predictors.memory import training_memory
+
+        r = self.recipe
+        step = training_memory(self.space, self.space.decode(arch), r.constraints.train_batch or 1)
+        return int(step.total_bytes + r.cluster.trial_memory_overhead_gb * 2 ** 30)
+
+    def __call__(self, config: dict):
+        from ray import tune
+
+        bundle = {_RAY_NAMES.get(k, k): v for k, v in self.recipe.cluster.trial_resources().items() if v > 0}
+        if "arch" in config:
+            bundle["memory"] = self.bytes_for(config["arch"])
+        return tune.PlacementGroupFactory([bundle])
+
+
 def check_resources(recipe: Recipe, total: dict[str, float] | None = None) -> None:
     """The cluster (or this machine) can hold one trial, or a `ClusterError` naming the field: otherwise Tune
     would wait for resources that never come.
@@ -215,7 +240,8 @@ def run_trials(recipe: Recipe, run_dir: Path, ctx, controller: Controller, log: 
                                   capacity=ClusterCapacity(recipe) if auto else None)
     trainable = tune.with_resources(
         tune.with_parameters(tune_trainable, recipe=recipe, run_dir=str(run_dir.resolve()), files=run_files(run_dir)),
-        recipe.cluster.trial_resources())
+        PredictedMemory(recipe, ctx.space) if recipe.cluster.trial_memory == "predicted"
+        else recipe.cluster.trial_resources())
     if auto:   # Tune lets a custom searcher's trials wait for resources one at a time; the capacity limits them
         os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "1000")
     storage = tune_storage(recipe, run_dir)

@@ -86,3 +86,44 @@ def test_the_command_line_says_in_one_line_why_it_cannot_measure_here():
     bad = subprocess.run([sys.executable, "-m", "hardware_profiles.energy", "--profile", "x86-ort-t1"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "is not a measured torch-cuda profile" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_an_energy_limit_on_a_measured_profile_uses_a_predictor_of_its_energy_table(tmp_path, monkeypatch):
+    """A copy of a shipped macro table profile given an energy table (a fixture: energy made up as a function of
+    FLOPs, written the way `hardware_profiles.energy` writes a measured one): the recipe's limit is checked with the
+    predictor fitted to it, before a trial."""
+    import shutil
+
+    import numpy as np
+
+    from hardware_profiles.manifest import BUILTIN_ROOT, read_manifest, write_manifest
+    from nas.checks import load_run
+    from predictors.energy import EnergyPredictor
+    from search_spaces import get_space
+
+    folder = tmp_path / "profiles" / "gpu-energy" / "1"
+    shutil.copytree(BUILTIN_ROOT / "x86-ort-t1-macro" / "1", folder)
+    manifest = read_manifest(folder / "manifest.yaml")
+    manifest.name = "gpu-energy"
+    write_manifest(manifest, folder)
+    space = get_space("macro", {}, num_classes=10)
+    rng = np.random.default_rng(0)
+    archs = list(dict.fromkeys(space.to_string(space.sample(rng)) for _ in range(80)))
+    flops = np.array([sum(lc.macs for lc in space.layer_costs(space.decode(a))) for a in archs])
+    energy = 0.05 + 2e-9 * flops
+    write_energy_table(folder, pd.DataFrame({"arch": archs, "energy_mj": energy, "spread": 0.0, "idle_w": 50.0,
+                                             "runs": 200}), "fixture")
+    monkeypatch.setenv("HWNAS_PROFILE_PATH", str(tmp_path / "profiles"))
+    held_out = EnergyPredictor(space).fit([space.decode(a) for a in archs[:60]], energy[:60])
+    assert np.median(np.abs(held_out.predict([space.decode(a) for a in archs[60:]]) / energy[60:] - 1)) < 0.1
+    limit = float(np.median(energy))
+    ctx = load_run(REPO / "recipes" / "macro_x86.yaml",
+                   [f"constraints.latency=[{{profile: gpu-energy, max_ms: 100, max_energy_mj: {limit}}}]"])
+    ctx.open(tmp_path / "run", log=lambda line: None)
+    verdicts = [ctx.precheck(space.decode(a)) for a in archs[:20]]
+    figures = np.array([fields["energy_gpu-energy"] for _, fields in verdicts])
+    assert figures == pytest.approx(ctx.latency["gpu-energy"].energy_model.predict(
+        [space.decode(a) for a in archs[:20]]))
+    for (violation, _), mj in zip(verdicts, figures):
+        assert (violation is not None and violation.startswith("energy on gpu-energy")) == (mj > limit)
+    assert any(v is None for v, _ in verdicts) and any(v is not None for v, _ in verdicts)

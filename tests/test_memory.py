@@ -195,3 +195,35 @@ def test_an_energy_limit_on_a_profile_without_energy_is_refused_in_one_line():
     with pytest.raises(RecipeError) as err:
         _context("constraints.latency=[{profile: local-cpu, max_ms: 5, max_energy_mj: 1}]")
     assert "constraints.latency[0].max_energy_mj: local-cpu has no energy model or table" in str(err.value)
+
+
+@pytest.mark.gpu
+def test_predicted_training_memory_is_within_tolerance_of_the_gpu_allocator():
+    """`torch.cuda.max_memory_allocated` over a training step (`hardware_profiles.memory.cuda_memory_bytes`): the
+    gradients and saved activations predicted, to within 15 % (cuDNN's workspace comes on top)."""
+    import torch
+
+    from hardware_profiles.memory import cuda_memory_bytes
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    space = get_space("macro", {}, num_classes=10)
+    arch = space.decode("12120201")
+    for batch in (32, 128):
+        predicted = training_memory(space, arch, batch)
+        measured = cuda_memory_bytes(space.build(arch), space.input_shape(arch), batch, train=True)
+        assert predicted.gradient_bytes + predicted.saved_activation_bytes == pytest.approx(measured, rel=0.15)
+
+
+def test_predicted_trial_memory_reserves_each_candidates_training_step_for_ray():
+    from nas.search import PredictedMemory
+
+    ctx = _context("cluster.trial_memory=predicted", "cluster.trial_memory_overhead_gb=0.5")
+    assert ctx.recipe.constraints.train_batch == 32   # the evaluator's batch size, as for max_train_memory_gb
+    resources = PredictedMemory(ctx.recipe, ctx.space)
+    arch = "r16_w0.5|k5e6,k5e6|k5e6,k5e6"
+    factory = resources({"arch": arch})
+    bundle = factory.bundles[0]
+    expected = training_memory(ctx.space, ctx.space.decode(arch), 32).total_bytes + 2 ** 29
+    assert bundle["memory"] == expected and bundle["CPU"] == ctx.recipe.cluster.cpus_per_trial
+    assert resources({"arch": "r16_w0.25|k3e3|k3e3"}).bundles[0]["memory"] < expected
