@@ -79,7 +79,6 @@ def torch_training_bytes(model, input_shape: tuple[int, ...], batch: int, optimi
     Raises:
         InputError: the C library cannot report its allocations (`mallinfo2`: glibc 2.33 or later).
     """
-    import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
     in_use = _malloc_in_use()
@@ -94,12 +93,25 @@ def torch_training_bytes(model, input_shape: tuple[int, ...], batch: int, optimi
             self.peak = max(self.peak, in_use())
             return out
 
+    step = training_step(model, input_shape, batch, optimizer, classes, "cpu")
+    base = in_use()
+    with Peak() as tracker:
+        step()
+    return tracker.peak - base
+
+
+def training_step(model, input_shape: tuple[int, ...], batch: int, optimizer: str, classes: int, device: str):
+    """A function running one training step of `model` (fp32, `optimizer`: ``sgd`` with momentum or ``adam``) on a
+    seeded batch on `device`, after a first step has run, so the optimizer's state exists and the gradients are
+    cleared (what a training loop holds between steps)."""
+    import torch
+
     model.train()
     opt = (torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9) if optimizer == "sgd"
            else torch.optim.Adam(model.parameters(), lr=1e-3))
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn((batch, *input_shape[1:]), generator=g)
-    y = torch.randint(0, classes, (batch,), generator=g)
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn((batch, *input_shape[1:]), generator=g, device=device)
+    y = torch.randint(0, classes, (batch,), generator=g, device=device)
     loss = torch.nn.CrossEntropyLoss()
 
     def step() -> None:
@@ -109,10 +121,7 @@ def torch_training_bytes(model, input_shape: tuple[int, ...], batch: int, optimi
 
     step()
     opt.zero_grad(set_to_none=True)
-    base = in_use()
-    with Peak() as tracker:
-        step()
-    return tracker.peak - base
+    return step
 
 
 def cuda_memory_bytes(model, input_shape: tuple[int, ...], batch: int, train: bool, classes: int = 10) -> int:
@@ -123,9 +132,8 @@ def cuda_memory_bytes(model, input_shape: tuple[int, ...], batch: int, train: bo
     import torch
 
     model = model.to("cuda")
-    g = torch.Generator(device="cuda").manual_seed(0)
-    x = torch.randn((batch, *input_shape[1:]), device="cuda", generator=g)
     if not train:
+        x = torch.randn((batch, *input_shape[1:]), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
         model.eval()
         with torch.inference_mode():
             model(x)   # cuDNN's algorithms chosen before the measured run
@@ -135,18 +143,7 @@ def cuda_memory_bytes(model, input_shape: tuple[int, ...], batch: int, train: bo
             model(x)
             torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base + x.nbytes
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    y = torch.randint(0, classes, (batch,), device="cuda", generator=g)
-    loss = torch.nn.CrossEntropyLoss()
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss(model(x), y).backward()
-        opt.step()
-
-    step()
-    opt.zero_grad(set_to_none=True)
+    step = training_step(model, input_shape, batch, "sgd", classes, "cuda")
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
