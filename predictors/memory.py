@@ -50,6 +50,12 @@ WEIGHT_BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
 OPTIMIZER_STATES = {"sgd": 1, "adam": 2}   # buffers per weight (SGD: its momentum)
 MIB = 2 ** 20
 KEEPS_INPUT = ("hard_swish", "swish")   # activations whose gradient needs their input (not run in place in training)
+# What a layer without a convolution keeps for the backward pass, in values, from its input and output sizes: a
+# max-pool its indices (int64: two float32s each), average pooling its input (PyTorch's backward reads it), an
+# addition, an identity or a zero nothing, a BatchNorm-activation-pool head its BatchNorm input and activation
+# output, anything else its output.
+SAVED_WITHOUT_CONV = {"maxpool": lambda i, o: 2 * o, "avgpool": lambda i, o: i, "add": lambda i, o: 0,
+                      "skip": lambda i, o: 0, "zero": lambda i, o: 0, "head": lambda i, o: 2 * i}
 
 
 @dataclass(frozen=True)
@@ -176,8 +182,8 @@ def training_memory(space, arch: Hashable, batch: int, optimizer: str = "sgd") -
             saved += convs[1].cout * convs[1].hw_out ** 2   # the gated tensor, the projection's input
         if convs and not _chain(convs):   # branches joined (a concatenation, a shuffle): a new tensor, which the
             saved += _elems(key.out_shape)   # next layer keeps as its input
-        if not convs and not (key.op == "skip" and key.in_shape == key.out_shape):
-            saved += _elems(key.out_shape)
+        if not convs:
+            saved += SAVED_WITHOUT_CONV.get(key.op, lambda i, o: o)(_elems(key.in_shape), _elems(key.out_shape))
     naive = weights + 4 * batch * sum(_elems(lc.key.out_shape) for lc in layers)
     return TrainingMemory(weights, weights, OPTIMIZER_STATES[optimizer] * weights, 4 * batch * saved, batch, naive)
 
