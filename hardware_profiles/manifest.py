@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_serializer
 
 from core.cli import read_yaml_mapping
 from core.errors import InputError, sha256_file, verify_sha256
@@ -50,6 +50,14 @@ class Tables(BaseModel):
                               "models): CSV or Parquet with `network` and `definition` (JSON) columns")
     energy: str | None = Field(None, description="energy per inference of networks (hardware_profiles.energy): CSV "
                                "or Parquet with `arch` and `energy_mj` columns")
+
+    @model_serializer(mode="wrap")
+    def _without_missing_energy(self, handler):
+        """Dumped without ``energy`` when there is none, as before it existed (so earlier versions read it)."""
+        data = handler(self)
+        if data.get("energy") is None:
+            data.pop("energy", None)
+        return data
 
 
 class Manifest(BaseModel):
