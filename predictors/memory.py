@@ -52,10 +52,10 @@ MIB = 2 ** 20
 KEEPS_INPUT = ("hard_swish", "swish")   # activations whose gradient needs their input (not run in place in training)
 # What a layer without a convolution keeps for the backward pass, in values, from its input and output sizes: a
 # max-pool its indices (int64: two float32s each), average pooling its input (PyTorch's backward reads it), an
-# addition, an identity or a zero nothing, a BatchNorm-activation-pool head its BatchNorm input and activation
-# output, anything else its output.
-SAVED_WITHOUT_CONV = {"maxpool": lambda i, o: 2 * o, "avgpool": lambda i, o: i, "add": lambda i, o: 0,
-                      "skip": lambda i, o: 0, "zero": lambda i, o: 0, "head": lambda i, o: 2 * i}
+# identity or a zero nothing, a BatchNorm-activation-pool head its BatchNorm input and activation output, anything
+# else (an addition of branches: a new tensor the next layer keeps as its input) its output.
+SAVED_WITHOUT_CONV = {"maxpool": lambda i, o: 2 * o, "avgpool": lambda i, o: i, "skip": lambda i, o: 0,
+                      "zero": lambda i, o: 0, "head": lambda i, o: 2 * i}
 
 
 @dataclass(frozen=True)
