@@ -151,26 +151,26 @@ def test_a_training_limit_without_a_batch_size_is_refused():
         _check_train_batch("r.yaml", recipe, SimpleNamespace(evaluator=SimpleNamespace()))
 
 
-def test_the_command_line_prints_both_figures_and_refuses_a_bad_batch():
-    def run(*args):
-        return subprocess.run([sys.executable, "-m", "predictors.memory", "--space", "macro", "--num-classes", "10",
-                               *args], cwd=REPO, capture_output=True, text=True, timeout=120)
-
-    ok = run("--arch", "12120201", "--batch", "32", "--json")
-    assert ok.returncode == 0, ok.stderr
+def test_the_command_line_prints_both_figures_and_refuses_a_bad_batch(capsys):
     import json
 
-    report = json.loads(ok.stdout)
+    from predictors.memory import main
+
+    proc = subprocess.run([sys.executable, "-m", "predictors.memory", "--space", "macro", "--num-classes", "10",
+                           "--arch", "12120201", "--batch", "32", "--json"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
     space = get_space("macro", {}, num_classes=10)
     assert report["inference"]["activation_bytes"] == inference_memory(space, space.decode("12120201"), 32
                                                                        ).activation_bytes
     assert report["training"]["optimizer"] == "sgd" and report["training"]["total_gb"] > 0
-    table = run("--arch", "12120201")
-    assert table.returncode == 0 and "training: saved activations" in table.stdout
-    for args, line in ((("--arch", "12120201", "--batch", "0"), "--batch: 0: expected a positive batch size"),
-                       (("--arch", "nope"), "--arch: ")):
-        bad = run(*args)
-        assert bad.returncode == 2 and line in bad.stderr.strip().splitlines()[-1]
+    args = ["--space", "macro", "--num-classes", "10"]
+    assert main([*args, "--arch", "12120201"]) == 0 and "training: saved activations" in capsys.readouterr().out
+    for extra, line in ((("--arch", "12120201", "--batch", "0"), "--batch: 0: expected a positive batch size"),
+                        (("--arch", "nope"), "--arch: ")):
+        assert main([*args, *extra]) == 2
+        assert line in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 def test_an_energy_limit_rejects_candidates_before_a_trial_on_a_profile_that_models_energy(tmp_path):
