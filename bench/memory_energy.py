@@ -27,7 +27,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -124,51 +123,84 @@ def training_part(name: str, archs: list, batches: list[int]) -> dict:
     return out
 
 
-def gpu_part(name: str, archs: list, batches: list[int], energy_networks: int) -> dict:
-    """On a CUDA device: inference and training memory from PyTorch's allocator against predicted, and energy per
-    inference from NVML at batch 1 and 32 (two passes; the predictor fitted on half, judged on the rest)."""
+def gpu_memory_part(name: str, archs: list, batches: list[int], seed: int) -> dict:
+    """On a CUDA device, PyTorch eager in fp32: inference memory at batch 1 (`torch.cuda.max_memory_allocated` over
+    a forward pass, the input included) against the analytic figure, its correction fitted on the first half and
+    the naive figure, all judged on the second half; and one training step (SGD with momentum) per batch size,
+    weights and momentum plus the step's peak, against `training_memory` and the naive sum. A network the device
+    cannot hold is counted in ``device_oom`` and left out of the errors."""
     import torch
     from tqdm import tqdm
 
-    from hardware_profiles.energy import cuda_runner, energy_per_inference, find_counter
     from hardware_profiles.memory import cuda_memory_bytes
-    from predictors.energy import EnergyPredictor
-    from predictors.memory import inference_memory, training_memory
+    from predictors.memory import MemoryCorrection, inference_memory, training_memory
     from search_spaces import get_space
 
+    torch.manual_seed(0)
     space = get_space(name, {}, num_classes=CLASSES[name])
-    out: dict = {"device": torch.cuda.get_device_name()}
-    measured = [cuda_memory_bytes(space.build(a), space.input_shape(a), 1, train=False)
-                for a in tqdm(archs, desc=f"{name}: GPU inference memory", file=sys.stderr)]
-    out["inference"] = errors([inference_memory(space, a).activation_bytes for a in archs], measured)
+    measured = np.asarray([cuda_memory_bytes(space.build(a), space.input_shape(a), 1, train=False)
+                           for a in tqdm(archs, desc=f"{name}: GPU inference memory", file=sys.stderr)], float)
+    half = len(archs) // 2
+    train, test = archs[:half], archs[half:]
+    out: dict = {"device": torch.cuda.get_device_name(), "networks": len(archs), "held_out": len(test),
+                 "inference_mib_median": float(np.median(measured) / 2 ** 20), "inference": {
+                     "analytic": errors([inference_memory(space, a).activation_bytes for a in test], measured[half:]),
+                     "corrected": errors(MemoryCorrection(space, 1, seed).fit(train, measured[:half]).predict(test),
+                                         measured[half:]),
+                     "naive": errors([naive_inference(space, a) for a in test], measured[half:])}}
     for batch in batches:
-        m, p = [], []
+        m, p, naive, oom = [], [], [], 0
         for a in tqdm(archs, desc=f"{name}: GPU training at batch {batch}", file=sys.stderr):
             t = training_memory(space, a, batch)
             try:
                 step = cuda_memory_bytes(space.build(a), space.input_shape(a), batch, train=True,
                                          classes=CLASSES[name])
             except torch.cuda.OutOfMemoryError:
+                oom += 1
                 continue
             finally:
                 torch.cuda.empty_cache()
             m.append(t.weight_bytes + t.optimizer_bytes + step)
             p.append(t.total_bytes)
-        out[f"training_b{batch}"] = {**errors(p, m), "out_of_memory_at_predicted": int((np.array(m) > p).sum())}
+            naive.append(t.naive_training_bytes)
+        m, p = np.asarray(m, float), np.asarray(p, float)
+        out[f"training_b{batch}"] = {"predicted": errors(p, m), "naive": errors(naive, m),
+                                     "measured_mib_median": float(np.median(m) / 2 ** 20),
+                                     "out_of_memory_at_predicted": int((m > p).sum()),
+                                     "out_of_memory_at_predicted_plus_10pct": int((m > 1.1 * p).sum()),
+                                     "device_oom": oom, "n": len(m)}
+    return out
+
+
+def gpu_energy_part(name: str, archs: list, batches: list[int], min_seconds: float, idle_seconds: float) -> dict:
+    """On a CUDA device: NVML energy per inference of each network replayed as the GPU profiles time it (CUDA
+    graph, fp32, channels-last), at each batch size, two passes of at least `min_seconds` after `idle_seconds` of
+    idle power; their spread is the repeatability. The energy predictor is fitted on the first half and judged on
+    the second. A GPU whose counter cannot be read gives the reason instead."""
+    from tqdm import tqdm
+
+    from hardware_profiles.energy import cuda_runner, energy_per_inference, find_counter
+    from predictors.energy import EnergyPredictor
+    from search_spaces import get_space
+
     try:
         counter = find_counter("cuda")
     except Exception as err:  # noqa: BLE001 - reported, the memory figures stand
-        out["energy"] = f"not measured: {err}"
-        return out
-    for batch in (1, 32):
-        picked = archs[:energy_networks]
-        passes = [energy_per_inference(cuda_runner(space.build(a), space.input_shape(a), "fp32", batch, True),
-                                       counter, runs=200, idle_seconds=1.0) for a in tqdm(picked, file=sys.stderr)]
-        mj = np.array([s.energy_mj for s in passes])
-        half = len(picked) // 2
-        fitted = EnergyPredictor(space).fit(picked[:half], mj[:half]).predict(picked[half:])
-        out[f"energy_b{batch}"] = {"median_mj": float(np.median(mj)), "pass_spread_median":
-                                   float(np.median([s.spread for s in passes])), "predictor": errors(fitted, mj[half:])}
+        return {"not measured": str(err)}
+    space = get_space(name, {}, num_classes=CLASSES[name])
+    out: dict = {"method": counter.method}
+    for batch in batches:
+        stats = [energy_per_inference(cuda_runner(space.build(a), space.input_shape(a), "fp32", batch, True),
+                                      counter, idle_seconds=idle_seconds, min_seconds=min_seconds)
+                 for a in tqdm(archs, desc=f"{name}: GPU energy at batch {batch}", file=sys.stderr)]
+        mj = np.array([s.energy_mj for s in stats])
+        half = len(archs) // 2
+        fitted = EnergyPredictor(space).fit(archs[:half], mj[:half]).predict(archs[half:])
+        out[f"b{batch}"] = {"networks": len(archs), "median_mj": float(np.median(mj)), "min_mj": float(mj.min()),
+                            "max_mj": float(mj.max()), "idle_w_median": float(np.median([s.idle_w for s in stats])),
+                            "pass_spread_median": float(np.median([s.spread for s in stats])),
+                            "pass_spread_p90": float(np.percentile([s.spread for s in stats], 90)),
+                            "predictor": errors(fitted, mj[half:])}
     return out
 
 
@@ -200,11 +232,15 @@ def main() -> int:
     p.add_argument("--batches", default="8,32")
     p.add_argument("--channel-block", type=int, default=cpu_channel_block())
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--skip", default="", help="comma-separated parts to skip: inference, training, energy")
-    p.add_argument("--gpu", action="store_true", help="also the GPU part (a CUDA device): --gpu-networks per space, "
-                   "training at 32, 128 and 512, energy of --energy-networks")
+    p.add_argument("--skip", default="", help="comma-separated parts to skip: inference, training, energy, gpu-memory, gpu-energy")
+    p.add_argument("--gpu", action="store_true", help="also the GPU part (a CUDA device): memory of --gpu-networks "
+                   "per space (training at --gpu-batches), energy of --energy-networks in --energy-spaces")
     p.add_argument("--gpu-networks", type=int, default=50)
+    p.add_argument("--gpu-batches", default="32,128,512")
+    p.add_argument("--energy-spaces", default="mobilenet,nb201", help="spaces whose energy is measured ('' for none)")
     p.add_argument("--energy-networks", type=int, default=40)
+    p.add_argument("--energy-min-seconds", type=float, default=0.3, help="each energy pass lasts at least this")
+    p.add_argument("--energy-idle-seconds", type=float, default=0.5)
     p.add_argument("--out", help="write the figures here as JSON")
     args = p.parse_args()
     from search_spaces import get_space
@@ -240,11 +276,45 @@ def main() -> int:
         for n in names:
             print(f"  {n}: {result['energy'][n]}")
     if args.gpu:
-        result["gpu"] = {n: gpu_part(n, archs[n][:args.gpu_networks], [32, 128, 512], args.energy_networks)
-                         for n in names}
-        print("\nOn the GPU (PyTorch's allocator; NVML energy)")
+        gpu_batches = [int(b) for b in args.gpu_batches.split(",")]
+        gpu_names = [] if "gpu-memory" in skip else names
+        result["gpu"] = {n: gpu_memory_part(n, archs[n][:args.gpu_networks], gpu_batches, args.seed) for n in gpu_names}
+    if result.get("gpu"):
+        print(f"\nOn the GPU ({next(iter(result['gpu'].values()))['device']}), PyTorch's allocator against predicted, "
+              f"error on the held-out half (median / p90)\n{'space':<10} {'nets':>5} {'MiB':>7} {'analytic':>15} "
+              f"{'corrected':>15} {'naive':>15}")
         for n, r in result["gpu"].items():
-            print(f"  {n}: {json.dumps(r)}")
+            cells = [r["inference"][k] for k in ("analytic", "corrected", "naive")]
+            print(f"{n:<10} {r['held_out']:>5} {r['inference_mib_median']:>7.2f} " +
+                  " ".join(f"{c['median']:>6.1%} / {c['p90']:>6.1%}" for c in cells))
+        print(f"\nTraining memory, one PyTorch step on the GPU (weights + momentum + the step's peak) against "
+              f"predicted (median / p90)\n{'space':<10} {'batch':>5} {'MiB':>8} {'predicted':>17} {'naive':>17} "
+              f"{'OOM at pred.':>12} {'at +10 %':>8} {'device OOM':>10}")
+        for n, r in result["gpu"].items():
+            for b in gpu_batches:
+                t = r[f"training_b{b}"]
+                print(f"{n:<10} {b:>5} {t['measured_mib_median']:>8.1f} {t['predicted']['median']:>7.1%} / "
+                      f"{t['predicted']['p90']:>6.1%} {t['naive']['median']:>7.1%} / {t['naive']['p90']:>6.1%} "
+                      f"{t['out_of_memory_at_predicted']:>7}/{t['n']:<4} "
+                      f"{t['out_of_memory_at_predicted_plus_10pct']:>5} {t['device_oom']:>10}")
+    if args.gpu and "gpu-energy" not in skip:
+        energy_spaces = [n for n in args.energy_spaces.split(",") if n]
+        result["gpu_energy"] = {n: gpu_energy_part(n, archs[n][:args.energy_networks], [1, 32],
+                                                   args.energy_min_seconds, args.energy_idle_seconds)
+                                for n in energy_spaces}
+        print(f"\nGPU energy per inference (NVML, idle power off; two passes) and the energy predictor's error on "
+              f"the held-out half\n{'space':<10} {'batch':>5} {'nets':>5} {'median mJ':>10} {'range mJ':>17} "
+              f"{'idle W':>7} {'pass spread':>15} {'predictor':>15}")
+        for n, r in result["gpu_energy"].items():
+            if "not measured" in r:
+                print(f"{n:<10} not measured: {r['not measured']}")
+                continue
+            for b in (1, 32):
+                e = r[f"b{b}"]
+                print(f"{n:<10} {b:>5} {e['networks']:>5} {e['median_mj']:>10.3f} "
+                      f"{e['min_mj']:>8.3f}-{e['max_mj']:<8.3f} {e['idle_w_median']:>7.1f} "
+                      f"{e['pass_spread_median']:>6.1%} / {e['pass_spread_p90']:>6.1%} "
+                      f"{e['predictor']['median']:>6.1%} / {e['predictor']['p90']:>6.1%}")
     if args.out:
         atomic_write_json(args.out, result)
     return 0

@@ -1,12 +1,14 @@
 """Energy per inference measured with a hardware energy counter (issue 22).
 
-    python -m hardware_profiles.energy --profile NAME [--networks N] [--runs R] [--idle-seconds S] [--root DIR]
+    python -m hardware_profiles.energy --profile NAME [--networks N] [--runs R] [--min-seconds S] [--idle-seconds S]
 
 A counter reports the energy a device has used since some origin: NVML's total-energy counter on NVIDIA GPUs
 (`NvmlCounter`, `nvidia-ml-py`: ``pip install -e ".[energy]"``), Intel's RAPL package counter on CPUs that expose it
 (`RaplCounter`, ``/sys/class/powercap``; most VMs do not). `energy_per_inference` reads the counter around many runs
 of one network and takes off the idle power, read over a quiet interval just before: energy per run, in mJ. Two
-passes are made and their spread recorded. The command line measures a measured GPU profile's networks this way
+passes are made and their spread recorded. Each pass lasts at least `min_seconds` (more runs where one run is
+short): the counters tick coarsely (NVML's every few tens of milliseconds), so a pass of a few milliseconds would
+read one tick or none. The command line measures a measured GPU profile's networks this way
 (each replayed as the profile timed it: `hardware_profiles.cuda`, CUDA graphs, its precision and batch) into the
 profile's energy table (``energy.csv``: ``arch``, ``energy_mj``, ``spread``, ``idle_w``), and the manifest records
 the method (``options.energy_method``). A device whose counter is missing or unsupported is one line naming why
@@ -14,6 +16,7 @@ the method (``options.energy_method``). A device whose counter is missing or uns
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -93,10 +96,16 @@ class EnergyStats:
 
 
 def energy_per_inference(run: Callable[[], None], counter, runs: int = 200, idle_seconds: float = 1.0,
-                         passes: int = 2) -> EnergyStats:
+                         passes: int = 2, min_seconds: float = 0.5) -> EnergyStats:
     """Energy of one call of `run` (which must finish its work before returning, e.g. synchronise a GPU): the
     counter read around `runs` calls in each of `passes` passes, less the idle power read over `idle_seconds`
-    before them (see the module)."""
+    before them (see the module). Where `runs` calls would take less than `min_seconds` (one call, timed after a
+    warm-up call, tells), each pass makes as many more as that takes; `EnergyStats.runs` is the number made."""
+    if min_seconds > 0:
+        run()
+        t0 = time.perf_counter()
+        run()
+        runs = max(runs, math.ceil(min_seconds / max(time.perf_counter() - t0, 1e-9)))
     e0, t0 = counter.read_mj(), time.perf_counter()
     time.sleep(idle_seconds)
     idle_mj_per_s = (counter.read_mj() - e0) / (time.perf_counter() - t0)
@@ -113,14 +122,14 @@ def energy_per_inference(run: Callable[[], None], counter, runs: int = 200, idle
 
 
 def energy_table(items: Sequence[tuple[str, Callable[[], Callable[[], None]]]], counter, runs: int = 200,
-                 idle_seconds: float = 1.0, log=lambda line: None) -> pd.DataFrame:
+                 idle_seconds: float = 1.0, log=lambda line: None, min_seconds: float = 0.5) -> pd.DataFrame:
     """One row per (arch, function making its run) of `items`: its `energy_per_inference` (`ENERGY_COLUMNS`);
     each run is made just before it is measured, so one network at a time holds the device."""
     rows = []
     for i, (arch, make_run) in enumerate(items):
-        stats = energy_per_inference(make_run(), counter, runs, idle_seconds)
+        stats = energy_per_inference(make_run(), counter, runs, idle_seconds, min_seconds=min_seconds)
         rows.append({"arch": arch, "energy_mj": stats.energy_mj, "spread": stats.spread, "idle_w": stats.idle_w,
-                     "runs": runs})
+                     "runs": stats.runs})
         log(f"{i + 1}/{len(items)} {arch}: {stats.energy_mj:.4f} mJ (spread {stats.spread:.1%})")
     return pd.DataFrame(rows, columns=ENERGY_COLUMNS)
 
@@ -172,10 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", required=True, help="a measured torch-cuda profile (its networks are measured)")
     p.add_argument("--networks", type=int, help="how many of its networks (default all)")
     p.add_argument("--runs", type=int, default=200, help="runs per pass (default 200; two passes)")
+    p.add_argument("--min-seconds", type=float, default=0.5,
+                   help="each pass lasts at least this long, with more runs if need be (default 0.5)")
     p.add_argument("--idle-seconds", type=float, default=1.0, help="quiet interval for idle power (default 1)")
     args = p.parse_args(argv)
     if args.runs <= 0 or args.idle_seconds <= 0 or (args.networks is not None and args.networks <= 0):
         raise InputError("--runs, --idle-seconds and --networks must be positive")
+    if args.min_seconds < 0:
+        raise InputError("--min-seconds must not be negative")
     profile = get_profile(args.profile)
     m = getattr(profile, "manifest", None)
     if not isinstance(profile, TableProfile) or m.backend != "torch-cuda" or not m.tables.networks:
@@ -185,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     archs = profile.read_networks()["arch"].astype(str).tolist()[:args.networks]
     items = [(a, lambda g=space.decode(a): cuda_runner(space.build(g), space.input_shape(g), m.precision, m.batch,
                                                        bool(m.options.get("channels_last", False)))) for a in archs]
-    table = energy_table(items, counter, args.runs, args.idle_seconds, log=print)
+    table = energy_table(items, counter, args.runs, args.idle_seconds, log=print, min_seconds=args.min_seconds)
     path = write_energy_table(resolve(args.profile), table, counter.method)
     print(f"{len(table)} networks -> {path}")
     return 0

@@ -37,9 +37,22 @@ def test_energy_per_inference_takes_the_idle_power_off():
         time.sleep(0.002)   # a run that takes time, during which the idle draw keeps counting
         counter.charge(0.5)
 
-    stats = energy_per_inference(run, counter, runs=20, idle_seconds=0.05)
+    stats = energy_per_inference(run, counter, runs=20, idle_seconds=0.05, min_seconds=0)
     assert stats.energy_mj == pytest.approx(0.5, rel=0.05) and stats.idle_w == pytest.approx(2.0, rel=0.05)
     assert stats.runs == 20 and 0 <= stats.spread < 0.1
+
+
+def test_a_pass_of_short_runs_is_lengthened_to_min_seconds():
+    """A counter ticks coarsely, so a pass is made to last at least `min_seconds`: 20 runs of 1 ms become about 300
+    for 0.3 s (more than 20 even if each run took ten times as long), and the energy per run is unchanged."""
+    counter = StubCounter(idle_w=1.0)
+
+    def run():
+        time.sleep(0.001)
+        counter.charge(0.25)
+
+    stats = energy_per_inference(run, counter, runs=20, idle_seconds=0.02, min_seconds=0.3)
+    assert stats.runs > 20 and stats.energy_mj == pytest.approx(0.25, rel=0.05)
 
 
 def test_an_energy_table_builds_with_a_stub_counter_and_lands_in_the_profile(tmp_path):
@@ -48,7 +61,7 @@ def test_an_energy_table_builds_with_a_stub_counter_and_lands_in_the_profile(tmp
     counter = StubCounter(idle_w=1.0)
     charges = {"a": 0.2, "b": 0.8}
     items = [(arch, lambda mj=mj: (lambda: counter.charge(mj))) for arch, mj in charges.items()]
-    table = energy_table(items, counter, runs=10, idle_seconds=0.02)
+    table = energy_table(items, counter, runs=10, idle_seconds=0.02, min_seconds=0)
     assert list(table.columns) == ENERGY_COLUMNS and list(table.arch) == ["a", "b"]
     assert table.energy_mj.tolist() == pytest.approx([0.2, 0.8], rel=0.05)
     folder = tmp_path / "gpu" / "1"
@@ -128,3 +141,29 @@ def test_an_energy_limit_on_a_measured_profile_uses_a_predictor_of_its_energy_ta
     for (violation, _), mj in zip(verdicts, figures):
         assert (violation is not None and violation.startswith("energy on gpu-energy")) == (mj > limit)
     assert any(v is None for v, _ in verdicts) and any(v is not None for v, _ in verdicts)
+
+
+@pytest.mark.gpu
+def test_nvml_energy_per_inference_grows_with_the_work_of_a_run():
+    """On a real NVIDIA GPU: NVML's counter, idle power taken off, charges a run of four matrix products about four
+    times what it charges a run of one (more than twice, to leave room for the counter's coarseness)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from hardware_profiles.energy import find_counter
+
+    counter = find_counter("cuda")
+    a = torch.randn(4096, 4096, device="cuda")
+
+    def products(n):
+        def run():
+            for _ in range(n):
+                a @ a
+            torch.cuda.synchronize()
+        return run
+
+    one, four = (energy_per_inference(products(n), counter, runs=20, idle_seconds=0.5, min_seconds=0.5)
+                 for n in (1, 4))
+    assert 0 < one.energy_mj and four.energy_mj > 2 * one.energy_mj
+    assert one.idle_w > 0
