@@ -96,6 +96,9 @@ def _check_train_batch(source: str, recipe: Recipe, plugins) -> None:
     ``constraints.train_batch``, by default the evaluator's ``batch_size`` (filled in here, so every trial predicts
     at the batch it trains at)."""
     c = recipe.constraints
+    if c.on_train_memory == "shrink" and c.max_train_memory_gb is None:
+        raise RecipeError(f"{source}: constraints.on_train_memory: shrink needs constraints.max_train_memory_gb, the "
+                          "budget a candidate's training step is shrunk to fit")
     needs = "max_train_memory_gb" if c.max_train_memory_gb is not None else \
         "cluster.trial_memory: predicted" if recipe.cluster.trial_memory == "predicted" else None
     if needs is None or c.train_batch is not None:

@@ -56,9 +56,11 @@ def latency_violation(constraints: Constraints, latencies: dict[str, float],
 
 
 def memory_check(space, constraints: Constraints, arch: Hashable) -> tuple[dict[str, float], str | None]:
-    """(the memory figures the limits ask for: ``memory_mb`` and ``train_memory_gb``, the first limit `arch`
-    breaks or None), predicted from the genotype alone (`predictors.memory`) before a trial is spent."""
-    from predictors.memory import inference_memory, training_memory
+    """(the memory figures the limits ask for: ``memory_mb``, ``train_memory_gb`` and, with ``on_train_memory:
+    shrink``, the ``train_batch`` the candidate trains at; the first limit `arch` breaks or None), predicted from
+    the genotype alone (`predictors.memory`) before a trial is spent. Shrinking takes the largest batch size whose
+    step fits max_train_memory_gb (`predictors.memory.largest_batch`), if it is min_train_batch or more."""
+    from predictors.memory import inference_memory, largest_batch, training_memory
 
     fields: dict[str, float] = {}
     violation = None
@@ -66,18 +68,29 @@ def memory_check(space, constraints: Constraints, arch: Hashable) -> tuple[dict[
         mb = fields["memory_mb"] = inference_memory(space, arch).total_mb
         if mb > constraints.max_memory_mb:
             violation = f"memory {mb:.3f} MiB > max_memory_mb {constraints.max_memory_mb:g}"
-    if constraints.max_train_memory_gb is not None:
-        gb = fields["train_memory_gb"] = training_memory(space, arch, constraints.train_batch or 1).total_gb
-        if violation is None and gb > constraints.max_train_memory_gb:
-            violation = (f"training memory {gb:.3f} GiB at batch {constraints.train_batch} > max_train_memory_gb "
-                         f"{constraints.max_train_memory_gb:g}")
+    limit = constraints.max_train_memory_gb
+    if limit is not None:
+        batch = constraints.train_batch or 1
+        gb = training_memory(space, arch, batch).total_gb
+        shrink = constraints.on_train_memory == "shrink"
+        fits = min(batch, largest_batch(space, arch, limit * 2 ** 30)) if shrink and gb > limit else batch
+        if fits < batch and fits >= min(constraints.min_train_batch, batch):
+            batch, gb = fits, training_memory(space, arch, fits).total_gb
+        if shrink:
+            fields["train_batch"] = batch
+        fields["train_memory_gb"] = gb
+        if violation is None and gb > limit:
+            violation = f"training memory {gb:.3f} GiB at batch {batch} > max_train_memory_gb {limit:g}" + (
+                f" (the largest batch that fits, {fits}, is below min_train_batch {constraints.min_train_batch})"
+                if shrink else "")
     return fields, violation
 
 
 def memory_columns(constraints: Constraints) -> tuple[str, ...]:
     """The results columns the memory limits add (`memory_check`)."""
-    return (("memory_mb",) if constraints.max_memory_mb is not None else ()) + \
-        (("train_memory_gb",) if constraints.max_train_memory_gb is not None else ())
+    train = () if constraints.max_train_memory_gb is None else \
+        ("train_memory_gb", "train_batch") if constraints.on_train_memory == "shrink" else ("train_memory_gb",)
+    return (("memory_mb",) if constraints.max_memory_mb is not None else ()) + train
 
 
 def static_check(space, constraints: Constraints, arch: Hashable) -> tuple[int, int, str | None]:

@@ -13,11 +13,12 @@ from core.errors import InputError
 from core.io import atomic_write_json, atomic_write_text, write_sha256sums
 from nas.context import RunContext
 from nas.latency_sources import profile_file_name
-from nas.objectives import energy_column, energy_columns, implementation_column, latency_column, memory_columns
+from nas.objectives import (energy_column, energy_columns, implementation_column, latency_column, memory_check,
+                            memory_columns)
 from nas.recipe import Recipe
 from nas.results import RunLog
 from nas.tracking import ExportedModel, make_tracker
-from nas.trial import model_with_weights, run_files, weights_path
+from nas.trial import model_with_weights, run_files, trial_evaluator, weights_path
 from nas.verify import verify_best
 
 
@@ -227,7 +228,7 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, 
 
     arch = ctx.space.decode(best["arch"])
     wpath = weights_path(run_dir, best["arch"])
-    model = model_with_weights(ctx.space, ctx.evaluator, arch, recipe.search.seed,
+    model = model_with_weights(ctx.space, trial_evaluator(ctx, arch), arch, recipe.search.seed,
                                wpath if wpath.is_file() else None)
     shape = ctx.space.input_shape(arch)
     figures: dict[str, object] = {"accuracy": best["accuracy"]}
@@ -288,13 +289,16 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, 
 
 def memory_figures(ctx: RunContext, arch: Any) -> dict[str, str]:
     """The model card's memory figures, predicted from the layer shapes (`predictors.memory`): inference at batch 1
-    and, where the evaluator trains at a known batch size, a training step at it."""
+    and, where the evaluator trains at a known batch size, a training step at it (the smaller one it was trained at
+    under ``constraints.on_train_memory: shrink``)."""
     from predictors.memory import MIB, inference_memory, training_memory
 
     inf = inference_memory(ctx.space, arch)
     out = {"memory at batch 1 (MiB, predicted)": f"{inf.total_mb:.3f} ({inf.param_bytes / MIB:.3f} parameters, "
                                                   f"{inf.activation_bytes / MIB:.3f} activation peak)"}
-    batch = ctx.recipe.constraints.train_batch or getattr(ctx.evaluator.options, "batch_size", None)
+    c = ctx.recipe.constraints
+    batch = memory_check(ctx.space, c, arch)[0].get("train_batch") or c.train_batch or \
+        getattr(ctx.evaluator.options, "batch_size", None)
     if isinstance(batch, int) and ctx.evaluator.trains:
         gb = training_memory(ctx.space, arch, batch).total_gb
         out[f"training memory at batch {batch} (GiB, predicted)"] = f"{gb:.4f}"

@@ -107,6 +107,12 @@ class Constraints(_Strict):
                                                       "saved activations (predictors.memory)")
     train_batch: PositiveInt | None = Field(None, description="max_train_memory_gb: the batch size it is "
                                             "predicted at (default: the evaluator's batch_size)")
+    on_train_memory: Literal["refuse", "shrink"] = Field("refuse", description="a candidate whose training step at "
+                                                         "train_batch breaks max_train_memory_gb: refuse it, or "
+                                                         "shrink: train it at the largest batch size that fits "
+                                                         "(column train_batch), refused only below min_train_batch")
+    min_train_batch: PositiveInt = Field(8, description="on_train_memory: shrink: the smallest batch size a trial "
+                                         "may train at (BatchNorm's batch statistics get noisy below it)")
     latency: list[LatencyConstraint] = Field(default_factory=list)
     verify: int = Field(20, ge=0, description="before export, measure up to this many of the most accurate feasible "
                         "candidates on the live profiles whose limits a predictor checked, and export the first "

@@ -140,7 +140,8 @@ def join_cluster(recipe: Recipe, run_dir: Path) -> None:
 
 class PredictedMemory:
     """Tune's per-trial resources with ``cluster.trial_memory: predicted``: the recipe's trial resources plus Ray's
-    `memory` (bytes) for the candidate in the trial's config, its training step at ``constraints.train_batch``
+    `memory` (bytes) for the candidate in the trial's config, its training step at ``constraints.train_batch`` (or
+    the smaller batch it trains at under ``constraints.on_train_memory: shrink``)
     (`predictors.memory.training_memory`) plus ``cluster.trial_memory_overhead_gb``; so Ray starts a trial only on a
     node with that much unreserved memory, and a large candidate does not share a node with more than fit."""
 
@@ -148,10 +149,12 @@ class PredictedMemory:
         self.recipe, self.space = recipe, space
 
     def bytes_for(self, arch: str) -> int:
+        from nas.objectives import memory_check
         from predictors.memory import training_memory
 
-        r = self.recipe
-        step = training_memory(self.space, self.space.decode(arch), r.constraints.train_batch or 1)
+        r, genotype = self.recipe, self.space.decode(arch)
+        batch = memory_check(self.space, r.constraints, genotype)[0].get("train_batch") or r.constraints.train_batch
+        step = training_memory(self.space, genotype, batch or 1)
         return int(step.total_bytes + r.cluster.trial_memory_overhead_gb * 2 ** 30)
 
     def __call__(self, config: dict):

@@ -39,7 +39,7 @@ from nas.evaluation import EVALUATORS
 from nas.export import save_weights
 from nas.recipe import RecipeError, read_recipe
 from nas.results import RunLog, score_of
-from nas.trial import train_candidate, weights_path
+from nas.trial import train_candidate, trial_evaluator, weights_path
 
 
 class FinalTrainingError(InputError):
@@ -148,7 +148,7 @@ def train_network(ctx, arch: str, folder: Path, settings_record: dict[str, Any],
     """Train one network into `folder` (see the module); returns its metrics record."""
     space = ctx.space
     genotype = space.decode(arch)
-    model, metrics = train_candidate(space, ctx.evaluator, genotype, ctx.recipe.search.seed)
+    model, metrics = train_candidate(space, trial_evaluator(ctx, genotype), genotype, ctx.recipe.search.seed)
     losses = [float(v) for v in metrics.pop("losses", [])]
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "arch.txt", arch + "\n")

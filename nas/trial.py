@@ -144,12 +144,31 @@ def model_with_weights(space: Any, evaluator: Any, arch: Any, seed: int, weights
     return model.eval()
 
 
-def trained_networks(ctx: RunContext) -> TrainedNetworks | None:
-    """The run's `TrainedNetworks` (``<run>/trained``) where its genotypes carry a compression policy (several
-    candidates per network), else None."""
+def trained_networks(ctx: RunContext, evaluator: Any = None) -> TrainedNetworks | None:
+    """The run's `TrainedNetworks` (``<run>/trained``) of `evaluator` (default the run's) where its genotypes carry
+    a compression policy (several candidates per network), else None."""
     if not hasattr(ctx.space, "dense") or ctx.run_dir is None:
         return None
-    return TrainedNetworks(Path(ctx.run_dir) / "trained", ctx.evaluator, ctx.recipe.search.seed)
+    return TrainedNetworks(Path(ctx.run_dir) / "trained", evaluator or ctx.evaluator, ctx.recipe.search.seed)
+
+
+def at_batch(evaluator: Any, batch: int | None) -> Any:
+    """`evaluator`, or a copy training at `batch` where that is below its ``batch_size`` (the datasets shared)."""
+    own = getattr(evaluator.options, "batch_size", None)
+    if batch is None or not isinstance(own, int) or batch >= own:
+        return evaluator
+    import copy
+
+    out = copy.copy(evaluator)
+    out.options = evaluator.options.model_copy(update={"batch_size": int(batch)})
+    return out
+
+
+def trial_evaluator(ctx: RunContext, arch: Any) -> Any:
+    """The evaluator that trains `arch`: the run's, at the smaller batch size ``constraints.on_train_memory:
+    shrink`` gives a candidate whose training step would not fit (`nas.objectives.memory_check`), so the search,
+    the export and the final training all train it as it fits."""
+    return at_batch(ctx.evaluator, memory_check(ctx.space, ctx.recipe.constraints, arch)[0].get("train_batch"))
 
 
 def evaluate_candidate(ctx: RunContext, arch_string: str) -> dict[str, Any]:
@@ -172,14 +191,15 @@ def evaluate_candidate(ctx: RunContext, arch_string: str) -> dict[str, Any]:
         row.update(feasible=violation is None, reason=violation)
         if violation is None or ctx.recipe.search.train_infeasible:
             if ctx.evaluator.trains:
-                model, metrics = train_candidate(ctx.space, ctx.evaluator, arch, ctx.recipe.search.seed,
-                                                 trained_networks(ctx))
+                evaluator = at_batch(ctx.evaluator, row.get("train_batch"))
+                model, metrics = train_candidate(ctx.space, evaluator, arch, ctx.recipe.search.seed,
+                                                 trained_networks(ctx, evaluator))
                 shape = ctx.space.input_shape(arch)
                 if ctx.recipe.compression != "none" and math.isfinite(metrics["accuracy"]):
                     from nas.compression import int8_scores   # scored as it will ship: accuracy is int8's
 
-                    scores = int8_scores(model, ctx.evaluator, tuple(shape), metrics["accuracy"],
-                                         getattr(ctx.evaluator.options, "threads", 1), ctx.recipe.quantizer)
+                    scores = int8_scores(model, evaluator, tuple(shape), metrics["accuracy"],
+                                         getattr(evaluator.options, "threads", 1), ctx.recipe.quantizer)
                     qat_seconds = scores.pop("qat_seconds", 0.0)   # quantization-aware fine-tuning: training too
                     metrics = {**metrics, **scores, "train_seconds": metrics.get("train_seconds", 0.0) + qat_seconds}
             else:

@@ -1,7 +1,7 @@
 """Memory a network needs, predicted from its layer shapes before anything is built or run (issue 22).
 
     python -m predictors.memory --space S --arch ARCH [--batch B] [--space-options FILE] [--num-classes N]
-        [--optimizer sgd|adam] [--json]
+        [--optimizer sgd|adam] [--budget-gb GB] [--json]
 
 **Inference** (`inference_memory`): the parameter bytes, and the peak activation memory at batch B, the most bytes
 of tensors alive at once in execution order. Layers run one after another (`SearchSpace.layer_costs`), so between
@@ -33,7 +33,9 @@ network's input). The gradients of activations are freed as the backward pass go
 the figure is checked against the allocator's peak over a real training step (`hardware_profiles.memory.
 torch_training_bytes`): the same tensors a GPU step allocates, less cuDNN's workspace.
 A naive sum (weights plus every layer's output once) is given beside it (`naive_training_bytes`) as the baseline
-the published estimators are compared with.
+the published estimators are compared with. The figure is affine in the batch, so the largest batch that fits a
+budget is exact (`largest_batch`): what a search with ``constraints.on_train_memory: shrink`` trains a large
+candidate at.
 """
 from __future__ import annotations
 
@@ -188,6 +190,15 @@ def training_memory(space, arch: Hashable, batch: int, optimizer: str = "sgd") -
     return TrainingMemory(weights, weights, OPTIMIZER_STATES[optimizer] * weights, 4 * batch * saved, batch, naive)
 
 
+def largest_batch(space, arch: Hashable, limit_bytes: float, optimizer: str = "sgd") -> int:
+    """The largest batch size whose training step (`training_memory`) fits in `limit_bytes`; 0 when not even one
+    sample does. Exact, not searched: the step's memory is affine in the batch (what is held per weight, plus the
+    saved activations of each sample)."""
+    one = training_memory(space, arch, 1, optimizer)
+    per_sample = one.saved_activation_bytes
+    return max(0, int((limit_bytes - (one.total_bytes - per_sample)) // per_sample))
+
+
 def memory_features(space, archs: Sequence[Hashable], channel_block: int = 1) -> np.ndarray:
     """Features of a memory correction: the log of the analytic activation peak (column 0) and of the parameter
     bytes, the operator, channels and side of the peak's layer, then the space's encoding of each arch
@@ -260,10 +271,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default 1000)")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZER_STATES), default="sgd",
                    help="the training optimizer's state per weight (default sgd: momentum)")
+    p.add_argument("--budget-gb", type=float, metavar="GB",
+                   help="also the largest batch size whose training step fits in this many GiB")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = p.parse_args(argv)
     if args.batch <= 0:
         raise InputError(f"--batch: {args.batch}: expected a positive batch size")
+    if args.budget_gb is not None and args.budget_gb <= 0:
+        raise InputError(f"--budget-gb: {args.budget_gb}: expected a positive size in GiB")
     space = make_space(args.space, read_space_options(args.space_options) or {}, args.num_classes,
                        source=args.space_options or "--space-options")
     try:
@@ -271,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         raise InputError(f"--arch: {err}") from None
     report = main_report(space, arch, args.batch, args.optimizer)
+    if args.budget_gb is not None:
+        report["training"]["largest_batch"] = largest_batch(space, arch, args.budget_gb * 2 ** 30, args.optimizer)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -285,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
             ("training: naive sum (weights + outputs)", train["naive_training_bytes"])]
     for name, value in rows:
         print(f"  {name:<42} {value / MIB:>12.3f} MiB")
+    if args.budget_gb is not None:
+        print(f"  {'training: largest batch within ' + format(args.budget_gb, 'g') + ' GiB':<42} "
+              f"{train['largest_batch']:>12}")
     return 0
 
 

@@ -126,6 +126,64 @@ def test_memory_limits_reject_candidates_before_a_trial_and_show_in_the_results(
     assert "training memory" in violation and "at batch 8 > max_train_memory_gb 0.001" in violation
 
 
+def test_the_largest_batch_that_fits_is_exact():
+    from predictors.memory import largest_batch
+
+    for name, classes, text in (("macro", 10, "12120201"), ("mobilenet", 1000, None)):
+        space = get_space(name, {}, num_classes=classes)
+        arch = space.decode(text) if text else space.smallest()
+        limit = training_memory(space, arch, 37).total_bytes
+        assert largest_batch(space, arch, limit) == 37 and largest_batch(space, arch, limit - 1) == 36
+        assert largest_batch(space, arch, training_memory(space, arch, 1).total_bytes - 1) == 0
+        assert largest_batch(space, arch, limit, "adam") < 37   # Adam holds one more buffer per weight
+
+
+def test_shrink_trains_a_candidate_that_would_not_fit_at_the_largest_batch_that_does(monkeypatch, tmp_path):
+    import nas.trial
+    from nas.trial import evaluate_candidate, trial_evaluator
+
+    space = _context().space
+    small, large = "r16_w0.25|k3e3|k3e3", "r16_w0.5|k5e6,k5e6|k5e6,k5e6"
+    limit = training_memory(space, space.decode(large), 20).total_gb
+    assert training_memory(space, space.decode(small), 32).total_gb < limit   # the small one fits at 32
+    ctx = _context(f"constraints.max_train_memory_gb={limit!r}", "constraints.on_train_memory=shrink",
+                   "constraints.max_flops=null")
+    assert "train_batch" in ctx.metrics
+    violation, fields = ctx.precheck(space.decode(large))
+    assert violation is None and fields["train_batch"] == 20
+    assert fields["train_memory_gb"] == pytest.approx(limit)
+    assert ctx.precheck(space.decode(small))[1]["train_batch"] == 32
+    assert trial_evaluator(ctx, space.decode(large)).options.batch_size == 20
+    assert trial_evaluator(ctx, space.decode(small)) is ctx.evaluator and ctx.evaluator.options.batch_size == 32
+
+    trained_at = []
+
+    def train(space, evaluator, arch, seed, trained=None):   # a test double of the training, not of the evaluator
+        trained_at.append(evaluator.options.batch_size)
+        return space.build(arch), {"accuracy": 0.5}
+
+    monkeypatch.setattr(nas.trial, "train_candidate", train)
+    ctx.run_dir = tmp_path
+    rows = [evaluate_candidate(ctx, a) for a in (large, small)]
+    assert trained_at == [20, 32] and [r["train_batch"] for r in rows] == [20, 32]
+    assert all(r["status"] == "ok" for r in rows), rows
+
+    tight = training_memory(space, space.decode(large), 4).total_gb   # only batch 4 fits: below min_train_batch 8
+    ctx = _context(f"constraints.max_train_memory_gb={tight!r}", "constraints.on_train_memory=shrink",
+                   "constraints.max_flops=null")
+    violation, fields = ctx.precheck(space.decode(large))
+    assert "at batch 32 > max_train_memory_gb" in violation and fields["train_batch"] == 32
+    assert violation.endswith("(the largest batch that fits, 4, is below min_train_batch 8)")
+
+
+def test_shrink_without_a_training_budget_is_refused_in_one_line():
+    from nas.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match=r"constraints.on_train_memory: shrink needs "
+                                          r"constraints.max_train_memory_gb, the budget"):
+        _context("constraints.on_train_memory=shrink")
+
+
 @pytest.mark.parametrize("sets, message", [
     (("constraints.max_memory_mb=0.001",), "constraints.max_memory_mb: 0.001 is below the smallest architecture"),
     (("constraints.max_memory_mb=-1",), "constraints.max_memory_mb"),
@@ -167,7 +225,13 @@ def test_the_command_line_prints_both_figures_and_refuses_a_bad_batch(capsys):
     assert report["training"]["optimizer"] == "sgd" and report["training"]["total_gb"] > 0
     args = ["--space", "macro", "--num-classes", "10"]
     assert main([*args, "--arch", "12120201"]) == 0 and "training: saved activations" in capsys.readouterr().out
+    from predictors.memory import largest_batch
+
+    assert main([*args, "--arch", "12120201", "--budget-gb", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["training"]["largest_batch"] == largest_batch(
+        space, space.decode("12120201"), 2 * 2 ** 30) > 32
     for extra, line in ((("--arch", "12120201", "--batch", "0"), "--batch: 0: expected a positive batch size"),
+                        (("--arch", "12120201", "--budget-gb", "0"), "--budget-gb: 0.0: expected a positive size"),
                         (("--arch", "nope"), "--arch: ")):
         assert main([*args, *extra]) == 2
         assert line in capsys.readouterr().err.strip().splitlines()[-1]

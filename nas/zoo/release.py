@@ -41,7 +41,7 @@ from core.io import atomic_write_json, atomic_write_text, write_sha256sums
 from nas.export import onnx_parity, save_weights
 from nas.objectives import latency_column, pareto_mask
 from nas.results import RunLog, score_of
-from nas.trial import model_with_weights, weights_path
+from nas.trial import model_with_weights, trial_evaluator, weights_path
 from nas.zoo.card import (CARD_FORMAT, latency_entry, project_record, render_card, scrub_paths)
 from nas.zoo.folder import ZooError, read_card, write_index
 
@@ -229,7 +229,9 @@ def choose_weights(run_dir: Path, ctx, row: dict[str, Any]) -> Weights:
 
 def build_model(ctx, arch: str, weights: Weights):
     """The network with the weights `weights` names (trained here when it names none and the evaluator trains)."""
-    return model_with_weights(ctx.space, ctx.evaluator, ctx.space.decode(arch), ctx.recipe.search.seed, weights.path)
+    genotype = ctx.space.decode(arch)
+    return model_with_weights(ctx.space, trial_evaluator(ctx, genotype), genotype, ctx.recipe.search.seed,
+                              weights.path)
 
 
 def make_card(run_dir: Path, ctx, log: RunLog, row: dict[str, Any], weights: Weights, *, name: str,
