@@ -58,6 +58,24 @@ def with_policy(model, precision: str):
     return apply_half(model), torch.float32 if half_plan(model) else None
 
 
+def network_graph(module, input_shape: tuple[int, ...], precision: str, batch: int, channels_last: bool):
+    """`module` as the GPU profiles run it (cuDNN's benchmark mode; `precision`, a compression policy's units in
+    theirs: `with_policy`; channels-last for images where asked) captured as a CUDA graph (`capture_graph`) on a
+    random input of `input_shape` at `batch`: (graph, model, input). The graph reads the model's weights and the
+    input in place, so the caller keeps both alive while it replays. Shared by `TorchCudaBackend` (latency) and
+    `hardware_profiles.energy.cuda_runner` (energy), so both run one thing."""
+    import torch
+
+    torch.backends.cudnn.benchmark = True
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    fmt = torch.channels_last if channels_last and len(input_shape) == 4 else torch.contiguous_format
+    model, in_dtype = with_policy(module.eval().to("cuda", dtype).to(memory_format=fmt), precision)
+    x = torch.randn((batch, *input_shape[1:]), device="cuda", dtype=in_dtype or dtype).to(memory_format=fmt)
+    with torch.no_grad():
+        graph, _ = capture_graph(model, x)
+    return graph, model, x
+
+
 class TorchCudaBackend:
     """Time modules on the current CUDA device with CUDA graphs.
 
@@ -79,10 +97,10 @@ class TorchCudaBackend:
         if why:
             raise InputError(f"--backend torch-cuda: {why}")
         self.torch = torch
-        self.precision, self.dtype = precision, {"fp32": torch.float32, "fp16": torch.float16,
-                                                   "bf16": torch.bfloat16}[precision]
-        self.batch, self.channels_last, self.warmup, self.repeats = batch, channels_last, warmup, repeats
-        torch.backends.cudnn.benchmark = True
+        if precision not in ("fp32", "fp16", "bf16"):
+            raise InputError(f"--precision: {precision!r}: torch-cuda times fp32, fp16 or bf16")
+        self.precision, self.batch, self.channels_last = precision, batch, channels_last
+        self.warmup, self.repeats = warmup, repeats
 
     @staticmethod
     def unavailable() -> str | None:
@@ -101,22 +119,17 @@ class TorchCudaBackend:
     def measure(self, module, input_shape: tuple[int, ...]):
         """Latency statistics (ms per batch) of `module` on an input of `input_shape` with the batch replaced."""
         torch = self.torch
-        fmt = torch.channels_last if self.channels_last and len(input_shape) == 4 else torch.contiguous_format
-        model, dtype = with_policy(module.eval().to("cuda", self.dtype).to(memory_format=fmt), self.precision)
-        x = torch.randn((self.batch, *input_shape[1:]), device="cuda", dtype=dtype or self.dtype
-                        ).to(memory_format=fmt)
-        with torch.no_grad():
-            graph, _ = capture_graph(model, x)
-            for _ in range(self.warmup):
-                graph.replay()
-            torch.cuda.synchronize()
-            times = []
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            for _ in range(self.repeats):
-                start.record()
-                graph.replay()
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end) / 1e3)
+        graph, model, x = network_graph(module, input_shape, self.precision, self.batch, self.channels_last)
+        for _ in range(self.warmup):
+            graph.replay()
+        torch.cuda.synchronize()
+        times = []
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        for _ in range(self.repeats):
+            start.record()
+            graph.replay()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
         del graph, model, x
         return summarise(times, threads=0)

@@ -150,19 +150,15 @@ def write_energy_table(folder: Path, table: pd.DataFrame, method: str) -> Path:
 
 def cuda_runner(module, input_shape: tuple[int, ...], precision: str, batch: int, channels_last: bool
                 ) -> Callable[[], None]:
-    """One replay of `module`'s CUDA graph, as `hardware_profiles.cuda.TorchCudaBackend` times it, synchronised."""
+    """One replay of `module`'s CUDA graph, as `hardware_profiles.cuda.TorchCudaBackend` times it
+    (`network_graph`), synchronised."""
     import torch
 
-    from hardware_profiles.cuda import capture_graph, with_policy
+    from hardware_profiles.cuda import network_graph
 
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-    fmt = torch.channels_last if channels_last and len(input_shape) == 4 else torch.contiguous_format
-    model, in_dtype = with_policy(module.eval().to("cuda", dtype).to(memory_format=fmt), precision)
-    x = torch.randn((batch, *input_shape[1:]), device="cuda", dtype=in_dtype or dtype).to(memory_format=fmt)
-    with torch.no_grad():
-        graph, _ = capture_graph(model, x)
+    graph, model, x = network_graph(module, input_shape, precision, batch, channels_last)
 
-    def run() -> None:
+    def run(_reads=(model, x)) -> None:   # the graph reads the weights and input in place: keep them alive
         graph.replay()
         torch.cuda.synchronize()
     return run

@@ -15,7 +15,7 @@ from nas.evaluation import EVALUATORS
 from nas.evaluation.tabular import SurrogateOptions, TabularOptions, constraint_table
 from nas.latency_sources import LatencySetupError, given_predictor, implementation_profiles, table_column
 from nas.metric_tables import TableError, check_space, read_metric_table
-from nas.objectives import memory_check, static_check
+from nas.objectives import static_figures
 from nas.recipe import Recipe, RecipeError, read_recipe
 from search_spaces import SPACES
 from search_spaces.base import CompressionOptions
@@ -262,12 +262,12 @@ def table_policy(profile) -> CompressionOptions | None:
 def _check_smallest(source: str, recipe: Recipe, space) -> None:
     """FLOPs/params/memory limits below the space's smallest architecture leave no feasible candidate."""
     smallest = space.smallest()
-    flops, params, _ = static_check(space, recipe.constraints, smallest)
-    memory = memory_check(space, recipe.constraints, smallest)[0]
+    figures = static_figures(space, recipe.constraints, smallest)[0]
     c = recipe.constraints
-    for field, limit, value in (("max_flops", c.max_flops, flops), ("max_params", c.max_params, params),
-                                ("max_memory_mb", c.max_memory_mb, memory.get("memory_mb")),
-                                ("max_train_memory_gb", c.max_train_memory_gb, memory.get("train_memory_gb"))):
+    for field, limit, value in (("max_flops", c.max_flops, figures["flops"]),
+                                ("max_params", c.max_params, figures["params"]),
+                                ("max_memory_mb", c.max_memory_mb, figures.get("memory_mb")),
+                                ("max_train_memory_gb", c.max_train_memory_gb, figures.get("train_memory_gb"))):
         if limit is not None and value > limit:
             shown = f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
             raise RecipeError(f"{source}: constraints.{field}: {limit:g} is below the smallest architecture of "

@@ -20,7 +20,7 @@ from nas.controllers.base import SearchObjectives
 from nas.evaluation import EVALUATORS
 from nas.evaluation.tabular import constraint_table
 from nas.latency_sources import LatencySource, latency_figures, make_sources
-from nas.objectives import energy_columns, latency_violation, memory_check, memory_columns, static_check
+from nas.objectives import energy_columns, latency_violation, memory_columns, static_figures
 from nas.recipe import Recipe, validate_plugin
 from search_spaces import SPACES, get_space
 from search_spaces.base import CompressionOptions
@@ -125,9 +125,7 @@ class RunContext:
     def precheck(self, arch: Any) -> tuple[str | None, dict[str, Any]]:
         """(violation or None, row fields) from what costs nothing: FLOPs, params and the latency figures of
         cheap sources (predictors, tables, simulators); run before a trial is spent on `arch`."""
-        flops, params, violation = static_check(self.space, self.recipe.constraints, arch)
-        extra: dict[str, Any] = {"flops": flops, "params": params,
-                                 **memory_check(self.space, self.recipe.constraints, arch)[0]}
+        extra, violation = static_figures(self.space, self.recipe.constraints, arch)
         if violation is None:
             # a candidate a metric table lacks is skipped here: its trial records it as failed, the search goes on
             lat, fields = latency_figures(self.latency, self.space, arch, cheap_only=True)

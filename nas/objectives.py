@@ -93,15 +93,21 @@ def memory_columns(constraints: Constraints) -> tuple[str, ...]:
     return (("memory_mb",) if constraints.max_memory_mb is not None else ()) + train
 
 
-def static_check(space, constraints: Constraints, arch: Hashable) -> tuple[int, int, str | None]:
-    """(flops, params, violation) of `arch`, computed from the genotype alone (the memory limits too:
-    `memory_check`)."""
+def static_figures(space, constraints: Constraints, arch: Hashable) -> tuple[dict[str, float], str | None]:
+    """(``flops``, ``params`` and the memory figures of `memory_check` for the results row; the first limit `arch`
+    breaks or None), computed from the genotype alone."""
     costs = space.layer_costs(arch)
-    flops, params = sum(c.macs for c in costs), sum(c.params for c in costs)
-    violation = static_violation(constraints, flops, params)
-    if violation is None and (constraints.max_memory_mb is not None or constraints.max_train_memory_gb is not None):
-        violation = memory_check(space, constraints, arch)[1]
-    return flops, params, violation
+    fields: dict[str, float] = {"flops": sum(c.macs for c in costs), "params": sum(c.params for c in costs)}
+    violation = static_violation(constraints, fields["flops"], fields["params"])
+    memory, memory_violation = memory_check(space, constraints, arch)
+    fields.update(memory)
+    return fields, violation or memory_violation
+
+
+def static_check(space, constraints: Constraints, arch: Hashable) -> tuple[int, int, str | None]:
+    """(flops, params, violation) of `arch` (`static_figures`)."""
+    fields, violation = static_figures(space, constraints, arch)
+    return fields["flops"], fields["params"], violation
 
 
 def dominates(a: np.ndarray, b: np.ndarray) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 
 from nas.context import RunContext
 from nas.latency_sources import latency_figures
-from nas.objectives import latency_violation, memory_check, static_check
+from nas.objectives import latency_violation, memory_check, static_figures
 from nas.recipe import Recipe
 
 
@@ -183,8 +183,8 @@ def evaluate_candidate(ctx: RunContext, arch_string: str) -> dict[str, Any]:
     row: dict[str, Any] = {"arch": arch_string, "accuracy": None, "feasible": False}
     try:
         arch = ctx.space.decode(arch_string)
-        flops, params, violation = static_check(ctx.space, ctx.recipe.constraints, arch)
-        row.update(flops=flops, params=params, **memory_check(ctx.space, ctx.recipe.constraints, arch)[0])
+        fields, violation = static_figures(ctx.space, ctx.recipe.constraints, arch)
+        row.update(fields)
         latencies, fields = latency_figures(ctx.latency, ctx.space, arch)
         row.update(fields)
         violation = violation or latency_violation(ctx.recipe.constraints, latencies, fields)
