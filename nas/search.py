@@ -134,7 +134,7 @@ def join_cluster(recipe: Recipe, run_dir: Path) -> None:
     try:
         check_resources(recipe)
     except ClusterError:
-        _stop_ray(recipe, always=True)
+        _stop_ray(recipe, run_dir, always=True)
         raise
 
 
@@ -234,7 +234,7 @@ def run_trials(recipe: Recipe, run_dir: Path, ctx, controller: Controller, log: 
         try:
             check_resources(recipe)   # Ray's own view of this machine
         except ClusterError:
-            _stop_ray(recipe)
+            _stop_ray(recipe, run_dir)
             raise
 
     auto = recipe.search.concurrency == "auto"
@@ -261,20 +261,27 @@ def run_trials(recipe: Recipe, run_dir: Path, ctx, controller: Controller, log: 
     try:
         tuner.fit()
     finally:
-        _stop_ray(recipe)
+        _stop_ray(recipe, run_dir)
     t_tune = time.perf_counter() - t1
     if searcher.exhausted:
         print(f"search ended early: {searcher.exhausted}")
     return {"ray_start_seconds": t_ray, "tune_seconds": t_tune}
 
 
-def _stop_ray(recipe: Recipe, always: bool = False) -> None:
-    """Stop the local Ray instance this run started; a cluster's connection is left to the process's end (or
-    closed too, `always`)."""
+def _stop_ray(recipe: Recipe, run_dir: Path, always: bool = False) -> None:
+    """Stop the local Ray instance this run started, and remove its temp folder where that was the short one under
+    the system temp dir (`ray_temp_dir`; one inside the run directory stays, with Ray's logs); a cluster's
+    connection is left to the process's end (or closed too, `always`)."""
     import ray
 
     if always or not recipe.cluster.address:
         ray.shutdown()
+    if not recipe.cluster.address:
+        temp = ray_temp_dir(run_dir)
+        if Path(run_dir).resolve() not in temp.parents:
+            import shutil
+
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def tune_storage(recipe: Recipe, run_dir: Path) -> str:

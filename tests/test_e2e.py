@@ -55,6 +55,9 @@ def test_tiny_recipe_end_to_end_through_ray_tune(tmp_path):
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list((out / "wandb").glob("offline-run-*/run-*.wandb")), "W&B must log an offline run"
     assert "best feasible" in proc.stdout
+    from nas.search import ray_temp_dir
+
+    assert len(str(out.resolve())) > 40 and not ray_temp_dir(out).exists()   # the short fallback folder, removed
 
 
 def test_exported_onnx_matches_the_saved_weights(tmp_path):
