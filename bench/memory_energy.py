@@ -174,12 +174,11 @@ def gpu_memory_part(name: str, archs: list, batches: list[int], seed: int) -> di
 
 def gpu_energy_part(name: str, archs: list, batches: list[int], min_seconds: float, idle_seconds: float) -> dict:
     """On a CUDA device: NVML energy per inference of each network replayed as the GPU profiles time it (CUDA
-    graph, fp32, channels-last), at each batch size, two passes of at least `min_seconds` after `idle_seconds` of
-    idle power; their spread is the repeatability. The energy predictor is fitted on the first half and judged on
-    the second. A GPU whose counter cannot be read gives the reason instead."""
-    from tqdm import tqdm
-
-    from hardware_profiles.energy import cuda_runner, energy_per_inference, find_counter
+    graph, fp32, channels-last), at each batch size, two passes of at least `min_seconds`, less the idle power read
+    once over `idle_seconds` before the first (`hardware_profiles.energy.energy_table`); the passes' spread is the
+    repeatability. The energy predictor is fitted on the first half and judged on the second. A GPU whose counter
+    cannot be read gives the reason instead."""
+    from hardware_profiles.energy import cuda_runner, energy_table, find_counter
     from predictors.energy import EnergyPredictor
     from search_spaces import get_space
 
@@ -190,16 +189,17 @@ def gpu_energy_part(name: str, archs: list, batches: list[int], min_seconds: flo
     space = get_space(name, {}, num_classes=CLASSES[name])
     out: dict = {"method": counter.method}
     for batch in batches:
-        stats = [energy_per_inference(cuda_runner(space.build(a), space.input_shape(a), "fp32", batch, True),
-                                      counter, idle_seconds=idle_seconds, min_seconds=min_seconds)
-                 for a in tqdm(archs, desc=f"{name}: GPU energy at batch {batch}", file=sys.stderr)]
-        mj = np.array([s.energy_mj for s in stats])
+        items = [(space.to_string(a), lambda a=a: cuda_runner(space.build(a), space.input_shape(a), "fp32", batch,
+                                                               True)) for a in archs]
+        table = energy_table(items, counter, idle_seconds=idle_seconds, min_seconds=min_seconds,
+                             log=lambda line: print(f"{name} batch {batch}: {line}", file=sys.stderr))
+        mj = table.energy_mj.to_numpy(float)
         half = len(archs) // 2
         fitted = EnergyPredictor(space).fit(archs[:half], mj[:half]).predict(archs[half:])
         out[f"b{batch}"] = {"networks": len(archs), "median_mj": float(np.median(mj)), "min_mj": float(mj.min()),
-                            "max_mj": float(mj.max()), "idle_w_median": float(np.median([s.idle_w for s in stats])),
-                            "pass_spread_median": float(np.median([s.spread for s in stats])),
-                            "pass_spread_p90": float(np.percentile([s.spread for s in stats], 90)),
+                            "max_mj": float(mj.max()), "idle_w_median": float(table.idle_w.median()),
+                            "pass_spread_median": float(table.spread.median()),
+                            "pass_spread_p90": float(table.spread.quantile(0.9)),
                             "predictor": errors(fitted, mj[half:])}
     return out
 
@@ -239,8 +239,8 @@ def main() -> int:
     p.add_argument("--gpu-batches", default="32,128,512")
     p.add_argument("--energy-spaces", default="mobilenet,nb201", help="spaces whose energy is measured ('' for none)")
     p.add_argument("--energy-networks", type=int, default=40)
-    p.add_argument("--energy-min-seconds", type=float, default=0.3, help="each energy pass lasts at least this")
-    p.add_argument("--energy-idle-seconds", type=float, default=0.5)
+    p.add_argument("--energy-min-seconds", type=float, default=2.0, help="each energy pass lasts at least this")
+    p.add_argument("--energy-idle-seconds", type=float, default=5.0, help="idle power read once over this")
     p.add_argument("--out", help="write the figures here as JSON")
     args = p.parse_args()
     from search_spaces import get_space

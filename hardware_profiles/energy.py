@@ -5,10 +5,11 @@
 A counter reports the energy a device has used since some origin: NVML's total-energy counter on NVIDIA GPUs
 (`NvmlCounter`, `nvidia-ml-py`: ``pip install -e ".[energy]"``), Intel's RAPL package counter on CPUs that expose it
 (`RaplCounter`, ``/sys/class/powercap``; most VMs do not). `energy_per_inference` reads the counter around many runs
-of one network and takes off the idle power, read over a quiet interval just before: energy per run, in mJ. Two
-passes are made and their spread recorded. Each pass lasts at least `min_seconds` (more runs where one run is
-short): the counters tick coarsely (NVML's every few tens of milliseconds), so a pass of a few milliseconds would
-read one tick or none. The command line measures a measured GPU profile's networks this way
+of one network and takes off the idle power (`energy_table`: read once, before the first network): energy per run,
+in mJ. Two passes are made and their spread recorded. Each pass lasts at least `min_seconds` (2 by default; more
+runs where one run is short): the counters tick coarsely and NVML's is known to sample the power in part of each
+100 ms window only; on the lent H100, passes of 0.3 s differed by 12.5 % (median) at batch 32 and 30 % at batch 1
+(`bench/memory_energy.py`). The command line measures a measured GPU profile's networks this way
 (each replayed as the profile timed it: `hardware_profiles.cuda`, CUDA graphs, its precision and batch) into the
 profile's energy table (``energy.csv``: ``arch``, ``energy_mj``, ``spread``, ``idle_w``), and the manifest records
 the method (``options.energy_method``). A device whose counter is missing or unsupported is one line naming why
@@ -95,39 +96,50 @@ class EnergyStats:
     runs: int
 
 
+def idle_power(counter, seconds: float) -> float:
+    """The device's draw (W) over `seconds` of doing nothing: the counter read around a sleep."""
+    e0, t0 = counter.read_mj(), time.perf_counter()
+    time.sleep(seconds)
+    return (counter.read_mj() - e0) / (time.perf_counter() - t0) / 1e3
+
+
 def energy_per_inference(run: Callable[[], None], counter, runs: int = 200, idle_seconds: float = 1.0,
-                         passes: int = 2, min_seconds: float = 0.5) -> EnergyStats:
+                         passes: int = 2, min_seconds: float = 2.0, idle_w: float | None = None) -> EnergyStats:
     """Energy of one call of `run` (which must finish its work before returning, e.g. synchronise a GPU): the
-    counter read around `runs` calls in each of `passes` passes, less the idle power read over `idle_seconds`
-    before them (see the module). Where `runs` calls would take less than `min_seconds` (one call, timed after a
-    warm-up call, tells), each pass makes as many more as that takes; `EnergyStats.runs` is the number made."""
+    counter read around `runs` calls in each of `passes` passes, less the idle power (`idle_w`, else read over
+    `idle_seconds` before them; see the module). Where `runs` calls would take less than `min_seconds` (one call,
+    timed after a warm-up call, tells), each pass makes as many more as that takes; `EnergyStats.runs` is the
+    number made."""
     if min_seconds > 0:
         run()
         t0 = time.perf_counter()
         run()
         runs = max(runs, math.ceil(min_seconds / max(time.perf_counter() - t0, 1e-9)))
-    e0, t0 = counter.read_mj(), time.perf_counter()
-    time.sleep(idle_seconds)
-    idle_mj_per_s = (counter.read_mj() - e0) / (time.perf_counter() - t0)
+    if idle_w is None:
+        idle_w = idle_power(counter, idle_seconds)
     per_run = []
     for _ in range(passes):
         e0, t0 = counter.read_mj(), time.perf_counter()
         for _ in range(runs):
             run()
         seconds = time.perf_counter() - t0
-        per_run.append((counter.read_mj() - e0 - idle_mj_per_s * seconds) / runs)
+        per_run.append((counter.read_mj() - e0 - idle_w * 1e3 * seconds) / runs)
     mid = float(np.median(per_run))
-    return EnergyStats(mid, float((max(per_run) - min(per_run)) / abs(mid)) if mid else 0.0, idle_mj_per_s / 1e3,
-                       runs)
+    return EnergyStats(mid, float((max(per_run) - min(per_run)) / abs(mid)) if mid else 0.0, idle_w, runs)
 
 
 def energy_table(items: Sequence[tuple[str, Callable[[], Callable[[], None]]]], counter, runs: int = 200,
-                 idle_seconds: float = 1.0, log=lambda line: None, min_seconds: float = 0.5) -> pd.DataFrame:
+                 idle_seconds: float = 5.0, log=lambda line: None, min_seconds: float = 2.0) -> pd.DataFrame:
     """One row per (arch, function making its run) of `items`: its `energy_per_inference` (`ENERGY_COLUMNS`);
-    each run is made just before it is measured, so one network at a time holds the device."""
+    each run is made just before it is measured, so one network at a time holds the device. The idle power is
+    read once, over `idle_seconds` before the first network: read between networks, a GPU still cools down from
+    the last one (an H100 drew 70 W before any work, 120-130 W in one second's pause between networks), and
+    subtracting that made small networks' figures noisy, some negative."""
+    idle_w = idle_power(counter, idle_seconds)
+    log(f"idle power {idle_w:.1f} W over {idle_seconds:g} s")
     rows = []
     for i, (arch, make_run) in enumerate(items):
-        stats = energy_per_inference(make_run(), counter, runs, idle_seconds, min_seconds=min_seconds)
+        stats = energy_per_inference(make_run(), counter, runs, min_seconds=min_seconds, idle_w=idle_w)
         rows.append({"arch": arch, "energy_mj": stats.energy_mj, "spread": stats.spread, "idle_w": stats.idle_w,
                      "runs": stats.runs})
         log(f"{i + 1}/{len(items)} {arch}: {stats.energy_mj:.4f} mJ (spread {stats.spread:.1%})")
@@ -177,9 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", required=True, help="a measured torch-cuda profile (its networks are measured)")
     p.add_argument("--networks", type=int, help="how many of its networks (default all)")
     p.add_argument("--runs", type=int, default=200, help="runs per pass (default 200; two passes)")
-    p.add_argument("--min-seconds", type=float, default=0.5,
-                   help="each pass lasts at least this long, with more runs if need be (default 0.5)")
-    p.add_argument("--idle-seconds", type=float, default=1.0, help="quiet interval for idle power (default 1)")
+    p.add_argument("--min-seconds", type=float, default=2.0,
+                   help="each pass lasts at least this long, with more runs if need be (default 2)")
+    p.add_argument("--idle-seconds", type=float, default=5.0,
+                   help="quiet interval for idle power, before the first network (default 5)")
     args = p.parse_args(argv)
     if args.runs <= 0 or args.idle_seconds <= 0 or (args.networks is not None and args.networks <= 0):
         raise InputError("--runs, --idle-seconds and --networks must be positive")
