@@ -20,9 +20,10 @@
    (`torch.cuda.max_memory_allocated`) needs the lent GPU.
 3. **Energy.** What this machine exposes: RAPL (`/sys/class/powercap`) or not, and the FPGA simulator's energy per
    inference for the same networks where the space runs on it (its model, not a measurement).
-4. **On a GPU** (`--gpu`, the lent device): inference and training memory (batch 32, 128, 512) from
-   `torch.cuda.max_memory_allocated` against predicted, and NVML energy per inference at batch 1 and 32 (two passes:
-   their spread is the repeatability) with the energy predictor's error on the held-out half.
+4. **On a GPU** (`--gpu`, the lent device; `bench/gpu_memory_energy.sh` runs it there): inference and training
+   memory (batch 32, 128, 512) from `torch.cuda.max_memory_allocated` against predicted, and NVML energy per
+   inference at batch 1 and 32 (two passes: their spread is the repeatability) with the energy predictor's error
+   on the held-out half.
 """
 from __future__ import annotations
 
@@ -232,7 +233,8 @@ def main() -> int:
     p.add_argument("--batches", default="8,32")
     p.add_argument("--channel-block", type=int, default=cpu_channel_block())
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--skip", default="", help="comma-separated parts to skip: inference, training, energy, gpu-memory, gpu-energy")
+    p.add_argument("--skip", default="",
+                   help="comma-separated parts to skip: inference, training, energy, gpu-memory, gpu-energy")
     p.add_argument("--gpu", action="store_true", help="also the GPU part (a CUDA device): memory of --gpu-networks "
                    "per space (training at --gpu-batches), energy of --energy-networks in --energy-spaces")
     p.add_argument("--gpu-networks", type=int, default=50)
