@@ -86,6 +86,13 @@ def memory_check(space, constraints: Constraints, arch: Hashable) -> tuple[dict[
     return fields, violation
 
 
+def shrunk_batch(space, constraints: Constraints, arch: Hashable) -> int | None:
+    """The batch size `arch` trains at under ``constraints.on_train_memory: shrink`` (`memory_check`), else None."""
+    if constraints.on_train_memory != "shrink" or constraints.max_train_memory_gb is None:
+        return None
+    return int(memory_check(space, constraints, arch)[0]["train_batch"])
+
+
 def memory_columns(constraints: Constraints) -> tuple[str, ...]:
     """The results columns the memory limits add (`memory_check`)."""
     train = () if constraints.max_train_memory_gb is None else \

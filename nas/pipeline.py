@@ -13,8 +13,8 @@ from core.errors import InputError
 from core.io import atomic_write_json, atomic_write_text, write_sha256sums
 from nas.context import RunContext
 from nas.latency_sources import profile_file_name
-from nas.objectives import (energy_column, energy_columns, implementation_column, latency_column, memory_check,
-                            memory_columns)
+from nas.objectives import (energy_column, energy_columns, implementation_column, latency_column, memory_columns,
+                            shrunk_batch)
 from nas.recipe import Recipe
 from nas.results import RunLog
 from nas.tracking import ExportedModel, make_tracker
@@ -297,8 +297,7 @@ def memory_figures(ctx: RunContext, arch: Any) -> dict[str, str]:
     out = {"memory at batch 1 (MiB, predicted)": f"{inf.total_mb:.3f} ({inf.param_bytes / MIB:.3f} parameters, "
                                                   f"{inf.activation_bytes / MIB:.3f} activation peak)"}
     c = ctx.recipe.constraints
-    batch = memory_check(ctx.space, c, arch)[0].get("train_batch") or c.train_batch or \
-        getattr(ctx.evaluator.options, "batch_size", None)
+    batch = shrunk_batch(ctx.space, c, arch) or c.train_batch or getattr(ctx.evaluator.options, "batch_size", None)
     if isinstance(batch, int) and ctx.evaluator.trains:
         gb = training_memory(ctx.space, arch, batch).total_gb
         out[f"training memory at batch {batch} (GiB, predicted)"] = f"{gb:.4f}"

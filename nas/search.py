@@ -149,12 +149,12 @@ class PredictedMemory:
         self.recipe, self.space = recipe, space
 
     def bytes_for(self, arch: str) -> int:
-        from nas.objectives import memory_check
+        from nas.objectives import shrunk_batch
         from predictors.memory import training_memory
 
         r, genotype = self.recipe, self.space.decode(arch)
-        batch = memory_check(self.space, r.constraints, genotype)[0].get("train_batch") or r.constraints.train_batch
-        step = training_memory(self.space, genotype, batch or 1)
+        batch = shrunk_batch(self.space, r.constraints, genotype) or r.constraints.train_batch or 1
+        step = training_memory(self.space, genotype, batch)
         return int(step.total_bytes + r.cluster.trial_memory_overhead_gb * 2 ** 30)
 
     def __call__(self, config: dict):

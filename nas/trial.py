@@ -13,7 +13,7 @@ from typing import Any
 
 from nas.context import RunContext
 from nas.latency_sources import latency_figures
-from nas.objectives import latency_violation, memory_check, static_figures
+from nas.objectives import latency_violation, shrunk_batch, static_figures
 from nas.recipe import Recipe
 
 
@@ -168,7 +168,7 @@ def trial_evaluator(ctx: RunContext, arch: Any) -> Any:
     """The evaluator that trains `arch`: the run's, at the smaller batch size ``constraints.on_train_memory:
     shrink`` gives a candidate whose training step would not fit (`nas.objectives.memory_check`), so the search,
     the export and the final training all train it as it fits."""
-    return at_batch(ctx.evaluator, memory_check(ctx.space, ctx.recipe.constraints, arch)[0].get("train_batch"))
+    return at_batch(ctx.evaluator, shrunk_batch(ctx.space, ctx.recipe.constraints, arch))
 
 
 def evaluate_candidate(ctx: RunContext, arch_string: str) -> dict[str, Any]:

@@ -155,6 +155,13 @@ def test_shrink_trains_a_candidate_that_would_not_fit_at_the_largest_batch_that_
     assert ctx.precheck(space.decode(small))[1]["train_batch"] == 32
     assert trial_evaluator(ctx, space.decode(large)).options.batch_size == 20
     assert trial_evaluator(ctx, space.decode(small)) is ctx.evaluator and ctx.evaluator.options.batch_size == 32
+    from nas.pipeline import memory_figures
+    from nas.search import PredictedMemory
+
+    assert "training memory at batch 20 (GiB, predicted)" in memory_figures(ctx, space.decode(large))   # the card
+    overhead = ctx.recipe.cluster.trial_memory_overhead_gb * 2 ** 30
+    assert PredictedMemory(ctx.recipe, space).bytes_for(large) == \
+        training_memory(space, space.decode(large), 20).total_bytes + overhead
 
     trained_at = []
 
