@@ -25,7 +25,7 @@ if [[ " $PARTS " == *" memory "* ]]; then
 fi
 if [[ " $PARTS " == *" energy "* ]]; then
   S=${ENERGY_SPACES:-mobilenet}
-  timeout ${ENERGY_S:-550} python3 bench/memory_energy.py --seed $SEED --spaces $S --energy-spaces $S --networks 40 \
-    --gpu --energy-networks 40 --skip inference,training,energy,gpu-memory --out $OUT/gpu_energy.json 2>&1 \
+  timeout ${ENERGY_S:-550} python3 bench/memory_energy.py --seed $SEED --spaces $S --energy-spaces $S --networks ${ENERGY_NETWORKS:-40} \
+    --gpu --energy-networks ${ENERGY_NETWORKS:-40} --skip inference,training,energy,gpu-memory --out $OUT/gpu_energy.json 2>&1 \
     | quiet | grep -v "batch [0-9]*: [0-9]" | tee $OUT/gpu_energy.txt
 fi
