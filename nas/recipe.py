@@ -189,6 +189,18 @@ class ClusterConfig(_Strict):
                                                        "trial_memory_overhead_gb (predictors.memory)")
     trial_memory_overhead_gb: float = Field(1.0, ge=0, description="trial_memory: predicted: what a trial's worker "
                                             "process holds beside the training step (Python, PyTorch, data)")
+    gpu_memory_gb: PositiveFloat | None = Field(None, description="trial_memory: predicted with gpus_per_trial: the "
+                                                "memory of one of the nodes' GPUs, GiB; a trial then reserves the "
+                                                "share of a GPU its candidate's training step needs (at most "
+                                                "gpus_per_trial), so small candidates share a GPU, and Ray's "
+                                                "`memory` for the worker only")
+
+    @model_validator(mode="after")
+    def _gpu_share(self) -> ClusterConfig:
+        if self.gpu_memory_gb is not None and (self.trial_memory != "predicted" or not self.gpus_per_trial):
+            raise ValueError("gpu_memory_gb sizes each trial's GPU share from its predicted training step: it needs "
+                             "trial_memory: predicted and gpus_per_trial above 0")
+        return self
 
     def trial_resources(self) -> dict[str, float]:
         """What Ray reserves for one trial (Tune's `with_resources` form)."""

@@ -13,6 +13,7 @@ nodes hold (`ClusterCapacity`); a trial whose worker or node died is run again (
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -138,30 +139,51 @@ def join_cluster(recipe: Recipe, run_dir: Path) -> None:
         raise
 
 
+CUDA_CONTEXT_GB = 0.5   # what a process's CUDA context and PyTorch's kernels take on a GPU before any tensor
+
+
 class PredictedMemory:
     """Tune's per-trial resources with ``cluster.trial_memory: predicted``: the recipe's trial resources plus Ray's
     `memory` (bytes) for the candidate in the trial's config, its training step at ``constraints.train_batch`` (or
     the smaller batch it trains at under ``constraints.on_train_memory: shrink``)
     (`predictors.memory.training_memory`) plus ``cluster.trial_memory_overhead_gb``; so Ray starts a trial only on a
-    node with that much unreserved memory, and a large candidate does not share a node with more than fit."""
+    node with that much unreserved memory, and a large candidate does not share a node with more than fit. Where
+    trials train on GPUs and ``cluster.gpu_memory_gb`` says how much one holds, the step is reserved as a share of
+    a GPU instead (`gpu_share`), and Ray's `memory` holds the worker's overhead only."""
 
     def __init__(self, recipe: Recipe, space):
         self.recipe, self.space = recipe, space
 
-    def bytes_for(self, arch: str) -> int:
+    def step_bytes(self, arch: str) -> int:
+        """The predicted training step of `arch` at the batch it trains at."""
         from nas.objectives import shrunk_batch
         from predictors.memory import training_memory
 
         r, genotype = self.recipe, self.space.decode(arch)
         batch = shrunk_batch(self.space, r.constraints, genotype) or r.constraints.train_batch or 1
-        step = training_memory(self.space, genotype, batch)
-        return int(step.total_bytes + r.cluster.trial_memory_overhead_gb * 2 ** 30)
+        return training_memory(self.space, genotype, batch).total_bytes
+
+    def bytes_for(self, arch: str) -> int:
+        """Ray's `memory` for a CPU trial of `arch`: its training step plus the worker's overhead."""
+        return int(self.step_bytes(arch) + self.recipe.cluster.trial_memory_overhead_gb * 2 ** 30)
+
+    def gpu_share(self, arch: str) -> float:
+        """With ``cluster.gpu_memory_gb``: the share of a GPU the training step of `arch` and a CUDA context
+        (`CUDA_CONTEXT_GB`) need, rounded up to a hundredth (to whole GPUs above one), at most ``gpus_per_trial``."""
+        c = self.recipe.cluster
+        need = (self.step_bytes(arch) + CUDA_CONTEXT_GB * 2 ** 30) / (c.gpu_memory_gb * 2 ** 30)
+        share = math.ceil(100 * need) / 100
+        return min(c.gpus_per_trial, share if share <= 1 else math.ceil(share))   # Ray: a fraction or whole GPUs
 
     def __call__(self, config: dict):
         from ray import tune
 
-        bundle = {_RAY_NAMES.get(k, k): v for k, v in self.recipe.cluster.trial_resources().items() if v > 0}
-        if "arch" in config:
+        c = self.recipe.cluster
+        bundle = {_RAY_NAMES.get(k, k): v for k, v in c.trial_resources().items() if v > 0}
+        if "arch" in config and c.gpu_memory_gb is not None:   # the step runs on the GPU, the worker on the host
+            bundle["GPU"] = self.gpu_share(config["arch"])
+            bundle["memory"] = int(c.trial_memory_overhead_gb * 2 ** 30)
+        elif "arch" in config:
             bundle["memory"] = self.bytes_for(config["arch"])
         return tune.PlacementGroupFactory([bundle])
 

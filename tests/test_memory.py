@@ -298,3 +298,27 @@ def test_predicted_trial_memory_reserves_each_candidates_training_step_for_ray()
     expected = training_memory(ctx.space, ctx.space.decode(arch), 32).total_bytes + 2 ** 29
     assert bundle["memory"] == expected and bundle["CPU"] == ctx.recipe.cluster.cpus_per_trial
     assert resources({"arch": "r16_w0.25|k3e3|k3e3"}).bundles[0]["memory"] < expected
+
+
+def test_on_gpus_a_trial_reserves_the_share_of_a_gpu_its_training_step_needs():
+    """``cluster.gpu_memory_gb``: a small candidate takes a hundredth-rounded share of a GPU (so several share
+    one), a large one more, never above gpus_per_trial; Ray's host `memory` is the worker's overhead only."""
+    from nas.recipe import RecipeError
+    from nas.search import CUDA_CONTEXT_GB, PredictedMemory
+
+    ctx = _context("cluster.trial_memory=predicted", "cluster.gpus_per_trial=1", "cluster.gpu_memory_gb=2",
+                   "cluster.num_cpus=2", "constraints.train_batch=256")
+    resources = PredictedMemory(ctx.recipe, ctx.space)
+    small, large = "r16_w0.25|k3e3|k3e3", "r16_w0.5|k5e6,k5e6|k5e6,k5e6"
+    for arch in (small, large):
+        step = training_memory(ctx.space, ctx.space.decode(arch), 256).total_bytes
+        bundle = resources({"arch": arch}).bundles[0]
+        need = (step + CUDA_CONTEXT_GB * 2 ** 30) / 2 ** 31
+        assert need <= bundle["GPU"] < need + 0.01 and bundle["GPU"] < 1
+        assert bundle["memory"] == ctx.recipe.cluster.trial_memory_overhead_gb * 2 ** 30
+    assert resources({"arch": small}).bundles[0]["GPU"] < resources({"arch": large}).bundles[0]["GPU"]
+    tight = _context("cluster.trial_memory=predicted", "cluster.gpus_per_trial=0.3", "cluster.gpu_memory_gb=0.5",
+                     "cluster.num_cpus=2")
+    assert PredictedMemory(tight.recipe, tight.space)({"arch": large}).bundles[0]["GPU"] == 0.3   # capped
+    with pytest.raises(RecipeError, match="gpu_memory_gb sizes each trial's GPU share"):
+        _context("cluster.gpus_per_trial=1", "cluster.gpu_memory_gb=80")
