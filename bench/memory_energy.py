@@ -97,6 +97,26 @@ def inference_part(name: str, archs: list, block: int, seed: int) -> dict:
             "naive": errors([naive_inference(space, a) for a in test], measured[half:])}
 
 
+def training_figures(measured, predicted, naive) -> dict:
+    """A training table's cell: predicted and naive bytes against measured (median / p90 error), the measured
+    median, and how many networks measured above the prediction, then above it plus 10 %."""
+    m, p = np.asarray(measured, float), np.asarray(predicted, float)
+    return {"predicted": errors(p, m), "naive": errors(naive, m), "measured_mib_median": float(np.median(m) / 2 ** 20),
+            "out_of_memory_at_predicted": int((m > p).sum()),
+            "out_of_memory_at_predicted_plus_10pct": int((m > 1.1 * p).sum()), "n": len(m)}
+
+
+TRAINING_HEADER = (f"{'space':<10} {'batch':>5} {'MiB':>8} {'predicted':>17} {'naive':>17} {'OOM at pred.':>12} "
+                   f"{'at +10 %':>8}")
+
+
+def training_line(space: str, batch, r: dict) -> str:
+    """One row of a training table (`TRAINING_HEADER`) from `training_figures`."""
+    return (f"{space:<10} {batch:>5} {r['measured_mib_median']:>8.1f} {r['predicted']['median']:>7.1%} / "
+            f"{r['predicted']['p90']:>6.1%} {r['naive']['median']:>7.1%} / {r['naive']['p90']:>6.1%} "
+            f"{r['out_of_memory_at_predicted']:>7}/{r['n']:<4} {r['out_of_memory_at_predicted_plus_10pct']:>5}")
+
+
 def training_part(name: str, archs: list, batches: list[int]) -> dict:
     import torch
     from tqdm import tqdm
@@ -116,11 +136,7 @@ def training_part(name: str, archs: list, batches: list[int]) -> dict:
             measured.append(t.weight_bytes + t.optimizer_bytes + step)   # held between steps + the step's peak
             predicted.append(t.total_bytes)
             naive.append(t.naive_training_bytes)
-        m, p = np.asarray(measured, float), np.asarray(predicted, float)
-        out[str(batch)] = {"predicted": errors(p, m), "naive": errors(naive, m),
-                           "measured_mib_median": float(np.median(m) / 2 ** 20),
-                           "out_of_memory_at_predicted": int((m > p).sum()),
-                           "out_of_memory_at_predicted_plus_10pct": int((m > 1.1 * p).sum()), "n": len(m)}
+        out[str(batch)] = training_figures(measured, predicted, naive)
     return out
 
 
@@ -164,12 +180,7 @@ def gpu_memory_part(name: str, archs: list, batches: list[int], seed: int) -> di
             m.append(t.weight_bytes + t.optimizer_bytes + step)
             p.append(t.total_bytes)
             naive.append(t.naive_training_bytes)
-        m, p = np.asarray(m, float), np.asarray(p, float)
-        out[f"training_b{batch}"] = {"predicted": errors(p, m), "naive": errors(naive, m),
-                                     "measured_mib_median": float(np.median(m) / 2 ** 20),
-                                     "out_of_memory_at_predicted": int((m > p).sum()),
-                                     "out_of_memory_at_predicted_plus_10pct": int((m > 1.1 * p).sum()),
-                                     "device_oom": oom, "n": len(m)}
+        out[f"training_b{batch}"] = {**training_figures(m, p, naive), "device_oom": oom}
     return out
 
 
@@ -264,14 +275,10 @@ def main() -> int:
     if "training" not in skip:
         result["training"] = {n: training_part(n, archs[n][:args.train_networks], batches) for n in names}
         print(f"\nTraining memory, one PyTorch step on this CPU (weights + momentum + the step's allocator peak) "
-              f"against predicted (median / p90 error)\n{'space':<10} {'batch':>5} {'MiB':>8} {'predicted':>17} "
-              f"{'naive':>17} {'OOM at pred.':>12} {'at +10 %':>8}")
+              f"against predicted (median / p90 error)\n{TRAINING_HEADER}")
         for n, per in result["training"].items():
             for b, r in per.items():
-                print(f"{n:<10} {b:>5} {r['measured_mib_median']:>8.1f} {r['predicted']['median']:>7.1%} / "
-                      f"{r['predicted']['p90']:>6.1%} {r['naive']['median']:>7.1%} / {r['naive']['p90']:>6.1%} "
-                      f"{r['out_of_memory_at_predicted']:>7}/{r['n']:<4} "
-                      f"{r['out_of_memory_at_predicted_plus_10pct']:>5}")
+                print(training_line(n, b, r))
     if "energy" not in skip:
         result["energy"] = energy_part({n: archs[n][:args.train_networks] for n in names})
         print(f"\nEnergy: RAPL: {result['energy']['rapl']}")
@@ -290,15 +297,11 @@ def main() -> int:
             print(f"{n:<10} {r['held_out']:>5} {r['inference_mib_median']:>7.2f} " +
                   " ".join(f"{c['median']:>6.1%} / {c['p90']:>6.1%}" for c in cells))
         print(f"\nTraining memory, one PyTorch step on the GPU (weights + momentum + the step's peak) against "
-              f"predicted (median / p90)\n{'space':<10} {'batch':>5} {'MiB':>8} {'predicted':>17} {'naive':>17} "
-              f"{'OOM at pred.':>12} {'at +10 %':>8} {'device OOM':>10}")
+              f"predicted (median / p90)\n{TRAINING_HEADER} {'device OOM':>10}")
         for n, r in result["gpu"].items():
             for b in gpu_batches:
                 t = r[f"training_b{b}"]
-                print(f"{n:<10} {b:>5} {t['measured_mib_median']:>8.1f} {t['predicted']['median']:>7.1%} / "
-                      f"{t['predicted']['p90']:>6.1%} {t['naive']['median']:>7.1%} / {t['naive']['p90']:>6.1%} "
-                      f"{t['out_of_memory_at_predicted']:>7}/{t['n']:<4} "
-                      f"{t['out_of_memory_at_predicted_plus_10pct']:>5} {t['device_oom']:>10}")
+                print(f"{training_line(n, b, t)} {t['device_oom']:>10}")
     if args.gpu and "gpu-energy" not in skip:
         energy_spaces = [n for n in args.energy_spaces.split(",") if n]
         result["gpu_energy"] = {n: gpu_energy_part(n, archs[n][:args.energy_networks], [1, 32],
