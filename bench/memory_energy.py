@@ -97,13 +97,16 @@ def inference_part(name: str, archs: list, block: int, seed: int) -> dict:
             "naive": errors([naive_inference(space, a) for a in test], measured[half:])}
 
 
-def training_figures(measured, predicted, naive) -> dict:
+def training_figures(measured, predicted, naive, archs: list[str]) -> dict:
     """A training table's cell: predicted and naive bytes against measured (median / p90 error), the measured
-    median, and how many networks measured above the prediction, then above it plus 10 %."""
+    median, and how many networks measured above the prediction, then above it plus 10 %. Each network's string
+    and measured bytes are kept (``measured``), so a later version of the prediction is judged on them again
+    without the device (`--rescore`)."""
     m, p = np.asarray(measured, float), np.asarray(predicted, float)
     return {"predicted": errors(p, m), "naive": errors(naive, m), "measured_mib_median": float(np.median(m) / 2 ** 20),
             "out_of_memory_at_predicted": int((m > p).sum()),
-            "out_of_memory_at_predicted_plus_10pct": int((m > 1.1 * p).sum()), "n": len(m)}
+            "out_of_memory_at_predicted_plus_10pct": int((m > 1.1 * p).sum()), "n": len(m),
+            "measured": dict(zip(archs, map(int, measured)))}
 
 
 TRAINING_HEADER = (f"{'space':<10} {'batch':>5} {'MiB':>8} {'predicted':>17} {'naive':>17} {'OOM at pred.':>12} "
@@ -115,6 +118,38 @@ def training_line(space: str, batch, r: dict) -> str:
     return (f"{space:<10} {batch:>5} {r['measured_mib_median']:>8.1f} {r['predicted']['median']:>7.1%} / "
             f"{r['predicted']['p90']:>6.1%} {r['naive']['median']:>7.1%} / {r['naive']['p90']:>6.1%} "
             f"{r['out_of_memory_at_predicted']:>7}/{r['n']:<4} {r['out_of_memory_at_predicted_plus_10pct']:>5}")
+
+
+def rescore(path: str) -> int:
+    """The training tables of a finished run (`--out` FILE, this CPU's and the GPU's) with the predictions of the
+    code as it is now, on the measurements the file keeps: how a change of `training_memory` does on a device that
+    is not at hand. Cells written before the measurements were kept are named and left out."""
+    import json
+
+    from predictors.memory import training_memory
+    from search_spaces import get_space
+
+    result = json.loads(Path(path).read_text())
+    tables = {"this CPU": {n: {b: c for b, c in per.items()} for n, per in result.get("training", {}).items()},
+              "the GPU": {n: {k.removeprefix("training_b"): c for k, c in per.items() if k.startswith("training_b")}
+                          for n, per in result.get("gpu", {}).items()}}
+    for where, spaces in tables.items():
+        if not spaces:
+            continue
+        print(f"\nTraining memory on {where} ({path}), predicted now against measured then (median / p90)\n"
+              f"{TRAINING_HEADER}")
+        for name, cells in spaces.items():
+            space = get_space(name, {}, num_classes=CLASSES[name])
+            for batch, cell in cells.items():
+                if "measured" not in cell:
+                    print(f"{name:<10} {batch:>5} no per-network measurements kept in this file")
+                    continue
+                archs = [space.decode(a) for a in cell["measured"]]
+                figures = [training_memory(space, a, int(batch)) for a in archs]
+                print(training_line(name, batch, training_figures(
+                    list(cell["measured"].values()), [t.total_bytes for t in figures],
+                    [t.naive_training_bytes for t in figures], list(cell["measured"]))))
+    return 0
 
 
 def training_part(name: str, archs: list, batches: list[int]) -> dict:
@@ -136,7 +171,7 @@ def training_part(name: str, archs: list, batches: list[int]) -> dict:
             measured.append(t.weight_bytes + t.optimizer_bytes + step)   # held between steps + the step's peak
             predicted.append(t.total_bytes)
             naive.append(t.naive_training_bytes)
-        out[str(batch)] = training_figures(measured, predicted, naive)
+        out[str(batch)] = training_figures(measured, predicted, naive, [space.to_string(a) for a in archs])
     return out
 
 
@@ -166,7 +201,7 @@ def gpu_memory_part(name: str, archs: list, batches: list[int], seed: int) -> di
                                          measured[half:]),
                      "naive": errors([naive_inference(space, a) for a in test], measured[half:])}}
     for batch in batches:
-        m, p, naive, oom = [], [], [], 0
+        m, p, naive, done, oom = [], [], [], [], 0
         for a in tqdm(archs, desc=f"{name}: GPU training at batch {batch}", file=sys.stderr):
             t = training_memory(space, a, batch)
             try:
@@ -180,7 +215,8 @@ def gpu_memory_part(name: str, archs: list, batches: list[int], seed: int) -> di
             m.append(t.weight_bytes + t.optimizer_bytes + step)
             p.append(t.total_bytes)
             naive.append(t.naive_training_bytes)
-        out[f"training_b{batch}"] = {**training_figures(m, p, naive), "device_oom": oom}
+            done.append(space.to_string(a))
+        out[f"training_b{batch}"] = {**training_figures(m, p, naive, done), "device_oom": oom}
     return out
 
 
@@ -255,7 +291,11 @@ def main() -> int:
     p.add_argument("--energy-min-seconds", type=float, default=2.0, help="each energy pass lasts at least this")
     p.add_argument("--energy-idle-seconds", type=float, default=5.0, help="idle power read once over this")
     p.add_argument("--out", help="write the figures here as JSON")
+    p.add_argument("--rescore", metavar="FILE", help="measure nothing: the training tables of FILE (a run's --out) "
+                   "with today's predictions")
     args = p.parse_args()
+    if args.rescore:
+        return rescore(args.rescore)
     from search_spaces import get_space
 
     names = args.spaces.split(",")

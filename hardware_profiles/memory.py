@@ -1,5 +1,6 @@
 """Memory measured where the network runs (issue 22): onnxruntime's CPU allocator, read from its profile (inference),
-and glibc's allocator over a PyTorch training step (`torch_training_bytes`).
+glibc's allocator over a PyTorch training step (`torch_training_bytes`), and the tensors autograd keeps for
+the backward pass (`saved_tensor_bytes`).
 
 onnxruntime's profiler (1.23 and later) records, after every kernel, the bytes its allocator has handed out
 (``mem_bytes_requested_in_use``: requested sizes, before the arena's rounding). The activation peak of one run is the
@@ -98,6 +99,30 @@ def torch_training_bytes(model, input_shape: tuple[int, ...], batch: int, optimi
     with Peak() as tracker:
         step()
     return tracker.peak - base
+
+
+def saved_tensor_bytes(model, input_shape: tuple[int, ...], batch: int) -> int:
+    """Bytes of the tensors autograd keeps for the backward pass over one forward pass of `model` in training mode
+    (PyTorch, CPU, fp32) at `batch`: each storage counted once, however many operations keep it or a view of it;
+    the parameters and buffers left out. Exact, and the same on any device: the part of a training step's memory
+    that `predictors.memory.training_memory` calls saved activations, without the allocator's transients or a
+    GPU's workspace."""
+    import torch
+
+    held = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+    kept: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in held:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    model.train()
+    x = torch.randn((batch, *input_shape[1:]), generator=torch.Generator().manual_seed(0))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return sum(kept.values())
 
 
 def training_step(model, input_shape: tuple[int, ...], batch: int, optimizer: str, classes: int, device: str):

@@ -28,14 +28,19 @@ CPU (`hardware_profiles.memory`).
 per weight; Adam: two), plus the activations the backward pass keeps at batch B (per convolution two tensors of its
 output's size: BatchNorm's input and the in-place activation's output, which is also what the next convolution
 keeps as its input; a third where the activation's gradient needs its input, as hard-swish's and swish's do; the
-network's input). The gradients of activations are freed as the backward pass goes and add no measurable peak on top
-(a term for the largest of them made the figure 8-16 % too high on NAS-Bench-Macro). On this CPU
-the figure is checked against the allocator's peak over a real training step (`hardware_profiles.memory.
-torch_training_bytes`): the same tensors a GPU step allocates, less cuDNN's workspace.
-A naive sum (weights plus every layer's output once) is given beside it (`naive_training_bytes`) as the baseline
-the published estimators are compared with. The figure is affine in the batch, so the largest batch that fits a
-budget is exact (`largest_batch`): what a search with ``constraints.on_train_memory: shrink`` trains a large
-candidate at.
+copy a channel shuffle makes between a grouped conv and a depthwise one, which the depthwise conv keeps; a layer
+that joins branches (ShuffleNetV2's concatenation and shuffle) makes a new tensor, which the next layer keeps as its
+input through the half it reads, unless a sum is made of it first; of a join's sums only the last is kept; a
+max-pool keeps its indices and the next layer its output; the network's input). These rules match the tensors
+autograd keeps (`hardware_profiles.memory.saved_tensor_bytes`) to within 2 % on every space but NAS-Bench-201,
+whose cells a walk of the layers in order counts too high where two pooling edges read one node. The gradients
+of activations are freed as the backward pass goes and add no measurable peak on top (a term for the largest of
+them made the figure 8-16 % too high on NAS-Bench-Macro). On this CPU the figure is checked against the
+allocator's peak over a real training step (`hardware_profiles.memory.torch_training_bytes`): the same tensors a
+GPU step allocates, less cuDNN's workspace. A naive sum (weights plus every layer's output once) is given beside
+it (`naive_training_bytes`) as the baseline the published estimators are compared with. The figure is affine in
+the batch, so the largest batch that fits a budget is exact (`largest_batch`): what a search with
+``constraints.on_train_memory: shrink`` trains a large candidate at.
 """
 from __future__ import annotations
 
@@ -56,7 +61,7 @@ KEEPS_INPUT = ("hard_swish", "swish")   # activations whose gradient needs their
 # max-pool its indices (int64: two float32s each), average pooling its input (PyTorch's backward reads it), an
 # identity or a zero nothing, a BatchNorm-activation-pool head its BatchNorm input and activation output, anything
 # else (an addition of branches: a new tensor the next layer keeps as its input) its output.
-SAVED_WITHOUT_CONV = {"maxpool": lambda i, o: 2 * o, "avgpool": lambda i, o: i, "skip": lambda i, o: 0,
+SAVED_WITHOUT_CONV = {"maxpool": lambda i, o: 3 * o, "avgpool": lambda i, o: i, "skip": lambda i, o: 0,
                       "zero": lambda i, o: 0, "head": lambda i, o: 2 * i}
 
 
@@ -171,7 +176,7 @@ def training_memory(space, arch: Hashable, batch: int, optimizer: str = "sgd") -
     layers = space.layer_costs(arch)
     weights = sum(lc.params for lc in layers) * 4
     saved = _elems(space.input_shape(arch)[1:])   # the input, which the first convolution keeps
-    for lc in layers:
+    for n, lc in enumerate(layers):
         key = lc.key
         convs = [c for c in lc.convs if not (key.se and c.hw_in == c.hw_out == 1)]
         for i, c in enumerate(convs):
@@ -180,11 +185,16 @@ def training_memory(space, arch: Hashable, batch: int, optimizer: str = "sgd") -
             # is also the next conv's saved input
             if key.act in KEEPS_INPUT and key.op != "classifier" and (i < len(convs) - 1 or len(convs) == 1):
                 saved += out   # an activation whose gradient needs its input cannot run in place
+            if 1 < c.groups < c.cin and i + 1 < len(convs) and convs[i + 1].groups == convs[i + 1].cin > 1:
+                saved += out   # the channel shuffle between a grouped conv and a depthwise one: a copy, which
+                # the depthwise conv keeps
         if key.se and len(convs) > 1:
             saved += convs[1].cout * convs[1].hw_out ** 2   # the gated tensor, the projection's input
-        if convs and not _chain(convs):   # branches joined (a concatenation, a shuffle): a new tensor, which the
-            saved += _elems(key.out_shape)   # next layer keeps as its input
-        if not convs:
+        joins = bool(convs) and (not _chain(convs) or convs[-1].cout != key.out_shape[0])
+        then_add = n + 1 < len(layers) and layers[n + 1].key.op == "add"
+        if joins and not then_add:   # branches joined (a concatenation, a shuffle): a new tensor, which the next
+            saved += _elems(key.out_shape)   # layer keeps as its input, unless a sum is made of it first
+        if not convs and not (key.op == "add" and then_add):   # a sum another is added to is kept by nobody
             saved += SAVED_WITHOUT_CONV.get(key.op, lambda i, o: o)(_elems(key.in_shape), _elems(key.out_shape))
     naive = weights + 4 * batch * sum(_elems(lc.key.out_shape) for lc in layers)
     return TrainingMemory(weights, weights, OPTIMIZER_STATES[optimizer] * weights, 4 * batch * saved, batch, naive)

@@ -103,6 +103,24 @@ def test_a_training_step_allocates_what_the_model_predicts_on_nas_bench_macro():
     assert twice - measured == pytest.approx(predicted.saved_activation_bytes, rel=0.1)   # activations scale
 
 
+@pytest.mark.parametrize("space_name, options, arch", [
+    ("muffnet", {"resolution": 64}, "d2_w1_k3_g2_f2|d4_w1_k3_g4_f3|d2_w1_k5_g1_f1"),   # grouped branches, joins
+    ("fbnet", {}, "5 8 8 5 2 1 5 1 6 8 2 4 0 1 3 7 8 5 5 5 0 3"),   # group-2 blocks (a shuffle each) and skips
+    ("macro", {"resolution": 16}, "12120201"),
+])
+def test_predicted_saved_activations_are_the_tensors_autograd_keeps(space_name, options, arch):
+    """Every tensor the backward pass keeps (`hardware_profiles.memory.saved_tensor_bytes`, each storage once) is
+    counted, and none twice: a ShuffleNetV2 unit's concatenated output, which the next unit keeps through the half
+    it reads; the copy a channel shuffle makes between a grouped and a depthwise conv; a federation sum, of which
+    only the last of a join is kept. Within 2.5 % (BatchNorm's per-channel statistics are left out)."""
+    from hardware_profiles.memory import saved_tensor_bytes
+
+    space = get_space(space_name, options, num_classes=10)
+    network = space.decode(arch)
+    measured = saved_tensor_bytes(space.build(network), space.input_shape(network), 8)
+    assert training_memory(space, network, 8).saved_activation_bytes == pytest.approx(measured, rel=0.025)
+
+
 def _context(*sets: str):
     from nas.checks import load_run
 
