@@ -220,13 +220,15 @@ def gpu_memory_part(name: str, archs: list, batches: list[int], seed: int) -> di
     return out
 
 
-def gpu_energy_part(name: str, archs: list, batches: list[int], min_seconds: float, idle_seconds: float) -> dict:
+def gpu_energy_part(name: str, archs: list, batches: list[int], min_seconds: float, idle_seconds: float,
+                    idle_w: float | None = None) -> dict:
     """On a CUDA device: NVML energy per inference of each network replayed as the GPU profiles time it (CUDA
-    graph, fp32, channels-last), at each batch size, two passes of at least `min_seconds`, less the idle power read
-    once over `idle_seconds` before the first (`hardware_profiles.energy.energy_table`); the passes' spread is the
+    graph, fp32, channels-last), at each batch size, two passes of at least `min_seconds`, less the idle power
+    (`idle_w`, or read over `idle_seconds` before the first network: once for every batch, since a GPU still
+    cools down from the last table; `hardware_profiles.energy.energy_table`); the passes' spread is the
     repeatability. The energy predictor is fitted on the first half and judged on the second. A GPU whose counter
     cannot be read gives the reason instead."""
-    from hardware_profiles.energy import cuda_runner, energy_table, find_counter
+    from hardware_profiles.energy import cuda_runner, energy_table, find_counter, idle_power
     from predictors.energy import EnergyPredictor
     from search_spaces import get_space
 
@@ -235,11 +237,14 @@ def gpu_energy_part(name: str, archs: list, batches: list[int], min_seconds: flo
     except Exception as err:  # noqa: BLE001 - reported, the memory figures stand
         return {"not measured": str(err)}
     space = get_space(name, {}, num_classes=CLASSES[name])
-    out: dict = {"method": counter.method}
+    if idle_w is None:
+        idle_w = idle_power(counter, idle_seconds)
+        print(f"{name}: idle power {idle_w:.1f} W over {idle_seconds:g} s", file=sys.stderr)
+    out: dict = {"method": counter.method, "idle_w": idle_w}
     for batch in batches:
         items = [(space.to_string(a), lambda a=a: cuda_runner(space.build(a), space.input_shape(a), "fp32", batch,
                                                                True)) for a in archs]
-        table = energy_table(items, counter, idle_seconds=idle_seconds, min_seconds=min_seconds,
+        table = energy_table(items, counter, min_seconds=min_seconds, idle_w=idle_w,
                              log=lambda line: print(f"{name} batch {batch}: {line}", file=sys.stderr))
         mj = table.energy_mj.to_numpy(float)
         half = len(archs) // 2
@@ -344,9 +349,11 @@ def main() -> int:
                 print(f"{training_line(n, b, t)} {t['device_oom']:>10}")
     if args.gpu and "gpu-energy" not in skip:
         energy_spaces = [n for n in args.energy_spaces.split(",") if n]
-        result["gpu_energy"] = {n: gpu_energy_part(n, archs[n][:args.energy_networks], [1, 32],
-                                                   args.energy_min_seconds, args.energy_idle_seconds)
-                                for n in energy_spaces}
+        result["gpu_energy"], idle = {}, None   # the idle power read once, before the first network
+        for n in energy_spaces:
+            result["gpu_energy"][n] = gpu_energy_part(n, archs[n][:args.energy_networks], [1, 32],
+                                                      args.energy_min_seconds, args.energy_idle_seconds, idle)
+            idle = result["gpu_energy"][n].get("idle_w", idle)
         print(f"\nGPU energy per inference (NVML, idle power off; two passes) and the energy predictor's error on "
               f"the held-out half\n{'space':<10} {'batch':>5} {'nets':>5} {'median mJ':>10} {'range mJ':>17} "
               f"{'idle W':>7} {'pass spread':>15} {'predictor':>15}")

@@ -129,14 +129,18 @@ def energy_per_inference(run: Callable[[], None], counter, runs: int = 200, idle
 
 
 def energy_table(items: Sequence[tuple[str, Callable[[], Callable[[], None]]]], counter, runs: int = 200,
-                 idle_seconds: float = 5.0, log=lambda line: None, min_seconds: float = 2.0) -> pd.DataFrame:
+                 idle_seconds: float = 5.0, log=lambda line: None, min_seconds: float = 2.0,
+                 idle_w: float | None = None) -> pd.DataFrame:
     """One row per (arch, function making its run) of `items`: its `energy_per_inference` (`ENERGY_COLUMNS`);
     each run is made just before it is measured, so one network at a time holds the device. The idle power is
-    read once, over `idle_seconds` before the first network: read between networks, a GPU still cools down from
-    the last one (an H100 drew 70 W before any work, 120-130 W in one second's pause between networks), and
-    subtracting that made small networks' figures noisy, some negative."""
-    idle_w = idle_power(counter, idle_seconds)
-    log(f"idle power {idle_w:.1f} W over {idle_seconds:g} s")
+    read once, over `idle_seconds` before the first network, unless the caller read it already (`idle_w`): read
+    between networks, a GPU still cools down from the last one (an H100 drew 70 W before any work, 120-130 W in
+    one second's pause between networks), and subtracting that made small networks' figures noisy, some
+    negative. A caller measuring several tables in a row reads it once, before the first (an H200 read 78 W
+    before a table at batch 1 and 121 W right after it)."""
+    if idle_w is None:
+        idle_w = idle_power(counter, idle_seconds)
+        log(f"idle power {idle_w:.1f} W over {idle_seconds:g} s")
     rows = []
     for i, (arch, make_run) in enumerate(items):
         stats = energy_per_inference(make_run(), counter, runs, min_seconds=min_seconds, idle_w=idle_w)

@@ -65,6 +65,10 @@ def test_an_energy_table_builds_with_a_stub_counter_and_lands_in_the_profile(tmp
     assert list(table.columns) == ENERGY_COLUMNS and list(table.arch) == ["a", "b"]
     assert table.energy_mj.tolist() == pytest.approx([0.2, 0.8], rel=0.05)
     assert table.idle_w.nunique() == 1 and table.idle_w[0] == pytest.approx(1.0, rel=0.05)   # read once, first
+    # an idle power read before an earlier table is taken as given: the idle draw is not read again (a GPU fresh
+    # from the last table draws more than at rest)
+    again = energy_table(items, counter, runs=10, idle_seconds=0.02, min_seconds=0, idle_w=0.5)
+    assert again.idle_w.tolist() == [0.5, 0.5]
     folder = tmp_path / "gpu" / "1"
     write_manifest(Manifest(name="gpu", version=1, kind="measured", device="d", runtime="r"), folder)
     path = write_energy_table(folder, table, counter.method)
