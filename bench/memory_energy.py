@@ -126,13 +126,22 @@ def rescore(path: str) -> int:
     is not at hand. Cells written before the measurements were kept are named and left out."""
     import json
 
-    from predictors.memory import training_memory
+    from predictors.memory import ENGINES, inference_memory, training_memory
     from search_spaces import get_space
 
     result = json.loads(Path(path).read_text())
     tables = {"this CPU": {n: {b: c for b, c in per.items()} for n, per in result.get("training", {}).items()},
               "the GPU": {n: {k.removeprefix("training_b"): c for k, c in per.items() if k.startswith("training_b")}
                           for n, per in result.get("gpu", {}).items()}}
+    for name, r in result.get("gpu", {}).items():   # inference on the GPU: the walks, no correction refitted
+        if "measured" in r.get("inference", {}):
+            space = get_space(name, {}, num_classes=CLASSES[name])
+            pairs = [(space.decode(a), m) for a, m in r["inference"]["measured"].items()]
+            measured = [m for _, m in pairs]
+            cells = {engine: errors([inference_memory(space, a, engine=engine).activation_bytes for a, _ in pairs],
+                                    measured) for engine in ENGINES}
+            print(f"{name:<10} GPU inference, all {len(pairs)} networks: " +
+                  ", ".join(f"{e} walk {c['median']:.1%} / {c['p90']:.1%}" for e, c in cells.items()))
     for where, spaces in tables.items():
         if not spaces:
             continue
@@ -177,8 +186,9 @@ def training_part(name: str, archs: list, batches: list[int]) -> dict:
 
 def gpu_memory_part(name: str, archs: list, batches: list[int], seed: int) -> dict:
     """On a CUDA device, PyTorch eager in fp32: inference memory at batch 1 (`torch.cuda.max_memory_allocated` over
-    a forward pass, the input included) against the analytic figure, its correction fitted on the first half and
-    the naive figure, all judged on the second half; and one training step (SGD with momentum) per batch size,
+    a forward pass, the input included) against the analytic figure (the fused walk, and the eager one), the eager
+    walk's correction fitted on the first half and the naive figure, all judged on the second half; each network's
+    measured bytes are kept (``measured``); and one training step (SGD with momentum) per batch size,
     weights and momentum plus the step's peak, against `training_memory` and the naive sum. A network the device
     cannot hold is counted in ``device_oom`` and left out of the errors."""
     import torch
@@ -194,12 +204,15 @@ def gpu_memory_part(name: str, archs: list, batches: list[int], seed: int) -> di
                            for a in tqdm(archs, desc=f"{name}: GPU inference memory", file=sys.stderr)], float)
     half = len(archs) // 2
     train, test = archs[:half], archs[half:]
+    eager = MemoryCorrection(space, 1, seed, engine="eager").fit(train, measured[:half])
     out: dict = {"device": torch.cuda.get_device_name(), "networks": len(archs), "held_out": len(test),
                  "inference_mib_median": float(np.median(measured) / 2 ** 20), "inference": {
                      "analytic": errors([inference_memory(space, a).activation_bytes for a in test], measured[half:]),
-                     "corrected": errors(MemoryCorrection(space, 1, seed).fit(train, measured[:half]).predict(test),
-                                         measured[half:]),
-                     "naive": errors([naive_inference(space, a) for a in test], measured[half:])}}
+                     "eager": errors([inference_memory(space, a, engine="eager").activation_bytes for a in test],
+                                     measured[half:]),
+                     "corrected": errors(eager.predict(test), measured[half:]),
+                     "naive": errors([naive_inference(space, a) for a in test], measured[half:]),
+                     "measured": dict(zip((space.to_string(a) for a in archs), map(int, measured)))}}
     for batch in batches:
         m, p, naive, done, oom = [], [], [], [], 0
         for a in tqdm(archs, desc=f"{name}: GPU training at batch {batch}", file=sys.stderr):
@@ -334,11 +347,12 @@ def main() -> int:
         gpu_names = [] if "gpu-memory" in skip else names
         result["gpu"] = {n: gpu_memory_part(n, archs[n][:args.gpu_networks], gpu_batches, args.seed) for n in gpu_names}
     if result.get("gpu"):
-        print(f"\nOn the GPU ({next(iter(result['gpu'].values()))['device']}), PyTorch's allocator against predicted, "
-              f"error on the held-out half (median / p90)\n{'space':<10} {'nets':>5} {'MiB':>7} {'analytic':>15} "
-              f"{'corrected':>15} {'naive':>15}")
+        print(f"\nOn the GPU ({next(iter(result['gpu'].values()))['device']}), PyTorch's allocator against predicted "
+              f"(eager: the walk of what eager mode holds; corrected: that walk fitted to the first half), error "
+              f"on the held-out half (median / p90)\n{'space':<10} {'nets':>5} {'MiB':>7} {'analytic':>15} "
+              f"{'eager':>15} {'corrected':>15} {'naive':>15}")
         for n, r in result["gpu"].items():
-            cells = [r["inference"][k] for k in ("analytic", "corrected", "naive")]
+            cells = [r["inference"][k] for k in ("analytic", "eager", "corrected", "naive")]
             print(f"{n:<10} {r['held_out']:>5} {r['inference_mib_median']:>7.2f} " +
                   " ".join(f"{c['median']:>6.1%} / {c['p90']:>6.1%}" for c in cells))
         print(f"\nTraining memory, one PyTorch step on the GPU (weights + momentum + the step's peak) against "

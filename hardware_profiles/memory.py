@@ -1,6 +1,6 @@
 """Memory measured where the network runs (issue 22): onnxruntime's CPU allocator, read from its profile (inference),
-glibc's allocator over a PyTorch training step (`torch_training_bytes`), and the tensors autograd keeps for
-the backward pass (`saved_tensor_bytes`).
+glibc's allocator over a PyTorch training step (`torch_training_bytes`), the tensors autograd keeps for the
+backward pass (`saved_tensor_bytes`), and the tensors an eager forward pass holds (`eager_tensor_bytes`).
 
 onnxruntime's profiler (1.23 and later) records, after every kernel, the bytes its allocator has handed out
 (``mem_bytes_requested_in_use``: requested sizes, before the arena's rounding). The activation peak of one run is the
@@ -123,6 +123,52 @@ def saved_tensor_bytes(model, input_shape: tuple[int, ...], batch: int) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         model(x)
     return sum(kept.values())
+
+
+def eager_tensor_bytes(model, input_shape: tuple[int, ...], batch: int = 1) -> int:
+    """Peak bytes of the tensors one eager inference of `model` (PyTorch, CPU, fp32, no gradients) holds at once,
+    the input included: every operator's output from when it is made until the last reference to its storage goes
+    (views count with their base), the parameters and buffers left out, and nothing of what an operator allocates
+    and frees inside itself (a convolution's workspace, a weight reorder). What `torch.cuda.max_memory_allocated`
+    counts of the same forward pass, less cuDNN's workspace and the allocator's rounding, on any machine:
+    `predictors.memory.inference_memory` with ``engine="eager"`` predicts it."""
+    import weakref
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    x = torch.randn((batch, *input_shape[1:]), generator=torch.Generator().manual_seed(0))
+    held = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers(), x)}
+    live: dict[int, list] = {}   # storage address -> [bytes, ids of the tensors on it]
+    state = {"now": 0, "peak": 0}
+
+    def release(ptr: int, ident: int) -> None:
+        entry = live.get(ptr)
+        if entry is not None:
+            entry[1].discard(ident)
+            if not entry[1]:
+                state["now"] -= entry[0]
+                del live[ptr]
+
+    class Trace(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if not isinstance(t, torch.Tensor) or t.untyped_storage().data_ptr() in held | {0}:
+                    continue
+                ptr = t.untyped_storage().data_ptr()
+                if ptr not in live:
+                    live[ptr] = [t.untyped_storage().nbytes(), set()]
+                    state["now"] += live[ptr][0]
+                live[ptr][1].add(id(t))
+                weakref.finalize(t, release, ptr, id(t))
+            state["peak"] = max(state["peak"], state["now"])
+            return out
+
+    model.eval()
+    with torch.no_grad(), Trace():
+        model(x)
+    return state["peak"] + x.nbytes
 
 
 def training_step(model, input_shape: tuple[int, ...], batch: int, optimizer: str, classes: int, device: str):

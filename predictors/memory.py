@@ -16,6 +16,14 @@ order and holds, at each, its input and output, with the engine behaviour the de
   and output beside the largest convolution's, and one without a convolution (pooling, an addition) its input and
   output; an identity holds nothing more.
 
+PyTorch in eager mode (``engine="eager"``, what `torch.cuda.max_memory_allocated` sees of a plain `model(x)`) does
+none of the fusing: BatchNorm writes a new tensor beside its conv's output, an addition a new tensor beside both
+operands, and a layer's input stays alive while it runs (its caller holds it); `layer_peak` says what that adds.
+What the built network's forward methods keep beside a layer (the stem's output while the body runs, MuffNet's lists
+of stage and unit outputs, NAS-Bench-201's nodes and the operands `functools.reduce` holds) each space says
+(`SearchSpace.eager_held`). The eager walk equals the tensors an eager forward pass holds on every space
+(`hardware_profiles.memory.eager_tensor_bytes`, which traces them); a GPU adds cuDNN's workspace on top.
+
 The network's input counts throughout (the caller holds it while the network runs), parameters do not count as
 activations, and a layer's precision (`CostKey.precision`, a compression policy's) sets its bytes per value.
 `channel_block` rounds channel counts up as a blocked layout stores them (onnxruntime's NCHWc on x86). What the
@@ -55,6 +63,7 @@ from core.errors import InputError, cli_entry
 BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "int4": 1}   # per activation value, by a layer's precision
 WEIGHT_BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
 OPTIMIZER_STATES = {"sgd": 1, "adam": 2}   # buffers per weight (SGD: its momentum)
+ENGINES = ("fused", "eager")   # how an engine keeps inference tensors (`layer_peak`)
 MIB = 2 ** 20
 KEEPS_INPUT = ("hard_swish", "swish")   # activations whose gradient needs their input (not run in place in training)
 # What a layer without a convolution keeps for the backward pass, in values, from its input and output sizes: a
@@ -111,13 +120,20 @@ def _chain(convs) -> bool:
     return all(b.cin == a.cout and b.hw_in == a.hw_out for a, b in zip(convs, convs[1:]))
 
 
-def layer_peak(layer, channel_block: int = 1) -> int:
+def layer_peak(layer, channel_block: int = 1, engine: str = "fused") -> int:
     """The most activation values alive at once while `layer` (a `LayerCost`) runs, at batch 1 (see the module).
     `channel_block`: channel counts rounded up to a multiple of it, as a blocked layout stores them (onnxruntime's
-    NCHWc on x86: 16 channels with AVX-512, 8 with AVX2); the network's 3-channel input stays as it is."""
+    NCHWc on x86: 16 channels with AVX-512, 8 with AVX2); the network's 3-channel input stays as it is.
+    `engine`: ``fused`` (BatchNorm folded into the conv, activations and additions in place: onnxruntime, PyTorch's
+    inference graphs) or ``eager`` (PyTorch eager mode: BatchNorm writes a new tensor beside the conv's output, so
+    a conv step holds the larger of its input + output and twice its output; an addition writes a new tensor; a
+    concatenation and its shuffle hold the layer's input and two outputs)."""
     def size(c: int, hw: int) -> int:
         return (c if c <= 4 else -(-c // channel_block) * channel_block) * hw * hw
 
+    if engine not in ENGINES:
+        raise ValueError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    eager = engine == "eager"
     key = layer.key
     convs = [c for c in layer.convs if not (key.se and c.hw_in == c.hw_out == 1)]   # SE's convs act on a vector
     inp, out = size(key.in_shape[0], key.in_shape[1]), size(key.out_shape[0], key.out_shape[1])
@@ -125,15 +141,29 @@ def layer_peak(layer, channel_block: int = 1) -> int:
         return inp if key.op == "skip" and key.in_shape == key.out_shape else inp + out
     ins, outs = [size(c.cin, c.hw_in) for c in convs], [size(c.cout, c.hw_out) for c in convs]
     if not _chain(convs) or convs[0].cin != key.in_shape[0]:
-        return inp + out + max(i + o for i, o in zip(ins, outs))
-    kept = inp if key.skip else 0   # the residual's operand, alive until the addition
+        if not eager:
+            return inp + out + max(i + o for i, o in zip(ins, outs))
+        # branches run one after another, each finished one's output alive until the join (a concatenation and
+        # its shuffle: two tensors of the layer's output size; an addition: the sum beside both operands)
+        done, steps = 0, []
+        for n, (i, o) in enumerate(zip(ins, outs)):
+            opens = n == 0 or not _chain(convs[n - 1:n + 1])   # a branch's first conv reads the layer's input
+            done += outs[n - 1] if opens and n else 0
+            steps.append(done + max(0 if opens else i, o) + o)
+        return inp + max(max(steps), (3 if key.skip else 2) * out)
+    # the residual's operand, alive until the addition; in eager mode the caller's reference keeps any input alive
+    kept = inp if key.skip or eager else 0
     steps = [i + o + (kept if n else 0) for n, (i, o) in enumerate(zip(ins, outs))]
+    if eager:   # BatchNorm's (or a separate activation's) new tensor beside the conv's output
+        steps += [kept + 2 * o for o in outs]
     if convs[0].hw_in != key.in_shape[1]:   # a layer that pools before its first conv (a classifier head)
         steps.append(inp + ins[0])
     if key.se and len(convs) > 1:   # the gate multiplies the depthwise output into a new tensor
         steps.append(2 * outs[1] + kept)
     if out > outs[-1]:   # a layer that ends past its last conv (pooling, a pad)
         steps.append(outs[-1] + out)
+    if eager and key.skip:   # the addition's new tensor beside both operands
+        steps.append(kept + 2 * out)
     return max(steps)
 
 
@@ -146,9 +176,10 @@ def _weight_bytes(layers) -> int:
     return int(sum(lc.params * WEIGHT_BYTES.get(lc.key.precision, 4.0) for lc in layers))
 
 
-def inference_memory(space, arch: Hashable, batch: int = 1, channel_block: int = 1) -> InferenceMemory:
-    """Parameter bytes and peak activation bytes of `arch` at `batch` (see the module; `channel_block`:
-    `layer_peak`'s).
+def inference_memory(space, arch: Hashable, batch: int = 1, channel_block: int = 1,
+                     engine: str = "fused") -> InferenceMemory:
+    """Parameter bytes and peak activation bytes of `arch` at `batch` (see the module; `channel_block` and
+    `engine`: `layer_peak`'s).
 
     Raises:
         ValueError: `batch` is not positive.
@@ -157,8 +188,10 @@ def inference_memory(space, arch: Hashable, batch: int = 1, channel_block: int =
         raise ValueError(f"batch {batch}: expected a positive batch size")
     layers = space.layer_costs(arch)
     held = _elems(space.input_shape(arch)[1:]) * 4   # the caller's input, alive throughout the run
-    peaks = [layer_peak(lc, channel_block) * BYTES.get(lc.key.precision, 4) for lc in layers]
+    peaks = [layer_peak(lc, channel_block, engine) * BYTES.get(lc.key.precision, 4) for lc in layers]
     peaks[0] -= _elems(layers[0].key.in_shape) * BYTES.get(layers[0].key.precision, 4)   # that input, counted once
+    if engine == "eager":   # what the built network's forward keeps beside each layer (the stem's output, ...)
+        peaks = [p + v * BYTES.get(lc.key.precision, 4) for p, v, lc in zip(peaks, space.eager_held(arch), layers)]
     top = max(range(len(peaks)), key=peaks.__getitem__)
     return InferenceMemory(_weight_bytes(layers), int((held + peaks[top]) * batch), top, batch)
 
@@ -209,15 +242,15 @@ def largest_batch(space, arch: Hashable, limit_bytes: float, optimizer: str = "s
     return max(0, int((limit_bytes - (one.total_bytes - per_sample)) // per_sample))
 
 
-def memory_features(space, archs: Sequence[Hashable], channel_block: int = 1) -> np.ndarray:
-    """Features of a memory correction: the log of the analytic activation peak (column 0) and of the parameter
-    bytes, the operator, channels and side of the peak's layer, then the space's encoding of each arch
-    (`SearchSpace.encode`)."""
+def memory_features(space, archs: Sequence[Hashable], channel_block: int = 1, engine: str = "fused") -> np.ndarray:
+    """Features of a memory correction: the log of the analytic activation peak (column 0; `channel_block` and
+    `engine`: `layer_peak`'s) and of the parameter bytes, the operator, channels and side of the peak's layer, then
+    the space's encoding of each arch (`SearchSpace.encode`)."""
     from predictors.features import OPS
 
     rows = []
     for arch in archs:
-        mem = inference_memory(space, arch, channel_block=channel_block)
+        mem = inference_memory(space, arch, channel_block=channel_block, engine=engine)
         key = space.layer_costs(arch)[mem.peak_layer].key
         rows.append([np.log(mem.activation_bytes), np.log1p(mem.param_bytes), float(OPS.index(key.op))
                      if key.op in OPS else -1.0, key.in_shape[0], key.out_shape[0], key.in_shape[1]])
@@ -234,16 +267,17 @@ class MemoryCorrection:
     Args:
         space: the space the networks come from.
         channel_block: the analytic walk's `channel_block` (onnxruntime on x86: 16 with AVX-512, 8 with AVX2).
+        engine: the analytic walk's `engine` (``fused`` for onnxruntime, ``eager`` for PyTorch eager mode).
     """
 
-    def __init__(self, space, channel_block: int = 1, seed: int = 0):
-        self.space, self.channel_block, self.seed = space, channel_block, seed
+    def __init__(self, space, channel_block: int = 1, seed: int = 0, engine: str = "fused"):
+        self.space, self.channel_block, self.seed, self.engine = space, channel_block, seed, engine
         self.booster = None
 
     def fit(self, archs: Sequence[Hashable], measured_bytes: Sequence[float]) -> MemoryCorrection:
         import lightgbm as lgb
 
-        x = memory_features(self.space, archs, self.channel_block)
+        x = memory_features(self.space, archs, self.channel_block, self.engine)
         y = np.log(np.asarray(measured_bytes, float)) - x[:, 0]
         model = lgb.LGBMRegressor(n_estimators=200, learning_rate=0.05, num_leaves=8, min_child_samples=5,
                                   subsample=0.8, subsample_freq=1, random_state=self.seed, verbose=-1, n_jobs=1)
@@ -252,7 +286,7 @@ class MemoryCorrection:
 
     def predict(self, archs: Sequence[Hashable]) -> np.ndarray:
         """Activation peak bytes of each arch: the analytic figure times the learned ratio."""
-        x = memory_features(self.space, archs, self.channel_block)
+        x = memory_features(self.space, archs, self.channel_block, self.engine)
         return np.exp(x[:, 0] + self.booster.predict(x))
 
 

@@ -343,6 +343,24 @@ class MuffNetSpace(SearchSpace):
         chs, hw = out[-1].key.out_shape[:2]
         return out + [_head_cost(chs, hw), _classifier_cost(HEAD_CHANNELS, self.num_classes)]
 
+    def eager_held(self, arch: MuffNetArch) -> list[int]:
+        """What `MuffNetBackbone.forward` keeps beside each layer: the stage's input (the caller's ``x``), every
+        earlier stage's output (the ``feats`` list) and, inside a stage, every earlier unit's output (``outs``),
+        the sum being made and the one it replaces (see `SearchSpace.eager_held`)."""
+        held, feats = [0, 0], 0   # stem; max pool, whose input is the stem's output
+        stage_in = int(np.prod(self.feature_layer_costs(arch)[1].key.out_shape))
+        for s, plan in enumerate(self.plan(arch)):
+            ho = conv_out(plan.hw, plan.kernel, 2)
+            unit = plan.cout * ho * ho
+            for i in range(plan.depth):
+                alias = i > 0 and min(i, plan.span) == 1   # the unit reads the last output itself, not a sum
+                held.append(feats + (stage_in if i else 0) + i * unit - (unit if alias else 0))
+                for j in range(1, min(i + 1, plan.span)):   # the join's adds: outputs, old input, running sum
+                    held.append(feats + stage_in + (i + 1) * unit + (unit if i and not alias else 0)
+                                + (unit if j > 1 else 0) - unit)
+            feats, stage_in = feats + (stage_in if s else 0), unit   # the max pool's output is in no list
+        return held + [0, 0]   # head and classifier: the backbone's list of stage outputs is gone
+
     def feature_info(self, arch: MuffNetArch) -> list[tuple[int, int]]:
         """(channels, stride) of each stage output `build_features(arch)` returns: strides 8, 16, 32."""
         return [(p.cout, stride) for p, stride in zip(self.plan(arch), STAGE_STRIDES)]

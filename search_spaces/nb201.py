@@ -331,6 +331,43 @@ class NB201Space(SearchSpace):
             out += [row[op] for row, op in zip(rows, itertools.cycle(arch.ops))]
         return out + [head, fc]
 
+    def eager_held(self, arch: NB201Arch) -> list[int]:
+        """What `Cell.forward` keeps beside each edge (see `SearchSpace.eager_held`): the cell's nodes made so far
+        (the ``nodes`` list) and the sum its node is being made of, or at the addition after the edge, both sums'
+        operands and the new sum; and outside the first cell the stem's output, which the caller of the cells still
+        holds. A ``skip_connect`` edge passes its input on as it is, so a node or operand it makes is no new tensor.
+        Counted in tensors of the cell's node size, beside the edge's own peak (3 for a convolution edge: its input,
+        the ReLU's output and the conv's, then the conv's and BatchNorm's; 2 for a pool or ``none``; 1 for a skip)."""
+        per_cell = []   # tensors held beside each edge of one cell
+        own = [1 if OP_NAMES[op] == "skip_connect" else 3 if EDGE_OPS[op].conv else 2 for op in arch.ops]
+        nodes, acc, stale, fresh = [0], None, set(), 1   # tensor ids: node 0 is the cell input
+        for e, (dst, src) in enumerate(EDGES):
+            alive = set(nodes) | {acc} - {None} | stale
+            peak = len(alive) + own[e] - 1   # the edge's input is a node, counted in `alive`
+            out = nodes[src] if own[e] == 1 else fresh
+            fresh += 1
+            if acc is None:
+                acc = out
+            else:   # the addition: both operands and the new sum beside the nodes; `functools.reduce` holds the
+                # operands of its last addition until its next one (so while the next edge runs)
+                peak = max(peak, len(alive - stale | {out}) + 1)
+                stale, acc, fresh = {acc, out}, fresh, fresh + 1
+            if e + 1 == NUM_EDGES or EDGES[e + 1][0] != dst:
+                nodes.append(acc)
+                acc, stale = None, set()
+            per_cell.append(peak - own[e])
+        layers = self.layer_costs(arch)
+        stem = int(np.prod(layers[0].key.out_shape))
+        held, edge = [0], 0
+        for n, lc in enumerate(layers[1:-2], start=1):
+            if lc.key.op == "resblock":
+                held.append(stem)
+                continue
+            side = lc.key.in_shape[0] * lc.key.in_shape[1] * lc.key.in_shape[2]
+            held.append(per_cell[edge % NUM_EDGES] * side + (stem if edge >= NUM_EDGES else 0))
+            edge += 1
+        return held + [0, 0]
+
     def smallest(self) -> NB201Arch:
         """Every edge ``none``: the other ops cost at least as many MACs and params (only convs have any)."""
         return NB201Arch((NONE,) * NUM_EDGES)

@@ -356,6 +356,11 @@ class PolicySpace(SearchSpace):
     def input_shape(self, arch: PolicyArch) -> tuple[int, int, int, int]:
         return self.base.input_shape(arch.base)
 
+    def eager_held(self, arch: PolicyArch) -> list[int]:
+        """The base network's: pruning narrows only the expansions inside a layer, never what a forward keeps
+        between layers."""
+        return self.base.eager_held(arch.base)
+
     def smallest(self) -> PolicyArch:
         """The space's smallest network at the smallest keep ratio (the fewest MACs a policy can reach)."""
         return self._arch(self.base.smallest(), [self.choices[0]] * len(self.units),

@@ -32,6 +32,29 @@ def test_the_peak_of_an_inverted_residual_matches_the_hand_count():
     assert layer_peak(_ir(skip=True, se=24)) == 2 * 96 * 64 + 16 * 64
     # a blocked layout rounds 16 and 96 channels to 16s (no change) but 24 to 32
     assert layer_peak(_ir(skip=True), channel_block=32) == (96 * 64 * 2 + 32 * 64)
+    # PyTorch eager mode: the caller keeps the block input alive with or without a residual, and BatchNorm writes
+    # a new tensor beside the conv's output: 16x64 + 2 x 96x64 at the expansion's and the depthwise's BatchNorm
+    assert layer_peak(_ir(skip=False), engine="eager") == layer_peak(_ir(skip=True), engine="eager") == 13_312
+    with pytest.raises(ValueError, match="engine 'tensorrt'"):
+        layer_peak(_ir(skip=False), engine="tensorrt")
+
+
+@pytest.mark.parametrize("space_name, options", [("mobilenet", {}), ("macro", {"resolution": 16}), ("fbnet", {}),
+                                                 ("muffnet", {"resolution": 64}), ("nb201", {"resolution": 16})])
+def test_the_eager_walk_is_what_pytorch_eager_mode_holds(space_name, options):
+    """The tensors an eager forward pass holds at once (`hardware_profiles.memory.eager_tensor_bytes`, a trace of
+    every operator's output until its storage is let go), exactly: what the built networks' forward methods keep
+    (a stem output the caller holds, MuffNet's lists of stage and unit outputs, NAS-Bench-201's nodes and the
+    operands `functools.reduce` holds) is each space's `eager_held`."""
+    from hardware_profiles.memory import eager_tensor_bytes
+
+    space = get_space(space_name, options, num_classes=10)
+    rng = np.random.default_rng(5)
+    for _ in range(2):
+        arch = space.sample(rng)
+        for batch in (1, 3):
+            assert inference_memory(space, arch, batch, engine="eager").activation_bytes == eager_tensor_bytes(
+                space.build(arch), space.input_shape(arch), batch)
 
 
 def test_a_network_peak_is_its_largest_layer_plus_the_input_it_holds():
