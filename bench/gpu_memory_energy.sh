@@ -3,7 +3,7 @@
 # device notes say how). PARTS picks what runs, each in its own process writing its own files to $OUT (or
 # ./gpu-out), so one cut short loses only itself:
 #   tests   the CUDA tests of memory, energy and the GPU timing backend (about 30 s)
-#   memory  bench/memory_energy.py's GPU memory part: 50 networks per space, inference at batch 1 and a training
+#   memory  bench/memory_energy.py's GPU memory part: GPU_NETWORKS (50) networks per space, inference at batch 1 and a training
 #           step at 32, 128 and 512 (about 5 minutes on an H100)
 #   energy  its NVML energy part: 40 networks of each of ENERGY_SPACES at batch 1 and 32, two passes of 2 s each
 #           (about 7 minutes a space: run it in a call of its own)
@@ -20,7 +20,7 @@ if [[ " $PARTS " == *" tests "* ]]; then
     tests/test_cuda.py 2>&1 | tail -15
 fi
 if [[ " $PARTS " == *" memory "* ]]; then
-  timeout ${MEMORY_S:-400} python3 bench/memory_energy.py --seed $SEED --networks 50 --gpu --gpu-networks 50 \
+  timeout ${MEMORY_S:-400} python3 bench/memory_energy.py --seed $SEED --networks 50 --gpu --gpu-networks ${GPU_NETWORKS:-50} \
     --skip inference,training,energy,gpu-energy --out $OUT/gpu_memory.json 2>&1 | quiet | tee $OUT/gpu_memory.txt
 fi
 if [[ " $PARTS " == *" energy "* ]]; then
