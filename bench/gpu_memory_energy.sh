@@ -3,8 +3,8 @@
 # device notes say how). PARTS picks what runs, each in its own process writing its own files to $OUT (or
 # ./gpu-out), so one cut short loses only itself:
 #   tests   the CUDA tests of memory, energy and the GPU timing backend (about 30 s)
-#   memory  bench/memory_energy.py's GPU memory part: GPU_NETWORKS (50) networks per space, inference at batch 1 and a training
-#           step at 32, 128 and 512 (about 5 minutes on an H100)
+#   memory  bench/memory_energy.py's GPU memory part: GPU_NETWORKS (50) networks per space, inference at batch 1
+#           and a training step at 32, 128 and 512 (about 5 minutes on an H100)
 #   energy  its NVML energy part: 40 networks of each of ENERGY_SPACES at batch 1 and 32, two passes of 2 s each
 #           (about 7 minutes a space: run it in a call of its own)
 #   PARTS="tests memory" bash bench/gpu_memory_energy.sh; PARTS=energy ENERGY_SPACES=mobilenet bash ...
