@@ -92,6 +92,7 @@ def inference_part(name: str, archs: list, block: int, seed: int) -> dict:
     corrected = MemoryCorrection(space, block, seed).fit(train, measured[:half]).predict(test)
     return {"space": name, "networks": len(archs), "held_out": len(test),
             "measured_mib_median": float(np.median(measured) / 2 ** 20),
+            "measured": dict(zip((space.to_string(a) for a in archs), map(int, measured))),
             "analytic": errors(plain, measured[half:]), f"analytic_block{block}": errors(blocked, measured[half:]),
             "corrected": errors(corrected, measured[half:]),
             "naive": errors([naive_inference(space, a) for a in test], measured[half:])}

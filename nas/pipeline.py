@@ -293,10 +293,11 @@ def memory_figures(ctx: RunContext, arch: Any) -> dict[str, str]:
     under ``constraints.on_train_memory: shrink``)."""
     from predictors.memory import MIB, inference_memory, training_memory
 
-    inf = inference_memory(ctx.space, arch)
-    out = {"memory at batch 1 (MiB, predicted)": f"{inf.total_mb:.3f} ({inf.param_bytes / MIB:.3f} parameters, "
-                                                  f"{inf.activation_bytes / MIB:.3f} activation peak)"}
     c = ctx.recipe.constraints
+    inf = inference_memory(ctx.space, arch, engine=c.memory_engine)
+    out = {"memory at batch 1 (MiB, predicted)": f"{inf.total_mb:.3f} ({inf.param_bytes / MIB:.3f} parameters, "
+                                                  f"{inf.activation_bytes / MIB:.3f} activation peak, "
+                                                  f"{c.memory_engine} engine)"}
     batch = shrunk_batch(ctx.space, c, arch) or c.train_batch or getattr(ctx.evaluator.options, "batch_size", None)
     if isinstance(batch, int) and ctx.evaluator.trains:
         gb = training_memory(ctx.space, arch, batch).total_gb

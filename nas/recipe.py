@@ -102,6 +102,10 @@ class Constraints(_Strict):
     max_params: PositiveFloat | None = None
     max_memory_mb: PositiveFloat | None = Field(None, description="inference memory at batch 1, MiB: parameters "
                                                 "plus the peak of activations alive at once (predictors.memory)")
+    memory_engine: Literal["fused", "eager"] = Field("fused", description="max_memory_mb: how the deployed engine "
+                                                     "keeps tensors: fused (BatchNorm folded, activations in place: "
+                                                     "onnxruntime, TensorRT) or eager (PyTorch eager mode, CUDA "
+                                                     "graphs of it)")
     max_train_memory_gb: PositiveFloat | None = Field(None, description="memory of a training step at "
                                                       "train_batch, GiB: weights, gradients, optimizer state, "
                                                       "saved activations (predictors.memory)")

@@ -1,7 +1,7 @@
 """Memory a network needs, predicted from its layer shapes before anything is built or run (issue 22).
 
     python -m predictors.memory --space S --arch ARCH [--batch B] [--space-options FILE] [--num-classes N]
-        [--optimizer sgd|adam] [--budget-gb GB] [--json]
+        [--optimizer sgd|adam] [--engine fused|eager] [--budget-gb GB] [--json]
 
 **Inference** (`inference_memory`): the parameter bytes, and the peak activation memory at batch B, the most bytes
 of tensors alive at once in execution order. Layers run one after another (`SearchSpace.layer_costs`), so between
@@ -290,11 +290,12 @@ class MemoryCorrection:
         return np.exp(x[:, 0] + self.booster.predict(x))
 
 
-def main_report(space, arch: Hashable, batch: int, optimizer: str) -> dict:
+def main_report(space, arch: Hashable, batch: int, optimizer: str, engine: str = "fused") -> dict:
     """The figures `python -m predictors.memory` prints."""
-    inf, train = inference_memory(space, arch, batch), training_memory(space, arch, batch, optimizer)
+    inf, train = inference_memory(space, arch, batch, engine=engine), training_memory(space, arch, batch, optimizer)
     return {"arch": space.to_string(arch), "batch": batch,
-            "inference": {**{k: v for k, v in asdict(inf).items() if k != "batch"}, "total_mb": round(inf.total_mb, 3)},
+            "inference": {**{k: v for k, v in asdict(inf).items() if k != "batch"}, "total_mb": round(inf.total_mb, 3),
+                          "engine": engine},
             "training": {**{k: v for k, v in asdict(train).items() if k != "batch"}, "optimizer": optimizer,
                          "total_gb": round(train.total_gb, 4)}}
 
@@ -315,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default 1000)")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZER_STATES), default="sgd",
                    help="the training optimizer's state per weight (default sgd: momentum)")
+    p.add_argument("--engine", choices=ENGINES, default="fused",
+                   help="inference as an engine that fuses BatchNorm and runs activations in place (fused: "
+                        "onnxruntime, TensorRT; the default) or as PyTorch eager mode keeps tensors (eager)")
     p.add_argument("--budget-gb", type=float, metavar="GB",
                    help="also the largest batch size whose training step fits in this many GiB")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -329,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         arch = space.decode(args.arch)
     except ValueError as err:
         raise InputError(f"--arch: {err}") from None
-    report = main_report(space, arch, args.batch, args.optimizer)
+    report = main_report(space, arch, args.batch, args.optimizer, args.engine)
     if args.budget_gb is not None:
         report["training"]["largest_batch"] = largest_batch(space, arch, args.budget_gb * 2 ** 30, args.optimizer)
     if args.json:
@@ -337,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     inf, train = report["inference"], report["training"]
     print(f"{report['arch']} at batch {args.batch}")
-    rows = [("inference: parameters", inf["param_bytes"]), ("inference: activation peak", inf["activation_bytes"]),
+    rows = [("inference: parameters", inf["param_bytes"]),
+            (f"inference: activation peak ({args.engine})", inf["activation_bytes"]),
             ("inference: total", inf["param_bytes"] + inf["activation_bytes"]),
             ("training: weights", train["weight_bytes"]), ("training: gradients", train["gradient_bytes"]),
             (f"training: {args.optimizer} state", train["optimizer_bytes"]),

@@ -165,6 +165,11 @@ def test_memory_limits_reject_candidates_before_a_trial_and_show_in_the_results(
     assert ctx.recipe.constraints.train_batch == 8 and ctx.precheck(small)[0] is None
     violation = ctx.precheck(large)[0]
     assert "training memory" in violation and "at batch 8 > max_train_memory_gb 0.001" in violation
+    # a limit for an engine that keeps tensors as PyTorch eager mode does is checked against that walk
+    eager = _context("constraints.max_memory_mb=0.045", "constraints.memory_engine=eager", "constraints.max_flops=null")
+    figure = eager.precheck(small)[1]["memory_mb"]
+    assert figure == pytest.approx(inference_memory(space, small, engine="eager").total_mb)
+    assert figure > inference_memory(space, small).total_mb
 
 
 def test_the_largest_batch_that_fits_is_exact():
@@ -273,6 +278,9 @@ def test_the_command_line_prints_both_figures_and_refuses_a_bad_batch(capsys):
     assert report["training"]["optimizer"] == "sgd" and report["training"]["total_gb"] > 0
     args = ["--space", "macro", "--num-classes", "10"]
     assert main([*args, "--arch", "12120201"]) == 0 and "training: saved activations" in capsys.readouterr().out
+    assert main([*args, "--arch", "12120201", "--engine", "eager", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["inference"]["activation_bytes"] == inference_memory(
+        space, space.decode("12120201"), engine="eager").activation_bytes
     from predictors.memory import largest_batch
 
     assert main([*args, "--arch", "12120201", "--budget-gb", "2", "--json"]) == 0
