@@ -74,11 +74,12 @@ def inference_part(name: str, archs: list, block: int, seed: int) -> dict:
     from tqdm import tqdm
 
     from core.timing import export_onnx
-    from hardware_profiles.memory import onnx_activation_bytes
+    from hardware_profiles.memory import eager_tensor_bytes, onnx_activation_bytes
     from predictors.memory import MemoryCorrection, inference_memory
     from search_spaces import get_space
 
     space = get_space(name, {}, num_classes=CLASSES[name])
+    traced = [eager_tensor_bytes(space.build(a), space.input_shape(a)) for a in archs]   # PyTorch eager
     measured = []
     with tempfile.TemporaryDirectory(prefix="hwnas-mem-") as tmp:
         for i, arch in enumerate(tqdm(archs, desc=f"{name}: onnxruntime memory", unit="net", file=sys.stderr)):
@@ -95,7 +96,9 @@ def inference_part(name: str, archs: list, block: int, seed: int) -> dict:
             "measured": dict(zip((space.to_string(a) for a in archs), map(int, measured))),
             "analytic": errors(plain, measured[half:]), f"analytic_block{block}": errors(blocked, measured[half:]),
             "corrected": errors(corrected, measured[half:]),
-            "naive": errors([naive_inference(space, a) for a in test], measured[half:])}
+            "naive": errors([naive_inference(space, a) for a in test], measured[half:]),
+            "eager_walk_vs_trace": errors([inference_memory(space, a, engine="eager").activation_bytes
+                                           for a in archs], traced)}
 
 
 def training_figures(measured, predicted, naive, archs: list[str]) -> dict:
@@ -325,10 +328,12 @@ def main() -> int:
     if "inference" not in skip:
         result["inference"] = [inference_part(n, archs[n], args.channel_block, args.seed) for n in names]
         print(f"\nInference memory, onnxruntime CPU (its allocator's peak) against predicted; error on the held-out "
-              f"half (median / p90)\n{'space':<10} {'nets':>5} {'MiB':>7} {'analytic':>15} "
-              f"{'block ' + str(args.channel_block):>15} {'corrected':>15} {'naive':>15}")
+              f"half (median / p90); last column: the eager walk against the tensors PyTorch eager mode holds "
+              f"(traced, every network)\n{'space':<10} {'nets':>5} {'MiB':>7} {'analytic':>15} "
+              f"{'block ' + str(args.channel_block):>15} {'corrected':>15} {'naive':>15} {'eager walk':>15}")
         for r in result["inference"]:
-            cells = [r["analytic"], r[f"analytic_block{args.channel_block}"], r["corrected"], r["naive"]]
+            cells = [r["analytic"], r[f"analytic_block{args.channel_block}"], r["corrected"], r["naive"],
+                     r["eager_walk_vs_trace"]]
             print(f"{r['space']:<10} {r['held_out']:>5} {r['measured_mib_median']:>7.2f} " +
                   " ".join(f"{c['median']:>6.1%} / {c['p90']:>6.1%}" for c in cells))
     if "training" not in skip:

@@ -188,12 +188,17 @@ class SearchSpace(ABC):
         """Activation values (batch 1) that the built network's eager forward keeps alive while each layer of
         `layer_costs` runs, beside the layer's own input and output: what `predictors.memory.inference_memory`
         adds for PyTorch eager mode (``engine="eager"``). This default is the stem's output, which the caller of
-        the body still holds while the body runs (``blocks(stem(x))``), from the body's second layer to the head;
+        the body still holds while the body runs (``blocks(stem(x))``), from the body's second layer to the head
+        (from the one after its first layer that is not an identity, which passes the stem's output on as it is);
         spaces whose forward keeps more (lists of earlier outputs, a cell's nodes) override it."""
         layers = self.layer_costs(arch)
         heads = [n for n, lc in enumerate(layers) if lc.key.op == "head"]
+        first = 1
+        while first < len(layers) and not layers[first].convs and layers[first].key.op == "skip" \
+                and layers[first].key.in_shape == layers[first].key.out_shape:
+            first += 1
         stem = int(np.prod(layers[0].key.out_shape))
-        return [stem if 2 <= n < (heads[0] if heads else len(layers)) else 0 for n in range(len(layers))]
+        return [stem if first < n < (heads[0] if heads else len(layers)) else 0 for n in range(len(layers))]
 
     def build_layer(self, key: Any) -> Any:
         """A standalone module for one cost key (input shape (1, *key.in_shape)), to time a layer alone."""

@@ -350,7 +350,7 @@ class NB201Space(SearchSpace):
                 acc = out
             else:   # the addition: both operands and the new sum beside the nodes; `functools.reduce` holds the
                 # operands of its last addition until its next one (so while the next edge runs)
-                peak = max(peak, len(alive - stale | {out}) + 1)
+                peak = max(peak, len(set(nodes) | {acc, out}) + 1)
                 stale, acc, fresh = {acc, out}, fresh, fresh + 1
             if e + 1 == NUM_EDGES or EDGES[e + 1][0] != dst:
                 nodes.append(acc)
