@@ -38,14 +38,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from core.io import atomic_write_json  # noqa: E402
+from hardware_profiles.memory import ort_channel_block  # noqa: E402
 
 CLASSES = {"mobilenet": 1000, "macro": 10, "fbnet": 100, "muffnet": 10, "nb201": 10}
-
-
-def cpu_channel_block() -> int:
-    """onnxruntime's NCHWc block on this CPU: 16 channels with AVX-512, 8 with AVX2 (its MLAS kernels)."""
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return 16 if " avx512f" in flags else 8
 
 
 def sample(space, n: int, seed: int) -> list:
@@ -300,7 +295,7 @@ def main() -> int:
     p.add_argument("--networks", type=int, default=100)
     p.add_argument("--train-networks", type=int, default=20)
     p.add_argument("--batches", default="8,32")
-    p.add_argument("--channel-block", type=int, default=cpu_channel_block())
+    p.add_argument("--channel-block", type=int, default=ort_channel_block())
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip", default="",
                    help="comma-separated parts to skip: inference, training, energy, gpu-memory, gpu-energy")

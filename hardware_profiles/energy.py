@@ -152,16 +152,9 @@ def energy_table(items: Sequence[tuple[str, Callable[[], Callable[[], None]]]], 
 
 def write_energy_table(folder: Path, table: pd.DataFrame, method: str) -> Path:
     """`table` as the profile's ``energy.csv`` in `folder`, and the manifest naming it, its hash and `method`."""
-    from hardware_profiles.manifest import read_manifest, table_hashes, write_manifest
-    from hardware_profiles.tables import write_table
+    from hardware_profiles.manifest import attach_table
 
-    manifest = read_manifest(folder / "manifest.yaml")
-    path = write_table(table, folder / "energy.csv")
-    manifest.tables.energy = "energy.csv"
-    manifest.options["energy_method"] = method
-    manifest.table_sha256 = table_hashes(manifest, folder)
-    write_manifest(manifest, folder)
-    return path
+    return attach_table(folder, table, "energy", {"energy_method": method})
 
 
 def cuda_runner(module, input_shape: tuple[int, ...], precision: str, batch: int, channels_last: bool

@@ -31,7 +31,7 @@ Kind = Literal["measured", "simulated", "imported"]
 Backend = Literal[tuple(dict.fromkeys(["onnxruntime-cpu", "torch-cuda", *IMPLEMENTATIONS.names(), "simulator",
                                        "none"]))]
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
-TableName = Literal["blocks", "networks", "extra", "energy"]
+TableName = Literal["blocks", "networks", "extra", "energy", "memory"]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -50,13 +50,17 @@ class Tables(BaseModel):
                               "models): CSV or Parquet with `network` and `definition` (JSON) columns")
     energy: str | None = Field(None, description="energy per inference of networks (hardware_profiles.energy): CSV "
                                "or Parquet with `arch` and `energy_mj` columns")
+    memory: str | None = Field(None, description="activation peak of networks at batch 1 (hardware_profiles.memory): "
+                               "CSV or Parquet with `arch` and `activation_bytes` columns")
 
     @model_serializer(mode="wrap")
     def _without_missing_energy(self, handler):
-        """Dumped without ``energy`` when there is none, as before it existed (so earlier versions read it)."""
+        """Dumped without ``energy`` and ``memory`` when there are none, as before they existed (so earlier
+        versions read it)."""
         data = handler(self)
-        if data.get("energy") is None:
-            data.pop("energy", None)
+        for which in ("energy", "memory"):
+            if data.get(which) is None:
+                data.pop(which, None)
         return data
 
 
@@ -125,9 +129,24 @@ def write_manifest(manifest: Manifest, folder: Path) -> Path:
     return atomic_write_text(Path(folder) / "manifest.yaml", text)
 
 
+def attach_table(folder: Path, table, which: TableName, options: dict[str, Any]) -> Path:
+    """`table` (a DataFrame of networks) as the profile's ``<which>.csv`` in `folder`, and the manifest naming it,
+    with its hash and `options` (how it was measured) added to the manifest's options."""
+    from hardware_profiles.tables import write_table
+
+    manifest = read_manifest(Path(folder) / "manifest.yaml")
+    path = write_table(table, Path(folder) / f"{which}.csv")
+    setattr(manifest.tables, which, f"{which}.csv")
+    manifest.options.update(options)
+    manifest.table_sha256 = table_hashes(manifest, folder)
+    write_manifest(manifest, folder)
+    return path
+
+
 def table_hashes(manifest: Manifest, folder: Path) -> dict[str, str]:
     """SHA-256 of each table the manifest names, as found in `folder` now (for a writer whose tables are final)."""
-    paths = {which: manifest.table_path(folder, which) for which in ("blocks", "networks", "extra", "energy")}
+    paths = {which: manifest.table_path(folder, which) for which in ("blocks", "networks", "extra", "energy",
+                                                                      "memory")}
     return {which: sha256_file(path) for which, path in paths.items() if path is not None}
 
 

@@ -12,12 +12,13 @@ first) are turned off, so every run allocates and frees as the graph executes an
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from core.errors import InputError
+from core.errors import InputError, cli_entry
 
 FIELD = "mem_bytes_requested_in_use"
 
@@ -221,3 +222,84 @@ def cuda_memory_bytes(model, input_shape: tuple[int, ...], batch: int, train: bo
     step()
     torch.cuda.synchronize()
     return torch.cuda.max_memory_allocated() - base
+
+
+MEMORY_BACKENDS = {"onnxruntime-cpu": "fused", "torch-cuda": "eager"}   # what measures a memory table, and the walk
+# (`predictors.memory.inference_memory`'s engine) its correction starts from
+
+
+def ort_channel_block() -> int:
+    """onnxruntime's NCHWc block on this CPU: 16 channels with AVX-512, 8 with AVX2 (its MLAS kernels)."""
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return 16 if " avx512f" in flags else 8
+
+
+def memory_table(profile, archs: list[str], log=lambda line: None):
+    """The activation peak at batch 1 of each network `archs` names (strings of the profile's space), measured
+    with the profile's engine: onnxruntime's CPU allocator (`onnx_activation_bytes`) for an onnxruntime profile,
+    `torch.cuda.max_memory_allocated` of an eager forward pass (`cuda_memory_bytes`) for a torch-cuda one; and the
+    manifest options that say how (``memory_method``, ``memory_engine``, ``memory_channel_block``).
+
+    Raises:
+        InputError: the profile's backend measures no memory, or a torch-cuda profile on a machine without CUDA.
+    """
+    import pandas as pd
+    import torch
+    from tqdm import tqdm
+
+    from core.timing import export_onnx
+    from search_spaces import make_space
+
+    m = profile.manifest
+    if m.backend not in MEMORY_BACKENDS:
+        raise InputError(f"--profile: {m.ref} was measured with {m.backend}; memory tables are measured for "
+                         f"{' and '.join(MEMORY_BACKENDS)} profiles")
+    if m.backend == "torch-cuda" and not torch.cuda.is_available():
+        raise InputError(f"--profile: {m.ref} is a GPU profile and this machine has no CUDA device")
+    space = make_space(m.space, m.space_options, m.num_classes or 1000, source=f"{m.ref} manifest")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hwnas-memory-") as tmp:
+        for i, text in enumerate(tqdm(archs, desc=f"{m.ref}: memory", unit="net")):
+            arch = space.decode(text)
+            shape = space.input_shape(arch)
+            if m.backend == "torch-cuda":
+                peak = cuda_memory_bytes(space.build(arch), shape, 1, train=False)
+            else:
+                peak = onnx_activation_bytes(export_onnx(space.build(arch).eval(), shape, Path(tmp) / f"{i}.onnx"),
+                                             shape, max(m.threads, 1))
+            rows.append({"arch": text, "activation_bytes": int(peak)})
+            log(f"{i + 1}/{len(archs)} {text}: {peak / 2 ** 20:.3f} MiB")
+    how = ("onnxruntime CPU allocator's peak (profile memory statistics), batch 1" if m.backend != "torch-cuda" else
+           f"torch.cuda.max_memory_allocated of an eager forward pass on {torch.cuda.get_device_name()}, batch 1")
+    options = {"memory_method": how, "memory_engine": MEMORY_BACKENDS[m.backend],
+               "memory_channel_block": ort_channel_block() if m.backend != "torch-cuda" else 1}
+    return pd.DataFrame(rows, columns=["arch", "activation_bytes"]), options
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    from core.cli import ArgParser
+    from hardware_profiles import get_profile
+    from hardware_profiles.lookup import TableProfile
+    from hardware_profiles.manifest import attach_table, resolve
+
+    p = ArgParser(prog="python -m hardware_profiles.memory",
+                  description="Measure the inference memory of a profile's networks into its memory table.")
+    p.add_argument("--profile", required=True, help="a measured onnxruntime-cpu or torch-cuda profile with a "
+                   "networks table (its networks are measured)")
+    p.add_argument("--networks", type=int, help="how many of its networks (default all)")
+    args = p.parse_args(argv)
+    if args.networks is not None and args.networks <= 0:
+        raise InputError(f"--networks: {args.networks}: expected a positive count")
+    profile = get_profile(args.profile)
+    if not isinstance(profile, TableProfile) or not profile.manifest.tables.networks:
+        raise InputError(f"--profile: {args.profile} is not a measured profile with a networks table")
+    archs = profile.read_networks()["arch"].astype(str).tolist()[:args.networks]
+    table, options = memory_table(profile, archs)
+    path = attach_table(resolve(args.profile), table, "memory", options)
+    print(f"{len(table)} networks -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -61,6 +61,7 @@ def check_recipe(source: str, recipe: Recipe) -> RunContext:
         raise RecipeError(f"{source}: controller.options: {err}") from None
     for i, lat in enumerate(recipe.constraints.latency):
         _check_energy(source, i, lat)
+        _check_memory(source, i, lat)
         if lat.source == "table":
             continue
         _check_coverage(source, i, lat.profile, ctx.space)
@@ -88,6 +89,20 @@ def _check_energy(source: str, index: int, lat) -> None:
                           "e.g. fpga-zc706-int8) or were measured for it (python -m hardware_profiles.energy)")
     if lat.implementation != "default":
         raise RecipeError(f"{source}: constraints.latency[{index}].max_energy_mj: energy is known for the profile's "
+                          "own engine only; leave implementation out")
+
+
+def _check_memory(source: str, index: int, lat) -> None:
+    """A latency entry's ``max_memory_mb`` needs a profile with a memory table (`hardware_profiles.memory`)."""
+    if lat.max_memory_mb is None:
+        return
+    profile = get_profile(lat.profile) if lat.source != "table" else None
+    if not (isinstance(profile, TableProfile) and getattr(profile.manifest.tables, "memory", None)):
+        raise RecipeError(f"{source}: constraints.latency[{index}].max_memory_mb: {lat.profile} has no memory table; "
+                          f"measure one (python -m hardware_profiles.memory --profile {lat.profile}) or limit the "
+                          "walk's figure with constraints.max_memory_mb")
+    if lat.implementation != "default":
+        raise RecipeError(f"{source}: constraints.latency[{index}].max_memory_mb: memory is known for the profile's "
                           "own engine only; leave implementation out")
 
 

@@ -179,7 +179,7 @@ def latency_figures(sources: dict[str, LatencySource], space, arch: Hashable,
     ``implementation_<profile>``, and where energy is limited ``energy_<profile>`` from the profile's model) of a
     candidate. `cheap_only`: only the sources that cost nothing, skipping a
     candidate a metric table lacks (its trial records it as failed)."""
-    from nas.objectives import energy_column, implementation_column, latency_column
+    from nas.objectives import energy_column, implementation_column, latency_column, profile_memory_column
 
     lat: dict[str, float] = {}
     fields: dict[str, Any] = {}
@@ -197,6 +197,8 @@ def latency_figures(sources: dict[str, LatencySource], space, arch: Hashable,
             fields[implementation_column(name)] = impl
         if src.constraint.max_energy_mj is not None:   # a profile with energy (checked: nas.checks)
             fields[energy_column(name)] = energy_figure(src, space, arch)
+        if src.constraint.max_memory_mb is not None:   # a profile with a memory table (checked: nas.checks)
+            fields[profile_memory_column(name)] = memory_figure(src, space, arch)
     return lat, fields
 
 
@@ -240,7 +242,22 @@ def make_sources(constraints: Constraints, space, run_dir: Path, *, seed: int = 
                 out[lat.profile].energy_model = profile_energy_predictor(out[lat.profile].profile, space, seed)
             except ValueError as err:
                 raise LatencySetupError(f"constraints.latency[{i}].max_energy_mj: {err}") from None
+        if lat.max_memory_mb is not None:
+            from predictors.memory import profile_memory_correction
+
+            try:   # a measured memory table (hardware_profiles.memory): its correction, the same in every worker
+                out[lat.profile].memory_model = profile_memory_correction(out[lat.profile].profile, space, seed)
+            except ValueError as err:
+                raise LatencySetupError(f"constraints.latency[{i}].max_memory_mb: {err}") from None
     return out
+
+
+def memory_figure(src: LatencySource, space, arch: Hashable) -> float:
+    """A candidate's inference memory at batch 1 (MiB) on the source's profile: its parameters plus the activation
+    peak the profile's memory correction predicts (`predictors.memory.profile_memory_correction`)."""
+    from predictors.memory import MIB, inference_memory
+
+    return float((inference_memory(space, arch).param_bytes + src.memory_model.predict([arch])[0]) / MIB)
 
 
 def energy_figure(src: LatencySource, space, arch: Hashable) -> float:

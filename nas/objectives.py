@@ -22,9 +22,16 @@ def energy_column(profile: str) -> str:
     return f"energy_{profile}"
 
 
+def profile_memory_column(profile: str) -> str:
+    """Results-table column holding inference memory (MiB) on `profile`, where its constraint limits it."""
+    return f"memory_{profile}"
+
+
 def energy_columns(constraints: Constraints) -> tuple[str, ...]:
-    """The results columns the energy limits add (``max_energy_mj`` in a latency entry)."""
-    return tuple(energy_column(lat.profile) for lat in constraints.latency if lat.max_energy_mj is not None)
+    """The results columns the energy and per-profile memory limits add (``max_energy_mj``, ``max_memory_mb`` in
+    a latency entry)."""
+    return tuple([energy_column(lat.profile) for lat in constraints.latency if lat.max_energy_mj is not None] +
+                 [profile_memory_column(lat.profile) for lat in constraints.latency if lat.max_memory_mb is not None])
 
 
 def implementation_column(profile: str) -> str:
@@ -44,7 +51,8 @@ def static_violation(constraints: Constraints, flops: float, params: float) -> s
 
 def latency_violation(constraints: Constraints, latencies: dict[str, float],
                       fields: dict[str, float] | None = None) -> str | None:
-    """Why latencies (or, in the row `fields`, energies: `energy_column`) break a limit, or None."""
+    """Why latencies (or, in the row `fields`, energies: `energy_column`, and per-profile memory:
+    `profile_memory_column`) break a limit, or None."""
     for lat in constraints.latency:
         value = latencies.get(lat.profile)
         if lat.max_ms is not None and value is not None and value > lat.max_ms:
@@ -52,6 +60,9 @@ def latency_violation(constraints: Constraints, latencies: dict[str, float],
         energy = (fields or {}).get(energy_column(lat.profile))
         if lat.max_energy_mj is not None and energy is not None and energy > lat.max_energy_mj:
             return f"energy on {lat.profile} {energy:.3f} mJ > max_energy_mj {lat.max_energy_mj:g}"
+        memory = (fields or {}).get(profile_memory_column(lat.profile))
+        if lat.max_memory_mb is not None and memory is not None and memory > lat.max_memory_mb:
+            return f"memory on {lat.profile} {memory:.3f} MiB > max_memory_mb {lat.max_memory_mb:g}"
     return None
 
 

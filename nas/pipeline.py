@@ -14,7 +14,7 @@ from core.io import atomic_write_json, atomic_write_text, write_sha256sums
 from nas.context import RunContext
 from nas.latency_sources import profile_file_name
 from nas.objectives import (energy_column, energy_columns, implementation_column, latency_column, memory_columns,
-                            shrunk_batch)
+                            profile_memory_column, shrunk_batch)
 from nas.recipe import Recipe
 from nas.results import RunLog
 from nas.tracking import ExportedModel, make_tracker
@@ -252,6 +252,8 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, 
         extra[f"latency {p}"] = f"search: {lat['search_how']}; exported network: {lat['measured_how']}"
         if best.get(energy_column(p)) is not None:
             figures[f"energy {p} (mJ per inference, modelled)"] = best[energy_column(p)]
+        if best.get(profile_memory_column(p)) is not None:
+            figures[f"memory {p} (MiB at batch 1, predicted from its memory table)"] = best[profile_memory_column(p)]
     shipped = shipped_latency(ctx, arch, latency)
     if shipped is not None:
         name, ms, how = shipped

@@ -64,6 +64,10 @@ class LatencyConstraint(_Strict):
     max_ms: PositiveFloat | None = None
     max_energy_mj: PositiveFloat | None = Field(None, description="energy per inference on the profile, mJ (profiles "
                                                 "that model energy: the FPGA simulators); checked before a trial")
+    max_memory_mb: PositiveFloat | None = Field(None, description="inference memory at batch 1 on the profile, MiB: "
+                                                "parameters plus the activation peak, the walk corrected by the "
+                                                "profile's memory table (hardware_profiles.memory); checked before "
+                                                "a trial")
     source: Literal["predictor", "profile", "table"] = "predictor"
     predictor: str | None = Field(None, description="predictor folder (predictors.train --out) for this profile; "
                                   "default: trained from the profile's tables, or calibrated on it")

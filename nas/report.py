@@ -26,7 +26,8 @@ from core.io import atomic_write
 from hardware_profiles import TableProfile
 from hardware_profiles.importer import error_report
 from nas.latency_sources import profile_file_name as file_name   # one sanitiser: predictors/<profile>, plots
-from nas.objectives import energy_column, implementation_column, latency_column, pareto_mask
+from nas.objectives import (energy_column, implementation_column, latency_column, pareto_mask,
+                            profile_memory_column)
 from nas.recipe import Recipe
 
 Axis = tuple[str, str, float | None]   # (results column, axis label, limit or None)
@@ -34,7 +35,8 @@ Axis = tuple[str, str, float | None]   # (results column, axis label, limit or N
 
 def cost_axes(recipe: Recipe) -> dict[str, Axis]:
     """The costs a run's candidates are judged on, by name: each latency profile of the recipe, then ``flops``, then
-    the energy and memory budgets the recipe limits (``energy_<profile>``, ``memory``, ``train_memory``)."""
+    the energy and memory budgets the recipe limits (``energy_<profile>``, ``memory``, ``memory_<profile>``,
+    ``train_memory``)."""
     axes: dict[str, Axis] = {lat.profile: (latency_column(lat.profile), f"latency on {lat.profile} (ms)", lat.max_ms)
                              for lat in recipe.constraints.latency}
     c = recipe.constraints
@@ -45,6 +47,9 @@ def cost_axes(recipe: Recipe) -> dict[str, Axis]:
         if lat.max_energy_mj is not None:
             axes[f"energy_{lat.profile}"] = (energy_column(lat.profile), f"energy on {lat.profile} (mJ)",
                                              lat.max_energy_mj)
+        if lat.max_memory_mb is not None:
+            axes[f"memory_{lat.profile}"] = (profile_memory_column(lat.profile),
+                                             f"inference memory on {lat.profile} (MiB, predicted)", lat.max_memory_mb)
     if c.max_train_memory_gb is not None:
         axes["train_memory"] = ("train_memory_gb", f"training memory at batch {c.train_batch} (GiB, predicted)",
                                 c.max_train_memory_gb)

@@ -290,6 +290,29 @@ class MemoryCorrection:
         return np.exp(x[:, 0] + self.booster.predict(x))
 
 
+def profile_memory_correction(profile, space, seed: int = 0) -> MemoryCorrection:
+    """A `MemoryCorrection` fitted to `profile`'s memory table (`hardware_profiles.memory` measures one), from the
+    walk of the engine it was measured with (manifest options ``memory_engine``, ``memory_channel_block``), its
+    archs read in `space`: what a recipe's ``max_memory_mb`` on that profile checks a candidate with.
+
+    Raises:
+        ValueError: the profile has no memory table, fewer than 5 networks in it, or an arch not of `space`.
+    """
+    from hardware_profiles.tables import read_table
+
+    m = profile.manifest
+    path = m.table_path(profile.folder, "memory") if getattr(m.tables, "memory", None) else None
+    if path is None:
+        raise ValueError(f"{m.ref} has no memory table (python -m hardware_profiles.memory measures one)")
+    table = read_table(path)
+    if len(table) < 5:
+        raise ValueError(f"{path}: a memory correction needs 5 or more networks (got {len(table)})")
+    archs = [space.decode(str(a)) for a in table["arch"]]
+    return MemoryCorrection(space, int(m.options.get("memory_channel_block", 1)), seed,
+                            str(m.options.get("memory_engine", "fused"))).fit(
+        archs, table["activation_bytes"].to_numpy(float))
+
+
 def main_report(space, arch: Hashable, batch: int, optimizer: str, engine: str = "fused") -> dict:
     """The figures `python -m predictors.memory` prints."""
     inf, train = inference_memory(space, arch, batch, engine=engine), training_memory(space, arch, batch, optimizer)

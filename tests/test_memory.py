@@ -375,3 +375,60 @@ def test_on_gpus_a_trial_reserves_the_share_of_a_gpu_its_training_step_needs():
     assert PredictedMemory(tight.recipe, tight.space)({"arch": large}).bundles[0]["GPU"] == 0.3   # capped
     with pytest.raises(RecipeError, match="gpu_memory_gb sizes each trial's GPU share"):
         _context("cluster.gpus_per_trial=1", "cluster.gpu_memory_gb=80")
+
+
+def test_a_profiles_memory_table_is_measured_and_its_correction_limits_a_search(tmp_path, monkeypatch, capsys):
+    """`python -m hardware_profiles.memory` measures a copy of a shipped onnxruntime profile's networks with
+    onnxruntime's allocator into its memory table; a latency entry's ``max_memory_mb`` on that profile is then
+    checked before a trial with the walk corrected by that table (`predictors.memory.profile_memory_correction`),
+    the figure in column ``memory_<profile>``."""
+    import shutil
+
+    from hardware_profiles.manifest import BUILTIN_ROOT, read_manifest, verify_tables, write_manifest
+    from hardware_profiles.memory import main
+    from hardware_profiles.tables import read_table
+    from nas.checks import load_run
+
+    folder = tmp_path / "profiles" / "ort-memory" / "1"
+    shutil.copytree(BUILTIN_ROOT / "x86-ort-t1-macro" / "1", folder)
+    manifest = read_manifest(folder / "manifest.yaml")
+    manifest.name = "ort-memory"
+    write_manifest(manifest, folder)
+    monkeypatch.setenv("HWNAS_PROFILE_PATH", str(tmp_path / "profiles"))
+    assert main(["--profile", "ort-memory", "--networks", "12"]) == 0
+    manifest = read_manifest(folder / "manifest.yaml")
+    verify_tables(manifest, folder, ("blocks", "networks", "memory"))
+    assert manifest.options["memory_engine"] == "fused" and "onnxruntime" in manifest.options["memory_method"]
+    table = read_table(folder / manifest.tables.memory)
+    space = get_space("macro", {}, num_classes=10)
+    archs = [space.decode(a) for a in table.arch]
+    assert len(table) == 12 and (table.activation_bytes > 0).all()
+    # NAS-Bench-Macro's chains: the fused walk is onnxruntime's peak already (bench/memory_energy.py)
+    walk = np.array([inference_memory(space, a).activation_bytes for a in archs])
+    assert walk == pytest.approx(table.activation_bytes.to_numpy(float), rel=0.05)
+
+    limit = float(np.median([inference_memory(space, a).total_mb for a in archs]))
+    ctx = load_run(REPO / "recipes" / "macro_x86.yaml",
+                   [f"constraints.latency=[{{profile: ort-memory, max_ms: 100, max_memory_mb: {limit}}}]"])
+    ctx.open(tmp_path / "run", log=lambda line: None)
+    assert "memory_ort-memory" in ctx.metrics
+    verdicts = [ctx.precheck(a) for a in archs]
+    figures = np.array([fields["memory_ort-memory"] for _, fields in verdicts])
+    corrected = ctx.latency["ort-memory"].memory_model.predict(archs)
+    params = np.array([inference_memory(space, a).param_bytes for a in archs])
+    assert figures == pytest.approx((params + corrected) / MIB)
+    for (violation, _), mb in zip(verdicts, figures):
+        assert (violation is not None and violation.startswith("memory on ort-memory")) == (mb > limit)
+    assert any(v is None for v, _ in verdicts) and any(v is not None for v, _ in verdicts)
+
+    for args, line in ((["--profile", "fpga-zc706-int8"], "not a measured profile with a networks table"),
+                       (["--profile", "ort-memory", "--networks", "0"], "--networks: 0: expected a positive count")):
+        assert main(args) == 2 and line in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_memory_limit_on_a_profile_without_a_memory_table_is_refused_in_one_line():
+    from nas.checks import RecipeError
+
+    with pytest.raises(RecipeError, match=r"constraints.latency\[0\].max_memory_mb: x86-ort-t1-macro has no memory "
+                                          r"table; measure one \(python -m hardware_profiles.memory"):
+        _context("constraints.latency=[{profile: x86-ort-t1-macro, max_ms: 100, max_memory_mb: 4}]")
