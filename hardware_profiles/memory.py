@@ -2,6 +2,12 @@
 glibc's allocator over a PyTorch training step (`torch_training_bytes`), the tensors autograd keeps for the
 backward pass (`saved_tensor_bytes`), and the tensors an eager forward pass holds (`eager_tensor_bytes`).
 
+    python -m hardware_profiles.memory --profile P [--networks N]
+
+measures a profile's networks with its own engine into its memory table (`memory_table`: ``memory.csv``, `arch`
+and `activation_bytes`), which a recipe's ``max_memory_mb`` in a latency entry on that profile is corrected by
+(`predictors.memory.profile_memory_correction`).
+
 onnxruntime's profiler (1.23 and later) records, after every kernel, the bytes its allocator has handed out
 (``mem_bytes_requested_in_use``: requested sizes, before the arena's rounding). The activation peak of one run is the
 largest of those figures less what was in use before the first kernel (what the session holds between runs), plus
@@ -254,6 +260,8 @@ def memory_table(profile, archs: list[str], log=lambda line: None):
     if m.backend not in MEMORY_BACKENDS:
         raise InputError(f"--profile: {m.ref} was measured with {m.backend}; memory tables are measured for "
                          f"{' and '.join(MEMORY_BACKENDS)} profiles")
+    if m.precision != "fp32":
+        raise InputError(f"--profile: {m.ref} runs in {m.precision}; memory tables are measured for fp32 profiles")
     if m.backend == "torch-cuda" and not torch.cuda.is_available():
         raise InputError(f"--profile: {m.ref} is a GPU profile and this machine has no CUDA device")
     space = make_space(m.space, m.space_options, m.num_classes or 1000, source=f"{m.ref} manifest")

@@ -125,9 +125,10 @@ def layer_peak(layer, channel_block: int = 1, engine: str = "fused") -> int:
     `channel_block`: channel counts rounded up to a multiple of it, as a blocked layout stores them (onnxruntime's
     NCHWc on x86: 16 channels with AVX-512, 8 with AVX2); the network's 3-channel input stays as it is.
     `engine`: ``fused`` (BatchNorm folded into the conv, activations and additions in place: onnxruntime, PyTorch's
-    inference graphs) or ``eager`` (PyTorch eager mode: BatchNorm writes a new tensor beside the conv's output, so
-    a conv step holds the larger of its input + output and twice its output; an addition writes a new tensor; a
-    concatenation and its shuffle hold the layer's input and two outputs)."""
+    inference graphs) or ``eager`` (PyTorch eager mode: the layer's input alive throughout, since its caller holds
+    it; BatchNorm's new tensor beside the conv's output; an addition's new tensor beside both operands; branches
+    one after another, a finished one's output kept until the join, and a concatenation and its shuffle two tensors
+    of the layer's output size)."""
     def size(c: int, hw: int) -> int:
         return (c if c <= 4 else -(-c // channel_block) * channel_block) * hw * hw
 

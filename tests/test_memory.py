@@ -422,6 +422,7 @@ def test_a_profiles_memory_table_is_measured_and_its_correction_limits_a_search(
     assert any(v is None for v, _ in verdicts) and any(v is not None for v, _ in verdicts)
 
     for args, line in ((["--profile", "fpga-zc706-int8"], "not a measured profile with a networks table"),
+                       (["--profile", "gpu-h100-fp16-b1"], "runs in fp16; memory tables are measured for fp32"),
                        (["--profile", "ort-memory", "--networks", "0"], "--networks: 0: expected a positive count")):
         assert main(args) == 2 and line in capsys.readouterr().err.strip().splitlines()[-1]
 
