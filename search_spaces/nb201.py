@@ -342,7 +342,7 @@ class NB201Space(SearchSpace):
         own = [1 if OP_NAMES[op] == "skip_connect" else 3 if EDGE_OPS[op].conv else 2 for op in arch.ops]
         nodes, acc, stale, fresh = [0], None, set(), 1   # tensor ids: node 0 is the cell input
         for e, (dst, src) in enumerate(EDGES):
-            alive = set(nodes) | {acc} - {None} | stale
+            alive = set(nodes) | stale | ({acc} if acc is not None else set())
             peak = len(alive) + own[e] - 1   # the edge's input is a node, counted in `alive`
             out = nodes[src] if own[e] == 1 else fresh
             fresh += 1
@@ -359,7 +359,7 @@ class NB201Space(SearchSpace):
         layers = self.layer_costs(arch)
         stem = int(np.prod(layers[0].key.out_shape))
         held, edge = [0], 0
-        for n, lc in enumerate(layers[1:-2], start=1):
+        for lc in layers[1:-2]:
             if lc.key.op == "resblock":
                 held.append(stem)
                 continue
