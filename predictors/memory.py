@@ -39,9 +39,10 @@ keeps as its input; a third where the activation's gradient needs its input, as 
 copy a channel shuffle makes between a grouped conv and a depthwise one, which the depthwise conv keeps; a layer
 that joins branches (ShuffleNetV2's concatenation and shuffle) makes a new tensor, which the next layer keeps as its
 input through the half it reads, unless a sum is made of it first; of a join's sums only the last is kept; a
-max-pool keeps its indices and the next layer its output; the network's input). These rules match the tensors
-autograd keeps (`hardware_profiles.memory.saved_tensor_bytes`) to within 2 % on every space but NAS-Bench-201,
-whose cells a walk of the layers in order counts too high where two pooling edges read one node. The gradients
+max-pool keeps its indices and the next layer its output; the network's input; less what the walk of the layers in
+order meets twice, a NAS-Bench-201 node that two pooling edges keep: `SearchSpace.saved_twice`). These rules match
+the tensors autograd keeps (`hardware_profiles.memory.saved_tensor_bytes`) to within 2.5 % (NAS-Bench-201's cells
+of only skips and ``none``: 9 %). The gradients
 of activations are freed as the backward pass goes and add no measurable peak on top (a term for the largest of
 them made the figure 8-16 % too high on NAS-Bench-Macro). On this CPU the figure is checked against the
 allocator's peak over a real training step (`hardware_profiles.memory.torch_training_bytes`): the same tensors a
@@ -230,6 +231,7 @@ def training_memory(space, arch: Hashable, batch: int, optimizer: str = "sgd") -
             saved += _elems(key.out_shape)   # layer keeps as its input, unless a sum is made of it first
         if not convs and not (key.op == "add" and then_add):   # a sum another is added to is kept by nobody
             saved += SAVED_WITHOUT_CONV.get(key.op, lambda i, o: o)(_elems(key.in_shape), _elems(key.out_shape))
+    saved -= space.saved_twice(arch)   # a tensor the walk met more than once (a cell's node several edges keep)
     naive = weights + 4 * batch * sum(_elems(lc.key.out_shape) for lc in layers)
     return TrainingMemory(weights, weights, OPTIMIZER_STATES[optimizer] * weights, 4 * batch * saved, batch, naive)
 

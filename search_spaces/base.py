@@ -200,6 +200,12 @@ class SearchSpace(ABC):
         stem = int(np.prod(layers[0].key.out_shape))
         return [stem if first < n < (heads[0] if heads else len(layers)) else 0 for n in range(len(layers))]
 
+    def saved_twice(self, arch: Hashable) -> int:
+        """Activation values (per sample) that `predictors.memory.training_memory`'s walk of the layers in order
+        counts for the backward pass more than once, though autograd keeps the tensor once (several layers of a
+        cell reading one node): taken off its figure. None here; NAS-Bench-201 overrides it."""
+        return 0
+
     def build_layer(self, key: Any) -> Any:
         """A standalone module for one cost key (input shape (1, *key.in_shape)), to time a layer alone."""
         raise NotImplementedError(f"search space {self.name!r} cannot build single layers")

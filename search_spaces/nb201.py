@@ -368,6 +368,19 @@ class NB201Space(SearchSpace):
             edge += 1
         return held + [0, 0]
 
+    def saved_twice(self, arch: NB201Arch) -> int:
+        """An ``avg_pool_3x3`` edge keeps its input node for the backward pass, and the walk counts it per edge:
+        the nodes that more than one pooling edge reads (a ``skip_connect`` node being the node it passes on) are
+        counted once too many per extra edge, in every cell (see `SearchSpace.saved_twice`)."""
+        node_of = list(range(NUM_NODES))   # the tensor each node is: a node made by one skip edge is its input
+        for e, (dst, src) in enumerate(EDGES):
+            if sum(d == dst for d, _ in EDGES) == 1 and OP_NAMES[arch.ops[e]] == "skip_connect":
+                node_of[dst] = node_of[src]
+        readers = [node_of[src] for e, (_, src) in enumerate(EDGES) if OP_NAMES[arch.ops[e]] == "avg_pool_3x3"]
+        extra = len(readers) - len(set(readers))
+        res = self.options.resolution
+        return sum(extra * CELLS_PER_STAGE * chs * (res >> s) ** 2 for s, chs in enumerate(STAGE_CHANNELS))
+
     def smallest(self) -> NB201Arch:
         """Every edge ``none``: the other ops cost at least as many MACs and params (only convs have any)."""
         return NB201Arch((NONE,) * NUM_EDGES)

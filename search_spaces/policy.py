@@ -361,6 +361,9 @@ class PolicySpace(SearchSpace):
         between layers."""
         return self.base.eager_held(arch.base)
 
+    def saved_twice(self, arch: PolicyArch) -> int:
+        return self.base.saved_twice(arch.base)
+
     def smallest(self) -> PolicyArch:
         """The space's smallest network at the smallest keep ratio (the fewest MACs a policy can reach)."""
         return self._arch(self.base.smallest(), [self.choices[0]] * len(self.units),

@@ -134,12 +134,14 @@ def test_a_training_step_allocates_what_the_model_predicts_on_nas_bench_macro():
     ("muffnet", {"resolution": 64}, "d2_w1_k3_g2_f2|d4_w1_k3_g4_f3|d2_w1_k5_g1_f1"),   # grouped branches, joins
     ("fbnet", {}, "5 8 8 5 2 1 5 1 6 8 2 4 0 1 3 7 8 5 5 5 0 3"),   # group-2 blocks (a shuffle each) and skips
     ("macro", {"resolution": 16}, "12120201"),
+    ("nb201", {}, "|avg_pool_3x3~0|+|avg_pool_3x3~0|avg_pool_3x3~1|+|nor_conv_3x3~0|nor_conv_1x1~1|nor_conv_1x1~2|"),
 ])
 def test_predicted_saved_activations_are_the_tensors_autograd_keeps(space_name, options, arch):
     """Every tensor the backward pass keeps (`hardware_profiles.memory.saved_tensor_bytes`, each storage once) is
     counted, and none twice: a ShuffleNetV2 unit's concatenated output, which the next unit keeps through the half
     it reads; the copy a channel shuffle makes between a grouped and a depthwise conv; a federation sum, of which
-    only the last of a join is kept. Within 2.5 % (BatchNorm's per-channel statistics are left out)."""
+    only the last of a join is kept; a NAS-Bench-201 node two pooling edges keep, once. Within 2.5 % (BatchNorm's
+    per-channel statistics are left out)."""
     from hardware_profiles.memory import saved_tensor_bytes
 
     space = get_space(space_name, options, num_classes=10)
