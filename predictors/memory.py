@@ -21,16 +21,17 @@ none of the fusing: BatchNorm writes a new tensor beside its conv's output, an a
 operands, and a layer's input stays alive while it runs (its caller holds it); `layer_peak` says what that adds.
 What the built network's forward methods keep beside a layer (the stem's output while the body runs, MuffNet's lists
 of stage and unit outputs, NAS-Bench-201's nodes and the operands `functools.reduce` holds) each space says
-(`SearchSpace.eager_held`). The eager walk equals the tensors an eager forward pass holds on every space
+(`SearchSpace.held_values`). The eager walk equals the tensors an eager forward pass holds on every space
 (`hardware_profiles.memory.eager_tensor_bytes`, which traces them); a GPU adds cuDNN's workspace on top.
 
 The network's input counts throughout (the caller holds it while the network runs), parameters do not count as
 activations, and a layer's precision (`CostKey.precision`, a compression policy's) sets its bytes per value.
-`channel_block` rounds channel counts up as a blocked layout stores them (onnxruntime's NCHWc on x86). What the
-walk does not model of an engine (the layout copies onnxruntime makes around an addition, a concatenation or a
-shuffle; NAS-Bench-201's cells, whose node tensors are alive together) a learned correction fits to that engine's
-measurements (`MemoryCorrection`). `bench/memory_energy.py` compares the figures with onnxruntime's allocator on this
-CPU (`hardware_profiles.memory`).
+`channel_block` rounds channel counts up as a blocked layout stores them (onnxruntime's NCHWc on x86). Where the
+layers are not one chain, the space says what else is alive beside each (`SearchSpace.held_values`: a NAS-Bench-201
+cell's nodes until their last edge). What the walk does not model of an engine (the layout copies onnxruntime makes
+around an addition, a concatenation or a shuffle) a learned correction fits to that engine's measurements
+(`MemoryCorrection`). `bench/memory_energy.py` compares the figures with onnxruntime's allocator on this CPU
+(`hardware_profiles.memory`).
 
 **Training** (`training_memory`): weights, their gradients and the optimizer's state (SGD with momentum: one buffer
 per weight; Adam: two), plus the activations the backward pass keeps at batch B (per convolution two tensors of its
@@ -192,8 +193,9 @@ def inference_memory(space, arch: Hashable, batch: int = 1, channel_block: int =
     held = _elems(space.input_shape(arch)[1:]) * 4   # the caller's input, alive throughout the run
     peaks = [layer_peak(lc, channel_block, engine) * BYTES.get(lc.key.precision, 4) for lc in layers]
     peaks[0] -= _elems(layers[0].key.in_shape) * BYTES.get(layers[0].key.precision, 4)   # that input, counted once
-    if engine == "eager":   # what the built network's forward keeps beside each layer (the stem's output, ...)
-        peaks = [p + v * BYTES.get(lc.key.precision, 4) for p, v, lc in zip(peaks, space.eager_held(arch), layers)]
+    # what the engine keeps beside each layer (eager: the stem's output, ...; a cell's nodes)
+    peaks = [p + v * BYTES.get(lc.key.precision, 4) for p, v, lc in zip(peaks, space.held_values(arch, engine),
+                                                                         layers)]
     top = max(range(len(peaks)), key=peaks.__getitem__)
     return InferenceMemory(_weight_bytes(layers), int((held + peaks[top]) * batch), top, batch)
 

@@ -163,6 +163,70 @@ class NB201Network(nn.Module):
         return self.classifier(self.head(self.features(x)))
 
 
+def _eager_cell(ops: Sequence[int]) -> list[int]:
+    """The most tensors of node size alive at once during each edge of `Cell.forward` in PyTorch eager mode (the
+    addition after it included): the ``nodes`` list keeps every node made so far, the running sum of the node
+    being made is alive, and `functools.reduce` holds the operands of its last addition until its next one (so
+    while the next edge runs). An edge holds its input, its output and, for a convolution, the ReLU's output (then
+    BatchNorm's); a ``skip_connect`` edge passes its input on as it is, so a node or operand it makes is no new
+    tensor."""
+    own = [1 if OP_NAMES[op] == "skip_connect" else 3 if EDGE_OPS[op].conv else 2 for op in ops]
+    peaks, nodes, acc, stale, fresh = [], [0], None, set(), 1   # tensor ids: node 0 is the cell input
+    for e, (dst, src) in enumerate(EDGES):
+        alive = set(nodes) | stale | ({acc} if acc is not None else set())
+        peak = len(alive) + own[e] - 1   # the edge's input is a node, counted in `alive`
+        out = nodes[src] if own[e] == 1 else fresh
+        fresh += 1
+        if acc is None:
+            acc = out
+        else:   # the addition: both operands and the new sum beside the nodes
+            peak = max(peak, len(set(nodes) | {acc, out}) + 1)
+            stale, acc, fresh = {acc, out}, fresh, fresh + 1
+        if e + 1 == NUM_EDGES or EDGES[e + 1][0] != dst:
+            nodes.append(acc)
+            acc, stale = None, set()
+        peaks.append(peak)
+    return peaks
+
+
+def _fused_cell(ops: Sequence[int]) -> list[int]:
+    """The most tensors of node size alive at once during each edge of a cell as onnxruntime runs its graph: a
+    tensor is freed after its last reader; identical operations on one node are made once (its common-subexpression
+    elimination: one ReLU of a node for all its convolution edges, one pool, one ``none``); an addition writes into
+    an operand it is the last reader of; a ``skip_connect`` edge is its input. Exact for about three cells in four
+    against onnxruntime's allocator (`bench/memory_energy.py`); the rest differ by a node either way (the order
+    onnxruntime's optimised graph runs in)."""
+    steps: list[tuple[int, list[str], str]] = []   # (edge, inputs, output) in order
+    node, made, partial = {0: "n0"}, {}, {}
+    for e, (dst, src) in enumerate(EDGES):
+        name, x = OP_NAMES[ops[e]], node[src]
+        if name == "skip_connect":
+            out = x
+        else:
+            kind = "relu" if EDGE_OPS[ops[e]].conv else name
+            if (kind, x) not in made:
+                made[kind, x] = f"{kind}{e}"
+                steps.append((e, [x], made[kind, x]))
+            out = made[kind, x]
+            if kind == "relu":
+                out = f"conv{e}"
+                steps.append((e, [made[kind, x]], out))
+        if dst in partial:
+            steps.append((e, [partial[dst], out], f"sum{e}"))
+            out = f"sum{e}"
+        partial[dst] = out
+        node[dst] = partial[dst]
+    last = {t: k for k, (_, ins, _) in enumerate(steps) for t in ins}
+    last[node[NUM_NODES - 1]] = len(steps)
+    alive, peaks = {"n0"}, [0] * NUM_EDGES
+    for k, (e, ins, out) in enumerate(steps):
+        in_place = out.startswith("sum") and any(last.get(t) == k for t in ins)
+        alive = alive | ({out} if not in_place else set())
+        peaks[e] = max(peaks[e], len(alive))
+        alive = {t for t in alive if last.get(t, len(steps)) > k} | {out}
+    return peaks
+
+
 # ---- genotype and strings ----------------------------------------------------------------------------------------
 class NB201Options(SpaceOptions):
     """Options of the ``nb201`` space (the network is fixed; only the input resolution may change)."""
@@ -331,33 +395,18 @@ class NB201Space(SearchSpace):
             out += [row[op] for row, op in zip(rows, itertools.cycle(arch.ops))]
         return out + [head, fc]
 
-    def eager_held(self, arch: NB201Arch) -> list[int]:
-        """What `Cell.forward` keeps beside each edge (see `SearchSpace.eager_held`): the cell's nodes made so far
-        (the ``nodes`` list) and the sum its node is being made of, or at the addition after the edge, both sums'
-        operands and the new sum; and outside the first cell the stem's output, which the caller of the cells still
-        holds. A ``skip_connect`` edge passes its input on as it is, so a node or operand it makes is no new tensor.
-        Counted in tensors of the cell's node size, beside the edge's own peak (3 for a convolution edge: its input,
-        the ReLU's output and the conv's, then the conv's and BatchNorm's; 2 for a pool or ``none``; 1 for a skip)."""
-        per_cell = []   # tensors held beside each edge of one cell
-        own = [1 if OP_NAMES[op] == "skip_connect" else 3 if EDGE_OPS[op].conv else 2 for op in arch.ops]
-        nodes, acc, stale, fresh = [0], None, set(), 1   # tensor ids: node 0 is the cell input
-        for e, (dst, src) in enumerate(EDGES):
-            alive = set(nodes) | stale | ({acc} if acc is not None else set())
-            peak = len(alive) + own[e] - 1   # the edge's input is a node, counted in `alive`
-            out = nodes[src] if own[e] == 1 else fresh
-            fresh += 1
-            if acc is None:
-                acc = out
-            else:   # the addition: both operands and the new sum beside the nodes; `functools.reduce` holds the
-                # operands of its last addition until its next one (so while the next edge runs)
-                peak = max(peak, len(set(nodes) | {acc, out}) + 1)
-                stale, acc, fresh = {acc, out}, fresh, fresh + 1
-            if e + 1 == NUM_EDGES or EDGES[e + 1][0] != dst:
-                nodes.append(acc)
-                acc, stale = None, set()
-            per_cell.append(peak - own[e])
+    def held_values(self, arch: NB201Arch, engine: str) -> list[int]:
+        """What runs beside each edge of a cell (see `SearchSpace.held_values`), in tensors of the cell's node
+        size beyond the edge's own peak as `predictors.memory.layer_peak` counts it (its input and output; in
+        eager mode a convolution edge's third tensor too), from a walk of the cell's tensors (`_eager_cell`,
+        `_fused_cell`); in eager mode also, outside the first cell, the stem's output, which the caller of the cells
+        still holds."""
+        eager = engine == "eager"
+        peaks = _eager_cell(arch.ops) if eager else _fused_cell(arch.ops)
+        own = [1 if OP_NAMES[op] == "skip_connect" else 3 if EDGE_OPS[op].conv and eager else 2 for op in arch.ops]
+        per_cell = [max(0, p - o) for p, o in zip(peaks, own)]
         layers = self.layer_costs(arch)
-        stem = int(np.prod(layers[0].key.out_shape))
+        stem = int(np.prod(layers[0].key.out_shape)) if eager else 0
         held, edge = [0], 0
         for lc in layers[1:-2]:
             if lc.key.op == "resblock":

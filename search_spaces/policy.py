@@ -356,10 +356,10 @@ class PolicySpace(SearchSpace):
     def input_shape(self, arch: PolicyArch) -> tuple[int, int, int, int]:
         return self.base.input_shape(arch.base)
 
-    def eager_held(self, arch: PolicyArch) -> list[int]:
+    def held_values(self, arch: PolicyArch, engine: str) -> list[int]:
         """The base network's: pruning narrows only the expansions inside a layer, never what a forward keeps
         between layers."""
-        return self.base.eager_held(arch.base)
+        return self.base.held_values(arch.base, engine)
 
     def saved_twice(self, arch: PolicyArch) -> int:
         return self.base.saved_twice(arch.base)
