@@ -20,7 +20,7 @@ from nas.controllers.base import SearchObjectives
 from nas.evaluation import EVALUATORS
 from nas.evaluation.tabular import constraint_table
 from nas.latency_sources import LatencySource, latency_figures, make_sources
-from nas.objectives import energy_columns, latency_violation, memory_columns, static_figures
+from nas.objectives import latency_violation, memory_columns, profile_budget_columns, static_figures
 from nas.recipe import Recipe, validate_plugin
 from search_spaces import SPACES, get_space
 from search_spaces.base import CompressionOptions
@@ -57,13 +57,14 @@ def result_metrics(recipe: Recipe) -> tuple[str, ...]:
     """The results columns beside ``accuracy``: the evaluator's figures (`Evaluator.metrics`, e.g. mAP) and those
     its ``compression`` adds (`nas.compression.metrics_of`: the fp32 accuracy and the drop, for int8), and
     ``accuracy_unpruned`` where a policy prunes (`nas.trial.train_candidate`), and the memory and energy figures
-    its limits ask for (`nas.objectives.memory_columns`, `energy_columns`)."""
+    its limits ask for (`nas.objectives.memory_columns`, `profile_budget_columns`)."""
     from nas.compression import metrics_of
 
     policy = dict(recipe.space.options or {}).get("compression")
     prunes = recipe.compression == "search" and policy is not None and CompressionOptions.model_validate(policy).prunes
     return tuple(EVALUATORS.get(recipe.evaluator.name).metrics) + metrics_of(recipe.compression) + \
-        ("accuracy_unpruned",) * prunes + memory_columns(recipe.constraints) + energy_columns(recipe.constraints)
+        ("accuracy_unpruned",) * prunes + memory_columns(recipe.constraints) + \
+        profile_budget_columns(recipe.constraints)
 
 
 class RunContext:

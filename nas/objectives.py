@@ -27,7 +27,7 @@ def profile_memory_column(profile: str) -> str:
     return f"memory_{profile}"
 
 
-def energy_columns(constraints: Constraints) -> tuple[str, ...]:
+def profile_budget_columns(constraints: Constraints) -> tuple[str, ...]:
     """The results columns the energy and per-profile memory limits add (``max_energy_mj``, ``max_memory_mb`` in
     a latency entry)."""
     return tuple([energy_column(lat.profile) for lat in constraints.latency if lat.max_energy_mj is not None] +

@@ -13,8 +13,8 @@ from core.errors import InputError
 from core.io import atomic_write_json, atomic_write_text, write_sha256sums
 from nas.context import RunContext
 from nas.latency_sources import profile_file_name
-from nas.objectives import (energy_column, energy_columns, implementation_column, latency_column, memory_columns,
-                            profile_memory_column, shrunk_batch)
+from nas.objectives import (energy_column, implementation_column, latency_column, memory_columns,
+                            profile_budget_columns, profile_memory_column, shrunk_batch)
 from nas.recipe import Recipe
 from nas.results import RunLog
 from nas.tracking import ExportedModel, make_tracker
@@ -233,7 +233,7 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, 
     shape = ctx.space.input_shape(arch)
     figures: dict[str, object] = {"accuracy": best["accuracy"]}
     figures.update({m: best[m] for m in ctx.metrics if best.get(m) is not None and m not in
-                    memory_columns(recipe.constraints) + energy_columns(recipe.constraints)})   # given below
+                    memory_columns(recipe.constraints) + profile_budget_columns(recipe.constraints)})   # given below
     figures.update({"FLOPs (MACs)": best["flops"], "params": best["params"]})
     figures.update(memory_figures(ctx, arch))
     extra = {"search space": recipe.space.name, "controller": recipe.controller.name,
