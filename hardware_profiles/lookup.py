@@ -26,7 +26,9 @@ from hardware_profiles.tables import read_table
 from search_spaces.blocks import NetworkDef, network_def_from_json
 
 
-_KEY_COLUMN = {"blocks": "key", "networks": "arch", "extra": "network"}
+_KEY_COLUMN = {"blocks": "key", "networks": "arch", "extra": "network", "energy": "arch", "memory": "arch"}
+_VALUE_COLUMN = {"blocks": "median_ms", "networks": "median_ms", "extra": "median_ms", "energy": "energy_mj",
+                 "memory": "activation_bytes"}
 
 
 class MissingKeys(KeyError):
@@ -59,14 +61,15 @@ class TableProfile(HardwareProfile):
         self.costs = BlockCosts.measured(self.block_ms, self.overhead_ms)
 
     def table(self, which: TableName) -> pd.DataFrame:
-        """The profile's ``"blocks"`` or ``"networks"`` table, verified against the manifest's SHA-256 (when it
-        records one) before it is parsed; what every reader of a profile's tables should call.
+        """The profile's table `which` (``"blocks"``, ``"networks"``, ``"extra"``, ``"energy"`` or ``"memory"``),
+        verified against the manifest's SHA-256 (when it records one) before it is parsed; what every reader of a
+        profile's tables should call.
 
         Raises:
             ManifestError: the profile has no such table.
             IntegrityError: the file is missing or not the one recorded.
-            InputError: it cannot be read, lacks its key or ``median_ms`` column, or holds a latency that is not a
-                finite number (the line is named).
+            InputError: it cannot be read, lacks its key or value column (``median_ms``; ``energy_mj``,
+                ``activation_bytes``), or holds a value that is not a finite number (the line is named).
         """
         path = self.manifest.table_path(self.folder, which)
         if path is None:
@@ -78,14 +81,15 @@ class TableProfile(HardwareProfile):
         except Exception as err:  # noqa: BLE001 - any parser failure is a damaged file for the user
             raise InputError(f"{path}: cannot read the {which} table of profile {self.manifest.ref} "
                              f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
-        for column in (_KEY_COLUMN[which], "median_ms"):
+        value = _VALUE_COLUMN[which]
+        for column in (_KEY_COLUMN[which], value):
             if column not in df.columns:
                 raise InputError(f"{path}: no column {column!r} (columns: {', '.join(map(str, df.columns))})")
-        bad = ~np.isfinite(pd.to_numeric(df["median_ms"], errors="coerce").to_numpy(float))
+        bad = ~np.isfinite(pd.to_numeric(df[value], errors="coerce").to_numpy(float))
         if bad.any():   # (fitted tables may hold -1e-19 for a zero cost: the sums clip at zero, so sign is not checked)
             row = int(np.argmax(bad))
             line = row + 2 if path.suffix == ".csv" else row + 1
-            raise InputError(f"{path}: line {line}, column 'median_ms': {str(df['median_ms'].iloc[row])!r} is not "
+            raise InputError(f"{path}: line {line}, column {value!r}: {str(df[value].iloc[row])!r} is not "
                              "a finite number")
         return df
 

@@ -54,14 +54,12 @@ def profile_energy_predictor(profile, space, seed: int = 0) -> EnergyPredictor:
     """An `EnergyPredictor` fitted to `profile`'s energy table, its archs read in `space`.
 
     Raises:
-        ValueError: the profile has no energy table, or an arch of it is not of `space`.
+        ValueError: the profile has no energy table, it is not the one the manifest recorded or cannot be read
+            (`TableProfile.table`), or an arch of it is not of `space`.
     """
-    from hardware_profiles.tables import read_table
-
     m = profile.manifest
-    path = m.table_path(profile.folder, "energy") if getattr(m.tables, "energy", None) else None
-    if path is None:
+    if not getattr(m.tables, "energy", None):
         raise ValueError(f"{m.ref} has no energy table (hardware_profiles.energy measures one)")
-    table = read_table(path)
+    table = profile.table("energy")
     archs = [space.decode(str(a)) for a in table["arch"]]
     return EnergyPredictor(space, seed).fit(archs, table["energy_mj"].to_numpy(float))

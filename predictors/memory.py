@@ -301,17 +301,16 @@ def profile_memory_correction(profile, space, seed: int = 0) -> MemoryCorrection
     archs read in `space`: what a recipe's ``max_memory_mb`` on that profile checks a candidate with.
 
     Raises:
-        ValueError: the profile has no memory table, fewer than 5 networks in it, or an arch not of `space`.
+        ValueError: the profile has no memory table, it is not the one the manifest recorded or cannot be read
+            (`TableProfile.table`), it holds fewer than 5 networks, or an arch not of `space`.
     """
-    from hardware_profiles.tables import read_table
-
     m = profile.manifest
-    path = m.table_path(profile.folder, "memory") if getattr(m.tables, "memory", None) else None
-    if path is None:
+    if not getattr(m.tables, "memory", None):
         raise ValueError(f"{m.ref} has no memory table (python -m hardware_profiles.memory measures one)")
-    table = read_table(path)
+    table = profile.table("memory")
     if len(table) < 5:
-        raise ValueError(f"{path}: a memory correction needs 5 or more networks (got {len(table)})")
+        raise ValueError(f"{m.table_path(profile.folder, 'memory')}: a memory correction needs 5 or more networks "
+                         f"(got {len(table)})")
     archs = [space.decode(str(a)) for a in table["arch"]]
     return MemoryCorrection(space, int(m.options.get("memory_channel_block", 1)), seed,
                             str(m.options.get("memory_engine", "fused"))).fit(
