@@ -194,8 +194,8 @@ def inference_memory(space, arch: Hashable, batch: int = 1, channel_block: int =
     peaks = [layer_peak(lc, channel_block, engine) * BYTES.get(lc.key.precision, 4) for lc in layers]
     peaks[0] -= _elems(layers[0].key.in_shape) * BYTES.get(layers[0].key.precision, 4)   # that input, counted once
     # what the engine keeps beside each layer (eager: the stem's output, ...; a cell's nodes)
-    peaks = [p + v * BYTES.get(lc.key.precision, 4) for p, v, lc in zip(peaks, space.held_values(arch, engine),
-                                                                         layers)]
+    beside = space.held_values(arch, engine, layers)
+    peaks = [p + v * BYTES.get(lc.key.precision, 4) for p, v, lc in zip(peaks, beside, layers)]
     top = max(range(len(peaks)), key=peaks.__getitem__)
     return InferenceMemory(_weight_bytes(layers), int((held + peaks[top]) * batch), top, batch)
 

@@ -343,13 +343,13 @@ class MuffNetSpace(SearchSpace):
         chs, hw = out[-1].key.out_shape[:2]
         return out + [_head_cost(chs, hw), _classifier_cost(HEAD_CHANNELS, self.num_classes)]
 
-    def held_values(self, arch: MuffNetArch, engine: str) -> list[int]:
+    def held_values(self, arch: MuffNetArch, engine: str, layers: Sequence[LayerCost]) -> list[int]:
         """In eager mode, what `MuffNetBackbone.forward` keeps beside each layer: the stage's input (the caller's
         ``x``), every earlier stage's output (the ``feats`` list) and, inside a stage, every earlier unit's output
         (``outs``), the sum being made and the one it replaces; a fused engine, nothing (see
         `SearchSpace.held_values`)."""
         if engine != "eager":
-            return super().held_values(arch, engine)
+            return super().held_values(arch, engine, layers)
         held, feats = [0, 0], 0   # stem; max pool, whose input is the stem's output
         stage_in = int(np.prod(self.feature_layer_costs(arch)[1].key.out_shape))
         for s, plan in enumerate(self.plan(arch)):

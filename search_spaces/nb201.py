@@ -163,6 +163,13 @@ class NB201Network(nn.Module):
         return self.classifier(self.head(self.features(x)))
 
 
+def _edge_tensors(ops: Sequence[int], eager: bool) -> list[int]:
+    """Node-size tensors each edge holds itself, as `predictors.memory.layer_peak` counts them: a
+    ``skip_connect`` its input; a convolution edge its input and output, and in eager mode a third (the ReLU's
+    output, then BatchNorm's); a pool or ``none`` its input and output."""
+    return [1 if OP_NAMES[op] == "skip_connect" else 3 if EDGE_OPS[op].conv and eager else 2 for op in ops]
+
+
 def _eager_cell(ops: Sequence[int]) -> list[int]:
     """The most tensors of node size alive at once during each edge of `Cell.forward` in PyTorch eager mode (the
     addition after it included): the ``nodes`` list keeps every node made so far, the running sum of the node
@@ -170,7 +177,7 @@ def _eager_cell(ops: Sequence[int]) -> list[int]:
     while the next edge runs). An edge holds its input, its output and, for a convolution, the ReLU's output (then
     BatchNorm's); a ``skip_connect`` edge passes its input on as it is, so a node or operand it makes is no new
     tensor."""
-    own = [1 if OP_NAMES[op] == "skip_connect" else 3 if EDGE_OPS[op].conv else 2 for op in ops]
+    own = _edge_tensors(ops, eager=True)
     peaks, nodes, acc, stale, fresh = [], [0], None, set(), 1   # tensor ids: node 0 is the cell input
     for e, (dst, src) in enumerate(EDGES):
         alive = set(nodes) | stale | ({acc} if acc is not None else set())
@@ -395,7 +402,7 @@ class NB201Space(SearchSpace):
             out += [row[op] for row, op in zip(rows, itertools.cycle(arch.ops))]
         return out + [head, fc]
 
-    def held_values(self, arch: NB201Arch, engine: str) -> list[int]:
+    def held_values(self, arch: NB201Arch, engine: str, layers: Sequence[LayerCost]) -> list[int]:
         """What runs beside each edge of a cell (see `SearchSpace.held_values`), in tensors of the cell's node
         size beyond the edge's own peak as `predictors.memory.layer_peak` counts it (its input and output; in
         eager mode a convolution edge's third tensor too), from a walk of the cell's tensors (`_eager_cell`,
@@ -403,9 +410,7 @@ class NB201Space(SearchSpace):
         still holds."""
         eager = engine == "eager"
         peaks = _eager_cell(arch.ops) if eager else _fused_cell(arch.ops)
-        own = [1 if OP_NAMES[op] == "skip_connect" else 3 if EDGE_OPS[op].conv and eager else 2 for op in arch.ops]
-        per_cell = [max(0, p - o) for p, o in zip(peaks, own)]
-        layers = self.layer_costs(arch)
+        per_cell = [max(0, p - o) for p, o in zip(peaks, _edge_tensors(arch.ops, eager))]
         stem = int(np.prod(layers[0].key.out_shape)) if eager else 0
         held, edge = [0], 0
         for lc in layers[1:-2]:

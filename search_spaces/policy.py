@@ -356,10 +356,10 @@ class PolicySpace(SearchSpace):
     def input_shape(self, arch: PolicyArch) -> tuple[int, int, int, int]:
         return self.base.input_shape(arch.base)
 
-    def held_values(self, arch: PolicyArch, engine: str) -> list[int]:
+    def held_values(self, arch: PolicyArch, engine: str, layers: Sequence[LayerCost]) -> list[int]:
         """The base network's: pruning narrows only the expansions inside a layer, never what a forward keeps
-        between layers."""
-        return self.base.held_values(arch.base, engine)
+        between layers (nor the layers' shapes the base space reads)."""
+        return self.base.held_values(arch.base, engine, layers)
 
     def saved_twice(self, arch: PolicyArch) -> int:
         return self.base.saved_twice(arch.base)
