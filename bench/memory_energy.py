@@ -129,7 +129,7 @@ def rescore(path: str) -> int:
     from search_spaces import get_space
 
     result = json.loads(Path(path).read_text())
-    tables = {"this CPU": {n: {b: c for b, c in per.items()} for n, per in result.get("training", {}).items()},
+    tables = {"this CPU": result.get("training", {}),
               "the GPU": {n: {k.removeprefix("training_b"): c for k, c in per.items() if k.startswith("training_b")}
                           for n, per in result.get("gpu", {}).items()}}
     for name, r in result.get("gpu", {}).items():   # inference on the GPU: the walks, no correction refitted
