@@ -3,7 +3,7 @@ scores every candidate after int8 quantization (``compression: int8``) and one t
 unit (``compression: search``); same recipe, budget, seed and limits.
 
     python bench/compression.py [--recipe recipes/quickstart.yaml] [--seeds 0,1] [--budget 20] [--sampled 20]
-        [--arms none,int8,search[,matched]] [--precisions fp32,int8] [--keep 1,0.75,0.5] [--set FIELD=VALUE ...]
+        [--arms none,int8,search[,matched][,unrepaired]] [--precisions fp32,int8] [--keep 1,0.75,0.5] [--set FIELD=VALUE ...]
         [--threads 1] [--no-cpu] [--pt2e] [--qat EPOCHS]
         [--block-tables FP32,INT8] [--work DIR] [--out FILE.json]
 
@@ -15,7 +15,10 @@ unit (``compression: search``); same recipe, budget, seed and limits.
    channels: each pruned candidate trained dense, pruned, fine-tuned, within one network's training budget), its
    latency limit on the network as it ships. With ``matched`` in `--arms` (after ``none``), (c') is (c) again
    under a limit equal to (a)'s winner as it ships: its int8 latency measured here before the search, on
-   `local-cpu` (`local-cpu-2t` with `--threads 2`): accuracy at equal latency, the issue's other goal.
+   `local-cpu` (`local-cpu-2t` with `--threads 2`): accuracy at equal latency, the issue's other goal. With
+   ``unrepaired``, (c0) is (c) with ``search.repair: none``: every proposal searched as the controller drew it,
+   where (c) undoes a unit's compression that the search's own latency figures price at no gain
+   (`nas.compression.undo_dominated`).
 2. Each winner: accuracy after quantization, fp32 accuracy, FLOPs, the search's latency figure per profile, and
    its latency on this CPU measured now with onnxruntime (`--threads`), fp32 (``model.onnx``) against int8 (QDQ;
    for (c) the graph as it ships: its int8 units quantized, the rest fp32), batch 1, in interleaved rounds.
@@ -55,7 +58,8 @@ sys.path.insert(0, str(REPO))
 
 # The arms: the recipe's compression and its label.
 ARMS = {"none": "(a) fp32 search, then int8", "int8": "(b) int8 search", "search": "(c) policy search",
-        "matched": "(c') policy search at (a)'s int8 ms"}
+        "matched": "(c') policy search at (a)'s int8 ms", "unrepaired": "(c0) policy search, repair: none"}
+POLICY_ARMS = ("search", "matched", "unrepaired")   # the arms that search a compression policy
 
 
 def run_search(recipe: Path, run_dir: Path, compression: str, seed: int, budget: int,
@@ -208,7 +212,8 @@ def main() -> None:
     p.add_argument("--recipe", default=str(REPO / "recipes" / "quickstart.yaml"))
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--budget", type=int, default=20)
-    p.add_argument("--arms", default="none,int8,search", help="which of (a) none, (b) int8, (c) search to run")
+    p.add_argument("--arms", default="none,int8,search", help="which of (a) none, (b) int8, (c) search, (c') matched, (c0) "
+                   "unrepaired to run")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="a recipe override for every arm (as nas.run --set), e.g. the latency limit")
     p.add_argument("--precisions", default="fp32,int8", help="the choices of arm (c)'s policy, e.g. int8,int4 "
@@ -237,10 +242,10 @@ def main() -> None:
     for seed in [int(s) for s in args.seeds.split(",")]:
         seed_a = None
         for name in args.arms.split(","):
-            arm, compression = ARMS[name], "search" if name == "matched" else name
+            arm, compression = ARMS[name], "search" if name in POLICY_ARMS else name
             keep = "-keep" + args.keep.replace(",", "_") if compression == "search" and args.keep != "1" else ""
             run_dir = work / f"{name}{keep}-s{seed}"   # (a) and (b) are shared by runs with other --keep
-            sets = tuple(args.set)
+            sets = tuple(args.set) + (("search.repair=none",) if name == "unrepaired" else ())
             if name == "matched":   # (c) under a limit of (a)'s winner as it ships, measured here once
                 sets += (f"constraints.latency=[{matched_limit(run_dir, seed_a, args.threads)}]",)
             best = run_search(Path(args.recipe), run_dir, compression, seed, args.budget, sets,

@@ -281,3 +281,39 @@ def int8_scores(model, evaluator, input_shape: tuple[int, ...], fp32_accuracy: f
             "quant_parity": float(np.abs(logits[:len(reference)] - reference).max()),
             **({} if tuned is None else {"qat_seconds": tuned["train_seconds"]})}
 
+
+
+# The row fields a compression can only lower: the figures `RunContext.precheck` gives before a trial.
+COST_PREFIXES = ("latency_", "energy_", "memory_", "train_memory_")
+
+
+def _costs(fields: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in fields.items() if k.startswith(COST_PREFIXES) and isinstance(v, (int, float))}
+
+
+def undo_dominated(space, arch, precheck):
+    """`arch` (a `search_spaces.policy.PolicyArch`) with each unit's compression undone where the search's own
+    cheap figures say it buys nothing: unit by unit, its precision set to the least compressed of the choices, or
+    its keep ratio to 1 (`PolicySpace.uncompressed`), whenever that leaves every latency, energy and memory figure
+    of `precheck(arch)` (the run's `RunContext.precheck`) no higher and breaks no limit the proposal met.
+
+    Why: quantization and pruning cost accuracy (or at best nothing), so a unit compressed where its int8 kernels
+    are no faster (small tensors on a CPU, where quantizing and dequantizing cost more than the int8 arithmetic
+    saves) is dominated, and a search that trains it spends a trial on a network it should never ship. Only the
+    search's figures are trusted: with no latency figure (no cheap source) nothing is undone.
+    """
+    violation, fields = precheck(arch)
+    now = _costs(fields)
+    if not any(k.startswith("latency_") for k in now):
+        return arch
+    for unit in range(len(space.units)):
+        for way in ("precision", "keep"):
+            other = space.uncompressed(arch, unit, way)
+            if other is None:
+                continue
+            other_violation, other_fields = precheck(other)
+            costs = _costs(other_fields)
+            if (other_violation is None or violation is not None) and \
+                    all(costs.get(k, np.inf) <= v for k, v in now.items()):
+                arch, violation, now = other, other_violation, costs
+    return arch

@@ -16,6 +16,7 @@ from typing import Any
 
 from core.registry import PluginOptions
 from nas.controllers import CONTROLLERS
+from nas.compression import undo_dominated
 from nas.controllers.base import SearchObjectives
 from nas.evaluation import EVALUATORS
 from nas.evaluation.tabular import constraint_table
@@ -24,6 +25,7 @@ from nas.objectives import latency_violation, memory_columns, profile_budget_col
 from nas.recipe import Recipe, validate_plugin
 from search_spaces import SPACES, get_space
 from search_spaces.base import CompressionOptions
+from search_spaces.policy import PolicySpace
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,21 @@ class RunContext:
             r = self.recipe
             self._controller = CONTROLLERS.create(r.controller.name, self.plugins.controller, self.space,
                                                   seed=r.search.seed,
-                                                  objectives=SearchObjectives.from_constraints(r.constraints))
+                                                  objectives=SearchObjectives.from_constraints(r.constraints),
+                                                  repair=self.repair if self.repairs else None)
         return self._controller
+
+    @property
+    def repairs(self) -> bool:
+        """Whether proposals are repaired (`repair`): a compression policy searched with ``search.repair:
+        dominated``."""
+        return self.recipe.compression == "search" and self.recipe.search.repair == "dominated" and \
+            isinstance(self.space, PolicySpace)
+
+    def repair(self, arch: Any) -> Any:
+        """`arch` with the compression of each unit undone where this run's cheap figures price it at no gain
+        (`nas.compression.undo_dominated`, by `precheck`); with no latency source open yet, `arch` itself."""
+        return undo_dominated(self.space, arch, self.precheck)
 
     def make_estimator(self) -> Any:
         """The prescreen stage's estimator (`search.prescreen.estimator`), bound to the space."""

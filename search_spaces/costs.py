@@ -17,6 +17,8 @@ from dataclasses import dataclass
 # fp16 / bf16: 16-bit floats, weights and activations (a GPU's half-precision units).
 PRECISIONS = ("fp32", "int8", "int4", "fp16", "bf16")
 HALF_PRECISIONS = ("fp16", "bf16")
+# Bits per weight of each precision: the order in which a precision compresses more (fp32 least, int4 most).
+PRECISION_BITS = {"fp32": 32, "fp16": 16, "bf16": 16, "int8": 8, "int4": 4}
 
 
 @dataclass(frozen=True)

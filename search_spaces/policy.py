@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from search_spaces.base import SearchSpace
-from search_spaces.costs import HALF_PRECISIONS, LayerCost
+from search_spaces.costs import HALF_PRECISIONS, PRECISION_BITS, LayerCost
 from search_spaces.layers import expansion_parts, prune_expansion
 
 SEPARATOR = "@"
@@ -160,6 +160,22 @@ class PolicySpace(SearchSpace):
     def dense(self, arch: PolicyArch) -> PolicyArch:
         """`arch` before pruning: every keep ratio 1 (the network a pruned candidate is trained as first)."""
         return PolicyArch(arch.base, arch.precisions, (1.0,) * len(self.units))
+
+    @property
+    def least_compressed(self) -> str:
+        """The precision of the choices that compresses least (most bits; the first of equals)."""
+        return max(self.choices, key=PRECISION_BITS.__getitem__)
+
+    def uncompressed(self, arch: PolicyArch, unit: int, way: str) -> PolicyArch | None:
+        """`arch` with unit `unit`'s compression undone one `way`: ``precision`` (the least compressed of the
+        choices) or ``keep`` (ratio 1); None where the unit is already so. What `nas.compression.undo_dominated`
+        weighs against the compression."""
+        if way == "precision":
+            other = self._arch(arch.base, arch.precisions[:unit] + (self.least_compressed,) +
+                               arch.precisions[unit + 1:], arch.keeps)
+        else:
+            other = self._arch(arch.base, arch.precisions, arch.keeps[:unit] + (1.0,) + arch.keeps[unit + 1:])
+        return None if other == arch else other
 
     def sample(self, rng: np.random.Generator) -> PolicyArch:
         """A network of the wrapped space with a random precision per unit; where the policy prunes, half the

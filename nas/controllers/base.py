@@ -116,15 +116,19 @@ class Controller(ABC):
         seed: seed of its random generator.
         objectives: the search's profiles and latency limits (controllers that trade accuracy against latency
             use them; the others ignore them).
+        repair: arch -> arch applied to every proposal before `ask` returns it (`nas.compression.undo_dominated`
+            for a compression policy); the controller is then told the outcome of the repaired arch, so it learns
+            what was evaluated.
     """
 
     Options: ClassVar[type[ControllerOptions]] = ControllerOptions
 
     def __init__(self, space: SearchSpace, options: ControllerOptions | None = None, seed: int = 0,
-                 objectives: SearchObjectives | None = None):
+                 objectives: SearchObjectives | None = None, repair: Callable[[Hashable], Hashable] | None = None):
         self.space = space
         self.options = options if options is not None else self.Options()
         self.objectives = objectives if objectives is not None else SearchObjectives()
+        self.repair = repair
         self.rng = np.random.default_rng(seed)
         self.n_asked = 0
         self.n_told = 0
@@ -132,7 +136,13 @@ class Controller(ABC):
     def ask(self) -> Hashable:
         """Next architecture to evaluate."""
         self.n_asked += 1
-        return self._propose()
+        arch = self._propose()
+        if self.repair is not None:
+            fixed = self.repair(arch)
+            if fixed != arch:
+                self._repaired(arch, fixed)
+                arch = fixed
+        return arch
 
     def tell(self, arch: Hashable, result: Any) -> None:
         """Record the outcome of `arch`: a results row, a bare accuracy or None (see `Outcome.of`)."""
@@ -144,6 +154,10 @@ class Controller(ABC):
 
     def _observe(self, arch: Hashable, outcome: Outcome) -> None:
         """Learn from one outcome (random search learns nothing)."""
+
+    def _repaired(self, asked: Hashable, fixed: Hashable) -> None:
+        """`repair` turned the proposal `asked` into `fixed`, whose outcome will be told (a controller that keeps
+        its proposals in flight re-keys them here)."""
 
     def _breed(self, select: Callable[[], Hashable], crossover_prob: float) -> Hashable:
         """A child of the evolutionary controllers: a selected parent, crossed with a second one with probability
@@ -187,6 +201,7 @@ def parse_controller_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 def make_controller(name: str, space: SearchSpace, options: dict[str, Any] | None = None, seed: int = 0,
-                    objectives: SearchObjectives | None = None) -> Controller:
+                    objectives: SearchObjectives | None = None,
+                    repair: Callable[[Hashable], Hashable] | None = None) -> Controller:
     """Instantiate a registered controller by name (`Registry.create`)."""
-    return CONTROLLERS.create(name, options, space, seed=seed, objectives=objectives)
+    return CONTROLLERS.create(name, options, space, seed=seed, objectives=objectives, repair=repair)

@@ -1,0 +1,122 @@
+"""Undoing compression that buys nothing (`nas.compression.undo_dominated`, ``search.repair: dominated``): a unit
+is proposed uncompressed where the run's cheap figures price its compression at no gain, and controllers learn the
+outcome of what was evaluated."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nas.compression import undo_dominated
+from nas.controllers import make_controller
+from nas.controllers.proposer import MemoryLedger, search_in_process
+from search_spaces import get_space
+from search_spaces.policy import PolicyArch, PolicySpace
+
+from conftest import ASSETS
+from test_policy import TINY_MOBILENET
+
+SPACE: PolicySpace = get_space("mobilenet", {**TINY_MOBILENET, "compression": {"precisions": ["fp32", "int8"],
+                                                                              "keep": [1, 0.5]}}, num_classes=10)
+# per unit: ms in fp32, ms in int8 (int8 dearer on the first two units, as on small tensors on a CPU)
+MS = [(1.0, 1.5), (2.0, 2.0), (3.0, 1.0), (5.0, 2.5)]
+N = len(MS)
+
+
+def _ms(arch: PolicyArch) -> float:
+    return sum(ms[p == "int8"] * k for ms, p, k in zip(MS, arch.precisions, arch.keeps))
+
+
+def precheck(arch: PolicyArch, limit: float = np.inf, energy: bool = False):
+    """A run's cheap figures: a latency per unit and precision, pruning scaling it; `energy`: fp32 costs more energy
+    than int8 on the last unit although it is no slower."""
+    fields = {"flops": 1, "latency_dev": _ms(arch)}
+    if energy:
+        fields["energy_dev"] = fields["latency_dev"] + 10.0 * (arch.precisions[-1] == "fp32")
+    return ("latency" if fields["latency_dev"] > limit else None), fields
+
+
+def test_a_unit_is_made_fp32_where_int8_is_no_faster_and_pruning_that_pays_is_kept():
+    assert len(SPACE.units) == len(MS)
+    arch = SPACE._arch(SPACE.sample(np.random.default_rng(0)).base, ["int8"] * N, [0.5] * N)
+    live, prunable = SPACE.unit_flags(arch.base)
+    fixed = undo_dominated(SPACE, arch, precheck)
+    # int8 slower (unit 0) or no faster (unit 1): fp32; faster: kept; pruning lowers the latency: kept
+    assert fixed.precisions == tuple("fp32" if (u < 2 or not live[u]) else "int8" for u in range(N))
+    assert fixed.keeps == arch.keeps and any(k < 1 for k in fixed.keeps)
+    assert _ms(fixed) < _ms(arch)
+    assert undo_dominated(SPACE, fixed, precheck) == fixed   # a repaired proposal is a fixed point
+
+
+def test_a_pruned_unit_is_made_whole_only_where_that_costs_nothing():
+    arch = SPACE._arch(SPACE.sample(np.random.default_rng(1)).base, ["fp32"] * N, [0.5] * N)
+
+    def width_blind(a):   # a device where a unit's latency does not follow its width
+        return None, {"latency_dev": 4.0}
+
+    assert undo_dominated(SPACE, arch, width_blind).keeps == (1.0,) * N
+    assert undo_dominated(SPACE, arch, precheck).keeps == arch.keeps   # pruning pays there
+
+
+def test_a_figure_the_compression_lowers_or_a_limit_the_proposal_met_keeps_it():
+    arch = SPACE._arch(SPACE.sample(np.random.default_rng(0)).base, ["int8"] * N, [1.0] * N)
+    live = SPACE.live_units(arch.base)
+    # the last unit's fp32 is faster but dearer in energy: it stays int8
+    assert undo_dominated(SPACE, arch, lambda a: precheck(a, energy=True)).precisions[-1] == \
+        ("int8" if live[-1] else "fp32")
+
+    def memory_limited(a):   # more than two fp32 units break a memory limit the proposal met
+        violation, fields = precheck(a)
+        return ("memory" if sum(p == "fp32" for p in a.precisions) > 2 else violation), fields
+
+    fixed = undo_dominated(SPACE, arch, memory_limited)
+    assert sum(p == "fp32" for p in fixed.precisions) <= 2 and memory_limited(fixed)[0] is None
+
+
+def test_without_a_latency_figure_nothing_is_undone():
+    arch = SPACE._arch(SPACE.sample(np.random.default_rng(0)).base, ["int8"] * N, [0.5] * N)
+    assert undo_dominated(SPACE, arch, lambda a: (None, {"flops": 1.0})) == arch
+
+
+def _search(name: str, options: dict, budget: int = 12):
+    controller = make_controller(name, SPACE, options, seed=0, repair=lambda a: undo_dominated(SPACE, a, precheck))
+    evaluated: list[str] = []
+
+    def evaluate(string: str) -> dict:
+        evaluated.append(string)
+        return {"accuracy": 1.0 / _ms(SPACE.decode(string)), "latency_dev": _ms(SPACE.decode(string))}
+
+    ledger = MemoryLedger()
+    assert search_in_process(controller, ledger, precheck, evaluate, budget) == budget
+    return controller, evaluated, ledger
+
+
+@pytest.mark.parametrize("name, options", [("evolution", {"population_size": 4, "sample_size": 2}),
+                                           ("random", {}), ("rl", {"batch_size": 4})])
+def test_every_proposal_a_controller_makes_is_evaluated_repaired_and_told(name, options):
+    controller, evaluated, ledger = _search(name, options)
+    for string in evaluated:
+        arch = SPACE.decode(string)
+        assert undo_dominated(SPACE, arch, precheck) == arch
+        assert all(p == "fp32" for p in arch.precisions[:2])   # int8 never pays on those units
+    assert controller.n_told >= len(evaluated) and len(set(evaluated)) == len(evaluated)
+    assert {r["arch"] for r in ledger.rows} >= set(evaluated)
+
+
+def test_a_tune_searcher_reports_each_trial_with_its_repaired_outcome():
+    pytest.importorskip("optuna")
+    controller, evaluated, _ = _search("tune", {"searcher": "optuna"}, budget=8)
+    assert not controller.pending   # every suggestion was reported, under the arch it was repaired to
+    states = {t.state.name for t in controller.searcher._ot_study.trials}
+    assert states <= {"COMPLETE", "PRUNED", "FAIL"}
+
+
+def test_a_policy_search_repairs_by_default_and_not_with_repair_none(tmp_path):
+    from nas.checks import load_run
+    from nas.context import RunContext
+
+    sets = ["compression=search", "space.options.compression={precisions: [fp32, int8]}"]
+    assert RunContext(load_run(ASSETS / "tiny.yaml", sets).recipe).repairs
+    assert not RunContext(load_run(ASSETS / "tiny.yaml", [*sets, "search.repair=none"]).recipe).repairs
+    assert not RunContext(load_run(ASSETS / "tiny.yaml", []).recipe).repairs
+    ctx = RunContext(load_run(ASSETS / "tiny.yaml", sets).recipe)
+    assert ctx.controller.repair is not None
