@@ -3,8 +3,8 @@ scores every candidate after int8 quantization (``compression: int8``) and one t
 unit (``compression: search``); same recipe, budget, seed and limits.
 
     python bench/compression.py [--recipe recipes/quickstart.yaml] [--seeds 0,1] [--budget 20] [--sampled 20]
-        [--arms none,int8,search[,matched][,unrepaired]] [--precisions fp32,int8] [--keep 1,0.75,0.5] [--set FIELD=VALUE ...]
-        [--threads 1] [--no-cpu] [--pt2e] [--qat EPOCHS]
+        [--arms none,int8,search[,matched][,unrepaired]] [--repair dominated|fit|none] [--precisions fp32,int8]
+        [--keep 1,0.75,0.5] [--set FIELD=VALUE ...] [--threads 1] [--no-cpu] [--pt2e] [--qat EPOCHS]
         [--block-tables FP32,INT8] [--work DIR] [--out FILE.json]
 
 1. Per seed, three searches (`python -m nas.run RECIPE` with ``--set``): (a) ``compression: none``, its winner
@@ -18,7 +18,8 @@ unit (``compression: search``); same recipe, budget, seed and limits.
    `local-cpu` (`local-cpu-2t` with `--threads 2`): accuracy at equal latency, the issue's other goal. With
    ``unrepaired``, (c0) is (c) with ``search.repair: none``: every proposal searched as the controller drew it,
    where (c) undoes a unit's compression that the search's own latency figures price at no gain
-   (`nas.compression.undo_dominated`).
+   (`nas.compression.undo_dominated`); `--repair fit` makes (c) and (c') also compress a proposal over the limit
+   until it meets it (`nas.compression.fit_limits`).
 2. Each winner: accuracy after quantization, fp32 accuracy, FLOPs, the search's latency figure per profile, and
    its latency on this CPU measured now with onnxruntime (`--threads`), fp32 (``model.onnx``) against int8 (QDQ;
    for (c) the graph as it ships: its int8 units quantized, the rest fp32), batch 1, in interleaved rounds.
@@ -212,14 +213,16 @@ def main() -> None:
     p.add_argument("--recipe", default=str(REPO / "recipes" / "quickstart.yaml"))
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--budget", type=int, default=20)
-    p.add_argument("--arms", default="none,int8,search", help="which of (a) none, (b) int8, (c) search, (c') matched, (c0) "
-                   "unrepaired to run")
+    p.add_argument("--arms", default="none,int8,search",
+                   help="which of (a) none, (b) int8, (c) search, (c') matched, (c0) unrepaired to run")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="a recipe override for every arm (as nas.run --set), e.g. the latency limit")
     p.add_argument("--precisions", default="fp32,int8", help="the choices of arm (c)'s policy, e.g. int8,int4 "
                    "under an FPGA limit")
     p.add_argument("--keep", default="1", help="the keep ratios of arm (c)'s policy (structured pruning), e.g. "
                    "1,0.75,0.5; 1 alone: no pruning")
+    p.add_argument("--repair", default="dominated", choices=["dominated", "fit", "none"],
+                   help="search.repair of arms (c) and (c'); (c0) unrepaired is always none")
     p.add_argument("--sampled", type=int, default=20, help="networks of the space timed fp32 against int8")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-cpu", action="store_true", help="time nothing on this CPU: the profiles' figures only "
@@ -244,8 +247,11 @@ def main() -> None:
         for name in args.arms.split(","):
             arm, compression = ARMS[name], "search" if name in POLICY_ARMS else name
             keep = "-keep" + args.keep.replace(",", "_") if compression == "search" and args.keep != "1" else ""
-            run_dir = work / f"{name}{keep}-s{seed}"   # (a) and (b) are shared by runs with other --keep
-            sets = tuple(args.set) + (("search.repair=none",) if name == "unrepaired" else ())
+            repair = "none" if name == "unrepaired" else args.repair
+            if compression == "search" and name != "unrepaired" and repair != "dominated":
+                keep += f"-{repair}"
+            run_dir = work / f"{name}{keep}-s{seed}"   # (a) and (b) are shared by runs with other --keep, --repair
+            sets = tuple(args.set) + ((f"search.repair={repair}",) if compression == "search" else ())
             if name == "matched":   # (c) under a limit of (a)'s winner as it ships, measured here once
                 sets += (f"constraints.latency=[{matched_limit(run_dir, seed_a, args.threads)}]",)
             best = run_search(Path(args.recipe), run_dir, compression, seed, args.budget, sets,
@@ -288,7 +294,8 @@ def main() -> None:
         df["int8 / fp32"] = df["int8 ms"] / df["fp32 ms"]
     where = ("latency: the search's figure per profile, nothing timed here" if args.no_cpu else
              f"latency on this CPU, onnxruntime, {args.threads} thread(s), batch 1")
-    policy = f"arm (c) precisions {args.precisions}" + (f", keep {args.keep}" if args.keep != "1" else "")
+    policy = f"arm (c) precisions {args.precisions}" + (f", keep {args.keep}" if args.keep != "1" else "") + \
+        f", search.repair {args.repair}"
     print(f"# Compression-aware search: {Path(args.recipe).name}, budget {args.budget}, seeds {args.seeds}; {policy}; "
           f"{where}\n")
     print(markdown(df.drop(columns="arch")))
@@ -323,6 +330,7 @@ def main() -> None:
     if args.out:
         Path(args.out).write_text(json.dumps({
             "recipe": args.recipe, "budget": args.budget, "precisions": args.precisions, "keep": args.keep,
+            "repair": args.repair,
             "sets": args.set, "rows": df.to_dict("records"),
             "sampled_int8_over_fp32": ratio.tolist(),
             "blocks": None if blocks is None else blocks.to_dict("records"),

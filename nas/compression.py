@@ -291,10 +291,15 @@ def _costs(fields: dict) -> dict[str, float]:
     return {k: float(v) for k, v in fields.items() if k.startswith(COST_PREFIXES) and isinstance(v, (int, float))}
 
 
+def _priced(costs: dict[str, float]) -> bool:
+    """Whether the figures hold a latency (the static checks passed and a cheap source priced the proposal)."""
+    return any(k.startswith("latency_") for k in costs)
+
+
 def undo_dominated(space, arch, precheck):
     """`arch` (a `search_spaces.policy.PolicyArch`) with each unit's compression undone where the search's own
     cheap figures say it buys nothing: unit by unit, its precision set to the least compressed of the choices, or
-    its keep ratio to 1 (`PolicySpace.uncompressed`), whenever that leaves every latency, energy and memory figure
+    its keep ratio to 1 (`PolicySpace.with_unit`), whenever that leaves every latency, energy and memory figure
     of `precheck(arch)` (the run's `RunContext.precheck`) no higher and breaks no limit the proposal met.
 
     Why: quantization and pruning cost accuracy (or at best nothing), so a unit compressed where its int8 kernels
@@ -304,11 +309,11 @@ def undo_dominated(space, arch, precheck):
     """
     violation, fields = precheck(arch)
     now = _costs(fields)
-    if not any(k.startswith("latency_") for k in now):
+    if not _priced(now):
         return arch
     for unit in range(len(space.units)):
-        for way in ("precision", "keep"):
-            other = space.uncompressed(arch, unit, way)
+        for step in ({"precision": space.least_compressed}, {"keep": 1.0}):
+            other = space.with_unit(arch, unit, **step)
             if other is None:
                 continue
             other_violation, other_fields = precheck(other)
@@ -316,4 +321,51 @@ def undo_dominated(space, arch, precheck):
             if (other_violation is None or violation is not None) and \
                     all(costs.get(k, np.inf) <= v for k, v in now.items()):
                 arch, violation, now = other, other_violation, costs
+    return arch
+
+
+def fit_limits(space, arch, precheck):
+    """`arch` compressed until it meets the limits its cheap figures break, or `arch` itself where no compression
+    of its units makes it meet them.
+
+    Units are quantized first (to the most compressed precision of the choices), those whose quantization lowers
+    the proposal's latency most (relative, summed over profiles) first, then, if that is not enough, pruned to the
+    smallest keep ratio in the same order: pruning costs a proxy-trained network more accuracy than quantization.
+    Why: a proposal over a latency limit is otherwise rejected unseen, although the network it names may ship
+    within the limit compressed, as a whole-network int8 search ships it; the repair lets the controller's choice of
+    network count. Only proposals priced by a cheap source are repaired (not those over a FLOPs or params limit).
+    """
+    violation, fields = precheck(arch)
+    base = {k: v for k, v in _costs(fields).items() if k.startswith("latency_") and v > 0}
+    if violation is None or not base:
+        return arch
+
+    def saving(other) -> float:
+        costs = _costs(precheck(other)[1])
+        return sum((v - costs.get(k, v)) / v for k, v in base.items())
+
+    now = arch
+    for step in ({"precision": space.most_compressed}, {"keep": min(space.keep_choices)}):
+        options = [(u, space.with_unit(arch, u, **step)) for u in range(len(space.units))]
+        ranked = sorted(((saving(o), u) for u, o in options if o is not None), key=lambda su: (-su[0], su[1]))
+        for gain, unit in ranked:
+            if gain <= 0:
+                break
+            now = space.with_unit(now, unit, **step) or now
+            if precheck(now)[0] is None:
+                return now
+    return arch
+
+
+def repaired(space, arch, precheck, how: str):
+    """The proposal `arch` repaired as ``search.repair`` says (`how`: none, dominated or fit): ``dominated`` undoes
+    compression that buys nothing (`undo_dominated`); ``fit`` also compresses a proposal over a limit until it
+    meets it (`fit_limits`), then undoes what the fitting made dominated."""
+    if how == "none":
+        return arch
+    arch = undo_dominated(space, arch, precheck)
+    if how == "fit":
+        fitted = fit_limits(space, arch, precheck)
+        if fitted != arch:
+            arch = undo_dominated(space, fitted, precheck)
     return arch

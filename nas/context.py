@@ -16,7 +16,7 @@ from typing import Any
 
 from core.registry import PluginOptions
 from nas.controllers import CONTROLLERS
-from nas.compression import undo_dominated
+from nas.compression import repaired
 from nas.controllers.base import SearchObjectives
 from nas.evaluation import EVALUATORS
 from nas.evaluation.tabular import constraint_table
@@ -122,15 +122,15 @@ class RunContext:
 
     @property
     def repairs(self) -> bool:
-        """Whether proposals are repaired (`repair`): a compression policy searched with ``search.repair:
-        dominated``."""
-        return self.recipe.compression == "search" and self.recipe.search.repair == "dominated" and \
+        """Whether proposals are repaired (`repair`): a compression policy searched with ``search.repair`` other
+        than none."""
+        return self.recipe.compression == "search" and self.recipe.search.repair != "none" and \
             isinstance(self.space, PolicySpace)
 
     def repair(self, arch: Any) -> Any:
-        """`arch` with the compression of each unit undone where this run's cheap figures price it at no gain
-        (`nas.compression.undo_dominated`, by `precheck`); with no latency source open yet, `arch` itself."""
-        return undo_dominated(self.space, arch, self.precheck)
+        """`arch` repaired as ``search.repair`` says, by this run's cheap figures (`nas.compression.repaired`, by
+        `precheck`); with no latency source open yet, `arch` itself."""
+        return repaired(self.space, arch, self.precheck, self.recipe.search.repair)
 
     def make_estimator(self) -> Any:
         """The prescreen stage's estimator (`search.prescreen.estimator`), bound to the space."""

@@ -151,10 +151,11 @@ class SearchConfig(_Strict):
                                                 "and recorded as failed, and the search goes on")
     train_infeasible: bool = Field(False, description="also train candidates whose measured latency is too high")
     max_rejections: PositiveInt = Field(10_000, description="consecutive rejected proposals before giving up")
-    repair: Literal["dominated", "none"] = Field(
+    repair: Literal["dominated", "fit", "none"] = Field(
         "dominated", description="compression: search: dominated (default) proposes a unit uncompressed where the "
                                  "search's cheap figures price the compression at no gain (latency, energy and "
-                                 "memory no higher on every profile), nas.compression.undo_dominated; none: as asked")
+                                 "memory no higher on every profile); fit also compresses a proposal over a limit "
+                                 "until it meets it; none: as drawn (nas.compression.repaired)")
 
 
 class OutputConfig(_Strict):

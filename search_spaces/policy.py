@@ -166,15 +166,21 @@ class PolicySpace(SearchSpace):
         """The precision of the choices that compresses least (most bits; the first of equals)."""
         return max(self.choices, key=PRECISION_BITS.__getitem__)
 
-    def uncompressed(self, arch: PolicyArch, unit: int, way: str) -> PolicyArch | None:
-        """`arch` with unit `unit`'s compression undone one `way`: ``precision`` (the least compressed of the
-        choices) or ``keep`` (ratio 1); None where the unit is already so. What `nas.compression.undo_dominated`
-        weighs against the compression."""
-        if way == "precision":
-            other = self._arch(arch.base, arch.precisions[:unit] + (self.least_compressed,) +
-                               arch.precisions[unit + 1:], arch.keeps)
-        else:
-            other = self._arch(arch.base, arch.precisions, arch.keeps[:unit] + (1.0,) + arch.keeps[unit + 1:])
+    @property
+    def most_compressed(self) -> str:
+        """The precision of the choices that compresses most (fewest bits; the first of equals)."""
+        return min(self.choices, key=PRECISION_BITS.__getitem__)
+
+    def with_unit(self, arch: PolicyArch, unit: int, precision: str | None = None,
+                  keep: float | None = None) -> PolicyArch | None:
+        """`arch` with unit `unit` in `precision` or at `keep` (canonical: a unit with nothing to quantize or prune
+        stays as it was); None where that changes nothing. The steps `nas.compression`'s repairs weigh."""
+        precisions, keeps = list(arch.precisions), list(arch.keeps)
+        if precision is not None:
+            precisions[unit] = precision
+        if keep is not None:
+            keeps[unit] = keep
+        other = self._arch(arch.base, precisions, keeps)
         return None if other == arch else other
 
     def sample(self, rng: np.random.Generator) -> PolicyArch:

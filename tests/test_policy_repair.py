@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nas.compression import undo_dominated
+from nas.compression import fit_limits, repaired, undo_dominated
 from nas.controllers import make_controller
 from nas.controllers.proposer import MemoryLedger, search_in_process
 from search_spaces import get_space
@@ -77,6 +77,26 @@ def test_without_a_latency_figure_nothing_is_undone():
     assert undo_dominated(SPACE, arch, lambda a: (None, {"flops": 1.0})) == arch
 
 
+def test_a_proposal_over_the_limit_is_quantized_where_that_saves_most_then_pruned():
+    base = SPACE.sample(np.random.default_rng(0)).base
+    assert SPACE.live_units(base) == [True] * N
+    arch = SPACE._arch(base, ["fp32"] * N, [1.0] * N)   # 11 ms
+    assert fit_limits(SPACE, arch, lambda a: precheck(a, 9.0)).precisions == ("fp32",) * 3 + ("int8",)   # 8.5 ms
+    assert fit_limits(SPACE, arch, lambda a: precheck(a, 7.0)).precisions == ("fp32", "fp32", "int8", "int8")
+    tight = fit_limits(SPACE, arch, lambda a: precheck(a, 5.0))   # 6.5 ms quantized: pruning too
+    assert tight.precisions == ("fp32", "fp32", "int8", "int8") and min(tight.keeps) == 0.5
+    assert precheck(tight, 5.0)[0] is None
+    assert fit_limits(SPACE, arch, lambda a: precheck(a, 1.0)) == arch   # no compression fits: left to be rejected
+    assert fit_limits(SPACE, arch, lambda a: ("flops", {"flops": 1})) == arch   # not priced: left as it is
+    assert fit_limits(SPACE, arch, precheck) == arch   # within the limit: nothing to fit
+    # fit, then what the fitting made dominated undone: a fixed point of both
+    fixed = repaired(SPACE, SPACE._arch(base, ["int8"] * N, [1.0] * N), lambda a: precheck(a, 5.0), "fit")
+    assert fixed.precisions[:2] == ("fp32", "fp32") and precheck(fixed, 5.0)[0] is None
+    assert undo_dominated(SPACE, fixed, lambda a: precheck(a, 5.0)) == fixed
+    assert repaired(SPACE, arch, lambda a: precheck(a, 9.0), "none") == arch
+    assert repaired(SPACE, arch, lambda a: precheck(a, 9.0), "dominated") == arch
+
+
 def _search(name: str, options: dict, budget: int = 12):
     controller = make_controller(name, SPACE, options, seed=0, repair=lambda a: undo_dominated(SPACE, a, precheck))
     evaluated: list[str] = []
@@ -117,6 +137,7 @@ def test_a_policy_search_repairs_by_default_and_not_with_repair_none(tmp_path):
     sets = ["compression=search", "space.options.compression={precisions: [fp32, int8]}"]
     assert RunContext(load_run(ASSETS / "tiny.yaml", sets).recipe).repairs
     assert not RunContext(load_run(ASSETS / "tiny.yaml", [*sets, "search.repair=none"]).recipe).repairs
+    assert RunContext(load_run(ASSETS / "tiny.yaml", [*sets, "search.repair=fit"]).recipe).repairs
     assert not RunContext(load_run(ASSETS / "tiny.yaml", []).recipe).repairs
     ctx = RunContext(load_run(ASSETS / "tiny.yaml", sets).recipe)
     assert ctx.controller.repair is not None
