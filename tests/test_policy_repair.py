@@ -119,6 +119,10 @@ def test_every_proposal_a_controller_makes_is_evaluated_repaired_and_told(name, 
         assert undo_dominated(SPACE, arch, precheck) == arch
         assert all(p == "fp32" for p in arch.precisions[:2])   # int8 never pays on those units
     assert controller.n_told >= len(evaluated) and len(set(evaluated)) == len(evaluated)
+    assert 0 < controller.n_repaired < controller.n_asked   # random proposals quantize units 0 and 1 now and then
+    again = make_controller(name, SPACE, options, seed=1)
+    again.load_state_dict(controller.state_dict())
+    assert again.n_repaired == controller.n_repaired
     assert {r["arch"] for r in ledger.rows} >= set(evaluated)
 
 

@@ -132,6 +132,7 @@ class Controller(ABC):
         self.rng = np.random.default_rng(seed)
         self.n_asked = 0
         self.n_told = 0
+        self.n_repaired = 0   # proposals `repair` changed
 
     def ask(self) -> Hashable:
         """Next architecture to evaluate."""
@@ -140,6 +141,7 @@ class Controller(ABC):
         if self.repair is not None:
             fixed = self.repair(arch)
             if fixed != arch:
+                self.n_repaired += 1
                 self._repaired(arch, fixed)
                 arch = fixed
         return arch
@@ -170,12 +172,13 @@ class Controller(ABC):
     def state_dict(self) -> dict[str, Any]:
         """JSON-able state; `load_state_dict` of it restores the controller exactly."""
         return {"rng": self.rng.bit_generator.state, "n_asked": self.n_asked, "n_told": self.n_told,
-                **self._extra_state()}
+                "n_repaired": self.n_repaired, **self._extra_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state produced by `state_dict`."""
         self.rng.bit_generator.state = state["rng"]
         self.n_asked, self.n_told = state["n_asked"], state["n_told"]
+        self.n_repaired = state.get("n_repaired", 0)   # states saved before repairs existed lack it
         self._load_extra_state(state)
 
     def _extra_state(self) -> dict[str, Any]:
