@@ -282,7 +282,6 @@ def int8_scores(model, evaluator, input_shape: tuple[int, ...], fp32_accuracy: f
             **({} if tuned is None else {"qat_seconds": tuned["train_seconds"]})}
 
 
-
 # The row fields a compression can only lower: the figures `RunContext.precheck` gives before a trial.
 COST_PREFIXES = ("latency_", "energy_", "memory_", "train_memory_")
 

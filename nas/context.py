@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from core.registry import PluginOptions
-from nas.controllers import CONTROLLERS
 from nas.compression import repaired
+from nas.controllers import CONTROLLERS
 from nas.controllers.base import SearchObjectives
 from nas.evaluation import EVALUATORS
 from nas.evaluation.tabular import constraint_table
