@@ -226,14 +226,14 @@ class DriverLoop:
         """One trial; with `checkpoint`, also the state_dict and ledger checkpoint. Returns each part's seconds
         (and whether the checkpoint was a snapshot)."""
         t = [time.perf_counter()]
-        string = self.proposer.next()
+        string, asked = self.proposer.next()
         t.append(time.perf_counter())
         acc = self.evaluator.estimate(string)["accuracy"]
         t.append(time.perf_counter())
         row = self.ledger.complete(string, f"t{self.done}", {"status": "ok", "accuracy": acc, "flops": 1,
                                                               "params": 1, "feasible": True}, False)
         t.append(time.perf_counter())
-        self.controller.tell(self.space.decode(string), row)
+        self.controller.tell(asked, row)
         t.append(time.perf_counter())
         self.done += 1
         parts = {"ask": t[1] - t[0], "record": t[3] - t[2], "tell": t[4] - t[3]}

@@ -92,6 +92,7 @@ class RunContext:
         self.latency: dict[str, LatencySource] = {}
         self.run_dir: Path | None = None
         self._controller = None
+        self._repaired: dict[Any, Any] = {}   # proposal -> its repair (`repair`)
         if run_dir is not None:
             self.open(run_dir)
 
@@ -99,7 +100,7 @@ class RunContext:
         """Set up the latency sources in `run_dir` (the driver builds and keeps the predictors there, before any
         trial; workers and a resumed run load them); returns self."""
         r = self.recipe
-        self.run_dir = Path(run_dir)
+        self.run_dir, self._repaired = Path(run_dir), {}   # repairs priced without these sources are stale
         self.latency = make_sources(r.constraints, self.space, self.run_dir, seed=r.search.seed, log=log,
                                     tables={c.profile: constraint_table(r, c) for c in r.constraints.latency})
         return self
@@ -116,8 +117,7 @@ class RunContext:
             r = self.recipe
             self._controller = CONTROLLERS.create(r.controller.name, self.plugins.controller, self.space,
                                                   seed=r.search.seed,
-                                                  objectives=SearchObjectives.from_constraints(r.constraints),
-                                                  repair=self.repair if self.repairs else None)
+                                                  objectives=SearchObjectives.from_constraints(r.constraints))
         return self._controller
 
     @property
@@ -129,8 +129,13 @@ class RunContext:
 
     def repair(self, arch: Any) -> Any:
         """`arch` repaired as ``search.repair`` says, by this run's cheap figures (`nas.compression.repaired`, by
-        `precheck`); with no latency source open yet, `arch` itself."""
-        return repaired(self.space, arch, self.precheck, self.recipe.search.repair)
+        `precheck`); with no latency source open yet, `arch` itself. Remembered per proposal (the figures are
+        deterministic), since controllers propose the same arch again and again once a search has converged."""
+        if arch not in self._repaired:
+            if len(self._repaired) >= 100_000:
+                self._repaired.clear()
+            self._repaired[arch] = repaired(self.space, arch, self.precheck, self.recipe.search.repair)
+        return self._repaired[arch]
 
     def make_estimator(self) -> Any:
         """The prescreen stage's estimator (`search.prescreen.estimator`), bound to the space."""

@@ -106,9 +106,6 @@ def run_search(recipe: Recipe, run_dir: Path, resume: bool = False, ctx: RunCont
                           "evaluation_seconds": sum(r.get("eval_seconds") or 0 for r in log.rows)}
     if prescreen is not None:
         summary["prescreen"] = {k: v for k, v in prescreen.items() if k != "top_k"}
-    if ctx.repairs:   # how many of the controller's proposals search.repair changed (resumed sessions included)
-        summary["repair"] = {"how": recipe.search.repair, "proposals": controller.n_asked,
-                             "repaired": controller.n_repaired}
     summary["wall_seconds"] = time.perf_counter() - start
     atomic_write_json(run_dir / "best.json", summary)
     return summary

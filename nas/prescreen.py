@@ -65,7 +65,8 @@ def run_prescreen(recipe: Recipe, run_dir: Path, ctx: Any, controller: Controlle
     bar = tqdm(total=pre.candidates, desc="prescreen", unit="cand", file=sys.stderr, mininterval=0.5)
     start = time.perf_counter()
     done = search_in_process(controller, ledger, precheck, evaluate, pre.candidates,
-                             max_rejections=recipe.search.max_rejections, progress=lambda row: bar.update(1))
+                             max_rejections=recipe.search.max_rejections, progress=lambda row: bar.update(1),
+                             repair=ctx.repair if ctx.repairs else None)
     seconds = time.perf_counter() - start
     bar.close()
     table = pd.DataFrame(ledger.rows)

@@ -262,7 +262,8 @@ def run_trials(recipe: Recipe, run_dir: Path, ctx, controller: Controller, log: 
     auto = recipe.search.concurrency == "auto"
     searcher = ControllerSearcher(controller, log, ctx.precheck, requeue=requeue,
                                   max_rejections=recipe.search.max_rejections,
-                                  capacity=ClusterCapacity(recipe) if auto else None)
+                                  capacity=ClusterCapacity(recipe) if auto else None,
+                                  repair=ctx.repair if ctx.repairs else None)
     trainable = tune.with_resources(
         tune.with_parameters(tune_trainable, recipe=recipe, run_dir=str(run_dir.resolve()), files=run_files(run_dir)),
         PredictedMemory(recipe, ctx.space) if recipe.cluster.trial_memory == "predicted"

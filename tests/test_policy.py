@@ -2,7 +2,6 @@
 variation, costs, the partly quantized graph, the recipe checks and a search end to end."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -287,14 +286,14 @@ def test_a_search_with_compression_search_scores_times_and_prunes_each_policy_an
     from nas.checks import load_run
     from nas.context import RunContext
 
-    summary = json.loads((out / "best.json").read_text())
-    assert summary["repair"]["how"] == "dominated" and summary["repair"]["proposals"] >= len(table)
     ctx = RunContext(load_run(out / "recipe.yaml").recipe, out)   # the run's own predictor, not calibrated again
     for arch in archs:
         assert ctx.repair(arch) == arch
 
 
 def _space_of(run_dir) -> PolicySpace:
+    import json
+
     spec = json.loads((run_dir / "best" / "space.json").read_text())
     return get_space(spec["name"], spec["options"], num_classes=spec["num_classes"])
 

@@ -116,35 +116,23 @@ class Controller(ABC):
         seed: seed of its random generator.
         objectives: the search's profiles and latency limits (controllers that trade accuracy against latency
             use them; the others ignore them).
-        repair: arch -> arch applied to every proposal before `ask` returns it (`nas.compression.undo_dominated`
-            for a compression policy); the controller is then told the outcome of the repaired arch, so it learns
-            what was evaluated.
     """
 
     Options: ClassVar[type[ControllerOptions]] = ControllerOptions
 
     def __init__(self, space: SearchSpace, options: ControllerOptions | None = None, seed: int = 0,
-                 objectives: SearchObjectives | None = None, repair: Callable[[Hashable], Hashable] | None = None):
+                 objectives: SearchObjectives | None = None):
         self.space = space
         self.options = options if options is not None else self.Options()
         self.objectives = objectives if objectives is not None else SearchObjectives()
-        self.repair = repair
         self.rng = np.random.default_rng(seed)
         self.n_asked = 0
         self.n_told = 0
-        self.n_repaired = 0   # proposals `repair` changed
 
     def ask(self) -> Hashable:
         """Next architecture to evaluate."""
         self.n_asked += 1
-        arch = self._propose()
-        if self.repair is not None:
-            fixed = self.repair(arch)
-            if fixed != arch:
-                self.n_repaired += 1
-                self._repaired(arch, fixed)
-                arch = fixed
-        return arch
+        return self._propose()
 
     def tell(self, arch: Hashable, result: Any) -> None:
         """Record the outcome of `arch`: a results row, a bare accuracy or None (see `Outcome.of`)."""
@@ -157,10 +145,6 @@ class Controller(ABC):
     def _observe(self, arch: Hashable, outcome: Outcome) -> None:
         """Learn from one outcome (random search learns nothing)."""
 
-    def _repaired(self, asked: Hashable, fixed: Hashable) -> None:
-        """`repair` turned the proposal `asked` into `fixed`, whose outcome will be told (a controller that keeps
-        its proposals in flight re-keys them here)."""
-
     def _breed(self, select: Callable[[], Hashable], crossover_prob: float) -> Hashable:
         """A child of the evolutionary controllers: a selected parent, crossed with a second one with probability
         `crossover_prob`, then mutated once."""
@@ -172,13 +156,12 @@ class Controller(ABC):
     def state_dict(self) -> dict[str, Any]:
         """JSON-able state; `load_state_dict` of it restores the controller exactly."""
         return {"rng": self.rng.bit_generator.state, "n_asked": self.n_asked, "n_told": self.n_told,
-                "n_repaired": self.n_repaired, **self._extra_state()}
+                **self._extra_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state produced by `state_dict`."""
         self.rng.bit_generator.state = state["rng"]
         self.n_asked, self.n_told = state["n_asked"], state["n_told"]
-        self.n_repaired = state.get("n_repaired", 0)   # states saved before repairs existed lack it
         self._load_extra_state(state)
 
     def _extra_state(self) -> dict[str, Any]:
@@ -204,7 +187,6 @@ def parse_controller_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 def make_controller(name: str, space: SearchSpace, options: dict[str, Any] | None = None, seed: int = 0,
-                    objectives: SearchObjectives | None = None,
-                    repair: Callable[[Hashable], Hashable] | None = None) -> Controller:
+                    objectives: SearchObjectives | None = None) -> Controller:
     """Instantiate a registered controller by name (`Registry.create`)."""
-    return CONTROLLERS.create(name, options, space, seed=seed, objectives=objectives, repair=repair)
+    return CONTROLLERS.create(name, options, space, seed=seed, objectives=objectives)

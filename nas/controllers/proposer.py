@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from nas.controllers.base import Controller
 
 Precheck = Callable[[Hashable], tuple[str | None, dict[str, Any]]]
+Repair = Callable[[Hashable], Hashable]
 
 
 class Ledger(Protocol):
@@ -38,32 +39,39 @@ class Proposer:
         ledger: rows of every candidate seen so far.
         precheck: arch -> (violation or None, extra row fields); the cheap checks run before any evaluation.
         max_rejections: consecutive free answers (rejected or known) before `SpaceExhausted`.
+        repair: arch -> the arch evaluated in its place (`nas.compression.repaired`, ``search.repair``); the
+            controller is told the outcome of the repaired arch as that of its own proposal, so what it learns
+            and keeps stays its own (a surrogate learns that a dominated compression changes nothing, instead of
+            never seeing one), and the ledger holds what was evaluated.
     """
 
-    def __init__(self, controller: Controller, ledger: Ledger, precheck: Precheck, max_rejections: int = 10_000):
+    def __init__(self, controller: Controller, ledger: Ledger, precheck: Precheck, max_rejections: int = 10_000,
+                 repair: Repair | None = None):
         self.controller, self.ledger, self.precheck = controller, ledger, precheck
-        self.max_rejections = max_rejections
+        self.max_rejections, self.repair = max_rejections, repair
 
-    def next(self, busy: Container[str] = ()) -> str:
-        """Canonical string of the next new, feasible-looking proposal.
+    def next(self, busy: Container[str] = ()) -> tuple[str, Hashable]:
+        """(canonical string of the next new, feasible-looking candidate, the proposal it answers: the
+        controller's arch, which `repair` may have turned into the candidate).
 
         Args:
             busy: candidates in flight; proposed again, they are skipped (their own result comes later).
         """
         space = self.controller.space
         for _ in range(self.max_rejections):
-            arch = self.controller.ask()
+            asked = self.controller.ask()
+            arch = asked if self.repair is None else self.repair(asked)
             string = space.to_string(arch)
             if string in busy:
                 continue
             row = self.ledger.get(string)
             if row is not None:
-                self.controller.tell(arch, row)
+                self.controller.tell(asked, row)
                 continue
             violation, extra = self.precheck(arch)
             if violation is None:
-                return string
-            self.controller.tell(arch, self.ledger.reject(string, violation, **extra))
+                return string, asked
+            self.controller.tell(asked, self.ledger.reject(string, violation, **extra))
         raise SpaceExhausted(f"{self.max_rejections} proposals in a row were infeasible or already evaluated; "
                              "the constraints may be too tight or the space exhausted")
 
@@ -104,21 +112,21 @@ class MemoryLedger:
 
 def search_in_process(controller: Controller, ledger: Ledger, precheck: Precheck,
                       evaluate: Callable[[str], dict[str, Any]], budget: int, max_rejections: int = 10_000,
-                      progress: Callable[[dict[str, Any]], None] | None = None) -> int:
+                      progress: Callable[[dict[str, Any]], None] | None = None, repair: Repair | None = None) -> int:
     """Run `budget` evaluations one after another in this process; returns how many ran.
 
     Args:
-        controller, ledger, precheck: as for `Proposer`.
+        controller, ledger, precheck, repair: as for `Proposer`.
         evaluate: arch string -> results row (``status``, ``accuracy``, latency columns, ...); an exception is
             recorded as a failed row, so a crashing objective never stops the search.
         budget: evaluations to run (rejected and known proposals are free).
         progress: called with each evaluated row.
     """
-    proposer = Proposer(controller, ledger, precheck, max_rejections)
+    proposer = Proposer(controller, ledger, precheck, max_rejections, repair)
     done = 0
     while done < budget:
         try:
-            string = proposer.next()
+            string, asked = proposer.next()
         except SpaceExhausted:
             break
         try:
@@ -126,7 +134,7 @@ def search_in_process(controller: Controller, ledger: Ledger, precheck: Precheck
         except Exception:  # noqa: BLE001 - a candidate's failure is data
             result, error = None, True
         row = ledger.complete(string, f"p{done}", result, error)
-        controller.tell(controller.space.decode(string), row)
+        controller.tell(asked, row)
         done += 1
         if progress is not None:
             progress(row)

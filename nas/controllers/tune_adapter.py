@@ -9,7 +9,7 @@ which is what `--resume` restores from.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from ray.tune.search import Searcher
 
 from core.io import atomic_write_text
 from nas.controllers.base import Controller
-from nas.controllers.proposer import Ledger, Precheck, Proposer, SpaceExhausted
+from nas.controllers.proposer import Ledger, Precheck, Proposer, Repair, SpaceExhausted
 
 
 class ControllerSearcher(Searcher):
@@ -31,16 +31,18 @@ class ControllerSearcher(Searcher):
         max_rejections: consecutive free answers (rejected or known) before the search ends.
         capacity: how many trials may be in flight now (`nas.search.ClusterCapacity`, for `concurrency: auto`);
             None: Tune's `max_concurrent_trials` limits them.
+        repair: as for `Proposer`; each trial's outcome is told as that of the proposal it answers.
     """
 
     def __init__(self, controller: Controller, ledger: Ledger, precheck: Precheck,
                  requeue: list[str] | None = None, max_rejections: int = 10_000,
-                 capacity: Callable[[], int] | None = None):
+                 capacity: Callable[[], int] | None = None, repair: Repair | None = None):
         super().__init__(metric="accuracy", mode="max")
         self.controller, self.ledger = controller, ledger
-        self.proposer = Proposer(controller, ledger, precheck, max_rejections)
+        self.proposer = Proposer(controller, ledger, precheck, max_rejections, repair)
         self.requeue = list(requeue or [])
         self.pending: dict[str, str] = {}
+        self.asked: dict[str, Hashable] = {}   # trial id -> the proposal its candidate answers, where repaired
         self.exhausted: str | None = None
         self.capacity = capacity
 
@@ -53,11 +55,13 @@ class ControllerSearcher(Searcher):
             string = self.requeue.pop(0)
         else:
             try:
-                string = self.proposer.next(busy={*self.pending.values(), *self.requeue})
+                string, asked = self.proposer.next(busy={*self.pending.values(), *self.requeue})
             except SpaceExhausted as err:
                 self.exhausted = str(err)
                 self._checkpoint()
                 return Searcher.FINISHED
+            if self.controller.space.to_string(asked) != string:
+                self.asked[trial_id] = asked
         self.pending[trial_id] = string
         return {"arch": string}
 
@@ -66,7 +70,8 @@ class ControllerSearcher(Searcher):
         if string is None:
             return
         row = self.ledger.complete(string, trial_id, result, error)
-        self.controller.tell(self.controller.space.decode(string), row)
+        asked = self.asked.pop(trial_id, None)
+        self.controller.tell(self.controller.space.decode(string) if asked is None else asked, row)
         self._checkpoint()
 
     def _checkpoint(self) -> None:
@@ -78,7 +83,7 @@ class ControllerSearcher(Searcher):
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.controller.load_state_dict(state["controller"])
-        self.requeue, self.pending = list(state["requeue"]), {}
+        self.requeue, self.pending, self.asked = list(state["requeue"]), {}, {}
 
     def save(self, checkpoint_path: str) -> None:
         atomic_write_text(checkpoint_path, json.dumps(self.get_state()))

@@ -226,15 +226,6 @@ class TuneSearch(Controller):
             fed = self.backend.add(self.searcher, self._config(decisions), value)
         self.history.append([string, decisions, value, fed])
 
-    def _repaired(self, asked: Hashable, fixed: Hashable) -> None:
-        """The Tune searcher's trial is reported with the outcome of the repaired arch (its own suggestion stays
-        the configuration it learns)."""
-        key = self.space.to_string(asked)
-        trials = self.pending[key]
-        self.pending.setdefault(self.space.to_string(fixed), []).append(trials.pop())
-        if not trials:
-            del self.pending[key]
-
     def _repeat(self, string: str, trial_id: str, decisions: list[int]) -> None:
         """Complete a suggestion of an arch whose outcome was already learnt: ignored, unless the searcher has
         suggested nothing new for `repeat_patience` suggestions, in which case it gets the penalty."""
