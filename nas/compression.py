@@ -28,6 +28,7 @@ not finite fails its candidate with that reason, and the search goes on (`nas.tr
 """
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -362,6 +363,7 @@ def repaired(space, arch, precheck, how: str):
     meets it (`fit_limits`), then undoes what the fitting made dominated."""
     if how == "none":
         return arch
+    precheck = functools.cache(precheck)   # both repairs price the proposal and some steps alike
     arch = undo_dominated(space, arch, precheck)
     if how == "fit":
         fitted = fit_limits(space, arch, precheck)

@@ -61,9 +61,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from core.errors import InputError, cli_entry
+from search_spaces.costs import PRECISION_BITS
 
 BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "int4": 1}   # per activation value, by a layer's precision
-WEIGHT_BYTES = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5}
+WEIGHT_BYTES = {p: bits / 8 for p, bits in PRECISION_BITS.items()}   # per weight: int4 packs two to a byte
 OPTIMIZER_STATES = {"sgd": 1, "adam": 2}   # buffers per weight (SGD: its momentum)
 ENGINES = ("fused", "eager")   # how an engine keeps inference tensors (`layer_peak`)
 MIB = 2 ** 20

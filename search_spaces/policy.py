@@ -214,8 +214,7 @@ class PolicySpace(SearchSpace):
             which, i = live[int(rng.integers(units))]
             choices, now = (self.choices, arch.precisions) if which == 0 else (self.keep_choices, arch.keeps)
             new = [c for c in choices if c != now[i]][int(rng.integers(len(choices) - 1))]
-            changed = now[:i] + (new,) + now[i + 1:]
-            return self._arch(arch.base, *((changed, arch.keeps) if which == 0 else (arch.precisions, changed)))
+            return self.with_unit(arch, i, **({"precision": new} if which == 0 else {"keep": new})) or arch
         return self._arch(self.base.mutate(arch.base, rng), arch.precisions, arch.keeps)
 
     def crossover(self, a: PolicyArch, b: PolicyArch, rng: np.random.Generator) -> PolicyArch:

@@ -42,7 +42,7 @@ class ControllerSearcher(Searcher):
         self.proposer = Proposer(controller, ledger, precheck, max_rejections, repair)
         self.requeue = list(requeue or [])
         self.pending: dict[str, str] = {}
-        self.asked: dict[str, Hashable] = {}   # trial id -> the proposal its candidate answers, where repaired
+        self.asked: dict[str, Hashable] = {}   # trial id -> the proposal its candidate answers (not requeued)
         self.exhausted: str | None = None
         self.capacity = capacity
 
@@ -60,8 +60,7 @@ class ControllerSearcher(Searcher):
                 self.exhausted = str(err)
                 self._checkpoint()
                 return Searcher.FINISHED
-            if self.controller.space.to_string(asked) != string:
-                self.asked[trial_id] = asked
+            self.asked[trial_id] = asked
         self.pending[trial_id] = string
         return {"arch": string}
 
