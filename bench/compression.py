@@ -76,7 +76,8 @@ def run_search(recipe: Path, run_dir: Path, compression: str, seed: int, budget:
         if (run_dir / "state.json").is_file():
             cmd.append("--resume")
         done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
-                              env={**os.environ, "PYTHONPATH": str(REPO)})
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                  filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
     return json.loads((run_dir / "best.json").read_text())
@@ -95,6 +96,27 @@ def winner(run_dir: Path):
     model = build_seeded(ctx.space, genotype, ctx.recipe.search.seed)
     load_weights(model, run_dir / "best" / "weights.safetensors")
     return ctx, model.eval(), tuple(ctx.space.input_shape(genotype))
+
+
+def compressed_units(ctx, run_dir: Path, arch: str) -> tuple[int, int]:
+    """(compressed, paying) of a policy winner `arch`: how many of its units run below the least compressed
+    precision of the choices or keep less than all their width (a unit doing both counts twice), and how many of
+    those pay: undoing that one compression raises one of the run's own cheap cost figures (latency, energy,
+    memory; `nas.compression` prices alike). On an FPGA profile, "4-bit where it pays" is every int4 unit paying."""
+    from nas.compression import cost_figures
+
+    ctx.open(run_dir, log=lambda *a, **k: None)
+    space, policy = ctx.space, ctx.space.decode(arch)
+    now = cost_figures(ctx.precheck(policy)[1])
+    compressed = paying = 0
+    for unit in range(len(space.units)):
+        for step in ({"precision": space.least_compressed}, {"keep": 1.0}):
+            other = space.with_unit(policy, unit, **step)
+            if other is not None:
+                costs = cost_figures(ctx.precheck(other)[1])
+                compressed += 1
+                paying += any(costs.get(k, -np.inf) > v for k, v in now.items())
+    return compressed, paying
 
 
 def matched_limit(run_dir: Path, seed_a: tuple | None, threads: int) -> str:
@@ -203,7 +225,8 @@ def network_ratios(fp32_ref: str, int8_ref: str) -> np.ndarray:
 
 def markdown(df: pd.DataFrame) -> str:
     """`df` as a Markdown table (numbers to 4 decimals)."""
-    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in df.itertuples(index=False)]
+    cells = [["-" if v is pd.NA else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row]
+             for row in df.itertuples(index=False)]
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
     return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
 
@@ -267,11 +290,12 @@ def main() -> None:
                     model, ctx.evaluator, shape, scores["accuracy_fp32"], quantizer="pt2e")["accuracy"])
             if args.qat:   # quantization-aware fine-tuning against as much fp32 fine-tuning, both PT2E int8
                 scores.update(qat_scores(ctx, model, shape, scores["accuracy_fp32"], args.qat, compression))
+            units = compressed_units(ctx, run_dir, best["arch"]) if compression == "search" else (np.nan,) * 2
             rows.append({"seed": seed, "arm": arm, "arch": best["arch"], "int8 accuracy": scores["accuracy"],
                          **({"pt2e int8 accuracy": scores["pt2e"]} if args.pt2e else {}),
                          **{k: scores[k] for k in qat_columns(args.qat)},
                          "fp32 accuracy": scores["accuracy_fp32"], "drop": scores["accuracy_drop"],
-                         "MFLOPs": best["flops"] / 1e6,
+                         "MFLOPs": best["flops"] / 1e6, "compressed units": units[0], "of which pay": units[1],
                          # the search's own figure per latency profile (exact for a simulator)
                          **{f"{k[len('latency_'):]} ms": v for k, v in best.items() if k.startswith("latency_")}})
             models.append((model, shape))
@@ -289,6 +313,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="hwnas-bench-int8-") as tmp:
             ms = latency_pairs(models + sampled, calibration, args.threads, Path(tmp))
     df = pd.DataFrame(rows)
+    df[["compressed units", "of which pay"]] = df[["compressed units", "of which pay"]].astype("Int64")
     if not args.no_cpu:
         df["fp32 ms"], df["int8 ms"] = ms[:len(rows), 0], ms[:len(rows), 1]
         df["int8 / fp32"] = df["int8 ms"] / df["fp32 ms"]
@@ -312,6 +337,9 @@ def main() -> None:
         parts += [f"{c[:-3]} x{ours[c] / base[c]:.3f}" for c in profiles]
         print(f"\n{label} against {means.index[0]}: accuracy after compression {gain:+.4f}; latency "
               f"{', '.join(parts)}")
+    for label, part in df.dropna(subset=["compressed units"]).groupby("arm", sort=False):
+        print(f"{label}: {part['of which pay'].sum()} of its winners' {part['compressed units'].sum()} compressed units "
+              "pay (undoing that one compression raises a cost figure of the run)")
     ratio = ms[len(rows):, 1] / ms[len(rows):, 0]
     if len(ratio):
         print(f"sampled networks of the space: int8 slower than fp32 on {int((ratio > 1).sum())} of {len(ratio)}; "
@@ -331,7 +359,7 @@ def main() -> None:
         Path(args.out).write_text(json.dumps({
             "recipe": args.recipe, "budget": args.budget, "precisions": args.precisions, "keep": args.keep,
             "repair": args.repair,
-            "sets": args.set, "rows": df.to_dict("records"),
+            "sets": args.set, "rows": json.loads(df.to_json(orient="records")),
             "sampled_int8_over_fp32": ratio.tolist(),
             "blocks": None if blocks is None else blocks.to_dict("records"),
             "block_sides": None if blocks is None else sides.to_dict("records"),

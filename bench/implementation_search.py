@@ -118,7 +118,8 @@ def run_arm(work: Path, predictors: Path, space: str, profile: str, limit: float
                *sum((["--set", o] for o in overrides(space, profile, limit, implementation, budget, seed, verify,
                                                      controller)), [])]
         done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
-                              env={**os.environ, "PYTHONPATH": str(REPO)})
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                  filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
     return json.loads((run_dir / "best.json").read_text())

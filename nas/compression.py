@@ -287,7 +287,8 @@ def int8_scores(model, evaluator, input_shape: tuple[int, ...], fp32_accuracy: f
 COST_PREFIXES = ("latency_", "energy_", "memory_", "train_memory_")
 
 
-def _costs(fields: dict) -> dict[str, float]:
+def cost_figures(fields: dict) -> dict[str, float]:
+    """The cost figures (`COST_PREFIXES`) among a candidate's row `fields`, as floats."""
     return {k: float(v) for k, v in fields.items() if k.startswith(COST_PREFIXES) and isinstance(v, (int, float))}
 
 
@@ -308,7 +309,7 @@ def undo_dominated(space, arch, precheck):
     search's figures are trusted: with no latency figure (no cheap source) nothing is undone.
     """
     violation, fields = precheck(arch)
-    now = _costs(fields)
+    now = cost_figures(fields)
     if not _priced(now):
         return arch
     for unit in range(len(space.units)):
@@ -317,7 +318,7 @@ def undo_dominated(space, arch, precheck):
             if other is None:
                 continue
             other_violation, other_fields = precheck(other)
-            costs = _costs(other_fields)
+            costs = cost_figures(other_fields)
             if (other_violation is None or violation is not None) and \
                     all(costs.get(k, np.inf) <= v for k, v in now.items()):
                 arch, violation, now = other, other_violation, costs
@@ -336,12 +337,12 @@ def fit_limits(space, arch, precheck):
     network count. Only proposals priced by a cheap source are repaired (not those over a FLOPs or params limit).
     """
     violation, fields = precheck(arch)
-    base = {k: v for k, v in _costs(fields).items() if k.startswith("latency_") and v > 0}
+    base = {k: v for k, v in cost_figures(fields).items() if k.startswith("latency_") and v > 0}
     if violation is None or not base:
         return arch
 
     def saving(other) -> float:
-        costs = _costs(precheck(other)[1])
+        costs = cost_figures(precheck(other)[1])
         return sum((v - costs.get(k, v)) / v for k, v in base.items())
 
     now = arch
