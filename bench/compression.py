@@ -20,7 +20,9 @@ unit (``compression: search``); same recipe, budget, seed and limits.
    where (c) undoes a unit's compression that the search's own latency figures price at no gain
    (`nas.compression.undo_dominated`); `--repair fit` makes (c) and (c') also compress a proposal over the limit
    until it meets it (`nas.compression.fit_limits`).
-2. Each winner: accuracy after quantization, fp32 accuracy, FLOPs, the search's latency figure per profile, and
+2. Each winner: accuracy after quantization, fp32 accuracy, FLOPs, for a policy winner its compressed units and
+   how many of them pay (`compressed_units`: "4-bit where it pays" on an FPGA), the search's latency figure per
+   profile, and
    its latency on this CPU measured now with onnxruntime (`--threads`), fp32 (``model.onnx``) against int8 (QDQ;
    for (c) the graph as it ships: its int8 units quantized, the rest fp32), batch 1, in interleaved rounds.
    With `--pt2e`, the whole-network int8 winners ((a), (b)) are also quantized by PyTorch's PT2E flow (the
