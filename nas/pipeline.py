@@ -197,6 +197,7 @@ def finish(recipe: Recipe, run_dir: Path, ctx: RunContext, log: RunLog, tracker)
         "evaluated": log.n_evaluated(),
         "rejected": sum(r["status"] == "rejected" for r in log.rows),
         "failed": sum(r["status"] == "failed" for r in log.rows),
+        "repaired": sum(bool(r.get("proposed")) for r in log.rows),   # candidates search.repair changed
         "best": None if best is None else {k: best.get(k) for k in log.columns if k not in ("reason", "error")},
         "verification": None if check is None else check.summary(),
     }

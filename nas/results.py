@@ -39,8 +39,9 @@ from nas.controllers.proposer import MemoryLedger
 from nas.objectives import implementation_column, latency_column
 
 BASE_COLUMNS = ["index", "arch", "status", "accuracy", "flops", "params"]
-TAIL_COLUMNS = ["feasible", "reason", "error", "eval_seconds", "train_seconds", "trial_id", "finished_at", "node",
-                "node_ip"]
+# proposed: the controller's proposal a candidate answers, where ``search.repair`` changed it (empty otherwise)
+TAIL_COLUMNS = ["feasible", "reason", "proposed", "error", "eval_seconds", "train_seconds", "trial_id", "finished_at",
+                "node", "node_ip"]
 
 
 def score_of(row: dict[str, Any]) -> float | None:
@@ -144,14 +145,15 @@ class RunLog(MemoryLedger):
             self.mirror.snapshot(self.run_dir, self._seq)
 
     # ---- the search loops' ledger interface (nas.controllers.proposer.Ledger; `reject` is MemoryLedger's) --------
-    def complete(self, arch: str, trial_id: str, result: dict[str, Any] | None, error: bool) -> dict[str, Any]:
+    def complete(self, arch: str, trial_id: str, result: dict[str, Any] | None, error: bool,
+                 **extra: Any) -> dict[str, Any]:
         if error or not result or "status" not in result:
             row = {"arch": arch, "status": "failed", "feasible": False,
                    "error": "trial process crashed (see the Tune trial logs under tune/)"}
         else:
             row = {k: v for k, v in result.items() if k in self.columns}
             row["arch"] = arch
-        row = self.add({**row, "trial_id": trial_id})
+        row = self.add({**row, **extra, "trial_id": trial_id})
         for listener in self.listeners:
             listener(row)
         return row

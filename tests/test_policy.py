@@ -2,6 +2,7 @@
 variation, costs, the partly quantized graph, the recipe checks and a search end to end."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -289,11 +290,14 @@ def test_a_search_with_compression_search_scores_times_and_prunes_each_policy_an
     ctx = RunContext(load_run(out / "recipe.yaml").recipe, out)   # the run's own predictor, not calibrated again
     for arch in archs:
         assert ctx.repair(arch) == arch
+    # a candidate the repair changed names the proposal it answers; best.json counts them
+    changed = table[table.proposed.notna()]
+    assert all(ctx.repair(space.decode(p)) == space.decode(a) != space.decode(p)
+               for p, a in zip(changed.proposed, changed.arch))
+    assert json.loads((out / "best.json").read_text())["repaired"] == len(changed)
 
 
 def _space_of(run_dir) -> PolicySpace:
-    import json
-
     spec = json.loads((run_dir / "best" / "space.json").read_text())
     return get_space(spec["name"], spec["options"], num_classes=spec["num_classes"])
 

@@ -111,13 +111,13 @@ def _search(name: str, options: dict, budget: int = 12):
     ledger = MemoryLedger()
     assert search_in_process(controller, ledger, precheck, evaluate, budget,
                              repair=lambda a: undo_dominated(SPACE, a, precheck)) == budget
-    return controller, evaluated, told
+    return controller, evaluated, told, ledger
 
 
 @pytest.mark.parametrize("name, options", [("evolution", {"population_size": 4, "sample_size": 2}),
                                            ("random", {}), ("rl", {"batch_size": 4})])
 def test_every_candidate_is_repaired_and_its_outcome_told_as_that_of_the_proposal(name, options):
-    controller, evaluated, told = _search(name, options)
+    controller, evaluated, told, ledger = _search(name, options)
     for string in evaluated:
         arch = SPACE.decode(string)
         assert undo_dominated(SPACE, arch, precheck) == arch
@@ -125,11 +125,15 @@ def test_every_candidate_is_repaired_and_its_outcome_told_as_that_of_the_proposa
     assert len(set(evaluated)) == len(evaluated) == 12
     # the controller learns its own proposals, int8 on unit 0 among them, with the repaired candidate's outcome
     assert any(a.precisions[0] == "int8" for a in told) and controller.n_told == len(told) >= len(evaluated)
+    # the ledger names the proposal a repaired candidate answers (results.csv's `proposed`), and only for those
+    repaired_rows = [r for r in ledger.rows if "proposed" in r]
+    assert repaired_rows and all(undo_dominated(SPACE, SPACE.decode(r["proposed"]), precheck) == SPACE.decode(r["arch"])
+                                 and r["proposed"] != r["arch"] for r in repaired_rows)
 
 
 def test_a_tune_searcher_reports_each_trial_it_suggested():
     pytest.importorskip("optuna")
-    controller, evaluated, _ = _search("tune", {"searcher": "optuna"}, budget=8)
+    controller, evaluated, _, _ = _search("tune", {"searcher": "optuna"}, budget=8)
     assert not controller.pending   # every suggestion was reported (its own arch, the repaired outcome)
     states = {t.state.name for t in controller.searcher._ot_study.trials}
     assert states <= {"COMPLETE", "PRUNED", "FAIL"}
@@ -153,12 +157,14 @@ def test_the_tune_adapter_tells_each_trial_as_the_proposal_it_answers():
     told: list[PolicyArch] = []
     observe = controller._observe
     controller._observe = lambda arch, outcome: (told.append(arch), observe(arch, outcome))
-    searcher = ControllerSearcher(controller, MemoryLedger(), precheck,
-                                  repair=lambda a: undo_dominated(SPACE, a, precheck))
+    ledger = MemoryLedger()
+    searcher = ControllerSearcher(controller, ledger, precheck, repair=lambda a: undo_dominated(SPACE, a, precheck))
     for i in range(10):
         string = searcher.suggest(f"t{i}")["arch"]
         asked = searcher.asked.get(f"t{i}")
         searcher.on_trial_complete(f"t{i}", {"accuracy": 0.5})
         assert told[-1] == (SPACE.decode(string) if asked is None else asked)
+        proposal = SPACE.to_string(asked)
+        assert ledger.get(string).get("proposed") == (proposal if proposal != string else None)
         assert undo_dominated(SPACE, SPACE.decode(string), precheck) == SPACE.decode(string)
     assert not searcher.asked and any(a.precisions[0] == "int8" for a in told)

@@ -23,7 +23,8 @@ class Ledger(Protocol):
 
     def get(self, arch: str) -> dict[str, Any] | None: ...
     def reject(self, arch: str, reason: str, **extra: Any) -> dict[str, Any]: ...
-    def complete(self, arch: str, trial_id: str, result: dict[str, Any] | None, error: bool) -> dict[str, Any]: ...
+    def complete(self, arch: str, trial_id: str, result: dict[str, Any] | None, error: bool,
+                 **extra: Any) -> dict[str, Any]: ...
     def checkpoint(self, controller_state: dict[str, Any], pending: list[str]) -> None: ...
 
 
@@ -42,7 +43,8 @@ class Proposer:
         repair: arch -> the arch evaluated in its place (`nas.compression.repaired`, ``search.repair``); the
             controller is told the outcome of the repaired arch as that of its own proposal, so what it learns
             and keeps stays its own (a surrogate learns that a dominated compression changes nothing, instead of
-            never seeing one), and the ledger holds what was evaluated.
+            never seeing one), and the ledger holds what was evaluated, its ``proposed`` field naming the proposal
+            where the repair changed it (`repaired_from`).
     """
 
     def __init__(self, controller: Controller, ledger: Ledger, precheck: Precheck, max_rejections: int = 10_000,
@@ -71,9 +73,20 @@ class Proposer:
             violation, extra = self.precheck(arch)
             if violation is None:
                 return string, asked
-            self.controller.tell(asked, self.ledger.reject(string, violation, **extra))
+            self.controller.tell(asked, self.ledger.reject(string, violation, **extra,
+                                                           **self.repaired_from(string, asked)))
         raise SpaceExhausted(f"{self.max_rejections} proposals in a row were infeasible or already evaluated; "
                              "the constraints may be too tight or the space exhausted")
+
+
+    def repaired_from(self, string: str, asked: Hashable | None) -> dict[str, str]:
+        """The ledger field naming the proposal `asked` that candidate `string` answers, where the repair changed
+        it (``proposed``, a results column); nothing otherwise, or where the proposal is not known (a trial
+        requeued by a resumed run)."""
+        if asked is None or self.repair is None:
+            return {}
+        proposal = self.controller.space.to_string(asked)
+        return {"proposed": proposal} if proposal != string else {}
 
 
 class MemoryLedger:
@@ -97,10 +110,11 @@ class MemoryLedger:
     def reject(self, arch: str, reason: str, **extra: Any) -> dict[str, Any]:
         return self.add({"arch": arch, "status": "rejected", "feasible": False, "reason": reason, **extra})
 
-    def complete(self, arch: str, trial_id: str, result: dict[str, Any] | None, error: bool) -> dict[str, Any]:
+    def complete(self, arch: str, trial_id: str, result: dict[str, Any] | None, error: bool,
+                 **extra: Any) -> dict[str, Any]:
         if error or not result:
-            return self.add({"arch": arch, "status": "failed", "feasible": False, "accuracy": None})
-        return self.add({"status": "ok", **result, "arch": arch})
+            return self.add({"arch": arch, "status": "failed", "feasible": False, "accuracy": None, **extra})
+        return self.add({"status": "ok", **result, **extra, "arch": arch})
 
     def checkpoint(self, controller_state: dict[str, Any], pending: list[str]) -> None:
         pass
@@ -133,7 +147,7 @@ def search_in_process(controller: Controller, ledger: Ledger, precheck: Precheck
             result, error = evaluate(string), False
         except Exception:  # noqa: BLE001 - a candidate's failure is data
             result, error = None, True
-        row = ledger.complete(string, f"p{done}", result, error)
+        row = ledger.complete(string, f"p{done}", result, error, **proposer.repaired_from(string, asked))
         controller.tell(asked, row)
         done += 1
         if progress is not None:

@@ -68,8 +68,8 @@ class ControllerSearcher(Searcher):
         string = self.pending.pop(trial_id, None)
         if string is None:
             return
-        row = self.ledger.complete(string, trial_id, result, error)
         asked = self.asked.pop(trial_id, None)
+        row = self.ledger.complete(string, trial_id, result, error, **self.proposer.repaired_from(string, asked))
         self.controller.tell(self.controller.space.decode(string) if asked is None else asked, row)
         self._checkpoint()
 
