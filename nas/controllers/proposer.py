@@ -78,7 +78,6 @@ class Proposer:
         raise SpaceExhausted(f"{self.max_rejections} proposals in a row were infeasible or already evaluated; "
                              "the constraints may be too tight or the space exhausted")
 
-
     def repaired_from(self, string: str, asked: Hashable | None) -> dict[str, str]:
         """The ledger field naming the proposal `asked` that candidate `string` answers, where the repair changed
         it (``proposed``, a results column); nothing otherwise, or where the proposal is not known (a trial
