@@ -189,10 +189,11 @@ class SearchSpace(ABC):
         caller has made already) runs, beside the layer's own input and output, by an engine that runs the network
         as ``fused`` or ``eager`` (`predictors.memory.layer_peak`): what `predictors.memory.inference_memory` adds
         to each layer's peak. This default: nothing for a fused engine, which frees a tensor after its last use,
-        so a chain of layers keeps nothing else; in eager mode the stem's output, which the caller of the body still holds while the body runs (``blocks(stem(x))``),
-        from the body's second layer to the head (from the one after its first layer that is not an identity,
-        which passes the stem's output on as it is). Spaces whose layers are not one chain, or whose forward keeps
-        more (lists of earlier outputs, a cell's nodes), override it."""
+        so a chain of layers keeps nothing else; in eager mode the stem's output, which the caller of the body
+        still holds while the body runs (``blocks(stem(x))``), from the body's second layer to the head (from the
+        one after its first layer that is not an identity, which passes the stem's output on as it is). Spaces
+        whose layers are not one chain, or whose forward keeps more (lists of earlier outputs, a cell's nodes),
+        override it."""
         if engine != "eager":
             return [0] * len(layers)
         heads = [n for n, lc in enumerate(layers) if lc.key.op == "head"]
