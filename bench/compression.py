@@ -105,14 +105,14 @@ def compressed_units(ctx, run_dir: Path, arch: str) -> tuple[int, int]:
     precision of the choices or keep less than all their width (a unit doing both counts twice), and how many of
     those pay: undoing that one compression raises one of the run's own cheap cost figures (latency, energy,
     memory; `nas.compression` prices alike). On an FPGA profile, "4-bit where it pays" is every int4 unit paying."""
-    from nas.compression import cost_figures
+    from nas.compression import cost_figures, undo_steps
 
     ctx.open(run_dir, log=lambda *a, **k: None)
     space, policy = ctx.space, ctx.space.decode(arch)
     now = cost_figures(ctx.precheck(policy)[1])
     compressed = paying = 0
     for unit in range(len(space.units)):
-        for step in ({"precision": space.least_compressed}, {"keep": 1.0}):
+        for step in undo_steps(space):
             other = space.with_unit(policy, unit, **step)
             if other is not None:
                 costs = cost_figures(ctx.precheck(other)[1])
@@ -340,8 +340,8 @@ def main() -> None:
         print(f"\n{label} against {means.index[0]}: accuracy after compression {gain:+.4f}; latency "
               f"{', '.join(parts)}")
     for label, part in df.dropna(subset=["compressed units"]).groupby("arm", sort=False):
-        print(f"{label}: {part['of which pay'].sum()} of its winners' {part['compressed units'].sum()} compressed units "
-              "pay (undoing that one compression raises a cost figure of the run)")
+        print(f"{label}: {part['of which pay'].sum()} of its winners' {part['compressed units'].sum()} compressed "
+              "units pay (undoing that one compression raises a cost figure of the run)")
     ratio = ms[len(rows):, 1] / ms[len(rows):, 0]
     if len(ratio):
         print(f"sampled networks of the space: int8 slower than fp32 on {int((ratio > 1).sum())} of {len(ratio)}; "

@@ -297,6 +297,12 @@ def _priced(costs: dict[str, float]) -> bool:
     return any(k.startswith("latency_") for k in costs)
 
 
+def undo_steps(space) -> tuple[dict, dict]:
+    """The two ways a unit's compression is undone (`PolicySpace.with_unit` arguments): its precision set to the
+    least compressed of the choices, its keep ratio set to 1."""
+    return {"precision": space.least_compressed}, {"keep": 1.0}
+
+
 def undo_dominated(space, arch, precheck):
     """`arch` (a `search_spaces.policy.PolicyArch`) with each unit's compression undone where the search's own
     cheap figures say it buys nothing: unit by unit, its precision set to the least compressed of the choices, or
@@ -313,7 +319,7 @@ def undo_dominated(space, arch, precheck):
     if not _priced(now):
         return arch
     for unit in range(len(space.units)):
-        for step in ({"precision": space.least_compressed}, {"keep": 1.0}):
+        for step in undo_steps(space):
             other = space.with_unit(arch, unit, **step)
             if other is None:
                 continue
