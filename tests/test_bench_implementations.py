@@ -64,14 +64,17 @@ def test_the_joint_search_comparison_counts_a_network_over_the_limit_as_a_miss(c
     import pandas as pd
 
     bench = load_bench("implementation_search")
-    cols = ["seed", "arm", "accuracy", "search_best_accuracy", "measured_ms", "checked"]
-    rows = [dict(zip(cols, r)) for r in [(0, "default", 70.0, 70.0, 1.2, 5), (0, "best", 69.0, 69.5, 0.9, 2),
-                                         (1, "default", 68.0, 68.0, 1.04, 1), (1, "best", 68.5, 68.5, 0.8, 1)]]
+    cols = ["seed", "arm", "accuracy", "search_best_accuracy", "measured_ms", "measured_default_settings_ms",
+            "checked"]
+    rows = [dict(zip(cols, r)) for r in [(0, "default", 70.0, 70.0, 1.2, 1.3, 5), (0, "best", 69.0, 69.5, 0.9, 0.9, 2),
+                                         (1, "default", 68.0, 68.0, 1.04, 1.2, 1),
+                                         (1, "best", 68.5, 68.5, 0.8, 0.8, 1)]]
     bench.report(pd.DataFrame(rows), limit=1.0)
     out = capsys.readouterr().out
     assert "both arms' exported networks hold the limit now: 1 of 2" in out   # 1.2 ms is over 1.0 by > 5 %
     assert "best >= default in 1, best > default in 1" in out
-    assert "over the limit by more than 5%: 1 of 4" in out
+    # the shipped (best-settings) figure decides; at default settings seed 1's 1.04 ms network is 1.2 ms, a miss too
+    assert "over the limit by more than 5%: 1 of 4 (at the engine's default settings: 2)" in out
 
 
 def test_the_joint_search_bench_builds_a_valid_recipe_for_each_problem():
