@@ -364,6 +364,29 @@ def test_the_compression_bench_times_fp32_against_int8_and_prints_markdown(tmp_p
     assert table.splitlines() == ["| arm | int8 accuracy |", "|---|---|", "| a | 0.5000 |"]
 
 
+def test_the_matched_arm_under_a_simulator_limits_a_ratio_of_arm_a_s_own_figure_and_keeps_a_saved_one(tmp_path):
+    """`--no-cpu --matched-ratio 0.7`: arm (c')'s limit is 0.7x (a)'s winner as the search priced it, on the same
+    profile and source; a resumed (c') run keeps the limit its recipe saved."""
+    from types import SimpleNamespace
+
+    import yaml
+    from conftest import load_bench
+
+    bench = load_bench("compression")
+    first = SimpleNamespace(profile="fpga-zc706-int8", source="profile")
+    ctx = SimpleNamespace(recipe=SimpleNamespace(constraints=SimpleNamespace(latency=[first])))
+    seed_a = (ctx, None, None, {"latency_fpga-zc706-int8": 0.3, "latency_other": 9.0})
+    limit = yaml.safe_load(bench.matched_limit(tmp_path / "run", seed_a, 1, 0.7, no_cpu=True))
+    assert limit == {"profile": "fpga-zc706-int8", "max_ms": pytest.approx(0.21), "source": "profile"}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "recipe.yaml").write_text(yaml.safe_dump({"constraints": {"latency": [
+        {"profile": "fpga-zc706-int8", "max_ms": 0.2, "source": "profile"}]}}))
+    kept = yaml.safe_load(bench.matched_limit(tmp_path / "run", None, 1, 0.7, no_cpu=True))
+    assert kept == {"profile": "fpga-zc706-int8", "max_ms": 0.2, "source": "profile"}
+    with pytest.raises(SystemExit, match="needs arm none"):
+        bench.matched_limit(tmp_path / "fresh", None, 1, no_cpu=True)
+
+
 def test_the_onnxruntime_backend_times_networks_int8_and_refuses_a_precision_it_lacks(tmp_path):
     from core.errors import InputError
     from hardware_profiles.backends import OnnxCpuBackend, make_backend
