@@ -4,7 +4,7 @@ unit (``compression: search``); same recipe, budget, seed and limits.
 
     python bench/compression.py [--recipe recipes/quickstart.yaml] [--seeds 0,1] [--budget 20] [--sampled 20]
         [--arms none,int8,search[,matched][,unrepaired]] [--repair dominated|fit|none] [--matched-ratio 1]
-        [--precisions fp32,int8]
+        [--precisions fp32,int8] [--held-out]
         [--keep 1,0.75,0.5] [--set FIELD=VALUE ...] [--threads 1] [--no-cpu] [--pt2e] [--qat EPOCHS]
         [--block-tables FP32,INT8] [--work DIR] [--out FILE.json]
 
@@ -37,6 +37,9 @@ unit (``compression: search``); same recipe, budget, seed and limits.
    learning rate) and scored int8; beside it, the control: the fp32 winner trained for the same extra EPOCHS at
    the same rate, then quantized post-training by PT2E, so that what quantization-aware training adds is told
    apart from what more training adds.
+   With `--held-out` (and ``evaluator.options.limit`` below MNIST-5k's 5,000 images), each winner as it ships is
+   also scored on the images that limit leaves out, which no search trained or validated on
+   (`held_out_scores`): the search's own accuracy is what it picked its winner by, so it flatters every winner.
 3. `--sampled` networks drawn from the recipe's space, fp32 against int8 latency the same way: how often int8 is
    slower than fp32 on this CPU (the reason to measure rather than assume); with `--block-tables`, the same per
    block type from two measured profiles of one space (``--precision int8`` and fp32 tables).
@@ -150,6 +153,29 @@ def matched_limit(run_dir: Path, seed_a: tuple | None, threads: int, ratio: floa
     with tempfile.TemporaryDirectory(prefix="hwnas-bench-int8-") as tmp:
         a_ms = float(latency_pairs([seed_a[1:3]], calibration_of(seed_a[0]), threads, Path(tmp))[0, 1])
     return f"{{profile: {'local-cpu' if threads == 1 else 'local-cpu-2t'}, max_ms: {ratio * a_ms:.4f}}}"
+
+
+def held_out_scores(ctx, model, shape: tuple, threads: int) -> dict[str, float]:
+    """A winner scored on images its search never trained or validated on (the evaluator's `held_out`: MNIST-5k's
+    images its ``limit`` leaves out): int8 as it ships (all of it, or its policy's units, 4-bit weights rounded,
+    exactly as the search scored it) and fp32 (the trained network in PyTorch). The search's own accuracy is the
+    figure it picked its winner by, so it flatters the winner; an arm that scores more candidates near the top (a
+    policy search scores several policies of one trained network) is flattered more."""
+    import torch
+
+    from nas.compression import int8_scores
+
+    held = ctx.evaluator.held_out(shape[-1])
+    images, labels = held.tensors
+    with torch.no_grad():
+        fp32 = float((model(images).argmax(1) == labels).float().mean())
+    int8 = int8_scores(model, ctx.evaluator, shape, fp32, threads, scored_on=held)["accuracy"]
+    return {"held-out int8 accuracy": int8, "held-out fp32 accuracy": fp32, "held-out images": len(labels)}
+
+
+def held_columns(held_out: bool) -> list[str]:
+    """The row's held-out columns (`held_out_scores`), if asked for."""
+    return ["held-out int8 accuracy", "held-out fp32 accuracy", "held-out images"] if held_out else []
 
 
 def qat_columns(epochs: float | None) -> list[str]:
@@ -273,6 +299,9 @@ def main() -> None:
     p.add_argument("--qat", type=float, metavar="EPOCHS", help="also fine-tune each whole-network int8 winner "
                    "quantization-aware for EPOCHS (PT2E) and score it int8, beside the control: EPOCHS more fp32 "
                    "training, then PT2E post-training quantization")
+    p.add_argument("--held-out", action="store_true", help="also score each winner on the MNIST-5k images the "
+                   "evaluator's limit leaves out (set evaluator.options.limit below 5000): a figure no search "
+                   "picked its winner by")
     p.add_argument("--work", default="/tmp/hwnas-compression")
     p.add_argument("--out", help="write the figures here as JSON")
     args = p.parse_args()
@@ -311,10 +340,13 @@ def main() -> None:
                     model, ctx.evaluator, shape, scores["accuracy_fp32"], quantizer="pt2e")["accuracy"])
             if args.qat:   # quantization-aware fine-tuning against as much fp32 fine-tuning, both PT2E int8
                 scores.update(qat_scores(ctx, model, shape, scores["accuracy_fp32"], args.qat, compression))
+            if args.held_out:
+                scores.update(held_out_scores(ctx, model, shape, args.threads))
             units = compressed_units(ctx, run_dir, best["arch"]) if compression == "search" else (np.nan,) * 2
             rows.append({"seed": seed, "arm": arm, "arch": best["arch"], "int8 accuracy": scores["accuracy"],
                          **({"pt2e int8 accuracy": scores["pt2e"]} if args.pt2e else {}),
                          **{k: scores[k] for k in qat_columns(args.qat)},
+                         **{k: scores[k] for k in held_columns(args.held_out)},
                          "fp32 accuracy": scores["accuracy_fp32"], "drop": scores["accuracy_drop"],
                          "MFLOPs": best["flops"] / 1e6, "compressed units": units[0], "of which pay": units[1],
                          # the search's own figure per latency profile (exact for a simulator)
@@ -347,16 +379,18 @@ def main() -> None:
     print(markdown(df.drop(columns="arch")))
     profiles = [c for c in df.columns if c.endswith(" ms") and c not in ("fp32 ms", "int8 ms")]
     cpu = [] if args.no_cpu else ["int8 ms"]
-    pt2e = (["pt2e int8 accuracy"] if args.pt2e else []) + qat_columns(args.qat)
+    pt2e = (["pt2e int8 accuracy"] if args.pt2e else []) + qat_columns(args.qat) + held_columns(args.held_out)[:2]
     means = df.groupby("arm", sort=False)[["int8 accuracy", *pt2e, "fp32 accuracy", *cpu, *profiles,
                                            "MFLOPs"]].mean()
     print("\n" + markdown(means.reset_index()))
     base = means.iloc[0]
     for label, ours in means.iloc[1:].iterrows():
         gain = ours["int8 accuracy"] - base["int8 accuracy"]
+        held = (f" (held out: {ours['held-out int8 accuracy'] - base['held-out int8 accuracy']:+.4f})"
+                if args.held_out else "")
         parts = ([] if args.no_cpu else [f"measured as shipped x{ours['int8 ms'] / base['int8 ms']:.3f} (this CPU)"])
         parts += [f"{c[:-3]} x{ours[c] / base[c]:.3f}" for c in profiles]
-        print(f"\n{label} against {means.index[0]}: accuracy after compression {gain:+.4f}; latency "
+        print(f"\n{label} against {means.index[0]}: accuracy after compression {gain:+.4f}{held}; latency "
               f"{', '.join(parts)}")
     for label, part in df.dropna(subset=["compressed units"]).groupby("arm", sort=False):
         print(f"{label}: {part['of which pay'].sum()} of its winners' {part['compressed units'].sum()} compressed "

@@ -236,9 +236,10 @@ def half_logits(model, images: np.ndarray) -> np.ndarray:
 
 
 def int8_scores(model, evaluator, input_shape: tuple[int, ...], fp32_accuracy: float,
-                threads: int = 1, quantizer: str = "onnxruntime") -> dict[str, float]:
+                threads: int = 1, quantizer: str = "onnxruntime", scored_on=None) -> dict[str, float]:
     """`model` (trained, fp32) quantized to int8 (all of it, or the int8 units it names) and scored on the
-    evaluator's validation images: ``accuracy`` (int8), ``accuracy_fp32``, ``accuracy_drop`` and ``quant_parity``
+    evaluator's validation images (or on the labelled images `scored_on`, e.g. the evaluator's `held_out`):
+    ``accuracy`` (int8), ``accuracy_fp32``, ``accuracy_drop`` and ``quant_parity``
     (see the module). `quantizer`: ``onnxruntime`` (QDQ, run by onnxruntime) or ``pt2e`` (PyTorch's PT2E flow,
     run in PyTorch: `pt2e_logits`). A policy's fp16/bf16 units run in PyTorch in their precision instead
     (`half_logits`; the columns mean the same, with the 16-bit network for the int8 one).
@@ -257,7 +258,8 @@ def int8_scores(model, evaluator, input_shape: tuple[int, ...], fp32_accuracy: f
         return {"accuracy": float(fp32_accuracy), "accuracy_fp32": float(fp32_accuracy), "accuracy_drop": 0.0,
                 "quant_parity": 0.0}
     calibration, validation = evaluator.quantization_data(input_shape[-1])
-    images, labels = _arrays(validation, "validation")
+    images, labels = _arrays(validation if scored_on is None else scored_on,
+                             "validation" if scored_on is None else "scoring")
     model.eval()
     with torch.no_grad():
         reference = model(torch.from_numpy(images[:BATCH])).numpy()

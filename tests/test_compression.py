@@ -71,6 +71,16 @@ def test_int8_scores_report_the_quantized_accuracy_beside_the_fp32_one():
     assert 0 < scores["quant_parity"] < 1
 
 
+def test_int8_scores_score_on_the_images_asked_for_instead_of_the_validation_set():
+    model, other = _net(), _images(60, seed=5)
+    with torch.no_grad():
+        predicted = model(other.tensors[0]).argmax(1)
+    right, wrong = TensorDataset(other.tensors[0], predicted), TensorDataset(other.tensors[0], (predicted + 1) % 4)
+    data = _Data(_images(100), wrong)   # the validation labels are all wrong, the images asked for all right
+    assert int8_scores(model, data, (1, 3, 8, 8), 1.0)["accuracy"] < 0.5
+    assert int8_scores(model, data, (1, 3, 8, 8), 1.0, scored_on=right)["accuracy"] > 0.5
+
+
 def test_an_empty_or_misshaped_calibration_set_is_one_clear_error(tmp_path):
     model = _net()
     empty = TensorDataset(torch.zeros(0, 3, 8, 8), torch.zeros(0, dtype=torch.long))
@@ -385,6 +395,26 @@ def test_the_matched_arm_under_a_simulator_limits_a_ratio_of_arm_a_s_own_figure_
     assert kept == {"profile": "fpga-zc706-int8", "max_ms": 0.2, "source": "profile"}
     with pytest.raises(SystemExit, match="needs arm none"):
         bench.matched_limit(tmp_path / "fresh", None, 1, no_cpu=True)
+
+
+def test_the_bench_scores_a_winner_on_the_images_its_search_left_out_and_refuses_when_none_are():
+    from types import SimpleNamespace
+
+    from conftest import load_bench
+    from nas.evaluation.evaluators import ProxyOptions, ProxyTrainingEvaluator
+
+    bench = load_bench("compression")
+    evaluator = ProxyTrainingEvaluator(ProxyOptions(limit=4950, val_fraction=0.5), seed=1)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 10)).eval()
+    scores = bench.held_out_scores(SimpleNamespace(evaluator=evaluator), model, (1, 3, 12, 12), 1)
+    assert scores["held-out images"] == 50
+    assert 0 <= scores["held-out int8 accuracy"] <= 1 and 0 <= scores["held-out fp32 accuracy"] <= 1
+    assert scores["held-out fp32 accuracy"] * 50 == pytest.approx(round(scores["held-out fp32 accuracy"] * 50))
+    with pytest.raises(ValueError, match="limit None leaves none"):
+        bench.held_out_scores(SimpleNamespace(evaluator=ProxyTrainingEvaluator(ProxyOptions())), model,
+                              (1, 3, 12, 12), 1)
 
 
 def test_the_onnxruntime_backend_times_networks_int8_and_refuses_a_precision_it_lacks(tmp_path):

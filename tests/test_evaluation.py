@@ -79,6 +79,20 @@ def test_mnist5k_split_is_seed_stable():
     assert not torch.equal(a_train.tensors[0], c_train.tensors[0])
 
 
+def test_mnist5k_held_out_images_are_exactly_those_the_limit_leaves_out():
+    """A winner's held-out score uses only images its search neither trained nor validated on."""
+    from nas.evaluation.data import held_out_mnist5k
+
+    train, val, _ = load_dataset("mnist5k", 12, limit=4900, seed=3)
+    held = held_out_mnist5k(12, seed=3, limit=4900)
+    assert len(held) == 100 and held.tensors[0].shape[1:] == (3, 12, 12)
+    flat = lambda d: {tuple(r) for r in d.tensors[0].flatten(1)[:, ::7].tolist()}  # noqa: E731
+    seen = flat(train) | flat(val)
+    assert len(seen) + len(flat(held)) > 4900 * 0.99 and not (flat(held) & seen)
+    with pytest.raises(ValueError, match="leaves none of MNIST-5k's 5000 images out"):
+        held_out_mnist5k(12, seed=3, limit=None)
+
+
 def test_split_indices_is_disjoint_complete_and_stratified():
     labels = np.repeat(np.arange(4), 25)
     train, val = split_indices(labels, 0.2, seed=0)

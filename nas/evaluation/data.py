@@ -104,17 +104,36 @@ def load_mnist5k(
     del path
     x_np, y_np = _mnist_raw()
     keep = _limit_indices(len(y_np), limit, seed)
-    x_np, y_np = x_np[keep], y_np[keep]
+    x, y = _mnist_tensors(x_np[keep], y_np[keep], resolution)
+    train_idx, val_idx = split_indices(y_np[keep], val_fraction, seed)
+    train_t, val_t = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
+    return TensorDataset(x[train_t], y[train_t]), TensorDataset(x[val_t], y[val_t]), 10
+
+
+def _mnist_tensors(x_np: np.ndarray, y_np: np.ndarray, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST digits as normalised ``(3, resolution, resolution)`` float tensors, and their labels."""
     x = torch.from_numpy(x_np.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
     x = (x - MNIST_MEAN) / MNIST_STD
     if resolution != 28:
         x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
     # expand() would share storage between channels; a real copy keeps later in-place ops safe.
-    x = x.repeat(1, 3, 1, 1).contiguous()
-    y = torch.from_numpy(y_np.astype(np.int64))
-    train_idx, val_idx = split_indices(y_np, val_fraction, seed)
-    train_t, val_t = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
-    return TensorDataset(x[train_t], y[train_t]), TensorDataset(x[val_t], y[val_t]), 10
+    return x.repeat(1, 3, 1, 1).contiguous(), torch.from_numpy(y_np.astype(np.int64))
+
+
+def held_out_mnist5k(resolution: int, *, seed: int, limit: int | None) -> TensorDataset:
+    """The MNIST-5k images a search with this `limit` and `seed` never touches (neither trained nor validated
+    on): those `load_mnist5k` leaves out, preprocessed alike. A search picks its winner by validation accuracy,
+    so that figure flatters the winner; these images score it without that bias.
+
+    Raises:
+        ValueError: `limit` leaves no image out (None, or at least the 5,000 images).
+    """
+    x_np, y_np = _mnist_raw()
+    left = np.setdiff1d(np.arange(len(y_np)), _limit_indices(len(y_np), limit, seed))
+    if not len(left):
+        raise ValueError(f"evaluator.options.limit {limit} leaves none of MNIST-5k's {len(y_np)} images out for "
+                         "a held-out score: set a limit below it")
+    return TensorDataset(*_mnist_tensors(x_np[left], y_np[left], resolution))
 
 
 def _folder_transform(resolution: int) -> Callable:

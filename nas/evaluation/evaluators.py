@@ -101,6 +101,20 @@ class ProxyTrainingEvaluator(Evaluator):
         train, val, _ = self._data(resolution)
         return train, val
 
+    def held_out(self, resolution: int) -> Any:
+        """Images the search never trains or validates on, to score its winner without the bias of having been
+        picked on validation accuracy: MNIST-5k's images that ``limit`` leaves out (`held_out_mnist5k`).
+
+        Raises:
+            ValueError: another dataset, or a ``limit`` that leaves no image out.
+        """
+        from nas.evaluation.data import held_out_mnist5k
+
+        if self.options.dataset != "mnist5k":
+            raise ValueError(f"evaluator.options.dataset {self.options.dataset}: held-out images are MNIST-5k's "
+                             "only (those its limit leaves out)")
+        return held_out_mnist5k(resolution, seed=self.seed, limit=self.options.limit)
+
     def _train(self, model: Any, resolution: int, epochs: float, lr: float) -> dict[str, float]:
         from nas.evaluation.proxy import train_and_evaluate
 
