@@ -81,6 +81,24 @@ def test_int8_scores_score_on_the_images_asked_for_instead_of_the_validation_set
     assert int8_scores(model, data, (1, 3, 8, 8), 1.0, scored_on=right)["accuracy"] > 0.5
 
 
+def test_calibration_draws_its_images_across_a_class_sorted_set_with_a_fixed_seed():
+    """MNIST-5k is sorted by class: the first 128 training images are all zeros, and ranges calibrated on them
+    clipped the other digits' activations (one network: 0.879 int8 against 0.963 fp32)."""
+    from torch.utils.data import Subset
+
+    from nas.compression import CALIBRATION_IMAGES, calibration_sample
+
+    labels = torch.arange(10).repeat_interleave(100)   # 1,000 images, class-sorted
+    data = TensorDataset(torch.rand(1000, 3, 8, 8, generator=torch.Generator().manual_seed(0)), labels)
+    sample = calibration_sample(data)
+    assert len(sample) == CALIBRATION_IMAGES and set(sample.tensors[1].tolist()) == set(range(10))
+    assert torch.equal(sample.tensors[0], calibration_sample(data).tensors[0])   # the same images every time
+    lazy = calibration_sample(Subset(data, list(range(1000))))   # any map-style set: a subset of it
+    assert [int(lazy[i][1]) for i in range(len(lazy))] == sample.tensors[1].tolist()
+    small = _images(40)
+    assert calibration_sample(small) is small
+
+
 def test_an_empty_or_misshaped_calibration_set_is_one_clear_error(tmp_path):
     model = _net()
     empty = TensorDataset(torch.zeros(0, 3, 8, 8), torch.zeros(0, dtype=torch.long))
