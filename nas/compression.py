@@ -8,10 +8,9 @@ candidate in the form it will ship:
 - ``int8``: after the evaluator has trained the candidate, post-training static quantization with onnxruntime
   (QDQ format, per-channel int8 weights, uint8 activations, MinMax ranges calibrated on `CALIBRATION_IMAGES` of
   the evaluator's *training* images, drawn with a fixed seed: `calibration_sample`), and the quantized model
-  scored with onnxruntime on the
-  evaluator's validation images. The row's ``accuracy`` is then the int8 accuracy (what the controller
-  maximises); ``accuracy_fp32``, ``accuracy_drop`` (fp32 - int8) and ``quant_parity`` (largest difference of
-  the int8 logits from the fp32 ones on the first validation batch) stand beside it.
+  scored with onnxruntime on the evaluator's validation images. The row's ``accuracy`` is then the int8 accuracy
+  (what the controller maximises); ``accuracy_fp32``, ``accuracy_drop`` (fp32 - int8) and ``quant_parity``
+  (largest difference of the int8 logits from the fp32 ones on the first validation batch) stand beside it.
   With the recipe's ``quantizer: pt2e`` the int8 network is made by PyTorch's PT2E flow instead
   (`core.quantize.quantize_pt2e`: torchao's X86InductorQuantizer, same calibration images) and scored in PyTorch,
   for targets that run PyTorch; an evaluator with a quantization-aware budget (``qat_epochs``) fine-tunes the
@@ -80,8 +79,8 @@ def calibration_sample(calibration, count: int = CALIBRATION_IMAGES):
     """`count` images of the set `calibration` drawn with a fixed seed (kept in dataset order; all of them when it
     has no more). Not its first `count`: MNIST-5k and image folders are sorted by class, so those are one class,
     whose activation ranges clip every other class's. Until 2026-12-06 the first 128 were taken, all of them
-    zeros on MNIST-5k; one NAS-Bench-Macro network scored 0.879 int8 against 0.963 fp32 so, and 0.957 int8 on
-    a sample of every class."""
+    zeros on MNIST-5k; one NAS-Bench-Macro network scored 0.879 int8 against 0.963 fp32 so, and 0.962 int8 on
+    this sample."""
     from torch.utils.data import Subset, TensorDataset
 
     n = len(calibration)
