@@ -314,13 +314,12 @@ def main() -> None:
         seed_a = None
         for name in args.arms.split(","):
             arm, compression = ARMS[name], "search" if name in POLICY_ARMS else name
-            if name == "matched" and args.matched_ratio != 1:
-                arm = arm.replace("at (a)'s", f"at {args.matched_ratio:g}x (a)'s")
             keep = "-keep" + args.keep.replace(",", "_") if compression == "search" and args.keep != "1" else ""
             repair = "none" if name == "unrepaired" else args.repair
             if compression == "search" and name != "unrepaired" and repair != "dominated":
                 keep += f"-{repair}"
-            if name == "matched" and args.matched_ratio != 1:
+            if name == "matched" and args.matched_ratio != 1:   # its own label and run folder
+                arm = arm.replace("at (a)'s", f"at {args.matched_ratio:g}x (a)'s")
                 keep += f"-x{args.matched_ratio:g}"
             run_dir = work / f"{name}{keep}-s{seed}"   # (a) and (b) are shared by runs with other --keep, --repair
             sets = tuple(args.set) + ((f"search.repair={repair}",) if compression == "search" else ())
