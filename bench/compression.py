@@ -156,21 +156,25 @@ def matched_limit(run_dir: Path, seed_a: tuple | None, threads: int, ratio: floa
 
 
 def held_out_scores(ctx, model, shape: tuple, threads: int) -> dict[str, float]:
-    """A winner scored on images its search never trained or validated on (the evaluator's `held_out`: MNIST-5k's
-    images its ``limit`` leaves out): int8 as it ships (all of it, or its policy's units, 4-bit weights rounded,
-    exactly as the search scored it) and fp32 (the trained network in PyTorch). The search's own accuracy is the
-    figure it picked its winner by, so it flatters the winner; an arm that scores more candidates near the top (a
-    policy search scores several policies of one trained network) is flattered more."""
-    import torch
+    """A winner scored on images its search never trained or validated on (`nas.compression.held_out_scores`: the
+    evaluator's `held_out`, e.g. MNIST-5k's images its ``limit`` leaves out): int8 as it ships (all of it, or its
+    policy's units, 4-bit weights rounded, exactly as the search scored it) and fp32 (the trained network in
+    PyTorch). The search's own accuracy is the figure it picked its winner by, so it flatters the winner; an arm
+    that scores more candidates near the top (a policy search scores several policies of one trained network) is
+    flattered more.
 
-    from nas.compression import int8_scores
+    Raises:
+        ValueError: the evaluator's data has no held-out images (e.g. MNIST-5k without a ``limit`` below 5,000).
+    """
+    from nas.compression import held_out_scores as scores_of
 
-    held = ctx.evaluator.held_out(shape[-1])
-    images, labels = held.tensors
-    with torch.no_grad():
-        fp32 = float((model(images).argmax(1) == labels).float().mean())
-    int8 = int8_scores(model, ctx.evaluator, shape, fp32, threads, scored_on=held)["accuracy"]
-    return {"held-out int8 accuracy": int8, "held-out fp32 accuracy": fp32, "held-out images": len(labels)}
+    o = ctx.evaluator.options
+    scores = scores_of(model, ctx.evaluator, shape, compression="int8", threads=threads)
+    if scores is None:
+        raise ValueError(f"--held-out: evaluator.options {o.dataset} with limit {o.limit} leaves no image out "
+                         "(MNIST-5k: set a limit below 5000; an image folder: add a test/ folder)")
+    return {"held-out int8 accuracy": scores["accuracy"], "held-out fp32 accuracy": scores["accuracy_fp32"],
+            "held-out images": scores["images"]}
 
 
 def held_columns(held_out: bool) -> list[str]:

@@ -252,6 +252,29 @@ def half_logits(model, images: np.ndarray) -> np.ndarray:
                                for i in range(0, len(images), BATCH)])
 
 
+def held_out_scores(model, evaluator, input_shape: tuple[int, ...], *, compression: str = "none",
+                    quantizer: str = "onnxruntime", threads: int = 1) -> dict[str, float] | None:
+    """`model` (trained, fp32) scored on the evaluator's held-out images (`Evaluator.held_out`: no trial trained or
+    validated on them), or None where it has none: ``accuracy`` of the network as it ships (under `compression`
+    ``int8`` or ``search``, quantized as `int8_scores` scores it: all of it, or its policy's units), ``accuracy_fp32``
+    and ``images``. The search's own accuracy is the figure it picked its winner by, so it flatters the winner;
+    this one does not."""
+    import torch
+
+    held = evaluator.held_out(input_shape[-1])
+    if held is None:
+        return None
+    images, labels = _arrays(held, "held-out")
+    model.eval()
+    with torch.no_grad():
+        logits = np.concatenate([model(torch.from_numpy(images[i:i + BATCH])).numpy()
+                                 for i in range(0, len(images), BATCH)])
+    fp32 = float((logits.argmax(1) == labels).mean())
+    shipped = fp32 if compression == "none" else int8_scores(model, evaluator, input_shape, fp32, threads, quantizer,
+                                                              scored_on=held)["accuracy"]
+    return {"accuracy": shipped, "accuracy_fp32": fp32, "images": len(labels)}
+
+
 def int8_scores(model, evaluator, input_shape: tuple[int, ...], fp32_accuracy: float,
                 threads: int = 1, quantizer: str = "onnxruntime", scored_on=None) -> dict[str, float]:
     """`model` (trained, fp32) quantized to int8 (all of it, or the int8 units it names) and scored on the

@@ -211,6 +211,10 @@ def finish(recipe: Recipe, run_dir: Path, ctx: RunContext, log: RunLog, tracker)
     plots, errors = run_plots(recipe, table, run_dir, ctx.latency, summary.get("export", {}).get("latency"))
     t_track = time.perf_counter()
     figures = {"best_" + k: v for k, v in (summary["best"] or {}).items() if isinstance(v, (int, float, str))}
+    held = (summary.get("export") or {}).get("held_out")
+    if held:
+        figures.update({"best_accuracy_held_out": held["accuracy"],
+                        "best_accuracy_fp32_held_out": held["accuracy_fp32"]})
     tracker.finish(table, plots, {**figures, **errors}, model)
     summary["tracking_finish_seconds"] = time.perf_counter() - t_track
     return summary
@@ -268,6 +272,7 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, 
         extra["timm block strings"] = str([list(s) for s in net.arch_def])
     space_code = (f"from search_spaces import get_space; space = get_space({recipe.space.name!r}, "
                   f"{recipe.space.options!r}, num_classes={ctx.space.num_classes})")
+    held = held_out_figures(ctx, model, tuple(shape), figures, extra)
     int8 = None
     if recipe.compression != "none":   # shipped in the form it was scored in, beside the fp32 graph
         from nas.compression import export_int8
@@ -286,8 +291,30 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, 
         "num_classes": ctx.space.num_classes})
     files["sha256sums"] = write_sha256sums(run_dir / "best")   # written last: covers every file of best/
     diff = onnx_parity(model, files["onnx"], shape)
-    return ({"files": {k: str(v) for k, v in files.items()}, "onnx_max_abs_diff": diff, "latency": latency},
-            {"figures": figures, "notes": extra})
+    return ({"files": {k: str(v) for k, v in files.items()}, "onnx_max_abs_diff": diff, "latency": latency,
+             "held_out": held}, {"figures": figures, "notes": extra})
+
+
+def held_out_figures(ctx: RunContext, model, shape: tuple[int, ...], figures: dict[str, object],
+                     extra: dict[str, str]) -> dict[str, Any] | None:
+    """The exported network scored on the evaluator's held-out images (`nas.compression.held_out_scores`: none of
+    them trained or validated any trial), added to the model card's `figures` and `extra`; None where the evaluator
+    has none. The run's ``accuracy`` picked the winner, so it flatters it; this figure is the one to quote."""
+    from nas.compression import held_out_scores
+
+    if not ctx.evaluator.trains:
+        return None
+    recipe = ctx.recipe
+    held = held_out_scores(model, ctx.evaluator, shape, compression=recipe.compression, quantizer=recipe.quantizer,
+                           threads=getattr(ctx.evaluator.options, "threads", 1))
+    if held is None:
+        return None
+    figures["accuracy (held out)"] = held["accuracy"]
+    if recipe.compression != "none":
+        figures["accuracy_fp32 (held out)"] = held["accuracy_fp32"]
+    extra["held out"] = (f"{held['images']:,} images, {ctx.evaluator.held_out_record()}. The accuracy above them "
+                         "picked this network among the trials, so it flatters it; the held-out one does not")
+    return held
 
 
 def memory_figures(ctx: RunContext, arch: Any) -> dict[str, str]:

@@ -109,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"best feasible: {best['arch']}\n  accuracy={best['accuracy']:.4f}  flops={best['flops'] / 1e6:.2f}M  "
           f"params={best['params'] / 1e6:.3f}M  {lat}\nrun directory: {run_dir}  "
           f"({summary['wall_seconds']:.0f} s)")
+    held = (summary.get("export") or {}).get("held_out")
+    if held:
+        print(f"  held out: accuracy={held['accuracy']:.4f} on {held['images']:,} images no trial trained or "
+              "validated on (the accuracy above picked this network, so it flatters it)")
     for name, lat in (summary.get("export") or {}).get("latency", {}).items():
         measured = "not measured" if lat["measured_ms"] is None else f"measured {lat['measured_ms']:.3f}ms"
         print(f"  exported on {name}: search figure {lat['search_ms']:.3f}ms ({lat['source']}), {measured}")

@@ -12,10 +12,11 @@ other evaluator option, `--device` (default ``auto``: the GPU when there is one)
 
 Each network gets a folder ``DIR/<name>/`` (default DIR: ``RUN_DIR/final``; the name is the one the search gives
 its weights): ``arch.txt``, ``weights.safetensors``, ``curve.csv`` (the training loss of every step), ``curve.png``
-and, written last, ``metrics.json`` (accuracy and the evaluator's other figures, the search's accuracy, steps,
-seconds and the training settings). A network whose ``metrics.json`` exists is not trained again, so a killed job
-resumes network by network; one trained with other settings is refused rather than mixed in. ``DIR/final.json``
-lists every network trained so far, best first.
+and, written last, ``metrics.json`` (accuracy and the evaluator's other figures, ``accuracy_held_out`` on the
+images no trial trained or validated on where the evaluator has them (`nas.compression.held_out_scores`), the
+search's accuracy, steps, seconds and the training settings). A network whose ``metrics.json`` exists is not
+trained again, so a killed job resumes network by network; one trained with other settings is refused rather than
+mixed in. ``DIR/final.json`` lists every network trained so far, best first.
 
 Bad input (a folder without a finished search, an arch of another space, an evaluator that does not train, a
 `--set` outside the evaluator's options) is one ``error:`` line and exit status 2.
@@ -34,6 +35,7 @@ import pandas as pd
 from core.cli import ArgParser
 from core.errors import InputError, cli_entry
 from core.io import atomic_write, atomic_write_json, atomic_write_text
+from nas.compression import held_out_scores
 from nas.context import RunContext, validate_plugins
 from nas.evaluation import EVALUATORS
 from nas.export import save_weights
@@ -157,8 +159,12 @@ def train_network(ctx, arch: str, folder: Path, settings_record: dict[str, Any],
     atomic_write(folder / "curve.csv", lambda tmp: curve.to_csv(tmp, index=False))
     if losses:
         _plot_curve(curve, folder / "curve.png", arch)
+    held = held_out_scores(model, ctx.evaluator, tuple(space.input_shape(genotype)),
+                           compression=ctx.recipe.compression, quantizer=ctx.recipe.quantizer,
+                           threads=getattr(ctx.evaluator.options, "threads", 1)) if ctx.evaluator.trains else None
     record = {"name": folder.name, "arch": arch,
               **{k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in metrics.items()},
+              **({} if held is None else {"accuracy_held_out": held["accuracy"], "held_out_images": held["images"]}),
               "search_accuracy": None if search_row is None else score_of(search_row),
               "steps": len(losses) or metrics.get("steps"), "settings": settings_record}
     atomic_write_json(folder / "metrics.json", record)   # last: the network counts as trained from here on
@@ -243,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = final_training(settings)
     for r in rows:
         search = "-" if r.get("search_accuracy") is None else f"{r['search_accuracy']:.4f}"
-        print(f"{r['name']}  accuracy {r['accuracy']:.4f} (search {search})  {r['arch']}")
+        held = "" if r.get("accuracy_held_out") is None else f", held out {r['accuracy_held_out']:.4f}"
+        print(f"{r['name']}  accuracy {r['accuracy']:.4f} (search {search}{held})  {r['arch']}")
     print(f"trained networks: {Path(settings.out) if settings.out else Path(settings.run_dir) / 'final'}")
     return 0
 

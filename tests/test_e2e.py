@@ -51,6 +51,11 @@ def test_tiny_recipe_end_to_end_through_ray_tune(tmp_path):
     assert lat["source"] == "predictor" and lat["measured_ms"] > 0
     assert lat["search_ms"] == pytest.approx(summary["best"]["latency_local-cpu"])
     assert "latency local-cpu (ms, predicted)" in card and "latency local-cpu (ms, measured)" in card
+    # tiny.yaml's limit of 400 leaves 4,600 MNIST-5k images that no trial saw: the export is scored on them too
+    held = summary["export"]["held_out"]
+    assert held["images"] == 4600 and 0 <= held["accuracy"] == held["accuracy_fp32"] <= 1
+    assert "| accuracy (held out) |" in card and "4,600 images, the MNIST-5k images that limit 400 leaves" in card
+    assert f"held out: accuracy={held['accuracy']:.4f} on 4,600 images" in proc.stdout
     assert (out / "predictors" / "local-cpu" / "calibration.csv").is_file()
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list((out / "wandb").glob("offline-run-*/run-*.wandb")), "W&B must log an offline run"
@@ -94,6 +99,14 @@ def test_exported_onnx_matches_the_saved_weights(tmp_path):
         os.chdir(cwd)
     with torch.no_grad():
         np.testing.assert_allclose(scope["model"](torch.from_numpy(x)).numpy(), expected, atol=1e-5)
+    # the held-out accuracy in best.json is the shipped weights' on the images the evaluator leaves out
+    from nas.context import RunContext
+    from nas.recipe import read_recipe
+
+    images, labels = RunContext(read_recipe(out / "recipe.yaml")).evaluator.held_out(16).tensors
+    with torch.no_grad():
+        accuracy = float((model(images).argmax(1) == labels).float().mean())
+    assert json.loads((out / "best.json").read_text())["export"]["held_out"]["accuracy"] == pytest.approx(accuracy)
 
 
 def _rows(run: Path) -> list[dict]:

@@ -93,6 +93,28 @@ def test_mnist5k_held_out_images_are_exactly_those_the_limit_leaves_out():
         held_out_mnist5k(12, seed=3, limit=None)
 
 
+def test_an_image_folder_s_test_folder_is_its_held_out_set(tmp_path):
+    """``path/test/`` beside train/ and val/ is scored held out (at most ``limit`` images of it); without one, or
+    for MNIST-5k with every image in use, there is no held-out set; a test/ of other classes is refused."""
+    from nas.evaluation.data import DatasetError, check_image_folder, load_held_out
+
+    root = tmp_path / "data"
+    for split, n in (("train", 4), ("val", 2)):
+        make_image_folder(root / split, per_class=n)
+    assert load_held_out("imagefolder", 8, path=str(root), seed=0, limit=None) is None
+    make_image_folder(root / "test", per_class=3)
+    held = load_held_out("imagefolder", 8, path=str(root), seed=0, limit=None)
+    assert len(held) == 6 and held[0][0].shape == (3, 8, 8) and sorted({y for _, y in held}) == [0, 1]
+    assert len(load_held_out("imagefolder", 8, path=str(root), seed=0, limit=4)) == 4
+    assert load_held_out("mnist5k", 8, path=None, seed=0, limit=None) is None
+    assert len(load_held_out("mnist5k", 8, path=None, seed=0, limit=4990)) == 10
+    make_image_folder(root / "test", classes=("eel",), per_class=1)
+    with pytest.raises(DatasetError, match="train classes \\['cat', 'dog'\\] differ from test"):
+        check_image_folder(root)
+    with pytest.raises(DatasetError, match="test classes"):
+        load_held_out("imagefolder", 8, path=str(root), seed=0, limit=None)
+
+
 def test_split_indices_is_disjoint_complete_and_stratified():
     labels = np.repeat(np.arange(4), 25)
     train, val = split_indices(labels, 0.2, seed=0)

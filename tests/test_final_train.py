@@ -66,11 +66,16 @@ def test_top_networks_are_trained_with_the_final_budget_and_resume_network_by_ne
         assert metrics["settings"]["options"]["epochs"] == 1.0 and metrics["settings"]["options"]["limit"] == 400
         assert metrics["settings"]["options"]["device"] == "auto"              # the GPU where there is one
         assert metrics["search_accuracy"] in (0.7, 0.6) and 0 <= metrics["accuracy"] <= 1
+        assert metrics["held_out_images"] == 4600 and 0 <= metrics["accuracy_held_out"] <= 1   # limit 400 of 5,000
         curve = pd.read_csv(folder / "curve.csv")
         assert len(curve) == metrics["steps"] == 10 and curve["loss"].notna().all()   # 320 images / 32 per step
         assert (folder / "curve.png").stat().st_size > 0
         space = RunContext(load_recipe(ASSETS / "tiny.yaml")).space
         model = load_weights(space.build(space.decode(arch)), folder / "weights.safetensors")
+        images, labels = RunContext(load_recipe(ASSETS / "tiny.yaml")).evaluator.held_out(16).tensors
+        with torch.no_grad():
+            held = float((model.eval()(images).argmax(1) == labels).float().mean())
+        assert metrics["accuracy_held_out"] == pytest.approx(held)
         assert model(torch.zeros(1, 3, 16, 16)).shape == (1, 10)
     listed = json.loads((out / "final.json").read_text())["networks"]
     assert sorted(n["arch"] for n in listed) == sorted(best_two)

@@ -83,6 +83,17 @@ class Evaluator:
         data `evaluate` scores on. Only evaluators whose `quantizes` is True have them."""
         raise NotImplementedError(f"{type(self).__name__} cannot score quantized networks")
 
+    def held_out(self, resolution: int) -> Any:
+        """Labelled images at `resolution` that no trial trains or validates on, or None where there are none (the
+        default). A search picks its winner by validation accuracy, which flatters the winner; the export scores it
+        on these as well (`nas.compression.held_out_scores`). The proxy's: MNIST-5k's images its ``limit`` leaves
+        out, or an image folder's ``test/`` (`nas.evaluation.data.load_held_out`)."""
+        return None
+
+    def held_out_record(self) -> str:
+        """One line for the model card: which images `held_out` returns."""
+        return "none"
+
     def bind(self, space: Any) -> Evaluator:
         """Attach the search space (evaluators that read arch strings need it); returns self."""
         return self

@@ -136,6 +136,38 @@ def held_out_mnist5k(resolution: int, *, seed: int, limit: int | None) -> Tensor
     return TensorDataset(*_mnist_tensors(x_np[left], y_np[left], resolution))
 
 
+def load_held_out(name: str, resolution: int, *, path: str | None, seed: int,
+                  limit: int | None) -> Dataset | None:
+    """Images a search with these options never trains or validates on, preprocessed like its own, to score its
+    winner without the bias of having been picked by validation accuracy: MNIST-5k's images that `limit` leaves
+    out (`held_out_mnist5k`), or an image folder's ``test/`` folder beside its ``train/`` and ``val/`` (at most
+    `limit` images of it, drawn with `seed`). None where the data has none.
+
+    Raises:
+        DatasetError: a ``test/`` folder whose classes differ from ``train/``'s.
+    """
+    if name == "mnist5k":
+        return None if limit is None or limit >= len(_mnist_raw()[1]) else \
+            held_out_mnist5k(resolution, seed=seed, limit=limit)
+    root = Path(str(path)).expanduser()
+    if not ((root / "train").is_dir() and (root / "val").is_dir() and (root / "test").is_dir()):
+        return None
+    test = _image_folder(root / "test", resolution)
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir() and not p.name.startswith("."))
+    if test.classes != classes:
+        raise DatasetError(f"image folder {root}: test classes {test.classes} differ from train {classes}")
+    return Subset(test, _limit_indices(len(test), limit, seed).tolist())
+
+
+def held_out_record(name: str, *, path: str | None, seed: int, limit: int | None) -> str:
+    """One line for a model card: which images `load_held_out` scores on."""
+    if name == "mnist5k":
+        return (f"the MNIST-5k images that limit {limit} leaves out (seed {seed}): no trial trained or validated "
+                "on them")
+    cap = f", at most {limit} images drawn with seed {seed}" if limit else ""
+    return f"the image folder's test/ folder{cap}: no trial trained or validated on it"
+
+
 def _folder_transform(resolution: int) -> Callable:
     """Resize, centre-crop and normalise a PIL image to a ``(3, resolution, resolution)`` tensor."""
     from torchvision import transforms
@@ -172,9 +204,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 
 
 def check_image_folder(path: str | Path) -> int:
-    """The number of classes of an ImageFolder tree (``path/CLASS/...`` or ``path/{train,val}/CLASS/...``),
-    checked before any trial loads it: each class folder must hold at least one image (found without decoding
-    any), and a pre-split tree must have the same classes in train/ and val/.
+    """The number of classes of an ImageFolder tree (``path/CLASS/...`` or ``path/{train,val}/CLASS/...``, with
+    an optional held-out ``path/test/CLASS/...``), checked before any trial loads it: each class folder must hold
+    at least one image (found without decoding any), and a pre-split tree must have the same classes in each split.
 
     Raises:
         DatasetError: one line naming the folder that breaks the layout.
@@ -185,6 +217,7 @@ def check_image_folder(path: str | Path) -> int:
     if not root.is_dir():
         raise DatasetError(f"image folder {root} does not exist or is not a directory")
     splits = [root / "train", root / "val"] if (root / "train").is_dir() and (root / "val").is_dir() else [root]
+    splits += [root / "test"] if len(splits) == 2 and (root / "test").is_dir() else []   # held out: load_held_out
     classes = []
     for split in splits:
         names = sorted(p.name for p in split.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -196,8 +229,9 @@ def check_image_folder(path: str | Path) -> int:
                 raise DatasetError(f"image folder {split / name} holds no image files "
                                    f"({', '.join(IMAGE_SUFFIXES)})")
         classes.append(names)
-    if classes[0] != classes[-1]:
-        raise DatasetError(f"image folder {root}: train classes {classes[0]} differ from val {classes[-1]}")
+    for split, names in zip(splits[1:], classes[1:]):
+        if names != classes[0]:
+            raise DatasetError(f"image folder {root}: train classes {classes[0]} differ from {split.name} {names}")
     return len(classes[0])
 
 

@@ -102,18 +102,16 @@ class ProxyTrainingEvaluator(Evaluator):
         return train, val
 
     def held_out(self, resolution: int) -> Any:
-        """Images the search never trains or validates on, to score its winner without the bias of having been
-        picked on validation accuracy: MNIST-5k's images that ``limit`` leaves out (`held_out_mnist5k`).
+        from nas.evaluation.data import load_held_out
 
-        Raises:
-            ValueError: another dataset, or a ``limit`` that leaves no image out.
-        """
-        from nas.evaluation.data import held_out_mnist5k
+        o = self.options
+        return load_held_out(o.dataset, resolution, path=o.path, seed=self.seed, limit=o.limit)
 
-        if self.options.dataset != "mnist5k":
-            raise ValueError(f"evaluator.options.dataset {self.options.dataset}: held-out images are MNIST-5k's "
-                             "only (those its limit leaves out)")
-        return held_out_mnist5k(resolution, seed=self.seed, limit=self.options.limit)
+    def held_out_record(self) -> str:
+        from nas.evaluation.data import held_out_record
+
+        o = self.options
+        return held_out_record(o.dataset, path=o.path, seed=self.seed, limit=o.limit)
 
     def _train(self, model: Any, resolution: int, epochs: float, lr: float) -> dict[str, float]:
         from nas.evaluation.proxy import train_and_evaluate
