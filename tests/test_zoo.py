@@ -58,7 +58,7 @@ def networks(zoo) -> list[dict]:
 
 
 def test_release_writes_every_file_a_card_with_provenance_and_the_index(run, zoo):
-    index = json.loads((zoo / "zoo.json").read_text())
+    index, compared = json.loads((zoo / "zoo.json").read_text()), 0
     assert [r["version"] for r in index["releases"]] == ["v1"] and len(index["networks"]) == 2
     for entry in index["networks"]:
         folder = zoo / entry["path"]
@@ -72,6 +72,13 @@ def test_release_writes_every_file_a_card_with_provenance_and_the_index(run, zoo
         assert "validation split" in card["accuracy"]["split"] and len(card["provenance"]["dataset"]["sha256"]) == 64
         assert card["provenance"]["project"]["git_commit"] and card["provenance"]["search"]["budget"] == 3
         assert card["onnx"]["max_abs_diff"] <= 1e-4
+        held = card["accuracy"]["held_out"]   # tiny.yaml's limit leaves 4,600 images no trial saw
+        assert held["images"] == 4600 and "leaves out" in held["split"] and 0 <= held["value"] <= 1
+        assert f"| accuracy (top-1, held out) | {held['value']:.4g} |" in (folder / "MODEL_CARD.md").read_text()
+        best = json.loads((run / "best.json").read_text())
+        if card["arch"] == best["best"]["arch"]:   # the same weights the run exported, on the same images
+            assert held["value"] == pytest.approx(best["export"]["held_out"]["accuracy"])
+            compared += 1
         cpu, fpga = card["latency"]["local-cpu"], card["latency"]["fpga-zc706-int8"]
         assert cpu["obtained"] == "measured" and cpu["search_source"] == "predicted" and cpu["measured_ms"] > 0
         assert cpu["search_vs_measured"] == pytest.approx(cpu["search_ms"] / cpu["measured_ms"] - 1)
@@ -81,6 +88,7 @@ def test_release_writes_every_file_a_card_with_provenance_and_the_index(run, zoo
         for name in ("card.json", "MODEL_CARD.md", "recipe.yaml"):   # no path of the releasing machine
             text = (folder / name).read_text()
             assert str(run.parent) not in text and str(REPO) not in text and "/tmp/" not in text, name
+    assert compared == 1   # the run's best is one of the two released
     readme = (zoo / "README.md").read_text()
     assert all(f"`{n['name']}`" in readme and n["card"] in readme for n in index["networks"])
     assert {p.name for p in (zoo / "plots").iterdir()} == {"local-cpu.png", "fpga-zc706-int8.png"}

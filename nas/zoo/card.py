@@ -177,6 +177,9 @@ def render_card(card: dict[str, Any]) -> str:
     lines = [f"# {card['name']} ({card['version']})", "", card["title"], "", "## Architecture", "", "```",
              card["arch"], "```", "", "## Figures", "", "| Figure | Value |", "| --- | --- |",
              f"| accuracy ({acc['metric']}) | {format_figure(acc['value'])} |"]
+    held = acc.get("held_out")   # cards released before 2026-12-06 have none
+    if held:
+        lines += [f"| accuracy ({acc['metric']}, held out) | {format_figure(held['value'])} |"]
     lines += [f"| {k} | {format_figure(v)} |" for k, v in card["metrics"].items()]
     lines += [f"| FLOPs (multiply-accumulates) | {format_figure(card['flops'])} |",
               f"| params | {format_figure(card['params'])} |",
@@ -184,7 +187,8 @@ def render_card(card: dict[str, Any]) -> str:
               f"Accuracy measured on: {card['provenance']['dataset']['name']}, {acc['split']}. Weights: "
               f"{acc['weights']}" + (f" (the search's proxy figure was {format_figure(acc['search_value'])})"
                                      if acc.get("search_value") is not None and acc['weights'].startswith("final")
-                                     else "") + ".", "",
+                                     else "") + "." + (f" Held out: {held['images']:,} images, {held['split']}."
+                                                       if held else ""), "",
               "## Latency", ""] + _latency_table(card)
     lines += ["", "## Provenance", ""] + _provenance(card)
     lines += ["", "## Loading", "", "```python", "import nas.zoo",

@@ -38,6 +38,7 @@ from typing import Any
 
 from core.errors import sha256_file
 from core.io import atomic_write_json, atomic_write_text, write_sha256sums
+from nas.compression import held_out_scores
 from nas.export import onnx_parity, save_weights
 from nas.objectives import latency_column, pareto_mask
 from nas.results import RunLog, score_of
@@ -246,6 +247,9 @@ def make_card(run_dir: Path, ctx, log: RunLog, row: dict[str, Any], weights: Wei
     if net is not None:
         notes["timm block strings"] = str([list(s) for s in net.arch_def])
     detection = hasattr(model, "anchors")
+    held = None if not ctx.evaluator.trains else held_out_scores(
+        model, ctx.evaluator, tuple(space.input_shape(genotype)), compression=r.compression, quantizer=r.quantizer,
+        threads=getattr(ctx.evaluator.options, "threads", 1))
     return {
         "format": CARD_FORMAT, "name": name, "version": version, "arch": arch, "task":
             "detection" if detection else "classification",
@@ -256,7 +260,9 @@ def make_card(run_dir: Path, ctx, log: RunLog, row: dict[str, Any], weights: Wei
                   "num_classes": space.num_classes, "input_shape": list(space.input_shape(genotype))},
         "accuracy": {"value": weights.accuracy,
                      "metric": getattr(ctx.plugins.evaluator, "metric", "top-1") if detection else "top-1",
-                     "split": dataset["split"], "weights": weights.kind, "search_value": row.get("accuracy")},
+                     "split": dataset["split"], "weights": weights.kind, "search_value": row.get("accuracy"),
+                     "held_out": None if held is None else {"value": held["accuracy"], "images": held["images"],
+                                                            "split": ctx.evaluator.held_out_record()}},
         "metrics": weights.metrics, "flops": row["flops"], "params": row["params"],
         "latency": {p: latency_entry(src, space, genotype, row.get(latency_column(p)))
                     for p, src in {**ctx.latency, **extra}.items()},
