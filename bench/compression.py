@@ -177,6 +177,20 @@ def held_out_scores(ctx, model, shape: tuple, threads: int) -> dict[str, float]:
             "held-out images": scores["images"]}
 
 
+def check_held_out(recipe: Path, sets: tuple[str, ...]) -> None:
+    """`--held-out` refused before any search runs when the recipe's evaluator (with the ``--set`` overrides) has no
+    held-out images, rather than after the searches (`held_out_scores`)."""
+    from nas.context import RunContext
+    from nas.recipe import read_recipe
+
+    evaluator = RunContext(read_recipe(recipe, list(sets))).evaluator
+    if evaluator.held_out(8) is None:
+        o = evaluator.options
+        raise SystemExit(f"--held-out: {recipe}: evaluator.options {getattr(o, 'dataset', '')} with limit "
+                         f"{getattr(o, 'limit', None)} leaves no image out (MNIST-5k: --set evaluator.options.limit "
+                         "below 5000; an image folder: add a test/ folder)")
+
+
 def held_columns(held_out: bool) -> list[str]:
     """The row's held-out columns (`held_out_scores`), if asked for."""
     return ["held-out int8 accuracy", "held-out fp32 accuracy", "held-out images"] if held_out else []
@@ -312,6 +326,8 @@ def main() -> None:
     from nas.compression import int8_scores
     from nas.trial import build_seeded
 
+    if args.held_out:
+        check_held_out(Path(args.recipe), tuple(args.set))
     start, work = time.time(), Path(args.work)
     rows, models = [], []
     for seed in [int(s) for s in args.seeds.split(",")]:
