@@ -317,9 +317,9 @@ def main() -> None:
     p.add_argument("--qat", type=float, metavar="EPOCHS", help="also fine-tune each whole-network int8 winner "
                    "quantization-aware for EPOCHS (PT2E) and score it int8, beside the control: EPOCHS more fp32 "
                    "training, then PT2E post-training quantization")
-    p.add_argument("--held-out", action="store_true", help="also score each winner on the MNIST-5k images the "
-                   "evaluator's limit leaves out (set evaluator.options.limit below 5000): a figure no search "
-                   "picked its winner by")
+    p.add_argument("--held-out", action="store_true", help="also score each winner on the evaluator's held-out "
+                   "images (MNIST-5k's that evaluator.options.limit leaves out, so set it below 5000; an image "
+                   "folder's test/): a figure no search picked its winner by")
     p.add_argument("--work", default="/tmp/hwnas-compression")
     p.add_argument("--out", help="write the figures here as JSON")
     args = p.parse_args()
