@@ -18,7 +18,7 @@ from nas.objectives import (energy_column, implementation_column, latency_column
 from nas.recipe import Recipe
 from nas.results import RunLog
 from nas.tracking import ExportedModel, make_tracker
-from nas.trial import model_with_weights, run_files, trial_evaluator, weights_path
+from nas.trial import held_out_of, model_with_weights, run_files, trial_evaluator, weights_path
 from nas.verify import verify_best
 
 
@@ -272,7 +272,7 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, 
         extra["timm block strings"] = str([list(s) for s in net.arch_def])
     space_code = (f"from search_spaces import get_space; space = get_space({recipe.space.name!r}, "
                   f"{recipe.space.options!r}, num_classes={ctx.space.num_classes})")
-    held = held_out_figures(ctx, model, tuple(shape), figures, extra)
+    held = held_out_figures(ctx, model, arch, figures, extra)
     int8 = None
     if recipe.compression != "none":   # shipped in the form it was scored in, beside the fp32 graph
         from nas.compression import export_int8
@@ -295,22 +295,16 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, 
              "held_out": held}, {"figures": figures, "notes": extra})
 
 
-def held_out_figures(ctx: RunContext, model, shape: tuple[int, ...], figures: dict[str, object],
+def held_out_figures(ctx: RunContext, model, arch: Any, figures: dict[str, object],
                      extra: dict[str, str]) -> dict[str, Any] | None:
-    """The exported network scored on the evaluator's held-out images (`nas.compression.held_out_scores`: none of
-    them trained or validated any trial), added to the model card's `figures` and `extra`; None where the evaluator
-    has none. The run's ``accuracy`` picked the winner, so it flatters it; this figure is the one to quote."""
-    from nas.compression import held_out_scores
-
-    if not ctx.evaluator.trains:
-        return None
-    recipe = ctx.recipe
-    held = held_out_scores(model, ctx.evaluator, shape, compression=recipe.compression, quantizer=recipe.quantizer,
-                           threads=getattr(ctx.evaluator.options, "threads", 1))
+    """The exported network scored on the evaluator's held-out images (`nas.trial.held_out_of`: none of them
+    trained or validated any trial), added to the model card's `figures` and `extra`; None where the evaluator has
+    none. The run's ``accuracy`` picked the winner, so it flatters it; this figure is the one to quote."""
+    held = held_out_of(ctx, model, arch)
     if held is None:
         return None
     figures["accuracy (held out)"] = held["accuracy"]
-    if recipe.compression != "none":
+    if ctx.recipe.compression != "none":
         figures["accuracy_fp32 (held out)"] = held["accuracy_fp32"]
     extra["held out"] = (f"{held['images']:,} images, {ctx.evaluator.held_out_record()}. The accuracy above them "
                          "picked this network among the trials, so it flatters it; the held-out one does not")

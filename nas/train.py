@@ -13,7 +13,7 @@ other evaluator option, `--device` (default ``auto``: the GPU when there is one)
 Each network gets a folder ``DIR/<name>/`` (default DIR: ``RUN_DIR/final``; the name is the one the search gives
 its weights): ``arch.txt``, ``weights.safetensors``, ``curve.csv`` (the training loss of every step), ``curve.png``
 and, written last, ``metrics.json`` (accuracy and the evaluator's other figures, ``accuracy_held_out`` on the
-images no trial trained or validated on where the evaluator has them (`nas.compression.held_out_scores`), the
+images no trial trained or validated on where the evaluator has them (`nas.trial.held_out_of`), the
 search's accuracy, steps, seconds and the training settings). A network whose ``metrics.json`` exists is not
 trained again, so a killed job resumes network by network; one trained with other settings is refused rather than
 mixed in. ``DIR/final.json`` lists every network trained so far, best first.
@@ -35,13 +35,12 @@ import pandas as pd
 from core.cli import ArgParser
 from core.errors import InputError, cli_entry
 from core.io import atomic_write, atomic_write_json, atomic_write_text
-from nas.compression import held_out_scores
 from nas.context import RunContext, validate_plugins
 from nas.evaluation import EVALUATORS
 from nas.export import save_weights
 from nas.recipe import RecipeError, read_recipe
 from nas.results import RunLog, score_of
-from nas.trial import train_candidate, trial_evaluator, weights_path
+from nas.trial import held_out_of, train_candidate, trial_evaluator, weights_path
 
 
 class FinalTrainingError(InputError):
@@ -159,9 +158,7 @@ def train_network(ctx, arch: str, folder: Path, settings_record: dict[str, Any],
     atomic_write(folder / "curve.csv", lambda tmp: curve.to_csv(tmp, index=False))
     if losses:
         _plot_curve(curve, folder / "curve.png", arch)
-    held = held_out_scores(model, ctx.evaluator, tuple(space.input_shape(genotype)),
-                           compression=ctx.recipe.compression, quantizer=ctx.recipe.quantizer,
-                           threads=getattr(ctx.evaluator.options, "threads", 1)) if ctx.evaluator.trains else None
+    held = held_out_of(ctx, model, genotype)
     record = {"name": folder.name, "arch": arch,
               **{k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in metrics.items()},
               **({} if held is None else {"accuracy_held_out": held["accuracy"], "held_out_images": held["images"]}),

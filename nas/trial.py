@@ -171,6 +171,17 @@ def trial_evaluator(ctx: RunContext, arch: Any) -> Any:
     return at_batch(ctx.evaluator, shrunk_batch(ctx.space, ctx.recipe.constraints, arch))
 
 
+def held_out_of(ctx: RunContext, model: Any, arch: Any) -> dict[str, Any] | None:
+    """`arch`'s trained `model` scored on the run evaluator's held-out images, as it ships under the recipe's
+    compression (`nas.compression.held_out_scores`); None where the evaluator has none (only a training evaluator
+    has any). What the export, final training and the zoo quote beside the search's own accuracy."""
+    from nas.compression import held_out_scores
+
+    r = ctx.recipe
+    return held_out_scores(model, ctx.evaluator, tuple(ctx.space.input_shape(arch)), compression=r.compression,
+                           quantizer=r.quantizer, threads=getattr(ctx.evaluator.options, "threads", 1))
+
+
 def evaluate_candidate(ctx: RunContext, arch_string: str) -> dict[str, Any]:
     """Evaluate one architecture; returns its results row (never raises).
 

@@ -38,11 +38,10 @@ from typing import Any
 
 from core.errors import sha256_file
 from core.io import atomic_write_json, atomic_write_text, write_sha256sums
-from nas.compression import held_out_scores
 from nas.export import onnx_parity, save_weights
 from nas.objectives import latency_column, pareto_mask
 from nas.results import RunLog, score_of
-from nas.trial import model_with_weights, trial_evaluator, weights_path
+from nas.trial import held_out_of, model_with_weights, trial_evaluator, weights_path
 from nas.zoo.card import (CARD_FORMAT, latency_entry, project_record, render_card, scrub_paths)
 from nas.zoo.folder import ZooError, read_card, write_index
 
@@ -247,9 +246,7 @@ def make_card(run_dir: Path, ctx, log: RunLog, row: dict[str, Any], weights: Wei
     if net is not None:
         notes["timm block strings"] = str([list(s) for s in net.arch_def])
     detection = hasattr(model, "anchors")
-    held = None if not ctx.evaluator.trains else held_out_scores(
-        model, ctx.evaluator, tuple(space.input_shape(genotype)), compression=r.compression, quantizer=r.quantizer,
-        threads=getattr(ctx.evaluator.options, "threads", 1))
+    held = held_out_of(ctx, model, genotype)
     return {
         "format": CARD_FORMAT, "name": name, "version": version, "arch": arch, "task":
             "detection" if detection else "classification",
