@@ -153,10 +153,15 @@ def load_held_out(name: str, resolution: int, *, path: str | None, seed: int,
     if not ((root / "train").is_dir() and (root / "val").is_dir() and (root / "test").is_dir()):
         return None
     test = _image_folder(root / "test", resolution)
-    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = _class_names(root / "train")
     if test.classes != classes:
         raise DatasetError(f"image folder {root}: test classes {test.classes} differ from train {classes}")
     return Subset(test, _limit_indices(len(test), limit, seed).tolist())
+
+
+def _class_names(folder: Path) -> list[str]:
+    """The class sub-folders of an ImageFolder split, sorted (hidden folders skipped)."""
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def held_out_record(name: str, *, path: str | None, seed: int, limit: int | None) -> str:
@@ -220,7 +225,7 @@ def check_image_folder(path: str | Path) -> int:
     splits += [root / "test"] if len(splits) == 2 and (root / "test").is_dir() else []   # held out: load_held_out
     classes = []
     for split in splits:
-        names = sorted(p.name for p in split.iterdir() if p.is_dir() and not p.name.startswith("."))
+        names = _class_names(split)
         if not names:
             raise DatasetError(f"image folder {split} has no class sub-folders; expected {split}/CLASS/IMAGE files")
         for name in names:
