@@ -168,11 +168,9 @@ def held_out_scores(ctx, model, shape: tuple, threads: int) -> dict[str, float]:
     """
     from nas.compression import held_out_scores as scores_of
 
-    o = ctx.evaluator.options
     scores = scores_of(model, ctx.evaluator, shape, compression="int8", threads=threads)
     if scores is None:
-        raise ValueError(f"--held-out: evaluator.options {o.dataset} with limit {o.limit} leaves no image out "
-                         "(MNIST-5k: set a limit below 5000; an image folder: add a test/ folder)")
+        raise ValueError(no_held_out(ctx.evaluator.options))
     return {"held-out int8 accuracy": scores["accuracy"], "held-out fp32 accuracy": scores["accuracy_fp32"],
             "held-out images": scores["images"]}
 
@@ -185,10 +183,14 @@ def check_held_out(recipe: Path, sets: tuple[str, ...]) -> None:
 
     evaluator = RunContext(read_recipe(recipe, list(sets))).evaluator
     if evaluator.held_out(8) is None:
-        o = evaluator.options
-        raise SystemExit(f"--held-out: {recipe}: evaluator.options {getattr(o, 'dataset', '')} with limit "
-                         f"{getattr(o, 'limit', None)} leaves no image out (MNIST-5k: --set evaluator.options.limit "
-                         "below 5000; an image folder: add a test/ folder)")
+        raise SystemExit(f"{recipe}: {no_held_out(evaluator.options)}")
+
+
+def no_held_out(options) -> str:
+    """The error of `--held-out` where the evaluator with these options has no held-out images."""
+    return (f"--held-out: evaluator.options {getattr(options, 'dataset', '')} with limit "
+            f"{getattr(options, 'limit', None)} leaves no image out (MNIST-5k: --set evaluator.options.limit below "
+            "5000; an image folder: add a test/ folder)")
 
 
 def held_columns(held_out: bool) -> list[str]:

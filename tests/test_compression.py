@@ -448,7 +448,7 @@ def test_the_bench_scores_a_winner_on_the_images_its_search_left_out_and_refuses
         bench.held_out_scores(SimpleNamespace(evaluator=ProxyTrainingEvaluator(ProxyOptions())), model,
                               (1, 3, 12, 12), 1)
     # and before any search runs: the quickstart uses every image unless a limit is set
-    with pytest.raises(SystemExit, match="quickstart.yaml: evaluator.options mnist5k with limit None leaves no"):
+    with pytest.raises(SystemExit, match="quickstart.yaml: --held-out: evaluator.options mnist5k with limit None leaves no"):
         bench.check_held_out(REPO / "recipes" / "quickstart.yaml", ())
     bench.check_held_out(REPO / "recipes" / "quickstart.yaml", ("evaluator.options.limit=4000",))
 
