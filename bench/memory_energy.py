@@ -8,9 +8,11 @@
    onnx_activation_bytes`). Against it: the analytic activation peak from the layer shapes
    (`predictors.memory.inference_memory`), the same with channels rounded to onnxruntime's blocked layout
    (`--channel-block`, default 16 with AVX-512 and 8 without), a learned correction of that figure
-   (`MemoryCorrection`: fitted on the first half of the networks, judged on the second), and the naive figure
-   (input plus the largest layer's input and output, nothing about what stays alive). Median and 90th-percentile
-   relative error, on the held-out half for every method. Goal: <= 5 % median, <= 10 % p90.
+   (`MemoryCorrection`: fitted on the first half of the networks, judged on the second), the walk of the graph
+   onnxruntime runs with its allocation planner (``engine="onnxruntime"``, `predictors.ort_memory`: nothing fitted;
+   also how many networks it predicts to the byte) and the naive figure (input plus the largest layer's input and
+   output, nothing about what stays alive). Median and 90th-percentile relative error, on the held-out half for
+   every method. Goal: <= 5 % median, <= 10 % p90.
 2. **Training memory.** `--train-networks` networks per space at each of `--batches`, one PyTorch training step
    each (SGD with momentum, fp32, this CPU), glibc's allocator read after every operator (`hardware_profiles.
    memory.torch_training_bytes`): weights, gradients and momentum plus that step's peak, against
@@ -86,11 +88,16 @@ def inference_part(name: str, archs: list, block: int, seed: int) -> dict:
     plain = [inference_memory(space, a).activation_bytes for a in test]
     blocked = [inference_memory(space, a, channel_block=block).activation_bytes for a in test]
     corrected = MemoryCorrection(space, block, seed).fit(train, measured[:half]).predict(test)
+    # the walk of onnxruntime's own graph and planner (`predictors.ort_memory`): nothing fitted, so every network
+    ort = np.asarray([inference_memory(space, a, channel_block=block, engine="onnxruntime").activation_bytes
+                      for a in archs], float)
     return {"space": name, "networks": len(archs), "held_out": len(test),
             "measured_mib_median": float(np.median(measured) / 2 ** 20),
             "measured": dict(zip((space.to_string(a) for a in archs), map(int, measured))),
             "analytic": errors(plain, measured[half:]), f"analytic_block{block}": errors(blocked, measured[half:]),
             "corrected": errors(corrected, measured[half:]),
+            "onnxruntime": errors(ort[half:], measured[half:]), "onnxruntime_all": errors(ort, measured),
+            "onnxruntime_exact": int((ort == measured).sum()),
             "naive": errors([naive_inference(space, a) for a in test], measured[half:]),
             "eager_walk_vs_trace": errors([inference_memory(space, a, engine="eager").activation_bytes
                                            for a in archs], traced)}
@@ -323,14 +330,17 @@ def main() -> int:
     if "inference" not in skip:
         result["inference"] = [inference_part(n, archs[n], args.channel_block, args.seed) for n in names]
         print(f"\nInference memory, onnxruntime CPU (its allocator's peak) against predicted; error on the held-out "
-              f"half (median / p90); last column: the eager walk against the tensors PyTorch eager mode holds "
-              f"(traced, every network)\n{'space':<10} {'nets':>5} {'MiB':>7} {'analytic':>15} "
-              f"{'block ' + str(args.channel_block):>15} {'corrected':>15} {'naive':>15} {'eager walk':>15}")
+              f"half (median / p90); onnxruntime: the walk of its graph and planner (exact: networks predicted to the "
+              f"byte, of all); last column: the eager walk against the tensors PyTorch eager mode holds (traced, "
+              f"every network)\n{'space':<10} {'nets':>5} {'MiB':>7} {'analytic':>15} "
+              f"{'block ' + str(args.channel_block):>15} {'corrected':>15} {'onnxruntime':>15} {'exact':>7} "
+              f"{'naive':>15} {'eager walk':>15}")
         for r in result["inference"]:
-            cells = [r["analytic"], r[f"analytic_block{args.channel_block}"], r["corrected"], r["naive"],
-                     r["eager_walk_vs_trace"]]
-            print(f"{r['space']:<10} {r['held_out']:>5} {r['measured_mib_median']:>7.2f} " +
-                  " ".join(f"{c['median']:>6.1%} / {c['p90']:>6.1%}" for c in cells))
+            cells = [f"{r[k]['median']:>6.1%} / {r[k]['p90']:>6.1%}" for k in (
+                "analytic", f"analytic_block{args.channel_block}", "corrected", "onnxruntime", "naive",
+                "eager_walk_vs_trace")]
+            print(f"{r['space']:<10} {r['held_out']:>5} {r['measured_mib_median']:>7.2f} {' '.join(cells[:4])} "
+                  f"{r['onnxruntime_exact']:>3}/{r['networks']:<3} {' '.join(cells[4:])}")
     if "training" not in skip:
         result["training"] = {n: training_part(n, archs[n][:args.train_networks], batches) for n in names}
         print(f"\nTraining memory, one PyTorch step on this CPU (weights + momentum + the step's allocator peak) "

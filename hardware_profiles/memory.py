@@ -230,8 +230,8 @@ def cuda_memory_bytes(model, input_shape: tuple[int, ...], batch: int, train: bo
     return torch.cuda.max_memory_allocated() - base
 
 
-MEMORY_BACKENDS = {"onnxruntime-cpu": "fused", "torch-cuda": "eager"}   # what measures a memory table, and the walk
-# (`predictors.memory.inference_memory`'s engine) its correction starts from
+MEMORY_BACKENDS = {"onnxruntime-cpu": "onnxruntime", "torch-cuda": "eager"}   # what measures a memory table, and
+# the walk (`predictors.memory.inference_memory`'s engine) its correction starts from
 
 
 def ort_channel_block() -> int:

@@ -76,7 +76,8 @@ def memory_check(space, constraints: Constraints, arch: Hashable) -> tuple[dict[
     fields: dict[str, float] = {}
     violation = None
     if constraints.max_memory_mb is not None:
-        mb = fields["memory_mb"] = inference_memory(space, arch, engine=constraints.memory_engine).total_mb
+        mb = fields["memory_mb"] = inference_memory(space, arch, channel_block=constraints.memory_block(),
+                                                    engine=constraints.memory_engine).total_mb
         if mb > constraints.max_memory_mb:
             violation = f"memory {mb:.3f} MiB > max_memory_mb {constraints.max_memory_mb:g}"
     limit = constraints.max_train_memory_gb

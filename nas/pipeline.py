@@ -318,7 +318,7 @@ def memory_figures(ctx: RunContext, arch: Any) -> dict[str, str]:
     from predictors.memory import MIB, inference_memory, training_memory
 
     c = ctx.recipe.constraints
-    inf = inference_memory(ctx.space, arch, engine=c.memory_engine)
+    inf = inference_memory(ctx.space, arch, channel_block=c.memory_block(), engine=c.memory_engine)
     out = {"memory at batch 1 (MiB, predicted)": f"{inf.total_mb:.3f} ({inf.param_bytes / MIB:.3f} parameters, "
                                                   f"{inf.activation_bytes / MIB:.3f} activation peak, "
                                                   f"{c.memory_engine} engine)"}

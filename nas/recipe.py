@@ -106,10 +106,13 @@ class Constraints(_Strict):
     max_params: PositiveFloat | None = None
     max_memory_mb: PositiveFloat | None = Field(None, description="inference memory at batch 1, MiB: parameters "
                                                 "plus the peak of activations alive at once (predictors.memory)")
-    memory_engine: Literal["fused", "eager"] = Field("fused", description="max_memory_mb: how the deployed engine "
-                                                     "keeps tensors: fused (BatchNorm folded, activations in place: "
-                                                     "onnxruntime, TensorRT) or eager (PyTorch eager mode, CUDA "
-                                                     "graphs of it)")
+    memory_engine: Literal["fused", "eager", "onnxruntime"] = Field(
+        "fused", description="max_memory_mb: how the deployed engine keeps tensors: fused (BatchNorm folded, "
+        "activations in place: onnxruntime, TensorRT), eager (PyTorch eager mode, CUDA graphs of it) or "
+        "onnxruntime (the graph its CPU provider runs, with its allocation planner; predictors.ort_memory)")
+    memory_channel_block: PositiveInt | None = Field(None, description="memory_engine onnxruntime: its NCHWc "
+                                                     "channel block (default: this machine's, 16 with AVX-512 "
+                                                     "and 8 with AVX2; 1 where it has none, as on ARM)")
     max_train_memory_gb: PositiveFloat | None = Field(None, description="memory of a training step at "
                                                       "train_batch, GiB: weights, gradients, optimizer state, "
                                                       "saved activations (predictors.memory)")
@@ -125,6 +128,17 @@ class Constraints(_Strict):
     verify: int = Field(20, ge=0, description="before export, measure up to this many of the most accurate feasible "
                         "candidates on the live profiles whose limits a predictor checked, and export the first "
                         "measured within every limit (nas.verify); 0: the search's best, unchecked")
+
+    def memory_block(self) -> int:
+        """The channel block `predictors.memory.inference_memory` walks max_memory_mb with: memory_channel_block,
+        else this machine's onnxruntime NCHWc block for the onnxruntime engine, else 1."""
+        if self.memory_channel_block is not None:
+            return self.memory_channel_block
+        if self.memory_engine != "onnxruntime":
+            return 1
+        from hardware_profiles.memory import ort_channel_block
+
+        return ort_channel_block()
 
 
 class PrescreenConfig(_Strict):

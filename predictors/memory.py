@@ -66,7 +66,8 @@ from search_spaces.costs import PRECISION_BITS
 BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "int4": 1}   # per activation value, by a layer's precision
 WEIGHT_BYTES = {p: bits / 8 for p, bits in PRECISION_BITS.items()}   # per weight: int4 packs two to a byte
 OPTIMIZER_STATES = {"sgd": 1, "adam": 2}   # buffers per weight (SGD: its momentum)
-ENGINES = ("fused", "eager")   # how an engine keeps inference tensors (`layer_peak`)
+ENGINES = ("fused", "eager", "onnxruntime")   # how an engine keeps inference tensors (`layer_peak`,
+# `predictors.ort_memory`)
 MIB = 2 ** 20
 KEEPS_INPUT = ("hard_swish", "swish")   # activations whose gradient needs their input (not run in place in training)
 # What a layer without a convolution keeps for the backward pass, in values, from its input and output sizes: a
@@ -183,13 +184,28 @@ def _weight_bytes(layers) -> int:
 def inference_memory(space, arch: Hashable, batch: int = 1, channel_block: int = 1,
                      engine: str = "fused") -> InferenceMemory:
     """Parameter bytes and peak activation bytes of `arch` at `batch` (see the module; `channel_block` and
-    `engine`: `layer_peak`'s).
+    `engine`: `layer_peak`'s). ``engine="onnxruntime"`` walks the graph onnxruntime's CPU provider runs, with its
+    allocation planner (`predictors.ort_memory`; `channel_block` is its NCHWc block, 1 where it has none, as off
+    x86); a network that walk does not build (a layer it has no rule for, a quantized one) gets the fused walk.
 
     Raises:
-        ValueError: `batch` is not positive.
+        ValueError: `batch` is not positive, or an unknown engine.
     """
     if batch <= 0:
         raise ValueError(f"batch {batch}: expected a positive batch size")
+    if engine not in ENGINES:
+        raise ValueError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    if engine == "onnxruntime":
+        from predictors.ort_memory import NotModelled, ort_graph, plan_peak
+
+        layers = space.layer_costs(arch)
+        try:
+            peak, top = plan_peak(ort_graph(space, arch, channel_block, layers))
+        except NotModelled:
+            engine = "fused"
+        else:
+            held = _elems(space.input_shape(arch)[1:]) * 4
+            return InferenceMemory(_weight_bytes(layers), (held + peak) * batch, top, batch)
     layers = space.layer_costs(arch)
     held = _elems(space.input_shape(arch)[1:]) * 4   # the caller's input, alive throughout the run
     peaks = [layer_peak(lc, channel_block, engine) * BYTES.get(lc.key.precision, 4) for lc in layers]
@@ -318,12 +334,14 @@ def profile_memory_correction(profile, space, seed: int = 0) -> MemoryCorrection
         archs, table["activation_bytes"].to_numpy(float))
 
 
-def main_report(space, arch: Hashable, batch: int, optimizer: str, engine: str = "fused") -> dict:
+def main_report(space, arch: Hashable, batch: int, optimizer: str, engine: str = "fused",
+                channel_block: int = 1) -> dict:
     """The figures `python -m predictors.memory` prints."""
-    inf, train = inference_memory(space, arch, batch, engine=engine), training_memory(space, arch, batch, optimizer)
+    inf = inference_memory(space, arch, batch, channel_block, engine)
+    train = training_memory(space, arch, batch, optimizer)
     return {"arch": space.to_string(arch), "batch": batch,
             "inference": {**{k: v for k, v in asdict(inf).items() if k != "batch"}, "total_mb": round(inf.total_mb, 3),
-                          "engine": engine},
+                          "engine": engine, "channel_block": channel_block},
             "training": {**{k: v for k, v in asdict(train).items() if k != "batch"}, "optimizer": optimizer,
                          "total_gb": round(train.total_gb, 4)}}
 
@@ -346,7 +364,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="the training optimizer's state per weight (default sgd: momentum)")
     p.add_argument("--engine", choices=ENGINES, default="fused",
                    help="inference as an engine that fuses BatchNorm and runs activations in place (fused: "
-                        "onnxruntime, TensorRT; the default) or as PyTorch eager mode keeps tensors (eager)")
+                        "onnxruntime, TensorRT; the default), as PyTorch eager mode keeps tensors (eager), or as "
+                        "onnxruntime's CPU provider runs its own graph with its allocation planner (onnxruntime)")
+    p.add_argument("--channel-block", type=int, metavar="N",
+                   help="channels per block of a blocked layout: onnxruntime's NCHWc (default with --engine "
+                        "onnxruntime: this machine's, 16 with AVX-512 and 8 with AVX2; 1: none, as off x86); "
+                        "the other engines' walks round channels up to it (default 1)")
     p.add_argument("--budget-gb", type=float, metavar="GB",
                    help="also the largest batch size whose training step fits in this many GiB")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -355,13 +378,20 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError(f"--batch: {args.batch}: expected a positive batch size")
     if args.budget_gb is not None and args.budget_gb <= 0:
         raise InputError(f"--budget-gb: {args.budget_gb}: expected a positive size in GiB")
+    if args.channel_block is not None and args.channel_block <= 0:
+        raise InputError(f"--channel-block: {args.channel_block}: expected a positive channel count")
+    block = args.channel_block
+    if block is None:
+        from hardware_profiles.memory import ort_channel_block
+
+        block = ort_channel_block() if args.engine == "onnxruntime" else 1
     space = make_space(args.space, read_space_options(args.space_options) or {}, args.num_classes,
                        source=args.space_options or "--space-options")
     try:
         arch = space.decode(args.arch)
     except ValueError as err:
         raise InputError(f"--arch: {err}") from None
-    report = main_report(space, arch, args.batch, args.optimizer, args.engine)
+    report = main_report(space, arch, args.batch, args.optimizer, args.engine, block)
     if args.budget_gb is not None:
         report["training"]["largest_batch"] = largest_batch(space, arch, args.budget_gb * 2 ** 30, args.optimizer)
     if args.json:
@@ -370,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     inf, train = report["inference"], report["training"]
     print(f"{report['arch']} at batch {args.batch}")
     rows = [("inference: parameters", inf["param_bytes"]),
-            (f"inference: activation peak ({args.engine})", inf["activation_bytes"]),
+            (f"inference: activation peak ({args.engine}{f', block {block}' if block > 1 else ''})",
+             inf["activation_bytes"]),
             ("inference: total", inf["param_bytes"] + inf["activation_bytes"]),
             ("training: weights", train["weight_bytes"]), ("training: gradients", train["gradient_bytes"]),
             (f"training: {args.optimizer} state", train["optimizer_bytes"]),
@@ -378,9 +409,9 @@ def main(argv: list[str] | None = None) -> int:
             ("training: total", round(train["total_gb"] * 2 ** 30)),
             ("training: naive sum (weights + outputs)", train["naive_training_bytes"])]
     for name, value in rows:
-        print(f"  {name:<42} {value / MIB:>12.3f} MiB")
+        print(f"  {name:<52} {value / MIB:>12.3f} MiB")
     if args.budget_gb is not None:
-        print(f"  {'training: largest batch within ' + format(args.budget_gb, 'g') + ' GiB':<42} "
+        print(f"  {'training: largest batch within ' + format(args.budget_gb, 'g') + ' GiB':<52} "
               f"{train['largest_batch']:>12}")
     return 0
 

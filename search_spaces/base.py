@@ -204,6 +204,12 @@ class SearchSpace(ABC):
         stem = int(np.prod(layers[0].key.out_shape))
         return [stem if first < n < (heads[0] if heads else len(layers)) else 0 for n in range(len(layers))]
 
+    def runtime_graph(self, arch: Hashable, graph: Any, x: Any, layers: Sequence[LayerCost]) -> bool:
+        """Build into `graph` (a `predictors.ort_memory.OrtGraph`, its input `x`) the graph onnxruntime runs for
+        `arch`, where the layers are not one chain; return whether it did. This default does nothing and returns
+        False: the layers are one chain, which `predictors.ort_memory.ort_graph` builds from their cost keys."""
+        return False
+
     def saved_twice(self, arch: Hashable) -> int:
         """Activation values (per sample) that `predictors.memory.training_memory`'s walk of the layers in order
         counts for the backward pass more than once, though autograd keeps the tensor once (several layers of a

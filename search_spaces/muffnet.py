@@ -364,6 +364,48 @@ class MuffNetSpace(SearchSpace):
             feats, stage_in = feats + (stage_in if s else 0), unit   # the max pool's output is in no list
         return held + [0, 0]   # head and classifier: the backbone's list of stage outputs is gone
 
+    def runtime_graph(self, arch: MuffNetArch, graph, x, layers: Sequence[LayerCost]) -> bool:
+        """The graph onnxruntime runs (see `SearchSpace.runtime_graph`): stem, max pool, each stage's units, a
+        unit's two branches one after the other, each join's sums as the stage's forward makes them, head."""
+        layers = iter(enumerate(layers))
+
+        def conv(t, c, act=True):
+            return graph.conv(t, c.cout, (c.hw_out, c.hw_out), c.groups, act)
+
+        def take():
+            graph.layer, lc = next(layers)
+            return lc
+
+        stem = take().convs[0]
+        x = conv(x, stem)
+        pool = take().key.out_shape
+        x = graph.pool(x, pool[1:])
+        for plan in self.plan(arch):
+            outs = []
+            for i in range(plan.depth):
+                unit = take()
+                convs = unit.convs
+                if unit.key.stride == 1:
+                    kept, x2 = graph.split(x, 2)
+                else:
+                    kept, x2 = conv(conv(x, convs[0], act=False), convs[1]), x
+                    convs = convs[2:]
+                y = conv(x2, convs[0])
+                if convs[0].groups > 1:
+                    y = graph.shuffle(y, convs[0].groups)
+                y = conv(conv(y, convs[1], act=False), convs[2])
+                outs.append(graph.shuffle(graph.concat([kept, y]), 2))
+                joined = outs[-min(plan.span, len(outs)):]
+                x = joined[0]
+                for y in joined[1:]:
+                    take()
+                    x = graph.add(x, y)
+        head = take()
+        x = graph.pool(conv(x, head.convs[0]), (1, 1), "GlobalAveragePool")
+        take()
+        graph.classify(x, self.num_classes)
+        return True
+
     def feature_info(self, arch: MuffNetArch) -> list[tuple[int, int]]:
         """(channels, stride) of each stage output `build_features(arch)` returns: strides 8, 16, 32."""
         return [(p.cout, stride) for p, stride in zip(self.plan(arch), STAGE_STRIDES)]

@@ -422,6 +422,46 @@ class NB201Space(SearchSpace):
             edge += 1
         return held + [0, 0]
 
+    def runtime_graph(self, arch: NB201Arch, graph, x, layers: Sequence[LayerCost]) -> bool:
+        """The graph onnxruntime runs (see `SearchSpace.runtime_graph`): the stem, each basic block (its
+        shortcut's pool, conv_a, conv_b, the shortcut's conv taking the sum) and each cell as `Cell.forward` makes
+        it (a node the running sum of its edges; a convolution edge ReLU, conv; a pool; ``none`` a product with 0;
+        ``skip_connect`` its input), then the head."""
+        def at(index: int):
+            graph.layer = index
+            return layers[index]
+
+        def conv(t, c, act=False):
+            return graph.conv(t, c.cout, (c.hw_out, c.hw_out), c.groups, act)
+
+        x = conv(x, at(0).convs[0])
+        cell, nodes = 0, [x]   # the layer before the cell's first edge, and the cell's nodes made so far
+        for n in range(1, len(layers) - 2):
+            lc = at(n)
+            if lc.key.op == "resblock":
+                a, b, short = lc.convs
+                x = nodes[0]
+                pooled = graph.pool(x, (short.hw_in, short.hw_in), "AveragePool")
+                x = graph.add(conv(pooled, short), conv(conv(graph.elementwise(x, "Relu"), a, act=True), b))
+                cell, nodes = n, [x]
+                continue
+            e = n - cell - 1
+            dst, src = EDGES[e]
+            name, t = OP_NAMES[arch.ops[e]], nodes[src]
+            out = (t if name == "skip_connect" else graph.elementwise(t, "Zero") if name == "none" else
+                   graph.pool(t, lc.key.out_shape[1:], "AveragePool") if name == "avg_pool_3x3" else
+                   conv(graph.elementwise(t, "Relu"), lc.convs[0]))
+            nodes.append(out) if len(nodes) == dst else nodes.__setitem__(dst, graph.add(nodes[dst], out))
+            if e == NUM_EDGES - 1:
+                cell, nodes = n, [nodes[-1]]
+        x = nodes[0]
+        at(len(layers) - 2)
+        x = graph.pool(graph.elementwise(graph.elementwise(x, "BatchNormalization"), "Relu"), (1, 1),
+                       "GlobalAveragePool")
+        at(len(layers) - 1)
+        graph.classify(x, self.num_classes)
+        return True
+
     def saved_twice(self, arch: NB201Arch) -> int:
         """An ``avg_pool_3x3`` edge keeps its input node for the backward pass, and the walk counts it per edge:
         the nodes that more than one pooling edge reads (a ``skip_connect`` node being the node it passes on) are

@@ -385,6 +385,10 @@ class PolicySpace(SearchSpace):
     def saved_twice(self, arch: PolicyArch) -> int:
         return self.base.saved_twice(arch.base)
 
+    def runtime_graph(self, arch: PolicyArch, graph: Any, x: Any, layers: Sequence[LayerCost]) -> bool:
+        """The base space's, on the pruned layers (`predictors.ort_memory` walks only fp32 ones)."""
+        return self.base.runtime_graph(arch.base, graph, x, layers)
+
     def smallest(self) -> PolicyArch:
         """The space's smallest network at the smallest keep ratio (the fewest MACs a policy can reach)."""
         return self._arch(self.base.smallest(), [self.choices[0]] * len(self.units),
