@@ -2,36 +2,46 @@
 (issue 22): the walk behind ``engine="onnxruntime"`` of `predictors.memory.inference_memory`.
 
 The other walks (`predictors.memory.layer_peak`) take the most tensors alive inside one layer at a time.
-onnxruntime departs from that in two ways, and each matters by 10-80 % on real networks:
+onnxruntime departs from that in three ways, which put the fused walk 15-40 % off on FBNet, MuffNet and
+NAS-Bench-201 networks and up to 18 % on MobileNet ones:
 
-1. **It runs another graph** (`OrtGraph`). Its optimizer folds BatchNorm and fuses activations into the
-   convolutions. On x86 it then moves convolutions into a blocked layout (NCHWc: channels in blocks of 8 with
-   AVX2, 16 with AVX-512, padded up to a whole block). It reorders tensors into and out of that layout around the
-   operations that have no blocked kernel (a squeeze-excite's mean and product, a channel shuffle, a grouped
-   convolution). Where a residual addition's two operands are both blocked and one is a convolution's output, the
-   addition becomes that convolution's ``Sum`` input, written in place. The rules followed here are the ones its
-   NCHWc transformer applies to these networks: a convolution with one group runs blocked when its input
-   channels are a multiple of 4, or fewer than a block (then it reads the plain tensor); a depthwise one when
-   its channels are a multiple of 4; a grouped one when each group's input and output channels fill whole
-   blocks. Pooling runs blocked when the channels fill whole
-   blocks. An addition runs blocked only when both operands were made blocked: a tensor reordered into the layout
-   for a convolution does not count. A reorder out of the layout is made once, right after the node that made the
-   tensor; one into it right before the first node that needs it.
-2. **Its allocation planner reuses buffers across layers** (`plan_peak`). The rules are the planner's (its
+1. **It runs another graph** (`OrtGraph`). Its optimizer folds BatchNorm, fuses a ReLU into the convolution that
+   made its input for it alone (`fuse_activations`) and makes identical nodes once (a cell's ReLUs and pools of
+   one node, a sum two joins share). On x86 it then moves convolutions into a blocked layout (NCHWc: channels in
+   blocks of 8 with AVX2, 16 with AVX-512, padded up to a whole block), and reorders tensors into and out of it
+   around the kernels that have no blocked form (a squeeze-excite's mean and product, a channel shuffle, a split
+   or concatenation, a grouped convolution). A residual addition whose operands are in the layout the
+   convolution that made one of them writes (and that has no activation and no other reader) becomes that
+   convolution's ``Sum`` (blocked) or ``Z`` (plain) input, written in place. The rules followed here are the
+   ones its NCHWc transformer applies to these networks:
+   - a convolution with one group runs blocked when its input channels are a multiple of 4, or fewer than a
+     block (then it reads the plain tensor); a depthwise one when its channels are a multiple of 4; a grouped one
+     when each group's input and output channels fill whole blocks;
+   - a windowed pool runs blocked when the channels fill whole blocks, the global one only on a blocked input;
+   - an addition runs blocked only when both operands were made blocked (a tensor reordered into the layout for
+     a convolution does not count), a concatenation when its parts also fill whole blocks;
+   - a reorder out of the layout is made once, right after the node that made the tensor; one into it before the
+     first node that needs it.
+2. **It runs the nodes in its own order** (`execution_order`): a depth-first walk back from the outputs, inputs
+   visited by descending node index, where the indices come from the pass that made each node. Where a network
+   branches (a ShuffleNetV2 unit, a cell) that order decides what is alive together.
+3. **Its allocation planner reuses buffers across layers** (`plan_peak`). The rules are the planner's (its
    ``allocation_planner.cc``):
    - an output aliases its input where the kernel says so (``Reshape``, ``Flatten``);
-   - it is written in place where the kernel allows that and this is the input's last use (a convolution's
-     ``Sum``);
+   - it is written in place where the kernel allows that and this is the input's last use (a ReLU, a
+     convolution's ``Sum``; not an addition);
    - otherwise it takes the most recently freed buffer of exactly the same shape, or a new one.
 
    A buffer is held from its first use to the last use of any tensor that shares it. So a freed buffer the plan
    hands to a later tensor of the same shape stays allocated in between. That is why a squeeze-excite's buffers
    can cost memory several layers later.
 
-Checked against the memory onnxruntime's profiler reports (`hardware_profiles.memory.onnx_activation_bytes`): the
-planner's rules applied to onnxruntime's own optimized graph give its figure after every node of every network
-measured (five spaces). `bench/memory_energy.py` compares this walk, which never builds the network, with those
-measurements.
+Checked against the memory onnxruntime's profiler reports (`hardware_profiles.memory.onnx_activation_bytes`,
+onnxruntime 1.32): the planner's rules applied to onnxruntime's own optimized graph give its figure after every node
+of every network tried, and this walk, which never builds the network, gives its peak to the byte on 494 of 500
+held-out networks of the five spaces (`bench/memory_energy.py`). Spaces whose layers are not one chain build their
+graph themselves (`SearchSpace.runtime_graph`: MuffNet, NAS-Bench-201); a network no rule here builds (a quantized
+layer, a detector's heads, timm blocks beyond ``ds``/``ir``/``cn``) raises `NotModelled`.
 """
 from __future__ import annotations
 
@@ -53,7 +63,7 @@ class Op:
     inplace: int | None = None
     stage: int = 0   # the optimizer pass that made it: 0 the exporter, 1 a fusion, 2 the NCHWc transformer
     act: bool = False   # a convolution with an activation fused into it
-    seq: int = 0        # the exporter's order of the node it stems from
+    seq: int = 0        # the order the network's forward makes the node it stems from in (the exporter's)
     sum_seq: int | None = None   # a convolution that took an addition: the exporter's order of that addition
     relu_seq: int | None = None  # ... that took a ReLU after the fact (`fuse_activations`): the ReLU's order
 
@@ -69,7 +79,7 @@ class _Tensor:
     blocked: int | None = None
     born_blocked: bool = False
     producer: Op | None = None
-    fusable: bool = False   # a blocked convolution without an activation or a Sum: an addition may fuse into it
+    fusable: bool = False   # a convolution without an activation or a Sum: an addition may fuse into it
 
 
 @dataclass
@@ -138,7 +148,7 @@ class OrtGraph:
         """A convolution (BatchNorm folded, the activation fused when `act`)."""
         cin = t.channels
         depthwise = groups > 1 and groups == cin == cout
-        nchw_input = groups == 1 and cin < self.block and t.born_blocked is False
+        nchw_input = groups == 1 and cin < self.block and not t.born_blocked
         runs_blocked = self.block > 1 and (
             (groups == 1 and (nchw_input or cin % ALIGN == 0)) or (depthwise and cout % ALIGN == 0)
             or (not depthwise and groups > 1 and (cin // groups) % self.block == 0 == (cout // groups) % self.block))
@@ -176,7 +186,7 @@ class OrtGraph:
                 conv.stage = max(conv.stage, 1)
                 return _Tensor(out.channels, out.hw, out.plain, out.blocked, both, conv)
         if both:
-            op = self._op("Add", [self.blocked(a), self.blocked(b)], [self.shapes[a.blocked]], 2)
+            op = self._op("Add", [self.blocked(a), self.blocked(b)], [self.shapes[a.blocked]])   # rewired, kept
             return self._made(op, a.channels, a.hw, True)
         return self._made(self._op("Add", [self.plain(a), self.plain(b)], [(1, a.channels, *a.hw)]),
                           a.channels, a.hw, False)
