@@ -132,7 +132,7 @@ def rescore(path: str) -> int:
     is not at hand. Cells written before the measurements were kept are named and left out."""
     import json
 
-    from predictors.memory import ENGINES, inference_memory, training_memory
+    from predictors.memory import inference_memory, training_memory
     from search_spaces import get_space
 
     result = json.loads(Path(path).read_text())
@@ -145,7 +145,7 @@ def rescore(path: str) -> int:
             pairs = [(space.decode(a), m) for a, m in r["inference"]["measured"].items()]
             measured = [m for _, m in pairs]
             cells = {engine: errors([inference_memory(space, a, engine=engine).activation_bytes for a, _ in pairs],
-                                    measured) for engine in ENGINES}
+                                    measured) for engine in ("fused", "eager")}
             print(f"{name:<10} GPU inference, all {len(pairs)} networks: " +
                   ", ".join(f"{e} walk {c['median']:.1%} / {c['p90']:.1%}" for e, c in cells.items()))
     for where, spaces in tables.items():
