@@ -23,7 +23,8 @@
 3. **Energy.** What this machine exposes: RAPL (`/sys/class/powercap`) or not, and the FPGA simulator's energy per
    inference for the same networks where the space runs on it (its model, not a measurement).
 4. **On a GPU** (`--gpu`, the lent device; `bench/gpu_memory_energy.sh` runs it there): inference and training
-   memory (batch 32, 128, 512) from `torch.cuda.max_memory_allocated` against predicted, and NVML energy per
+   memory (batch 32, 128, 512) from `torch.cuda.max_memory_allocated` against predicted (inference also with each
+   layer's cuDNN workspace measured alone, `hardware_profiles.memory.cuda_workspace_bytes`), and NVML energy per
    inference at batch 1 and 32 (two passes: their spread is the repeatability) with the energy predictor's error
    on the held-out half.
 """
@@ -200,7 +201,7 @@ def gpu_memory_part(name: str, archs: list, batches: list[int], seed: int) -> di
     import torch
     from tqdm import tqdm
 
-    from hardware_profiles.memory import cuda_memory_bytes
+    from hardware_profiles.memory import cuda_memory_bytes, cuda_workspace_bytes
     from predictors.memory import MemoryCorrection, inference_memory, training_memory
     from search_spaces import get_space
 
@@ -211,12 +212,18 @@ def gpu_memory_part(name: str, archs: list, batches: list[int], seed: int) -> di
     half = len(archs) // 2
     train, test = archs[:half], archs[half:]
     eager = MemoryCorrection(space, 1, seed, engine="eager").fit(train, measured[:half])
+    # each distinct layer alone on this GPU: cuDNN's workspace beside the tensors the eager walk counts
+    workspace = cuda_workspace_bytes(space, [lc for a in archs for lc in space.layer_costs(a)])
+    with_workspace = np.asarray([inference_memory(space, a, engine="eager", workspace=workspace).activation_bytes
+                                 for a in archs], float)
     out: dict = {"device": torch.cuda.get_device_name(), "networks": len(archs), "held_out": len(test),
                  "inference_mib_median": float(np.median(measured) / 2 ** 20), "inference": {
                      "analytic": errors([inference_memory(space, a).activation_bytes for a in test], measured[half:]),
                      "eager": errors([inference_memory(space, a, engine="eager").activation_bytes for a in test],
                                      measured[half:]),
                      "corrected": errors(eager.predict(test), measured[half:]),
+                     "workspace": errors(with_workspace[half:], measured[half:]),
+                     "workspace_all": errors(with_workspace, measured), "workspace_layers": workspace,
                      "naive": errors([naive_inference(space, a) for a in test], measured[half:]),
                      "measured": dict(zip((space.to_string(a) for a in archs), map(int, measured)))}}
     for batch in batches:
@@ -359,11 +366,12 @@ def main() -> int:
         result["gpu"] = {n: gpu_memory_part(n, archs[n][:args.gpu_networks], gpu_batches, args.seed) for n in gpu_names}
     if result.get("gpu"):
         print(f"\nOn the GPU ({next(iter(result['gpu'].values()))['device']}), PyTorch's allocator against predicted "
-              f"(eager: the walk of what eager mode holds; corrected: that walk fitted to the first half), error "
-              f"on the held-out half (median / p90)\n{'space':<10} {'nets':>5} {'MiB':>7} {'analytic':>15} "
-              f"{'eager':>15} {'corrected':>15} {'naive':>15}")
+              f"(eager: the walk of what eager mode holds; corrected: that walk fitted to the first half; "
+              f"+ workspace: the walk plus each layer's cuDNN workspace measured alone on this GPU), error on the "
+              f"held-out half (median / p90)\n{'space':<10} {'nets':>5} {'MiB':>7} {'analytic':>15} "
+              f"{'eager':>15} {'corrected':>15} {'+ workspace':>15} {'naive':>15}")
         for n, r in result["gpu"].items():
-            cells = [r["inference"][k] for k in ("analytic", "eager", "corrected", "naive")]
+            cells = [r["inference"][k] for k in ("analytic", "eager", "corrected", "workspace", "naive")]
             print(f"{n:<10} {r['held_out']:>5} {r['inference_mib_median']:>7.2f} " +
                   " ".join(f"{c['median']:>6.1%} / {c['p90']:>6.1%}" for c in cells))
         print(f"\nTraining memory, one PyTorch step on the GPU (weights + momentum + the step's peak) against "

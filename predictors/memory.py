@@ -59,7 +59,7 @@ the batch, so the largest batch that fits a budget is exact (`largest_batch`): w
 from __future__ import annotations
 
 import sys
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -186,11 +186,14 @@ def _weight_bytes(layers) -> int:
 
 
 def inference_memory(space, arch: Hashable, batch: int = 1, channel_block: int = 1,
-                     engine: str = "fused") -> InferenceMemory:
+                     engine: str = "fused", workspace: Mapping[str, int] | None = None) -> InferenceMemory:
     """Parameter bytes and peak activation bytes of `arch` at `batch` (see the module; `channel_block` and
     `engine`: `layer_peak`'s). ``engine="onnxruntime"`` walks the graph onnxruntime's CPU provider runs, with its
     allocation planner (`predictors.ort_memory`; `channel_block` is its NCHWc block, 1 where it has none, as off
     x86); a network that walk does not build (a layer it has no rule for, a quantized one) gets the fused walk.
+    `workspace`: bytes a layer's kernels allocate beside its tensors while it runs, by its cost key (`str`), added
+    to that layer's peak: cuDNN's workspace, as `hardware_profiles.memory.cuda_workspace_bytes` measures it on a GPU
+    at batch 1, so at batch 1 only (the other walks; layers it does not name add nothing).
 
     Raises:
         ValueError: `batch` is not positive, or an unknown engine.
@@ -217,6 +220,8 @@ def inference_memory(space, arch: Hashable, batch: int = 1, channel_block: int =
     # what the engine keeps beside each layer (eager: the stem's output, ...; a cell's nodes)
     beside = space.held_values(arch, engine, layers)
     peaks = [p + v * BYTES.get(lc.key.precision, 4) for p, v, lc in zip(peaks, beside, layers)]
+    if workspace and batch == 1:
+        peaks = [p + workspace.get(str(lc.key), 0) for p, lc in zip(peaks, layers)]
     top = max(range(len(peaks)), key=peaks.__getitem__)
     return InferenceMemory(_weight_bytes(layers), int((held + peaks[top]) * batch), top, batch)
 
