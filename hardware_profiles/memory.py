@@ -255,9 +255,10 @@ MEMORY_BACKENDS = {"onnxruntime-cpu": "onnxruntime", "torch-cuda": "eager"}   # 
 
 
 def ort_channel_block() -> int:
-    """onnxruntime's NCHWc block on this CPU: 16 channels with AVX-512, 8 with AVX2 (its MLAS kernels)."""
+    """onnxruntime's NCHWc block on this CPU: 16 channels with AVX-512, 8 with AVX2 (its MLAS kernels), 1 where it
+    has no blocked layout (an older x86, ARM)."""
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return 16 if " avx512f" in flags else 8
+    return 16 if " avx512f" in flags else 8 if " avx2" in flags else 1
 
 
 def memory_table(profile, archs: list[str], log=lambda line: None):

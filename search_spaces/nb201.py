@@ -435,7 +435,7 @@ class NB201Space(SearchSpace):
             return graph.conv(t, c.cout, (c.hw_out, c.hw_out), c.groups, act)
 
         x = conv(x, at(0).convs[0])
-        cell, nodes = 0, [x]   # the layer before the cell's first edge, and the cell's nodes made so far
+        cell, nodes = 0, [x]   # the layer before the cell's first edge; the cell's nodes so far
         for n in range(1, len(layers) - 2):
             lc = at(n)
             if lc.key.op == "resblock":
@@ -451,7 +451,10 @@ class NB201Space(SearchSpace):
             out = (t if name == "skip_connect" else graph.elementwise(t, "Zero") if name == "none" else
                    graph.pool(t, lc.key.out_shape[1:], "AveragePool") if name == "avg_pool_3x3" else
                    conv(graph.elementwise(t, "Relu"), lc.convs[0]))
-            nodes.append(out) if len(nodes) == dst else nodes.__setitem__(dst, graph.add(nodes[dst], out))
+            if len(nodes) == dst:   # the node's first edge
+                nodes.append(out)
+            else:
+                nodes[dst] = graph.add(nodes[dst], out)
             if e == NUM_EDGES - 1:
                 cell, nodes = n, [nodes[-1]]
         x = nodes[0]
