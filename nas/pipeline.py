@@ -321,7 +321,7 @@ def memory_figures(ctx: RunContext, arch: Any) -> dict[str, str]:
     inf = inference_memory(ctx.space, arch, channel_block=c.memory_block(), engine=c.memory_engine)
     out = {"memory at batch 1 (MiB, predicted)": f"{inf.total_mb:.3f} ({inf.param_bytes / MIB:.3f} parameters, "
                                                   f"{inf.activation_bytes / MIB:.3f} activation peak, "
-                                                  f"{c.memory_engine} engine)"}
+                                                  f"{inf.engine} engine)"}
     batch = shrunk_batch(ctx.space, c, arch) or c.train_batch or getattr(ctx.evaluator.options, "batch_size", None)
     if isinstance(batch, int) and ctx.evaluator.trains:
         gb = training_memory(ctx.space, arch, batch).total_gb

@@ -110,9 +110,11 @@ class Constraints(_Strict):
         "fused", description="max_memory_mb: how the deployed engine keeps tensors: fused (BatchNorm folded, "
         "activations in place: onnxruntime, TensorRT), eager (PyTorch eager mode, CUDA graphs of it) or "
         "onnxruntime (the graph its CPU provider runs, with its allocation planner; predictors.ort_memory)")
-    memory_channel_block: PositiveInt | None = Field(None, description="memory_engine onnxruntime: its NCHWc "
-                                                     "channel block (default: this machine's, 16 with AVX-512 "
-                                                     "and 8 with AVX2; 1 where it has none, as on ARM)")
+    memory_channel_block: PositiveInt | None = Field(None, description="channels per block of the layout "
+                                                     "max_memory_mb is walked with: onnxruntime's NCHWc block "
+                                                     "(default with memory_engine onnxruntime: this machine's, 16 "
+                                                     "with AVX-512 and 8 with AVX2; 1 where it has none, as on "
+                                                     "ARM); the other engines round channels up to it (default 1)")
     max_train_memory_gb: PositiveFloat | None = Field(None, description="memory of a training step at "
                                                       "train_batch, GiB: weights, gradients, optimizer state, "
                                                       "saved activations (predictors.memory)")

@@ -90,6 +90,7 @@ class InferenceMemory:
     activation_bytes: int   # peak of the tensors alive at once, the input included
     peak_layer: int         # index in `layer_costs` of the layer where the peak falls
     batch: int
+    engine: str = "fused"   # the walk that gave the figure (``onnxruntime`` falls back to ``fused``)
 
     @property
     def total_bytes(self) -> int:
@@ -140,8 +141,9 @@ def layer_peak(layer, channel_block: int = 1, engine: str = "fused") -> int:
     def size(c: int, hw: int) -> int:
         return (c if c <= 4 else -(-c // channel_block) * channel_block) * hw * hw
 
-    if engine not in ENGINES:
-        raise ValueError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    if engine not in ("fused", "eager"):
+        raise ValueError(f"engine {engine!r}: a layer's peak is walked for fused or eager (the onnxruntime walk "
+                         "is the network's: predictors.ort_memory)")
     eager = engine == "eager"
     key = layer.key
     convs = [c for c in layer.convs if not (key.se and c.hw_in == c.hw_out == 1)]   # SE's convs act on a vector
@@ -202,19 +204,17 @@ def inference_memory(space, arch: Hashable, batch: int = 1, channel_block: int =
         raise ValueError(f"batch {batch}: expected a positive batch size")
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    layers = space.layer_costs(arch)
+    held = _elems(space.input_shape(arch)[1:]) * 4   # the caller's input, alive throughout the run
     if engine == "onnxruntime":
         from predictors.ort_memory import NotModelled, ort_graph, plan_peak
 
-        layers = space.layer_costs(arch)
         try:
             peak, top = plan_peak(ort_graph(space, arch, channel_block, layers))
         except NotModelled:
             engine = "fused"
         else:
-            held = _elems(space.input_shape(arch)[1:]) * 4
-            return InferenceMemory(_weight_bytes(layers), (held + peak) * batch, top, batch)
-    layers = space.layer_costs(arch)
-    held = _elems(space.input_shape(arch)[1:]) * 4   # the caller's input, alive throughout the run
+            return InferenceMemory(_weight_bytes(layers), (held + peak) * batch, top, batch, engine)
     peaks = [layer_peak(lc, channel_block, engine) * BYTES.get(lc.key.precision, 4) for lc in layers]
     peaks[0] -= _elems(layers[0].key.in_shape) * BYTES.get(layers[0].key.precision, 4)   # that input, counted once
     # what the engine keeps beside each layer (eager: the stem's output, ...; a cell's nodes)
@@ -223,7 +223,7 @@ def inference_memory(space, arch: Hashable, batch: int = 1, channel_block: int =
     if workspace and batch == 1:
         peaks = [p + workspace.get(str(lc.key), 0) for p, lc in zip(peaks, layers)]
     top = max(range(len(peaks)), key=peaks.__getitem__)
-    return InferenceMemory(_weight_bytes(layers), int((held + peaks[top]) * batch), top, batch)
+    return InferenceMemory(_weight_bytes(layers), int((held + peaks[top]) * batch), top, batch, engine)
 
 
 def training_memory(space, arch: Hashable, batch: int, optimizer: str = "sgd") -> TrainingMemory:
@@ -298,7 +298,8 @@ class MemoryCorrection:
     Args:
         space: the space the networks come from.
         channel_block: the analytic walk's `channel_block` (onnxruntime on x86: 16 with AVX-512, 8 with AVX2).
-        engine: the analytic walk's `engine` (``fused`` for onnxruntime, ``eager`` for PyTorch eager mode).
+        engine: the analytic walk's `engine` (``onnxruntime`` for its CPU provider, ``eager`` for PyTorch eager
+            mode; ``fused`` for tables measured before the onnxruntime walk).
     """
 
     def __init__(self, space, channel_block: int = 1, seed: int = 0, engine: str = "fused"):
@@ -350,7 +351,7 @@ def main_report(space, arch: Hashable, batch: int, optimizer: str, engine: str =
     train = training_memory(space, arch, batch, optimizer)
     return {"arch": space.to_string(arch), "batch": batch,
             "inference": {**{k: v for k, v in asdict(inf).items() if k != "batch"}, "total_mb": round(inf.total_mb, 3),
-                          "engine": engine, "channel_block": channel_block},
+                          "channel_block": channel_block},
             "training": {**{k: v for k, v in asdict(train).items() if k != "batch"}, "optimizer": optimizer,
                          "total_gb": round(train.total_gb, 4)}}
 
@@ -409,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     inf, train = report["inference"], report["training"]
     print(f"{report['arch']} at batch {args.batch}")
     rows = [("inference: parameters", inf["param_bytes"]),
-            (f"inference: activation peak ({args.engine}{f', block {block}' if block > 1 else ''})",
+            (f"inference: activation peak ({inf['engine']}{f', block {block}' if block > 1 else ''})",
              inf["activation_bytes"]),
             ("inference: total", inf["param_bytes"] + inf["activation_bytes"]),
             ("training: weights", train["weight_bytes"]), ("training: gradients", train["gradient_bytes"]),

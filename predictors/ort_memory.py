@@ -41,7 +41,10 @@ onnxruntime 1.32): the planner's rules applied to onnxruntime's own optimized gr
 of every network tried, and this walk, which never builds the network, gives its peak to the byte on 497 of 500
 held-out networks of the five spaces (`bench/memory_energy.py`, README). Spaces whose layers are not one chain
 build their graph themselves (`SearchSpace.runtime_graph`: MuffNet, NAS-Bench-201); a network no rule here builds
-(a quantized layer, a detector's heads, timm blocks beyond ``ds``/``ir``/``cn``) raises `NotModelled`.
+(a quantized layer, an activation onnxruntime runs as nodes of its own such as swish, a detector's heads, timm
+blocks beyond ``ds``/``ir``/``cn``) raises `NotModelled`. Identical nodes are recognised by kind and operands
+(and a pool's output size), which is enough for these spaces; a space with two pools of different kernels on one
+tensor would need the kernel in that key.
 """
 from __future__ import annotations
 
@@ -51,7 +54,7 @@ ALIGN = 4   # channel multiple onnxruntime's NCHWc transformer asks of a blocked
 ALIASES = ("Reshape", "Flatten")   # kernels whose output shares their input's buffer
 
 
-@dataclass
+@dataclass(eq=False)
 class Op:
     """One node of the graph onnxruntime runs: its inputs and outputs (value ids), the input it may be written
     in place over (a convolution's ``Sum``; None), and the layer of `layer_costs` it belongs to."""
@@ -60,8 +63,9 @@ class Op:
     inputs: list[int]
     outputs: list[int]
     layer: int
-    inplace: int | None = None
+    inplace: int | None = None   # the input it may be written over: a ReLU's, a convolution's Sum or Z
     stage: int = 0   # the optimizer pass that made it: 0 the exporter, 1 a fusion, 2 the NCHWc transformer
+    blocked: bool = False   # an addition on the blocked layout
     act: bool = False   # a convolution with an activation fused into it
     seq: int = 0        # the order the network's forward makes the node it stems from in (the exporter's)
     sum_seq: int | None = None   # a convolution that took an addition: the exporter's order of that addition
@@ -71,7 +75,7 @@ class Op:
 @dataclass(eq=False)
 class _Tensor:
     """A tensor of the network as written: its plain and blocked values where they exist, whether a blocked
-    kernel made it (what the transformer's additions ask), and the op that made it (a `Sum` may be fused there)."""
+    kernel made it (what the transformer's additions ask), and the op that made it."""
 
     channels: int
     hw: tuple[int, int]
@@ -79,7 +83,6 @@ class _Tensor:
     blocked: int | None = None
     born_blocked: bool = False
     producer: Op | None = None
-    fusable: bool = False   # a convolution without an activation or a Sum: an addition may fuse into it
 
 
 @dataclass
@@ -95,7 +98,6 @@ class OrtGraph:
     inputs: list[int] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)
     _made_once: dict = field(default_factory=dict)   # nodes by (kind, operands): onnxruntime makes each once
-    _readers: dict = field(default_factory=dict)     # value -> the nodes made so far that read it
     _seq: int = 0
 
     def _value(self, shape: tuple[int, ...]) -> int:
@@ -107,8 +109,6 @@ class OrtGraph:
         """A new node made by optimizer pass `stage` (`Op.stage`), at the end or right after `after`."""
         op = Op(kind, inputs, [self._value(s) for s in shapes], self.layer if after is None else after.layer,
                 stage=stage, seq=self._next())
-        for value in inputs:
-            self._readers[value] = self._readers.get(value, 0) + 1
         self.ops.insert(len(self.ops) if after is None else self.ops.index(after) + 1, op)
         return op
 
@@ -138,58 +138,49 @@ class OrtGraph:
             t.blocked = self._op("ReorderInput", [t.plain], [(1, self._padded(t.channels), *t.hw)], 2).outputs[0]
         return t.blocked
 
-    def _made(self, op: Op, channels: int, hw: tuple[int, int], blocked: bool, fusable: bool = False) -> _Tensor:
+    def _made(self, op: Op, channels: int, hw: tuple[int, int], blocked: bool) -> _Tensor:
         value = op.outputs[0]
         if blocked:
-            return _Tensor(channels, hw, blocked=value, born_blocked=True, producer=op, fusable=fusable)
-        return _Tensor(channels, hw, plain=value, producer=op, fusable=fusable)
+            return _Tensor(channels, hw, blocked=value, born_blocked=True, producer=op)
+        return _Tensor(channels, hw, plain=value, producer=op)
 
     def conv(self, t: _Tensor, cout: int, hw: tuple[int, int], groups: int = 1, act: bool = True) -> _Tensor:
         """A convolution (BatchNorm folded, the activation fused when `act`)."""
         cin = t.channels
         depthwise = groups > 1 and groups == cin == cout
-        nchw_input = groups == 1 and cin < self.block and not t.born_blocked
+        nchw_input = groups == 1 and cin < self.block
         runs_blocked = self.block > 1 and (
             (groups == 1 and (nchw_input or cin % ALIGN == 0)) or (depthwise and cout % ALIGN == 0)
             or (not depthwise and groups > 1 and (cin // groups) % self.block == 0 == (cout // groups) % self.block))
         if not runs_blocked:
             op = self._op("FusedConv" if act else "Conv", [self.plain(t)], [(1, cout, *hw)], int(act))
-            op.act = act
-            return self._made(op, cout, hw, False, fusable=not act)
-        source = self.plain(t) if nchw_input else self.blocked(t)
-        op = self._op("Conv", [source], [(1, self._padded(cout), *hw)], 2)
+        else:
+            op = self._op("Conv", [self.plain(t) if nchw_input else self.blocked(t)],
+                          [(1, self._padded(cout), *hw)], 2)
         op.act = act
-        return self._made(op, cout, hw, True, fusable=not act)
+        return self._made(op, cout, hw, runs_blocked)
+
+    def convolve(self, t: _Tensor, spec, act: bool = True) -> _Tensor:
+        """`conv` of a `search_spaces.costs.ConvSpec`."""
+        return self.conv(t, spec.cout, (spec.hw_out, spec.hw_out), spec.groups, act)
 
     def add(self, a: _Tensor, b: _Tensor) -> _Tensor:
-        """A residual addition. Fused into the convolution that made one operand, where that convolution has no
-        activation and both operands share its layout: a blocked one takes the other as its ``Sum`` when both were
-        made blocked, a plain one as its ``Z``; either writes the sum in place over it. Otherwise a blocked addition
-        when both were made blocked, a plain one when not."""
-        return self._once(("Add", a, b), lambda: self._sum(a, b))
+        """An addition: on the blocked layout when both operands were made blocked, plain otherwise (a
+        convolution may take it as its Sum or Z later: `fuse_sums`)."""
+        def make() -> _Tensor:
+            if a.born_blocked and b.born_blocked:
+                op = self._op("Add", [a.blocked, b.blocked], [self.shapes[a.blocked]])   # rewired, its node kept
+                op.blocked = True
+                return self._made(op, a.channels, a.hw, True)
+            op = self._op("Add", [self.plain(a), self.plain(b)], [(1, a.channels, *a.hw)])
+            return self._made(op, a.channels, a.hw, False)
+        return self._once(("Add", a, b), make)
 
     def _once(self, key: tuple, make) -> _Tensor:
         """The node `key` names made once (onnxruntime's common-subexpression elimination keeps the first)."""
         if key not in self._made_once:
             self._made_once[key] = make()
         return self._made_once[key]
-
-    def _sum(self, a: _Tensor, b: _Tensor) -> _Tensor:
-        both = a.born_blocked and b.born_blocked
-        for out, other in ((a, b), (b, a)):
-            value = out.blocked if both else out.plain
-            if out.fusable and value is not None and not self._readers.get(value) and \
-                    (out.blocked is not None) == both:
-                conv = out.producer
-                conv.inputs.append(self.blocked(other) if both else self.plain(other))
-                conv.inplace, conv.sum_seq = conv.inputs[-1], self._next()
-                conv.stage = max(conv.stage, 1)
-                return _Tensor(out.channels, out.hw, out.plain, out.blocked, both, conv)
-        if both:
-            op = self._op("Add", [self.blocked(a), self.blocked(b)], [self.shapes[a.blocked]])   # rewired, kept
-            return self._made(op, a.channels, a.hw, True)
-        return self._made(self._op("Add", [self.plain(a), self.plain(b)], [(1, a.channels, *a.hw)]),
-                          a.channels, a.hw, False)
 
     def pool(self, t: _Tensor, hw: tuple[int, int], kind: str = "MaxPool") -> _Tensor:
         """Pooling (``MaxPool``, ``AveragePool``, ``GlobalAveragePool``), blocked when the channels fill whole
@@ -253,14 +244,51 @@ class OrtGraph:
         self.outputs += self._op("Gemm", [flat], [(1, classes)]).outputs
 
 
-def fuse_activations(graph: OrtGraph) -> None:
-    """onnxruntime's convolution-activation fusion, on the finished graph: a ``Relu`` whose input a convolution
-    made for it alone (no other node reads it, and the convolution has no activation yet; a ``Sum`` it may have) becomes
-    that convolution's activation."""
+def _readers(graph: OrtGraph) -> dict[int, int]:
+    """How many nodes of `graph` read each value."""
     readers: dict[int, int] = {}
     for op in graph.ops:
         for value in op.inputs:
             readers[value] = readers.get(value, 0) + 1
+    return readers
+
+
+def _replace(graph: OrtGraph, old: int, new: int) -> None:
+    """Every read of value `old` made a read of `new` (a node fused away)."""
+    for op in graph.ops:
+        op.inputs = [new if v == old else v for v in op.inputs]
+        op.inplace = new if op.inplace == old else op.inplace
+    graph.outputs = [new if v == old else v for v in graph.outputs]
+
+
+def fuse_sums(graph: OrtGraph) -> None:
+    """onnxruntime's convolution-addition fusion, on the finished graph: an addition one of whose operands a
+    convolution made for it alone (no other node reads it; the convolution has no activation and no Sum yet), in
+    that convolution's layout (a blocked addition and a blocked convolution: its ``Sum``; plain and plain: its
+    ``Z``), becomes that convolution's last input, written in place; its first operand is tried first."""
+    readers = _readers(graph)
+    made = {out: op for op in graph.ops for out in op.outputs}
+    for add in [op for op in graph.ops if op.kind == "Add"]:
+        for value, other in zip(add.inputs, add.inputs[::-1]):
+            conv = made.get(value)
+            if conv is None or conv.kind not in ("Conv", "FusedConv") or conv.act or conv.inplace is not None \
+                    or readers[value] != 1 or value == other or (conv.stage == 2) != add.blocked:
+                continue
+            graph.ops.remove(add)
+            conv.inputs.append(other)
+            conv.inplace, conv.sum_seq = other, add.seq
+            if conv.stage == 0:
+                conv.kind, conv.stage = "FusedConv", 1
+            _replace(graph, add.outputs[0], value)
+            made[value] = conv
+            break
+
+
+def fuse_activations(graph: OrtGraph) -> None:
+    """onnxruntime's convolution-activation fusion, on the finished graph: a ``Relu`` whose input a convolution
+    made for it alone (no other node reads it, and the convolution has no activation yet; a ``Sum`` it may have)
+    becomes that convolution's activation."""
+    readers = _readers(graph)
     made = {out: op for op in graph.ops for out in op.outputs}
     for relu in [op for op in graph.ops if op.kind == "Relu"]:
         conv = made.get(relu.inputs[0])
@@ -268,12 +296,9 @@ def fuse_activations(graph: OrtGraph) -> None:
                 or relu.inputs[0] in graph.outputs:
             continue
         graph.ops.remove(relu)
-        conv.relu_seq = relu.seq
-        old, new = relu.outputs[0], relu.inputs[0]
-        for op in graph.ops:
-            op.inputs = [new if v == old else v for v in op.inputs]
-            op.inplace = new if op.inplace == old else op.inplace
-        conv.act = True
+        conv.relu_seq, conv.act = relu.seq, True
+        _replace(graph, relu.outputs[0], relu.inputs[0])
+        made[relu.inputs[0]] = conv
         if conv.stage == 0:
             conv.kind, conv.stage = "FusedConv", 1
 
@@ -307,7 +332,7 @@ def execution_order(graph: OrtGraph) -> list[Op]:
     its place in the walk of the exported graph; for a node the NCHWc transformer made, its place in the walk of
     the graph after the fusions. So each walk is taken of the graph as that pass saw it: the additions and ReLUs
     the NCHWc transformer later fused still separate and no reorders yet."""
-    ops = [op for op in graph.ops]
+    ops = list(graph.ops)
     source = {op.outputs[0]: op.inputs[0] for op in ops if op.kind in REORDERS}
 
     def src(value: int) -> int:
@@ -347,10 +372,11 @@ def execution_order(graph: OrtGraph) -> list[Op]:
         return (1, first[node[0]]) if kind == "core" and n in fusion else (0, seqs[node[0]])
 
     second = {node[0]: r for r, node in enumerate(_topological(early(True), index_after_fusions))}
-    readers = {}
+    readers, producer = {}, {}   # value -> the first op reading it, the op making it
     for n, op in enumerate(ops):
         for value in op.inputs:
             readers.setdefault(value, n)
+        producer.update((value, n) for value in op.outputs)
 
     def final_index(node) -> tuple:
         n = node[0]
@@ -358,8 +384,7 @@ def execution_order(graph: OrtGraph) -> list[Op]:
         if op.kind == "ReorderInput":
             return (2, second[("core", readers[op.outputs[0]])] - 0.5)
         if op.kind == "ReorderOutput":
-            producer = next(m for m, other in enumerate(ops) if op.inputs[0] in other.outputs)
-            return (2, second[("core", producer)] + 0.5)
+            return (2, second[("core", producer[op.inputs[0]])] + 0.5)
         if op.stage == 2 and op.kind != "Relu":
             return (2, second[("core", n)])
         return (1, first[("core", n)]) if n in fusion else (0, op.seq)
@@ -376,6 +401,8 @@ def plan_peak(graph: OrtGraph) -> tuple[int, int]:
     uses: dict[int, int] = {}
     for value in [i for op in ops for i in op.inputs] + [o for op in ops for o in op.outputs] + graph.outputs:
         uses[value] = uses.get(value, 0) + 1
+    if not ops:
+        return 0, 0
     external = set(graph.inputs)
     buffer: dict[int, int] = {}   # value -> the value whose buffer it is written in
     free: list[int] = []          # buffers whose tensors are all dead, most recently freed first
@@ -385,6 +412,9 @@ def plan_peak(graph: OrtGraph) -> tuple[int, int]:
             if out in graph.outputs:
                 pass
             elif op.kind in ALIASES:
+                if op.inputs[0] in external:   # a view of the caller's buffer
+                    external.add(out)
+                    continue
                 reused = buffer.get(op.inputs[0], op.inputs[0])
             else:
                 if op.inplace is not None and op.inplace not in external:
@@ -398,7 +428,7 @@ def plan_peak(graph: OrtGraph) -> tuple[int, int]:
             buffer[out] = out if reused is None else reused
             if reused is not None:
                 uses[reused] += uses[out]
-        for value in [i for i in op.inputs if i not in external] + op.outputs:
+        for value in [v for v in op.inputs + op.outputs if v not in external]:
             root = buffer[value]
             uses[root] -= 1
             if uses[root] == 0:
@@ -407,7 +437,7 @@ def plan_peak(graph: OrtGraph) -> tuple[int, int]:
     first: dict[int, int] = {}
     last: dict[int, int] = {}
     for n, op in enumerate(ops):
-        for out in op.outputs:
+        for out in [o for o in op.outputs if o in buffer]:
             first.setdefault(buffer[out], n)
             last[buffer[out]] = n
         for value in op.inputs:
@@ -439,32 +469,44 @@ def _hw(c) -> tuple[int, int]:
     return (c.hw_out, c.hw_out)
 
 
+FUSED_ACTS = ("relu", "relu6", "hard_swish", "none")   # activations a convolution takes (or none): no node
+
+
 def chain_layer(g: OrtGraph, t: _Tensor, lc, classes: int) -> _Tensor:
     """One layer of a chain network (the MobileNet-style blocks, FBNet's and NAS-Bench-Macro's layers, a stem, a
-    head, a classifier) into `g`, from its cost key and convolutions."""
+    head, a classifier) into `g`, from its cost key and convolutions.
+
+    Raises:
+        NotModelled: a layer no rule here builds (another op, an activation onnxruntime runs as nodes of its own,
+            mixed kernels, split 1x1 convs, 'same' padding, a head without a convolution or with a norm), or one
+            that does not read the previous layer's output.
+    """
     key = lc.key
-    if key.op not in CHAIN_OPS or key.kernels or key.exp_splits > 1 or key.proj_splits > 1 or key.same_pad \
-            or key.precision != "fp32":
+    if key.op not in CHAIN_OPS or key.act not in FUSED_ACTS or key.kernels or key.exp_splits > 1 \
+            or key.proj_splits > 1 or key.same_pad or key.norm or key.precision != "fp32" \
+            or (key.op == "head" and not lc.convs):
         raise NotModelled(f"layer {key}: no onnxruntime graph rule for it")
     if (key.in_shape[0], *key.in_shape[1:]) != (t.channels, *t.hw):
         raise NotModelled(f"layer {key}: does not read the previous layer's output (not one chain)")
+    act = key.act != "none"
     if key.op == "classifier":
         g.classify(t, classes)
         return t
     if key.op == "head":
         conv = lc.convs[0]
         if conv.hw_in != key.in_shape[1]:   # pooled first (MobileNetV3's head), then a 1x1 conv on the vector
-            return g.conv(g.pool(t, (1, 1), "GlobalAveragePool"), conv.cout, (1, 1))
-        return g.pool(g.conv(t, conv.cout, _hw(conv)), (1, 1), "GlobalAveragePool")
+            return g.convolve(g.pool(t, (1, 1), "GlobalAveragePool"), conv, act)
+        return g.pool(g.convolve(t, conv, act), (1, 1), "GlobalAveragePool")
     main = [c for c in lc.convs if not (key.se and c.hw_in == c.hw_out == 1)]
+    depthwise = [i for i, c in enumerate(main) if c.groups > 1 and c.groups == c.cin == c.cout]
     x = t
     for i, c in enumerate(main):
-        last = i == len(main) - 1 and key.op not in SE_FREE
-        x = g.conv(x, c.cout, _hw(c), c.groups, act=not last or key.op == "dsa")
-        if i == 0 and key.groups > 1 and len(main) > 1 and main[1].groups == main[1].cin > 1:
+        last = i == len(main) - 1 and key.op not in SE_FREE   # a block's projection: no activation ('dsa' has one)
+        x = g.convolve(x, c, act and (not last or key.op == "dsa"))
+        if i == 0 and key.groups > 1 and depthwise == [1]:
             x = g.shuffle(x, key.groups)   # FBNet's grouped 1x1 conv, shuffled before the depthwise one
-        if key.se and c.cout == lc.convs[-1].cout and (i + 1 == len(main) or main[i + 1].cout != c.cout):
-            x = g.squeeze_excite(x, key.se)
+        if key.se and depthwise and i == depthwise[-1]:
+            x = g.squeeze_excite(x, key.se)   # timm's: after the depthwise conv
     return g.add(x, t) if key.skip else x
 
 
@@ -481,10 +523,15 @@ def ort_graph(space, arch, block: int, layers=None) -> OrtGraph:
     g = OrtGraph(block)
     shape = space.input_shape(arch)
     t = g.input(shape[1], tuple(shape[2:]))
-    if not space.runtime_graph(arch, g, t, layers):
+    try:
+        own = space.runtime_graph(arch, g, t, layers)
+    except (IndexError, KeyError, StopIteration, ValueError) as err:   # layers not as the space builds them
+        raise NotModelled(f"{space.name}: its graph does not follow these layers ({err!r})") from None
+    if not own:
         for n, lc in enumerate(layers):
             g.layer = n
             t = chain_layer(g, t, lc, space.num_classes)
+    fuse_sums(g)
     fuse_activations(g)
     g.ops[:] = execution_order(g)
     return g

@@ -369,15 +369,12 @@ class MuffNetSpace(SearchSpace):
         unit's two branches one after the other, each join's sums as the stage's forward makes them, head."""
         layers = iter(enumerate(layers))
 
-        def conv(t, c, act=True):
-            return graph.conv(t, c.cout, (c.hw_out, c.hw_out), c.groups, act)
-
         def take():
             graph.layer, lc = next(layers)
             return lc
 
         stem = take().convs[0]
-        x = conv(x, stem)
+        x = graph.convolve(x, stem)
         pool = take().key.out_shape
         x = graph.pool(x, pool[1:])
         for plan in self.plan(arch):
@@ -388,12 +385,12 @@ class MuffNetSpace(SearchSpace):
                 if unit.key.stride == 1:
                     kept, x2 = graph.split(x, 2)
                 else:
-                    kept, x2 = conv(conv(x, convs[0], act=False), convs[1]), x
+                    kept, x2 = graph.convolve(graph.convolve(x, convs[0], act=False), convs[1]), x
                     convs = convs[2:]
-                y = conv(x2, convs[0])
+                y = graph.convolve(x2, convs[0])
                 if convs[0].groups > 1:
                     y = graph.shuffle(y, convs[0].groups)
-                y = conv(conv(y, convs[1], act=False), convs[2])
+                y = graph.convolve(graph.convolve(y, convs[1], act=False), convs[2])
                 outs.append(graph.shuffle(graph.concat([kept, y]), 2))
                 joined = outs[-min(plan.span, len(outs)):]
                 x = joined[0]
@@ -401,7 +398,7 @@ class MuffNetSpace(SearchSpace):
                     take()
                     x = graph.add(x, y)
         head = take()
-        x = graph.pool(conv(x, head.convs[0]), (1, 1), "GlobalAveragePool")
+        x = graph.pool(graph.convolve(x, head.convs[0]), (1, 1), "GlobalAveragePool")
         take()
         graph.classify(x, self.num_classes)
         return True

@@ -431,10 +431,7 @@ class NB201Space(SearchSpace):
             graph.layer = index
             return layers[index]
 
-        def conv(t, c, act=False):
-            return graph.conv(t, c.cout, (c.hw_out, c.hw_out), c.groups, act)
-
-        x = conv(x, at(0).convs[0])
+        x = graph.convolve(x, at(0).convs[0], act=False)
         cell, nodes = 0, [x]   # the layer before the cell's first edge; the cell's nodes so far
         for n in range(1, len(layers) - 2):
             lc = at(n)
@@ -442,7 +439,8 @@ class NB201Space(SearchSpace):
                 a, b, short = lc.convs
                 x = nodes[0]
                 pooled = graph.pool(x, (short.hw_in, short.hw_in), "AveragePool")
-                x = graph.add(conv(pooled, short), conv(conv(graph.elementwise(x, "Relu"), a, act=True), b))
+                x = graph.add(graph.convolve(pooled, short, act=False),
+                              graph.convolve(graph.convolve(graph.elementwise(x, "Relu"), a), b, act=False))
                 cell, nodes = n, [x]
                 continue
             e = n - cell - 1
@@ -450,7 +448,7 @@ class NB201Space(SearchSpace):
             name, t = OP_NAMES[arch.ops[e]], nodes[src]
             out = (t if name == "skip_connect" else graph.elementwise(t, "Zero") if name == "none" else
                    graph.pool(t, lc.key.out_shape[1:], "AveragePool") if name == "avg_pool_3x3" else
-                   conv(graph.elementwise(t, "Relu"), lc.convs[0]))
+                   graph.convolve(graph.elementwise(t, "Relu"), lc.convs[0], act=False))
             if len(nodes) == dst:   # the node's first edge
                 nodes.append(out)
             else:
