@@ -275,8 +275,8 @@ def largest_batch(space, arch: Hashable, limit_bytes: float, optimizer: str = "s
 
 def memory_features(space, archs: Sequence[Hashable], channel_block: int = 1, engine: str = "fused") -> np.ndarray:
     """Features of a memory correction: the log of the analytic activation peak (column 0; `channel_block` and
-    `engine`: `inference_memory`'s) and of the parameter bytes, the operator, channels and side of the peak's layer, then
-    the space's encoding of each arch (`SearchSpace.encode`)."""
+    `engine`: `inference_memory`'s) and of the parameter bytes, the operator, channels and side of the peak's
+    layer, then the space's encoding of each arch (`SearchSpace.encode`)."""
     from predictors.features import OPS
 
     rows = []
