@@ -18,7 +18,7 @@ order and holds, at each, its input and output, with the engine behaviour the de
 
 onnxruntime's CPU provider (``engine="onnxruntime"``) runs a graph of its own, blocked NCHWc layout and reorders
 included, and its allocation planner hands freed buffers on across layers: `predictors.ort_memory` walks that
-graph with the planner's rules, to the byte on 497 of 500 held-out networks against its allocator.
+graph with the planner's rules, to the byte on 499 of 500 held-out networks against its allocator.
 
 PyTorch in eager mode (``engine="eager"``, what `torch.cuda.max_memory_allocated` sees of a plain `model(x)`) does
 none of the fusing: BatchNorm writes a new tensor beside its conv's output, an addition a new tensor beside both

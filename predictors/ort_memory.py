@@ -38,7 +38,7 @@ NAS-Bench-201 networks and up to 18 % on MobileNet ones:
 
 Checked against the memory onnxruntime's profiler reports (`hardware_profiles.memory.onnx_activation_bytes`,
 onnxruntime 1.32): the planner's rules applied to onnxruntime's own optimized graph give its figure after every node
-of every network tried, and this walk, which never builds the network, gives its peak to the byte on 497 of 500
+of every network tried, and this walk, which never builds the network, gives its peak to the byte on 499 of 500
 held-out networks of the five spaces (`bench/memory_energy.py`, README). Spaces whose layers are not one chain
 build their graph themselves (`SearchSpace.runtime_graph`: MuffNet, NAS-Bench-201); a network no rule here builds
 (a quantized layer, an activation onnxruntime runs as nodes of its own such as swish, a detector's heads, timm
