@@ -24,7 +24,7 @@
    inference for the same networks where the space runs on it (its model, not a measurement).
 4. **On a GPU** (`--gpu`, the lent device; `bench/gpu_memory_energy.sh` runs it there): inference and training
    memory (batch 32, 128, 512) from `torch.cuda.max_memory_allocated` against predicted (inference also with each
-   layer's cuDNN workspace measured alone, `hardware_profiles.memory.cuda_workspace_bytes`), and NVML energy per
+   layer's cuDNN workspace measured alone, `predictors.memory.cuda_workspace_bytes`), and NVML energy per
    inference at batch 1 and 32 (two passes: their spread is the repeatability) with the energy predictor's error
    on the held-out half.
 """
@@ -201,8 +201,8 @@ def gpu_memory_part(name: str, archs: list, batches: list[int], seed: int) -> di
     import torch
     from tqdm import tqdm
 
-    from hardware_profiles.memory import cuda_memory_bytes, cuda_workspace_bytes
-    from predictors.memory import MemoryCorrection, inference_memory, training_memory
+    from hardware_profiles.memory import cuda_memory_bytes
+    from predictors.memory import MemoryCorrection, cuda_workspace_bytes, inference_memory, training_memory
     from search_spaces import get_space
 
     torch.manual_seed(0)

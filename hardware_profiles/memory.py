@@ -230,26 +230,6 @@ def cuda_memory_bytes(model, input_shape: tuple[int, ...], batch: int, train: bo
     return torch.cuda.max_memory_allocated() - base
 
 
-def cuda_workspace_bytes(space, layers, log=lambda line: None) -> dict[str, int]:
-    """Each distinct layer's workspace on this GPU at batch 1: the layer alone, run as `cuda_memory_bytes` runs a
-    network in eager inference, less the tensors the eager walk counts for it (`predictors.memory.layer_peak`):
-    what cuDNN's algorithm for its convolutions allocates beside them. Keyed by the layer's cost key (`str`), for
-    `predictors.memory.inference_memory`'s ``workspace``; a layer that holds nothing more gets 0."""
-    import torch
-
-    from predictors.memory import layer_peak
-
-    out: dict[str, int] = {}
-    for lc in layers:
-        key = str(lc.key)
-        if key not in out:
-            alone = cuda_memory_bytes(space.build_layer(lc.key), (1, *lc.key.in_shape), 1, train=False)
-            out[key] = max(0, alone - 4 * layer_peak(lc, engine="eager"))
-            torch.cuda.empty_cache()
-            log(f"{key}: {out[key]} bytes")
-    return out
-
-
 MEMORY_BACKENDS = {"onnxruntime-cpu": "onnxruntime", "torch-cuda": "eager"}   # what measures a memory table, and
 # the walk (`predictors.memory.inference_memory`'s engine) its correction starts from
 

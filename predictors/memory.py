@@ -194,7 +194,7 @@ def inference_memory(space, arch: Hashable, batch: int = 1, channel_block: int =
     allocation planner (`predictors.ort_memory`; `channel_block` is its NCHWc block, 1 where it has none, as off
     x86); a network that walk does not build (a layer it has no rule for, a quantized one) gets the fused walk.
     `workspace`: bytes a layer's kernels allocate beside its tensors while it runs, by its cost key (`str`), added
-    to that layer's peak: cuDNN's workspace, as `hardware_profiles.memory.cuda_workspace_bytes` measures it on a GPU
+    to that layer's peak: cuDNN's workspace, as `cuda_workspace_bytes` measures it on a GPU
     at batch 1, so at batch 1 only (the other walks; layers it does not name add nothing).
 
     Raises:
@@ -224,6 +224,26 @@ def inference_memory(space, arch: Hashable, batch: int = 1, channel_block: int =
         peaks = [p + workspace.get(str(lc.key), 0) for p, lc in zip(peaks, layers)]
     top = max(range(len(peaks)), key=peaks.__getitem__)
     return InferenceMemory(_weight_bytes(layers), int((held + peaks[top]) * batch), top, batch, engine)
+
+
+def cuda_workspace_bytes(space, layers, log=lambda line: None) -> dict[str, int]:
+    """Each distinct layer's workspace on this GPU at batch 1: the layer alone, run as
+    `hardware_profiles.memory.cuda_memory_bytes` runs a network in eager inference, less the tensors the eager walk
+    counts for it (`layer_peak`): what cuDNN's algorithm for its convolutions allocates beside them. Keyed by the
+    layer's cost key (`str`), for `inference_memory`'s ``workspace``; a layer that holds nothing more gets 0."""
+    import torch
+
+    from hardware_profiles.memory import cuda_memory_bytes
+
+    out: dict[str, int] = {}
+    for lc in layers:
+        key = str(lc.key)
+        if key not in out:
+            alone = cuda_memory_bytes(space.build_layer(lc.key), (1, *lc.key.in_shape), 1, train=False)
+            out[key] = max(0, alone - 4 * layer_peak(lc, engine="eager"))
+            torch.cuda.empty_cache()
+            log(f"{key}: {out[key]} bytes")
+    return out
 
 
 def training_memory(space, arch: Hashable, batch: int, optimizer: str = "sgd") -> TrainingMemory:

@@ -392,7 +392,8 @@ def test_the_eager_walk_with_each_layers_workspace_is_the_gpu_allocators_peak():
     on 40 networks of each space on an H100), where the walk alone is 20-47 % under on FBNet and NAS-Bench-201."""
     import torch
 
-    from hardware_profiles.memory import cuda_memory_bytes, cuda_workspace_bytes
+    from hardware_profiles.memory import cuda_memory_bytes
+    from predictors.memory import cuda_workspace_bytes
 
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
