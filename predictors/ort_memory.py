@@ -261,26 +261,38 @@ def _replace(graph: OrtGraph, old: int, new: int) -> None:
     graph.outputs = [new if v == old else v for v in graph.outputs]
 
 
+def _lone_conv(graph: OrtGraph, value: int, readers: dict[int, int]) -> Op | None:
+    """The convolution that made `value` for one reader alone, with no activation yet: what a fusion may take a
+    node into; None otherwise."""
+    conv = next((op for op in graph.ops if value in op.outputs), None)
+    if conv is None or conv.kind not in ("Conv", "FusedConv") or conv.act or readers.get(value) != 1:
+        return None
+    return conv
+
+
+def _fold(graph: OrtGraph, conv: Op, node: Op, value: int) -> None:
+    """`node` folded into `conv`, whose output `value` stands for `node`'s from then on; a plain convolution the
+    exporter wrote becomes a fused one."""
+    graph.ops.remove(node)
+    _replace(graph, node.outputs[0], value)
+    if conv.stage == 0:
+        conv.kind, conv.stage = "FusedConv", 1
+
+
 def fuse_sums(graph: OrtGraph) -> None:
     """onnxruntime's convolution-addition fusion, on the finished graph: an addition one of whose operands a
     convolution made for it alone (no other node reads it; the convolution has no activation and no Sum yet), in
     that convolution's layout (a blocked addition and a blocked convolution: its ``Sum``; plain and plain: its
     ``Z``), becomes that convolution's last input, written in place; its first operand is tried first."""
     readers = _readers(graph)
-    made = {out: op for op in graph.ops for out in op.outputs}
     for add in [op for op in graph.ops if op.kind == "Add"]:
         for value, other in zip(add.inputs, add.inputs[::-1]):
-            conv = made.get(value)
-            if conv is None or conv.kind not in ("Conv", "FusedConv") or conv.act or conv.inplace is not None \
-                    or readers[value] != 1 or value == other or (conv.stage == 2) != add.blocked:
+            conv = _lone_conv(graph, value, readers)
+            if conv is None or conv.inplace is not None or value == other or (conv.stage == 2) != add.blocked:
                 continue
-            graph.ops.remove(add)
             conv.inputs.append(other)
             conv.inplace, conv.sum_seq = other, add.seq
-            if conv.stage == 0:
-                conv.kind, conv.stage = "FusedConv", 1
-            _replace(graph, add.outputs[0], value)
-            made[value] = conv
+            _fold(graph, conv, add, value)
             break
 
 
@@ -289,18 +301,12 @@ def fuse_activations(graph: OrtGraph) -> None:
     made for it alone (no other node reads it, and the convolution has no activation yet; a ``Sum`` it may have)
     becomes that convolution's activation."""
     readers = _readers(graph)
-    made = {out: op for op in graph.ops for out in op.outputs}
     for relu in [op for op in graph.ops if op.kind == "Relu"]:
-        conv = made.get(relu.inputs[0])
-        if conv is None or conv.kind not in ("Conv", "FusedConv") or conv.act or readers[relu.inputs[0]] != 1 \
-                or relu.inputs[0] in graph.outputs:
+        conv = _lone_conv(graph, relu.inputs[0], readers)
+        if conv is None or relu.inputs[0] in graph.outputs:
             continue
-        graph.ops.remove(relu)
         conv.relu_seq, conv.act = relu.seq, True
-        _replace(graph, relu.outputs[0], relu.inputs[0])
-        made[relu.inputs[0]] = conv
-        if conv.stage == 0:
-            conv.kind, conv.stage = "FusedConv", 1
+        _fold(graph, conv, relu, relu.inputs[0])
 
 
 REORDERS = ("ReorderInput", "ReorderOutput")
@@ -486,7 +492,7 @@ def chain_layer(g: OrtGraph, t: _Tensor, lc, classes: int) -> _Tensor:
             or key.proj_splits > 1 or key.same_pad or key.norm or key.precision != "fp32" \
             or (key.op == "head" and not lc.convs):
         raise NotModelled(f"layer {key}: no onnxruntime graph rule for it")
-    if (key.in_shape[0], *key.in_shape[1:]) != (t.channels, *t.hw):
+    if tuple(key.in_shape) != (t.channels, *t.hw):
         raise NotModelled(f"layer {key}: does not read the previous layer's output (not one chain)")
     act = key.act != "none"
     if key.op == "classifier":
