@@ -17,6 +17,7 @@ first) are turned off, so every run allocates and frees as the graph executes an
 """
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import tempfile
@@ -234,9 +235,10 @@ MEMORY_BACKENDS = {"onnxruntime-cpu": "onnxruntime", "torch-cuda": "eager"}   # 
 # the walk (`predictors.memory.inference_memory`'s engine) its correction starts from
 
 
+@functools.cache
 def ort_channel_block() -> int:
     """onnxruntime's NCHWc block on this CPU: 16 channels with AVX-512, 8 with AVX2 (its MLAS kernels), 1 where it
-    has no blocked layout (an older x86, ARM)."""
+    has no blocked layout (an older x86, ARM). Read once: a search asks it for every proposal's memory check."""
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     return 16 if " avx512f" in flags else 8 if " avx2" in flags else 1
 
