@@ -26,7 +26,11 @@
    memory (batch 32, 128, 512) from `torch.cuda.max_memory_allocated` against predicted (inference also with each
    layer's cuDNN workspace measured alone, `predictors.memory.cuda_workspace_bytes`), and NVML energy per
    inference at batch 1 and 32 (two passes: their spread is the repeatability) with the energy predictor's error
-   on the held-out half.
+   on the held-out half. Training is also predicted with each distinct layer's cuDNN workspace in a training step
+   at that batch, measured alone (`hardware_profiles.memory.cuda_layer_train_workspace`; column ``+ workspace``).
+5. **A GPU profile's workspace table** (`--profile-workspace P`, on a GPU): the table as a search uses it, on
+   networks of its space it did not measure: inference at batch 1 and training at `--between-batches`, those the
+   table did not measure interpolated.
 """
 from __future__ import annotations
 
@@ -104,27 +108,40 @@ def inference_part(name: str, archs: list, block: int, seed: int) -> dict:
                                            for a in archs], traced)}
 
 
-def training_figures(measured, predicted, naive, archs: list[str]) -> dict:
+def training_figures(measured, predicted, naive, archs: list[str], with_workspace=None) -> dict:
     """A training table's cell: predicted and naive bytes against measured (median / p90 error), the measured
-    median, and how many networks measured above the prediction, then above it plus 10 %. Each network's string
-    and measured bytes are kept (``measured``), so a later version of the prediction is judged on them again
-    without the device (`--rescore`)."""
+    median, and how many networks measured above the prediction, then above it plus 10 %; the same for the
+    prediction with each layer's cuDNN workspace (`with_workspace`, on a GPU). Each network's string and measured
+    bytes are kept (``measured``), so a later version of the prediction is judged on them again without the device
+    (`--rescore`)."""
     m, p = np.asarray(measured, float), np.asarray(predicted, float)
-    return {"predicted": errors(p, m), "naive": errors(naive, m), "measured_mib_median": float(np.median(m) / 2 ** 20),
-            "out_of_memory_at_predicted": int((m > p).sum()),
-            "out_of_memory_at_predicted_plus_10pct": int((m > 1.1 * p).sum()), "n": len(m),
-            "measured": dict(zip(archs, map(int, measured)))}
+    out = {"predicted": errors(p, m), "naive": errors(naive, m), "measured_mib_median": float(np.median(m) / 2 ** 20),
+           "out_of_memory_at_predicted": int((m > p).sum()),
+           "out_of_memory_at_predicted_plus_10pct": int((m > 1.1 * p).sum()), "n": len(m),
+           "measured": dict(zip(archs, map(int, measured)))}
+    if with_workspace is not None:
+        w = np.asarray(with_workspace, float)
+        out["workspace"] = {**errors(w, m), "out_of_memory": int((m > w).sum()),
+                            "out_of_memory_plus_10pct": int((m > 1.1 * w).sum())}
+    return out
 
 
 TRAINING_HEADER = (f"{'space':<10} {'batch':>5} {'MiB':>8} {'predicted':>17} {'naive':>17} {'OOM at pred.':>12} "
                    f"{'at +10 %':>8}")
+WORKSPACE_HEADER = f" {'+ workspace':>17} {'OOM at pred.':>12} {'at +10 %':>8}"
 
 
 def training_line(space: str, batch, r: dict) -> str:
-    """One row of a training table (`TRAINING_HEADER`) from `training_figures`."""
-    return (f"{space:<10} {batch:>5} {r['measured_mib_median']:>8.1f} {r['predicted']['median']:>7.1%} / "
+    """One row of a training table (`TRAINING_HEADER`, and `WORKSPACE_HEADER` where the cell has the prediction
+    with each layer's workspace) from `training_figures`."""
+    line = (f"{space:<10} {batch:>5} {r['measured_mib_median']:>8.1f} {r['predicted']['median']:>7.1%} / "
             f"{r['predicted']['p90']:>6.1%} {r['naive']['median']:>7.1%} / {r['naive']['p90']:>6.1%} "
             f"{r['out_of_memory_at_predicted']:>7}/{r['n']:<4} {r['out_of_memory_at_predicted_plus_10pct']:>5}")
+    if "workspace" in r:
+        w = r["workspace"]
+        line += (f"    {w['median']:>7.1%} / {w['p90']:>6.1%} {w['out_of_memory']:>7}/{r['n']:<4} "
+                 f"{w['out_of_memory_plus_10pct']:>5}")
+    return line
 
 
 def rescore(path: str) -> int:
@@ -153,7 +170,7 @@ def rescore(path: str) -> int:
         if not spaces:
             continue
         print(f"\nTraining memory on {where} ({path}), predicted now against measured then (median / p90)\n"
-              f"{TRAINING_HEADER}")
+              f"{TRAINING_HEADER}{WORKSPACE_HEADER if where == 'the GPU' else ''}")
         for name, cells in spaces.items():
             space = get_space(name, {}, num_classes=CLASSES[name])
             for batch, cell in cells.items():
@@ -162,9 +179,12 @@ def rescore(path: str) -> int:
                     continue
                 archs = [space.decode(a) for a in cell["measured"]]
                 figures = [training_memory(space, a, int(batch)) for a in archs]
+                ws = cell.get("workspace_layers")
                 print(training_line(name, batch, training_figures(
                     list(cell["measured"].values()), [t.total_bytes for t in figures],
-                    [t.naive_training_bytes for t in figures], list(cell["measured"]))))
+                    [t.naive_training_bytes for t in figures], list(cell["measured"]),
+                    None if ws is None else [training_memory(space, a, int(batch), workspace=ws).total_bytes
+                                             for a in archs])))
     return 0
 
 
@@ -201,7 +221,7 @@ def gpu_memory_part(name: str, archs: list, batches: list[int], seed: int) -> di
     import torch
     from tqdm import tqdm
 
-    from hardware_profiles.memory import cuda_memory_bytes
+    from hardware_profiles.memory import cuda_layer_train_workspace, cuda_memory_bytes
     from predictors.memory import MemoryCorrection, cuda_workspace_bytes, inference_memory, training_memory
     from search_spaces import get_space
 
@@ -226,8 +246,11 @@ def gpu_memory_part(name: str, archs: list, batches: list[int], seed: int) -> di
                      "workspace_all": errors(with_workspace, measured), "workspace_layers": workspace,
                      "naive": errors([naive_inference(space, a) for a in test], measured[half:]),
                      "measured": dict(zip((space.to_string(a) for a in archs), map(int, measured)))}}
+    layers = [lc for a in archs for lc in space.layer_costs(a)]
     for batch in batches:
-        m, p, naive, done, oom = [], [], [], [], 0
+        m, p, pw, naive, done, oom = [], [], [], [], [], 0
+        # each distinct layer's training step alone at this batch: the largest cuDNN workspace it allocates
+        train_ws = cuda_layer_train_workspace(space, layers, batch)
         for a in tqdm(archs, desc=f"{name}: GPU training at batch {batch}", file=sys.stderr):
             t = training_memory(space, a, batch)
             try:
@@ -240,9 +263,51 @@ def gpu_memory_part(name: str, archs: list, batches: list[int], seed: int) -> di
                 torch.cuda.empty_cache()
             m.append(t.weight_bytes + t.optimizer_bytes + step)
             p.append(t.total_bytes)
+            pw.append(training_memory(space, a, batch, workspace=train_ws).total_bytes)
             naive.append(t.naive_training_bytes)
             done.append(space.to_string(a))
-        out[f"training_b{batch}"] = {**training_figures(m, p, naive, done), "device_oom": oom}
+        out[f"training_b{batch}"] = {**training_figures(m, p, naive, done, pw), "device_oom": oom,
+                                     "workspace_layers": train_ws}
+    return out
+
+
+def profile_workspace_part(profile_name: str, n: int, batches: list[int], seed: int) -> dict:
+    """On a CUDA device: a GPU profile's workspace table (`predictors.memory.profile_workspace`) as a search uses it,
+    on `n` networks of its space none of which it measured: inference at batch 1 (the eager walk with each layer's
+    workspace) against `torch.cuda.max_memory_allocated`, and a training step at each of `batches` against
+    `training_memory` with the table's training workspace, interpolated where the table did not measure the batch
+    (``constraints.train_memory_profile``), and without it."""
+    import torch
+    from tqdm import tqdm
+
+    from hardware_profiles import get_profile
+    from hardware_profiles.memory import cuda_memory_bytes
+    from predictors.memory import profile_workspace, training_memory
+    from search_spaces import get_space
+
+    profile = get_profile(profile_name)
+    m = profile.manifest
+    space = get_space(m.space, m.space_options, num_classes=m.num_classes or 1000)
+    model = profile_workspace(profile, space)
+    archs = sample(space, n, seed)
+    measured = [cuda_memory_bytes(space.build(a), space.input_shape(a), 1, train=False)
+                for a in tqdm(archs, desc=f"{profile_name}: inference", file=sys.stderr)]
+    out = {"profile": m.ref, "space": m.space, "device": torch.cuda.get_device_name(), "networks": len(archs),
+           "table_batches": sorted(model.train), "inference": errors(model.predict(archs), measured)}
+    for batch in batches:
+        m_, p, pw, naive = [], [], [], []
+        for a in tqdm(archs, desc=f"{profile_name}: training at batch {batch}", file=sys.stderr):
+            t = training_memory(space, a, batch)
+            step = cuda_memory_bytes(space.build(a), space.input_shape(a), batch, train=True,
+                                     classes=m.num_classes or 1000)
+            torch.cuda.empty_cache()
+            m_.append(t.weight_bytes + t.optimizer_bytes + step)
+            p.append(t.total_bytes)
+            naive.append(t.naive_training_bytes)
+            pw.append(training_memory(space, a, batch,
+                                      workspace=model.train_workspace(space.layer_costs(a), batch)).total_bytes)
+        out[f"training_b{batch}"] = training_figures(m_, p, naive, [space.to_string(a) for a in archs], pw)
+    out["unmeasured_layers"] = len(model.unmeasured)
     return out
 
 
@@ -321,6 +386,10 @@ def main() -> int:
     p.add_argument("--energy-networks", type=int, default=40)
     p.add_argument("--energy-min-seconds", type=float, default=2.0, help="each energy pass lasts at least this")
     p.add_argument("--energy-idle-seconds", type=float, default=5.0, help="idle power read once over this")
+    p.add_argument("--profile-workspace", metavar="PROFILE", help="on a GPU: a GPU profile's workspace table as a "
+                   "search uses it, on --gpu-networks networks of its space, training at --between-batches")
+    p.add_argument("--between-batches", default="64,256", help="training batches for --profile-workspace (those "
+                   "its table did not measure are interpolated)")
     p.add_argument("--out", help="write the figures here as JSON")
     p.add_argument("--rescore", metavar="FILE", help="measure nothing: the training tables of FILE (a run's --out) "
                    "with today's predictions")
@@ -375,11 +444,23 @@ def main() -> int:
             print(f"{n:<10} {r['held_out']:>5} {r['inference_mib_median']:>7.2f} " +
                   " ".join(f"{c['median']:>6.1%} / {c['p90']:>6.1%}" for c in cells))
         print(f"\nTraining memory, one PyTorch step on the GPU (weights + momentum + the step's peak) against "
-              f"predicted (median / p90)\n{TRAINING_HEADER} {'device OOM':>10}")
+              f"predicted (median / p90); + workspace: with each layer's cuDNN workspace in training, measured alone"
+              f"\n{TRAINING_HEADER}{WORKSPACE_HEADER} {'device OOM':>10}")
         for n, r in result["gpu"].items():
             for b in gpu_batches:
                 t = r[f"training_b{b}"]
                 print(f"{training_line(n, b, t)} {t['device_oom']:>10}")
+    if args.gpu and args.profile_workspace:
+        between = [int(b) for b in args.between_batches.split(",")]
+        r = result["profile_workspace"] = profile_workspace_part(args.profile_workspace, args.gpu_networks, between,
+                                                                 args.seed)
+        print(f"\n{r['profile']}'s workspace table ({r['space']}, training workspace measured at batches "
+              f"{', '.join(map(str, r['table_batches']))}) on {r['networks']} networks it did not measure, on "
+              f"{r['device']}: inference at batch 1 {r['inference']['median']:.1%} / {r['inference']['p90']:.1%}; "
+              f"training (predicted: saved activations only; + workspace: the table's, interpolated)\n"
+              f"{TRAINING_HEADER}{WORKSPACE_HEADER}")
+        for b in between:
+            print(training_line(r["space"], b, r[f"training_b{b}"]))
     if args.gpu and "gpu-energy" not in skip:
         energy_spaces = [n for n in args.energy_spaces.split(",") if n]
         result["gpu_energy"], idle = {}, None   # the idle power read once, before the first network

@@ -26,9 +26,10 @@ from hardware_profiles.tables import read_table
 from search_spaces.blocks import NetworkDef, network_def_from_json
 
 
-_KEY_COLUMN = {"blocks": "key", "networks": "arch", "extra": "network", "energy": "arch", "memory": "arch"}
+_KEY_COLUMN = {"blocks": "key", "networks": "arch", "extra": "network", "energy": "arch", "memory": "arch",
+               "workspace": "key"}
 _VALUE_COLUMN = {"blocks": "median_ms", "networks": "median_ms", "extra": "median_ms", "energy": "energy_mj",
-                 "memory": "activation_bytes"}
+                 "memory": "activation_bytes", "workspace": "peak_bytes"}
 
 
 class MissingKeys(KeyError):
@@ -61,15 +62,16 @@ class TableProfile(HardwareProfile):
         self.costs = BlockCosts.measured(self.block_ms, self.overhead_ms)
 
     def table(self, which: TableName) -> pd.DataFrame:
-        """The profile's table `which` (``"blocks"``, ``"networks"``, ``"extra"``, ``"energy"`` or ``"memory"``),
-        verified against the manifest's SHA-256 (when it records one) before it is parsed; what every reader of a
-        profile's tables should call.
+        """The profile's table `which` (``"blocks"``, ``"networks"``, ``"extra"``, ``"energy"``, ``"memory"`` or
+        ``"workspace"``), verified against the manifest's SHA-256 (when it records one) before it is parsed; what
+        every reader of a profile's tables should call.
 
         Raises:
             ManifestError: the profile has no such table.
             IntegrityError: the file is missing or not the one recorded.
             InputError: it cannot be read, lacks its key or value column (``median_ms``; ``energy_mj``,
-                ``activation_bytes``), or holds a value that is not a finite number (the line is named).
+                ``activation_bytes``, ``peak_bytes``), or holds a value that is not a finite number (the line is
+                named).
         """
         path = self.manifest.table_path(self.folder, which)
         if path is None:

@@ -31,7 +31,7 @@ Kind = Literal["measured", "simulated", "imported"]
 Backend = Literal[tuple(dict.fromkeys(["onnxruntime-cpu", "torch-cuda", *IMPLEMENTATIONS.names(), "simulator",
                                        "none"]))]
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
-TableName = Literal["blocks", "networks", "extra", "energy", "memory"]
+TableName = Literal["blocks", "networks", "extra", "energy", "memory", "workspace"]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -52,13 +52,16 @@ class Tables(BaseModel):
                                "or Parquet with `arch` and `energy_mj` columns")
     memory: str | None = Field(None, description="activation peak of networks at batch 1 (hardware_profiles.memory): "
                                "CSV or Parquet with `arch` and `activation_bytes` columns")
+    workspace: str | None = Field(None, description="each layer of the space run alone at batch 1, its eager peak "
+                                  "on a GPU (hardware_profiles.memory --workspace): CSV or Parquet with `key` and "
+                                  "`peak_bytes` columns")
 
     @model_serializer(mode="wrap")
     def _without_missing_energy(self, handler):
-        """Dumped without ``energy`` and ``memory`` when there are none, as before they existed (so earlier
-        versions read it)."""
+        """Dumped without ``energy``, ``memory`` and ``workspace`` when there are none, as before they existed (so
+        earlier versions read it)."""
         data = handler(self)
-        for which in ("energy", "memory"):
+        for which in ("energy", "memory", "workspace"):
             if data.get(which) is None:
                 data.pop(which, None)
         return data
@@ -146,7 +149,7 @@ def attach_table(folder: Path, table, which: TableName, options: dict[str, Any])
 def table_hashes(manifest: Manifest, folder: Path) -> dict[str, str]:
     """SHA-256 of each table the manifest names, as found in `folder` now (for a writer whose tables are final)."""
     paths = {which: manifest.table_path(folder, which) for which in ("blocks", "networks", "extra", "energy",
-                                                                      "memory")}
+                                                                      "memory", "workspace")}
     return {which: sha256_file(path) for which, path in paths.items() if path is not None}
 
 

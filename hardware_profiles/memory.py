@@ -2,11 +2,14 @@
 glibc's allocator over a PyTorch training step (`torch_training_bytes`), the tensors autograd keeps for the
 backward pass (`saved_tensor_bytes`), and the tensors an eager forward pass holds (`eager_tensor_bytes`).
 
-    python -m hardware_profiles.memory --profile P [--networks N]
+    python -m hardware_profiles.memory --profile P [--networks N] [--workspace]
 
 measures a profile's networks with its own engine into its memory table (`memory_table`: ``memory.csv``, `arch`
 and `activation_bytes`), which a recipe's ``max_memory_mb`` in a latency entry on that profile is corrected by
-(`predictors.memory.profile_memory_correction`).
+(`predictors.memory.profile_memory_correction`). On a GPU profile, ``--workspace`` measures instead every layer of
+its space alone (`workspace_table`: ``workspace.csv``, `key` and `peak_bytes`, the block table of memory): what each
+layer's cuDNN algorithms allocate beside its tensors, which the eager walk adds per layer
+(`predictors.memory.profile_memory_model`), to within 0.1 % of every network measured, with no network measured.
 
 onnxruntime's profiler (1.23 and later) records, after every kernel, the bytes its allocator has handed out
 (``mem_bytes_requested_in_use``: requested sizes, before the arena's rounding). The activation peak of one run is the
@@ -231,6 +234,74 @@ def cuda_memory_bytes(model, input_shape: tuple[int, ...], batch: int, train: bo
     return torch.cuda.max_memory_allocated() - base
 
 
+def _per_layer(space, layers, measure, log) -> dict[str, int]:
+    """`measure(module, input_shape)` of each distinct layer (`LayerCost`) of `layers` built alone
+    (`SearchSpace.build_layer`), keyed by its cost key (`str`), the allocator's cache emptied after each."""
+    import torch
+
+    out: dict[str, int] = {}
+    for lc in layers:
+        key = str(lc.key)
+        if key not in out:
+            out[key] = int(measure(space.build_layer(lc.key), (1, *lc.key.in_shape)))
+            torch.cuda.empty_cache()
+            log(f"{key}: {out[key]} bytes")
+    return out
+
+
+def cuda_layer_bytes(space, layers, log=lambda line: None) -> dict[str, int]:
+    """Each distinct layer (`LayerCost`) of `layers` built alone and run as `cuda_memory_bytes` runs a network in
+    eager inference at batch 1, its input included: keyed by its cost key (`str`).
+    `predictors.memory.cuda_workspace_bytes` takes the tensors the eager walk counts off it."""
+    return _per_layer(space, layers, lambda module, shape: cuda_memory_bytes(module, shape, 1, train=False), log)
+
+
+CONV_WORKSPACE_FRAME = "run_conv_plan"   # where PyTorch's cuDNN convolutions allocate their workspace (C++ frame)
+
+
+def cuda_train_workspace_bytes(module, input_shape: tuple[int, ...], batch: int) -> int:
+    """The largest cuDNN workspace one training step of `module` (forward, then backward from a gradient of ones,
+    fp32) allocates at `batch`: the allocations PyTorch's allocator traced from inside its cuDNN convolution
+    (`CONV_WORKSPACE_FRAME`), after a first step has chosen the algorithms. The input needs its gradient unless it
+    is a network's image (3 channels). A workspace can dwarf the layer's tensors at a large batch (2,400 MiB for the
+    weight gradient of MobileNet's 1x1 head convolution, after the global pool, at batch 512 on an H100; 13 MiB at
+    256).
+
+    Raises:
+        RuntimeError: the trace has no C++ frames to read (a PyTorch built without them).
+    """
+    import torch
+
+    module = module.to("cuda").train()
+    x = torch.randn((batch, *input_shape[1:]), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    x.requires_grad_(input_shape[1] != 3)
+
+    def step() -> None:
+        out = module(x)
+        out.backward(torch.ones_like(out))
+
+    step()
+    torch.cuda.synchronize()
+    torch.cuda.memory._record_memory_history(max_entries=200_000, context="alloc", stacks="all")
+    try:
+        step()
+        torch.cuda.synchronize()
+        trace = torch.cuda.memory._snapshot()["device_traces"][torch.cuda.current_device()]
+    finally:
+        torch.cuda.memory._record_memory_history(enabled=None)
+    allocs = [e for e in trace if e["action"] == "alloc"]
+    if allocs and not any(f.get("name", "").startswith("c10::") for e in allocs for f in e.get("frames", ())):
+        raise RuntimeError("the allocator's trace has no C++ frames: cannot tell cuDNN's workspace apart")
+    return max((e["size"] for e in allocs if any(CONV_WORKSPACE_FRAME in f.get("name", "")
+                                                  for f in e.get("frames", ()))), default=0)
+
+
+def cuda_layer_train_workspace(space, layers, batch: int, log=lambda line: None) -> dict[str, int]:
+    """`cuda_train_workspace_bytes` of each distinct layer of `layers` at `batch`, by its cost key (`str`): what
+    `predictors.memory.training_memory`'s ``workspace`` takes."""
+    return _per_layer(space, layers, lambda module, shape: cuda_train_workspace_bytes(module, shape, batch), log)
+
+
 MEMORY_BACKENDS = {"onnxruntime-cpu": "onnxruntime", "torch-cuda": "eager"}   # what measures a memory table, and
 # the walk (`predictors.memory.inference_memory`'s engine) its correction starts from
 
@@ -287,6 +358,54 @@ def memory_table(profile, archs: list[str], log=lambda line: None):
     return pd.DataFrame(rows, columns=["arch", "activation_bytes"]), options
 
 
+TRAIN_COLUMN = "train_b{}_bytes"   # a workspace table's column: each layer's training workspace at that batch
+# the batches a workspace table measures training workspace at by default: cuDNN's choice of algorithm, and so its
+# workspace, changes in steps with the batch (MobileNet's head conv: 13 MiB at 256, 2,400 MiB at 512 on an H100), so
+# the batches people train at are measured rather than interpolated
+TRAIN_BATCHES = (8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def workspace_table(profile, train_batches=TRAIN_BATCHES, log=lambda line: None):
+    """Every layer of a GPU profile's space (`SearchSpace.enumerate_layers`) measured alone on this GPU
+    (`cuda_layer_bytes`), as a table of ``key`` and ``peak_bytes``, with a column per batch of `train_batches`
+    (``train_b<B>_bytes``): the largest cuDNN workspace the layer's training step allocates at that batch
+    (`cuda_train_workspace_bytes`); and the manifest options that say how (``workspace_method``, the GPU, cuDNN's
+    version, ``workspace_train_batches``).
+
+    Raises:
+        InputError: not a torch-cuda fp32 profile, no CUDA device, or a space that cannot build single layers.
+    """
+    import pandas as pd
+    import torch
+    from tqdm import tqdm
+
+    from search_spaces import make_space
+
+    m = profile.manifest
+    if m.backend != "torch-cuda" or m.precision != "fp32":
+        raise InputError(f"--profile: {m.ref} is a {m.backend} {m.precision} profile; layer workspace tables are "
+                         "measured for torch-cuda fp32 profiles")
+    if not torch.cuda.is_available():
+        raise InputError(f"--profile: {m.ref} is a GPU profile and this machine has no CUDA device")
+    space = make_space(m.space, m.space_options, m.num_classes or 1000, source=f"{m.ref} manifest")
+    layers, exact = space.enumerate_layers()
+    try:
+        peaks = cuda_layer_bytes(space, tqdm(layers, desc=f"{m.ref}: layer memory", unit="layer"), log)
+        train = {TRAIN_COLUMN.format(b): cuda_layer_train_workspace(
+            space, tqdm(layers, desc=f"{m.ref}: training workspace at batch {b}", unit="layer"), b, log)
+            for b in train_batches}
+    except NotImplementedError as err:
+        raise InputError(f"--profile: {m.ref}: {err}") from None
+    how = (f"each of {'all' if exact else 'a sample of'} {len(peaks)} layers of space {m.space} alone on "
+           f"{torch.cuda.get_device_name()}: torch.cuda.max_memory_allocated of an eager forward pass at batch 1; "
+           "the largest cuDNN workspace of a training step (fp32) at each batch of workspace_train_batches")
+    options = {"workspace_method": how, "workspace_cudnn": str(torch.backends.cudnn.version()),
+               "workspace_torch": torch.__version__, "workspace_train_batches": list(train_batches)}
+    table = pd.DataFrame({"key": list(peaks), "peak_bytes": list(peaks.values()),
+                          **{c: [per[k] for k in peaks] for c, per in train.items()}})
+    return table, options
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     from core.cli import ArgParser
@@ -299,10 +418,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", required=True, help="a measured onnxruntime-cpu or torch-cuda profile with a "
                    "networks table (its networks are measured)")
     p.add_argument("--networks", type=int, help="how many of its networks (default all)")
+    p.add_argument("--workspace", action="store_true", help="measure every layer of a GPU profile's space alone "
+                   "into its workspace table instead (what cuDNN allocates beside each layer's tensors)")
+    p.add_argument("--train-batches", default=",".join(map(str, TRAIN_BATCHES)), metavar="B,B,...",
+                   help="with --workspace: the batch sizes each layer's training workspace is measured at (default "
+                   "the powers of two from 8 to 1024)")
     args = p.parse_args(argv)
     if args.networks is not None and args.networks <= 0:
         raise InputError(f"--networks: {args.networks}: expected a positive count")
     profile = get_profile(args.profile)
+    if args.workspace:
+        if not isinstance(profile, TableProfile):
+            raise InputError(f"--profile: {args.profile} is not a measured profile")
+        try:
+            batches = sorted({int(b) for b in args.train_batches.split(",") if b.strip()})
+        except ValueError:
+            raise InputError(f"--train-batches: {args.train_batches!r}: expected batch sizes such as 32,128,512") \
+                from None
+        if not batches or batches[0] <= 0:
+            raise InputError(f"--train-batches: {args.train_batches!r}: expected positive batch sizes")
+        table, options = workspace_table(profile, batches)
+        path = attach_table(resolve(args.profile), table, "workspace", options)
+        print(f"{len(table)} layers -> {path}")
+        return 0
     if not isinstance(profile, TableProfile) or not profile.manifest.tables.networks:
         raise InputError(f"--profile: {args.profile} is not a measured profile with a networks table")
     archs = profile.read_networks()["arch"].astype(str).tolist()[:args.networks]

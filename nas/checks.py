@@ -72,6 +72,7 @@ def check_recipe(source: str, recipe: Recipe) -> RunContext:
             except LatencySetupError as err:
                 raise RecipeError(f"{source}: {err}") from None
     _check_train_batch(source, recipe, plugins)
+    _check_train_memory_profile(source, recipe, ctx.space)
     _check_smallest(source, recipe, ctx.space)
     return ctx
 
@@ -93,14 +94,16 @@ def _check_energy(source: str, index: int, lat) -> None:
 
 
 def _check_memory(source: str, index: int, lat) -> None:
-    """A latency entry's ``max_memory_mb`` needs a profile with a memory table (`hardware_profiles.memory`)."""
+    """A latency entry's ``max_memory_mb`` needs a profile with a memory or workspace table
+    (`hardware_profiles.memory`)."""
     if lat.max_memory_mb is None:
         return
     profile = get_profile(lat.profile) if lat.source != "table" else None
-    if not (isinstance(profile, TableProfile) and getattr(profile.manifest.tables, "memory", None)):
+    if not (isinstance(profile, TableProfile) and (getattr(profile.manifest.tables, "memory", None)
+                                                   or getattr(profile.manifest.tables, "workspace", None))):
         raise RecipeError(f"{source}: constraints.latency[{index}].max_memory_mb: {lat.profile} has no memory table; "
-                          f"measure one (python -m hardware_profiles.memory --profile {lat.profile}) or limit the "
-                          "walk's figure with constraints.max_memory_mb")
+                          f"measure one (python -m hardware_profiles.memory --profile {lat.profile}, with --workspace "
+                          "on a GPU profile) or limit the walk's figure with constraints.max_memory_mb")
     if lat.implementation != "default":
         raise RecipeError(f"{source}: constraints.latency[{index}].max_memory_mb: memory is known for the profile's "
                           "own engine only; leave implementation out")
@@ -123,6 +126,28 @@ def _check_train_batch(source: str, recipe: Recipe, plugins) -> None:
         raise RecipeError(f"{source}: constraints.train_batch: {needs} needs the batch size a trial trains at, and "
                           f"evaluator {recipe.evaluator.name!r} has no batch_size; set it")
     c.train_batch = batch
+
+
+def _check_train_memory_profile(source: str, recipe: Recipe, space) -> None:
+    """``constraints.train_memory_profile``: a profile whose workspace table measured training workspace for layers
+    of the recipe's space, and a training memory figure that uses it."""
+    c = recipe.constraints
+    if c.train_memory_profile is None:
+        return
+    field = f"{source}: constraints.train_memory_profile"
+    if c.max_train_memory_gb is None and recipe.cluster.trial_memory != "predicted":
+        raise RecipeError(f"{field}: nothing predicts training memory; set constraints.max_train_memory_gb or "
+                          "cluster.trial_memory: predicted")
+    from nas.objectives import train_workspace_model
+
+    try:
+        model = train_workspace_model(c.train_memory_profile, space)
+    except (InputError, ValueError) as err:
+        raise RecipeError(f"{field}: {err}") from None
+    if not model.train:
+        raise RecipeError(f"{field}: {c.train_memory_profile}'s workspace table has no training workspace; "
+                          f"measure it (python -m hardware_profiles.memory --profile {c.train_memory_profile} "
+                          "--workspace)")
 
 
 def _check_implementation(source: str, index: int, lat) -> None:

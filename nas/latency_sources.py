@@ -243,10 +243,10 @@ def make_sources(constraints: Constraints, space, run_dir: Path, *, seed: int = 
             except ValueError as err:
                 raise LatencySetupError(f"constraints.latency[{i}].max_energy_mj: {err}") from None
         if lat.max_memory_mb is not None:
-            from predictors.memory import profile_memory_correction
+            from predictors.memory import profile_memory_model
 
-            try:   # a measured memory table (hardware_profiles.memory): its correction, the same in every worker
-                out[lat.profile].memory_model = profile_memory_correction(out[lat.profile].profile, space, seed)
+            try:   # a measured workspace or memory table (hardware_profiles.memory); the same model in every worker
+                out[lat.profile].memory_model = profile_memory_model(out[lat.profile].profile, space, seed)
             except ValueError as err:
                 raise LatencySetupError(f"constraints.latency[{i}].max_memory_mb: {err}") from None
     return out
@@ -254,7 +254,8 @@ def make_sources(constraints: Constraints, space, run_dir: Path, *, seed: int = 
 
 def memory_figure(src: LatencySource, space, arch: Hashable) -> float:
     """A candidate's inference memory at batch 1 (MiB) on the source's profile: its parameters plus the activation
-    peak the profile's memory correction predicts (`predictors.memory.profile_memory_correction`)."""
+    peak the profile's memory model predicts (`predictors.memory.profile_memory_model`: the eager walk with its
+    layers' workspace, or a correction fitted to its networks)."""
     from predictors.memory import MIB, inference_memory
 
     return float((inference_memory(space, arch).param_bytes + src.memory_model.predict([arch])[0]) / MIB)

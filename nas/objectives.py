@@ -5,6 +5,7 @@ once the latency of a candidate is known.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable, Sequence
 
 import numpy as np
@@ -66,12 +67,56 @@ def latency_violation(constraints: Constraints, latencies: dict[str, float],
     return None
 
 
+@functools.lru_cache(maxsize=8)
+def train_workspace_model(profile: str, space):
+    """``constraints.train_memory_profile``'s workspace table on `space` (`predictors.memory.profile_workspace`),
+    read once per process.
+
+    Raises:
+        ValueError: it has no usable workspace table (InputError: no such profile)."""
+    from hardware_profiles import get_profile
+    from predictors.memory import profile_workspace
+
+    return profile_workspace(get_profile(profile), space)
+
+
+def train_memory(space, constraints: Constraints, arch: Hashable, batch: int):
+    """`arch`'s training step at `batch` as the limits predict it (`predictors.memory.training_memory`), with each
+    layer's cuDNN workspace from ``constraints.train_memory_profile`` where the recipe names one."""
+    from predictors.memory import training_memory
+
+    workspace = None
+    if constraints.train_memory_profile is not None:
+        workspace = train_workspace_model(constraints.train_memory_profile, space).train_workspace(
+            space.layer_costs(arch), batch)
+    return training_memory(space, arch, batch, workspace=workspace)
+
+
+def fitting_batch(space, constraints: Constraints, arch: Hashable, limit_bytes: float) -> int:
+    """The largest batch size whose training step (`train_memory`) fits in `limit_bytes`; 0 when not even one sample
+    does: `predictors.memory.largest_batch`, exact without a workspace; with one, which only adds, the largest batch
+    up to that one whose step fits."""
+    from predictors.memory import largest_batch
+
+    top = largest_batch(space, arch, limit_bytes)
+    if constraints.train_memory_profile is None:
+        return top
+    lo, hi = 0, top
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if train_memory(space, constraints, arch, mid).total_bytes <= limit_bytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def memory_check(space, constraints: Constraints, arch: Hashable) -> tuple[dict[str, float], str | None]:
     """(the memory figures the limits ask for: ``memory_mb``, ``train_memory_gb`` and, with ``on_train_memory:
     shrink``, the ``train_batch`` the candidate trains at; the first limit `arch` breaks or None), predicted from
     the genotype alone (`predictors.memory`) before a trial is spent. Shrinking takes the largest batch size whose
-    step fits max_train_memory_gb (`predictors.memory.largest_batch`), if it is min_train_batch or more."""
-    from predictors.memory import inference_memory, largest_batch, training_memory
+    step fits max_train_memory_gb (`fitting_batch`), if it is min_train_batch or more."""
+    from predictors.memory import inference_memory
 
     fields: dict[str, float] = {}
     violation = None
@@ -83,11 +128,12 @@ def memory_check(space, constraints: Constraints, arch: Hashable) -> tuple[dict[
     limit = constraints.max_train_memory_gb
     if limit is not None:
         batch = constraints.train_batch or 1
-        gb = training_memory(space, arch, batch).total_gb
+        gb = train_memory(space, constraints, arch, batch).total_gb
         shrink = constraints.on_train_memory == "shrink"
-        fits = min(batch, largest_batch(space, arch, limit * 2 ** 30)) if shrink and gb > limit else batch
+        fits = min(batch, fitting_batch(space, constraints, arch, limit * 2 ** 30)) if shrink and gb > limit \
+            else batch
         if fits < batch and fits >= min(constraints.min_train_batch, batch):
-            batch, gb = fits, training_memory(space, arch, fits).total_gb
+            batch, gb = fits, train_memory(space, constraints, arch, fits).total_gb
         if shrink:
             fields["train_batch"] = batch
         fields["train_memory_gb"] = gb

@@ -14,7 +14,7 @@ from core.io import atomic_write_json, atomic_write_text, write_sha256sums
 from nas.context import RunContext
 from nas.latency_sources import profile_file_name
 from nas.objectives import (energy_column, implementation_column, latency_column, memory_columns,
-                            profile_budget_columns, profile_memory_column, shrunk_batch)
+                            profile_budget_columns, profile_memory_column, shrunk_batch, train_memory)
 from nas.recipe import Recipe
 from nas.results import RunLog
 from nas.tracking import ExportedModel, make_tracker
@@ -315,7 +315,7 @@ def memory_figures(ctx: RunContext, arch: Any) -> dict[str, str]:
     """The model card's memory figures, predicted from the layer shapes (`predictors.memory`): inference at batch 1
     and, where the evaluator trains at a known batch size, a training step at it (the smaller one it was trained at
     under ``constraints.on_train_memory: shrink``)."""
-    from predictors.memory import MIB, inference_memory, training_memory
+    from predictors.memory import MIB, inference_memory
 
     c = ctx.recipe.constraints
     inf = inference_memory(ctx.space, arch, channel_block=c.memory_block(), engine=c.memory_engine)
@@ -324,7 +324,7 @@ def memory_figures(ctx: RunContext, arch: Any) -> dict[str, str]:
                                                   f"{inf.engine} engine)"}
     batch = shrunk_batch(ctx.space, c, arch) or c.train_batch or getattr(ctx.evaluator.options, "batch_size", None)
     if isinstance(batch, int) and ctx.evaluator.trains:
-        gb = training_memory(ctx.space, arch, batch).total_gb
+        gb = train_memory(ctx.space, c, arch, batch).total_gb
         out[f"training memory at batch {batch} (GiB, predicted)"] = f"{gb:.4f}"
     return out
 

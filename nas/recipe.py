@@ -124,6 +124,11 @@ class Constraints(_Strict):
                                                          "train_batch breaks max_train_memory_gb: refuse it, or "
                                                          "shrink: train it at the largest batch size that fits "
                                                          "(column train_batch), refused only below min_train_batch")
+    train_memory_profile: str | None = Field(None, description="max_train_memory_gb and cluster.trial_memory: "
+                                             "predicted: a GPU profile whose workspace table measured each "
+                                             "layer's cuDNN workspace in training (python -m "
+                                             "hardware_profiles.memory --workspace); the prediction adds it "
+                                             "where the backward pass reaches that layer (default: none)")
     min_train_batch: PositiveInt = Field(8, description="on_train_memory: shrink: the smallest batch size a trial "
                                          "may train at (BatchNorm's batch statistics get noisy below it)")
     latency: list[LatencyConstraint] = Field(default_factory=list)

@@ -146,7 +146,7 @@ class PredictedMemory:
     """Tune's per-trial resources with ``cluster.trial_memory: predicted``: the recipe's trial resources plus Ray's
     `memory` (bytes) for the candidate in the trial's config, its training step at ``constraints.train_batch`` (or
     the smaller batch it trains at under ``constraints.on_train_memory: shrink``)
-    (`predictors.memory.training_memory`) plus ``cluster.trial_memory_overhead_gb``; so Ray starts a trial only on a
+    (`nas.objectives.train_memory`) plus ``cluster.trial_memory_overhead_gb``; so Ray starts a trial only on a
     node with that much unreserved memory, and a large candidate does not share a node with more than fit. Where
     trials train on GPUs and ``cluster.gpu_memory_gb`` says how much one holds, the step is reserved as a share of
     a GPU instead (`gpu_share`), and Ray's `memory` holds the worker's overhead only."""
@@ -156,12 +156,11 @@ class PredictedMemory:
 
     def step_bytes(self, arch: str) -> int:
         """The predicted training step of `arch` at the batch it trains at."""
-        from nas.objectives import shrunk_batch
-        from predictors.memory import training_memory
+        from nas.objectives import shrunk_batch, train_memory
 
         r, genotype = self.recipe, self.space.decode(arch)
         batch = shrunk_batch(self.space, r.constraints, genotype) or r.constraints.train_batch or 1
-        return training_memory(self.space, genotype, batch).total_bytes
+        return train_memory(self.space, r.constraints, genotype, batch).total_bytes
 
     def bytes_for(self, arch: str) -> int:
         """Ray's `memory` for a CPU trial of `arch`: its training step plus the worker's overhead."""

@@ -54,7 +54,12 @@ allocator's peak over a real training step (`hardware_profiles.memory.torch_trai
 GPU step allocates, less cuDNN's workspace. A naive sum (weights plus every layer's output once) is given beside
 it (`naive_training_bytes`) as the baseline the published estimators are compared with. The figure is affine in
 the batch, so the largest batch that fits a budget is exact (`largest_batch`): what a search with
-``constraints.on_train_memory: shrink`` trains a large candidate at.
+``constraints.on_train_memory: shrink`` trains a large candidate at. On a GPU, cuDNN's workspace comes on top: a
+layer's, measured alone in a training step (`hardware_profiles.memory.cuda_train_workspace_bytes`), lifts the peak
+where the backward pass reaches that layer (``workspace``; MobileNet's head at batch 512 on an H100: 2,400 MiB, the
+5-8 % the saved activations alone miss). A GPU profile's workspace table holds it per layer and batch
+(`WorkspaceWalk`, `profile_workspace`), with each layer's inference workspace, which the eager walk adds for
+``max_memory_mb`` on that profile (`profile_memory_model`).
 """
 from __future__ import annotations
 
@@ -113,10 +118,12 @@ class TrainingMemory:
     saved_activation_bytes: int
     batch: int
     naive_training_bytes: int
+    workspace_bytes: int = 0   # how far a layer's cuDNN workspace lifts the peak above the saved activations
 
     @property
     def total_bytes(self) -> int:
-        return self.weight_bytes + self.gradient_bytes + self.optimizer_bytes + self.saved_activation_bytes
+        return (self.weight_bytes + self.gradient_bytes + self.optimizer_bytes + self.saved_activation_bytes
+                + self.workspace_bytes)
 
     @property
     def total_gb(self) -> float:
@@ -228,26 +235,31 @@ def inference_memory(space, arch: Hashable, batch: int = 1, channel_block: int =
 
 def cuda_workspace_bytes(space, layers, log=lambda line: None) -> dict[str, int]:
     """Each distinct layer's workspace on this GPU at batch 1: the layer alone, run as
-    `hardware_profiles.memory.cuda_memory_bytes` runs a network in eager inference, less the tensors the eager walk
-    counts for it (`layer_peak`): what cuDNN's algorithm for its convolutions allocates beside them. Keyed by the
-    layer's cost key (`str`), for `inference_memory`'s ``workspace``; a layer that holds nothing more gets 0."""
-    import torch
+    `hardware_profiles.memory.cuda_memory_bytes` runs a network in eager inference (`cuda_layer_bytes`), less the
+    tensors the eager walk counts for it (`workspace_of`): what cuDNN's algorithm for its convolutions allocates
+    beside them. Keyed by the layer's cost key (`str`), for `inference_memory`'s ``workspace``."""
+    from hardware_profiles.memory import cuda_layer_bytes
 
-    from hardware_profiles.memory import cuda_memory_bytes
-
-    out: dict[str, int] = {}
-    for lc in layers:
-        key = str(lc.key)
-        if key not in out:
-            alone = cuda_memory_bytes(space.build_layer(lc.key), (1, *lc.key.in_shape), 1, train=False)
-            out[key] = max(0, alone - 4 * layer_peak(lc, engine="eager"))
-            torch.cuda.empty_cache()
-            log(f"{key}: {out[key]} bytes")
-    return out
+    return workspace_of(layers, cuda_layer_bytes(space, layers, log))
 
 
-def training_memory(space, arch: Hashable, batch: int, optimizer: str = "sgd") -> TrainingMemory:
+def workspace_of(layers, peaks: Mapping[str, int]) -> dict[str, int]:
+    """What each layer (`LayerCost`) whose cost key `peaks` names holds beyond the tensors the eager walk counts for
+    it (`layer_peak`), from its measured eager peak alone at batch 1 (`peaks`, by `str` of the key: a profile's
+    workspace table); 0 where it holds nothing more."""
+    return {str(lc.key): max(0, int(peaks[str(lc.key)]) - 4 * layer_peak(lc, engine="eager"))
+            for lc in layers if str(lc.key) in peaks}
+
+
+def training_memory(space, arch: Hashable, batch: int, optimizer: str = "sgd",
+                    workspace: Mapping[str, int] | None = None) -> TrainingMemory:
     """Training-step memory of `arch` at `batch` in fp32 with `optimizer` (``sgd`` with momentum, ``adam``).
+    `workspace`: the largest cuDNN workspace each layer's training step allocates at this batch, by its cost key
+    (`str`; `hardware_profiles.memory.cuda_layer_train_workspace` measures it on a GPU). The backward pass frees
+    each layer's saved activations once it is done with them, so a layer's workspace sits on top of what the layers
+    up to it keep: the peak is the larger of all saved activations and, over the layers, what they keep up to that
+    layer plus its workspace (MobileNet's head convolution at batch 512 on an H100: 2,400 MiB, which the saved
+    activations alone miss by 5-8 %). Layers it does not name add nothing.
 
     Raises:
         ValueError: `batch` is not positive, or an unknown optimizer.
@@ -259,6 +271,7 @@ def training_memory(space, arch: Hashable, batch: int, optimizer: str = "sgd") -
     layers = space.layer_costs(arch)
     weights = sum(lc.params for lc in layers) * 4
     saved = _elems(space.input_shape(arch)[1:])   # the input, which the first convolution keeps
+    kept = []   # what the layers up to each keep (values), for the backward walk of `workspace`
     for n, lc in enumerate(layers):
         key = lc.key
         convs = [c for c in lc.convs if not (key.se and c.hw_in == c.hw_out == 1)]
@@ -279,9 +292,13 @@ def training_memory(space, arch: Hashable, batch: int, optimizer: str = "sgd") -
             saved += _elems(key.out_shape)   # layer keeps as its input, unless a sum is made of it first
         if not convs and not (key.op == "add" and then_add):   # a sum another is added to is kept by nobody
             saved += SAVED_WITHOUT_CONV.get(key.op, lambda i, o: o)(_elems(key.in_shape), _elems(key.out_shape))
+        kept.append(saved)
     saved -= space.saved_twice(arch)   # a tensor the walk met more than once (a cell's node several edges keep)
+    lift = max((4 * batch * min(k, saved) + workspace.get(str(lc.key), 0) for k, lc in zip(kept, layers)),
+               default=0) - 4 * batch * saved if workspace else 0
     naive = weights + 4 * batch * sum(_elems(lc.key.out_shape) for lc in layers)
-    return TrainingMemory(weights, weights, OPTIMIZER_STATES[optimizer] * weights, 4 * batch * saved, batch, naive)
+    return TrainingMemory(weights, weights, OPTIMIZER_STATES[optimizer] * weights, 4 * batch * saved, batch, naive,
+                          max(0, lift))
 
 
 def largest_batch(space, arch: Hashable, limit_bytes: float, optimizer: str = "sgd") -> int:
@@ -362,6 +379,112 @@ def profile_memory_correction(profile, space, seed: int = 0) -> MemoryCorrection
     return MemoryCorrection(space, int(m.options.get("memory_channel_block", 1)), seed,
                             str(m.options.get("memory_engine", "fused"))).fit(
         archs, table["activation_bytes"].to_numpy(float))
+
+
+class WorkspaceWalk:
+    """A GPU profile's memory model from its workspace table (`hardware_profiles.memory.workspace_table`), no network
+    measured and nothing fitted: for inference, the eager walk plus each layer's workspace (`workspace_of`); for
+    training, each layer's cuDNN workspace in a training step (`train_workspace`, what `training_memory` adds). A
+    layer the table does not name (a space option the profile was not measured with) is given the table's largest
+    workspace, a bound rather than a guess, and counted in `unmeasured`. Predicts as `MemoryCorrection` does.
+
+    Args:
+        space: the space the networks come from.
+        peaks: each layer's eager peak alone at batch 1, by `str` of its cost key (the table's ``peak_bytes``).
+        train: each layer's largest workspace in a training step, by batch size, then by key (its
+            ``train_b<B>_bytes`` columns); empty where the table has none.
+    """
+
+    engine = "eager"
+
+    def __init__(self, space, peaks: Mapping[str, int], train: Mapping[int, Mapping[str, int]] | None = None):
+        self.space, self.peaks = space, dict(peaks)
+        self.train = {int(b): dict(per) for b, per in sorted((train or {}).items())}
+        self.bound: int | None = None   # the largest workspace of a layer the table names (`workspace`)
+        self.unmeasured: set[str] = set()
+
+    def workspace(self, layers) -> dict[str, int]:
+        """Each layer's workspace (bytes, by `str` of its cost key); the table's largest where it names none."""
+        missing = {str(lc.key) for lc in layers} - self.peaks.keys()
+        if missing and self.bound is None:
+            self.bound = max(workspace_of(self.space.enumerate_layers()[0], self.peaks).values(), default=0)
+        self.unmeasured |= missing
+        return {**workspace_of(layers, self.peaks), **{key: self.bound for key in missing}}
+
+    def train_workspace(self, layers, batch: int) -> dict[str, int]:
+        """Each layer's largest cuDNN workspace in a training step at `batch` (bytes, by `str` of its cost key), for
+        `training_memory`'s ``workspace``: as measured where the table has the batch, else interpolated linearly
+        between the two measured batches around it, and beyond them in proportion to the batch from the nearest
+        (a workspace grows with the tensors it works on); a layer the table does not name gets the table's
+        largest. Empty when the table measured no training workspace."""
+        if not self.train:
+            return {}
+        batches = list(self.train)
+        lo = max((b for b in batches if b <= batch), default=None)
+        hi = min((b for b in batches if b >= batch), default=None)
+
+        def at(per: Mapping[str, int], key: str) -> float:
+            return per.get(key, max(per.values(), default=0))
+
+        out = {}
+        for lc in layers:
+            key = str(lc.key)
+            if key not in self.train[batches[0]]:
+                self.unmeasured.add(key)
+            if lo is not None and hi is not None:
+                v0, v1 = at(self.train[lo], key), at(self.train[hi], key)
+                value = v0 if hi == lo else v0 + (v1 - v0) * (batch - lo) / (hi - lo)
+            else:
+                near = lo if hi is None else hi
+                value = at(self.train[near], key) * batch / near
+            out[key] = int(round(value))
+        return out
+
+    def predict(self, archs: Sequence[Hashable]) -> np.ndarray:
+        """Activation peak bytes of each arch at batch 1: the eager walk, each layer's workspace added."""
+        return np.asarray([inference_memory(self.space, a, engine="eager",
+                                            workspace=self.workspace(self.space.layer_costs(a))).activation_bytes
+                           for a in archs], float)
+
+
+def profile_workspace(profile, space) -> WorkspaceWalk:
+    """`profile`'s workspace table (`hardware_profiles.memory.workspace_table`) as a `WorkspaceWalk` on `space`.
+
+    Raises:
+        ValueError: the profile has no workspace table, one that is damaged, or one that names no layer of `space`.
+    """
+    from core.errors import InputError
+    from hardware_profiles.memory import TRAIN_COLUMN
+
+    m = profile.manifest
+    if not getattr(m.tables, "workspace", None):
+        raise ValueError(f"{m.ref} has no workspace table (python -m hardware_profiles.memory --profile {m.name} "
+                         "--workspace measures one on its GPU)")
+    try:
+        table = profile.table("workspace")
+    except InputError as err:
+        raise ValueError(str(err)) from None
+    keys = table["key"].astype(str)
+    train = {b: dict(zip(keys, table[TRAIN_COLUMN.format(b)].astype(np.int64)))
+             for b in map(int, m.options.get("workspace_train_batches", ())) if TRAIN_COLUMN.format(b) in table}
+    model = WorkspaceWalk(space, dict(zip(keys, table["peak_bytes"].astype(np.int64))), train)
+    if not any(str(lc.key) in model.peaks for lc in space.layer_costs(space.smallest())):
+        raise ValueError(f"{m.table_path(profile.folder, 'workspace')}: names no layer of space {space.name} "
+                         f"with these options (its profile was measured on {m.space} {m.space_options or ''})")
+    return model
+
+
+def profile_memory_model(profile, space, seed: int = 0) -> WorkspaceWalk | MemoryCorrection:
+    """What a recipe's ``max_memory_mb`` on `profile` checks a candidate with: the eager walk with the profile's
+    layer workspace table where it has one (`profile_workspace`, exact on every network measured), else the
+    correction fitted to its memory table (`profile_memory_correction`).
+
+    Raises:
+        ValueError: the profile has neither table, or one that cannot be used.
+    """
+    if getattr(profile.manifest.tables, "workspace", None):
+        return profile_workspace(profile, space)
+    return profile_memory_correction(profile, space, seed)
 
 
 def main_report(space, arch: Hashable, batch: int, optimizer: str, engine: str = "fused",

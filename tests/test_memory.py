@@ -507,3 +507,173 @@ def test_a_memory_limit_on_a_profile_without_a_memory_table_is_refused_in_one_li
     with pytest.raises(RecipeError, match=r"constraints.latency\[0\].max_memory_mb: x86-ort-t1-macro has no memory "
                                           r"table; measure one \(python -m hardware_profiles.memory"):
         _context("constraints.latency=[{profile: x86-ort-t1-macro, max_ms: 100, max_memory_mb: 4}]")
+
+
+def _gpu_profile_copy(tmp_path, monkeypatch, keep_memory: bool = True):
+    """A copy of the shipped H100 profile named ``gpu-workspace`` on the profile path, without its workspace table
+    (and without its networks' memory table unless `keep_memory`): its folder."""
+    import shutil
+
+    from hardware_profiles.manifest import BUILTIN_ROOT, read_manifest, write_manifest
+
+    folder = tmp_path / "profiles" / "gpu-workspace" / "1"
+    shutil.copytree(BUILTIN_ROOT / "gpu-h100-fp32-b1" / "1", folder)
+    manifest = read_manifest(folder / "manifest.yaml")
+    manifest.name = "gpu-workspace"
+    for which in ("workspace",) if keep_memory else ("workspace", "memory"):
+        setattr(manifest.tables, which, None)
+        manifest.table_sha256.pop(which, None)
+    write_manifest(manifest, folder)
+    monkeypatch.setenv("HWNAS_PROFILE_PATH", str(tmp_path / "profiles"))
+    return folder
+
+
+def test_a_gpu_profiles_workspace_table_limits_a_search_with_the_eager_walk_and_each_layers_workspace(
+        tmp_path, monkeypatch):
+    """A GPU profile's workspace table (`hardware_profiles.memory --workspace`: each layer's eager peak alone,
+    ``peak_bytes``) is what ``max_memory_mb`` on that profile checks with (`predictors.memory.profile_memory_model`):
+    the eager walk, each layer given what it measured beyond the tensors the walk counts, and a layer the table does
+    not name the table's largest workspace. The table here is written by hand (the gpu test below measures one)."""
+    import pandas as pd
+
+    from hardware_profiles import get_profile
+    from hardware_profiles.manifest import attach_table
+    from predictors.memory import WorkspaceWalk, profile_memory_model
+
+    folder = _gpu_profile_copy(tmp_path, monkeypatch, keep_memory=False)   # the networks' table is not needed
+    measured = get_space("mobilenet", {}, num_classes=1000).enumerate_layers()[0]   # the profile's space
+    space = get_space("mobilenet", {}, num_classes=10)   # the recipe's: the table does not name its classifier
+    arch = space.sample(np.random.default_rng(3))
+    layers = space.layer_costs(arch)
+    plain = inference_memory(space, arch, engine="eager")
+    top, gone, head = (str(layers[i].key) for i in (plain.peak_layer, 1, -1))   # gone: left out of the table
+    other = next(str(lc.key) for lc in measured if str(lc.key) not in {str(x.key) for x in layers})
+    extra = {top: 1000, other: 5000}
+    rows = [(str(lc.key), 4 * layer_peak(lc, engine="eager") + extra.get(str(lc.key), 0))
+            for lc in measured if str(lc.key) != gone]
+    attach_table(folder, pd.DataFrame(rows, columns=["key", "peak_bytes"]), "workspace", {"workspace_method": "x"})
+
+    model = profile_memory_model(get_profile("gpu-workspace"), space)
+    assert isinstance(model, WorkspaceWalk)
+    # the peak's layer holds its 1,000 bytes of workspace; the layers the table misses get its largest, 5,000
+    expected = inference_memory(space, arch, engine="eager",
+                                workspace={top: 1000, gone: 5000, head: 5000}).activation_bytes
+    assert model.predict([arch])[0] == expected >= plain.activation_bytes + 1000
+    assert model.unmeasured == {gone, head}
+
+    from nas.checks import load_run
+
+    figure = inference_memory(space, arch).param_bytes / MIB + expected / MIB
+    ctx = load_run(ASSETS / "tiny.yaml", ["space.options={}", "constraints.max_flops=null", "constraints.latency="
+                                          f"[{{profile: gpu-workspace, max_ms: 100, max_memory_mb: {figure}}}]"])
+    assert ctx.space.layer_costs(arch) == layers
+    ctx.open(tmp_path / "run", log=lambda line: None)
+    violation, fields = ctx.precheck(arch)
+    assert fields["memory_gpu-workspace"] == pytest.approx(figure) and violation is None
+    ctx.recipe.constraints.latency[0].max_memory_mb = figure - 0.001
+    violation, _ = ctx.precheck(arch)
+    assert violation.startswith("memory on gpu-workspace")
+
+
+@pytest.mark.gpu
+def test_a_workspace_table_measured_on_a_gpu_predicts_each_networks_peak(tmp_path, monkeypatch):
+    """On a GPU: `python -m hardware_profiles.memory --workspace` measures every layer of a copy of the shipped
+    H100 profile's space alone; its model then gives `torch.cuda.max_memory_allocated` of whole networks' forward
+    passes, none of which it measured, within 1 %."""
+    import torch
+
+    from hardware_profiles import get_profile
+    from hardware_profiles.memory import cuda_memory_bytes, main
+    from predictors.memory import profile_memory_model
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    _gpu_profile_copy(tmp_path, monkeypatch)
+    assert main(["--profile", "gpu-workspace", "--workspace", "--train-batches", "64"]) == 0
+    space = get_space("mobilenet", {}, num_classes=1000)
+    model = profile_memory_model(get_profile("gpu-workspace"), space)
+    rng = np.random.default_rng(5)
+    archs = [space.sample(rng) for _ in range(3)]
+    for arch in archs:
+        measured = cuda_memory_bytes(space.build(arch), space.input_shape(arch), 1, train=False)
+        assert model.predict([arch])[0] == pytest.approx(measured, rel=0.01)
+    for arch in archs[:2]:   # a training step: weights and momentum held, plus the step's peak
+        t = training_memory(space, arch, 64, workspace=model.train_workspace(space.layer_costs(arch), 64))
+        step = cuda_memory_bytes(space.build(arch), space.input_shape(arch), 64, train=True, classes=1000)
+        assert t.total_bytes == pytest.approx(t.weight_bytes + t.optimizer_bytes + step, rel=0.03)
+    assert not model.unmeasured
+
+
+def test_a_layers_training_workspace_lifts_the_peak_only_beyond_what_the_backward_pass_has_freed():
+    """`training_memory(workspace=...)`: the backward pass frees each layer's saved activations once done with
+    them, so a workspace (cuDNN's, measured per layer on a GPU) of the last layer adds in full to the step, where
+    one of the first layer adds only what it exceeds the saved activations of all the later layers by."""
+    space = get_space("macro", {}, num_classes=10)
+    arch = space.decode("12120201")
+    layers = space.layer_costs(arch)
+    plain = training_memory(space, arch, 32)
+    assert plain.workspace_bytes == 0 and training_memory(space, arch, 32, workspace={}) == plain
+    last = training_memory(space, arch, 32, workspace={str(layers[-1].key): 10 ** 6})
+    assert last.workspace_bytes == 10 ** 6 and last.total_bytes == plain.total_bytes + 10 ** 6
+    first = str(layers[0].key)
+    kept = 4 * 32 * (3 * 32 * 32 + 2 * 32 * 32 * 32)   # the stem keeps the image, its BatchNorm's input and output
+    assert training_memory(space, arch, 32, workspace={first: 10 ** 6}).workspace_bytes == 0   # freed by then
+    big = plain.saved_activation_bytes - kept + 5000
+    assert training_memory(space, arch, 32, workspace={first: big}).workspace_bytes == 5000
+
+
+def test_a_profiles_training_workspace_is_added_to_the_training_limit_and_interpolated_between_batches(
+        tmp_path, monkeypatch):
+    """``constraints.train_memory_profile``: the profile's workspace table's training columns (each layer's cuDNN
+    workspace in a training step, by batch) go into ``max_train_memory_gb``'s figure, interpolated linearly between
+    the batches measured and in proportion to the batch beyond them; shrinking finds the largest batch that fits
+    with them; a profile without them, or a recipe that predicts no training memory, is refused in one line."""
+    import pandas as pd
+
+    from hardware_profiles import get_profile
+    from hardware_profiles.manifest import attach_table
+    from nas.checks import load_run
+    from nas.recipe import RecipeError
+    from predictors.memory import profile_workspace
+
+    folder = _gpu_profile_copy(tmp_path, monkeypatch)
+    space = get_space("mobilenet", {}, num_classes=10)
+    layers = space.layer_costs(space.smallest())
+    head = str(layers[-2].key)   # the 1x1 head conv, whose weight gradient took 2,400 MiB at batch 512 on an H100
+    rows = [(str(lc.key), 4 * layer_peak(lc, engine="eager"), 0, 2 ** 20 if str(lc.key) == head else 0)
+            for lc in layers]
+    attach_table(folder, pd.DataFrame(rows, columns=["key", "peak_bytes", "train_b32_bytes", "train_b128_bytes"]),
+                 "workspace", {"workspace_train_batches": [32, 128]})
+    model = profile_workspace(get_profile("gpu-workspace"), space)
+    assert model.train_workspace(layers, 128)[head] == 2 ** 20 and model.train_workspace(layers, 32)[head] == 0
+    assert model.train_workspace(layers, 80)[head] == 2 ** 19   # halfway
+    assert model.train_workspace(layers, 256)[head] == 2 ** 21 and model.train_workspace(layers, 16)[head] == 0
+
+    sets = ["space.options={}", "constraints.max_flops=null", "constraints.latency=[]",
+            "constraints.max_train_memory_gb=10", "constraints.train_batch=128"]
+    ctx = load_run(ASSETS / "tiny.yaml", [*sets, "constraints.train_memory_profile=gpu-workspace"])
+    plain = training_memory(space, space.smallest(), 128)
+    _, fields = ctx.precheck(space.smallest())
+    lifted = training_memory(space, space.smallest(), 128, workspace=model.train_workspace(layers, 128))
+    assert fields["train_memory_gb"] == pytest.approx(lifted.total_gb) and lifted.total_bytes > plain.total_bytes
+    # shrink: the largest batch whose step fits with the workspace, one fewer than without where the lift bites
+    limit = (lifted.total_bytes - 1) / 2 ** 30
+    shrink = load_run(ASSETS / "tiny.yaml", [*sets, f"constraints.max_train_memory_gb={limit}",
+                                             "constraints.on_train_memory=shrink",
+                                             "constraints.train_memory_profile=gpu-workspace"])
+    _, fields = shrink.precheck(space.smallest())
+    batch = int(fields["train_batch"])
+    assert batch < 128 and fields["train_memory_gb"] <= limit
+    assert training_memory(space, space.smallest(), batch + 1,
+                           workspace=model.train_workspace(layers, batch + 1)).total_gb > limit
+
+    for extra, line in ((["constraints.train_memory_profile=gpu-h100-fp32-b32"], "has no workspace table"),
+                        (["constraints.train_memory_profile=nope"], "unknown hardware profile 'nope'"),
+                        (["constraints.max_train_memory_gb=null", "constraints.train_memory_profile=gpu-workspace"],
+                         "nothing predicts training memory")):
+        with pytest.raises(RecipeError, match="constraints.train_memory_profile: .*" + line):
+            load_run(ASSETS / "tiny.yaml", [*sets, *extra])
+    attach_table(folder, pd.DataFrame(rows, columns=["key", "peak_bytes", "train_b32_bytes", "train_b128_bytes"])
+                 [["key", "peak_bytes"]], "workspace", {"workspace_train_batches": []})
+    with pytest.raises(RecipeError, match="workspace table has no training workspace"):
+        load_run(ASSETS / "tiny.yaml", [*sets, "constraints.train_memory_profile=gpu-workspace"])
