@@ -166,6 +166,27 @@ def rescore(path: str) -> int:
                                     measured) for engine in ("fused", "eager")}
             print(f"{name:<10} GPU inference, all {len(pairs)} networks: " +
                   ", ".join(f"{e} walk {c['median']:.1%} / {c['p90']:.1%}" for e, c in cells.items()))
+    pw = result.get("profile_workspace")
+    if pw:   # a GPU profile's workspace table as a search uses it (`profile_workspace_part`), as the table is now
+        from hardware_profiles import get_profile
+        from predictors.memory import profile_workspace
+
+        profile = get_profile(pw["profile"].split("@")[0])
+        space = get_space(profile.manifest.space, profile.manifest.space_options,
+                          num_classes=profile.manifest.num_classes or 1000)
+        model = profile_workspace(profile, space)
+        print(f"\n{pw['profile']}'s workspace table on {pw['networks']} networks ({path}), training predicted now "
+              f"against measured then (median / p90)\n{TRAINING_HEADER}{WORKSPACE_HEADER}")
+        for key, cell in pw.items():
+            if key.startswith("training_b"):
+                batch = int(key.removeprefix("training_b"))
+                archs = [space.decode(a) for a in cell["measured"]]
+                figures = [training_memory(space, a, batch) for a in archs]
+                print(training_line(pw["space"], batch, training_figures(
+                    list(cell["measured"].values()), [t.total_bytes for t in figures],
+                    [t.naive_training_bytes for t in figures], list(cell["measured"]),
+                    [training_memory(space, a, batch, workspace=model.train_workspace(space.layer_costs(a), batch))
+                     .total_bytes for a in archs])))
     for where, spaces in tables.items():
         if not spaces:
             continue

@@ -47,13 +47,15 @@ input through the half it reads, unless a sum is made of it first; of a join's s
 max-pool keeps its indices and the next layer its output; the network's input; less what the walk of the layers in
 order meets twice, a NAS-Bench-201 node that two pooling edges keep: `SearchSpace.saved_twice`). These rules match
 the tensors autograd keeps (`hardware_profiles.memory.saved_tensor_bytes`) to within 2.5 % (NAS-Bench-201's cells
-of only skips and ``none``: 9 %). The gradients
-of activations are freed as the backward pass goes and add no measurable peak on top (a term for the largest of
-them made the figure 8-16 % too high on NAS-Bench-Macro). On this CPU the figure is checked against the
-allocator's peak over a real training step (`hardware_profiles.memory.torch_training_bytes`): the same tensors a
-GPU step allocates, less cuDNN's workspace. A naive sum (weights plus every layer's output once) is given beside
-it (`naive_training_bytes`) as the baseline the published estimators are compared with. The figure is affine in
-the batch, so the largest batch that fits a budget is exact (`largest_batch`): what a search with
+of only skips and ``none``: 9 %). The backward pass frees each layer's saved activations once done with them, and
+each convolution's backward holds the gradient of its output while it makes that of its input: the step's peak is
+the larger of all saved activations and, walking the convolutions, what is kept up to one plus its two gradients
+(``transient_bytes``; where the early layers hold most of a network, as in NAS-Bench-Macro's that start with
+identities, a GPU measured the step 6.8 % above the saved activations alone). On this CPU the figure is checked
+against the allocator's peak over a real training step (`hardware_profiles.memory.torch_training_bytes`): the same
+tensors a GPU step allocates, less cuDNN's workspace. A naive sum (weights plus every layer's output once) is given
+beside it (`naive_training_bytes`) as the baseline the published estimators are compared with. The figure is affine
+in the batch, so the largest batch that fits a budget is exact (`largest_batch`): what a search with
 ``constraints.on_train_memory: shrink`` trains a large candidate at. On a GPU, cuDNN's workspace comes on top: a
 layer's, measured alone in a training step (`hardware_profiles.memory.cuda_train_workspace_bytes`), lifts the peak
 where the backward pass reaches that layer (``workspace``; MobileNet's head at batch 512 on an H100: 2,400 MiB, the
@@ -118,12 +120,13 @@ class TrainingMemory:
     saved_activation_bytes: int
     batch: int
     naive_training_bytes: int
-    workspace_bytes: int = 0   # how far a layer's cuDNN workspace lifts the peak above the saved activations
+    transient_bytes: int = 0   # how far the backward pass lifts the peak above the saved activations: the
+    # gradients a convolution reads and makes, a layer's cuDNN workspace, on what the layers up to it keep
 
     @property
     def total_bytes(self) -> int:
         return (self.weight_bytes + self.gradient_bytes + self.optimizer_bytes + self.saved_activation_bytes
-                + self.workspace_bytes)
+                + self.transient_bytes)
 
     @property
     def total_gb(self) -> float:
@@ -254,12 +257,11 @@ def workspace_of(layers, peaks: Mapping[str, int]) -> dict[str, int]:
 def training_memory(space, arch: Hashable, batch: int, optimizer: str = "sgd",
                     workspace: Mapping[str, int] | None = None) -> TrainingMemory:
     """Training-step memory of `arch` at `batch` in fp32 with `optimizer` (``sgd`` with momentum, ``adam``).
+    The backward walk (see the module) lifts the peak above the saved activations by ``transient_bytes``.
     `workspace`: the largest cuDNN workspace each layer's training step allocates at this batch, by its cost key
-    (`str`; `hardware_profiles.memory.cuda_layer_train_workspace` measures it on a GPU). The backward pass frees
-    each layer's saved activations once it is done with them, so a layer's workspace sits on top of what the layers
-    up to it keep: the peak is the larger of all saved activations and, over the layers, what they keep up to that
-    layer plus its workspace (MobileNet's head convolution at batch 512 on an H100: 2,400 MiB, which the saved
-    activations alone miss by 5-8 %). Layers it does not name add nothing.
+    (`str`; `hardware_profiles.memory.cuda_layer_train_workspace` measures it on a GPU), which sits on top of what
+    is kept up to that layer and its gradients (MobileNet's head convolution at batch 512 on an H100: 2,400 MiB,
+    which the saved activations alone miss by 5-8 %). Layers it does not name add nothing.
 
     Raises:
         ValueError: `batch` is not positive, or an unknown optimizer.
@@ -271,7 +273,7 @@ def training_memory(space, arch: Hashable, batch: int, optimizer: str = "sgd",
     layers = space.layer_costs(arch)
     weights = sum(lc.params for lc in layers) * 4
     saved = _elems(space.input_shape(arch)[1:])   # the input, which the first convolution keeps
-    kept = []   # what the layers up to each keep (values), for the backward walk of `workspace`
+    steps = []   # the backward walk: (values kept up to a conv, its gradients' values, its layer's key)
     for n, lc in enumerate(layers):
         key = lc.key
         convs = [c for c in lc.convs if not (key.se and c.hw_in == c.hw_out == 1)]
@@ -284,6 +286,8 @@ def training_memory(space, arch: Hashable, batch: int, optimizer: str = "sgd",
             if 1 < c.groups < c.cin and i + 1 < len(convs) and convs[i + 1].groups == convs[i + 1].cin > 1:
                 saved += out   # the channel shuffle between a grouped conv and a depthwise one: a copy, which
                 # the depthwise conv keeps
+            # its backward holds the gradient of its output and makes that of its input (none for the image)
+            steps.append((saved, out + (c.cin * c.hw_in ** 2 if n or i else 0), key))
         if key.se and len(convs) > 1:
             saved += convs[1].cout * convs[1].hw_out ** 2   # the gated tensor, the projection's input
         joins = bool(convs) and (not _chain(convs) or convs[-1].cout != key.out_shape[0])
@@ -292,21 +296,24 @@ def training_memory(space, arch: Hashable, batch: int, optimizer: str = "sgd",
             saved += _elems(key.out_shape)   # layer keeps as its input, unless a sum is made of it first
         if not convs and not (key.op == "add" and then_add):   # a sum another is added to is kept by nobody
             saved += SAVED_WITHOUT_CONV.get(key.op, lambda i, o: o)(_elems(key.in_shape), _elems(key.out_shape))
-        kept.append(saved)
+        if not convs and key.op not in ("skip", "zero"):   # pooling, an addition: its output's and input's gradients
+            steps.append((saved, _elems(key.in_shape) + _elems(key.out_shape), key))
     saved -= space.saved_twice(arch)   # a tensor the walk met more than once (a cell's node several edges keep)
-    lift = max((4 * batch * min(k, saved) + workspace.get(str(lc.key), 0) for k, lc in zip(kept, layers)),
-               default=0) - 4 * batch * saved if workspace else 0
+    workspace = workspace or {}
+    peak = max((4 * batch * (min(k, saved) + grads) + workspace.get(str(key), 0) for k, grads, key in steps),
+               default=0)
     naive = weights + 4 * batch * sum(_elems(lc.key.out_shape) for lc in layers)
     return TrainingMemory(weights, weights, OPTIMIZER_STATES[optimizer] * weights, 4 * batch * saved, batch, naive,
-                          max(0, lift))
+                          max(0, peak - 4 * batch * saved))
 
 
 def largest_batch(space, arch: Hashable, limit_bytes: float, optimizer: str = "sgd") -> int:
     """The largest batch size whose training step (`training_memory`) fits in `limit_bytes`; 0 when not even one
     sample does. Exact, not searched: the step's memory is affine in the batch (what is held per weight, plus the
-    saved activations of each sample)."""
+    saved activations and the backward pass's gradients of each sample; a cuDNN workspace is not, see
+    `nas.objectives.fitting_batch`)."""
     one = training_memory(space, arch, 1, optimizer)
-    per_sample = one.saved_activation_bytes
+    per_sample = one.saved_activation_bytes + one.transient_bytes
     return max(0, int((limit_bytes - (one.total_bytes - per_sample)) // per_sample))
 
 

@@ -94,7 +94,8 @@ def test_training_memory_counts_weights_gradients_optimizer_state_and_saved_acti
     assert adam.optimizer_bytes == 2 * weights and adam.total_bytes - sgd.total_bytes == weights
     double = training_memory(space, arch, 64)
     assert double.saved_activation_bytes == 2 * sgd.saved_activation_bytes
-    assert double.total_bytes - sgd.total_bytes == sgd.saved_activation_bytes
+    assert double.transient_bytes == 2 * sgd.transient_bytes > 0   # the backward pass's gradients
+    assert double.total_bytes - sgd.total_bytes == sgd.saved_activation_bytes + sgd.transient_bytes
     assert sgd.saved_activation_bytes > sgd.naive_training_bytes - weights   # each conv keeps more than its output
     with pytest.raises(ValueError, match="optimizer 'rmsprop'"):
         training_memory(space, arch, 32, optimizer="rmsprop")
@@ -605,21 +606,25 @@ def test_a_workspace_table_measured_on_a_gpu_predicts_each_networks_peak(tmp_pat
 
 
 def test_a_layers_training_workspace_lifts_the_peak_only_beyond_what_the_backward_pass_has_freed():
-    """`training_memory(workspace=...)`: the backward pass frees each layer's saved activations once done with
-    them, so a workspace (cuDNN's, measured per layer on a GPU) of the last layer adds in full to the step, where
-    one of the first layer adds only what it exceeds the saved activations of all the later layers by."""
+    """`training_memory`: the backward pass frees each layer's saved activations once done with them, and each
+    convolution's backward holds the gradient of its output while it makes that of its input; so a workspace
+    (cuDNN's, measured per layer on a GPU) of the last layer adds in full to everything saved, where one of the first
+    layer adds only what it exceeds the saved activations of all the later layers by."""
     space = get_space("macro", {}, num_classes=10)
     arch = space.decode("12120201")
     layers = space.layer_costs(arch)
     plain = training_memory(space, arch, 32)
-    assert plain.workspace_bytes == 0 and training_memory(space, arch, 32, workspace={}) == plain
-    last = training_memory(space, arch, 32, workspace={str(layers[-1].key): 10 ** 6})
-    assert last.workspace_bytes == 10 ** 6 and last.total_bytes == plain.total_bytes + 10 ** 6
+    assert training_memory(space, arch, 32, workspace={}) == plain
+    held = 3 * plain.weight_bytes   # weights, gradients, momentum
+    # the classifier (1,280 -> 10): everything saved, its output's and its input's gradients, its workspace
+    last = training_memory(space, arch, 32, workspace={str(layers[-1].key): 10 ** 8})
+    assert last.total_bytes == held + plain.saved_activation_bytes + 4 * 32 * (10 + 1280) + 10 ** 8
+    # the stem (3 -> 32 channels on 32x32): the image, its BatchNorm's input and output, its output's gradient
     first = str(layers[0].key)
-    kept = 4 * 32 * (3 * 32 * 32 + 2 * 32 * 32 * 32)   # the stem keeps the image, its BatchNorm's input and output
-    assert training_memory(space, arch, 32, workspace={first: 10 ** 6}).workspace_bytes == 0   # freed by then
-    big = plain.saved_activation_bytes - kept + 5000
-    assert training_memory(space, arch, 32, workspace={first: big}).workspace_bytes == 5000
+    kept = 4 * 32 * (3 * 32 * 32 + 3 * 32 * 32 * 32)
+    assert training_memory(space, arch, 32, workspace={first: 10 ** 6}) == plain   # the later layers' are freed
+    big = plain.saved_activation_bytes + plain.transient_bytes - kept + 5000
+    assert training_memory(space, arch, 32, workspace={first: big}).total_bytes == plain.total_bytes + 5000
 
 
 def test_a_profiles_training_workspace_is_added_to_the_training_limit_and_interpolated_between_batches(
@@ -640,14 +645,14 @@ def test_a_profiles_training_workspace_is_added_to_the_training_limit_and_interp
     space = get_space("mobilenet", {}, num_classes=10)
     layers = space.layer_costs(space.smallest())
     head = str(layers[-2].key)   # the 1x1 head conv, whose weight gradient took 2,400 MiB at batch 512 on an H100
-    rows = [(str(lc.key), 4 * layer_peak(lc, engine="eager"), 0, 2 ** 20 if str(lc.key) == head else 0)
+    rows = [(str(lc.key), 4 * layer_peak(lc, engine="eager"), 0, 2 ** 28 if str(lc.key) == head else 0)
             for lc in layers]
     attach_table(folder, pd.DataFrame(rows, columns=["key", "peak_bytes", "train_b32_bytes", "train_b128_bytes"]),
                  "workspace", {"workspace_train_batches": [32, 128]})
     model = profile_workspace(get_profile("gpu-workspace"), space)
-    assert model.train_workspace(layers, 128)[head] == 2 ** 20 and model.train_workspace(layers, 32)[head] == 0
-    assert model.train_workspace(layers, 80)[head] == 2 ** 19   # halfway
-    assert model.train_workspace(layers, 256)[head] == 2 ** 21 and model.train_workspace(layers, 16)[head] == 0
+    assert model.train_workspace(layers, 128)[head] == 2 ** 28 and model.train_workspace(layers, 32)[head] == 0
+    assert model.train_workspace(layers, 80)[head] == 2 ** 27   # halfway
+    assert model.train_workspace(layers, 256)[head] == 2 ** 29 and model.train_workspace(layers, 16)[head] == 0
 
     sets = ["space.options={}", "constraints.max_flops=null", "constraints.latency=[]",
             "constraints.max_train_memory_gb=10", "constraints.train_batch=128"]
