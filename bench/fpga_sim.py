@@ -14,7 +14,13 @@ factor (the geometric mean of measured / simulated over the tuning rows), since 
 different accelerator's. Also reported: the wall time to cost every network (layer lowering and simulation
 timed separately, simulation from a cold cache).
 
-Run: ``python bench/fpga_sim.py [--csv PATH] [--tune-rows 500] [--seed 0] [--json]``.
+**Energy** (issue 22): where the table has an FPGA energy column (``--energy-column``, by default the first column
+named ``fpga_energy*``: HW-NAS-Bench's FPGA energy per network, in mJ), the simulator's energy per inference of the
+shipped preset and of the tuned knobs is scored against it on the held-out rows the same way (rank correlation, the
+MAPE after one scale fitted on the tuning rows; nothing else is tuned on energy). The table in ``../shared`` has
+FPGA latency only, so there the script says the energy comparison was not made, and why.
+
+Run: ``python bench/fpga_sim.py [--csv PATH] [--energy-column NAME] [--tune-rows 500] [--seed 0] [--json]``.
 """
 from __future__ import annotations
 
@@ -40,7 +46,8 @@ GRID = {"pe_in": [8, 16, 32, 64], "depthwise_mapping": ["channel", "window"], "d
         "identity_dram_passes": [0.0, 2.0]}
 
 
-def _load(csv: Path):
+def _load(csv: Path, energy_column: str | None = None):
+    """(archs, FPGA latency, FPGA energy or None, the energy column's name or why there is none)."""
     import pandas as pd
 
     if not csv.is_file():
@@ -49,7 +56,20 @@ def _load(csv: Path):
     missing = {"arch", "fpga_ms"} - set(df.columns)
     if missing:
         sys.exit(f"{csv}: missing column(s) {sorted(missing)}; expected 'arch' and 'fpga_ms'")
-    return df["arch"].tolist(), df["fpga_ms"].to_numpy(dtype=float)
+    if energy_column is not None and energy_column not in df.columns:
+        sys.exit(f"{csv}: --energy-column: no column {energy_column!r}")
+    column = energy_column or next((c for c in df.columns if str(c).startswith("fpga_energy")), None)
+    energy = None
+    if column is not None:
+        energy = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float)
+        bad = ~(np.isfinite(energy) & (energy > 0))
+        if bad.any():
+            row = int(np.argmax(bad))
+            value = str(df[column].iloc[row])
+            sys.exit(f"{csv}: line {row + 2}, column {column!r}: {value!r} is not a positive energy")
+    why = column or (f"{csv.name} has no FPGA energy column (fpga_energy*; HW-NAS-Bench's FPGA energy is not among "
+                     "its columns): the simulator's energy was not compared")
+    return df["arch"].tolist(), df["fpga_ms"].to_numpy(dtype=float), energy, why
 
 
 def _fbnet_space():
@@ -65,11 +85,11 @@ def _fbnet_space():
         return get_space("fbnet", num_classes=100)
 
 
-def _latencies(nets: list, cfg) -> np.ndarray:
+def _latencies(nets: list, cfg, what: str = "latency_ms") -> np.ndarray:
     from hardware_profiles.fpga import FpgaSimulator
 
     sim = FpgaSimulator(cfg)
-    return np.array([sim(layers).latency_ms for layers in nets])
+    return np.array([getattr(sim(layers), what) for layers in nets])
 
 
 def _scores(pred: np.ndarray, true: np.ndarray, scale: float) -> dict:
@@ -79,8 +99,8 @@ def _scores(pred: np.ndarray, true: np.ndarray, scale: float) -> dict:
             "mape_scaled": float(np.mean(np.abs(pred * scale - true) / true)), "scale": scale}
 
 
-def _evaluate(nets: list, y: np.ndarray, tune: np.ndarray, held: np.ndarray, cfg) -> dict:
-    pred = _latencies(nets, cfg)
+def _evaluate(nets: list, y: np.ndarray, tune: np.ndarray, held: np.ndarray, cfg, what: str = "latency_ms") -> dict:
+    pred = _latencies(nets, cfg, what)
     scale = float(np.exp(np.mean(np.log(y[tune] / pred[tune]))))   # fitted on tuning rows only
     return _scores(pred[held], y[held], scale)
 
@@ -98,11 +118,11 @@ def _grid_search(nets: list, y: np.ndarray, base) -> tuple[dict, float]:
     return best, best_rho
 
 
-def run(csv: Path, tune_rows: int, seed: int) -> dict:
+def run(csv: Path, tune_rows: int, seed: int, energy_column: str | None = None) -> dict:
     """Every figure the script reports, as a dict."""
     from hardware_profiles.fpga import get_fpga_config
 
-    archs, y = _load(csv)
+    archs, y, energy, column = _load(csv, energy_column)
     space = _fbnet_space()
     t0 = time.perf_counter()
     nets = [space.layer_costs(space.decode(a)) for a in archs]
@@ -115,7 +135,12 @@ def run(csv: Path, tune_rows: int, seed: int) -> dict:
     perm = np.random.default_rng(seed).permutation(len(archs))
     tune, held = perm[:tune_rows], perm[tune_rows:]
     tuned, tune_rho = _grid_search([nets[i] for i in tune], y[tune], preset)
-    return {
+    if energy is None:
+        scored = {"not compared": column}
+    else:   # the knobs were chosen on latency; only one scale is fitted to the energy's tuning rows
+        scored = {"column": column, **{name: _evaluate(nets, energy, tune, held, cfg, "energy_mj") for name, cfg in (
+            ("preset", preset), ("tuned", preset.model_copy(update=tuned)))}}
+    return {"energy": scored,
         "csv": str(csv), "rows": len(archs), "tune_rows": len(tune), "held_out_rows": len(held), "seed": seed,
         "timing_s": {"layer_costs": t_lower, "simulate_cold": t_sim, "networks": len(archs)},
         "prior": {"knobs": PRIOR, **_evaluate(nets, y, tune, held, preset.model_copy(update=PRIOR))},
@@ -138,6 +163,14 @@ def _print(res: dict) -> None:
               f"{r['scale']:7.2f}  {r['knobs']}")
     print(f"(tuned: grid of {int(np.prod([len(v) for v in GRID.values()]))} points, best Spearman on tuning rows "
           f"{res['tuned']['tuning_spearman']:.4f})")
+    e = res["energy"]
+    if "not compared" in e:
+        print(f"energy: {e['not compared']}")
+        return
+    print(f"energy per inference against {e['column']!r} (held-out rows)")
+    for name in ("preset", "tuned"):
+        r = e[name]
+        print(f"{name:8} {r['spearman']:9.4f} {r['kendall']:8.4f} {100 * r['mape_scaled']:12.1f}% {r['scale']:7.2f}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -145,9 +178,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="HW-NAS-Bench FBNet latency table")
     ap.add_argument("--tune-rows", type=int, default=500, help="rows used for calibration (the rest is held out)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the tuning / held-out split")
+    ap.add_argument("--energy-column", help="the table's FPGA energy per network, mJ (default: the first column "
+                    "named fpga_energy*, if any)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args(argv)
-    res = run(args.csv, args.tune_rows, args.seed)
+    res = run(args.csv, args.tune_rows, args.seed, args.energy_column)
     if args.json:
         print(json.dumps(res, indent=2))
     else:
