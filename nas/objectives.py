@@ -94,21 +94,14 @@ def train_memory(space, constraints: Constraints, arch: Hashable, batch: int):
 
 def fitting_batch(space, constraints: Constraints, arch: Hashable, limit_bytes: float) -> int:
     """The largest batch size whose training step (`train_memory`) fits in `limit_bytes`; 0 when not even one sample
-    does: `predictors.memory.largest_batch`, exact without a workspace; with one, which only adds, the largest batch
-    up to that one whose step fits."""
+    does (`predictors.memory.largest_batch`, with ``constraints.train_memory_profile``'s workspace where named)."""
     from predictors.memory import largest_batch
 
-    top = largest_batch(space, arch, limit_bytes)
-    if constraints.train_memory_profile is None:
-        return top
-    lo, hi = 0, top
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if train_memory(space, constraints, arch, mid).total_bytes <= limit_bytes:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    at = None
+    if constraints.train_memory_profile is not None:
+        model = train_workspace_model(constraints.train_memory_profile, space)
+        at = (lambda batch: model.train_workspace(space.layer_costs(arch), batch))
+    return largest_batch(space, arch, limit_bytes, workspace_at=at)
 
 
 def memory_check(space, constraints: Constraints, arch: Hashable) -> tuple[dict[str, float], str | None]:

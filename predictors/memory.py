@@ -1,7 +1,7 @@
 """Memory a network needs, predicted from its layer shapes before anything is built or run (issue 22).
 
     python -m predictors.memory --space S --arch ARCH [--batch B] [--space-options FILE] [--num-classes N]
-        [--optimizer sgd|adam] [--engine fused|eager] [--budget-gb GB] [--json]
+        [--optimizer sgd|adam] [--engine fused|eager|onnxruntime] [--profile GPU-PROFILE] [--budget-gb GB] [--json]
 
 **Inference** (`inference_memory`): the parameter bytes, and the peak activation memory at batch B, the most bytes
 of tensors alive at once in execution order. Layers run one after another (`SearchSpace.layer_costs`), so between
@@ -66,7 +66,7 @@ where the backward pass reaches that layer (``workspace``; MobileNet's head at b
 from __future__ import annotations
 
 import sys
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -307,14 +307,26 @@ def training_memory(space, arch: Hashable, batch: int, optimizer: str = "sgd",
                           max(0, peak - 4 * batch * saved))
 
 
-def largest_batch(space, arch: Hashable, limit_bytes: float, optimizer: str = "sgd") -> int:
+def largest_batch(space, arch: Hashable, limit_bytes: float, optimizer: str = "sgd",
+                  workspace_at: Callable[[int], Mapping[str, int]] | None = None) -> int:
     """The largest batch size whose training step (`training_memory`) fits in `limit_bytes`; 0 when not even one
     sample does. Exact, not searched: the step's memory is affine in the batch (what is held per weight, plus the
-    saved activations and the backward pass's gradients of each sample; a cuDNN workspace is not, see
-    `nas.objectives.fitting_batch`)."""
+    saved activations and the backward pass's gradients of each sample). `workspace_at`: each layer's cuDNN
+    workspace at a batch (`WorkspaceWalk.train_workspace`), which is not affine and only adds: then the largest
+    batch up to the affine answer whose step with it fits, by bisection."""
     one = training_memory(space, arch, 1, optimizer)
     per_sample = one.saved_activation_bytes + one.transient_bytes
-    return max(0, int((limit_bytes - (one.total_bytes - per_sample)) // per_sample))
+    top = max(0, int((limit_bytes - (one.total_bytes - per_sample)) // per_sample))
+    if workspace_at is None:
+        return top
+    lo, hi = 0, top
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if training_memory(space, arch, mid, optimizer, workspace_at(mid)).total_bytes <= limit_bytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def memory_features(space, archs: Sequence[Hashable], channel_block: int = 1, engine: str = "fused") -> np.ndarray:
@@ -495,10 +507,16 @@ def profile_memory_model(profile, space, seed: int = 0) -> WorkspaceWalk | Memor
 
 
 def main_report(space, arch: Hashable, batch: int, optimizer: str, engine: str = "fused",
-                channel_block: int = 1) -> dict:
-    """The figures `python -m predictors.memory` prints."""
-    inf = inference_memory(space, arch, batch, channel_block, engine)
-    train = training_memory(space, arch, batch, optimizer)
+                channel_block: int = 1, profile: WorkspaceWalk | None = None) -> dict:
+    """The figures `python -m predictors.memory` prints; with a GPU `profile`'s workspace table, inference is its
+    eager walk with each layer's workspace (at batch 1) and training adds each layer's training workspace."""
+    layers = space.layer_costs(arch)
+    if profile is not None:
+        engine = "eager"
+    inf = inference_memory(space, arch, batch, channel_block, engine,
+                           profile.workspace(layers) if profile is not None else None)
+    train = training_memory(space, arch, batch, optimizer,
+                            profile.train_workspace(layers, batch) if profile is not None else None)
     return {"arch": space.to_string(arch), "batch": batch,
             "inference": {**{k: v for k, v in asdict(inf).items() if k != "batch"}, "total_mb": round(inf.total_mb, 3),
                           "channel_block": channel_block},
@@ -530,6 +548,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="channels per block of a blocked layout: onnxruntime's NCHWc (default with --engine "
                         "onnxruntime: this machine's, 16 with AVX-512 and 8 with AVX2; 1: none, as off x86); "
                         "the other engines' walks round channels up to it (default 1)")
+    p.add_argument("--profile", metavar="P", help="a GPU profile with a workspace table (gpu-h100-fp32-b1): add "
+                   "each layer's cuDNN workspace, measured on its GPU, to both figures (inference as PyTorch eager "
+                   "mode holds it)")
     p.add_argument("--budget-gb", type=float, metavar="GB",
                    help="also the largest batch size whose training step fits in this many GiB")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -551,27 +572,40 @@ def main(argv: list[str] | None = None) -> int:
         arch = space.decode(args.arch)
     except ValueError as err:
         raise InputError(f"--arch: {err}") from None
-    report = main_report(space, arch, args.batch, args.optimizer, args.engine, block)
+    model = None
+    if args.profile is not None:
+        from hardware_profiles import get_profile
+
+        try:
+            model = profile_workspace(get_profile(args.profile), space)
+        except ValueError as err:   # (InputError too: an unknown profile)
+            raise InputError(f"--profile: {err}") from None
+    report = main_report(space, arch, args.batch, args.optimizer, args.engine, block, model)
     if args.budget_gb is not None:
-        report["training"]["largest_batch"] = largest_batch(space, arch, args.budget_gb * 2 ** 30, args.optimizer)
+        at = None if model is None else (lambda b: model.train_workspace(space.layer_costs(arch), b))
+        report["training"]["largest_batch"] = largest_batch(space, arch, args.budget_gb * 2 ** 30, args.optimizer, at)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     inf, train = report["inference"], report["training"]
     print(f"{report['arch']} at batch {args.batch}")
     rows = [("inference: parameters", inf["param_bytes"]),
-            (f"inference: activation peak ({inf['engine']}{f', block {block}' if block > 1 else ''})",
+            (f"inference: activation peak ({inf['engine']}{f', block {block}' if block > 1 else ''}"
+             f"{f', {args.profile} workspace' if model is not None else ''})",
              inf["activation_bytes"]),
             ("inference: total", inf["param_bytes"] + inf["activation_bytes"]),
             ("training: weights", train["weight_bytes"]), ("training: gradients", train["gradient_bytes"]),
             (f"training: {args.optimizer} state", train["optimizer_bytes"]),
             ("training: saved activations", train["saved_activation_bytes"]),
+            ("training: backward pass above them" + (" (+ cuDNN workspace)" if model is not None else ""),
+             train["transient_bytes"]),
             ("training: total", round(train["total_gb"] * 2 ** 30)),
             ("training: naive sum (weights + outputs)", train["naive_training_bytes"])]
+    width = max(52, *(len(name) for name, _ in rows))
     for name, value in rows:
-        print(f"  {name:<52} {value / MIB:>12.3f} MiB")
+        print(f"  {name:<{width}} {value / MIB:>12.3f} MiB")
     if args.budget_gb is not None:
-        print(f"  {'training: largest batch within ' + format(args.budget_gb, 'g') + ' GiB':<52} "
+        print(f"  {'training: largest batch within ' + format(args.budget_gb, 'g') + ' GiB':<{width}} "
               f"{train['largest_batch']:>12}")
     return 0
 

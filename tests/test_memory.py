@@ -682,3 +682,40 @@ def test_a_profiles_training_workspace_is_added_to_the_training_limit_and_interp
                  [["key", "peak_bytes"]], "workspace", {"workspace_train_batches": []})
     with pytest.raises(RecipeError, match="workspace table has no training workspace"):
         load_run(ASSETS / "tiny.yaml", [*sets, "constraints.train_memory_profile=gpu-workspace"])
+
+
+def test_the_command_line_adds_a_gpu_profiles_workspace_to_both_figures(capsys):
+    """``python -m predictors.memory --profile gpu-h100-fp32-b1``: the shipped H100 table's workspace in the
+    inference figure (the eager walk's) and the training one (MobileNet's head: 2,400 MiB at batch 512), and the
+    largest batch that fits a budget with it."""
+    import json
+
+    from hardware_profiles import get_profile
+    from predictors.memory import largest_batch, main, profile_workspace
+
+    space = get_space("mobilenet", {}, num_classes=1000)
+    arch = space.sample(np.random.default_rng(2))
+    model = profile_workspace(get_profile("gpu-h100-fp32-b1"), space)
+    layers = space.layer_costs(arch)
+    args = ["--space", "mobilenet", "--arch", space.to_string(arch), "--batch", "512"]
+    with_ws = training_memory(space, arch, 512, workspace=model.train_workspace(layers, 512))
+    assert with_ws.total_bytes - training_memory(space, arch, 512).total_bytes > 2 * 2 ** 30   # the head's
+    budget = round(with_ws.total_gb - 1, 1)   # 1 GiB short of batch 512's step
+    assert main([*args, "--profile", "gpu-h100-fp32-b1", "--json", "--budget-gb", str(budget)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["inference"]["engine"] == "eager"
+    assert report["inference"]["activation_bytes"] == inference_memory(space, arch, 512, engine="eager").activation_bytes
+    assert main([*args[:-2], "--profile", "gpu-h100-fp32-b1", "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert one["inference"]["activation_bytes"] == model.predict([arch])[0]   # the workspace counts at batch 1
+    assert report["training"]["total_gb"] == round(with_ws.total_gb, 4)
+    fits = report["training"]["largest_batch"]
+    assert fits == largest_batch(space, arch, budget * 2 ** 30,
+                                 workspace_at=lambda b: model.train_workspace(layers, b)) < 512
+    assert training_memory(space, arch, fits, workspace=model.train_workspace(layers, fits)).total_gb <= budget
+    assert training_memory(space, arch, fits + 1,
+                           workspace=model.train_workspace(layers, fits + 1)).total_gb > budget
+    for profile, line in (("nope", "--profile: unknown hardware profile 'nope'"),
+                          ("gpu-h100-fp32-b32", "--profile: gpu-h100-fp32-b32@1 has no workspace table")):
+        assert main([*args, "--profile", profile]) == 2
+        assert line in capsys.readouterr().err.strip().splitlines()[-1]
