@@ -5,6 +5,8 @@
 #   tests   the CUDA tests of memory, energy and the GPU timing backend (about 30 s)
 #   memory  bench/memory_energy.py's GPU memory part: GPU_NETWORKS (50) networks per space, inference at batch 1
 #           and a training step at 32, 128 and 512 (about 5 minutes on an H100)
+#   profile a GPU profile's workspace table (WS_PROFILE, gpu-h100-fp32-b1) as a search uses it, on 20 networks of
+#           seed 13 it did not measure, training at 64, 96, 256, 384 and 512 (about 1 minute on an H100)
 #   energy  its NVML energy part: 40 networks of each of ENERGY_SPACES at batch 1 and 32, two passes of 2 s each
 #           (about 7 minutes a space: run it in a call of its own)
 #   PARTS="tests memory" bash bench/gpu_memory_energy.sh; PARTS=energy ENERGY_SPACES=mobilenet bash ...
@@ -22,6 +24,11 @@ fi
 if [[ " $PARTS " == *" memory "* ]]; then
   timeout ${MEMORY_S:-400} python3 bench/memory_energy.py --seed $SEED --networks 50 --gpu --gpu-networks ${GPU_NETWORKS:-50} \
     --skip inference,training,energy,gpu-energy --out $OUT/gpu_memory.json 2>&1 | quiet | tee $OUT/gpu_memory.txt
+fi
+if [[ " $PARTS " == *" profile "* ]]; then
+  timeout ${PROFILE_S:-300} python3 bench/memory_energy.py --seed 13 --spaces mobilenet --networks 20 --gpu --gpu-networks 20 \
+    --skip inference,training,energy,gpu-memory,gpu-energy --profile-workspace ${WS_PROFILE:-gpu-h100-fp32-b1} \
+    --between-batches 64,96,256,384,512 --out $OUT/profile_workspace.json 2>&1 | quiet | tee $OUT/profile_workspace.txt
 fi
 if [[ " $PARTS " == *" energy "* ]]; then
   S=${ENERGY_SPACES:-mobilenet}

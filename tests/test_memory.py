@@ -661,6 +661,9 @@ def test_a_profiles_training_workspace_is_added_to_the_training_limit_and_interp
     _, fields = ctx.precheck(space.smallest())
     lifted = training_memory(space, space.smallest(), 128, workspace=model.train_workspace(layers, 128))
     assert fields["train_memory_gb"] == pytest.approx(lifted.total_gb) and lifted.total_bytes > plain.total_bytes
+    from nas.search import PredictedMemory   # what Ray reserves for the trial
+
+    assert PredictedMemory(ctx.recipe, space).step_bytes(space.to_string(space.smallest())) == lifted.total_bytes
     # shrink: the largest batch whose step fits with the workspace, one fewer than without where the lift bites
     limit = (lifted.total_bytes - 1) / 2 ** 30
     shrink = load_run(ASSETS / "tiny.yaml", [*sets, f"constraints.max_train_memory_gb={limit}",
