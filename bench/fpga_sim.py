@@ -47,7 +47,7 @@ GRID = {"pe_in": [8, 16, 32, 64], "depthwise_mapping": ["channel", "window"], "d
 
 
 def _load(csv: Path, energy_column: str | None = None):
-    """(archs, FPGA latency, FPGA energy or None, the energy column's name or why there is none)."""
+    """(archs, FPGA latency, FPGA energy or None, the energy column's name or None)."""
     import pandas as pd
 
     if not csv.is_file():
@@ -67,9 +67,7 @@ def _load(csv: Path, energy_column: str | None = None):
             row = int(np.argmax(bad))
             value = str(df[column].iloc[row])
             sys.exit(f"{csv}: line {row + 2}, column {column!r}: {value!r} is not a positive energy")
-    why = column or (f"{csv.name} has no FPGA energy column (fpga_energy*; HW-NAS-Bench's FPGA energy is not among "
-                     "its columns): the simulator's energy was not compared")
-    return df["arch"].tolist(), df["fpga_ms"].to_numpy(dtype=float), energy, why
+    return df["arch"].tolist(), df["fpga_ms"].to_numpy(dtype=float), energy, column
 
 
 def _fbnet_space():
@@ -136,7 +134,8 @@ def run(csv: Path, tune_rows: int, seed: int, energy_column: str | None = None) 
     tune, held = perm[:tune_rows], perm[tune_rows:]
     tuned, tune_rho = _grid_search([nets[i] for i in tune], y[tune], preset)
     if energy is None:
-        scored = {"not compared": column}
+        scored = {"not compared": f"{csv.name} has no FPGA energy column (fpga_energy*; HW-NAS-Bench's FPGA energy "
+                                  "is not among its columns): the simulator's energy was not compared"}
     else:   # the knobs were chosen on latency; only one scale is fitted to the energy's tuning rows
         scored = {"column": column, **{name: _evaluate(nets, energy, tune, held, cfg, "energy_mj") for name, cfg in (
             ("preset", preset), ("tuned", preset.model_copy(update=tuned)))}}

@@ -171,7 +171,7 @@ def rescore(path: str) -> int:
         from hardware_profiles import get_profile
         from predictors.memory import profile_workspace
 
-        profile = get_profile(pw["profile"].split("@")[0])
+        profile = get_profile(pw["profile"])   # the version measured
         space = get_space(profile.manifest.space, profile.manifest.space_options,
                           num_classes=profile.manifest.num_classes or 1000)
         model = profile_workspace(profile, space)
@@ -313,21 +313,30 @@ def profile_workspace_part(profile_name: str, n: int, batches: list[int], seed: 
     archs = sample(space, n, seed)
     measured = [cuda_memory_bytes(space.build(a), space.input_shape(a), 1, train=False)
                 for a in tqdm(archs, desc=f"{profile_name}: inference", file=sys.stderr)]
+    predicted = model.predict(archs)
     out = {"profile": m.ref, "space": m.space, "device": torch.cuda.get_device_name(), "networks": len(archs),
-           "table_batches": sorted(model.train), "inference": errors(model.predict(archs), measured)}
+           "table_batches": sorted(model.train), "inference": {
+               **errors(predicted, measured), "worst": float(np.max(np.abs(predicted / np.asarray(measured) - 1))),
+               "measured": dict(zip((space.to_string(a) for a in archs), map(int, measured)))}}
     for batch in batches:
-        m_, p, pw, naive = [], [], [], []
+        m_, p, pw, naive, done, oom = [], [], [], [], [], 0
         for a in tqdm(archs, desc=f"{profile_name}: training at batch {batch}", file=sys.stderr):
             t = training_memory(space, a, batch)
-            step = cuda_memory_bytes(space.build(a), space.input_shape(a), batch, train=True,
-                                     classes=m.num_classes or 1000)
-            torch.cuda.empty_cache()
+            try:
+                step = cuda_memory_bytes(space.build(a), space.input_shape(a), batch, train=True,
+                                         classes=m.num_classes or 1000)
+            except torch.cuda.OutOfMemoryError:
+                oom += 1
+                continue
+            finally:
+                torch.cuda.empty_cache()
+            done.append(space.to_string(a))
             m_.append(t.weight_bytes + t.optimizer_bytes + step)
             p.append(t.total_bytes)
             naive.append(t.naive_training_bytes)
             pw.append(training_memory(space, a, batch,
                                       workspace=model.train_workspace(space.layer_costs(a), batch)).total_bytes)
-        out[f"training_b{batch}"] = training_figures(m_, p, naive, [space.to_string(a) for a in archs], pw)
+        out[f"training_b{batch}"] = {**training_figures(m_, p, naive, done, pw), "device_oom": oom}
     out["unmeasured_layers"] = len(model.unmeasured)
     return out
 
@@ -415,6 +424,12 @@ def main() -> int:
     p.add_argument("--rescore", metavar="FILE", help="measure nothing: the training tables of FILE (a run's --out) "
                    "with today's predictions")
     args = p.parse_args()
+    if args.profile_workspace and not args.gpu:
+        p.error("--profile-workspace: measures on a GPU; add --gpu")
+    try:
+        between = [int(b) for b in args.between_batches.split(",")]
+    except ValueError:
+        p.error(f"--between-batches: {args.between_batches!r}: expected batch sizes such as 64,256")
     if args.rescore:
         return rescore(args.rescore)
     from search_spaces import get_space
@@ -472,7 +487,6 @@ def main() -> int:
                 t = r[f"training_b{b}"]
                 print(f"{training_line(n, b, t)} {t['device_oom']:>10}")
     if args.gpu and args.profile_workspace:
-        between = [int(b) for b in args.between_batches.split(",")]
         r = result["profile_workspace"] = profile_workspace_part(args.profile_workspace, args.gpu_networks, between,
                                                                  args.seed)
         print(f"\n{r['profile']}'s workspace table ({r['space']}, training workspace measured at batches "

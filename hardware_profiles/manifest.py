@@ -52,9 +52,10 @@ class Tables(BaseModel):
                                "or Parquet with `arch` and `energy_mj` columns")
     memory: str | None = Field(None, description="activation peak of networks at batch 1 (hardware_profiles.memory): "
                                "CSV or Parquet with `arch` and `activation_bytes` columns")
-    workspace: str | None = Field(None, description="each layer of the space run alone at batch 1, its eager peak "
-                                  "on a GPU (hardware_profiles.memory --workspace): CSV or Parquet with `key` and "
-                                  "`peak_bytes` columns")
+    workspace: str | None = Field(None, description="each layer of the space run alone on a GPU "
+                                  "(hardware_profiles.memory --workspace): CSV or Parquet with `key`, `op` and "
+                                  "`peak_bytes` (its eager inference peak at batch 1) columns, and "
+                                  "`train_b<B>_bytes` (its largest cuDNN workspace in a training step at batch B)")
 
     @model_serializer(mode="wrap")
     def _without_missing_energy(self, handler):

@@ -235,7 +235,7 @@ def cuda_memory_bytes(model, input_shape: tuple[int, ...], batch: int, train: bo
 
 
 def _per_layer(space, layers, measure, log) -> dict[str, int]:
-    """`measure(module, input_shape)` of each distinct layer (`LayerCost`) of `layers` built alone
+    """`measure(module, input_shape, layer)` of each distinct layer (`LayerCost`) of `layers` built alone
     (`SearchSpace.build_layer`), keyed by its cost key (`str`), the allocator's cache emptied after each."""
     import torch
 
@@ -243,7 +243,7 @@ def _per_layer(space, layers, measure, log) -> dict[str, int]:
     for lc in layers:
         key = str(lc.key)
         if key not in out:
-            out[key] = int(measure(space.build_layer(lc.key), (1, *lc.key.in_shape)))
+            out[key] = int(measure(space.build_layer(lc.key), (1, *lc.key.in_shape), lc))
             torch.cuda.empty_cache()
             log(f"{key}: {out[key]} bytes")
     return out
@@ -253,19 +253,19 @@ def cuda_layer_bytes(space, layers, log=lambda line: None) -> dict[str, int]:
     """Each distinct layer (`LayerCost`) of `layers` built alone and run as `cuda_memory_bytes` runs a network in
     eager inference at batch 1, its input included: keyed by its cost key (`str`).
     `predictors.memory.cuda_workspace_bytes` takes the tensors the eager walk counts off it."""
-    return _per_layer(space, layers, lambda module, shape: cuda_memory_bytes(module, shape, 1, train=False), log)
+    return _per_layer(space, layers, lambda module, shape, lc: cuda_memory_bytes(module, shape, 1, train=False), log)
 
 
 CONV_WORKSPACE_FRAME = "run_conv_plan"   # where PyTorch's cuDNN convolutions allocate their workspace (C++ frame)
 
 
-def cuda_train_workspace_bytes(module, input_shape: tuple[int, ...], batch: int) -> int:
+def cuda_train_workspace_bytes(module, input_shape: tuple[int, ...], batch: int, input_grad: bool = True) -> int:
     """The largest cuDNN workspace one training step of `module` (forward, then backward from a gradient of ones,
     fp32) allocates at `batch`: the allocations PyTorch's allocator traced from inside its cuDNN convolution
-    (`CONV_WORKSPACE_FRAME`), after a first step has chosen the algorithms. The input needs its gradient unless it
-    is a network's image (3 channels). A workspace can dwarf the layer's tensors at a large batch (2,400 MiB for the
-    weight gradient of MobileNet's 1x1 head convolution, after the global pool, at batch 512 on an H100; 13 MiB at
-    256).
+    (`CONV_WORKSPACE_FRAME`), after a first step has chosen the algorithms. `input_grad`: whether the step makes
+    the input's gradient (not for a network's stem, which reads the image). A workspace can dwarf the layer's
+    tensors at a large batch (2,400 MiB for the weight gradient of MobileNet's 1x1 head convolution, after the
+    global pool, at batch 512 on an H100; 13 MiB at 256).
 
     Raises:
         RuntimeError: the trace has no C++ frames to read (a PyTorch built without them).
@@ -274,7 +274,7 @@ def cuda_train_workspace_bytes(module, input_shape: tuple[int, ...], batch: int)
 
     module = module.to("cuda").train()
     x = torch.randn((batch, *input_shape[1:]), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
-    x.requires_grad_(input_shape[1] != 3)
+    x.requires_grad_(input_grad)
 
     def step() -> None:
         out = module(x)
@@ -299,7 +299,8 @@ def cuda_train_workspace_bytes(module, input_shape: tuple[int, ...], batch: int)
 def cuda_layer_train_workspace(space, layers, batch: int, log=lambda line: None) -> dict[str, int]:
     """`cuda_train_workspace_bytes` of each distinct layer of `layers` at `batch`, by its cost key (`str`): what
     `predictors.memory.training_memory`'s ``workspace`` takes."""
-    return _per_layer(space, layers, lambda module, shape: cuda_train_workspace_bytes(module, shape, batch), log)
+    return _per_layer(space, layers, lambda module, shape, lc: cuda_train_workspace_bytes(
+        module, shape, batch, input_grad=lc.key.op != "stem"), log)
 
 
 MEMORY_BACKENDS = {"onnxruntime-cpu": "onnxruntime", "torch-cuda": "eager"}   # what measures a memory table, and
@@ -367,7 +368,8 @@ TRAIN_BATCHES = (8, 16, 32, 64, 128, 256, 512, 1024)
 
 def workspace_table(profile, train_batches=TRAIN_BATCHES, log=lambda line: None):
     """Every layer of a GPU profile's space (`SearchSpace.enumerate_layers`) measured alone on this GPU
-    (`cuda_layer_bytes`), as a table of ``key`` and ``peak_bytes``, with a column per batch of `train_batches`
+    (`cuda_layer_bytes`), as a table of ``key``, ``op`` (its operator) and ``peak_bytes``, with a column per batch
+    of `train_batches`
     (``train_b<B>_bytes``): the largest cuDNN workspace the layer's training step allocates at that batch
     (`cuda_train_workspace_bytes`); and the manifest options that say how (``workspace_method``, the GPU, cuDNN's
     version, ``workspace_train_batches``).
@@ -401,7 +403,8 @@ def workspace_table(profile, train_batches=TRAIN_BATCHES, log=lambda line: None)
            "the largest cuDNN workspace of a training step (fp32) at each batch of workspace_train_batches")
     options = {"workspace_method": how, "workspace_cudnn": str(torch.backends.cudnn.version()),
                "workspace_torch": torch.__version__, "workspace_train_batches": list(train_batches)}
-    table = pd.DataFrame({"key": list(peaks), "peak_bytes": list(peaks.values()),
+    ops = {str(lc.key): lc.key.op for lc in layers}
+    table = pd.DataFrame({"key": list(peaks), "op": [ops[k] for k in peaks], "peak_bytes": list(peaks.values()),
                           **{c: [per[k] for k in peaks] for c, per in train.items()}})
     return table, options
 

@@ -59,12 +59,13 @@ in the batch, so the largest batch that fits a budget is exact (`largest_batch`)
 ``constraints.on_train_memory: shrink`` trains a large candidate at. On a GPU, cuDNN's workspace comes on top: a
 layer's, measured alone in a training step (`hardware_profiles.memory.cuda_train_workspace_bytes`), lifts the peak
 where the backward pass reaches that layer (``workspace``; MobileNet's head at batch 512 on an H100: 2,400 MiB, the
-5-8 % the saved activations alone miss). A GPU profile's workspace table holds it per layer and batch
-(`WorkspaceWalk`, `profile_workspace`), with each layer's inference workspace, which the eager walk adds for
-``max_memory_mb`` on that profile (`profile_memory_model`).
+5-8 % the saved activations alone miss). A GPU profile's workspace table holds it per layer and batch, with each
+layer's inference workspace, which the eager walk adds for ``max_memory_mb`` on that profile
+(`WorkspaceWalk`, `profile_workspace`, `profile_memory_model`).
 """
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -72,6 +73,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from core.errors import InputError, cli_entry
+from hardware_profiles.memory import TRAIN_COLUMN
 from search_spaces.costs import PRECISION_BITS
 
 BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "int4": 1}   # per activation value, by a layer's precision
@@ -80,6 +82,8 @@ OPTIMIZER_STATES = {"sgd": 1, "adam": 2}   # buffers per weight (SGD: its moment
 ENGINES = ("fused", "eager", "onnxruntime")   # how an engine keeps inference tensors (`layer_peak`,
 # `predictors.ort_memory`)
 MIB = 2 ** 20
+# a workspace table's training columns (`hardware_profiles.memory.TRAIN_COLUMN`), their batch as the group
+TRAIN_COLUMN_PATTERN = re.compile("^" + re.escape(TRAIN_COLUMN).replace(r"\{\}", r"(\d+)") + "$")
 KEEPS_INPUT = ("hard_swish", "swish")   # activations whose gradient needs their input (not run in place in training)
 # What a layer without a convolution keeps for the backward pass, in values, from its input and output sizes: a
 # max-pool its indices (int64: two float32s each), average pooling its input (PyTorch's backward reads it), an
@@ -236,24 +240,6 @@ def inference_memory(space, arch: Hashable, batch: int = 1, channel_block: int =
     return InferenceMemory(_weight_bytes(layers), int((held + peaks[top]) * batch), top, batch, engine)
 
 
-def cuda_workspace_bytes(space, layers, log=lambda line: None) -> dict[str, int]:
-    """Each distinct layer's workspace on this GPU at batch 1: the layer alone, run as
-    `hardware_profiles.memory.cuda_memory_bytes` runs a network in eager inference (`cuda_layer_bytes`), less the
-    tensors the eager walk counts for it (`workspace_of`): what cuDNN's algorithm for its convolutions allocates
-    beside them. Keyed by the layer's cost key (`str`), for `inference_memory`'s ``workspace``."""
-    from hardware_profiles.memory import cuda_layer_bytes
-
-    return workspace_of(layers, cuda_layer_bytes(space, layers, log))
-
-
-def workspace_of(layers, peaks: Mapping[str, int]) -> dict[str, int]:
-    """What each layer (`LayerCost`) whose cost key `peaks` names holds beyond the tensors the eager walk counts for
-    it (`layer_peak`), from its measured eager peak alone at batch 1 (`peaks`, by `str` of the key: a profile's
-    workspace table); 0 where it holds nothing more."""
-    return {str(lc.key): max(0, int(peaks[str(lc.key)]) - 4 * layer_peak(lc, engine="eager"))
-            for lc in layers if str(lc.key) in peaks}
-
-
 def training_memory(space, arch: Hashable, batch: int, optimizer: str = "sgd",
                     workspace: Mapping[str, int] | None = None) -> TrainingMemory:
     """Training-step memory of `arch` at `batch` in fp32 with `optimizer` (``sgd`` with momentum, ``adam``).
@@ -312,8 +298,10 @@ def largest_batch(space, arch: Hashable, limit_bytes: float, optimizer: str = "s
     """The largest batch size whose training step (`training_memory`) fits in `limit_bytes`; 0 when not even one
     sample does. Exact, not searched: the step's memory is affine in the batch (what is held per weight, plus the
     saved activations and the backward pass's gradients of each sample). `workspace_at`: each layer's cuDNN
-    workspace at a batch (`WorkspaceWalk.train_workspace`), which is not affine and only adds: then the largest
-    batch up to the affine answer whose step with it fits, by bisection."""
+    workspace at a batch (`WorkspaceWalk.train_workspace`), which is not affine and only adds:
+    then the largest batch up to the affine answer whose step with it fits, by bisection (which assumes the step
+    does not shrink as the batch grows: a layer's workspace can, 173 MiB at 32 and 37.5 MiB at 64 on an H100, but
+    the saved activations grow by more)."""
     one = training_memory(space, arch, 1, optimizer)
     per_sample = one.saved_activation_bytes + one.transient_bytes
     top = max(0, int((limit_bytes - (one.total_bytes - per_sample)) // per_sample))
@@ -400,63 +388,94 @@ def profile_memory_correction(profile, space, seed: int = 0) -> MemoryCorrection
         archs, table["activation_bytes"].to_numpy(float))
 
 
+def cuda_workspace_bytes(space, layers, log=lambda line: None) -> dict[str, int]:
+    """Each distinct layer's workspace on this GPU at batch 1: the layer alone, run as
+    `hardware_profiles.memory.cuda_memory_bytes` runs a network in eager inference (`cuda_layer_bytes`), less the
+    tensors the eager walk counts for it (`workspace_of`): what cuDNN's algorithm for its convolutions allocates
+    beside them. Keyed by the layer's cost key (`str`), for `inference_memory`'s ``workspace``."""
+    from hardware_profiles.memory import cuda_layer_bytes
+
+    return workspace_of(layers, cuda_layer_bytes(space, layers, log))
+
+
+def workspace_of(layers, peaks: Mapping[str, int]) -> dict[str, int]:
+    """What each layer (`LayerCost`) whose cost key `peaks` names holds beyond the tensors the eager walk counts for
+    it (`layer_peak`), from its measured eager peak alone at batch 1 (`peaks`, by `str` of the key: a profile's
+    workspace table); 0 where it holds nothing more."""
+    return {str(lc.key): max(0, int(peaks[str(lc.key)]) - 4 * layer_peak(lc, engine="eager"))
+            for lc in layers if str(lc.key) in peaks}
+
+
 class WorkspaceWalk:
-    """A GPU profile's memory model from its workspace table (`hardware_profiles.memory.workspace_table`), no network
-    measured and nothing fitted: for inference, the eager walk plus each layer's workspace (`workspace_of`); for
-    training, each layer's cuDNN workspace in a training step (`train_workspace`, what `training_memory` adds). A
-    layer the table does not name (a space option the profile was not measured with) is given the table's largest
-    workspace, a bound rather than a guess, and counted in `unmeasured`. Predicts as `MemoryCorrection` does.
+    """A GPU profile's memory model from its workspace table, no network measured and nothing fitted: for inference,
+    the eager walk plus each layer's workspace (`workspace_of`); for training, each layer's cuDNN workspace in a
+    training step (`train_workspace`, what `training_memory` adds). A layer the table does not name (a space option
+    or a class count the profile was not measured with) is given the largest workspace of the layers of its operator
+    the table names (the table's largest where it names none of them), a bound rather than a guess, and counted in
+    `unmeasured`. Predicts as `MemoryCorrection` does.
 
     Args:
         space: the space the networks come from.
         peaks: each layer's eager peak alone at batch 1, by `str` of its cost key (the table's ``peak_bytes``).
         train: each layer's largest workspace in a training step, by batch size, then by key (its
             ``train_b<B>_bytes`` columns); empty where the table has none.
+        ops: each key's operator (the table's ``op`` column); without it, the table's largest is every bound.
     """
 
     engine = "eager"
 
-    def __init__(self, space, peaks: Mapping[str, int], train: Mapping[int, Mapping[str, int]] | None = None):
-        self.space, self.peaks = space, dict(peaks)
+    def __init__(self, space, peaks: Mapping[str, int], train: Mapping[int, Mapping[str, int]] | None = None,
+                 ops: Mapping[str, str] | None = None):
+        self.space, self.peaks, self.ops = space, dict(peaks), dict(ops or {})
         self.train = {int(b): dict(per) for b, per in sorted((train or {}).items())}
-        self.bound: int | None = None   # the largest workspace of a layer the table names (`workspace`)
+        self._inference: dict[str, int] | None = None   # every layer of the space the table names, when needed
         self.unmeasured: set[str] = set()
 
+    def _bound(self, per: Mapping[str, int], lc) -> float:
+        """The bound for a layer `per` does not name: the largest of its operator's layers there, else the
+        largest of all."""
+        same = [v for k, v in per.items() if self.ops.get(k) == lc.key.op]
+        return max(same or per.values() or [0])
+
     def workspace(self, layers) -> dict[str, int]:
-        """Each layer's workspace (bytes, by `str` of its cost key); the table's largest where it names none."""
-        missing = {str(lc.key) for lc in layers} - self.peaks.keys()
-        if missing and self.bound is None:
-            self.bound = max(workspace_of(self.space.enumerate_layers()[0], self.peaks).values(), default=0)
-        self.unmeasured |= missing
-        return {**workspace_of(layers, self.peaks), **{key: self.bound for key in missing}}
+        """Each layer's inference workspace (bytes at batch 1, by `str` of its cost key); a bound where the table
+        names none (see the class)."""
+        missing = [lc for lc in layers if str(lc.key) not in self.peaks]
+        if missing and self._inference is None:
+            self._inference = workspace_of(self.space.enumerate_layers()[0], self.peaks)
+        self.unmeasured |= {str(lc.key) for lc in missing}
+        return {**workspace_of(layers, self.peaks),
+                **{str(lc.key): int(self._bound(self._inference, lc)) for lc in missing}}
 
     def train_workspace(self, layers, batch: int) -> dict[str, int]:
         """Each layer's largest cuDNN workspace in a training step at `batch` (bytes, by `str` of its cost key), for
         `training_memory`'s ``workspace``: as measured where the table has the batch, else interpolated linearly
         between the two measured batches around it, and beyond them in proportion to the batch from the nearest
-        (a workspace grows with the tensors it works on); a layer the table does not name gets the table's
-        largest. Empty when the table measured no training workspace."""
+        (a workspace grows with the tensors it works on); a bound where the table names the layer not (see the
+        class). cuDNN picks its algorithm in steps with the batch, so between two measured batches the figure can
+        be high (MobileNet's head on an H100: 13 MiB at 256, 2,400 MiB at 512; at 384 the interpolation says 1,200
+        and the step takes none). Empty when the table measured no training workspace."""
         if not self.train:
             return {}
         batches = list(self.train)
         lo = max((b for b in batches if b <= batch), default=None)
         hi = min((b for b in batches if b >= batch), default=None)
 
-        def at(per: Mapping[str, int], key: str) -> float:
-            return per.get(key, max(per.values(), default=0))
+        def at(b: int, lc) -> float:
+            per = self.train[b]
+            return per[str(lc.key)] if str(lc.key) in per else self._bound(per, lc)
 
         out = {}
         for lc in layers:
-            key = str(lc.key)
-            if key not in self.train[batches[0]]:
-                self.unmeasured.add(key)
+            if str(lc.key) not in self.train[batches[0]]:
+                self.unmeasured.add(str(lc.key))
             if lo is not None and hi is not None:
-                v0, v1 = at(self.train[lo], key), at(self.train[hi], key)
+                v0, v1 = at(lo, lc), at(hi, lc)
                 value = v0 if hi == lo else v0 + (v1 - v0) * (batch - lo) / (hi - lo)
             else:
                 near = lo if hi is None else hi
-                value = at(self.train[near], key) * batch / near
-            out[key] = int(round(value))
+                value = at(near, lc) * batch / near
+            out[str(lc.key)] = int(round(value))
         return out
 
     def predict(self, archs: Sequence[Hashable]) -> np.ndarray:
@@ -467,33 +486,52 @@ class WorkspaceWalk:
 
 
 def profile_workspace(profile, space) -> WorkspaceWalk:
-    """`profile`'s workspace table (`hardware_profiles.memory.workspace_table`) as a `WorkspaceWalk` on `space`.
+    """`profile`'s workspace table (`hardware_profiles.memory.workspace_table`) as a `WorkspaceWalk` on `space`; its
+    training batches are those of its ``train_b<B>_bytes`` columns.
 
     Raises:
-        ValueError: the profile has no workspace table, one that is damaged, or one that names no layer of `space`.
+        ValueError: not a GPU profile, no workspace table, a damaged one (a training column holding a value that is
+            not a finite non-negative number: the file, line and column named), or one that names no layer of
+            `space`.
     """
+    import pandas as pd
+
     from core.errors import InputError
-    from hardware_profiles.memory import TRAIN_COLUMN
 
     m = profile.manifest
     if not getattr(m.tables, "workspace", None):
+        if m.backend != "torch-cuda":
+            raise ValueError(f"{m.ref} is a {m.backend} profile; workspace tables are measured on GPU (torch-cuda "
+                             "fp32) profiles")
         raise ValueError(f"{m.ref} has no workspace table (python -m hardware_profiles.memory --profile {m.name} "
                          "--workspace measures one on its GPU)")
     try:
         table = profile.table("workspace")
     except InputError as err:
         raise ValueError(str(err)) from None
+    path = m.table_path(profile.folder, "workspace")
     keys = table["key"].astype(str)
-    train = {b: dict(zip(keys, table[TRAIN_COLUMN.format(b)].astype(np.int64)))
-             for b in map(int, m.options.get("workspace_train_batches", ())) if TRAIN_COLUMN.format(b) in table}
-    model = WorkspaceWalk(space, dict(zip(keys, table["peak_bytes"].astype(np.int64))), train)
+    train = {}
+    for column in table.columns:
+        match = TRAIN_COLUMN_PATTERN.match(str(column))
+        if not match:
+            continue
+        values = pd.to_numeric(table[column], errors="coerce").to_numpy(float)
+        bad = ~(np.isfinite(values) & (values >= 0))
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise ValueError(f"{path}: line {row + 2 if path.suffix == '.csv' else row + 1}, column {column!r}: "
+                             f"{str(table[column].iloc[row])!r} is not a workspace in bytes")
+        train[int(match.group(1))] = dict(zip(keys, values.astype(np.int64)))
+    ops = dict(zip(keys, table["op"].astype(str))) if "op" in table.columns else None
+    model = WorkspaceWalk(space, dict(zip(keys, table["peak_bytes"].astype(np.int64))), train, ops)
     if not any(str(lc.key) in model.peaks for lc in space.layer_costs(space.smallest())):
-        raise ValueError(f"{m.table_path(profile.folder, 'workspace')}: names no layer of space {space.name} "
-                         f"with these options (its profile was measured on {m.space} {m.space_options or ''})")
+        raise ValueError(f"{path}: names no layer of space {space.name} with these options (its profile was "
+                         f"measured on {m.space} {m.space_options or ''})")
     return model
 
 
-def profile_memory_model(profile, space, seed: int = 0) -> WorkspaceWalk | MemoryCorrection:
+def profile_memory_model(profile, space, seed: int = 0):
     """What a recipe's ``max_memory_mb`` on `profile` checks a candidate with: the eager walk with the profile's
     layer workspace table where it has one (`profile_workspace`, exact on every network measured), else the
     correction fitted to its memory table (`profile_memory_correction`).
@@ -507,12 +545,11 @@ def profile_memory_model(profile, space, seed: int = 0) -> WorkspaceWalk | Memor
 
 
 def main_report(space, arch: Hashable, batch: int, optimizer: str, engine: str = "fused",
-                channel_block: int = 1, profile: WorkspaceWalk | None = None) -> dict:
-    """The figures `python -m predictors.memory` prints; with a GPU `profile`'s workspace table, inference is its
-    eager walk with each layer's workspace (at batch 1) and training adds each layer's training workspace."""
+                channel_block: int = 1, profile=None) -> dict:
+    """The figures `python -m predictors.memory` prints; with a GPU `profile`'s workspace table
+    (`WorkspaceWalk`), inference is the eager walk with each layer's workspace (which is
+    measured at batch 1, so added at batch 1 only) and training adds each layer's training workspace."""
     layers = space.layer_costs(arch)
-    if profile is not None:
-        engine = "eager"
     inf = inference_memory(space, arch, batch, channel_block, engine,
                            profile.workspace(layers) if profile is not None else None)
     train = training_memory(space, arch, batch, optimizer,
@@ -540,10 +577,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default 1000)")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZER_STATES), default="sgd",
                    help="the training optimizer's state per weight (default sgd: momentum)")
-    p.add_argument("--engine", choices=ENGINES, default="fused",
+    p.add_argument("--engine", choices=ENGINES,
                    help="inference as an engine that fuses BatchNorm and runs activations in place (fused: "
                         "onnxruntime, TensorRT; the default), as PyTorch eager mode keeps tensors (eager), or as "
-                        "onnxruntime's CPU provider runs its own graph with its allocation planner (onnxruntime)")
+                        "onnxruntime's CPU provider runs its own graph with its allocation planner (onnxruntime); "
+                        "eager with --profile")
     p.add_argument("--channel-block", type=int, metavar="N",
                    help="channels per block of a blocked layout: onnxruntime's NCHWc (default with --engine "
                         "onnxruntime: this machine's, 16 with AVX-512 and 8 with AVX2; 1: none, as off x86); "
@@ -561,11 +599,18 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError(f"--budget-gb: {args.budget_gb}: expected a positive size in GiB")
     if args.channel_block is not None and args.channel_block <= 0:
         raise InputError(f"--channel-block: {args.channel_block}: expected a positive channel count")
+    if args.profile is not None and args.engine not in (None, "eager"):
+        raise InputError(f"--engine: {args.engine}: a GPU profile's workspace adds to PyTorch eager mode's tensors; "
+                         "leave --engine out (or eager) with --profile")
+    if args.profile is not None and args.channel_block not in (None, 1):
+        raise InputError(f"--channel-block: {args.channel_block}: a GPU keeps no blocked layout; leave it out with "
+                         "--profile")
+    engine = args.engine or ("eager" if args.profile is not None else "fused")
     block = args.channel_block
     if block is None:
         from hardware_profiles.memory import ort_channel_block
 
-        block = ort_channel_block() if args.engine == "onnxruntime" else 1
+        block = ort_channel_block() if engine == "onnxruntime" else 1
     space = make_space(args.space, read_space_options(args.space_options) or {}, args.num_classes,
                        source=args.space_options or "--space-options")
     try:
@@ -580,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
             model = profile_workspace(get_profile(args.profile), space)
         except ValueError as err:   # (InputError too: an unknown profile)
             raise InputError(f"--profile: {err}") from None
-    report = main_report(space, arch, args.batch, args.optimizer, args.engine, block, model)
+    report = main_report(space, arch, args.batch, args.optimizer, engine, block, model)
     if args.budget_gb is not None:
         at = None if model is None else (lambda b: model.train_workspace(space.layer_costs(arch), b))
         report["training"]["largest_batch"] = largest_batch(space, arch, args.budget_gb * 2 ** 30, args.optimizer, at)
@@ -591,7 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{report['arch']} at batch {args.batch}")
     rows = [("inference: parameters", inf["param_bytes"]),
             (f"inference: activation peak ({inf['engine']}{f', block {block}' if block > 1 else ''}"
-             f"{f', {args.profile} workspace' if model is not None else ''})",
+             + (f", {args.profile} workspace" if model is not None and args.batch == 1 else
+                ", workspace measured at batch 1, not added" if model is not None else "") + ")",
              inf["activation_bytes"]),
             ("inference: total", inf["param_bytes"] + inf["activation_bytes"]),
             ("training: weights", train["weight_bytes"]), ("training: gradients", train["gradient_bytes"]),

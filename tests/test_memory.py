@@ -685,6 +685,30 @@ def test_a_profiles_training_workspace_is_added_to_the_training_limit_and_interp
                  [["key", "peak_bytes"]], "workspace", {"workspace_train_batches": []})
     with pytest.raises(RecipeError, match="workspace table has no training workspace"):
         load_run(ASSETS / "tiny.yaml", [*sets, "constraints.train_memory_profile=gpu-workspace"])
+    damaged = pd.DataFrame(rows, columns=["key", "peak_bytes", "train_b32_bytes", "train_b128_bytes"])
+    damaged.loc[2, "train_b32_bytes"] = float("nan")
+    attach_table(folder, damaged, "workspace", {})
+    with pytest.raises(RecipeError, match=r"workspace.csv: line 4, column 'train_b32_bytes': 'nan' is not a "):
+        load_run(ASSETS / "tiny.yaml", [*sets, "constraints.train_memory_profile=gpu-workspace"])
+
+
+def test_a_layer_the_workspace_table_does_not_name_gets_the_largest_workspace_of_its_operator():
+    """A recipe of 10 classes on a table measured with 1,000: its classifier, which the table does not name, gets
+    the largest workspace of the classifiers it names (none: a linear layer), not the largest of every layer (which
+    made MobileNet's step 7 % larger); a layer whose operator the table has not measured gets the largest of all."""
+    from predictors.memory import WorkspaceWalk
+
+    space = get_space("mobilenet", {}, num_classes=10)
+    layers = space.layer_costs(space.smallest())
+    keys = [str(lc.key) for lc in layers]
+    ops = {str(lc.key): lc.key.op for lc in layers}
+    measured = {k: (700 if ops[k] == "ir" else 5) for k in keys[1:-1]}   # no stem, no 10-class classifier
+    train = {32: {**measured, "classifier_1000": 0}}
+    model = WorkspaceWalk(space, {}, train, {**ops, "classifier_1000": "classifier"})
+    got = model.train_workspace(layers, 32)
+    assert got[keys[-1]] == 0 and got[keys[0]] == 700 and got[keys[1]] == measured[keys[1]]
+    assert model.unmeasured == {keys[0], keys[-1]}
+    assert WorkspaceWalk(space, {}, train).train_workspace(layers, 32)[keys[-1]] == 700   # without the ops column
 
 
 def test_the_command_line_adds_a_gpu_profiles_workspace_to_both_figures(capsys):
@@ -707,7 +731,8 @@ def test_the_command_line_adds_a_gpu_profiles_workspace_to_both_figures(capsys):
     assert main([*args, "--profile", "gpu-h100-fp32-b1", "--json", "--budget-gb", str(budget)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["inference"]["engine"] == "eager"
-    assert report["inference"]["activation_bytes"] == inference_memory(space, arch, 512, engine="eager").activation_bytes
+    eager = inference_memory(space, arch, 512, engine="eager")
+    assert report["inference"]["activation_bytes"] == eager.activation_bytes   # the workspace is batch 1's
     assert main([*args[:-2], "--profile", "gpu-h100-fp32-b1", "--json"]) == 0
     one = json.loads(capsys.readouterr().out)
     assert one["inference"]["activation_bytes"] == model.predict([arch])[0]   # the workspace counts at batch 1
@@ -718,7 +743,10 @@ def test_the_command_line_adds_a_gpu_profiles_workspace_to_both_figures(capsys):
     assert training_memory(space, arch, fits, workspace=model.train_workspace(layers, fits)).total_gb <= budget
     assert training_memory(space, arch, fits + 1,
                            workspace=model.train_workspace(layers, fits + 1)).total_gb > budget
-    for profile, line in (("nope", "--profile: unknown hardware profile 'nope'"),
-                          ("gpu-h100-fp32-b32", "--profile: gpu-h100-fp32-b32@1 has no workspace table")):
-        assert main([*args, "--profile", profile]) == 2
+    for extra, line in ((["--profile", "nope"], "--profile: unknown hardware profile 'nope'"),
+                        (["--profile", "gpu-h100-fp32-b32"], "--profile: gpu-h100-fp32-b32@1 has no workspace table"),
+                        (["--profile", "x86-ort-t1"], "--profile: x86-ort-t1@3 is a onnxruntime-cpu profile"),
+                        (["--profile", "gpu-h100-fp32-b1", "--engine", "onnxruntime"], "--engine: onnxruntime: a GPU"),
+                        (["--profile", "gpu-h100-fp32-b1", "--channel-block", "16"], "--channel-block: 16: a GPU")):
+        assert main([*args, *extra]) == 2
         assert line in capsys.readouterr().err.strip().splitlines()[-1]
