@@ -70,7 +70,8 @@ def latency_violation(constraints: Constraints, latencies: dict[str, float],
 @functools.lru_cache(maxsize=8)
 def train_workspace_model(profile: str, space):
     """``constraints.train_memory_profile``'s workspace table on `space` (`predictors.memory.profile_workspace`),
-    read once per process.
+    read once per space object (a run's; the trials' processes read it once each), so every proposal's check does
+    not parse the table again.
 
     Raises:
         ValueError: it has no usable workspace table (InputError: no such profile)."""

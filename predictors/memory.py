@@ -496,8 +496,6 @@ def profile_workspace(profile, space) -> WorkspaceWalk:
     """
     import pandas as pd
 
-    from core.errors import InputError
-
     m = profile.manifest
     if not getattr(m.tables, "workspace", None):
         if m.backend != "torch-cuda":
