@@ -420,15 +420,17 @@ class WorkspaceWalk:
         train: each layer's largest workspace in a training step, by batch size, then by key (its
             ``train_b<B>_bytes`` columns); empty where the table has none.
         ops: each key's operator (the table's ``op`` column); without it, the table's largest is every bound.
+        inference: each key's inference workspace (`workspace_of` of the layers of the space the table was measured
+            on: `profile_workspace`); without it, that of the layers of `space` the table names, where needed.
     """
 
     engine = "eager"
 
     def __init__(self, space, peaks: Mapping[str, int], train: Mapping[int, Mapping[str, int]] | None = None,
-                 ops: Mapping[str, str] | None = None):
+                 ops: Mapping[str, str] | None = None, inference: Mapping[str, int] | None = None):
         self.space, self.peaks, self.ops = space, dict(peaks), dict(ops or {})
         self.train = {int(b): dict(per) for b, per in sorted((train or {}).items())}
-        self._inference: dict[str, int] | None = None   # every layer of the space the table names, when needed
+        self._inference = dict(inference) if inference is not None else None
         self.unmeasured: set[str] = set()
 
     def _bound(self, per: Mapping[str, int], lc) -> float:
@@ -496,6 +498,8 @@ def profile_workspace(profile, space) -> WorkspaceWalk:
     """
     import pandas as pd
 
+    from search_spaces import make_space
+
     m = profile.manifest
     if not getattr(m.tables, "workspace", None):
         if m.backend != "torch-cuda":
@@ -522,7 +526,9 @@ def profile_workspace(profile, space) -> WorkspaceWalk:
                              f"{str(table[column].iloc[row])!r} is not a workspace in bytes")
         train[int(match.group(1))] = dict(zip(keys, values.astype(np.int64)))
     ops = dict(zip(keys, table["op"].astype(str))) if "op" in table.columns else None
-    model = WorkspaceWalk(space, dict(zip(keys, table["peak_bytes"].astype(np.int64))), train, ops)
+    peaks = dict(zip(keys, table["peak_bytes"].astype(np.int64)))
+    measured_on = make_space(m.space, m.space_options, m.num_classes or 1000, source=f"{m.ref} manifest")
+    model = WorkspaceWalk(space, peaks, train, ops, workspace_of(measured_on.enumerate_layers()[0], peaks))
     if not any(str(lc.key) in model.peaks for lc in space.layer_costs(space.smallest())):
         raise ValueError(f"{path}: names no layer of space {space.name} with these options (its profile was "
                          f"measured on {m.space} {m.space_options or ''})")

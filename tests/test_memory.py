@@ -709,6 +709,15 @@ def test_a_layer_the_workspace_table_does_not_name_gets_the_largest_workspace_of
     assert got[keys[-1]] == 0 and got[keys[0]] == 700 and got[keys[1]] == measured[keys[1]]
     assert model.unmeasured == {keys[0], keys[-1]}
     assert WorkspaceWalk(space, {}, train).train_workspace(layers, 32)[keys[-1]] == 700   # without the ops column
+    # the shipped H100 table, measured with 1,000 classes: the 10-class classifier's inference workspace is the
+    # 1,000-class one's, not the largest layer's
+    from hardware_profiles import get_profile
+    from predictors.memory import profile_workspace, workspace_of
+
+    shipped = profile_workspace(get_profile("gpu-h100-fp32-b1"), space)
+    thousand = get_space("mobilenet", {}, num_classes=1000).layer_costs(space.smallest())[-1]
+    assert shipped.workspace(layers)[keys[-1]] == workspace_of([thousand], shipped.peaks)[str(thousand.key)]
+    assert shipped.unmeasured == {keys[-1]}
 
 
 def test_the_command_line_adds_a_gpu_profiles_workspace_to_both_figures(capsys):
