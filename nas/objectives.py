@@ -81,28 +81,31 @@ def train_workspace_model(profile: str, space):
     return profile_workspace(get_profile(profile), space)
 
 
+def workspace_at(space, constraints: Constraints, arch: Hashable):
+    """Each layer of `arch`'s cuDNN workspace at a batch, as ``constraints.train_memory_profile``'s table gives it
+    (`predictors.memory.WorkspaceWalk.train_workspace`), as a function of the batch; None where the recipe names no
+    such profile."""
+    if constraints.train_memory_profile is None:
+        return None
+    model = train_workspace_model(constraints.train_memory_profile, space)
+    return lambda batch: model.train_workspace(space.layer_costs(arch), batch)
+
+
 def train_memory(space, constraints: Constraints, arch: Hashable, batch: int):
     """`arch`'s training step at `batch` as the limits predict it (`predictors.memory.training_memory`), with each
-    layer's cuDNN workspace from ``constraints.train_memory_profile`` where the recipe names one."""
+    layer's cuDNN workspace from ``constraints.train_memory_profile`` where the recipe names one (`workspace_at`)."""
     from predictors.memory import training_memory
 
-    workspace = None
-    if constraints.train_memory_profile is not None:
-        workspace = train_workspace_model(constraints.train_memory_profile, space).train_workspace(
-            space.layer_costs(arch), batch)
-    return training_memory(space, arch, batch, workspace=workspace)
+    at = workspace_at(space, constraints, arch)
+    return training_memory(space, arch, batch, workspace=None if at is None else at(batch))
 
 
 def fitting_batch(space, constraints: Constraints, arch: Hashable, limit_bytes: float) -> int:
     """The largest batch size whose training step (`train_memory`) fits in `limit_bytes`; 0 when not even one sample
-    does (`predictors.memory.largest_batch`, with ``constraints.train_memory_profile``'s workspace where named)."""
+    does (`predictors.memory.largest_batch`, with the workspace `workspace_at` gives)."""
     from predictors.memory import largest_batch
 
-    at = None
-    if constraints.train_memory_profile is not None:
-        model = train_workspace_model(constraints.train_memory_profile, space)
-        at = (lambda batch: model.train_workspace(space.layer_costs(arch), batch))
-    return largest_batch(space, arch, limit_bytes, workspace_at=at)
+    return largest_batch(space, arch, limit_bytes, workspace_at=workspace_at(space, constraints, arch))
 
 
 def memory_check(space, constraints: Constraints, arch: Hashable) -> tuple[dict[str, float], str | None]:
