@@ -144,13 +144,26 @@ def training_line(space: str, batch, r: dict) -> str:
     return line
 
 
+def rescored(space, batch: int, cell: dict, workspace_for=None) -> dict:
+    """A kept training cell (``measured``: each network's bytes) judged with today's `training_memory`, and with the
+    workspace `workspace_for(arch)` gives (bytes by layer key) where it is given (`training_figures`)."""
+    from predictors.memory import training_memory
+
+    archs = [space.decode(a) for a in cell["measured"]]
+    figures = [training_memory(space, a, batch) for a in archs]
+    return training_figures(list(cell["measured"].values()), [t.total_bytes for t in figures],
+                            [t.naive_training_bytes for t in figures], list(cell["measured"]),
+                            None if workspace_for is None else
+                            [training_memory(space, a, batch, workspace=workspace_for(a)).total_bytes for a in archs])
+
+
 def rescore(path: str) -> int:
     """The training tables of a finished run (`--out` FILE, this CPU's and the GPU's) with the predictions of the
     code as it is now, on the measurements the file keeps: how a change of `training_memory` does on a device that
     is not at hand. Cells written before the measurements were kept are named and left out."""
     import json
 
-    from predictors.memory import inference_memory, training_memory
+    from predictors.memory import inference_memory
     from search_spaces import get_space
 
     result = json.loads(Path(path).read_text())
@@ -180,13 +193,8 @@ def rescore(path: str) -> int:
         for key, cell in pw.items():
             if key.startswith("training_b"):
                 batch = int(key.removeprefix("training_b"))
-                archs = [space.decode(a) for a in cell["measured"]]
-                figures = [training_memory(space, a, batch) for a in archs]
-                print(training_line(pw["space"], batch, training_figures(
-                    list(cell["measured"].values()), [t.total_bytes for t in figures],
-                    [t.naive_training_bytes for t in figures], list(cell["measured"]),
-                    [training_memory(space, a, batch, workspace=model.train_workspace(space.layer_costs(a), batch))
-                     .total_bytes for a in archs])))
+                print(training_line(pw["space"], batch, rescored(
+                    space, batch, cell, lambda a: model.train_workspace(space.layer_costs(a), batch))))
     for where, spaces in tables.items():
         if not spaces:
             continue
@@ -198,14 +206,9 @@ def rescore(path: str) -> int:
                 if "measured" not in cell:
                     print(f"{name:<10} {batch:>5} no per-network measurements kept in this file")
                     continue
-                archs = [space.decode(a) for a in cell["measured"]]
-                figures = [training_memory(space, a, int(batch)) for a in archs]
                 ws = cell.get("workspace_layers")
-                print(training_line(name, batch, training_figures(
-                    list(cell["measured"].values()), [t.total_bytes for t in figures],
-                    [t.naive_training_bytes for t in figures], list(cell["measured"]),
-                    None if ws is None else [training_memory(space, a, int(batch), workspace=ws).total_bytes
-                                             for a in archs])))
+                print(training_line(name, batch, rescored(space, int(batch), cell,
+                                                          None if ws is None else lambda a: ws)))
     return 0
 
 
@@ -232,6 +235,35 @@ def training_part(name: str, archs: list, batches: list[int]) -> dict:
     return out
 
 
+def gpu_training_cell(space, archs: list, batch: int, classes: int, workspace_for) -> dict:
+    """On a CUDA device, one training table's cell: each network's step at `batch` (SGD with momentum, fp32;
+    `torch.cuda.max_memory_allocated` plus the weights and momentum held between steps) against `training_memory`,
+    and against it with the workspace `workspace_for(arch)` gives (bytes by layer key), and the naive sum
+    (`training_figures`); a network the device cannot hold is counted in ``device_oom`` and left out."""
+    import torch
+    from tqdm import tqdm
+
+    from hardware_profiles.memory import cuda_memory_bytes
+    from predictors.memory import training_memory
+
+    m, p, pw, naive, done, oom = [], [], [], [], [], 0
+    for a in tqdm(archs, desc=f"{space.name}: GPU training at batch {batch}", file=sys.stderr):
+        t = training_memory(space, a, batch)
+        try:
+            step = cuda_memory_bytes(space.build(a), space.input_shape(a), batch, train=True, classes=classes)
+        except torch.cuda.OutOfMemoryError:
+            oom += 1
+            continue
+        finally:
+            torch.cuda.empty_cache()
+        m.append(t.weight_bytes + t.optimizer_bytes + step)
+        p.append(t.total_bytes)
+        pw.append(training_memory(space, a, batch, workspace=workspace_for(a)).total_bytes)
+        naive.append(t.naive_training_bytes)
+        done.append(space.to_string(a))
+    return {**training_figures(m, p, naive, done, pw), "device_oom": oom}
+
+
 def gpu_memory_part(name: str, archs: list, batches: list[int], seed: int) -> dict:
     """On a CUDA device, PyTorch eager in fp32: inference memory at batch 1 (`torch.cuda.max_memory_allocated` over
     a forward pass, the input included) against the analytic figure (the fused walk, and the eager one), the eager
@@ -243,7 +275,7 @@ def gpu_memory_part(name: str, archs: list, batches: list[int], seed: int) -> di
     from tqdm import tqdm
 
     from hardware_profiles.memory import cuda_layer_train_workspace, cuda_memory_bytes
-    from predictors.memory import MemoryCorrection, cuda_workspace_bytes, inference_memory, training_memory
+    from predictors.memory import MemoryCorrection, cuda_workspace_bytes, inference_memory
     from search_spaces import get_space
 
     torch.manual_seed(0)
@@ -254,7 +286,8 @@ def gpu_memory_part(name: str, archs: list, batches: list[int], seed: int) -> di
     train, test = archs[:half], archs[half:]
     eager = MemoryCorrection(space, 1, seed, engine="eager").fit(train, measured[:half])
     # each distinct layer alone on this GPU: cuDNN's workspace beside the tensors the eager walk counts
-    workspace = cuda_workspace_bytes(space, [lc for a in archs for lc in space.layer_costs(a)])
+    layers = [lc for a in archs for lc in space.layer_costs(a)]
+    workspace = cuda_workspace_bytes(space, layers)
     with_workspace = np.asarray([inference_memory(space, a, engine="eager", workspace=workspace).activation_bytes
                                  for a in archs], float)
     out: dict = {"device": torch.cuda.get_device_name(), "networks": len(archs), "held_out": len(test),
@@ -267,27 +300,10 @@ def gpu_memory_part(name: str, archs: list, batches: list[int], seed: int) -> di
                      "workspace_all": errors(with_workspace, measured), "workspace_layers": workspace,
                      "naive": errors([naive_inference(space, a) for a in test], measured[half:]),
                      "measured": dict(zip((space.to_string(a) for a in archs), map(int, measured)))}}
-    layers = [lc for a in archs for lc in space.layer_costs(a)]
     for batch in batches:
-        m, p, pw, naive, done, oom = [], [], [], [], [], 0
         # each distinct layer's training step alone at this batch: the largest cuDNN workspace it allocates
         train_ws = cuda_layer_train_workspace(space, layers, batch)
-        for a in tqdm(archs, desc=f"{name}: GPU training at batch {batch}", file=sys.stderr):
-            t = training_memory(space, a, batch)
-            try:
-                step = cuda_memory_bytes(space.build(a), space.input_shape(a), batch, train=True,
-                                         classes=CLASSES[name])
-            except torch.cuda.OutOfMemoryError:
-                oom += 1
-                continue
-            finally:
-                torch.cuda.empty_cache()
-            m.append(t.weight_bytes + t.optimizer_bytes + step)
-            p.append(t.total_bytes)
-            pw.append(training_memory(space, a, batch, workspace=train_ws).total_bytes)
-            naive.append(t.naive_training_bytes)
-            done.append(space.to_string(a))
-        out[f"training_b{batch}"] = {**training_figures(m, p, naive, done, pw), "device_oom": oom,
+        out[f"training_b{batch}"] = {**gpu_training_cell(space, archs, batch, CLASSES[name], lambda a: train_ws),
                                      "workspace_layers": train_ws}
     return out
 
@@ -303,7 +319,7 @@ def profile_workspace_part(profile_name: str, n: int, batches: list[int], seed: 
 
     from hardware_profiles import get_profile
     from hardware_profiles.memory import cuda_memory_bytes
-    from predictors.memory import profile_workspace, training_memory
+    from predictors.memory import profile_workspace
     from search_spaces import get_space
 
     profile = get_profile(profile_name)
@@ -319,24 +335,8 @@ def profile_workspace_part(profile_name: str, n: int, batches: list[int], seed: 
                **errors(predicted, measured), "worst": float(np.max(np.abs(predicted / np.asarray(measured) - 1))),
                "measured": dict(zip((space.to_string(a) for a in archs), map(int, measured)))}}
     for batch in batches:
-        m_, p, pw, naive, done, oom = [], [], [], [], [], 0
-        for a in tqdm(archs, desc=f"{profile_name}: training at batch {batch}", file=sys.stderr):
-            t = training_memory(space, a, batch)
-            try:
-                step = cuda_memory_bytes(space.build(a), space.input_shape(a), batch, train=True,
-                                         classes=m.num_classes or 1000)
-            except torch.cuda.OutOfMemoryError:
-                oom += 1
-                continue
-            finally:
-                torch.cuda.empty_cache()
-            done.append(space.to_string(a))
-            m_.append(t.weight_bytes + t.optimizer_bytes + step)
-            p.append(t.total_bytes)
-            naive.append(t.naive_training_bytes)
-            pw.append(training_memory(space, a, batch,
-                                      workspace=model.train_workspace(space.layer_costs(a), batch)).total_bytes)
-        out[f"training_b{batch}"] = {**training_figures(m_, p, naive, done, pw), "device_oom": oom}
+        out[f"training_b{batch}"] = gpu_training_cell(space, archs, batch, m.num_classes or 1000,
+                                                      lambda a: model.train_workspace(space.layer_costs(a), batch))
     out["unmeasured_layers"] = len(model.unmeasured)
     return out
 

@@ -7,9 +7,10 @@ backward pass (`saved_tensor_bytes`), and the tensors an eager forward pass hold
 measures a profile's networks with its own engine into its memory table (`memory_table`: ``memory.csv``, `arch`
 and `activation_bytes`), which a recipe's ``max_memory_mb`` in a latency entry on that profile is corrected by
 (`predictors.memory.profile_memory_correction`). On a GPU profile, ``--workspace`` measures instead every layer of
-its space alone (`workspace_table`: ``workspace.csv``, `key` and `peak_bytes`, the block table of memory): what each
-layer's cuDNN algorithms allocate beside its tensors, which the eager walk adds per layer
-(`predictors.memory.profile_memory_model`), to within 0.1 % of every network measured, with no network measured.
+its space alone (`workspace_table`: ``workspace.csv``, the block table of memory): what each layer's cuDNN
+algorithms allocate beside its tensors, in inference at batch 1 and in a training step at several batches, which the
+walks of `predictors.memory` add per layer (`profile_memory_model`, ``constraints.train_memory_profile``): in
+inference to within 0.1 % of every network measured, with no network measured.
 
 onnxruntime's profiler (1.23 and later) records, after every kernel, the bytes its allocator has handed out
 (``mem_bytes_requested_in_use``: requested sizes, before the arena's rounding). The activation peak of one run is the
@@ -369,10 +370,9 @@ TRAIN_BATCHES = (8, 16, 32, 64, 128, 256, 512, 1024)
 def workspace_table(profile, train_batches=TRAIN_BATCHES, log=lambda line: None):
     """Every layer of a GPU profile's space (`SearchSpace.enumerate_layers`) measured alone on this GPU
     (`cuda_layer_bytes`), as a table of ``key``, ``op`` (its operator) and ``peak_bytes``, with a column per batch
-    of `train_batches`
-    (``train_b<B>_bytes``): the largest cuDNN workspace the layer's training step allocates at that batch
-    (`cuda_train_workspace_bytes`); and the manifest options that say how (``workspace_method``, the GPU, cuDNN's
-    version, ``workspace_train_batches``).
+    of `train_batches` (``train_b<B>_bytes``): the largest cuDNN workspace the layer's training step allocates at
+    that batch (`cuda_train_workspace_bytes`); and the manifest options that say how (``workspace_method``, the GPU,
+    cuDNN's version, ``workspace_train_batches``).
 
     Raises:
         InputError: not a torch-cuda fp32 profile, no CUDA device, or a space that cannot build single layers.
