@@ -7,6 +7,7 @@ unit (``compression: search``); same recipe, budget, seed and limits.
         [--precisions fp32,int8] [--held-out]
         [--keep 1,0.75,0.5] [--set FIELD=VALUE ...] [--threads 1] [--no-cpu] [--pt2e] [--qat EPOCHS]
         [--block-tables FP32,INT8] [--work DIR] [--out FILE.json]
+    python bench/compression.py --pool A.json,B.json    # the paired figures over the seeds of several runs
 
 1. Per seed, three searches (`python -m nas.run RECIPE` with ``--set``): (a) ``compression: none``, its winner
    quantized afterwards exactly as `nas.compression` quantizes (same calibration images); (b) ``compression:
@@ -43,6 +44,12 @@ unit (``compression: search``); same recipe, budget, seed and limits.
 3. `--sampled` networks drawn from the recipe's space, fp32 against int8 latency the same way: how often int8 is
    slower than fp32 on this CPU (the reason to measure rather than assume); with `--block-tables`, the same per
    block type from two measured profiles of one space (``--precision int8`` and fp32 tables).
+4. Paired over the seeds (`paired`): per arm against (a), the accuracy difference after compression (held out where
+   measured) seed by seed, its mean with a 95 % t-interval and the seeds won, tied and lost, beside the latency
+   ratio as shipped (geometric mean and range). One seed's two searches differ by a point or more on this proxy
+   through which networks each happens to draw, so a mean over a few seeds says little without its interval.
+   `--pool A.json,B.json` prints these figures over the seeds of several runs' ``--out`` files (each seed's arms
+   measured together in its run; a seed in two files is refused).
 
 The accuracy is the evaluator's (the recipe's proxy training on its dataset; the quickstart: MNIST-5k, one epoch),
 on validation images no search trained on. Note that on a CPU profile the recipe's latency limit holds the fp32
@@ -283,6 +290,56 @@ def network_ratios(fp32_ref: str, int8_ref: str) -> np.ndarray:
     return _tables(fp32_ref, int8_ref, "networks", "arch")["ratio"].to_numpy()
 
 
+def paired(df: pd.DataFrame) -> list[str]:
+    """Each arm against the first (a) over the seeds both ran: the accuracy difference after compression (held out
+    where the rows have it) with its mean, 95 % t-interval and seeds won / tied / lost, and the latency ratio as
+    shipped on this CPU (geometric mean and range), as printable lines."""
+    from scipy.stats import t as student
+
+    acc = "held-out int8 accuracy" if df.get("held-out int8 accuracy", pd.Series(dtype=float)).notna().any() \
+        else "int8 accuracy"
+    arms = list(dict.fromkeys(df["arm"]))
+    table = df.pivot(index="seed", columns="arm")
+    lines = [f"paired over seeds, {acc} (difference against {arms[0]}; 95 % t-interval over the seeds):"]
+    for arm in arms[1:]:
+        both = table[[(acc, arms[0]), (acc, arm)]].dropna()
+        diff = (both[(acc, arm)] - both[(acc, arms[0])]).to_numpy(dtype=float)
+        n = len(diff)
+        if n == 0:
+            continue
+        half = float(student.ppf(0.975, n - 1) * diff.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+        line = (f"  {arm}: {n} seeds, {diff.mean():+.4f} ({diff.mean() - half:+.4f} to {diff.mean() + half:+.4f}); "
+                f"won {int((diff > 0).sum())}, tied {int((diff == 0).sum())}, lost {int((diff < 0).sum())}")
+        if "int8 ms" in df.columns:
+            ms = table[[("int8 ms", arms[0]), ("int8 ms", arm)]].loc[both.index].to_numpy(dtype=float)
+            ratio = ms[:, 1] / ms[:, 0]
+            if np.isfinite(ratio).all():
+                line += (f"; latency as shipped x{np.exp(np.log(ratio).mean()):.3f} (x{ratio.min():.3f}-"
+                         f"x{ratio.max():.3f})")
+        lines.append(line)
+    return lines
+
+
+def pool(files: list[str]) -> pd.DataFrame:
+    """The rows of several runs' ``--out`` files, one table (`SystemExit` 2 for a seed's arm in two files)."""
+    frames = []
+    for name in files:
+        try:
+            rows = json.loads(Path(name).read_text())["rows"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            print(f"compression: --pool: {name}: not a bench/compression.py --out file ({err})", file=sys.stderr)
+            raise SystemExit(2) from None
+        frames.append(pd.DataFrame(rows).assign(file=name))
+    df = pd.concat(frames, ignore_index=True)
+    twice = df[df.duplicated(["seed", "arm"], keep=False)]
+    if len(twice):
+        row = twice.iloc[0]
+        print(f"compression: --pool: seed {row['seed']}, {row['arm']} is in {', '.join(twice['file'].unique())}; "
+              "pool runs of different seeds", file=sys.stderr)
+        raise SystemExit(2)
+    return df
+
+
 def markdown(df: pd.DataFrame) -> str:
     """`df` as a Markdown table (numbers to 4 decimals)."""
     cells = [["-" if v is pd.NA else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row]
@@ -324,7 +381,14 @@ def main() -> None:
                    "folder's test/): a figure no search picked its winner by")
     p.add_argument("--work", default="/tmp/hwnas-compression")
     p.add_argument("--out", help="write the figures here as JSON")
+    p.add_argument("--pool", metavar="A.json,B.json", help="run nothing: the paired figures over the seeds of these "
+                   "--out files")
     args = p.parse_args()
+    if args.pool:
+        df = pool(args.pool.split(","))
+        print(f"# pooled: {args.pool}; seeds {', '.join(map(str, sorted(df['seed'].unique())))}\n")
+        print("\n".join(paired(df)))
+        return
     from nas.compression import int8_scores
     from nas.trial import build_seeded
 
@@ -413,6 +477,7 @@ def main() -> None:
         parts += [f"{c[:-3]} x{ours[c] / base[c]:.3f}" for c in profiles]
         print(f"\n{label} against {means.index[0]}: accuracy after compression {gain:+.4f}{held}; latency "
               f"{', '.join(parts)}")
+    print("\n" + "\n".join(paired(df)))
     for label, part in df.dropna(subset=["compressed units"]).groupby("arm", sort=False):
         print(f"{label}: {part['of which pay'].sum()} of its winners' {part['compressed units'].sum()} compressed "
               "units pay (undoing that one compression raises a cost figure of the run)")
