@@ -264,6 +264,11 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, 
         name, ms, how = shipped
         figures[f"latency {name} (ms, measured)"] = ms if ms is not None else "-"
         extra[f"latency {name}"] = how
+    slowdown = int8_over_fp32(ctx, arch, latency, shipped)
+    if slowdown is not None:
+        figures["int8 / fp32 latency on this CPU (measured)"] = f"x{slowdown[0]:.2f}"
+        if slowdown[1]:
+            extra["int8 on this CPU"] = slowdown[1]
     for p, plan in deployment_plans(ctx, model, best, run_dir / "best").items():
         figures[f"implementation {p}"] = plan["implementation"]
         extra[f"deployment plan {p}"] = plan["note"]
@@ -292,7 +297,8 @@ def export_best(recipe: Recipe, run_dir: Path, ctx: RunContext, best: dict[str, 
     files["sha256sums"] = write_sha256sums(run_dir / "best")   # written last: covers every file of best/
     diff = onnx_parity(model, files["onnx"], shape)
     return ({"files": {k: str(v) for k, v in files.items()}, "onnx_max_abs_diff": diff, "latency": latency,
-             "held_out": held}, {"figures": figures, "notes": extra})
+             "held_out": held, "int8_over_fp32": None if slowdown is None else slowdown[0]},
+            {"figures": figures, "notes": extra})
 
 
 def held_out_figures(ctx: RunContext, model, arch: Any, figures: dict[str, object],
@@ -381,6 +387,42 @@ def shipped_latency(ctx: RunContext, arch: Any, latency: dict[str, dict[str, Any
         return None
     ms, how = get_profile(name).measure_exported(ctx.space, arch)
     return name, ms, f"the network as it ships (int8 on this CPU), not a constraint: {how}"
+
+
+# int8 measured this much slower than fp32 is reported as slower (two timings of the same protocol differ by a few
+# percent from run to run)
+SLOWER = 1.05
+
+
+def int8_over_fp32(ctx: RunContext, arch: Any, latency: dict[str, dict[str, Any]],
+                   shipped: tuple[str, float | None, str] | None) -> tuple[float, str] | None:
+    """A whole-network int8 export (``compression: int8``, onnxruntime) against its fp32 network, both measured on
+    this CPU with one thread: (int8 ms / fp32 ms, a note when int8 is the slower one, else ""), or None where
+    either was not measured. The int8 figure is `shipped_latency`'s or a ``local-cpu-int8`` constraint's; the fp32
+    one a ``local-cpu`` constraint's, else measured now. int8 is not always faster on a CPU: on small networks
+    the quantize and dequantize steps cost more than the int8 arithmetic saves (the quickstart's networks run at
+    about x1.4-x1.8 of fp32 on an AVX-512 VM: README, issue 21), and a user shipping ``model.int8.onnx`` there
+    should know it."""
+    from hardware_profiles import get_profile
+
+    if ctx.recipe.compression != "int8" or ctx.recipe.quantizer != "onnxruntime":
+        return None
+    int8 = shipped[1] if shipped is not None and shipped[0] == "local-cpu-int8" else (
+        latency.get("local-cpu-int8") or {}).get("measured_ms")
+    fp32 = (latency.get("local-cpu") or {}).get("measured_ms")
+    if int8 is None:
+        return None
+    if fp32 is None:
+        fp32 = get_profile("local-cpu").measure_exported(ctx.space, arch)[0]
+    if not fp32:
+        return None
+    ratio = int8 / fp32
+    note = "" if ratio <= SLOWER else (
+        f"model.int8.onnx runs x{ratio:.2f} the time of model.onnx (fp32) on this CPU, one thread: here the quantize "
+        "and dequantize steps cost more than the int8 arithmetic saves, so the fp32 graph is the faster one to ship; "
+        "`compression: search` prices each unit's precision by its measured latency and keeps fp32 where int8 does "
+        "not pay")
+    return ratio, note
 
 
 def exported_latency(ctx: RunContext, arch: Any, best: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     ctx, run_dir = prepare(args)
     from nas.latency_sources import LatencySetupError
-    from nas.pipeline import run_search
+    from nas.pipeline import SLOWER, run_search
     from nas.prescreen import PrescreenError
     from nas.search import ClusterError
     from nas.storage import StorageError
@@ -116,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, lat in (summary.get("export") or {}).get("latency", {}).items():
         measured = "not measured" if lat["measured_ms"] is None else f"measured {lat['measured_ms']:.3f}ms"
         print(f"  exported on {name}: search figure {lat['search_ms']:.3f}ms ({lat['source']}), {measured}")
+    slower = (summary.get("export") or {}).get("int8_over_fp32")
+    if slower is not None and slower > SLOWER:
+        print(f"  note: model.int8.onnx runs x{slower:.2f} the fp32 network's time on this CPU; model.onnx is the "
+              "faster one here (see the model card)")
     return 0
 
 

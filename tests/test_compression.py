@@ -166,6 +166,11 @@ def test_a_search_with_compression_int8_scores_every_candidate_quantized(tmp_pat
     # the limit was on local-cpu (fp32); the int8 network as it ships is measured on this CPU too
     line = next(x for x in card.splitlines() if "latency local-cpu-int8 (ms, measured)" in x)
     assert float(line.rstrip(" |").split("|")[-1]) > 0 and "as it ships (int8 on this CPU)" in card
+    # and against the fp32 network measured on the same CPU (which of the two is faster depends on the machine)
+    fp32 = next(x for x in card.splitlines() if "latency local-cpu (ms, measured)" in x)
+    ratio = next(x for x in card.splitlines() if "int8 / fp32 latency on this CPU (measured)" in x)
+    assert float(ratio.rstrip(" |").split("|")[-1].strip().lstrip("x")) == pytest.approx(
+        float(line.rstrip(" |").split("|")[-1]) / float(fp32.rstrip(" |").split("|")[-1]), abs=0.006)
     # shipped as scored: the int8 graph beside the fp32 one, covered by the checksums
     int8 = out / "best" / "model.int8.onnx"
     assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(int8)).graph.node}
@@ -245,6 +250,29 @@ def test_the_export_measures_a_compressed_network_as_it_ships_on_this_cpu(sets, 
         assert got is None
     else:
         assert got[0] == expect and got[1] > 0 and "as it ships" in got[2]
+
+
+def test_an_int8_export_slower_than_its_fp32_network_on_this_cpu_is_said_so(tmp_path):
+    from nas.context import RunContext
+    from nas.pipeline import int8_over_fp32
+    from nas.recipe import read_recipe
+
+    ctx = RunContext(read_recipe(ASSETS / "tiny.yaml", ["compression=int8"]), tmp_path)
+    arch = ctx.space.sample(np.random.default_rng(0))
+    fp32 = {"local-cpu": {"measured_ms": 0.10}}
+    ratio, note = int8_over_fp32(ctx, arch, fp32, ("local-cpu-int8", 0.17, "as it ships"))
+    assert ratio == pytest.approx(1.7) and "model.int8.onnx runs x1.70 the time of model.onnx (fp32)" in note
+    assert "compression: search" in note
+    assert int8_over_fp32(ctx, arch, fp32, ("local-cpu-int8", 0.06, "as it ships")) == (pytest.approx(0.6), "")
+    # a local-cpu-int8 constraint measured it (then nothing is measured again as it ships)
+    ratio, _ = int8_over_fp32(ctx, arch, {**fp32, "local-cpu-int8": {"measured_ms": 0.08}}, None)
+    assert ratio == pytest.approx(0.8)
+    assert int8_over_fp32(ctx, arch, fp32, None) is None   # the int8 network was not measured
+    # without a local-cpu constraint the fp32 network is measured now
+    ratio, _ = int8_over_fp32(ctx, arch, {}, ("local-cpu-int8", 0.05, "as it ships"))
+    assert ratio > 0
+    fp32_run = RunContext(read_recipe(ASSETS / "tiny.yaml", ["compression=none"]), tmp_path)
+    assert int8_over_fp32(fp32_run, arch, fp32, ("local-cpu-int8", 0.17, "")) is None
 
 
 def test_pt2e_quantizes_with_per_channel_weights_folded_batchnorm_and_agrees_with_onnxruntime(tmp_path):
