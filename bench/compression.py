@@ -3,7 +3,7 @@ scores every candidate after int8 quantization (``compression: int8``) and one t
 unit (``compression: search``); same recipe, budget, seed and limits.
 
     python bench/compression.py [--recipe recipes/quickstart.yaml] [--seeds 0,1] [--budget 20] [--sampled 20]
-        [--arms none,int8,search[,matched][,unrepaired]] [--repair dominated|fit|none] [--matched-ratio 1]
+        [--arms none,int8,search[,matched][,unrepaired][,lowest]] [--repair dominated|fit|none] [--matched-ratio 1]
         [--precisions fp32,int8] [--held-out]
         [--keep 1,0.75,0.5] [--set FIELD=VALUE ...] [--threads 1] [--no-cpu] [--pt2e] [--qat EPOCHS]
         [--block-tables FP32,INT8] [--work DIR] [--out FILE.json]
@@ -25,7 +25,9 @@ unit (``compression: search``); same recipe, budget, seed and limits.
    ``unrepaired``, (c0) is (c) with ``search.repair: none``: every proposal searched as the controller drew it,
    where (c) undoes a unit's compression that the search's own latency figures price at no gain
    (`nas.compression.undo_dominated`); `--repair fit` makes (c) and (c') also compress a proposal over the limit
-   until it meets it (`nas.compression.fit_limits`).
+   until it meets it (`nas.compression.fit_limits`). With ``lowest`` (after ``none``), (a') is (a)'s winner with
+   every unit in the most compressed of `--precisions` (`lowest_everywhere`: int4 under ``int8,int4``), nothing
+   searched or trained again: the compression a user without a policy search would try next.
 2. Each winner: accuracy after quantization, fp32 accuracy, FLOPs, for a policy winner its compressed units and
    how many of them pay (`compressed_units`: "4-bit where it pays" on an FPGA), the search's latency figure per
    profile, and
@@ -76,8 +78,9 @@ sys.path.insert(0, str(REPO))
 
 # The arms: the recipe's compression and its label.
 ARMS = {"none": "(a) fp32 search, then int8", "int8": "(b) int8 search", "search": "(c) policy search",
-        "matched": "(c') policy search at (a)'s int8 ms", "unrepaired": "(c0) policy search, repair: none"}
-POLICY_ARMS = ("search", "matched", "unrepaired")   # the arms that search a compression policy
+        "matched": "(c') policy search at (a)'s int8 ms", "unrepaired": "(c0) policy search, repair: none",
+        "lowest": "(a') fp32 search, then {lowest} everywhere"}
+POLICY_ARMS = ("search", "matched", "unrepaired", "lowest")   # the arms whose winners carry a compression policy
 
 
 def run_search(recipe: Path, run_dir: Path, compression: str, seed: int, budget: int,
@@ -113,6 +116,35 @@ def winner(run_dir: Path):
     model = build_seeded(ctx.space, genotype, ctx.recipe.search.seed)
     load_weights(model, run_dir / "best" / "weights.safetensors")
     return ctx, model.eval(), tuple(ctx.space.input_shape(genotype))
+
+
+def lowest_everywhere(seed_a: tuple, recipe: Path, run_dir: Path, precisions: str, threads: int) -> tuple:
+    """Arm (a'): (a)'s winner `seed_a` (run context, trained model, input shape, best.json's ``best``) with every
+    unit in the most compressed of `precisions` (int4 under ``int8,int4``), the compression a user without a
+    policy search would try next; nothing searched or trained again. Its context is (a)'s recipe as a policy
+    search's (``compression: search`` with these precisions; `recipe`: (a)'s run's ``recipe.yaml``), opened in
+    `run_dir`, so the run's cheap latency sources price the policy as they price (c)'s. Returns (that context, the
+    marked model, the input shape, a best-like dict: ``arch`` as a policy string, the int8 scores, ``flops`` and
+    the latency figures)."""
+    import copy
+
+    from nas.compression import int8_scores
+    from nas.context import RunContext
+    from nas.recipe import read_recipe
+
+    _, model_a, shape, best_a = seed_a
+    choices = precisions.split(",")
+    ctx = RunContext(read_recipe(recipe, [
+        "compression=search", f"space.options.compression={{precisions: [{', '.join(choices)}]}}"]))
+    ctx.open(run_dir, log=lambda *a, **k: None)
+    space = ctx.space
+    policy = space.decode(f"{best_a['arch']}@{','.join([space.most_compressed] * len(space.units))}")
+    model = space.mark(copy.deepcopy(model_a), policy)
+    scores = int8_scores(model, ctx.evaluator, shape, best_a["accuracy"], threads)   # (a)'s search ran in fp32
+    _, fields = ctx.precheck(policy)
+    best = {"arch": space.to_string(policy), "flops": best_a["flops"], **scores,
+            **{k: v for k, v in fields.items() if k.startswith("latency_")}}
+    return ctx, model, shape, best
 
 
 def compressed_units(ctx, run_dir: Path, arch: str) -> tuple[int, int]:
@@ -354,7 +386,7 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--budget", type=int, default=20)
     p.add_argument("--arms", default="none,int8,search",
-                   help="which of (a) none, (b) int8, (c) search, (c') matched, (c0) unrepaired to run")
+                   help="which of (a) none, (b) int8, (c) search, (c') matched, (c0) unrepaired, (a') lowest to run")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="a recipe override for every arm (as nas.run --set), e.g. the latency limit")
     p.add_argument("--precisions", default="fp32,int8", help="the choices of arm (c)'s policy, e.g. int8,int4 "
@@ -412,9 +444,16 @@ def main() -> None:
             if name == "matched":   # (c) under a limit of (a)'s winner as it ships, measured here once
                 limit = matched_limit(run_dir, seed_a, args.threads, args.matched_ratio, args.no_cpu)
                 sets += (f"constraints.latency=[{limit}]",)
-            best = run_search(Path(args.recipe), run_dir, compression, seed, args.budget, sets,
-                              args.precisions, args.keep)["best"]
-            ctx, model, shape = winner(run_dir)
+            if name == "lowest":   # (a)'s winner compressed further, in a folder of its own; no search
+                if seed_a is None:
+                    raise SystemExit("--arms: lowest needs arm none before it (it compresses (a)'s winner)")
+                ctx, model, shape, best = lowest_everywhere(seed_a, work / f"none-s{seed}" / "recipe.yaml", run_dir,
+                                                            args.precisions, args.threads)
+                arm = arm.format(lowest=ctx.space.most_compressed)
+            else:
+                best = run_search(Path(args.recipe), run_dir, compression, seed, args.budget, sets,
+                                  args.precisions, args.keep)["best"]
+                ctx, model, shape = winner(run_dir)
             if compression == "none":   # quantized after the search, as the search would have
                 scores = int8_scores(model, ctx.evaluator, shape, best["accuracy"], args.threads)
                 seed_a = (ctx, model, shape, best)

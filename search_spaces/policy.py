@@ -357,7 +357,12 @@ class PolicySpace(SearchSpace):
         """The fp32 network (pruned to the keep ratios: `prune` of its freshly built dense network), its quantized
         submodules named in ``int8_modules`` and those of them with 4-bit weights in ``int4_modules`` (for
         `core.quantize`)."""
-        module = self.prune(self.base.build(arch.base), arch)
+        return self.mark(self.prune(self.base.build(arch.base), arch), arch)
+
+    def mark(self, module: Any, arch: PolicyArch) -> Any:
+        """`module` (a network of `arch`'s base, trained or not, pruned as `arch` prunes) with the names of its
+        submodules in each precision of `arch`'s policy, as `build` marks them: what `core.quantize` and
+        `core.half` then run in that precision. E.g. a searched fp32 network marked with another policy."""
         module.int8_modules, module.int4_modules = self.int8_modules(arch), self.int4_modules(arch)
         for precision, names in self.half_modules(arch).items():
             setattr(module, f"{precision}_modules", names)

@@ -58,3 +58,25 @@ def test_runs_are_pooled_by_seed_and_a_seed_in_two_files_is_refused(tmp_path, ca
     with pytest.raises(SystemExit):
         compression.pool([str(tmp_path / "bad.json")])
     assert "not a bench/compression.py --out file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_arm_lowest_compresses_the_fp32_searchs_winner_everywhere_without_searching_again(tmp_path):
+    """End to end on the tiny recipe under an FPGA simulator's limit (about 40 s): (a') is (a)'s winner with every
+    unit in 4 bits, priced by the simulator below (a)'s int8 figure, its int4 units counted."""
+    import subprocess
+
+    out = tmp_path / "lowest.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "compression.py"), "--recipe",
+                           str(REPO / "tests" / "assets" / "tiny.yaml"), "--seeds", "0", "--budget", "2",
+                           "--sampled", "0", "--no-cpu", "--precisions", "int8,int4", "--arms", "none,lowest",
+                           "--set", "constraints.latency=[{profile: fpga-zc706-int8, max_ms: 5, source: profile}]",
+                           "--work", str(tmp_path / "work"), "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, low = json.loads(out.read_text())["rows"]
+    assert low["arm"] == "(a') fp32 search, then int4 everywhere"
+    assert low["arch"].split("@")[0] == a["arch"] and set(low["arch"].split("@")[1].split(",")) == {"int4"}
+    assert low["fp32 accuracy"] == pytest.approx(a["fp32 accuracy"]) and low["MFLOPs"] == a["MFLOPs"]
+    assert low["fpga-zc706-int8 ms"] < a["fpga-zc706-int8 ms"] and low["compressed units"] >= 1
+    assert not (tmp_path / "work" / "lowest-s0" / "best.json").exists()   # nothing searched for it

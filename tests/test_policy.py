@@ -325,6 +325,21 @@ def test_int4_units_run_faster_for_less_energy_on_the_fpga_simulator():
     assert terms[col["int4_dense_macs"]] > 0 and terms[col["int8_dense_macs"]] == terms[col["dense_macs"]] == 0
 
 
+def test_a_trained_network_is_marked_with_another_policy_as_build_marks_its_own():
+    space = _fpga_macro()
+    arch = space.decode("12121212@int8,int4,int8,int8,int8,int8,int8,int8,int8,int8")
+    torch.manual_seed(0)
+    trained = space.base.build(arch.base)
+    weights = {k: v.clone() for k, v in trained.state_dict().items()}
+    marked = space.mark(trained, arch)
+    built = space.build(arch)
+    assert marked is trained and marked.int4_modules == built.int4_modules == ("blocks.0",)
+    assert marked.int8_modules == built.int8_modules and marked.fp32_modules == built.fp32_modules
+    assert all(torch.equal(weights[k], v) for k, v in marked.state_dict().items())   # the weights untouched
+    everywhere = space.decode("12121212@" + ",".join([space.most_compressed] * len(space.units)))
+    assert set(space.mark(trained, everywhere).int4_modules) == set(space.int8_modules(everywhere))
+
+
 def test_int4_units_are_scored_with_4_bit_weights_and_refused_by_the_cpu_engine(tmp_path):
     from core.errors import InputError
     from core.quantize import round_weights
