@@ -16,23 +16,31 @@ sys.path.insert(0, str(REPO / "bench"))
 import fpga_sim  # noqa: E402
 
 
-def _table(tmp_path, energy: str | None):
-    """40 FBNet networks with the simulator's own latency and, under `energy`, its energy times a seeded noise of a
-    few percent (a test fixture, not evidence)."""
+def _simulated(path, space, n: int, seed: int, columns: dict[str, tuple[str, float, float]]):
+    """A CSV at `path` of `n` seeded networks of `space` with, per column, the simulator's figure (``latency_ms``
+    or ``energy_mj``) times a scale, times a seeded noise of the given relative size (0: none); a test fixture,
+    not evidence."""
     from hardware_profiles.fpga import FpgaSimulator, get_fpga_config
-    from search_spaces import get_space
 
-    space = get_space("fbnet", num_classes=100)
-    rng = np.random.default_rng(0)
-    archs = [space.sample(rng) for _ in range(40)]
+    rng = np.random.default_rng(seed)
+    archs = [space.sample(rng) for _ in range(n)]
     sim = FpgaSimulator(get_fpga_config("fpga-zc706-int8"))
     runs = [sim(space.layer_costs(a)) for a in archs]
-    df = pd.DataFrame({"arch": [space.to_string(a) for a in archs], "fpga_ms": [r.latency_ms for r in runs]})
-    if energy:
-        df[energy] = [3.0 * r.energy_mj * (1 + 0.01 * rng.standard_normal()) for r in runs]
-    path = tmp_path / "fpga.csv"
+    df = pd.DataFrame({"arch": [space.to_string(a) for a in archs]})
+    for column, (what, scale, noise) in columns.items():
+        df[column] = [scale * getattr(r, what) * ((1 + noise * rng.standard_normal()) if noise else 1.0)
+                      for r in runs]
     df.to_csv(path, index=False)
     return path
+
+
+def _table(tmp_path, energy: str | None):
+    """40 FBNet networks with the simulator's own latency and, under `energy`, its energy times 3 with a seeded
+    noise of a percent."""
+    from search_spaces import get_space
+
+    return _simulated(tmp_path / "fpga.csv", get_space("fbnet", num_classes=100), 40, 0, {
+        "fpga_ms": ("latency_ms", 1.0, 0.0), **({energy: ("energy_mj", 3.0, 0.01)} if energy else {})})
 
 
 def test_the_simulators_energy_is_ranked_against_a_tables_fpga_energy_on_held_out_rows(tmp_path):
@@ -63,21 +71,9 @@ def _nb201_table(tmp_path, dataset: str = "cifar10", latency: str | None = "fpga
                  energy: str | None = "fpga_energy", n: int = 30):
     """`n` NAS-Bench-201 cells under HW-NAS-Bench's own column names: the simulator's latency and energy for the
     network of `dataset`, times 2 and 5 with a seeded noise of a percent."""
-    from hardware_profiles.fpga import FpgaSimulator, get_fpga_config
-
-    space = fpga_sim._space("nb201", dataset)
-    rng = np.random.default_rng(1)
-    archs = [space.sample(rng) for _ in range(n)]
-    sim = FpgaSimulator(get_fpga_config("fpga-zc706-int8"))
-    runs = [sim(space.layer_costs(a)) for a in archs]
-    df = pd.DataFrame({"arch": [space.to_string(a) for a in archs]})
-    if latency:
-        df[latency] = [2.0 * r.latency_ms * (1 + 0.01 * rng.standard_normal()) for r in runs]
-    if energy:
-        df[energy] = [5.0 * r.energy_mj * (1 + 0.01 * rng.standard_normal()) for r in runs]
-    path = tmp_path / "nb201_fpga.csv"
-    df.to_csv(path, index=False)
-    return path
+    columns = {**({latency: ("latency_ms", 2.0, 0.01)} if latency else {}),
+               **({energy: ("energy_mj", 5.0, 0.01)} if energy else {})}
+    return _simulated(tmp_path / "nb201_fpga.csv", fpga_sim._space("nb201", dataset), n, 1, columns)
 
 
 def test_nas_bench_201_cells_are_told_apart_and_scored_under_hw_nas_benchs_column_names(tmp_path):
