@@ -154,7 +154,8 @@ def compressed_units(ctx, run_dir: Path, arch: str) -> tuple[int, int]:
     memory; `nas.compression` prices alike). On an FPGA profile, "4-bit where it pays" is every int4 unit paying."""
     from nas.compression import cost_figures, undo_steps
 
-    ctx.open(run_dir, log=lambda *a, **k: None)
+    if ctx.run_dir != Path(run_dir):   # arm (a')'s context is open there already (`lowest_everywhere`)
+        ctx.open(run_dir, log=lambda *a, **k: None)
     space, policy = ctx.space, ctx.space.decode(arch)
     now = cost_figures(ctx.precheck(policy)[1])
     compressed = paying = 0
