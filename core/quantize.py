@@ -24,11 +24,26 @@ import numpy as np
 from core.io import atomic_write
 
 
-def module_prefix(name: str) -> str:
-    """The prefix of the ONNX node names of submodule `name` as PyTorch's exporter scopes them: ``blocks.2`` ->
-    ``/blocks/blocks.2/`` (``""``, the whole network: ``/``)."""
+def module_prefix(name: str, root=None) -> str:
+    """The prefix of the ONNX node names of submodule `name` of `root` as PyTorch's TorchScript exporter scopes
+    them: one scope per module called on the way down, each named by its qualified name from the last atom that is
+    not a number (torch.onnx's own rule): ``blocks.2`` -> ``/blocks/blocks.2/``, ``backbone.stem`` ->
+    ``/backbone/stem/``. A module without a forward of its own (a `ModuleList`, a `ModuleDict`, a plain
+    `nn.Module` holding others) is never called, so it adds no scope: MuffNet's ``backbone.stages.1`` ->
+    ``/backbone/stages.1/``. Without `root`, every module on the way counts as called (``""``, the whole network:
+    ``/``). A module that has a forward but whose parent calls its children directly would be scoped wrongly;
+    none of the spaces' networks has one (tests/test_policy.py checks every space's units against the export)."""
+    from torch import nn
+
     parts = name.split(".") if name else []
-    return "/" + "".join(".".join(parts[:i + 1]) + "/" for i in range(len(parts)))
+    scopes, module = [], root
+    for i, atom in enumerate(parts):
+        module = module.get_submodule(atom) if module is not None else None
+        if module is not None and type(module).forward is nn.Module.forward:
+            continue
+        start = max((j for j in range(i + 1) if not parts[j].isnumeric()), default=0)
+        scopes.append(".".join(parts[start:i + 1]))
+    return "/" + "".join(f"{scope}/" for scope in scopes)
 
 
 def _unshare_initializers(model) -> None:
@@ -59,8 +74,9 @@ def _unshare_initializers(model) -> None:
             seen.add(name)
 
 
-def _fp32_nodes(prepared: Path, modules: Sequence[str]) -> list[str]:
-    """Names of the nodes of the graph at `prepared` outside every module of `modules`, after naming its
+def _fp32_nodes(prepared: Path, modules: Sequence[str], root=None) -> list[str]:
+    """Names of the nodes of the graph at `prepared` outside every module of `modules` (submodules of the exported
+    network `root`: `module_prefix`), after naming its
     unnamed nodes (the pre-processing leaves some, e.g. a decomposed hard-swish) after the node that feeds them,
     so each lands in its producer's module, and giving every node its own constants (`_unshare_initializers`);
     the graph is saved back so."""
@@ -75,17 +91,18 @@ def _fp32_nodes(prepared: Path, modules: Sequence[str]) -> list[str]:
             node.name = f"{scope.rsplit('/', 1)[0]}/{node.op_type}_unnamed{i}"
             producer.update({out: node.name for out in node.output})
     onnx.save(model, str(prepared))
-    prefixes = tuple(module_prefix(m) for m in modules)
+    prefixes = tuple(module_prefix(m, root) for m in modules)
     return [node.name for node in model.graph.node if not node.name.startswith(prefixes)]
 
 
 def quantize_onnx_int8(fp32: str | Path, out: str | Path, batches: Iterable[np.ndarray],
-                       modules: Sequence[str] | None = None) -> Path:
+                       modules: Sequence[str] | None = None, root=None) -> Path:
     """Quantize the ONNX graph `fp32` (one input, named ``input`` by `core.timing.export_onnx`) to int8 QDQ at
     `out` (written atomically), activation ranges calibrated on `batches` (arrays of the graph's input shape).
 
     With `modules` (names of submodules of the exported network, e.g. a compression policy's int8 units), only
-    the nodes of those modules are quantized; the rest stay fp32, with a (de)quantization at each boundary.
+    the nodes of those modules are quantized; the rest stay fp32, with a (de)quantization at each boundary. Pass
+    the exported network as `root` so that the names are read as the exporter scoped them (`module_prefix`).
 
     Raises:
         RuntimeError: onnxruntime could not quantize it (its quantizer fails with bare assertions, e.g. on ranges
@@ -105,19 +122,19 @@ def quantize_onnx_int8(fp32: str | Path, out: str | Path, batches: Iterable[np.n
             batch = next(self.batches, None)
             return None if batch is None else {"input": np.ascontiguousarray(batch, dtype=np.float32)}
 
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)   # the quantizer logs advice on every call
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)   # the quantizer logs advice on every call
     try:
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        excluded = _fp32_nodes(prepared, modules) if modules is not None else []
+        excluded = _fp32_nodes(prepared, modules, root) if modules is not None else []
         atomic_write(out, lambda tmp: quantize_static(
             str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=excluded))
     except Exception as err:   # noqa: BLE001 - say where it failed, whatever the quantizer raised
         raise RuntimeError(f"onnxruntime could not quantize {fp32}: {type(err).__name__}: {err}") from err
     finally:
-        root.setLevel(level)
+        logger.setLevel(level)
         prepared.unlink(missing_ok=True)
     return out
 

@@ -100,7 +100,8 @@ class OnnxCpuBackend:
         plan = int8_plan(module)
         if plan == () or (plan is None and self.precision == "fp32"):
             return fp32
-        return quantize_onnx_int8(fp32, path.with_name(f"{path.stem}.int8.onnx"), random_batches(input_shape), plan)
+        return quantize_onnx_int8(fp32, path.with_name(f"{path.stem}.int8.onnx"), random_batches(input_shape), plan,
+                                  module)
 
     def measure(self, module, input_shape: tuple[int, ...]):
         from core.timing import measure_latency

@@ -126,7 +126,7 @@ def quantize_int8(model, calibration, input_shape: tuple[int, ...], folder: Path
     if int4_plan(model):   # 4-bit weights: rounded to their grid first, then quantized with the rest
         model = round_weights(model, int4_plan(model))
     fp32 = export_onnx(model, full[0].shape, folder / "fp32.onnx")
-    return fp32, quantize_onnx_int8(fp32, folder / "int8.onnx", full, plan)
+    return fp32, quantize_onnx_int8(fp32, folder / "int8.onnx", full, plan, model)
 
 
 def export_int8(model, evaluator, input_shape: tuple[int, ...], folder: Path,

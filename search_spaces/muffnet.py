@@ -442,6 +442,22 @@ class MuffNetSpace(SearchSpace):
         unique = {str(lc.key): lc for lc in layers}
         return list(unique.values()), True
 
+    # ---- compression units (search_spaces.policy) -------------------------------------------------------------
+    def compression_units(self) -> tuple[str, ...]:
+        """The stem with its max pool, each stage (its units and federation joins) and the head with the
+        classifier."""
+        return ("stem", *(f"s{s}" for s in range(NUM_STAGES)), "head")
+
+    def unit_of_layers(self, arch: MuffNetArch) -> list[int]:
+        """In `layer_costs` order: stem and max pool, each stage's units and adds, then head and classifier."""
+        stages = [1 + s for s, stage in enumerate(self.plan(arch)) for _ in stage.layers()]
+        return [0, 0, *stages, NUM_STAGES + 1, NUM_STAGES + 1]
+
+    def unit_modules(self, arch: MuffNetArch) -> list[tuple[str, ...]]:
+        """Module names of `MuffNet`."""
+        return [("backbone.stem", "backbone.maxpool"), *((f"backbone.stages.{s}",) for s in range(NUM_STAGES)),
+                ("head", "classifier")]
+
     # ---- build ------------------------------------------------------------------------------------------------
     def build(self, arch: MuffNetArch) -> MuffNet:
         return MuffNet(self.build_features(arch), self.num_classes)

@@ -389,6 +389,28 @@ class NB201Space(SearchSpace):
                                           family=FAMILY), [fc]))
         return PositionalLayers(tuple(fixed), tuple(table))
 
+    # ---- compression units (search_spaces.policy) -------------------------------------------------------------
+    def compression_units(self) -> tuple[str, ...]:
+        """The stem, each stage (``s1`` and ``s2`` opened by their basic block) and the head with the classifier.
+        Per stage rather than per cell: one cell genotype fills all 15 cells, and a stage's 5 cells share its
+        shapes, so they gain or lose alike from a precision."""
+        return ("stem", *(f"s{s}" for s in range(len(STAGE_CHANNELS))), "head")
+
+    def unit_of_layers(self, arch: NB201Arch) -> list[int]:
+        """In `layer_costs` order: the stem, each stage's basic block and 30 edges, then head and classifier."""
+        per_stage = CELLS_PER_STAGE * NUM_EDGES
+        stages = [1 + s for s in range(len(STAGE_CHANNELS)) for _ in range(per_stage + bool(s))]
+        return [0, *stages, len(STAGE_CHANNELS) + 1, len(STAGE_CHANNELS) + 1]
+
+    def unit_modules(self, arch: NB201Arch) -> list[tuple[str, ...]]:
+        """Module names of `NB201Network`: ``cells.<i>`` numbers the cells and the two basic blocks in order."""
+        stages, start = [], 0
+        for s in range(len(STAGE_CHANNELS)):
+            size = CELLS_PER_STAGE + bool(s)
+            stages.append(tuple(f"cells.{i}" for i in range(start, start + size)))
+            start += size
+        return [("stem",), *stages, ("head", "classifier")]
+
     # ---- cost -------------------------------------------------------------------------------------------------
     def layer_costs(self, arch: NB201Arch) -> list[LayerCost]:
         """Stem, then per stage its basic block (stages 2 and 3) and 5 cells x 6 edges, then head and classifier."""

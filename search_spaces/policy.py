@@ -6,7 +6,8 @@ A space's ``compression`` option turns it on (``space.options.compression: {prec
 own genotype plus one precision per unit. A space offers units by answering three questions (`SearchSpace`):
 
 - `compression_units()`: the unit names, fixed for the space (``stem``, ``l0`` ... ``l7``, ``head`` for NAS-Bench-
-  Macro; ``stem``, ``s0`` ... and ``head`` for the MobileNet space);
+  Macro and likewise per layer for FBNet; ``stem``, ``s0`` ... and ``head`` for the MobileNet, NAS-Bench-201 and
+  MuffNet spaces, whose stages are the units);
 - `unit_of_layers(arch)`: the unit of each entry of `layer_costs(arch)`;
 - `unit_modules(arch)`: the submodules of `build(arch)` that make up each unit.
 
@@ -47,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from search_spaces.base import SearchSpace
+from search_spaces.base import SPACES, SearchSpace
 from search_spaces.costs import HALF_PRECISIONS, PRECISION_BITS, LayerCost
 from search_spaces.layers import expansion_parts, prune_expansion
 
@@ -79,16 +80,21 @@ def offers_pruning(space_cls: type[SearchSpace]) -> bool:
     return space_cls.pruned_cost is not SearchSpace.pruned_cost
 
 
+def _spaces_that(offers) -> str:
+    """The registered spaces whose class `offers` (`offers_units`, `offers_pruning`), comma-separated."""
+    return ", ".join(name for name in SPACES.names() if offers(SPACES.get(name)))
+
+
 def no_units(name: str) -> str:
     """What to say of a space `name` without compression units."""
     return (f"search space {name!r} has no compression units; a policy can be searched on spaces that have them "
-            "(macro, fbnet, mobilenet)")
+            f"({_spaces_that(offers_units)})")
 
 
 def no_pruning(name: str) -> str:
     """What to say of a space `name` that cannot prune its layers."""
     return (f"search space {name!r} cannot prune its layers; keep ratios below 1 are searched on the spaces of "
-            "inverted residuals (macro, fbnet, mobilenet)")
+            f"inverted residuals ({_spaces_that(offers_pruning)})")
 
 
 def with_precision(layer: LayerCost, precision: str) -> LayerCost:

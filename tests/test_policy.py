@@ -32,7 +32,15 @@ def _mobilenet() -> PolicySpace:
     return get_space("mobilenet", {**TINY_MOBILENET, "compression": {"precisions": ["fp32", "int8"]}}, num_classes=10)
 
 
-@pytest.mark.parametrize("make", [_macro, _mobilenet])
+def _nb201(precisions=("fp32", "int8")) -> PolicySpace:
+    return get_space("nb201", {"resolution": 16, "compression": {"precisions": list(precisions)}}, num_classes=10)
+
+
+def _muffnet(precisions=("fp32", "int8")) -> PolicySpace:
+    return get_space("muffnet", {"resolution": 64, "compression": {"precisions": list(precisions)}}, num_classes=10)
+
+
+@pytest.mark.parametrize("make", [_macro, _mobilenet, _nb201, _muffnet])
 def test_a_policy_round_trips_through_strings_and_decisions(make):
     space = make()
     assert isinstance(space, PolicySpace) and space.name == space.base.name
@@ -161,6 +169,74 @@ def test_only_the_int8_units_are_quantized_in_the_graph_that_is_timed(tmp_path):
     assert all(convs.values()) and convs == whole   # every unit int8 is the whole network int8
 
 
+@pytest.mark.parametrize("make, prefix", [(_nb201, "/cells/cells.5/"), (_muffnet, "/backbone/stages.1/")])
+def test_stage_units_of_cell_and_shuffle_networks_quantize_exactly_their_stage(make, prefix, tmp_path):
+    """NAS-Bench-201 and MuffNet give a precision per stage; what is quantized is read from the ONNX node names,
+    which PyTorch's exporter scopes by the modules it calls (MuffNet's stages sit in a ModuleList, never called, so
+    ``backbone.stages.1`` is scoped ``/backbone/stages.1/``, not ``/backbone/backbone.stages/...``)."""
+    from hardware_profiles.backends import OnnxCpuBackend
+
+    space = make()
+    assert space.units == ("stem", "s0", "s1", "s2", "head")
+    base = space.base.sample(np.random.default_rng(4))
+    assert all(space.live_units(base)[2:])   # s1, s2 open with a convolution; the head has its classifier
+    arch = space._arch(base, ("fp32", "fp32", "int8", "fp32", "int8"))
+    model = space.build(arch)
+    names = dict(model.named_modules())
+    assert all(name in names for unit in space.base.unit_modules(base) for name in unit)
+    convs = _weight_dequantized_convs(OnnxCpuBackend(1, 1, 3).export(model, space.input_shape(arch),
+                                                                      tmp_path / "m.onnx"))
+    int8 = tuple(module_prefix(m, model) for m in space.int8_modules(arch))
+    assert prefix in int8 and int8[-2:] == ("/head/", "/classifier/")
+    for unit, precision in zip(space.base.unit_modules(base), arch.precisions):
+        unit_convs = [q for name, q in convs.items() if name.startswith(tuple(module_prefix(m, model) for m in unit))]
+        assert unit_convs and all(q == (precision == "int8") for q in unit_convs), unit
+    assert sum(convs.values()) == sum(1 for name in convs if name.startswith(int8))
+
+
+def test_module_prefix_follows_the_exporters_scopes(tmp_path):
+    from torch import nn
+
+    from core.timing import export_onnx
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Module()
+            self.body.stages = nn.ModuleList([nn.Sequential(nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1))
+                                              for _ in range(2)])
+            self.blocks = nn.Sequential(nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1))
+
+        def forward(self, x):
+            for stage in self.body.stages:
+                x = stage(x)
+            return self.blocks(x)
+
+    net = Net()
+    graph = onnx.load(str(export_onnx(net, (1, 3, 4, 4), tmp_path / "n.onnx"))).graph
+    convs = [n.name for n in graph.node if n.op_type == "Conv"]
+    leaves = [name for name, m in net.named_modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == len(leaves) == 6
+    for name, leaf in zip(convs, leaves):   # exported in the order forward calls them
+        assert name.startswith(module_prefix(leaf, net)), (name, leaf)
+        assert name.startswith(module_prefix(leaf.rsplit(".", 1)[0], net))
+    assert module_prefix("body.stages.1", net) == "/stages.1/"   # neither body nor its list is called
+    assert module_prefix("blocks.1", net) == module_prefix("blocks.1") == "/blocks/blocks.1/"
+    assert module_prefix("", net) == "/"
+
+
+def test_a_nb201_cell_without_convolutions_leaves_its_stage_nothing_to_quantize():
+    space = _nb201()
+    arch = space.decode("|none~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|none~1|skip_connect~2|"
+                        "@int8,int8,int8,int8,int8")
+    assert space.live_units(arch.base) == [True, False, True, True, True]
+    assert arch.precisions == ("int8", "fp32", "int8", "int8", "int8")   # s0 reads the first choice
+    layers = space.layer_costs(arch)
+    assert [lc.key.op for lc in layers if lc.key.precision == "fp32"] == ["zero", "zero", "skip", "avgpool", "zero",
+                                                                         "skip"] * 5
+    assert [lc.key.op for lc in layers[31:32] + layers[62:63]] == ["resblock", "resblock"]
+
+
 def test_an_fp32_unit_keeps_constant_weights_and_biases_beside_int8_ones(tmp_path):
     """An untrained network's folded biases are equal zeros that the exporter stores once; quantized for an int8
     reader, a shared bias would reach the fp32 convolutions through a DequantizeLinear and cost them onnxruntime's
@@ -222,8 +298,13 @@ def _run(tmp_path, name: str, *sets: str) -> subprocess.CompletedProcess:
     (("compression=search",), "space.options.compression: compression: search needs the choices of the policy"),
     (("space.options.compression={precisions: [fp32, int8]}",),
      "space.options.compression: a policy in the genotype is searched only with compression: search"),
-    (("compression=search", "space.name=nb201", "space.options={compression: {}}", "constraints.max_flops=null",
-      "constraints.latency=[]"), "search space 'nb201' has no compression units"),
+    (("compression=search", "space.name=lrssd", "space.options={compression: {}}", "constraints.max_flops=null",
+      "constraints.latency=[]"), "search space 'lrssd' has no compression units; a policy can be searched on spaces "
+     "that have them (fbnet, macro, mobilenet, muffnet, nb201)"),
+    (("compression=search", "space.name=nb201", "space.options={compression: {keep: [1, 0.5]}}",
+      "constraints.max_flops=null", "constraints.latency=[]"),
+     "search space 'nb201' cannot prune its layers; keep ratios below 1 are searched on the spaces of inverted "
+     "residuals (fbnet, macro, mobilenet)"),
     (("compression=search", "space.options.compression={}",
       "constraints.latency=[{profile: x86-ort-t1, max_ms: 5}]"),
      "constraints.latency[0]: x86-ort-t1 cannot time a compression policy's units"),
@@ -323,6 +404,18 @@ def test_int4_units_run_faster_for_less_energy_on_the_fpga_simulator():
     col = {name: i for i, name in enumerate(ANALYTIC)}
     terms = sum(analytic_terms(lc) for lc in space.layer_costs(int4)[1:9])
     assert terms[col["int4_dense_macs"]] > 0 and terms[col["int8_dense_macs"]] == terms[col["dense_macs"]] == 0
+
+
+@pytest.mark.parametrize("make", [_nb201, _muffnet])
+def test_int4_stages_of_cell_and_shuffle_networks_run_faster_for_less_energy_on_the_fpga_simulator(make):
+    from hardware_profiles import get_profile
+
+    space, profile = make(("int8", "int4")), get_profile("fpga-zc706-int8")
+    base = space.base.sample(np.random.default_rng(5))
+    int8, int4 = space._arch(base, ("int8",) * 5), space._arch(base, ("int8", "int4", "int4", "int4", "int8"))
+    assert space.decode(space.to_string(int4)) == int4
+    a, b = profile.latency(space, int8), profile.latency(space, int4)
+    assert b.median_ms < a.median_ms and b.energy_mj < a.energy_mj
 
 
 def test_a_trained_network_is_marked_with_another_policy_as_build_marks_its_own():
