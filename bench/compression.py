@@ -323,6 +323,22 @@ def network_ratios(fp32_ref: str, int8_ref: str) -> np.ndarray:
     return _tables(fp32_ref, int8_ref, "networks", "arch")["ratio"].to_numpy()
 
 
+def print_blocks(block_tables: str) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """Print int8 against fp32 per block type, by input side and over whole networks, from two measured profiles
+    (``FP32,INT8``, `--block-tables`); returns those three (`block_ratios`, `resolution_ratios`,
+    `network_ratios`)."""
+    refs = block_tables.split(",", 1)
+    blocks, sides, nets = block_ratios(*refs), resolution_ratios(*refs), network_ratios(*refs)
+    print(f"\nint8 / fp32 per block type, {block_tables} (measured tables; slower: ratio > 1)\n")
+    print(markdown(blocks))
+    print("\nby the side of a block's input (summed over the blocks)\n")
+    print(markdown(sides))
+    if len(nets):
+        print(f"\nwhole networks both tables timed: int8 slower on {int((nets > 1).sum())} of {len(nets)}; "
+              f"int8 / fp32 median x{np.median(nets):.3f}, range x{nets.min():.3f}-x{nets.max():.3f}")
+    return blocks, sides, nets
+
+
 def paired(df: pd.DataFrame) -> list[str]:
     """Each arm against the first (a) over the seeds both ran: the accuracy difference after compression (held out
     where the rows have it) with its mean, 95 % t-interval and seeds won / tied / lost, and the latency ratio as
@@ -387,7 +403,8 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--budget", type=int, default=20)
     p.add_argument("--arms", default="none,int8,search",
-                   help="which of (a) none, (b) int8, (c) search, (c') matched, (c0) unrepaired, (a') lowest to run")
+                   help="which of (a) none, (b) int8, (c) search, (c') matched, (c0) unrepaired, (a') lowest to run; "
+                   "'' runs none (only --block-tables)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="a recipe override for every arm (as nas.run --set), e.g. the latency limit")
     p.add_argument("--precisions", default="fp32,int8", help="the choices of arm (c)'s policy, e.g. int8,int4 "
@@ -417,6 +434,11 @@ def main() -> None:
     p.add_argument("--pool", metavar="A.json,B.json", help="run nothing: the paired figures over the seeds of these "
                    "--out files")
     args = p.parse_args()
+    if not args.arms:   # --arms "": no search, only the two tables side by side
+        if not args.block_tables:
+            raise SystemExit("--arms '': nothing to run without --block-tables FP32,INT8")
+        print_blocks(args.block_tables)
+        return
     if args.pool:
         df = pool(args.pool.split(","))
         print(f"# pooled: {args.pool}; seeds {', '.join(map(str, sorted(df['seed'].unique())))}\n")
@@ -525,17 +547,7 @@ def main() -> None:
     if len(ratio):
         print(f"sampled networks of the space: int8 slower than fp32 on {int((ratio > 1).sum())} of {len(ratio)}; "
               f"int8 / fp32 median x{np.median(ratio):.3f}, range x{ratio.min():.3f}-x{ratio.max():.3f}")
-    blocks = None
-    if args.block_tables:
-        refs = args.block_tables.split(",", 1)
-        blocks, sides, nets = block_ratios(*refs), resolution_ratios(*refs), network_ratios(*refs)
-        print(f"\nint8 / fp32 per block type, {args.block_tables} (measured tables; slower: ratio > 1)\n")
-        print(markdown(blocks))
-        print("\nby the side of a block's input (summed over the blocks)\n")
-        print(markdown(sides))
-        if len(nets):
-            print(f"\nwhole networks both tables timed: int8 slower on {int((nets > 1).sum())} of {len(nets)}; "
-                  f"int8 / fp32 median x{np.median(nets):.3f}, range x{nets.min():.3f}-x{nets.max():.3f}")
+    blocks, sides, nets = print_blocks(args.block_tables) if args.block_tables else (None, None, None)
     if args.out:
         Path(args.out).write_text(json.dumps({
             "recipe": args.recipe, "budget": args.budget, "precisions": args.precisions, "keep": args.keep,

@@ -80,3 +80,24 @@ def test_arm_lowest_compresses_the_fp32_searchs_winner_everywhere_without_search
     assert low["fp32 accuracy"] == pytest.approx(a["fp32 accuracy"]) and low["MFLOPs"] == a["MFLOPs"]
     assert low["fpga-zc706-int8 ms"] < a["fpga-zc706-int8 ms"] and low["compressed units"] >= 1
     assert not (tmp_path / "work" / "lowest-s0" / "best.json").exists()   # nothing searched for it
+
+
+def test_block_tables_alone_compare_int8_with_fp32_per_block_type(tmp_path, monkeypatch, capsys):
+    """``--arms ''`` searches nothing and prints the two measured tables side by side (NAS-Bench-201's ops here,
+    measured small and fast: the figures are this machine's, the test reads only their shape)."""
+    from hardware_profiles.measure import MeasureSettings, measure_profile
+
+    monkeypatch.setenv("HWNAS_PROFILE_PATH", str(tmp_path))
+    for name, precision in (("t-fp32", "fp32"), ("t-int8", "int8")):
+        measure_profile(MeasureSettings(profile=name, space="nb201", networks=2, num_classes=10, warmup=1,
+                                        repeats=3, attempts=1, precision=precision, root=str(tmp_path)))
+    monkeypatch.setattr(sys, "argv", ["compression.py", "--arms", "", "--block-tables", "t-fp32,t-int8"])
+    compression.main()
+    out = capsys.readouterr().out
+    assert "int8 / fp32 per block type, t-fp32,t-int8" in out and "whole networks both tables timed" in out
+    types = {"stem_k3_e1", "resblock_k3_e1", "reluconv_k1_e1", "reluconv_k3_e1", "avgpool_k3_e1", "skip_k1_e1",
+             "zero_k1_e1", "head_k1_e1", "classifier_k1_e1"}
+    assert all(f"| {t} " in out for t in types)
+    monkeypatch.setattr(sys, "argv", ["compression.py", "--arms", ""])
+    with pytest.raises(SystemExit, match="nothing to run without --block-tables"):
+        compression.main()

@@ -335,6 +335,29 @@ def test_nas_run_exits_2_on_a_policy_it_cannot_run(tmp_path):
     assert "space.options.compression: compression: search needs" in proc.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("sets", [
+    ("space.name=nb201", "space.options={resolution: 16, compression: {precisions: [int8, int4]}}",
+     "constraints.latency=[{profile: fpga-zc706-int8, max_ms: 1, source: profile}]", "search.repair=none"),
+    ("space.name=muffnet", "space.options={resolution: 32, compression: {precisions: [fp32, int8]}}",
+     "search.repair=none"),
+], ids=["nb201-fpga", "muffnet-cpu"])
+def test_a_policy_search_on_stage_units_runs_end_to_end_and_ships_its_quantized_stages(tmp_path, sets):
+    """About 40 s each here. Without repair, the trained candidates keep the policies drawn, quantized units
+    included, whatever this CPU would gain."""
+    proc = _run(tmp_path, "run", "compression=search", "constraints.max_flops=null", "search.budget=3", *sets)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "run"
+    table = pd.read_csv(out / "results.csv")
+    ok = table[table.status == "ok"]
+    space = _space_of(out)
+    assert len(ok) and space.units == ("stem", "s0", "s1", "s2", "head")
+    quantized = [a for a in ok.arch if {"int8", "int4"} & set(space.decode(a).precisions)]
+    assert quantized and np.isfinite(ok.accuracy_drop).all()
+    best = space.decode((out / "best" / "arch.txt").read_text().strip())
+    assert (out / "best" / "model.int8.onnx").exists() == bool(space.int8_modules(best))
+
+
 def test_a_search_with_compression_search_scores_times_and_prunes_each_policy_and_ships_it(tmp_path):
     proc = _run(tmp_path, "run", "compression=search",
                 "space.options.compression={precisions: [fp32, int8], keep: [1, 0.5]}", "search.budget=3")
