@@ -545,8 +545,11 @@ def main() -> None:
               "units pay (undoing that one compression raises a cost figure of the run)")
     ratio = ms[len(rows):, 1] / ms[len(rows):, 0]
     if len(ratio):
+        fp32 = np.percentile(ms[len(rows):, 0], [10, 50, 90])
         print(f"sampled networks of the space: int8 slower than fp32 on {int((ratio > 1).sum())} of {len(ratio)}; "
-              f"int8 / fp32 median x{np.median(ratio):.3f}, range x{ratio.min():.3f}-x{ratio.max():.3f}")
+              f"int8 / fp32 median x{np.median(ratio):.3f}, range x{ratio.min():.3f}-x{ratio.max():.3f}; their fp32 "
+              f"latency median {fp32[1]:.4f} ms ({fp32[0]:.4f}-{fp32[2]:.4f}, 10th-90th percentile: where a limit "
+              "binds)")
     blocks, sides, nets = print_blocks(args.block_tables) if args.block_tables else (None, None, None)
     if args.out:
         Path(args.out).write_text(json.dumps({
