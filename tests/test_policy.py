@@ -32,12 +32,21 @@ def _mobilenet() -> PolicySpace:
     return get_space("mobilenet", {**TINY_MOBILENET, "compression": {"precisions": ["fp32", "int8"]}}, num_classes=10)
 
 
+# small options of every space with compression units (a test below checks the registry against this list)
+SMALL_OPTIONS = {"macro": {"resolution": 16}, "mobilenet": TINY_MOBILENET, "fbnet": {"resolution": 16},
+                 "nb201": {"resolution": 16}, "muffnet": {"resolution": 64}}
+
+
+def _policy(name: str, precisions=("fp32", "int8")) -> PolicySpace:
+    return get_space(name, {**SMALL_OPTIONS[name], "compression": {"precisions": list(precisions)}}, num_classes=10)
+
+
 def _nb201(precisions=("fp32", "int8")) -> PolicySpace:
-    return get_space("nb201", {"resolution": 16, "compression": {"precisions": list(precisions)}}, num_classes=10)
+    return _policy("nb201", precisions)
 
 
 def _muffnet(precisions=("fp32", "int8")) -> PolicySpace:
-    return get_space("muffnet", {"resolution": 64, "compression": {"precisions": list(precisions)}}, num_classes=10)
+    return _policy("muffnet", precisions)
 
 
 @pytest.mark.parametrize("make", [_macro, _mobilenet, _nb201, _muffnet])
@@ -169,10 +178,6 @@ def test_only_the_int8_units_are_quantized_in_the_graph_that_is_timed(tmp_path):
     assert all(convs.values()) and convs == whole   # every unit int8 is the whole network int8
 
 
-SMALL_OPTIONS = {"macro": {"resolution": 16}, "mobilenet": TINY_MOBILENET, "fbnet": {"resolution": 16},
-                 "nb201": {"resolution": 16}, "muffnet": {"resolution": 64}}
-
-
 def test_every_space_with_units_is_tried_here():
     from search_spaces import SPACES
     from search_spaces.policy import offers_units
@@ -187,8 +192,7 @@ def test_each_unit_quantizes_exactly_its_own_convolutions_in_the_exported_graph(
     scoped ``/backbone/stages.1/``, not ``/backbone/backbone.stages/...``. Every other unit int8 here."""
     from hardware_profiles.backends import OnnxCpuBackend
 
-    space = get_space(name, {**SMALL_OPTIONS[name], "compression": {"precisions": ["fp32", "int8"]}},
-                      num_classes=10)
+    space = _policy(name)
     base = space.base.sample(np.random.default_rng(4))
     arch = space._arch(base, ["int8" if i % 2 else "fp32" for i in range(len(space.units))])
     model = space.build(arch)
